@@ -1,0 +1,96 @@
+"""Composition root: Settings -> stores -> services. The only place that wires things together."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import Settings
+from app.ports import JobKicker
+from app.services.accounts import AccountService
+from app.services.audit import AuditService
+from app.services.deletion import DeletionService
+from app.services.erasure import ErasureService
+from app.services.policies import PolicyBook
+from app.stores.clickhouse.client import ClickHouse
+from app.stores.clickhouse.schema import migrate as migrate_clickhouse
+from app.stores.sql import migrations
+from app.stores.sql.engine import checkpoint, make_engine
+from app.stores.sql.erasure_steps import sql_steps
+from app.stores.sql.uow import SqlUnitOfWork
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _no_kick(job: str) -> None:
+    """Without a scheduler in this process the periodic runs (elsewhere) pick the work up."""
+
+
+@dataclass
+class Container:
+    settings: Settings
+    engine: Engine
+    policies: PolicyBook
+    clock: Callable[[], datetime] = utcnow  # tests replace it to move time
+    kick: JobKicker = _no_kick
+    _clickhouse: ClickHouse | None = None
+    _ch_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    def uow(self) -> SqlUnitOfWork:
+        return SqlUnitOfWork(self.session_factory, self.now)
+
+    @cached_property
+    def session_factory(self) -> sessionmaker[Session]:
+        return sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def clickhouse(self) -> ClickHouse:
+        """Opened on first use: commands that only need SQL never touch the embedded engine."""
+        with self._ch_lock:
+            if self._clickhouse is None:
+                self._clickhouse = ClickHouse(self.settings.clickhouse_url)
+            return self._clickhouse
+
+    @cached_property
+    def accounts(self) -> AccountService:
+        return AccountService(self.uow, self.now)
+
+    @cached_property
+    def deletions(self) -> DeletionService:
+        return DeletionService(self.uow, self.now, self.policies, self.settings.secret_key,
+                               lambda job: self.kick(job))
+
+    @cached_property
+    def erasure(self) -> ErasureService:
+        return ErasureService(self.uow, self.now, self.settings.secret_key, sql_steps(), [],
+                              after_purge=lambda: checkpoint(self.engine))
+
+    @cached_property
+    def audit(self) -> AuditService:
+        return AuditService(self.uow, self.settings.secret_key)
+
+    def migrate(self, *, clickhouse: bool = True) -> None:
+        migrations.upgrade(self.engine)
+        if clickhouse:
+            migrate_clickhouse(self.clickhouse)
+
+    def close(self) -> None:
+        if self._clickhouse is not None:
+            self._clickhouse.close()
+        self.engine.dispose()
+
+
+def build(settings: Settings) -> Container:
+    return Container(settings=settings, engine=make_engine(settings.database_url),
+                     policies=PolicyBook.load(settings.policy_dir))

@@ -1,0 +1,196 @@
+"""`lethe`: the operator's command line (CONTRACT §2). Errors go to stderr with a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from app.bootstrap import Container, build
+from app.config import ConfigError, get_settings
+from app.domain.policy import PolicyError
+from app.logging import configure_logging
+from app.services.errors import ServiceError
+from app.stores.clickhouse.client import EmbeddedStoreBusy
+
+
+def _print(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=False))
+
+
+def _instant(value: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 instant: {value!r}") from exc
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"give a time zone (e.g. {value}Z): {value!r}")
+    return moment.astimezone(UTC)
+
+
+def cmd_serve(container: Container, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.http.app import create_app
+    from jobs.scheduler import Scheduler
+
+    container.migrate()
+    scheduler = None
+    if container.settings.scheduler:
+        scheduler = Scheduler(container)
+        container.kick = scheduler.kick
+        scheduler.start()
+    try:
+        uvicorn.run(create_app(container), host=args.host, port=args.port, access_log=False,
+                    log_level="warning")
+    finally:
+        if scheduler is not None:
+            scheduler.shutdown()
+    return 0
+
+
+def cmd_worker(container: Container, args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from jobs.scheduler import Scheduler
+
+    container.migrate()
+    scheduler = Scheduler(container)
+    scheduler.start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print("lethe worker: scheduler running; Ctrl-C to stop", file=sys.stderr)
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    scheduler.shutdown()
+    return 0
+
+
+def cmd_migrate(container: Container, args: argparse.Namespace) -> int:
+    container.migrate()
+    print("SQL and ClickHouse schemas are at head", file=sys.stderr)
+    return 0
+
+
+def cmd_project_create(container: Container, args: argparse.Namespace) -> int:
+    container.migrate(clickhouse=False)
+    _print(container.accounts.create_project(args.name, args.region))
+    return 0
+
+
+def cmd_officer_create(container: Container, args: argparse.Namespace) -> int:
+    container.migrate(clickhouse=False)
+    _print(container.accounts.create_officer(args.name, args.project))
+    return 0
+
+
+def cmd_jobs_list(container: Container, args: argparse.Namespace) -> int:
+    from jobs.scheduler import describe
+
+    container.migrate(clickhouse=False)
+    _print(describe(container))
+    return 0
+
+
+def cmd_jobs_run(container: Container, args: argparse.Namespace) -> int:
+    from jobs.registry import JOBS, run_job
+
+    container.migrate(clickhouse=False)
+    now = args.now or container.now()
+    names = list(JOBS) if args.name == "all" else [args.name]
+    summaries = []
+    for name in names:
+        if sys.stderr.isatty():
+            print(f"running {name} as of {now.isoformat()} ...", file=sys.stderr)
+        summaries.append(run_job(container, name, now))
+    _print(summaries[0] if len(summaries) == 1 else summaries)
+    return 1 if any(s.get("failed") for s in summaries) else 0
+
+
+def cmd_audit_verify(container: Container, args: argparse.Namespace) -> int:
+    container.migrate(clickhouse=False)
+    result = container.audit.verify()
+    _print({"ok": result.ok, "entries": result.entries, "head": result.head, "first_bad_seq": result.first_bad_seq})
+    if not result.ok:
+        print(f"audit chain broken at seq {result.first_bad_seq}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_audit_export(container: Container, args: argparse.Namespace) -> int:
+    container.migrate(clickhouse=False)
+    projects = [args.project] if args.project else None
+    for line in container.audit.export(projects, args.format, since=args.since, until=args.until):
+        sys.stdout.write(line)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    from jobs.registry import JOBS
+
+    root = argparse.ArgumentParser(prog="lethe", description="GDPR data-lifecycle and deletion service")
+    sub = root.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="migrate, serve the API, run the scheduler")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(fn=cmd_serve)
+    sub.add_parser("worker", help="the scheduler alone").set_defaults(fn=cmd_worker)
+    sub.add_parser("migrate", help="upgrade both stores' schemas").set_defaults(fn=cmd_migrate)
+
+    project = sub.add_parser("project", help="partner projects").add_subparsers(dest="action", required=True)
+    create = project.add_parser("create", help="create a project; prints its keys once")
+    create.add_argument("name")
+    create.add_argument("--region", default="eu")
+    create.set_defaults(fn=cmd_project_create)
+
+    officer = sub.add_parser("officer", help="compliance officers").add_subparsers(dest="action", required=True)
+    ocreate = officer.add_parser("create", help="create an officer; prints the token once")
+    ocreate.add_argument("name")
+    ocreate.add_argument("--project", action="append", required=True, help="repeat for several projects")
+    ocreate.set_defaults(fn=cmd_officer_create)
+
+    jobs = sub.add_parser("jobs", help="scheduled jobs").add_subparsers(dest="action", required=True)
+    jobs.add_parser("list", help="jobs, triggers and last runs").set_defaults(fn=cmd_jobs_list)
+    run = jobs.add_parser("run", help="run one job once and print its JSON summary")
+    run.add_argument("name", choices=[*JOBS, "all"])
+    run.add_argument("--now", type=_instant, help="run as of this ISO 8601 instant (default: now)")
+    run.set_defaults(fn=cmd_jobs_run)
+
+    audit = sub.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
+    audit.add_parser("verify", help="walk the hash chain").set_defaults(fn=cmd_audit_verify)
+    export = audit.add_parser("export", help="write entries to stdout")
+    export.add_argument("--project")
+    export.add_argument("--since", type=_instant)
+    export.add_argument("--until", type=_instant)
+    export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    export.set_defaults(fn=cmd_audit_export)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    configure_logging()
+    try:
+        container = build(get_settings())
+    except (ConfigError, PolicyError) as exc:
+        print(f"lethe: configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        code: int = args.fn(container, args)
+        return code
+    except (ServiceError, EmbeddedStoreBusy) as exc:
+        print(f"lethe: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        container.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Settings from LETHE_* environment variables (a `.env` file may supply them; the environment wins)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+DEFAULTS = {
+    "LETHE_DATABASE_URL": "sqlite:///var/lethe.db",
+    "LETHE_CLICKHOUSE_URL": "chdb:///var/clickhouse",
+    "LETHE_POLICY_DIR": "policies",
+    "LETHE_SCHEDULER": "on",
+}
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message names the variable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str
+    clickhouse_url: str
+    policy_dir: Path
+    secret_key: bytes
+    scheduler: bool
+
+    @property
+    def embedded_clickhouse(self) -> bool:
+        return self.clickhouse_url.startswith("chdb:")
+
+
+def load_settings(environ: dict[str, str] | None = None, cwd: Path | None = None) -> Settings:
+    cwd = cwd or Path.cwd()
+    env_file = {k: v for k, v in dotenv_values(cwd / ".env").items() if v is not None}
+    values = {**DEFAULTS, **env_file, **(os.environ if environ is None else environ)}
+    scheduler = values["LETHE_SCHEDULER"].strip().lower()
+    if scheduler not in {"on", "off"}:
+        raise ConfigError(f"LETHE_SCHEDULER must be 'on' or 'off', got {scheduler!r}")
+    key = values.get("LETHE_SECRET_KEY")
+    return Settings(
+        database_url=_resolve_sqlite(values["LETHE_DATABASE_URL"], cwd),
+        clickhouse_url=_resolve_chdb(values["LETHE_CLICKHOUSE_URL"], cwd),
+        policy_dir=cwd / values["LETHE_POLICY_DIR"],
+        secret_key=key.encode() if key else _stored_secret(cwd / "var" / "secret.key"),
+        scheduler=scheduler == "on",
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()
+
+
+def _resolve_sqlite(url: str, cwd: Path) -> str:
+    """`sqlite:///rel/path` is relative to the working directory; its folder is created."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url.startswith(prefix + "/") or ":memory:" in url:
+        return url
+    path = cwd / url[len(prefix):]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return prefix + str(path)
+
+
+def _resolve_chdb(url: str, cwd: Path) -> str:
+    """`chdb:///rel/path` is relative (as in SQLAlchemy's sqlite URLs); `chdb:////abs` is absolute."""
+    prefix = "chdb:///"
+    if not url.startswith(prefix) or url.startswith(prefix + "/"):
+        return url
+    path = cwd / url[len(prefix):]
+    path.mkdir(parents=True, exist_ok=True)
+    return "chdb://" + str(path)
+
+
+def _stored_secret(path: Path) -> bytes:
+    """The key generated once into var/secret.key (mode 0600) when LETHE_SECRET_KEY is unset."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_hex(32))
+    return path.read_bytes().strip()

@@ -1,0 +1,46 @@
+"""The Litestar application factory."""
+
+from __future__ import annotations
+
+import sys
+
+import structlog
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.logging.config import StructLoggingConfig
+from litestar.openapi.config import OpenAPIConfig
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.plugins.structlog import StructlogConfig, StructlogPlugin
+
+from app.bootstrap import Container
+from app.http.audit import AuditController
+from app.http.auth import auth_middleware
+from app.http.deletion_requests import DeletionRequestController
+from app.http.errors import HANDLERS
+from app.http.ops import healthz, readyz
+from app.logging import processors
+
+MAX_BODY = 10 * 1024 * 1024  # 1,000 events of ~10 KB each
+
+
+def create_app(container: Container) -> Litestar:
+    prometheus = PrometheusConfig(app_name="lethe", prefix="lethe", group_path=True,
+                                  exclude=["^/metrics", "^/healthz"])
+    logging = StructlogPlugin(StructlogConfig(
+        structlog_logging_config=StructLoggingConfig(
+            processors=processors(), log_exceptions="always",
+            disable_stack_trace={400, 401, 404, 405, 409, 413, 422},
+            logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        ),
+        enable_middleware_logging=False,  # request logs would print paths and queries naming users
+    ))
+    return Litestar(
+        route_handlers=[healthz, readyz, PrometheusController, DeletionRequestController, AuditController],
+        dependencies={"container": Provide(lambda: container, use_cache=True, sync_to_thread=False)},
+        middleware=[prometheus.middleware, auth_middleware(container.accounts)],
+        exception_handlers=HANDLERS,
+        plugins=[logging],
+        openapi_config=OpenAPIConfig(title="Lethe", version="0.1.0",
+                                     description="GDPR data-lifecycle and deletion service"),
+        request_max_body_size=MAX_BODY,
+    )

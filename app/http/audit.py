@@ -1,0 +1,59 @@
+"""Compliance officers: query, export and verify the audit log (CONTRACT §3 "Audit")."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Controller, Request, get
+from litestar.params import Parameter
+from litestar.response import Stream
+
+from app.http.deps import ContainerDep
+from app.http.auth import officer_only
+from app.http.schemas import AuditPage, Limit, VerifyOut
+from app.services.accounts import Principal
+from app.services.errors import NotFound
+
+
+def _projects(principal: Principal, project: str | None) -> list[str]:
+    names = sorted(principal.projects.values())
+    if project is None:
+        return names
+    if project not in names:
+        raise NotFound(f"project {project} not found")
+    return [project]
+
+
+class AuditController(Controller):
+    path = "/v1/audit"
+    guards = [officer_only]
+    tags = ["audit"]
+
+    @get("/", sync_to_thread=True)
+    def list(
+        self, request: Request[Principal, Any, Any], container: ContainerDep, user_id: str | None = None,
+        action: str | None = None, since: datetime | None = None, until: datetime | None = None,
+        project: str | None = None, limit: Limit = 50, cursor: str | None = None,
+    ) -> AuditPage:
+        """Entries oldest first. `user_id` is hashed the way the log stores subjects."""
+        page = container.audit.page(_projects(request.user, project), user_id=user_id, action=action,
+                                    since=since, until=until, limit=limit, cursor=cursor)
+        return msgspec.convert(page, AuditPage)
+
+    @get("/verify", sync_to_thread=True)
+    def verify(self, container: ContainerDep) -> VerifyOut:
+        result = container.audit.verify()
+        return VerifyOut(result.ok, result.entries, result.head, result.first_bad_seq)
+
+    @get("/export", sync_to_thread=True)
+    def export(
+        self, request: Request[Principal, Any, Any], container: ContainerDep,
+        format: Annotated[Literal["jsonl", "csv"], Parameter(query="format")] = "jsonl",
+        since: datetime | None = None, until: datetime | None = None, project: str | None = None,
+    ) -> Stream:
+        lines = container.audit.export(_projects(request.user, project), format, since=since, until=until)
+        media = "text/csv" if format == "csv" else "application/x-ndjson"
+        return Stream(lines, media_type=media,
+                      headers={"Content-Disposition": f'attachment; filename="lethe-audit.{format}"'})

@@ -1,0 +1,58 @@
+"""Bearer-token authentication (middleware) and role guards.
+
+A partner api_key acts on its own project, a webhook_token may only post events, an officer
+token reads and places holds on its projects. Anything else: 401.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+from litestar.middleware.base import DefineMiddleware
+
+from app.services.accounts import AccountService, Principal, Role
+
+PUBLIC_PATHS = ["^/healthz$", "^/readyz$", "^/metrics", "^/schema"]
+
+
+class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
+    def __init__(self, app: Any, accounts: AccountService, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.accounts = accounts
+
+    async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
+        scheme, _, token = connection.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise NotAuthorizedException("missing bearer token (Authorization: Bearer <token>)")
+        principal = await _authenticate(self.accounts, token.strip())
+        if principal is None:
+            raise NotAuthorizedException("invalid or revoked token")
+        return AuthenticationResult(user=principal, auth=token)
+
+
+async def _authenticate(accounts: AccountService, token: str) -> Principal | None:
+    from anyio import to_thread
+
+    return await to_thread.run_sync(accounts.authenticate, token)
+
+
+def auth_middleware(accounts: AccountService) -> DefineMiddleware:
+    return DefineMiddleware(BearerAuthMiddleware, accounts=accounts, exclude=PUBLIC_PATHS)
+
+
+def _require(role: Role) -> Any:
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        if not isinstance(connection.user, Principal) or connection.user.role is not role:
+            raise NotAuthorizedException(f"this endpoint needs a {role.value} token")
+
+    guard.__name__ = f"require_{role.value}"
+    return guard
+
+
+partner_only = _require(Role.PARTNER)
+officer_only = _require(Role.OFFICER)
+webhook_only = _require(Role.WEBHOOK)

@@ -1,0 +1,57 @@
+"""Partner API: deletion requests (CONTRACT §3). Thin: parse, call the service, shape the reply."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.params import Parameter
+
+from app.http.deps import ContainerDep
+from app.domain.requests import Status
+from app.http.auth import partner_only
+from app.http.schemas import DeletionRequestIn, DeletionRequestOut, DeletionRequestPage, Limit
+from app.services.accounts import Principal
+
+StatusFilter = Annotated[Status | None, Parameter(description="only requests in this status")]
+
+
+class DeletionRequestController(Controller):
+    path = "/v1/deletion-requests"
+    guards = [partner_only]
+    tags = ["deletion requests"]
+
+    @post("/", sync_to_thread=True, status_code=202, responses={200: None})  # type: ignore[dict-item]
+    def create(
+        self, request: Request[Principal, Any, Any], data: DeletionRequestIn, container: ContainerDep,
+        idempotency_key: Annotated[str | None, Parameter(header="Idempotency-Key", max_length=200)] = None,
+    ) -> Response[DeletionRequestOut]:
+        """Erase a user: `grace` (30 days, restorable) or `immediate`. 200 with the open request
+        when the user already has one. Same Idempotency-Key and body give the same response."""
+        principal = request.user
+        outcome = container.deletions.request(
+            principal.project_id, data.user_id, data.mode, data.reason, actor=principal.actor,
+            idempotency_key=idempotency_key,
+        )
+        return Response(msgspec.convert(outcome.body, DeletionRequestOut), status_code=outcome.status_code)
+
+    @get("/{request_id:str}", sync_to_thread=True)
+    def read(self, request: Request[Principal, Any, Any], request_id: str, container: ContainerDep) -> DeletionRequestOut:
+        return msgspec.convert(container.deletions.get(request.user.project_id, request_id), DeletionRequestOut)
+
+    @get("/", sync_to_thread=True)
+    def list(
+        self, request: Request[Principal, Any, Any], container: ContainerDep, user_id: str | None = None,
+        status: StatusFilter = None, limit: Limit = 50, cursor: str | None = None,
+    ) -> DeletionRequestPage:
+        page = container.deletions.page(request.user.project_id, user_id=user_id,
+                                        status=status.value if status else None, limit=limit, cursor=cursor)
+        return msgspec.convert(page, DeletionRequestPage)
+
+    @post("/{request_id:str}/restore", sync_to_thread=True, status_code=200)
+    def restore(self, request: Request[Principal, Any, Any], request_id: str,
+                container: ContainerDep) -> DeletionRequestOut:
+        """Restore a user during grace; 409 saying why otherwise."""
+        body = container.deletions.restore(request.user.project_id, request_id, actor=request.user.actor)
+        return msgspec.convert(body, DeletionRequestOut)

@@ -1,0 +1,111 @@
+"""Projects, officers and the bearer tokens that act for them (stored hashed, shown once)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sqlalchemy.exc import IntegrityError
+
+from app.domain.audit import AuditRecord
+from app.ports import Clock, UnitOfWorkFactory
+from app.services.errors import AlreadyExists, InvalidInput
+from app.stores.sql.models import Officer, Project
+
+
+class Role(StrEnum):
+    PARTNER = "partner"
+    WEBHOOK = "webhook"
+    OFFICER = "officer"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: a role and the projects (id -> name) it may act on."""
+
+    role: Role
+    name: str
+    projects: dict[str, str]
+
+    @property
+    def actor(self) -> str:
+        return f"{self.role}:{self.name}"
+
+    @property
+    def project_id(self) -> str:
+        """The single project of a partner key or webhook token."""
+        (project_id,) = self.projects
+        return project_id
+
+
+def hash_token(token: str) -> str:
+    """Tokens are 256-bit random, so a plain SHA-256 is a safe stored form."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _new_token(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_urlsafe(32)}"
+
+
+class AccountService:
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
+        self._uow = uow
+        self._clock = clock
+
+    def create_project(self, name: str, region: str = "eu", *, actor: str = "operator:cli") -> dict[str, str]:
+        if not name or len(name) > 100:
+            raise InvalidInput("project name must be 1-100 characters")
+        api_key, webhook_token = _new_token("lth_key"), _new_token("lth_hook")
+        with self._uow() as uow:
+            if uow.projects.by_name(name):
+                raise AlreadyExists(f"project {name!r} already exists")
+            uow.projects.add(Project(name=name, region=region, api_key_hash=hash_token(api_key),
+                                     webhook_token_hash=hash_token(webhook_token),
+                                     created_at=self._clock()))
+            uow.audit(AuditRecord(actor, "project.created", name, None, {"region": region}))
+            try:
+                uow.commit()
+            except IntegrityError as exc:
+                raise AlreadyExists(f"project {name!r} already exists") from exc
+        return {"project": name, "api_key": api_key, "webhook_token": webhook_token}
+
+    def create_officer(self, name: str, project_names: list[str], *, actor: str = "operator:cli") -> dict[str, str]:
+        if not project_names:
+            raise InvalidInput("an officer needs at least one --project")
+        token = _new_token("lth_off")
+        with self._uow() as uow:
+            projects = uow.projects.by_names(project_names)
+            missing = sorted(set(project_names) - {p.name for p in projects})
+            if missing:
+                raise InvalidInput(f"no such project: {', '.join(missing)}")
+            if uow.projects.officer_by_name(name):
+                raise AlreadyExists(f"officer {name!r} already exists")
+            uow.projects.add_officer(Officer(name=name, token_hash=hash_token(token), created_at=self._clock()),
+                                     projects)
+            for project in projects:
+                uow.audit(AuditRecord(actor, "officer.created", project.name, None, {"officer": name}))
+            uow.commit()
+        return {"officer": name, "token": token}
+
+    def authenticate(self, token: str) -> Principal | None:
+        digest = hash_token(token)
+        with self._uow() as uow:
+            project = uow.projects.by_api_key(digest)
+            if project is not None:
+                return _principal(Role.PARTNER, project)
+            project = uow.projects.by_webhook_token(digest)
+            if project is not None:
+                return _principal(Role.WEBHOOK, project)
+            found = uow.projects.officer_by_token(digest)
+            if found is not None:
+                officer, projects = found
+                return Principal(Role.OFFICER, officer.name, {p.id: p.name for p in projects})
+        return None
+
+
+def _principal(role: Role, project: Project) -> Principal | None:
+    if project.status != "active":
+        return None  # an offboarded partner's keys are revoked
+    return Principal(role, project.name, {project.id: project.name})

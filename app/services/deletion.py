@@ -1,0 +1,222 @@
+"""Deletion requests: create (idempotently), read, list, restore."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+
+from app.domain import requests as lifecycle
+from app.domain.audit import AuditRecord, subject_hash
+from app.domain.requests import Mode, RequestState, Source, Status, Step, TransitionRefused
+from app.ports import Clock, JobKicker, UnitOfWorkFactory
+from app.services.errors import Conflict, NotFound, Unprocessable
+from app.services.policies import PolicyBook
+from app.stores.sql.models import DeletionRequest, IdempotencyKey, Subject
+from app.stores.sql.uow import SqlUnitOfWork
+
+IN_FLIGHT_TIMEOUT = timedelta(minutes=2)  # an in-flight key older than this was abandoned by a crash
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the partner sees: 202 for a new request, 200 for the open one they already had."""
+
+    status_code: int
+    body: dict[str, Any]
+
+
+def state_of(row: DeletionRequest) -> RequestState:
+    return RequestState(Status(row.status), Mode(row.mode), row.grace_until, Step(row.next_step))
+
+
+def apply_state(row: DeletionRequest, state: RequestState) -> None:
+    row.status, row.next_step = state.status.value, state.next_step.value
+
+
+def to_dict(row: DeletionRequest, project_name: str, user_id: str | None) -> dict[str, Any]:
+    def iso(value: datetime | None) -> str | None:
+        return value.isoformat() if value else None
+
+    return {
+        "id": row.id, "project": project_name, "user_id": user_id, "mode": row.mode,
+        "source": row.source, "status": row.status, "requested_at": iso(row.requested_at),
+        "grace_until": iso(row.grace_until), "due_by": iso(row.due_by),
+        "anonymised_at": iso(row.anonymised_at), "completed_at": iso(row.completed_at),
+        "restored_at": iso(row.restored_at), "holds": list(row.evidence.get("_holds", [])),
+        "evidence": {k: v for k, v in row.evidence.items() if not k.startswith("_")},
+        "detail": row.detail,
+    }
+
+
+class DeletionService:
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock, policies: PolicyBook, secret_key: bytes,
+                 kick: JobKicker) -> None:
+        self._uow = uow
+        self._clock = clock
+        self._policies = policies
+        self._key = secret_key
+        self._kick = kick
+
+    # --- create -------------------------------------------------------------------------
+    def request(self, project_id: str, user_id: str, mode: Mode, reason: str | None, *,
+                source: Source = Source.PARTNER_API, actor: str, idempotency_key: str | None = None) -> Outcome:
+        if idempotency_key is None:
+            outcome = self._create(project_id, user_id, mode, reason, source, actor, None)
+        else:
+            # Keyed, so the stored hash cannot be matched against guessed user ids.
+            body_hash = hmac.new(
+                self._key, json.dumps([user_id, mode.value, reason], separators=(",", ":")).encode(),
+                hashlib.sha256,
+            ).hexdigest()
+            replay = self._begin_idempotent(project_id, idempotency_key, body_hash)
+            if replay is not None:
+                # The stored response leaves the user id out (only `subjects` may hold it);
+                # the same body carries the same user id, so it is put back from there.
+                return Outcome(replay.status_code, {**replay.body, "user_id": user_id})
+            try:
+                outcome = self._create(project_id, user_id, mode, reason, source, actor, idempotency_key)
+            except BaseException:
+                self._abandon_idempotent(project_id, idempotency_key)
+                raise
+        if outcome.status_code == 202:
+            self._kick("anonymise")
+        return outcome
+
+    def _create(self, project_id: str, user_id: str, mode: Mode, reason: str | None, source: Source,
+                actor: str, idempotency_key: str | None) -> Outcome:
+        now = self._clock()
+        with self._uow() as uow:
+            project = uow.projects.by_id(project_id)
+            assert project is not None
+            subject = uow.subjects.find(project_id, user_id)
+            if subject is None:
+                subject = Subject(project_id=project_id, user_id=user_id, created_at=now, last_seen_at=now)
+                uow.subjects.add(subject)
+                uow.session.flush()
+            existing = uow.requests.open_for(subject.id)
+            if existing is not None:
+                outcome = Outcome(200, to_dict(existing, project.name, user_id))
+            else:
+                grace_until, due_by = lifecycle.deadlines(now, mode, self._policies.for_project(project.name).grace_days)
+                row = DeletionRequest(
+                    project_id=project_id, subject_id=subject.id, mode=mode.value, source=source.value,
+                    status=Status.PENDING.value, next_step=Step.ANONYMISE.value, reason=reason,
+                    requested_at=now, grace_until=grace_until, due_by=due_by, attempts=0, evidence={},
+                )
+                uow.requests.add(row)
+                uow.audit(AuditRecord(actor, "deletion_request.created", project.name,
+                                      subject_hash(self._key, project.name, user_id),
+                                      {"request_id": row.id, "mode": mode.value, "source": source.value}))
+                outcome = Outcome(202, to_dict(row, project.name, user_id))
+            if idempotency_key is not None:
+                record = uow.idempotency.get(project_id, idempotency_key)
+                assert record is not None
+                record.status_code = outcome.status_code
+                record.response = {k: v for k, v in outcome.body.items() if k != "user_id"}
+            try:
+                uow.commit()
+            except IntegrityError:
+                # A concurrent request for the same user won the race: answer with theirs.
+                uow.rollback()
+                if idempotency_key is not None:
+                    raise
+                return self._create(project_id, user_id, mode, reason, source, actor, idempotency_key)
+        return outcome
+
+    def _begin_idempotent(self, project_id: str, key: str, body_hash: str) -> Outcome | None:
+        """Record the key as in flight (own transaction), or answer from what it already did."""
+        now = self._clock()
+        with self._uow() as uow:
+            record = uow.idempotency.get(project_id, key)
+            if record is None:
+                try:
+                    uow.idempotency.add(IdempotencyKey(project_id=project_id, key=key, body_hash=body_hash,
+                                                       status_code=None, response=None, created_at=now))
+                    uow.commit()
+                    return None
+                except IntegrityError:
+                    uow.rollback()
+                    record = uow.idempotency.get(project_id, key)
+                    assert record is not None
+            if record.body_hash != body_hash:
+                raise Unprocessable("Idempotency-Key was already used with a different body")
+            if record.status_code is None:
+                if now - record.created_at < IN_FLIGHT_TIMEOUT:
+                    raise Conflict("a request with this Idempotency-Key is still in flight; retry later")
+                record.created_at = now  # abandoned by a crash: this call takes it over
+                uow.commit()
+                return None
+            return Outcome(record.status_code, dict(record.response or {}))
+
+    def _abandon_idempotent(self, project_id: str, key: str) -> None:
+        with self._uow() as uow:
+            record = uow.idempotency.get(project_id, key)
+            if record is not None and record.status_code is None:
+                uow.session.delete(record)
+                uow.commit()
+
+    # --- read ---------------------------------------------------------------------------
+    def get(self, project_id: str, request_id: str) -> dict[str, Any]:
+        with self._uow() as uow:
+            row = self._load(uow, project_id, request_id)
+            return self._render(uow, row)
+
+    def page(self, project_id: str, *, user_id: str | None, status: str | None, limit: int,
+             cursor: str | None) -> dict[str, Any]:
+        with self._uow() as uow:
+            subject_id = None
+            if user_id is not None:
+                subject = uow.subjects.find(project_id, user_id)
+                if subject is None:
+                    return {"items": [], "next_cursor": None}
+                subject_id = subject.id
+            rows, next_cursor = uow.requests.page(project_id, subject_id=subject_id, status=status,
+                                                  limit=limit, cursor=cursor)
+            return {"items": [self._render(uow, row) for row in rows], "next_cursor": next_cursor}
+
+    # --- restore ------------------------------------------------------------------------
+    def restore(self, project_id: str, request_id: str | None, *, actor: str,
+                user_id: str | None = None) -> dict[str, Any]:
+        """Restore by request id (partner API) or the user's open request (account_restored)."""
+        now = self._clock()
+        with self._uow() as uow:
+            if request_id is not None:
+                row = self._load(uow, project_id, request_id)
+            else:
+                subject = uow.subjects.find(project_id, user_id or "")
+                row = uow.requests.open_for(subject.id) if subject else None
+                if row is None:
+                    raise NotFound("the user has no open deletion request")
+            try:
+                state = lifecycle.restore(state_of(row), now)
+            except TransitionRefused as exc:
+                raise Conflict(str(exc)) from exc
+            apply_state(row, state)
+            row.restored_at = now
+            uow.subjects.set_status([row.subject_id], "active")
+            subject = uow.subjects.get(row.subject_id)
+            project = uow.projects.by_id(project_id)
+            assert subject is not None and subject.user_id is not None and project is not None
+            uow.audit(AuditRecord(actor, "deletion_request.restored", project.name,
+                                  subject_hash(self._key, project.name, subject.user_id),
+                                  {"request_id": row.id}))
+            uow.commit()
+            return to_dict(row, project.name, subject.user_id)
+
+    def _load(self, uow: SqlUnitOfWork, project_id: str, request_id: str) -> DeletionRequest:
+        row = uow.requests.get(project_id, request_id)
+        if row is None:
+            raise NotFound(f"deletion request {request_id} not found")
+        return row
+
+    def _render(self, uow: SqlUnitOfWork, row: DeletionRequest) -> dict[str, Any]:
+        subject = uow.subjects.get(row.subject_id)
+        project = uow.projects.by_id(row.project_id)
+        assert subject is not None and project is not None
+        return to_dict(row, project.name, subject.user_id)

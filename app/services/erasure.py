@@ -1,0 +1,209 @@
+"""The anonymise and purge jobs' use case: claim due requests, erase in batches, record evidence.
+
+For each batch: (1) a short transaction leases the due requests; (2) the external stores
+(ClickHouse) run one batched, idempotent statement for all their subjects; (3) one transaction
+runs the SQL steps, moves every request on, writes evidence and audit entries, and commits.
+A crash anywhere leaves leased requests that the next run takes over when the lease expires.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+
+from app.domain import requests as lifecycle
+from app.domain.audit import AuditRecord, subject_hash
+from app.domain.requests import Mode, Step, TransitionRefused
+from app.ports import Clock, ErasureBatch, ExternalErasureStep, SqlErasureStep, UnitOfWorkFactory
+from app.services.deletion import apply_state, state_of
+from app.stores.sql.models import DeletionRequest
+from app.stores.sql.uow import SqlUnitOfWork
+
+log = structlog.get_logger(__name__)
+LEASE = timedelta(minutes=10)
+
+
+@dataclass
+class JobSummary:
+    job: str
+    now: datetime
+    processed: int = 0
+    held: int = 0
+    failed: int = 0
+    stores: dict[str, int] = field(default_factory=dict)
+
+    def count(self, evidence: Mapping[str, Mapping[str, int]]) -> None:
+        for store, counts in evidence.items():
+            self.stores[store] = self.stores.get(store, 0) + sum(counts.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"job": self.job, "now": self.now.isoformat(), "processed": self.processed,
+                "held": self.held, "failed": self.failed, "stores": self.stores}
+
+
+class StepFailed(Exception):
+    def __init__(self, step: str, cause: BaseException) -> None:
+        super().__init__(f"{step} failed: {type(cause).__name__}")
+        self.step = step
+
+
+class ErasureService:
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock, secret_key: bytes,
+                 sql_steps: Sequence[SqlErasureStep], external_steps: Sequence[ExternalErasureStep],
+                 after_purge: Callable[[], None] = lambda: None, batch_size: int = 10_000) -> None:
+        self._uow = uow
+        self._clock = clock
+        self._key = secret_key
+        self._sql_steps = list(sql_steps)
+        self._external = list(external_steps)
+        self._after_purge = after_purge
+        self.batch_size = batch_size
+
+    def anonymise(self, now: datetime) -> JobSummary:
+        """Hide every pending subject and blank its personal columns; immediate ones are purged too."""
+        return self._run(Step.ANONYMISE, now)
+
+    def purge(self, now: datetime) -> JobSummary:
+        """Delete the personal rows of requests whose grace has ended, and destroy the link."""
+        summary = self._run(Step.PURGE, now)
+        if summary.processed:
+            self._after_purge()
+        return summary
+
+    # ------------------------------------------------------------------------------------
+    def _run(self, step: Step, now: datetime) -> JobSummary:
+        summary = JobSummary(step.value, now)
+        tried: list[str] = []
+        while True:
+            ids, batch = self._claim(step, now, tried)
+            if not ids:
+                return summary
+            tried.extend(ids)
+            try:
+                self._process(step, now, ids, batch, summary)
+            except StepFailed as exc:
+                log.warning("erasure.step_failed", step=exc.step, requests=len(ids))
+                self._fail(ids, str(exc))
+                summary.failed += len(ids)
+            if len(ids) < self.batch_size:
+                return summary
+
+    def _claim(self, step: Step, now: datetime, tried: Sequence[str]) -> tuple[list[str], ErasureBatch]:
+        with self._uow() as uow:
+            rows = uow.requests.claim(step, now, self._clock(), LEASE, self.batch_size, tried)
+            subjects = {s.id: s for s in uow.subjects.by_ids([row.subject_id for row in rows])}
+            batch = ErasureBatch(
+                project_of={row.subject_id: row.project_id for row in rows},
+                user_of={s.id: s.user_id for s in subjects.values() if s.user_id is not None},
+                immediate=frozenset(row.subject_id for row in rows if row.mode == Mode.IMMEDIATE.value),
+            )
+            uow.commit()
+        return [row.id for row in rows], batch
+
+    def _process(self, step: Step, now: datetime, ids: list[str], batch: ErasureBatch,
+                 summary: JobSummary) -> None:
+        purge_now = batch if step is Step.PURGE else _only(batch, batch.immediate)
+        evidence: dict[str, dict[str, Mapping[str, int]]] = {}
+        # 1. External stores: one batched statement per store for the whole batch.
+        if step is Step.ANONYMISE:
+            self._external_step("anonymise", batch, evidence)
+        if purge_now.project_of:
+            self._external_step("purge", purge_now, evidence)
+        # 2. SQL: the steps, the transitions, the evidence and the audit in one transaction.
+        with self._uow() as uow:
+            try:
+                if step is Step.ANONYMISE:
+                    for sql_step in self._sql_steps:
+                        evidence.setdefault(sql_step.name, {})["anonymised"] = sql_step.anonymise(uow, batch)
+                    uow.subjects.set_status(batch.subject_ids, "hidden")
+                if purge_now.project_of:
+                    for sql_step in self._sql_steps:
+                        evidence.setdefault(sql_step.name, {})["deleted"] = sql_step.purge(uow, purge_now)
+                    uow.subjects.destroy_links(purge_now.subject_ids, self._clock())
+                    residual = self._residual(uow, purge_now)
+                    if any(residual.values()):
+                        bad = ", ".join(sorted(k for k, v in residual.items() if v))
+                        raise StepFailed(f"purge residual check ({bad})", RuntimeError())
+            except StepFailed:
+                raise
+            except Exception as exc:  # a store error: recorded on the request, retried next run
+                raise StepFailed(f"{step.value} (sql)", exc) from exc
+            for row in uow.requests.by_ids(ids):
+                self._advance(uow, row, step, now, evidence, batch, purge_now, summary)
+            uow.commit()
+
+    def _external_step(self, phase: str, batch: ErasureBatch,
+                       evidence: dict[str, dict[str, Mapping[str, int]]]) -> None:
+        for store in self._external:
+            try:
+                counts = store.anonymise(batch) if phase == "anonymise" else store.purge(batch)
+                evidence.setdefault(store.name, {})["anonymised" if phase == "anonymise" else "deleted"] = counts
+            except Exception as exc:
+                raise StepFailed(f"{phase} ({store.name})", exc) from exc
+
+    def _residual(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> dict[str, int]:
+        residual = {step.name: sum(step.residual(uow, batch).values()) for step in self._sql_steps}
+        residual.update({store.name: sum(store.residual(batch).values()) for store in self._external})
+        residual["sql.subjects"] = uow.subjects.linked(batch.subject_ids)
+        return residual
+
+    def _advance(self, uow: SqlUnitOfWork, row: DeletionRequest, step: Step, now: datetime,
+                 evidence: Mapping[str, Mapping[str, Mapping[str, int]]], batch: ErasureBatch,
+                 purged: ErasureBatch, summary: JobSummary) -> None:
+        state = state_of(row)
+        is_purged = row.subject_id in purged.project_of
+        try:
+            if step is Step.ANONYMISE:
+                state = lifecycle.after_anonymised(state)
+                row.anonymised_at = now
+            if is_purged:
+                state = lifecycle.after_purged(state)
+                row.completed_at = now
+        except TransitionRefused:
+            return  # restored (or otherwise moved on) while this batch ran: leave it be
+        apply_state(row, state)
+        row.lease_until, row.detail = None, None
+        mine = {store: {kind: counts.get(row.subject_id, 0) for kind, counts in per_kind.items()}
+                for store, per_kind in evidence.items()}
+        summary.processed += 1
+        summary.count(mine)
+        if is_purged:
+            for counts in mine.values():
+                counts["residual"] = 0  # checked above: the whole batch had none
+        row.evidence = {**row.evidence,
+                        **{store: {**row.evidence.get(store, {}), **counts} for store, counts in mine.items()}}
+        project = uow.projects.by_id(row.project_id)
+        assert project is not None
+        user = batch.user_of.get(row.subject_id)
+        uow.audit(AuditRecord(
+            f"job:{step.value}",
+            "deletion_request.completed" if is_purged else "deletion_request.anonymised",
+            project.name, subject_hash(self._key, project.name, user) if user else None,
+            {"request_id": row.id, "evidence": mine},
+        ))
+
+    def _fail(self, request_ids: Sequence[str], detail: str) -> None:
+        with self._uow() as uow:
+            for row in uow.requests.by_ids(request_ids):
+                try:
+                    state = lifecycle.after_failure(state_of(row))
+                except TransitionRefused:
+                    continue
+                apply_state(row, state)
+                row.attempts += 1
+                row.detail, row.lease_until = detail, None
+                project = uow.projects.by_id(row.project_id)
+                assert project is not None
+                uow.audit(AuditRecord("job:erasure", "deletion_request.failed", project.name, None,
+                                      {"request_id": row.id, "detail": detail, "attempts": row.attempts}))
+            uow.commit()
+
+
+def _only(batch: ErasureBatch, subject_ids: frozenset[str]) -> ErasureBatch:
+    return ErasureBatch({k: v for k, v in batch.project_of.items() if k in subject_ids},
+                        {k: v for k, v in batch.user_of.items() if k in subject_ids},
+                        batch.immediate & subject_ids)

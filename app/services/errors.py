@@ -1,0 +1,25 @@
+"""Errors the services raise; the HTTP layer maps each to one status code."""
+
+
+class ServiceError(Exception):
+    status_code = 400
+
+
+class NotFound(ServiceError):
+    status_code = 404
+
+
+class Conflict(ServiceError):
+    status_code = 409
+
+
+class Unprocessable(ServiceError):
+    status_code = 422
+
+
+class InvalidInput(ServiceError):
+    status_code = 400
+
+
+class AlreadyExists(ServiceError):
+    status_code = 409

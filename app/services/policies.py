@@ -1,0 +1,35 @@
+"""Loads `policies/default.toml` and `policies/projects/<name>.toml` into Policy objects."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from app.domain.policy import Policy, PolicyError, parse_policy
+
+
+class PolicyBook:
+    """The default policy and per-project overrides, read once at start-up."""
+
+    def __init__(self, default: Policy, projects: dict[str, Policy] | None = None) -> None:
+        self.default = default
+        self.projects = projects or {}
+
+    @classmethod
+    def load(cls, directory: Path) -> PolicyBook:
+        default_file = directory / "default.toml"
+        default = parse_policy(_read(default_file), origin=str(default_file)) if default_file.exists() else Policy()
+        projects: dict[str, Policy] = {}
+        for path in sorted((directory / "projects").glob("*.toml")):
+            projects[path.stem] = parse_policy(_read(path), default, origin=str(path))
+        return cls(default, projects)
+
+    def for_project(self, name: str) -> Policy:
+        return self.projects.get(name, self.default)
+
+
+def _read(path: Path) -> dict[str, object]:
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"{path}: {exc}") from exc

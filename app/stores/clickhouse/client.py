@@ -1,0 +1,74 @@
+"""One clickhouse-connect client for the process: the embedded chDB engine or a server over HTTP."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+from urllib.parse import urlparse
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
+
+class EmbeddedStoreBusy(RuntimeError):
+    """Another process (usually `lethe serve`) has the embedded ClickHouse data directory open."""
+
+
+class ClickHouse:
+    """Thin wrapper: parameter binding only (values are never formatted into SQL), and one
+    statement at a time on the embedded engine, which is a single in-process instance."""
+
+    def __init__(self, url: str, database: str = "lethe") -> None:
+        self.url = url
+        self.database = database
+        self.embedded = url.startswith("chdb:")
+        self._lock: AbstractContextManager[Any] = threading.RLock() if self.embedded else nullcontext()
+        self._client = self._connect()
+
+    def _connect(self) -> Client:
+        if self.embedded:
+            path = urlparse(self.url).path
+            try:
+                client = clickhouse_connect.get_client(dsn=self.url)
+            except Exception as exc:  # chDB reports a held directory as "Cannot lock file .../status"
+                if "lock" in str(exc).lower():
+                    raise EmbeddedStoreBusy(
+                        f"the embedded ClickHouse data directory {path} is in use by another process "
+                        "(is `lethe serve` running?). Stop it first, or let the running service do the "
+                        "work (its scheduler runs every job), or point LETHE_CLICKHOUSE_URL at a server."
+                    ) from exc
+                raise
+        else:
+            parsed = urlparse(self.url)
+            self.database = parsed.path.strip("/") or self.database
+            client = clickhouse_connect.get_client(dsn=self.url, autogenerate_session_id=False)
+        client.command(f"CREATE DATABASE IF NOT EXISTS {self.database}")
+        client.database = self.database
+        return client
+
+    def command(self, sql: str, parameters: dict[str, Any] | None = None,
+                settings: dict[str, Any] | None = None) -> Any:
+        with self._lock:
+            return self._client.command(sql, parameters=parameters, settings=settings)
+
+    def rows(self, sql: str, parameters: dict[str, Any] | None = None,
+             settings: dict[str, Any] | None = None) -> Sequence[Sequence[Any]]:
+        with self._lock:
+            return self._client.query(sql, parameters=parameters, settings=settings).result_rows
+
+    def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> None:
+        with self._lock:
+            self._client.insert(table, rows, column_names=list(columns))
+
+    def ping(self) -> bool:
+        try:
+            return self.rows("SELECT 1")[0][0] == 1
+        except ClickHouseError:
+            return False
+
+    def close(self) -> None:
+        with self._lock:
+            self._client.close()

@@ -1,0 +1,61 @@
+"""Versioned ClickHouse DDL, applied in order by `lethe migrate` (and `lethe serve` at start).
+
+Never edit a released version: add a new one. `schema_versions` records what was applied.
+"""
+
+from __future__ import annotations
+
+from app.stores.clickhouse.client import ClickHouse
+
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (1, "events", [
+        # Keyed by Lethe's random subject id, never the platform's user id. Personal values an
+        # event carries live in their own columns so that erasure can blank them; the rest of
+        # `value` stays queryable in `properties`. Daily partitions let retention drop whole days.
+        """
+        CREATE TABLE IF NOT EXISTS events (
+            project LowCardinality(String),
+            event LowCardinality(String),
+            at DateTime64(3, 'UTC'),
+            received_at DateTime64(3, 'UTC'),
+            subject_id UUID,
+            actor_kind LowCardinality(String),
+            dedup_key FixedString(32),
+            room_id String,
+            message_id String,
+            platform LowCardinality(String),
+            user_name String,
+            nickname String,
+            decrypted_user_id String,
+            text String,
+            source_url String,
+            user_agent String,
+            ip String,
+            url String,
+            properties String
+        )
+        ENGINE = MergeTree
+        PARTITION BY toYYYYMMDD(at)
+        ORDER BY (project, subject_id, at)
+        SETTINGS enable_block_number_column = 1, enable_block_offset_column = 1
+        """,
+    ]),
+]
+
+
+def migrate(ch: ClickHouse) -> list[int]:
+    """Apply every migration not yet recorded; returns the versions applied now."""
+    ch.command(
+        "CREATE TABLE IF NOT EXISTS schema_versions (version UInt32, name String, applied_at DateTime DEFAULT now()) "
+        "ENGINE = MergeTree ORDER BY version"
+    )
+    done = {int(row[0]) for row in ch.rows("SELECT version FROM schema_versions")}
+    applied = []
+    for version, name, statements in MIGRATIONS:
+        if version in done:
+            continue
+        for statement in statements:
+            ch.command(statement)
+        ch.insert("schema_versions", [[version, name]], ["version", "name"])
+        applied.append(version)
+    return applied

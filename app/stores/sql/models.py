@@ -1,0 +1,203 @@
+"""SQLAlchemy 2 typed models. `subjects` is the only table holding a platform user id."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from app.domain.requests import OPEN_STATUSES
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every dialect (SQLite stores them naive)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; Lethe stores UTC-aware datetimes only")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON}
+
+
+class Project(Base):
+    __tablename__ = "projects"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    region: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20), default="active")  # active | offboarding | ended
+    api_key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    webhook_token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+
+
+class Officer(Base):
+    __tablename__ = "officers"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+
+
+class OfficerProject(Base):
+    __tablename__ = "officer_projects"
+    officer_id: Mapped[str] = mapped_column(ForeignKey("officers.id"), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), primary_key=True)
+
+
+class Subject(Base):
+    """The one link from a platform user id to Lethe's random subject id.
+
+    `user_id` is set to NULL by the purge: from then on nothing links the subject's
+    remaining (anonymous) rows to a person.
+    """
+
+    __tablename__ = "subjects"
+    __table_args__ = (Index("uq_subjects_project_user", "project_id", "user_id", unique=True),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
+    user_id: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20), default="active")  # active | hidden | erased
+    created_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    erased_at: Mapped[datetime | None]
+
+
+class Profile(Base):
+    """What a user shows of themself in chat (filled from profile events)."""
+
+    __tablename__ = "profiles"
+    subject_id: Mapped[str] = mapped_column(ForeignKey("subjects.id"), primary_key=True)
+    display_name: Mapped[str | None] = mapped_column(String(500))
+    avatar_url: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime]
+
+
+_OPEN = ", ".join(f"'{s.value}'" for s in sorted(OPEN_STATUSES))
+
+
+class DeletionRequest(Base):
+    __tablename__ = "deletion_requests"
+    __table_args__ = (
+        # One open request per subject, enforced by the database even under concurrency.
+        Index(
+            "uq_deletion_requests_open_subject",
+            "subject_id",
+            unique=True,
+            sqlite_where=text(f"status IN ({_OPEN})"),
+            postgresql_where=text(f"status IN ({_OPEN})"),
+        ),
+        Index("ix_deletion_requests_project_requested", "project_id", "requested_at", "id"),
+        Index("ix_deletion_requests_work", "status", "next_step", "grace_until"),
+    )
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    subject_id: Mapped[str] = mapped_column(ForeignKey("subjects.id"))
+    mode: Mapped[str] = mapped_column(String(20))
+    source: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20))
+    next_step: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(Text)  # partner free text: personal, blanked on purge
+    requested_at: Mapped[datetime]
+    grace_until: Mapped[datetime]
+    due_by: Mapped[datetime]
+    anonymised_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+    restored_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_until: Mapped[datetime | None]  # a worker owns the request's current step until then
+    detail: Mapped[str | None] = mapped_column(Text)
+    evidence: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class IdempotencyKey(Base):
+    __tablename__ = "idempotency_keys"
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    body_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int | None] = mapped_column(Integer)  # NULL while in flight
+    response: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime]
+
+
+class AuditEntry(Base):
+    """Append-only, hash-chained. Never updated or deleted by the application."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_project_seq", "project", "seq"),
+        Index("ix_audit_log_subject", "subject"),
+    )
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                      autoincrement=False)
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(100))
+    project: Mapped[str | None] = mapped_column(String(100))
+    subject: Mapped[str | None] = mapped_column(String(64))
+    details: Mapped[dict[str, Any]]
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Base):
+    """One row: the chain's last (seq, hash). Locking it serialises appends to the chain."""
+
+    __tablename__ = "audit_head"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class JobRun(Base):
+    """One run of a scheduled job, for `lethe jobs list` (no personal data in the summary)."""
+
+    __tablename__ = "job_runs"
+    __table_args__ = (Index("ix_job_runs_job_finished", "job", "finished_at"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    job: Mapped[str] = mapped_column(String(50))
+    as_of: Mapped[datetime]
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime]
+    ok: Mapped[bool]
+    summary: Mapped[dict[str, Any]]

@@ -1,0 +1,313 @@
+"""Queries, one small repository per aggregate. They never commit: the unit of work does."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from app.domain.audit import GENESIS, AuditRecord, ChainedEntry, chain
+from app.domain.requests import OPEN_STATUSES, Status, Step
+from app.stores.sql.models import (
+    AuditEntry,
+    AuditHead,
+    DeletionRequest,
+    IdempotencyKey,
+    JobRun,
+    Officer,
+    OfficerProject,
+    Profile,
+    Project,
+    Subject,
+)
+
+
+class InvalidCursor(ValueError):
+    """A pagination cursor that this API did not issue."""
+
+
+def encode_cursor(*values: str | int) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, arity: int) -> list[str | int]:
+    try:
+        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, TypeError) as exc:
+        raise InvalidCursor("cursor is not one this API issued") from exc
+    if not isinstance(values, list) or len(values) != arity:
+        raise InvalidCursor("cursor is not one this API issued")
+    return values
+
+
+class Projects:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, project: Project) -> None:
+        self.session.add(project)
+
+    def by_name(self, name: str) -> Project | None:
+        return self.session.scalar(select(Project).where(Project.name == name))
+
+    def by_id(self, project_id: str) -> Project | None:
+        return self.session.get(Project, project_id)
+
+    def by_names(self, names: Sequence[str]) -> list[Project]:
+        return list(self.session.scalars(select(Project).where(Project.name.in_(names))))
+
+    def by_api_key(self, token_hash: str) -> Project | None:
+        return self.session.scalar(select(Project).where(Project.api_key_hash == token_hash))
+
+    def by_webhook_token(self, token_hash: str) -> Project | None:
+        return self.session.scalar(select(Project).where(Project.webhook_token_hash == token_hash))
+
+    def add_officer(self, officer: Officer, projects: Sequence[Project]) -> None:
+        self.session.add(officer)
+        self.session.flush()
+        for project in projects:
+            self.session.add(OfficerProject(officer_id=officer.id, project_id=project.id))
+
+    def officer_by_name(self, name: str) -> Officer | None:
+        return self.session.scalar(select(Officer).where(Officer.name == name))
+
+    def officer_by_token(self, token_hash: str) -> tuple[Officer, list[Project]] | None:
+        officer = self.session.scalar(select(Officer).where(Officer.token_hash == token_hash))
+        if officer is None:
+            return None
+        projects = self.session.scalars(
+            select(Project).join(OfficerProject, OfficerProject.project_id == Project.id)
+            .where(OfficerProject.officer_id == officer.id)
+        )
+        return officer, list(projects)
+
+
+class Subjects:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get(self, subject_id: str) -> Subject | None:
+        return self.session.get(Subject, subject_id)
+
+    def by_ids(self, subject_ids: Sequence[str]) -> list[Subject]:
+        if not subject_ids:
+            return []
+        return list(self.session.scalars(select(Subject).where(Subject.id.in_(subject_ids))))
+
+    def find(self, project_id: str, user_id: str) -> Subject | None:
+        return self.session.scalar(
+            select(Subject).where(Subject.project_id == project_id, Subject.user_id == user_id)
+        )
+
+    def add(self, subject: Subject) -> None:
+        self.session.add(subject)
+
+    def set_status(self, subject_ids: Sequence[str], status: str) -> None:
+        if subject_ids:
+            self.session.execute(update(Subject).where(Subject.id.in_(subject_ids)).values(status=status))
+
+    def destroy_links(self, subject_ids: Sequence[str], now: datetime) -> int:
+        """Forget which user each subject was: the step that makes the rest anonymous."""
+        if not subject_ids:
+            return 0
+        result = self.session.execute(
+            update(Subject).where(Subject.id.in_(subject_ids))
+            .values(user_id=None, status="erased", erased_at=now)
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def linked(self, subject_ids: Sequence[str]) -> int:
+        return self.session.scalar(
+            select(func.count()).select_from(Subject)
+            .where(Subject.id.in_(subject_ids), Subject.user_id.is_not(None))
+        ) or 0
+
+
+class Profiles:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def upsert(self, profile: Profile) -> None:
+        self.session.merge(profile)
+
+    def delete(self, subject_ids: Sequence[str]) -> int:
+        if not subject_ids:
+            return 0
+        result = self.session.execute(delete(Profile).where(Profile.subject_id.in_(subject_ids)))
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def count(self, subject_ids: Sequence[str]) -> int:
+        return self.session.scalar(
+            select(func.count()).select_from(Profile).where(Profile.subject_id.in_(subject_ids))
+        ) or 0
+
+
+class DeletionRequests:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, request: DeletionRequest) -> None:
+        self.session.add(request)
+        self.session.flush()
+
+    def get(self, project_id: str, request_id: str) -> DeletionRequest | None:
+        return self.session.scalar(
+            select(DeletionRequest).where(
+                DeletionRequest.id == request_id, DeletionRequest.project_id == project_id
+            )
+        )
+
+    def open_for(self, subject_id: str) -> DeletionRequest | None:
+        return self.session.scalar(
+            select(DeletionRequest).where(
+                DeletionRequest.subject_id == subject_id,
+                DeletionRequest.status.in_([s.value for s in OPEN_STATUSES]),
+            )
+        )
+
+    def page(
+        self, project_id: str, *, subject_id: str | None, status: str | None, limit: int, cursor: str | None
+    ) -> tuple[list[DeletionRequest], str | None]:
+        """Newest first, keyset-paginated on (requested_at, id)."""
+        query = select(DeletionRequest).where(DeletionRequest.project_id == project_id)
+        if subject_id is not None:
+            query = query.where(DeletionRequest.subject_id == subject_id)
+        if status is not None:
+            query = query.where(DeletionRequest.status == status)
+        if cursor:
+            at, last_id = decode_cursor(cursor, 2)
+            try:
+                after = datetime.fromisoformat(str(at))
+            except ValueError as exc:
+                raise InvalidCursor("cursor is not one this API issued") from exc
+            query = query.where(
+                (DeletionRequest.requested_at < after)
+                | ((DeletionRequest.requested_at == after) & (DeletionRequest.id < str(last_id)))
+            )
+        rows = list(self.session.scalars(
+            query.order_by(DeletionRequest.requested_at.desc(), DeletionRequest.id.desc()).limit(limit + 1)
+        ))
+        if len(rows) <= limit:
+            return rows, None
+        last = rows[limit - 1]
+        return rows[:limit], encode_cursor(last.requested_at.isoformat(), last.id)
+
+    def claim(self, step: Step, now: datetime, wall: datetime, lease: timedelta, limit: int,
+              exclude: Sequence[str] = ()) -> list[DeletionRequest]:
+        """Lease requests whose `step` is due so that no other worker takes them.
+
+        `now` is the job's logical instant (what is due); `wall` the real time (leases). The
+        lease outlives a crash: another run takes the request over once it has expired.
+        PostgreSQL skips rows another worker is claiming (FOR UPDATE SKIP LOCKED); SQLite's
+        transaction began IMMEDIATE, so there is one claimer at a time anyway.
+        """
+        query = select(DeletionRequest).where(
+            DeletionRequest.next_step == step.value,
+            DeletionRequest.status.in_([Status.PENDING.value, Status.IN_GRACE.value, Status.FAILED.value]),
+            (DeletionRequest.lease_until.is_(None)) | (DeletionRequest.lease_until < wall),
+        )
+        if step is Step.PURGE:
+            query = query.where((DeletionRequest.mode == "immediate") | (DeletionRequest.grace_until <= now))
+        if exclude:
+            query = query.where(DeletionRequest.id.not_in(exclude))
+        query = query.order_by(DeletionRequest.requested_at).limit(limit)
+        rows = list(self.session.scalars(query.with_for_update(skip_locked=True)))
+        for row in rows:
+            row.lease_until = wall + lease
+        return rows
+
+    def by_ids(self, request_ids: Sequence[str]) -> list[DeletionRequest]:
+        if not request_ids:
+            return []
+        return list(self.session.scalars(select(DeletionRequest).where(DeletionRequest.id.in_(request_ids))))
+
+
+class IdempotencyKeys:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get(self, project_id: str, key: str) -> IdempotencyKey | None:
+        return self.session.get(IdempotencyKey, (project_id, key))
+
+    def add(self, record: IdempotencyKey) -> None:
+        self.session.add(record)
+        self.session.flush()
+
+
+class AuditLog:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def append(self, at: datetime, records: Sequence[AuditRecord]) -> None:
+        """Chain `records` after the head; the head row lock serialises concurrent writers."""
+        head = self.session.scalar(select(AuditHead).where(AuditHead.id == 1).with_for_update())
+        if head is None:
+            head = AuditHead(id=1, seq=0, hash=GENESIS)
+            self.session.add(head)
+        entries = chain(head.seq, head.hash, at, records)
+        self.session.add_all(
+            AuditEntry(seq=e.seq, at=e.at, actor=e.actor, action=e.action, project=e.project,
+                       subject=e.subject, details=dict(e.details), prev_hash=e.prev_hash, hash=e.hash)
+            for e in entries
+        )
+        head.seq, head.hash = entries[-1].seq, entries[-1].hash
+
+    def head(self) -> tuple[int, str]:
+        head = self.session.get(AuditHead, 1)
+        return (head.seq, head.hash) if head else (0, GENESIS)
+
+    def page(
+        self,
+        projects: Sequence[str] | None,
+        *,
+        subjects: Sequence[str] | None = None,
+        action: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int,
+        after_seq: int = 0,
+    ) -> list[AuditEntry]:
+        """Entries after `after_seq` in seq order; `projects=None` means every project (operators)."""
+        query = select(AuditEntry).where(AuditEntry.seq > after_seq)
+        if projects is not None:
+            query = query.where(AuditEntry.project.in_(projects))
+        if subjects is not None:
+            query = query.where(AuditEntry.subject.in_(subjects))
+        if action is not None:
+            query = query.where(AuditEntry.action == action)
+        if since is not None:
+            query = query.where(AuditEntry.at >= since)
+        if until is not None:
+            query = query.where(AuditEntry.at < until)
+        return list(self.session.scalars(query.order_by(AuditEntry.seq).limit(limit)))
+
+    def walk(self, batch: int = 5000) -> Iterator[ChainedEntry]:
+        """Every entry in seq order, read in batches (the chain may be long)."""
+        last = 0
+        while True:
+            rows = list(self.session.scalars(
+                select(AuditEntry).where(AuditEntry.seq > last).order_by(AuditEntry.seq).limit(batch)
+            ))
+            if not rows:
+                return
+            for row in rows:
+                yield ChainedEntry(row.seq, row.at, row.actor, row.action, row.project, row.subject,
+                                   row.details, row.prev_hash, row.hash)
+            last = rows[-1].seq
+
+
+class JobRuns:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, run: JobRun) -> None:
+        self.session.add(run)
+
+    def last(self, job: str) -> JobRun | None:
+        return self.session.scalar(
+            select(JobRun).where(JobRun.job == job).order_by(JobRun.finished_at.desc()).limit(1)
+        )

@@ -1,0 +1,65 @@
+"""The SQL unit of work: one transaction, its repositories, and the audit entries it commits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from types import TracebackType
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.domain.audit import AuditRecord
+from app.stores.sql.repositories import (
+    AuditLog,
+    DeletionRequests,
+    IdempotencyKeys,
+    JobRuns,
+    Profiles,
+    Projects,
+    Subjects,
+)
+
+
+class SqlUnitOfWork:
+    """`with uow: ...; uow.commit()`. Leaving the block without commit rolls back.
+
+    Audit entries recorded with `audit()` are chained and written inside the same
+    transaction at commit, as late as possible, so the lock on the chain head is held
+    only for the final insert and the commit itself.
+    """
+
+    def __init__(self, session_factory: sessionmaker[Session], clock: Callable[[], datetime]) -> None:
+        self._factory = session_factory
+        self._clock = clock
+        self._pending: list[AuditRecord] = []
+
+    def __enter__(self) -> SqlUnitOfWork:
+        self.session = self._factory()
+        self._pending = []
+        self.projects = Projects(self.session)
+        self.subjects = Subjects(self.session)
+        self.profiles = Profiles(self.session)
+        self.requests = DeletionRequests(self.session)
+        self.idempotency = IdempotencyKeys(self.session)
+        self.audit_log = AuditLog(self.session)
+        self.job_runs = JobRuns(self.session)
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.session.rollback()
+        self.session.close()
+
+    def audit(self, record: AuditRecord) -> None:
+        self._pending.append(record)
+
+    def commit(self) -> None:
+        if self._pending:
+            self.audit_log.append(self._clock(), self._pending)
+            self._pending = []
+        self.session.commit()
+
+    def rollback(self) -> None:
+        self._pending = []
+        self.session.rollback()
