@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
-import app.stores.sql.models
 
+import app.stores.sql.models
 
 revision: str = 'aeba5ec1cdce'
 down_revision: str | None = None

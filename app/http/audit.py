@@ -10,8 +10,8 @@ from litestar import Controller, Request, get
 from litestar.params import Parameter
 from litestar.response import Stream
 
-from app.http.deps import ContainerDep
 from app.http.auth import officer_only
+from app.http.deps import ContainerDep
 from app.http.schemas import AuditPage, Limit, VerifyOut
 from app.services.accounts import Principal
 from app.services.errors import NotFound

@@ -8,9 +8,9 @@ import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.params import Parameter
 
-from app.http.deps import ContainerDep
 from app.domain.requests import Status
 from app.http.auth import partner_only
+from app.http.deps import ContainerDep
 from app.http.schemas import DeletionRequestIn, DeletionRequestOut, DeletionRequestPage, Limit
 from app.services.accounts import Principal
 
@@ -37,7 +37,9 @@ class DeletionRequestController(Controller):
         return Response(msgspec.convert(outcome.body, DeletionRequestOut), status_code=outcome.status_code)
 
     @get("/{request_id:str}", sync_to_thread=True)
-    def read(self, request: Request[Principal, Any, Any], request_id: str, container: ContainerDep) -> DeletionRequestOut:
+    def read(
+        self, request: Request[Principal, Any, Any], request_id: str, container: ContainerDep
+    ) -> DeletionRequestOut:
         return msgspec.convert(container.deletions.get(request.user.project_id, request_id), DeletionRequestOut)
 
     @get("/", sync_to_thread=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from litestar import Request, Response
@@ -31,7 +32,7 @@ def validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Res
     return _body(400, f"invalid request: {detail}", extra)
 
 
-HANDLERS: dict[type[Exception], Any] = {
+HANDLERS: MutableMapping[int | type[Exception], Callable[[Request[Any, Any, Any], Any], Response[Any]]] = {
     ServiceError: service_error,
     InvalidCursor: invalid_cursor,
     ValidationException: validation_error,

@@ -69,12 +69,7 @@ class DeletionService:
         if idempotency_key is None:
             outcome = self._create(project_id, user_id, mode, reason, source, actor, None)
         else:
-            # Keyed, so the stored hash cannot be matched against guessed user ids.
-            body_hash = hmac.new(
-                self._key, json.dumps([user_id, mode.value, reason], separators=(",", ":")).encode(),
-                hashlib.sha256,
-            ).hexdigest()
-            replay = self._begin_idempotent(project_id, idempotency_key, body_hash)
+            replay = self._begin_idempotent(project_id, idempotency_key, self._body_hash(user_id, mode, reason))
             if replay is not None:
                 # The stored response leaves the user id out (only `subjects` may hold it);
                 # the same body carries the same user id, so it is put back from there.
@@ -90,6 +85,17 @@ class DeletionService:
 
     def _create(self, project_id: str, user_id: str, mode: Mode, reason: str | None, source: Source,
                 actor: str, idempotency_key: str | None) -> Outcome:
+        # A concurrent request for the same user may win the race for the subject row or the
+        # one open request (both unique in the database): then we answer with theirs.
+        for _attempt in range(3):
+            try:
+                return self._create_once(project_id, user_id, mode, reason, source, actor, idempotency_key)
+            except IntegrityError:
+                continue
+        raise Conflict("concurrent requests for this user; retry")
+
+    def _create_once(self, project_id: str, user_id: str, mode: Mode, reason: str | None, source: Source,
+                     actor: str, idempotency_key: str | None) -> Outcome:
         now = self._clock()
         with self._uow() as uow:
             project = uow.projects.by_id(project_id)
@@ -103,7 +109,8 @@ class DeletionService:
             if existing is not None:
                 outcome = Outcome(200, to_dict(existing, project.name, user_id))
             else:
-                grace_until, due_by = lifecycle.deadlines(now, mode, self._policies.for_project(project.name).grace_days)
+                grace_days = self._policies.for_project(project.name).grace_days
+                grace_until, due_by = lifecycle.deadlines(now, mode, grace_days)
                 row = DeletionRequest(
                     project_id=project_id, subject_id=subject.id, mode=mode.value, source=source.value,
                     status=Status.PENDING.value, next_step=Step.ANONYMISE.value, reason=reason,
@@ -119,15 +126,13 @@ class DeletionService:
                 assert record is not None
                 record.status_code = outcome.status_code
                 record.response = {k: v for k, v in outcome.body.items() if k != "user_id"}
-            try:
-                uow.commit()
-            except IntegrityError:
-                # A concurrent request for the same user won the race: answer with theirs.
-                uow.rollback()
-                if idempotency_key is not None:
-                    raise
-                return self._create(project_id, user_id, mode, reason, source, actor, idempotency_key)
+            uow.commit()
         return outcome
+
+    def _body_hash(self, user_id: str, mode: Mode, reason: str | None) -> str:
+        """Keyed, so the stored hash cannot be matched against guessed user ids."""
+        body = json.dumps([user_id, mode.value, reason], separators=(",", ":")).encode()
+        return hmac.new(self._key, body, hashlib.sha256).hexdigest()
 
     def _begin_idempotent(self, project_id: str, key: str, body_hash: str) -> Outcome | None:
         """Record the key as in flight (own transaction), or answer from what it already did."""
@@ -190,9 +195,10 @@ class DeletionService:
                 row = self._load(uow, project_id, request_id)
             else:
                 subject = uow.subjects.find(project_id, user_id or "")
-                row = uow.requests.open_for(subject.id) if subject else None
-                if row is None:
+                found = uow.requests.open_for(subject.id) if subject else None
+                if found is None:
                     raise NotFound("the user has no open deletion request")
+                row = found
             try:
                 state = lifecycle.restore(state_of(row), now)
             except TransitionRefused as exc:

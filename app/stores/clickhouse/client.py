@@ -65,7 +65,7 @@ class ClickHouse:
 
     def ping(self) -> bool:
         try:
-            return self.rows("SELECT 1")[0][0] == 1
+            return bool(self.rows("SELECT 1")[0][0] == 1)
         except ClickHouseError:
             return False
 
