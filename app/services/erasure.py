@@ -35,6 +35,7 @@ class JobSummary:
     held: int = 0
     failed: int = 0
     stores: dict[str, int] = field(default_factory=dict)
+    purged: int = 0
 
     def count(self, evidence: Mapping[str, Mapping[str, int]]) -> None:
         for store, counts in evidence.items():
@@ -42,7 +43,7 @@ class JobSummary:
 
     def as_dict(self) -> dict[str, Any]:
         return {"job": self.job, "now": self.now.isoformat(), "processed": self.processed,
-                "held": self.held, "failed": self.failed, "stores": self.stores}
+                "held": self.held, "failed": self.failed, "purged": self.purged, "stores": self.stores}
 
 
 class StepFailed(Exception):
@@ -69,10 +70,7 @@ class ErasureService:
 
     def purge(self, now: datetime) -> JobSummary:
         """Delete the personal rows of requests whose grace has ended, and destroy the link."""
-        summary = self._run(Step.PURGE, now)
-        if summary.processed:
-            self._after_purge()
-        return summary
+        return self._run(Step.PURGE, now)
 
     # ------------------------------------------------------------------------------------
     def _run(self, step: Step, now: datetime) -> JobSummary:
@@ -81,7 +79,7 @@ class ErasureService:
         while True:
             ids, batch = self._claim(step, now, tried)
             if not ids:
-                return summary
+                break
             tried.extend(ids)
             try:
                 self._process(step, now, ids, batch, summary)
@@ -90,7 +88,10 @@ class ErasureService:
                 self._fail(ids, str(exc))
                 summary.failed += len(ids)
             if len(ids) < self.batch_size:
-                return summary
+                break
+        if summary.purged:
+            self._after_purge()  # e.g. fold SQLite's WAL into the file so no old page survives
+        return summary
 
     def _claim(self, step: Step, now: datetime, tried: Sequence[str]) -> tuple[list[str], ErasureBatch]:
         with self._uow() as uow:
@@ -163,6 +164,7 @@ class ErasureService:
             if is_purged:
                 state = lifecycle.after_purged(state)
                 row.completed_at = now
+                summary.purged += 1
         except TransitionRefused:
             return  # restored (or otherwise moved on) while this batch ran: leave it be
         apply_state(row, state)

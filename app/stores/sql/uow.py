@@ -48,8 +48,7 @@ class SqlUnitOfWork:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.session.rollback()
-        self.session.close()
+        self.session.close()  # rolls back anything uncommitted; loaded objects stay readable
 
     def audit(self, record: AuditRecord) -> None:
         self._pending.append(record)
