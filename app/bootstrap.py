@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 
@@ -34,15 +33,19 @@ def _no_kick(job: str) -> None:
     """Without a scheduler in this process the periodic runs (elsewhere) pick the work up."""
 
 
-@dataclass
 class Container:
-    settings: Settings
-    engine: Engine
-    policies: PolicyBook
-    clock: Callable[[], datetime] = utcnow  # tests replace it to move time
-    kick: JobKicker = _no_kick
-    _clickhouse: ClickHouse | None = None
-    _ch_lock: threading.Lock = field(default_factory=threading.Lock)
+    """Holds the stores and builds each service once. A plain class (not a dataclass) so that
+    Litestar passes it to handlers as an opaque dependency instead of validating its fields."""
+
+    def __init__(self, settings: Settings, engine: Engine, policies: PolicyBook, *,
+                 clock: Callable[[], datetime] = utcnow, clickhouse: ClickHouse | None = None) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.policies = policies
+        self.clock = clock  # tests replace it to move time
+        self.kick: JobKicker = _no_kick  # `lethe serve` points it at its scheduler
+        self._clickhouse = clickhouse
+        self._ch_lock = threading.Lock()
 
     def now(self) -> datetime:
         return self.clock()

@@ -34,14 +34,14 @@ CLIENTS = ("raw", "httpx")
 
 
 # --- settings from the environment ----------------------------------------------------------
-def env_float(name: str, default: float) -> float:
+def env_float(name: str, default: float, *, allow_zero: bool = False) -> float:
     raw = os.environ.get(name, "").strip()
     try:
         value = float(raw) if raw else default
     except ValueError as exc:
         raise SystemExit(f"{name} must be a number, got {raw!r}") from exc
-    if value <= 0:
-        raise SystemExit(f"{name} must be > 0, got {raw!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise SystemExit(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {raw!r}")
     return value
 
 

@@ -104,7 +104,7 @@ def settings(tmp_path: Path, engine: Engine) -> Settings:
 @pytest.fixture
 def container(settings: Settings, engine: Engine, clock: FakeClock, clickhouse: ClickHouse) -> Container:
     return Container(settings=settings, engine=engine, policies=PolicyBook.load(ROOT / "policies"),
-                     clock=clock, _clickhouse=clickhouse)
+                     clock=clock, clickhouse=clickhouse)
 
 
 @pytest.fixture

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import msgspec
 from litestar import Controller, Request, get
-from litestar.params import Parameter
+from litestar.params import FromQuery
 from litestar.response import Stream
 
 from app.http.auth import officer_only
 from app.http.deps import ContainerDep
-from app.http.schemas import AuditPage, Limit, VerifyOut
+from app.http.schemas import AuditPage, Cursor, Limit, VerifyOut
 from app.services.accounts import Principal
 from app.services.errors import NotFound
 
@@ -33,9 +33,10 @@ class AuditController(Controller):
 
     @get("/", sync_to_thread=True)
     def list(
-        self, request: Request[Principal, Any, Any], container: ContainerDep, user_id: str | None = None,
-        action: str | None = None, since: datetime | None = None, until: datetime | None = None,
-        project: str | None = None, limit: Limit = 50, cursor: str | None = None,
+        self, request: Request[Principal, Any, Any], container: ContainerDep, user_id: FromQuery[str | None] = None,
+        action: FromQuery[str | None] = None, since: FromQuery[datetime | None] = None,
+        until: FromQuery[datetime | None] = None, project: FromQuery[str | None] = None, limit: Limit = 50,
+        cursor: Cursor = None,
     ) -> AuditPage:
         """Entries oldest first. `user_id` is hashed the way the log stores subjects."""
         page = container.audit.page(_projects(request.user, project), user_id=user_id, action=action,
@@ -50,8 +51,8 @@ class AuditController(Controller):
     @get("/export", sync_to_thread=True)
     def export(
         self, request: Request[Principal, Any, Any], container: ContainerDep,
-        format: Annotated[Literal["jsonl", "csv"], Parameter(query="format")] = "jsonl",
-        since: datetime | None = None, until: datetime | None = None, project: str | None = None,
+        format: FromQuery[Literal["jsonl", "csv"]] = "jsonl", since: FromQuery[datetime | None] = None,
+        until: FromQuery[datetime | None] = None, project: FromQuery[str | None] = None,
     ) -> Stream:
         lines = container.audit.export(_projects(request.user, project), format, since=since, until=until)
         media = "text/csv" if format == "csv" else "application/x-ndjson"

@@ -6,15 +6,16 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
-from litestar.params import Parameter
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
 from app.domain.requests import Status
 from app.http.auth import partner_only
 from app.http.deps import ContainerDep
-from app.http.schemas import DeletionRequestIn, DeletionRequestOut, DeletionRequestPage, Limit
+from app.http.schemas import Cursor, DeletionRequestIn, DeletionRequestOut, DeletionRequestPage, Limit
 from app.services.accounts import Principal
 
-StatusFilter = Annotated[Status | None, Parameter(description="only requests in this status")]
+StatusFilter = Annotated[Status | None, QueryParameter(description="only requests in this status")]
 
 
 class DeletionRequestController(Controller):
@@ -22,10 +23,12 @@ class DeletionRequestController(Controller):
     guards = [partner_only]
     tags = ["deletion requests"]
 
-    @post("/", sync_to_thread=True, status_code=202, responses={200: None})  # type: ignore[dict-item]
+    @post("/", sync_to_thread=True, status_code=202, responses={
+        200: ResponseSpec(data_container=DeletionRequestOut, description="the user's already open request"),
+    })
     def create(
-        self, request: Request[Principal, Any, Any], data: DeletionRequestIn, container: ContainerDep,
-        idempotency_key: Annotated[str | None, Parameter(header="Idempotency-Key", max_length=200)] = None,
+        self, request: Request[Principal, Any, Any], data: JSONBody[DeletionRequestIn], container: ContainerDep,
+        idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key", max_length=200)] = None,
     ) -> Response[DeletionRequestOut]:
         """Erase a user: `grace` (30 days, restorable) or `immediate`. 200 with the open request
         when the user already has one. Same Idempotency-Key and body give the same response."""
@@ -38,21 +41,21 @@ class DeletionRequestController(Controller):
 
     @get("/{request_id:str}", sync_to_thread=True)
     def read(
-        self, request: Request[Principal, Any, Any], request_id: str, container: ContainerDep
+        self, request: Request[Principal, Any, Any], request_id: FromPath[str], container: ContainerDep
     ) -> DeletionRequestOut:
         return msgspec.convert(container.deletions.get(request.user.project_id, request_id), DeletionRequestOut)
 
     @get("/", sync_to_thread=True)
     def list(
-        self, request: Request[Principal, Any, Any], container: ContainerDep, user_id: str | None = None,
-        status: StatusFilter = None, limit: Limit = 50, cursor: str | None = None,
+        self, request: Request[Principal, Any, Any], container: ContainerDep, user_id: FromQuery[str | None] = None,
+        status: StatusFilter = None, limit: Limit = 50, cursor: Cursor = None,
     ) -> DeletionRequestPage:
         page = container.deletions.page(request.user.project_id, user_id=user_id,
                                         status=status.value if status else None, limit=limit, cursor=cursor)
         return msgspec.convert(page, DeletionRequestPage)
 
     @post("/{request_id:str}/restore", sync_to_thread=True, status_code=200)
-    def restore(self, request: Request[Principal, Any, Any], request_id: str,
+    def restore(self, request: Request[Principal, Any, Any], request_id: FromPath[str],
                 container: ContainerDep) -> DeletionRequestOut:
         """Restore a user during grace; 409 saying why otherwise."""
         body = container.deletions.restore(request.user.project_id, request_id, actor=request.user.actor)

@@ -1,9 +1,7 @@
-"""The dependency every handler takes: the composition root (not validated: it is ours)."""
+"""The dependency every handler takes: the composition root, injected by name."""
 
-from typing import Annotated
-
-from litestar.params import Dependency
+from litestar.di import NamedDependency
 
 from app.bootstrap import Container
 
-ContainerDep = Annotated[Container, Dependency(skip_validation=True)]
+ContainerDep = NamedDependency[Container]

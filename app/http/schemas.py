@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import msgspec
+from litestar.params import QueryParameter
 
 from app.domain.requests import Mode
 
-Limit = Annotated[int, msgspec.Meta(ge=1, le=500)]
+Limit = Annotated[int, QueryParameter(ge=1, le=500, description="page size (at most 500)")]
+Cursor = Annotated[str | None, QueryParameter(description="next_cursor of the previous page")]
 
 
 class DeletionRequestIn(msgspec.Struct, forbid_unknown_fields=True):

@@ -38,5 +38,5 @@ def test_invalid_policy_names_the_key(doc: dict[str, object], message: str) -> N
 
 def test_unreadable_toml_names_the_file(tmp_path: Path) -> None:
     (tmp_path / "default.toml").write_text("[lifecycle\n")
-    with pytest.raises(PolicyError, match="default.toml"):
+    with pytest.raises(PolicyError, match=r"default\.toml"):
         PolicyBook.load(tmp_path)

@@ -1,0 +1,55 @@
+"""Compliance officers over HTTP."""
+
+import csv
+import io
+import json
+from typing import Any
+
+from litestar.testing import TestClient
+
+from app.bootstrap import Container
+from tests.http.conftest import bearer
+
+
+def setup(client: TestClient[Any], container: Container, project: dict[str, str]) -> str:
+    container.accounts.create_project("other")
+    officer = container.accounts.create_officer("olga", ["acme"])["token"]
+    for user in ("u-1", "u-2"):
+        client.post("/v1/deletion-requests", json={"user_id": user}, headers=bearer(project["api_key"]))
+    return officer
+
+
+def test_officer_reads_filters_and_never_sees_user_ids(client: TestClient[Any], container: Container,
+                                                       project: dict[str, str]) -> None:
+    officer = setup(client, container, project)
+    page = client.get("/v1/audit", headers=bearer(officer)).json()
+    assert [e["action"] for e in page["items"]] == ["project.created", "officer.created",
+                                                    "deletion_request.created", "deletion_request.created"]
+    assert all(e["project"] == "acme" for e in page["items"])  # not the other project's entries
+    assert "u-1" not in json.dumps(page)
+    one = client.get("/v1/audit", params={"user_id": "u-1"}, headers=bearer(officer)).json()["items"]
+    assert len(one) == 1 and one[0]["subject"]
+    by_action = client.get("/v1/audit", params={"action": "project.created"}, headers=bearer(officer)).json()
+    assert len(by_action["items"]) == 1
+    future = client.get("/v1/audit", params={"since": "2100-01-01T00:00:00Z"}, headers=bearer(officer)).json()
+    assert future["items"] == []
+    assert client.get("/v1/audit", params={"project": "other"}, headers=bearer(officer)).status_code == 404
+
+
+def test_verify_and_export(client: TestClient[Any], container: Container, project: dict[str, str]) -> None:
+    officer = setup(client, container, project)
+    verify = client.get("/v1/audit/verify", headers=bearer(officer)).json()
+    assert verify["ok"] is True and verify["first_bad_seq"] is None and verify["entries"] >= 4
+    jsonl = client.get("/v1/audit/export", params={"format": "jsonl"}, headers=bearer(officer))
+    assert jsonl.status_code == 200 and "attachment" in jsonl.headers["content-disposition"]
+    lines = [json.loads(line) for line in jsonl.text.splitlines()]
+    assert [e["action"] for e in lines] == ["project.created", "officer.created", "deletion_request.created",
+                                            "deletion_request.created"]
+    exported = client.get("/v1/audit/export", params={"format": "csv"}, headers=bearer(officer))
+    assert exported.headers["content-type"].startswith("text/csv")
+    assert len(list(csv.DictReader(io.StringIO(exported.text)))) == 4
+    assert client.get("/v1/audit/export", params={"format": "xml"}, headers=bearer(officer)).status_code == 400
+
+
+def test_partner_cannot_read_the_audit_log(client: TestClient[Any], project: dict[str, str]) -> None:
+    assert client.get("/v1/audit", headers=bearer(project["api_key"])).status_code == 401

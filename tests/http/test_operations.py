@@ -1,0 +1,22 @@
+from typing import Any
+
+from litestar.testing import TestClient
+
+
+def test_health_ready_metrics(client: TestClient[Any]) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json() == {"status": "ok", "sql": "ok", "clickhouse": "ok"}
+    client.get("/v1/deletion-requests")
+    metrics = client.get("/metrics")
+    assert metrics.status_code == 200 and "lethe_requests_total" in metrics.text
+
+
+def test_openapi_documents_every_route(client: TestClient[Any]) -> None:
+    paths = client.get("/schema/openapi.json").json()["paths"]
+    for route in ["/v1/deletion-requests", "/v1/deletion-requests/{request_id}",
+                  "/v1/deletion-requests/{request_id}/restore", "/v1/audit", "/v1/audit/verify",
+                  "/v1/audit/export", "/healthz", "/readyz"]:
+        assert route in paths, route
+    create = paths["/v1/deletion-requests"]["post"]
+    assert "202" in create["responses"]
