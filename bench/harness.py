@@ -74,6 +74,30 @@ def cpu_seconds(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
+def machine_cpu_seconds() -> float:
+    """Busy CPU seconds of the whole machine since boot (all cores): /proc/stat minus idle and iowait."""
+    try:
+        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except OSError:
+        return float("nan")
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def matching_cpu_seconds(needle: str) -> dict[int, float]:
+    """CPU seconds of every process whose command line contains `needle` (e.g. PostgreSQL backends
+    serving one database, whose process titles name it)."""
+    found: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if needle.encode() in (entry / "cmdline").read_bytes():
+                found[int(entry.name)] = cpu_seconds(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
 # --- PostgreSQL ------------------------------------------------------------------------------
 @contextlib.contextmanager
 def postgres_database(prefix: str = "lethe_bench") -> Iterator[str]:
@@ -129,6 +153,7 @@ class LetheProcess:
         env.update(extra_env or {})
         self.env = env
         self.server: subprocess.Popen[bytes] | None = None
+        self.exit_status: int | None = None  # the server's, once it has ended
         self.port = 0
         self.log_path = self.cwd / "serve.log"
 
@@ -175,12 +200,16 @@ class LetheProcess:
         return self.server.pid if self.server is not None else None
 
     def alive(self) -> bool:
-        return self.server is not None and self.server.poll() is None
+        if self.server is None:
+            return False
+        self.exit_status = self.server.poll()
+        return self.exit_status is None
 
     def stop(self, timeout: float = 20) -> None:
         """SIGTERM the server's process group (uvicorn shuts down, the scheduler stops), then SIGKILL."""
         server, self.server = self.server, None
         if server is None or server.poll() is not None:
+            self.exit_status = server.returncode if server is not None else self.exit_status
             return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(server.pid, signal.SIGTERM)
@@ -190,6 +219,7 @@ class LetheProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(server.pid, signal.SIGKILL)
             server.wait(timeout=10)
+        self.exit_status = server.returncode
 
     def log_lines(self) -> list[str]:
         try:
@@ -235,6 +265,8 @@ class PhaseResult:
     timed_out: bool = False
     client_cpu: float = 0.0
     server_cpu: float = 0.0
+    database_cpu: float = float("nan")
+    machine_cpu: float = 0.0
 
     @property
     def answered(self) -> int:
@@ -268,8 +300,16 @@ class PhaseResult:
             f"no answer: {self.transport_errors}{'; phase timed out' if self.timed_out else ''})",
         ]
         if self.seconds:
-            lines.append(f"  CPU             server {self.server_cpu / self.seconds:4.0%} of a core, "
-                         f"load generator {self.client_cpu / self.seconds:4.0%} of a core")
+            def share(cpu: float) -> str:
+                return f"{cpu / self.seconds:.0%}"
+
+            known = self.server_cpu + self.client_cpu + (0.0 if self.database_cpu != self.database_cpu
+                                                         else self.database_cpu)
+            lines.append(
+                f"  CPU (of 1 core) server {share(self.server_cpu)}, PostgreSQL backends {share(self.database_cpu)}, "
+                f"load generator {share(self.client_cpu)}, rest of the machine "
+                f"{share(max(0.0, self.machine_cpu - known))} (machine busy {share(self.machine_cpu)} "
+                f"of {(os.cpu_count() or 1) * 100}%)")
         return "\n".join(lines)
 
 
@@ -329,7 +369,8 @@ def _raw_head(request: Request, host: str, body_length: int) -> bytes:
 
 
 async def _phase(base_url: str, client: str, concurrency: int, seconds: float,
-                 make_request: Callable[[], Request], result: PhaseResult, server_pid: int | None) -> None:
+                 make_request: Callable[[], Request], result: PhaseResult, server_pid: int | None,
+                 database: str | None) -> None:
     host_port = base_url.split("://", 1)[1]
     host, _, port = host_port.partition(":")
     latencies, statuses = result.latencies, result.statuses
@@ -381,6 +422,8 @@ async def _phase(base_url: str, client: str, concurrency: int, seconds: float,
             await http.aclose()
 
     client_cpu0, server_cpu0 = cpu_seconds(), cpu_seconds(server_pid) if server_pid else 0.0
+    machine_cpu0 = machine_cpu_seconds()
+    database_cpu0 = matching_cpu_seconds(database) if database else {}
     started = perf()
     tasks = [asyncio.create_task(worker(i, started + seconds)) for i in range(concurrency)]
     try:
@@ -399,17 +442,22 @@ async def _phase(base_url: str, client: str, concurrency: int, seconds: float,
         result.seconds = perf() - started
         result.client_cpu = cpu_seconds() - client_cpu0
         result.server_cpu = (cpu_seconds(server_pid) - server_cpu0) if server_pid else 0.0
+        result.machine_cpu = machine_cpu_seconds() - machine_cpu0
+        if database:  # backends that ended during the phase are missed; the pool keeps them open
+            result.database_cpu = sum(cpu - database_cpu0.get(pid, 0.0)
+                                      for pid, cpu in matching_cpu_seconds(database).items())
         await close_all()
 
 
 def run_load(name: str, base_url: str, make_request: Callable[[], Request], *, seconds: float,
              concurrency: int, client: str = "raw", warmup: float = 0.0,
-             server_pid: int | None = None) -> PhaseResult:
+             server_pid: int | None = None, database: str | None = None) -> PhaseResult:
     """Closed loop: `concurrency` connections, each sending the next request when the last one is
-    answered, for `seconds` (after `warmup` seconds whose answers are not counted)."""
+    answered, for `seconds` (after `warmup` seconds whose answers are not counted). `server_pid`
+    and `database` (a PostgreSQL database name) only serve to report who used the CPU."""
     if warmup > 0:
         asyncio.run(_phase(base_url, client, concurrency, warmup, make_request,
-                           PhaseResult(f"{name} (warm-up)", client, concurrency), server_pid))
+                           PhaseResult(f"{name} (warm-up)", client, concurrency), server_pid, database))
     result = PhaseResult(name, client, concurrency)
-    asyncio.run(_phase(base_url, client, concurrency, seconds, make_request, result, server_pid))
+    asyncio.run(_phase(base_url, client, concurrency, seconds, make_request, result, server_pid, database))
     return result

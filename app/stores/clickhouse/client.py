@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import threading
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 from urllib.parse import urlparse
 
 import clickhouse_connect
@@ -26,21 +28,14 @@ class ClickHouse:
         self.database = database
         self.embedded = url.startswith("chdb:")
         self._lock: AbstractContextManager[Any] = threading.RLock() if self.embedded else nullcontext()
+        self._lock_file: IO[str]
         self._client = self._connect()
 
     def _connect(self) -> Client:
         if self.embedded:
-            path = urlparse(self.url).path
-            try:
-                client = clickhouse_connect.get_client(dsn=self.url)
-            except Exception as exc:  # chDB reports a held directory as "Cannot lock file .../status"
-                if "lock" in str(exc).lower():
-                    raise EmbeddedStoreBusy(
-                        f"the embedded ClickHouse data directory {path} is in use by another process "
-                        "(is `lethe serve` running?). Stop it first, or let the running service do the "
-                        "work (its scheduler runs every job), or point LETHE_CLICKHOUSE_URL at a server."
-                    ) from exc
-                raise
+            path = Path(urlparse(self.url).path)
+            self._claim_directory(path)
+            client = clickhouse_connect.get_client(dsn=self.url)
         else:
             parsed = urlparse(self.url)
             self.database = parsed.path.strip("/") or self.database
@@ -48,6 +43,21 @@ class ClickHouse:
         client.command(f"CREATE DATABASE IF NOT EXISTS {self.database}")
         client.database = self.database
         return client
+
+    def _claim_directory(self, path: Path) -> None:
+        """Only one process may open an embedded data directory: take an advisory lock first,
+        so a second process fails at once with a message instead of chDB's engine error."""
+        path.mkdir(parents=True, exist_ok=True)
+        self._lock_file = (path / ".lethe.lock").open("a")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise EmbeddedStoreBusy(
+                f"the embedded ClickHouse data directory {path} is in use by another process "
+                "(is `lethe serve` running?). Stop it first, or let the running service do the work "
+                "(its scheduler runs every job), or point LETHE_CLICKHOUSE_URL at a ClickHouse server."
+            ) from None
 
     def command(self, sql: str, parameters: dict[str, Any] | None = None,
                 settings: dict[str, Any] | None = None) -> Any:
@@ -72,3 +82,5 @@ class ClickHouse:
     def close(self) -> None:
         with self._lock:
             self._client.close()
+            if self.embedded:
+                self._lock_file.close()  # releases the directory lock
