@@ -93,12 +93,14 @@ def main() -> int:
     with postgres_database() as database_url, LetheProcess(database_url, scheduler=True) as lethe:
         keys = lethe.run_json("project", "create", "bench")
         base_url = lethe.serve()
-        print(f"server:  lethe serve on {base_url} (PostgreSQL database {database_url.rsplit('/', 1)[1]}, "
+        database = database_url.rsplit("/", 1)[1]
+        print(f"server:  lethe serve on {base_url} (PostgreSQL database {database}, "
               "LETHE_SCHEDULER=on, chDB in a temporary directory)\n", flush=True)
 
         healthz = Request("GET", "/healthz")
         anchor = run_load("GET /healthz (anchor)", base_url, lambda: healthz, seconds=anchor_seconds,
-                          concurrency=concurrency, client=client, warmup=warmup, server_pid=lethe.pid)
+                          concurrency=concurrency, client=client, warmup=warmup, server_pid=lethe.pid,
+                          database=database)
         print(anchor.summary(), "\n", flush=True)
 
         run_id = secrets.token_hex(4)
@@ -110,12 +112,16 @@ def main() -> int:
             return Request("POST", "/v1/deletion-requests", headers, body)
 
         created = run_load("POST /v1/deletion-requests", base_url, deletion_request, seconds=seconds,
-                           concurrency=concurrency, client=client, warmup=warmup, server_pid=lethe.pid)
+                           concurrency=concurrency, client=client, warmup=warmup, server_pid=lethe.pid,
+                           database=database)
         print(created.summary(), flush=True)
 
         server_alive = lethe.alive()
         counts, waited = _wait_for_anonymise(database_url)
         logged_errors = lethe.logged_errors()
+        if not server_alive:
+            print(f"  the server ended during the load (exit status {lethe.exit_status}; negative: killed by "
+                  f"that signal); the end of its log:\n{lethe.log_tail(15)}")
         lethe.stop()
 
     return _report(anchor, created, counts, waited, server_alive, logged_errors, strict)
@@ -134,8 +140,6 @@ def _report(anchor: PhaseResult, created: PhaseResult, counts: dict[str, int], w
         print(f"  server logged {len(logged_errors)} error line(s):")
         for (event, cause), n in Counter(map(_error_kind, logged_errors)).most_common(5):
             print(f"    {n} x {event}: {cause}")
-    if not server_alive:
-        print("  the server was no longer running at the end of the load")
 
     ratio = created.throughput / anchor.throughput if anchor.throughput else float("nan")
     p99 = created.percentile_ms(99)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import secrets
 import signal
@@ -303,8 +304,8 @@ class PhaseResult:
             def share(cpu: float) -> str:
                 return f"{cpu / self.seconds:.0%}"
 
-            known = self.server_cpu + self.client_cpu + (0.0 if self.database_cpu != self.database_cpu
-                                                         else self.database_cpu)
+            database = 0.0 if math.isnan(self.database_cpu) else self.database_cpu
+            known = self.server_cpu + self.client_cpu + database
             lines.append(
                 f"  CPU (of 1 core) server {share(self.server_cpu)}, PostgreSQL backends {share(self.database_cpu)}, "
                 f"load generator {share(self.client_cpu)}, rest of the machine "
