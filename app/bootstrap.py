@@ -16,8 +16,10 @@ from app.services.accounts import AccountService
 from app.services.audit import AuditService
 from app.services.deletion import DeletionService
 from app.services.erasure import ErasureService
+from app.services.ingest import IngestService
 from app.services.policies import PolicyBook
 from app.stores.clickhouse.client import ClickHouse
+from app.stores.clickhouse.events import EventStore
 from app.stores.clickhouse.schema import migrate as migrate_clickhouse
 from app.stores.sql import migrations
 from app.stores.sql.engine import checkpoint, make_engine
@@ -76,8 +78,16 @@ class Container:
 
     @cached_property
     def erasure(self) -> ErasureService:
-        return ErasureService(self.uow, self.now, self.settings.secret_key, sql_steps(), [],
+        return ErasureService(self.uow, self.now, self.settings.secret_key, sql_steps(), [self.events],
                               after_purge=lambda: checkpoint(self.engine))
+
+    @cached_property
+    def events(self) -> EventStore:
+        return EventStore(self.clickhouse)
+
+    @cached_property
+    def ingest(self) -> IngestService:
+        return IngestService(self.uow, self.now, self.policies, self.events, self.deletions)
 
     @cached_property
     def audit(self) -> AuditService:

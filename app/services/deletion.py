@@ -17,7 +17,7 @@ from app.domain.requests import Mode, RequestState, Source, Status, Step, Transi
 from app.ports import Clock, JobKicker, UnitOfWorkFactory
 from app.services.errors import Conflict, NotFound, Unprocessable
 from app.services.policies import PolicyBook
-from app.stores.sql.models import DeletionRequest, IdempotencyKey, Subject
+from app.stores.sql.models import DeletionRequest, IdempotencyKey, Project, Subject
 from app.stores.sql.uow import SqlUnitOfWork
 
 IN_FLIGHT_TIMEOUT = timedelta(minutes=2)  # an in-flight key older than this was abandoned by a crash
@@ -80,8 +80,12 @@ class DeletionService:
                 self._abandon_idempotent(project_id, idempotency_key)
                 raise
         if outcome.status_code == 202:
-            self._kick("anonymise")
+            self.kick_anonymise()
         return outcome
+
+    def kick_anonymise(self) -> None:
+        """A new request committed: anonymise now rather than at the next periodic run."""
+        self._kick("anonymise")
 
     def _create(self, project_id: str, user_id: str, mode: Mode, reason: str | None, source: Source,
                 actor: str, idempotency_key: str | None) -> Outcome:
@@ -105,22 +109,8 @@ class DeletionService:
                 subject = Subject(project_id=project_id, user_id=user_id, created_at=now, last_seen_at=now)
                 uow.subjects.add(subject)
                 uow.session.flush()
-            existing = uow.requests.open_for(subject.id)
-            if existing is not None:
-                outcome = Outcome(200, to_dict(existing, project.name, user_id))
-            else:
-                grace_days = self._policies.for_project(project.name).grace_days
-                grace_until, due_by = lifecycle.deadlines(now, mode, grace_days)
-                row = DeletionRequest(
-                    project_id=project_id, subject_id=subject.id, mode=mode.value, source=source.value,
-                    status=Status.PENDING.value, next_step=Step.ANONYMISE.value, reason=reason,
-                    requested_at=now, grace_until=grace_until, due_by=due_by, attempts=0, evidence={},
-                )
-                uow.requests.add(row)
-                uow.audit(AuditRecord(actor, "deletion_request.created", project.name,
-                                      subject_hash(self._key, project.name, user_id),
-                                      {"request_id": row.id, "mode": mode.value, "source": source.value}))
-                outcome = Outcome(202, to_dict(row, project.name, user_id))
+            row, created = self.open_in(uow, project, subject, user_id, mode, reason, source, actor)
+            outcome = Outcome(202 if created else 200, to_dict(row, project.name, user_id))
             if idempotency_key is not None:
                 record = uow.idempotency.get(project_id, idempotency_key)
                 assert record is not None
@@ -128,6 +118,39 @@ class DeletionService:
                 record.response = {k: v for k, v in outcome.body.items() if k != "user_id"}
             uow.commit()
         return outcome
+
+    def open_in(self, uow: SqlUnitOfWork, project: Project, subject: Subject, user_id: str, mode: Mode,
+                reason: str | None, source: Source, actor: str) -> tuple[DeletionRequest, bool]:
+        """Within the caller's transaction: the subject's open request, or a new one (True)."""
+        existing = uow.requests.open_for(subject.id)
+        if existing is not None:
+            return existing, False
+        now = self._clock()
+        grace_until, due_by = lifecycle.deadlines(now, mode, self._policies.for_project(project.name).grace_days)
+        row = DeletionRequest(
+            project_id=project.id, subject_id=subject.id, mode=mode.value, source=source.value,
+            status=Status.PENDING.value, next_step=Step.ANONYMISE.value, reason=reason,
+            requested_at=now, grace_until=grace_until, due_by=due_by, attempts=0, evidence={},
+        )
+        uow.requests.add(row)
+        uow.audit(AuditRecord(actor, "deletion_request.created", project.name,
+                              subject_hash(self._key, project.name, user_id),
+                              {"request_id": row.id, "mode": mode.value, "source": source.value}))
+        return row, True
+
+    def restore_in(self, uow: SqlUnitOfWork, project: Project, row: DeletionRequest, user_id: str,
+                   actor: str) -> None:
+        """Within the caller's transaction; raises Conflict saying why when it is refused."""
+        now = self._clock()
+        try:
+            state = lifecycle.restore(state_of(row), now)
+        except TransitionRefused as exc:
+            raise Conflict(str(exc)) from exc
+        apply_state(row, state)
+        row.restored_at = now
+        uow.subjects.set_status([row.subject_id], "active")
+        uow.audit(AuditRecord(actor, "deletion_request.restored", project.name,
+                              subject_hash(self._key, project.name, user_id), {"request_id": row.id}))
 
     def _body_hash(self, user_id: str, mode: Mode, reason: str | None) -> str:
         """Keyed, so the stored hash cannot be matched against guessed user ids."""
@@ -189,7 +212,6 @@ class DeletionService:
     def restore(self, project_id: str, request_id: str | None, *, actor: str,
                 user_id: str | None = None) -> dict[str, Any]:
         """Restore by request id (partner API) or the user's open request (account_restored)."""
-        now = self._clock()
         with self._uow() as uow:
             if request_id is not None:
                 row = self._load(uow, project_id, request_id)
@@ -199,19 +221,12 @@ class DeletionService:
                 if found is None:
                     raise NotFound("the user has no open deletion request")
                 row = found
-            try:
-                state = lifecycle.restore(state_of(row), now)
-            except TransitionRefused as exc:
-                raise Conflict(str(exc)) from exc
-            apply_state(row, state)
-            row.restored_at = now
-            uow.subjects.set_status([row.subject_id], "active")
             subject = uow.subjects.get(row.subject_id)
             project = uow.projects.by_id(project_id)
-            assert subject is not None and subject.user_id is not None and project is not None
-            uow.audit(AuditRecord(actor, "deletion_request.restored", project.name,
-                                  subject_hash(self._key, project.name, subject.user_id),
-                                  {"request_id": row.id}))
+            assert project is not None and subject is not None
+            if subject.user_id is None:
+                raise Conflict("the user's data was already purged; nothing can be restored")
+            self.restore_in(uow, project, row, subject.user_id, actor)
             uow.commit()
             return to_dict(row, project.name, subject.user_id)
 

@@ -69,9 +69,10 @@ class ClickHouse:
         with self._lock:
             return self._client.query(sql, parameters=parameters, settings=settings).result_rows
 
-    def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> None:
+    def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str],
+               settings: dict[str, Any] | None = None) -> None:
         with self._lock:
-            self._client.insert(table, rows, column_names=list(columns))
+            self._client.insert(table, rows, column_names=list(columns), settings=settings)
 
     def ping(self) -> bool:
         try:

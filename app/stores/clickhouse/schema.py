@@ -12,6 +12,8 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         # Keyed by Lethe's random subject id, never the platform's user id. Personal values an
         # event carries live in their own columns so that erasure can blank them; the rest of
         # `value` stays queryable in `properties`. Daily partitions let retention drop whole days.
+        # The block number/offset columns enable lightweight UPDATE (patch parts); the
+        # deduplication window makes a retried insert with the same token a no-op.
         """
         CREATE TABLE IF NOT EXISTS events (
             project LowCardinality(String),
@@ -37,7 +39,8 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         ENGINE = MergeTree
         PARTITION BY toYYYYMMDD(at)
         ORDER BY (project, subject_id, at)
-        SETTINGS enable_block_number_column = 1, enable_block_offset_column = 1
+        SETTINGS enable_block_number_column = 1, enable_block_offset_column = 1,
+                 non_replicated_deduplication_window = 10000
         """,
     ]),
 ]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
 from app.ports import ErasureBatch, SqlErasureStep
-from app.stores.sql.models import DeletionRequest, Profile
+from app.stores.sql.models import DeletionRequest, Login, Profile
 from app.stores.sql.uow import SqlUnitOfWork
 
 
@@ -60,6 +60,72 @@ class RequestReasonsStep:
         )
 
 
+class MessagesStep:
+    """Messages show as from a deleted user at once (the subject is hidden); in immediate mode
+    they are deleted; after grace they stay, anonymous (nothing links them to the person)."""
+
+    name = "sql.messages"
+
+    def anonymise(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+        return uow.messages.per_subject(batch.subject_ids)
+
+    def purge(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+        immediate = sorted(batch.immediate)
+        if not immediate:
+            return {}
+        counts = uow.messages.per_subject(immediate)
+        uow.messages.delete_for(immediate)
+        return counts
+
+    def residual(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+        return uow.messages.per_subject(sorted(batch.immediate)) if batch.immediate else {}
+
+
+class LoginsStep:
+    """Login IPs (stored only where the policy allows): deleted on purge."""
+
+    name = "sql.logins"
+
+    def anonymise(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+        return {}
+
+    def purge(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+        counts = self.residual(uow, batch)
+        uow.session.execute(delete(Login).where(Login.subject_id.in_(batch.subject_ids)))
+        return {k: v for k, v in counts.items() if v}
+
+    def residual(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+        return _per_subject(uow, Login.subject_id, Login.subject_id.in_(batch.subject_ids), batch)
+
+
+class DeadLettersStep:
+    """Rejected raw bodies that mention the user id: deleted at once (they are unlinkable
+    only once gone), and again on purge for any that arrived meanwhile."""
+
+    name = "sql.dead_letters"
+
+    def anonymise(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+        found = self._mentioning(uow, batch)
+        uow.dead_letters.delete(sorted({i for ids in found.values() for i in ids}))
+        return {subject: len(ids) for subject, ids in found.items()}
+
+    purge = anonymise
+
+    def residual(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+        return {subject: len(ids) for subject, ids in self._mentioning(uow, batch).items()}
+
+    def _mentioning(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for project_id in sorted(set(batch.project_of.values())):
+            users = {subject: user.removeprefix("admin:") for subject, user in batch.user_of.items()
+                     if batch.project_of.get(subject) == project_id}
+            by_user = uow.dead_letters.mentioning(project_id, sorted(set(users.values())))
+            for subject, user in users.items():
+                if by_user.get(user):
+                    found[subject] = by_user[user]
+        return found
+
+
 def sql_steps() -> list[SqlErasureStep]:
     """Every SQL table that holds personal data, in the order they are erased."""
-    return [ProfilesStep(), RequestReasonsStep()]
+    return [ProfilesStep(), RequestReasonsStep(), MessagesStep(), LoginsStep(), DeadLettersStep()]

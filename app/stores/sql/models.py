@@ -201,3 +201,70 @@ class JobRun(Base):
     finished_at: Mapped[datetime]
     ok: Mapped[bool]
     summary: Mapped[dict[str, Any]]
+
+
+class Message(Base):
+    """A chat message (from message_sent / admin_message_sent). `text` is personal."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        Index("uq_messages_project_message", "project_id", "message_id", unique=True),
+        Index("ix_messages_subject", "subject_id"),
+    )
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    message_id: Mapped[str] = mapped_column(String(200))
+    room_id: Mapped[str | None] = mapped_column(String(200))
+    subject_id: Mapped[str | None] = mapped_column(ForeignKey("subjects.id"))
+    text: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[datetime]
+    deleted_at: Mapped[datetime | None]
+    removed_at: Mapped[datetime | None]
+    archived_at: Mapped[datetime | None]
+
+
+class Complaint(Base):
+    """A report on a message (report_sent with value.message_id)."""
+
+    __tablename__ = "complaints"
+    __table_args__ = (Index("ix_complaints_project_message", "project_id", "message_id"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    message_id: Mapped[str] = mapped_column(String(200))
+    reporter_subject_id: Mapped[str | None] = mapped_column(ForeignKey("subjects.id"))
+    report_type: Mapped[str | None] = mapped_column(String(100))
+    opened_at: Mapped[datetime]
+    resolved_at: Mapped[datetime | None]
+
+
+class Login(Base):
+    """A user_login IP, kept only when the project's policy says `store_ip = true`."""
+
+    __tablename__ = "logins"
+    __table_args__ = (Index("ix_logins_subject", "subject_id"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    subject_id: Mapped[str] = mapped_column(ForeignKey("subjects.id"))
+    ip: Mapped[str] = mapped_column(String(100))
+    at: Mapped[datetime]
+
+
+class DeadLetter(Base):
+    """A webhook body or envelope that could not be stored, kept with the reason."""
+
+    __tablename__ = "dead_letters"
+    __table_args__ = (Index("ix_dead_letters_project_received", "project_id", "received_at", "id"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    received_at: Mapped[datetime]
+    batch_index: Mapped[int | None] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+
+
+class EventReceipt(Base):
+    """The dedup key of every stored event: a repeated delivery has one effect."""
+
+    __tablename__ = "event_receipts"
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), primary_key=True)
+    dedup_key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    received_at: Mapped[datetime]

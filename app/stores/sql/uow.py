@@ -9,6 +9,7 @@ from types import TracebackType
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.domain.audit import AuditRecord
+from app.stores.sql.operational import Complaints, DeadLetters, Logins, Messages, Receipts, SubjectsBulk
 from app.stores.sql.repositories import (
     AuditLog,
     DeletionRequests,
@@ -43,6 +44,12 @@ class SqlUnitOfWork:
         self.idempotency = IdempotencyKeys(self.session)
         self.audit_log = AuditLog(self.session)
         self.job_runs = JobRuns(self.session)
+        self.subjects_bulk = SubjectsBulk(self.session)
+        self.receipts = Receipts(self.session)
+        self.messages = Messages(self.session)
+        self.complaints = Complaints(self.session)
+        self.logins = Logins(self.session)
+        self.dead_letters = DeadLetters(self.session)
         return self
 
     def __exit__(

@@ -1,0 +1,148 @@
+"""The platform's webhook envelopes, validated and split into what Lethe stores (pure).
+
+"Pseudonymise at the door": the acting user and every other user an event names are pulled
+out of `value` (the service swaps them for subject ids), and the personal values an event
+carries go to their own columns so that erasure can blank them. The rest of `value` is kept,
+queryable, as `properties`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+MAX_BATCH = 1000
+
+# value keys whose content is personal: the event's column -> the keys it is read from
+PERSONAL_COLUMNS: dict[str, tuple[str, ...]] = {
+    "user_name": ("user_name", "name"),
+    "nickname": ("nickname",),
+    "decrypted_user_id": ("decrypted_user_id",),
+    "text": ("text",),
+    "source_url": ("source_url",),
+    "user_agent": ("platformUserAgent",),
+    "ip": ("ip",),
+    "url": ("url", "link"),
+}
+# value keys that name another user of the chat: replaced by that user's subject id
+USER_REFERENCE_KEYS = frozenset({
+    "profile_user_id", "blocked_user_id", "replyedUserId", "followed_user_id", "unfollowed_user_id",
+    "chat_user_id", "banned_user_id", "unbanned_user_id", "message_author_id",
+})
+_IDENTITY_KEYS = frozenset({"user_id", "external_user_id", "project", "created_at", "event_name"})
+
+
+class EnvelopeError(ValueError):
+    """The envelope cannot be stored; the message says what is wrong (it names no values)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who did it: a chat user (frontend `user_id` or backend `external_user_id`) or an admin."""
+
+    kind: str  # "user" | "admin"
+    user_id: str
+
+    @property
+    def key(self) -> str:
+        """How the actor is looked up in `subjects`: admins get their own namespace."""
+        return self.user_id if self.kind == "user" else f"admin:{self.user_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    event: str
+    at: datetime
+    actor: Actor | None
+    personal: Mapping[str, str]  # column -> value, for the columns in PERSONAL_COLUMNS
+    user_refs: Mapping[str, str]  # value key -> user id of another user
+    properties: Mapping[str, Any]  # everything else in `value`
+    dedup_key: str  # SHA-256 of the canonical envelope: a repeated delivery has one effect
+    room_id: str = ""
+    message_id: str = ""
+    platform: str = ""
+    raw_value: Mapping[str, Any] = field(default_factory=dict)
+
+
+def parse_envelope(envelope: Any, project: str, received_at: datetime) -> Event:
+    if not isinstance(envelope, Mapping):
+        raise EnvelopeError("an envelope must be a JSON object with `event` and `value`")
+    name = envelope.get("event")
+    if not isinstance(name, str) or not name.strip() or len(name) > 100:
+        raise EnvelopeError("`event` must be a non-empty string of at most 100 characters")
+    value = envelope.get("value")
+    if not isinstance(value, Mapping):
+        raise EnvelopeError("`value` must be a JSON object")
+    if value.get("project") != project:
+        raise EnvelopeError("`value.project` must be the project this webhook token belongs to")
+    at = _event_time(value.get("created_at"), received_at)
+    actor = _actor(name, value)
+    personal = {column: _text(value, keys) for column, keys in PERSONAL_COLUMNS.items()}
+    user_refs = {k: str(v) for k, v in value.items() if k in USER_REFERENCE_KEYS and v not in (None, "")}
+    consumed = _IDENTITY_KEYS | USER_REFERENCE_KEYS | {k for keys in PERSONAL_COLUMNS.values() for k in keys}
+    properties = {k: v for k, v in value.items() if k not in consumed}
+    canonical = json.dumps({"event": name, "value": value, "key": envelope.get("key")}, sort_keys=True,
+                           separators=(",", ":"), ensure_ascii=False, default=str)
+    return Event(
+        event=name, at=at, actor=actor, personal=personal, user_refs=user_refs, properties=properties,
+        dedup_key=hashlib.sha256(canonical.encode()).hexdigest()[:32],
+        room_id=_scalar(value.get("room_id") or value.get("room") or value.get("event_id")),
+        message_id=_scalar(value.get("message_id")), platform=_scalar(value.get("platform")),
+        raw_value=value,
+    )
+
+
+def _event_time(created_at: Any, received_at: datetime) -> datetime:
+    """`value.created_at` (set by the platform's backend, UTC) when present, else receipt time."""
+    if created_at is None or created_at == "":
+        return received_at
+    if not isinstance(created_at, str):
+        raise EnvelopeError("`value.created_at` must be an ISO 8601 string")
+    try:
+        moment = datetime.fromisoformat(created_at.replace("Z", "+00:00"))
+    except ValueError:
+        raise EnvelopeError("`value.created_at` is not an ISO 8601 timestamp") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _actor(name: str, value: Mapping[str, Any]) -> Actor | None:
+    if name.startswith("admin_"):
+        admin = value.get("user_id")
+        return Actor("admin", _id(admin, "user_id")) if admin not in (None, "") else None
+    for key in ("user_id", "external_user_id"):
+        if value.get(key) not in (None, ""):
+            return Actor("user", _id(value[key], key))
+    return None
+
+
+def _id(raw: Any, key: str) -> str:
+    if not isinstance(raw, str | int) or isinstance(raw, bool) or len(str(raw)) > 200:
+        raise EnvelopeError(f"`value.{key}` must be a string of at most 200 characters")
+    return str(raw)
+
+
+def _text(value: Mapping[str, Any], keys: tuple[str, ...]) -> str:
+    for key in keys:
+        if value.get(key) not in (None, ""):
+            raw = value[key]
+            return raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False)
+    return ""
+
+
+def _scalar(raw: Any) -> str:
+    return "" if raw is None else str(raw)
+
+
+def split_body(body: Any) -> list[Any]:
+    """One envelope or a JSON array of up to MAX_BATCH."""
+    if isinstance(body, list):
+        if not body:
+            raise EnvelopeError("the array is empty")
+        if len(body) > MAX_BATCH:
+            raise EnvelopeError(f"a batch holds at most {MAX_BATCH} envelopes, this one has {len(body)}")
+        return body
+    return [body]

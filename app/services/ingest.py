@@ -1,0 +1,194 @@
+"""The events webhook: validate, dead-letter what cannot be stored, pseudonymise at the door,
+apply the operational effects in SQL and store the events in ClickHouse.
+
+One batch = one SQL transaction around one ClickHouse insert: the insert runs before the
+commit, so a 2xx means both are durable; a failed commit after the insert is retried by the
+platform with the same payload, and ClickHouse drops the repeated block by its dedup token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from app.domain.events import Actor, EnvelopeError, Event, parse_envelope, split_body
+from app.domain.requests import Mode, Source
+from app.ports import Clock, UnitOfWorkFactory
+from app.services.deletion import DeletionService
+from app.services.errors import Conflict
+from app.services.policies import PolicyBook
+from app.stores.clickhouse.events import EventRow, EventStore
+from app.stores.sql.models import Profile, Project, Subject
+from app.stores.sql.uow import SqlUnitOfWork
+
+log = structlog.get_logger(__name__)
+
+MESSAGE_SENT = {"message_sent", "admin_message_sent"}
+MESSAGE_DELETED = {"message_deleted", "admin_message_deleted"}
+PROFILE_NAME = {"name_set", "name_changed"}
+PROFILE_AVATAR = {"avatar_set", "avatar_changed"}
+
+
+@dataclass
+class IngestResult:
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def status_code(self) -> int:
+        return 400 if self.rejected and not self.accepted else 202
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"accepted": self.accepted, "rejected": self.rejected}
+
+
+class IngestService:
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock, policies: PolicyBook, events: EventStore,
+                 deletions: DeletionService) -> None:
+        self._uow = uow
+        self._clock = clock
+        self._policies = policies
+        self._events = events
+        self._deletions = deletions
+
+    def ingest(self, project_id: str, body: bytes) -> IngestResult:
+        received = self._clock()
+        result = IngestResult()
+        with self._uow() as uow:
+            project = uow.projects.by_id(project_id)
+            assert project is not None
+            envelopes = self._envelopes(uow, project, body, received, result)
+            parsed: list[Event] = []
+            for index, envelope in enumerate(envelopes):
+                try:
+                    parsed.append(parse_envelope(envelope, project.name, received))
+                except EnvelopeError as exc:
+                    result.rejected.append({"index": index, "detail": str(exc)})
+                    uow.dead_letters.add(project.id, received, str(exc), _dump(envelope), index)
+            fresh = uow.receipts.claim(project.id, [e.dedup_key for e in parsed], received)
+            new = [e for e in _first_of_each(parsed) if e.dedup_key in fresh]
+            result.accepted, result.duplicates = len(parsed), len(parsed) - len(new)
+            opened = self._store(uow, project, new, received)
+            uow.commit()
+        if opened:
+            self._deletions.kick_anonymise()
+        if result.rejected:
+            log.info("events.rejected", count=len(result.rejected), accepted=result.accepted)
+        return result
+
+    def _envelopes(self, uow: SqlUnitOfWork, project: Project, body: bytes, received: datetime,
+                   result: IngestResult) -> list[Any]:
+        """The body's envelopes; an unusable body is dead-lettered whole and reported at index 0."""
+        try:
+            return split_body(json.loads(body))
+        except (ValueError, EnvelopeError) as exc:
+            detail = str(exc) if isinstance(exc, EnvelopeError) else "the body is not valid JSON"
+            result.rejected.append({"index": 0, "detail": detail})
+            uow.dead_letters.add(project.id, received, detail, body.decode("utf-8", errors="replace"))
+            return []
+
+    def _store(self, uow: SqlUnitOfWork, project: Project, events: Sequence[Event], received: datetime) -> bool:
+        if not events:
+            return False
+        keys = {e.actor.key for e in events if e.actor} | {Actor("user", u).key for e in events
+                                                             for u in e.user_refs.values()}
+        subjects = uow.subjects_bulk.ensure(project.id, keys, received)
+        rows: list[EventRow] = []
+        last_seen: dict[str, datetime] = {}
+        opened = False
+        for event in events:
+            subject = subjects[event.actor.key] if event.actor else None
+            if subject is not None:
+                last_seen[subject.id] = max(event.at, last_seen.get(subject.id, event.at))
+            opened |= self._effects(uow, project, event, subject)
+            rows.append(self._row(project, event, subject, subjects, received))
+        uow.subjects_bulk.seen(last_seen)
+        token = hashlib.sha256("".join(r.dedup_key for r in rows).encode()).hexdigest()
+        self._events.insert(rows, token)
+        return opened
+
+    def _row(self, project: Project, event: Event, subject: Subject | None, subjects: dict[str, Subject],
+             received: datetime) -> EventRow:
+        hidden = subject is not None and subject.status != "active"
+        properties = {**event.properties,
+                      **{k: subjects[Actor("user", u).key].id for k, u in event.user_refs.items()}}
+        return EventRow(
+            project=project.name, event=event.event, at=event.at, received_at=received,
+            subject_id=subject.id if subject else None, actor_kind=event.actor.kind if event.actor else "",
+            dedup_key=event.dedup_key, room_id=event.room_id, message_id=event.message_id,
+            platform=event.platform,
+            # a subject being erased gets no new personal values: they are blanked at the door
+            personal={} if hidden else event.personal, properties=properties,
+        )
+
+    def _effects(self, uow: SqlUnitOfWork, project: Project, event: Event, subject: Subject | None) -> bool:
+        """Operational data in SQL (CONTRACT "Lifecycle effects"); True when a request was opened."""
+        name, value, at = event.event, event.raw_value, event.at
+        if name == "message_moderation" and event.message_id:
+            action = value.get("action")
+            if action in ("hide", "delete"):
+                uow.messages.mark_deleted(project.id, event.message_id, at)
+            elif action == "restore":
+                uow.messages.mark_deleted(project.id, event.message_id, None)
+            return False
+        if subject is None:
+            return False
+        if name in MESSAGE_SENT and event.message_id:
+            uow.messages.add([{"project_id": project.id, "message_id": event.message_id,
+                               "room_id": event.room_id or None, "subject_id": subject.id,
+                               "text": event.personal.get("text") or None, "sent_at": at}])
+        elif name in MESSAGE_DELETED and event.message_id:
+            uow.messages.mark_deleted(project.id, event.message_id, at)
+        elif name == "report_sent" and event.message_id:
+            report_type = value.get("reportType")
+            uow.complaints.open(project.id, event.message_id, subject.id,
+                                str(report_type) if report_type else None, at)
+        elif name in PROFILE_NAME or name in PROFILE_AVATAR:
+            self._profile(uow, subject, event)
+        elif name == "user_login" and event.personal.get("ip"):
+            if self._policies.for_project(project.name).store_ip:
+                uow.logins.add(subject.id, event.personal["ip"], at)
+        elif name == "delete_profile_confirmed" and event.actor and event.actor.kind == "user":
+            _, created = self._deletions.open_in(uow, project, subject, event.actor.user_id, Mode.GRACE, None,
+                                                 Source.USER, "user:webhook")
+            return created
+        elif name == "account_restored" and event.actor:
+            row = uow.requests.open_for(subject.id)
+            if row is not None:
+                try:
+                    self._deletions.restore_in(uow, project, row, event.actor.user_id, "user:webhook")
+                except Conflict as exc:
+                    log.info("events.restore_refused", detail=str(exc))
+        return False
+
+    def _profile(self, uow: SqlUnitOfWork, subject: Subject, event: Event) -> None:
+        profile = uow.session.get(Profile, subject.id) or Profile(subject_id=subject.id, updated_at=event.at)
+        if event.at < profile.updated_at:
+            return  # an older change delivered late does not overwrite a newer one
+        if event.event in PROFILE_NAME and event.personal.get("user_name"):
+            profile.display_name = event.personal["user_name"]
+        if event.event in PROFILE_AVATAR and event.personal.get("url"):
+            profile.avatar_url = event.personal["url"]
+        profile.updated_at = event.at
+        uow.session.add(profile)
+
+
+def _first_of_each(events: Sequence[Event]) -> list[Event]:
+    seen: set[str] = set()
+    unique = []
+    for event in events:
+        if event.dedup_key not in seen:
+            seen.add(event.dedup_key)
+            unique.append(event)
+    return unique
+
+
+def _dump(envelope: Any) -> str:
+    return json.dumps(envelope, ensure_ascii=False, default=str)

@@ -1,0 +1,101 @@
+"""Analytics events in ClickHouse, and their part of an erasure (app.ports.ExternalErasureStep).
+
+Erasure never re-keys events and never mutates per user: the personal columns of every subject
+in a job's batch are blanked by ONE lightweight UPDATE, then `APPLY PATCHES` rewrites them
+physically (synchronously), and the residual check reads with patch parts off, so a masked
+value that still sits on disk would be counted.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from app.domain.events import PERSONAL_COLUMNS
+from app.ports import ErasureBatch
+from app.stores.clickhouse.client import ClickHouse
+
+NO_SUBJECT = uuid.UUID(int=0)
+COLUMNS = ["project", "event", "at", "received_at", "subject_id", "actor_kind", "dedup_key", "room_id",
+           "message_id", "platform", *PERSONAL_COLUMNS, "properties"]
+_ANY_PERSONAL = " OR ".join(f"{c} != ''" for c in PERSONAL_COLUMNS)
+_BLANK = ", ".join(f"{c} = ''" for c in PERSONAL_COLUMNS)
+SYNC = {"mutations_sync": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    project: str
+    event: str
+    at: datetime
+    received_at: datetime
+    subject_id: str | None
+    actor_kind: str
+    dedup_key: str
+    room_id: str
+    message_id: str
+    platform: str
+    personal: Mapping[str, str]
+    properties: Mapping[str, Any]
+
+    def values(self) -> list[Any]:
+        return [self.project, self.event, self.at, self.received_at,
+                uuid.UUID(self.subject_id) if self.subject_id else NO_SUBJECT, self.actor_kind, self.dedup_key,
+                self.room_id, self.message_id, self.platform, *(self.personal.get(c, "") for c in PERSONAL_COLUMNS),
+                json.dumps(self.properties, ensure_ascii=False, sort_keys=True, default=str)]
+
+
+class EventStore:
+    name = "clickhouse.events"
+
+    def __init__(self, ch: ClickHouse) -> None:
+        self.ch = ch
+
+    def insert(self, rows: Sequence[EventRow], dedup_token: str) -> None:
+        """One block; a retry with the same token (after a failed SQL commit) is deduplicated."""
+        if rows:
+            self.ch.insert("events", [r.values() for r in rows], COLUMNS,
+                           settings={"insert_deduplication_token": dedup_token})
+
+    # --- erasure -------------------------------------------------------------------------
+    def anonymise(self, batch: ErasureBatch) -> Mapping[str, int]:
+        """Blank the personal columns of every event of the batch's subjects, physically."""
+        counts = self._personal_rows(batch.subject_ids, masks=True)
+        if counts:
+            ids = [uuid.UUID(s) for s in counts]
+            self.ch.command(f"UPDATE events SET {_BLANK} WHERE subject_id IN {{ids:Array(UUID)}}",
+                            parameters={"ids": ids}, settings={"allow_experimental_lightweight_update": 1})
+            self.ch.command("ALTER TABLE events APPLY PATCHES", settings=SYNC)
+        return counts
+
+    def purge(self, batch: ErasureBatch) -> Mapping[str, int]:
+        """Events stay, anonymous: blank anything that arrived during grace (usually nothing)."""
+        return self.anonymise(batch)
+
+    def residual(self, batch: ErasureBatch) -> Mapping[str, int]:
+        """Rows that still hold a personal value, read with patch parts off (what is on disk)."""
+        return self._personal_rows(batch.subject_ids, masks=False)
+
+    def _personal_rows(self, subject_ids: Sequence[str], *, masks: bool) -> dict[str, int]:
+        if not subject_ids:
+            return {}
+        rows = self.ch.rows(
+            f"SELECT toString(subject_id), count() FROM events WHERE subject_id IN {{ids:Array(UUID)}} "
+            f"AND ({_ANY_PERSONAL}) GROUP BY subject_id",
+            parameters={"ids": [uuid.UUID(s) for s in subject_ids]},
+            settings={"apply_patch_parts": 1 if masks else 0},
+        )
+        return {str(s): int(n) for s, n in rows}
+
+    # --- reads ---------------------------------------------------------------------------
+    def count_for(self, subject_id: str) -> dict[str, int]:
+        rows = self.ch.rows(
+            f"SELECT count(), countIf({_ANY_PERSONAL}) FROM events WHERE subject_id = {{id:UUID}}",
+            parameters={"id": uuid.UUID(subject_id)},
+        )
+        total, personal = rows[0]
+        return {"rows": int(total), "with_personal_values": int(personal)}

@@ -1,0 +1,156 @@
+"""Repositories for the operational data events bring: subjects in bulk, receipts, messages,
+complaints, logins, dead letters. Bulk statements: a webhook batch holds up to 1,000 events."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from app.stores.sql.models import Complaint, DeadLetter, EventReceipt, Login, Message, Subject, new_id
+from app.stores.sql.repositories import decode_cursor, encode_cursor
+
+
+def insert_ignoring_conflicts(session: Session, table: Table, rows: Sequence[Mapping[str, Any]],
+                              returning: Any = None) -> list[Any]:
+    """INSERT ... ON CONFLICT DO NOTHING on both dialects; returns `returning` of inserted rows."""
+    if not rows:
+        return []
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(table).values(list(rows)).on_conflict_do_nothing()
+    if returning is None:
+        session.execute(statement)
+        return []
+    return list(session.scalars(statement.returning(returning)))
+
+
+class SubjectsBulk:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def ensure(self, project_id: str, user_keys: Iterable[str], now: datetime) -> dict[str, Subject]:
+        """The subject of every user key, created on first sight (concurrency-safe)."""
+        keys = sorted(set(user_keys))
+        if not keys:
+            return {}
+        found = self._find(project_id, keys)
+        missing = [k for k in keys if k not in found]
+        insert_ignoring_conflicts(self.session, Subject.__table__, [  # type: ignore[arg-type]
+            {"id": new_id(), "project_id": project_id, "user_id": k, "status": "active", "created_at": now,
+             "last_seen_at": now} for k in missing
+        ])
+        if missing:
+            found.update(self._find(project_id, missing))
+        return found
+
+    def _find(self, project_id: str, keys: Sequence[str]) -> dict[str, Subject]:
+        rows = self.session.scalars(select(Subject).where(Subject.project_id == project_id, Subject.user_id.in_(keys)))
+        return {s.user_id: s for s in rows if s.user_id is not None}
+
+    def seen(self, last_seen: Mapping[str, datetime]) -> None:
+        for subject_id, at in last_seen.items():
+            self.session.execute(update(Subject).where(Subject.id == subject_id, Subject.last_seen_at < at)
+                                 .values(last_seen_at=at))
+
+
+class Receipts:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def claim(self, project_id: str, keys: Sequence[str], now: datetime) -> set[str]:
+        """Record the keys; returns those seen for the first time (a concurrent duplicate loses)."""
+        rows = [{"project_id": project_id, "dedup_key": k, "received_at": now} for k in dict.fromkeys(keys)]
+        return set(insert_ignoring_conflicts(self.session, EventReceipt.__table__, rows,  # type: ignore[arg-type]
+                                             returning=EventReceipt.dedup_key))
+
+
+class Messages:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        insert_ignoring_conflicts(self.session, Message.__table__, [{"id": new_id(), **r} for r in rows])  # type: ignore[arg-type]
+
+    def get(self, project_id: str, message_id: str) -> Message | None:
+        return self.session.scalar(select(Message).where(Message.project_id == project_id,
+                                                         Message.message_id == message_id))
+
+    def mark_deleted(self, project_id: str, message_id: str, at: datetime | None) -> None:
+        """`at=None` restores a message hidden by moderation."""
+        query = update(Message).where(Message.project_id == project_id, Message.message_id == message_id)
+        if at is not None:
+            query = query.where(Message.deleted_at.is_(None))
+        self.session.execute(query.values(deleted_at=at))
+
+    def per_subject(self, subject_ids: Sequence[str]) -> dict[str, int]:
+        rows = self.session.execute(select(Message.subject_id, func.count()).where(Message.subject_id.in_(subject_ids))
+                                    .group_by(Message.subject_id))
+        return {str(s): int(n) for s, n in rows}
+
+    def delete_for(self, subject_ids: Sequence[str]) -> None:
+        self.session.execute(delete(Message).where(Message.subject_id.in_(subject_ids)))
+
+
+class Complaints:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def open(self, project_id: str, message_id: str, reporter: str | None, report_type: str | None,
+             at: datetime) -> None:
+        self.session.add(Complaint(project_id=project_id, message_id=message_id, reporter_subject_id=reporter,
+                                   report_type=report_type, opened_at=at))
+
+    def open_count(self, project_id: str, message_id: str) -> int:
+        return self.session.scalar(select(func.count()).select_from(Complaint).where(
+            Complaint.project_id == project_id, Complaint.message_id == message_id, Complaint.resolved_at.is_(None)
+        )) or 0
+
+
+class Logins:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, subject_id: str, ip: str, at: datetime) -> None:
+        self.session.add(Login(subject_id=subject_id, ip=ip, at=at))
+
+
+class DeadLetters:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, project_id: str, received_at: datetime, reason: str, body: str, index: int | None = None) -> None:
+        self.session.add(DeadLetter(project_id=project_id, received_at=received_at, reason=reason, body=body,
+                                    batch_index=index))
+
+    def page(self, project_id: str, limit: int, cursor: str | None) -> tuple[list[DeadLetter], str | None]:
+        query = select(DeadLetter).where(DeadLetter.project_id == project_id)
+        if cursor:
+            at, last_id = decode_cursor(cursor, 2)
+            after = datetime.fromisoformat(str(at))
+            query = query.where((DeadLetter.received_at < after)
+                                | ((DeadLetter.received_at == after) & (DeadLetter.id < str(last_id))))
+        rows = list(self.session.scalars(query.order_by(DeadLetter.received_at.desc(), DeadLetter.id.desc())
+                                         .limit(limit + 1)))
+        if len(rows) <= limit:
+            return rows, None
+        last = rows[limit - 1]
+        return rows[:limit], encode_cursor(last.received_at.isoformat(), last.id)
+
+    def mentioning(self, project_id: str, needles: Sequence[str]) -> dict[str, list[str]]:
+        """Ids of the entries whose raw body contains each needle (a user id), by needle."""
+        found: dict[str, list[str]] = {}
+        rows = self.session.execute(select(DeadLetter.id, DeadLetter.body).where(DeadLetter.project_id == project_id))
+        for entry_id, body in rows:
+            for needle in needles:
+                if needle and needle in body:
+                    found.setdefault(needle, []).append(entry_id)
+        return found
+
+    def delete(self, ids: Sequence[str]) -> None:
+        if ids:
+            self.session.execute(delete(DeadLetter).where(DeadLetter.id.in_(ids)))
