@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
-import app.stores.sql.models
 
+import app.stores.sql.models
 
 revision: str = '39e9036baa41'
 down_revision: str | None = 'aeba5ec1cdce'

@@ -103,7 +103,7 @@ def server(workdir: Path) -> Iterator[tuple[str, dict[str, str]]]:
     try:
         for _ in range(100):
             try:
-                urllib.request.urlopen(f"{base}/healthz", timeout=1)  # noqa: S310 - loopback
+                urllib.request.urlopen(f"{base}/healthz", timeout=1)
                 break
             except OSError:
                 if proc.poll() is not None:
@@ -118,7 +118,7 @@ def server(workdir: Path) -> Iterator[tuple[str, dict[str, str]]]:
 def call(method: str, url: str, token: str, body: dict[str, str] | None = None) -> tuple[int, dict[str, object]]:
     request = urllib.request.Request(url, method=method, data=json.dumps(body).encode() if body else None,
                                      headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback
+    with urllib.request.urlopen(request, timeout=10) as response:
         return response.status, json.loads(response.read())
 
 
