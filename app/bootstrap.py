@@ -17,7 +17,9 @@ from app.services.audit import AuditService
 from app.services.deletion import DeletionService
 from app.services.erasure import ErasureService
 from app.services.ingest import IngestService
+from app.services.messages import MessageService
 from app.services.policies import PolicyBook
+from app.services.subjects import SubjectService
 from app.stores.clickhouse.client import ClickHouse
 from app.stores.clickhouse.events import EventStore
 from app.stores.clickhouse.schema import migrate as migrate_clickhouse
@@ -84,6 +86,14 @@ class Container:
     @cached_property
     def events(self) -> EventStore:
         return EventStore(self.clickhouse)
+
+    @cached_property
+    def messages(self) -> MessageService:
+        return MessageService(self.uow)
+
+    @cached_property
+    def subjects(self) -> SubjectService:
+        return SubjectService(self.uow, self.events)
 
     @cached_property
     def ingest(self) -> IngestService:

@@ -17,6 +17,8 @@ from app.http.audit import AuditController
 from app.http.auth import auth_middleware
 from app.http.deletion_requests import DeletionRequestController
 from app.http.errors import HANDLERS
+from app.http.events import EventsController
+from app.http.messages import MessagesController, SubjectsController
 from app.http.ops import healthz, readyz
 from app.logging import processors
 
@@ -35,7 +37,8 @@ def create_app(container: Container) -> Litestar:
         enable_middleware_logging=False,  # request logs would print paths and queries naming users
     ))
     return Litestar(
-        route_handlers=[healthz, readyz, PrometheusController, DeletionRequestController, AuditController],
+        route_handlers=[healthz, readyz, PrometheusController, DeletionRequestController, AuditController,
+                        EventsController, MessagesController, SubjectsController],
         dependencies={"container": Provide(lambda: container, use_cache=True, sync_to_thread=False)},
         middleware=[prometheus.middleware, auth_middleware(container.accounts)],
         exception_handlers=HANDLERS,

@@ -64,3 +64,16 @@ class VerifyOut(msgspec.Struct):
     entries: int
     head: str
     first_bad_seq: int | None
+
+
+class RejectedOut(msgspec.Struct):
+    id: str
+    received_at: str
+    index: int | None
+    reason: str
+    body: str
+
+
+class RejectedPage(msgspec.Struct):
+    items: list[RejectedOut]
+    next_cursor: str | None

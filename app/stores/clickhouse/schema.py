@@ -13,7 +13,8 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         # event carries live in their own columns so that erasure can blank them; the rest of
         # `value` stays queryable in `properties`. Daily partitions let retention drop whole days.
         # The block number/offset columns enable lightweight UPDATE (patch parts); the
-        # deduplication window makes a retried insert with the same token a no-op.
+        # deduplication window makes a retried insert with the same token a no-op. Parts replaced
+        # by an erasure are removed from disk ~10 s later (the default keeps them 8 minutes).
         """
         CREATE TABLE IF NOT EXISTS events (
             project LowCardinality(String),
@@ -40,7 +41,8 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         PARTITION BY toYYYYMMDD(at)
         ORDER BY (project, subject_id, at)
         SETTINGS enable_block_number_column = 1, enable_block_offset_column = 1,
-                 non_replicated_deduplication_window = 10000
+                 non_replicated_deduplication_window = 10000,
+                 old_parts_lifetime = 10, cleanup_delay_period = 1, cleanup_delay_period_random_add = 1
         """,
     ]),
 ]

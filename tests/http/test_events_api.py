@@ -1,0 +1,151 @@
+"""The events webhook with the platform's own example payloads."""
+
+import copy
+import json
+import uuid
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+from app.bootstrap import Container
+from tests.conftest import FakeClock
+from tests.fixtures.platform import ADMIN, BACKEND, PROJECT, SESSION_STARTED, frontend
+from tests.http.conftest import bearer
+
+
+@pytest.fixture
+def keys(container: Container) -> dict[str, str]:
+    return container.accounts.create_project(PROJECT)
+
+
+def post(client: TestClient[Any], keys: dict[str, str], body: Any) -> Any:
+    return client.post("/v1/events", json=body, headers=bearer(keys["webhook_token"]))
+
+
+def ch_rows(container: Container, where: str = "1", **params: Any) -> list[dict[str, Any]]:
+    ch = container.clickhouse
+    rows = ch.rows(f"SELECT * FROM events WHERE {where} ORDER BY at, event", parameters=params,
+                   settings={"apply_patch_parts": 0})
+    names = [r[0] for r in ch.rows("SELECT name FROM system.columns WHERE database = currentDatabase() "
+                                   "AND table = 'events' ORDER BY position")]
+    return [dict(zip(names, r, strict=True)) for r in rows]
+
+
+def subject_id(container: Container, user_key: str) -> str:
+    with container.uow() as uow:
+        project = uow.projects.by_name(PROJECT)
+        assert project is not None
+        subject = uow.subjects.find(project.id, user_key)
+        assert subject is not None
+        return subject.id
+
+
+def test_every_reference_example_is_accepted(client: TestClient[Any], keys: dict[str, str],
+                                             container: Container) -> None:
+    batch = [SESSION_STARTED, *BACKEND, *ADMIN]
+    response = post(client, keys, batch)
+    assert response.status_code == 202, response.text
+    assert response.json() == {"accepted": len(batch), "rejected": []}
+    rows = ch_rows(container)
+    assert len(rows) == len(batch)
+    assert {r["event"] for r in rows} == {e["event"] for e in batch}
+
+
+def test_frontend_event_is_keyed_by_subject_with_personal_columns_apart(client: TestClient[Any],
+                                                                        keys: dict[str, str],
+                                                                        container: Container) -> None:
+    assert post(client, keys, SESSION_STARTED).status_code == 202
+    (row,) = ch_rows(container)
+    sid = subject_id(container, "BUmXxFyNMNE6FUVhL+ECSQ==")
+    assert str(row["subject_id"]) == sid and row["actor_kind"] == "user"
+    assert row["at"].isoformat().startswith("2026-01-14T12:30:45.123")  # value.created_at
+    assert (row["user_name"], row["nickname"], row["decrypted_user_id"]) == ("John Doe", "John Doe", "user_12345")
+    assert row["user_agent"].startswith("Mozilla/5.0") and row["source_url"].startswith("https://chat")
+    props = json.loads(row["properties"])
+    assert props["room_status"] == "on_air" and props["screen_size"] == "1920x1080"
+    assert "BUmXxFyNMNE6FUVhL+ECSQ==" not in json.dumps({k: str(v) for k, v in row.items()})
+
+
+def test_backend_and_admin_actors_and_referenced_users_are_pseudonymised(client: TestClient[Any],
+                                                                         keys: dict[str, str],
+                                                                         container: Container) -> None:
+    post(client, keys, [BACKEND[0], ADMIN[5]])  # user_join (external_user_id), admin_user_banned
+    rows = {r["event"]: r for r in ch_rows(container)}
+    assert str(rows["user_join"]["subject_id"]) == subject_id(container, "user_12345")
+    banned = rows["admin_user_banned"]
+    assert banned["actor_kind"] == "admin" and str(banned["subject_id"]) == subject_id(container, "admin:admin_001")
+    props = json.loads(banned["properties"])
+    assert props["banned_user_id"] == subject_id(container, "user_456")  # the other user, by subject id
+    assert "user_456" not in banned["properties"]
+
+
+def test_event_without_created_at_takes_the_receipt_time(client: TestClient[Any], keys: dict[str, str],
+                                                        container: Container, clock: FakeClock) -> None:
+    post(client, keys, BACKEND[2])
+    (row,) = ch_rows(container)
+    assert row["at"].replace(tzinfo=None) == clock.now.replace(tzinfo=None)
+
+
+def test_event_with_no_user_has_no_subject(client: TestClient[Any], keys: dict[str, str],
+                                           container: Container) -> None:
+    post(client, keys, BACKEND[8])  # text_translate
+    (row,) = ch_rows(container)
+    assert row["subject_id"] == uuid.UUID(int=0) and row["actor_kind"] == ""
+
+
+def test_repeated_delivery_has_one_effect(client: TestClient[Any], keys: dict[str, str],
+                                          container: Container) -> None:
+    sent = frontend("message_sent", messageType="text", text="hello", message_id="m-1", room="16888417")
+    for _ in range(3):
+        assert post(client, keys, sent).json()["accepted"] == 1
+    assert post(client, keys, [sent, sent]).status_code == 202
+    assert len(ch_rows(container)) == 1
+    assert client.get("/v1/messages/m-1", headers=bearer(keys["api_key"])).json()["state"] == "visible"
+
+
+def test_bodies_that_are_not_json_are_dead_lettered(client: TestClient[Any], keys: dict[str, str]) -> None:
+    response = client.post("/v1/events", content=b"{not json", headers=bearer(keys["webhook_token"]))
+    assert response.status_code == 400 and "not valid JSON" in response.json()["rejected"][0]["detail"]
+    rejected = client.get("/v1/events/rejected", headers=bearer(keys["api_key"])).json()
+    assert rejected["items"][0]["body"] == "{not json" and rejected["items"][0]["reason"]
+
+
+def test_batch_limits(client: TestClient[Any], keys: dict[str, str]) -> None:
+    too_many = post(client, keys, [BACKEND[2]] * 1001)
+    assert too_many.status_code == 400 and "at most 1000" in too_many.json()["rejected"][0]["detail"]
+    assert post(client, keys, []).status_code == 400
+    huge = client.post("/v1/events", content=b"[" + b" " * (11 * 1024 * 1024) + b"]",
+                       headers=bearer(keys["webhook_token"]))
+    assert huge.status_code == 413
+
+
+def test_invalid_envelopes_are_rejected_by_index_and_kept(client: TestClient[Any], keys: dict[str, str],
+                                                          container: Container) -> None:
+    other_project = copy.deepcopy(BACKEND[2])
+    other_project["value"]["project"] = "someone-else"
+    bad_time = copy.deepcopy(BACKEND[2])
+    bad_time["value"]["created_at"] = "yesterday"
+    batch = [BACKEND[2], {"event": "x"}, {"value": {}}, other_project, bad_time, "text", SESSION_STARTED]
+    response = post(client, keys, batch)
+    assert response.status_code == 202
+    body = response.json()
+    assert body["accepted"] == 2
+    details = {r["index"]: r["detail"] for r in body["rejected"]}
+    assert set(details) == {1, 2, 3, 4, 5}
+    assert "value" in details[1] and "event" in details[2] and "project" in details[3]
+    assert "created_at" in details[4]
+    rejected = client.get("/v1/events/rejected", params={"limit": 2}, headers=bearer(keys["api_key"])).json()
+    assert len(rejected["items"]) == 2 and rejected["next_cursor"]
+    nothing = post(client, keys, [{"event": "x"}])
+    assert nothing.status_code == 400 and nothing.json()["accepted"] == 0
+
+
+def test_only_the_webhook_token_of_the_events_project_posts_events(client: TestClient[Any], keys: dict[str, str],
+                                                                    container: Container) -> None:
+    other = container.accounts.create_project("other")
+    cross = client.post("/v1/events", json=BACKEND[2], headers=bearer(other["webhook_token"]))
+    assert cross.status_code == 400 and "project" in cross.json()["rejected"][0]["detail"]
+    assert client.post("/v1/events", json=BACKEND[2], headers=bearer(keys["api_key"])).status_code == 401
+    assert client.post("/v1/events", json=BACKEND[2]).status_code == 401
+    assert client.get("/v1/events/rejected", headers=bearer(keys["webhook_token"])).status_code == 401
