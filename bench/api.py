@@ -34,6 +34,7 @@ from bench.harness import (
     env_client,
     env_float,
     env_int,
+    exit_on_sigterm,
     postgres_database,
     query_database,
     run_load,
@@ -83,6 +84,7 @@ def main() -> int:
     concurrency = env_int("BENCH_CONCURRENCY", 32)
     client = env_client("raw")
     strict = os.environ.get("BENCH_STRICT", "").strip() in {"1", "true", "yes"}
+    exit_on_sigterm()
 
     print(f"machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, {platform.platform()}")
     print(f"client:  {_client_label(client)}; {concurrency} connections; warm-up {warmup:g} s")

@@ -57,6 +57,14 @@ def env_client(default: str = "raw") -> str:
     return client
 
 
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so `finally` blocks stop the server and drop the database."""
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -286,7 +294,7 @@ class PhaseResult:
         if not self.latencies:
             return float("nan")
         ordered = sorted(self.latencies)
-        index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))  # nearest rank
+        index = min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))  # nearest rank
         return ordered[index] * 1000
 
     def summary(self) -> str:

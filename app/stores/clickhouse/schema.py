@@ -14,7 +14,9 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         # `value` stays queryable in `properties`. Daily partitions let retention drop whole days.
         # The block number/offset columns enable lightweight UPDATE (patch parts); the
         # deduplication window makes a retried insert with the same token a no-op. Parts replaced
-        # by an erasure are removed from disk ~10 s later (the default keeps them 8 minutes).
+        # by an erasure leave the disk ~5 s later (by default ClickHouse keeps them 8 minutes,
+        # and its idle cleanup backs off to 5 minutes); merged and mutated parts are fsynced,
+        # so the old ones are not needed to survive a crash.
         """
         CREATE TABLE IF NOT EXISTS events (
             project LowCardinality(String),
@@ -42,7 +44,8 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         ORDER BY (project, subject_id, at)
         SETTINGS enable_block_number_column = 1, enable_block_offset_column = 1,
                  non_replicated_deduplication_window = 10000,
-                 old_parts_lifetime = 10, cleanup_delay_period = 1, cleanup_delay_period_random_add = 1
+                 old_parts_lifetime = 5, cleanup_delay_period = 1, max_cleanup_delay_period = 1,
+                 cleanup_delay_period_random_add = 0, min_compressed_bytes_to_fsync_after_merge = 1
         """,
     ]),
 ]
