@@ -41,3 +41,51 @@ def parse_policy(doc: Mapping[str, Any], base: Policy | None = None, *, origin: 
             raise PolicyError(f"{origin}: lifecycle.{key} must not be negative")
         values[key] = value
     return Policy(**values)
+
+
+CATEGORIES = frozenset({
+    "pseudonym", "identifier", "name", "image", "activity", "content", "network", "device", "browsing",
+    "raw_payload", "payload_hash", "keyed_hash", "free_text", "staff_name", "pseudonymised_properties",
+})
+ERASURES = frozenset({
+    "unlinked_on_purge", "null_on_purge", "delete_on_purge", "delete_on_anonymise", "blank_on_anonymise",
+    "kept_anonymous", "kept_anonymous_deleted_if_immediate", "kept_as_legal_record", "retention", "manual",
+})
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    store: str  # "sql" | "clickhouse"
+    table: str
+    column: str
+    category: str | None  # None: not personal
+    erasure: str | None
+
+    @property
+    def personal(self) -> bool:
+        return self.category is not None
+
+
+def parse_datamap(doc: Mapping[str, Any], *, origin: str = "policy") -> dict[tuple[str, str, str], Column]:
+    """The `[datamap."store.table"]` tables: every column, personal or not (GDPR Art. 30)."""
+    section = doc.get("datamap", {})
+    if not isinstance(section, Mapping):
+        raise PolicyError(f"{origin}: [datamap] must be a table")
+    columns: dict[tuple[str, str, str], Column] = {}
+    for qualified, table in section.items():
+        store, _, name = qualified.partition(".")
+        if store not in {"sql", "clickhouse"} or not name or not isinstance(table, Mapping):
+            raise PolicyError(f'{origin}: datamap."{qualified}" must be a table named "sql.<t>" or "clickhouse.<t>"')
+        for column, spec in table.items():
+            where = f'{origin}: datamap."{qualified}".{column}'
+            if spec == "not_personal":
+                columns[(store, name, column)] = Column(store, name, column, None, None)
+                continue
+            if not isinstance(spec, Mapping) or set(spec) != {"category", "erasure"}:
+                raise PolicyError(f'{where} must be "not_personal" or {{ category = ..., erasure = ... }}')
+            if spec["category"] not in CATEGORIES:
+                raise PolicyError(f"{where}: unknown category {spec['category']!r}")
+            if spec["erasure"] not in ERASURES:
+                raise PolicyError(f"{where}: unknown erasure {spec['erasure']!r}")
+            columns[(store, name, column)] = Column(store, name, column, spec["category"], spec["erasure"])
+    return columns

@@ -5,24 +5,27 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from app.domain.policy import Policy, PolicyError, parse_policy
+from app.domain.policy import Column, Policy, PolicyError, parse_datamap, parse_policy
 
 
 class PolicyBook:
     """The default policy and per-project overrides, read once at start-up."""
 
-    def __init__(self, default: Policy, projects: dict[str, Policy] | None = None) -> None:
+    def __init__(self, default: Policy, projects: dict[str, Policy] | None = None,
+                 datamap: dict[tuple[str, str, str], Column] | None = None) -> None:
         self.default = default
         self.projects = projects or {}
+        self.datamap = datamap or {}
 
     @classmethod
     def load(cls, directory: Path) -> PolicyBook:
         default_file = directory / "default.toml"
-        default = parse_policy(_read(default_file), origin=str(default_file)) if default_file.exists() else Policy()
+        doc = _read(default_file) if default_file.exists() else {}
+        default = parse_policy(doc, origin=str(default_file))
         projects: dict[str, Policy] = {}
         for path in sorted((directory / "projects").glob("*.toml")):
             projects[path.stem] = parse_policy(_read(path), default, origin=str(path))
-        return cls(default, projects)
+        return cls(default, projects, parse_datamap(doc, origin=str(default_file)))
 
     def for_project(self, name: str) -> Policy:
         return self.projects.get(name, self.default)
