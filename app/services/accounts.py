@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -49,10 +50,15 @@ def _new_token(prefix: str) -> str:
     return f"{prefix}_{secrets.token_urlsafe(32)}"
 
 
+AUTH_CACHE_SECONDS = 5.0  # a revoked key stops working within this long in every process
+AUTH_CACHE_SIZE = 10_000
+
+
 class AccountService:
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
         self._uow = uow
         self._clock = clock
+        self._cache: dict[str, tuple[float, Principal | None]] = {}
 
     def create_project(self, name: str, region: str = "eu", *, actor: str = "operator:cli") -> dict[str, str]:
         if not name or len(name) > 100:
@@ -90,7 +96,24 @@ class AccountService:
         return {"officer": name, "token": token}
 
     def authenticate(self, token: str) -> Principal | None:
+        """The token's principal, remembered for a few seconds: every API call authenticates,
+        and a database round trip per call would dominate the cost of the small ones."""
         digest = hash_token(token)
+        now = time.monotonic()
+        cached = self._cache.get(digest)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        principal = self._lookup(digest)
+        if len(self._cache) >= AUTH_CACHE_SIZE:
+            self._cache.clear()
+        self._cache[digest] = (now + AUTH_CACHE_SECONDS, principal)
+        return principal
+
+    def forget(self) -> None:
+        """Drop cached principals (after a key is revoked in this process)."""
+        self._cache.clear()
+
+    def _lookup(self, digest: str) -> Principal | None:
         with self._uow() as uow:
             project = uow.projects.by_api_key(digest)
             if project is not None:

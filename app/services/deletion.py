@@ -17,7 +17,7 @@ from app.domain.requests import Mode, RequestState, Source, Status, Step, Transi
 from app.ports import Clock, JobKicker, UnitOfWorkFactory
 from app.services.errors import Conflict, NotFound, Unprocessable
 from app.services.policies import PolicyBook
-from app.stores.sql.models import DeletionRequest, IdempotencyKey, Project, Subject
+from app.stores.sql.models import DeletionRequest, IdempotencyKey, Project, Subject, new_id
 from app.stores.sql.uow import SqlUnitOfWork
 
 IN_FLIGHT_TIMEOUT = timedelta(minutes=2)  # an in-flight key older than this was abandoned by a crash
@@ -105,11 +105,14 @@ class DeletionService:
             project = uow.projects.by_id(project_id)
             assert project is not None
             subject = uow.subjects.find(project_id, user_id)
-            if subject is None:
-                subject = Subject(project_id=project_id, user_id=user_id, created_at=now, last_seen_at=now)
+            new_subject = subject is None
+            if subject is None:  # first sight (flushed first: the request row refers to it)
+                subject = Subject(id=new_id(), project_id=project_id, user_id=user_id, status="active",
+                                  created_at=now, last_seen_at=now)
                 uow.subjects.add(subject)
                 uow.session.flush()
-            row, created = self.open_in(uow, project, subject, user_id, mode, reason, source, actor)
+            row, created = self.open_in(uow, project, subject, user_id, mode, reason, source, actor,
+                                        known_new=new_subject)
             outcome = Outcome(202 if created else 200, to_dict(row, project.name, user_id))
             if idempotency_key is not None:
                 record = uow.idempotency.get(project_id, idempotency_key)
@@ -120,15 +123,17 @@ class DeletionService:
         return outcome
 
     def open_in(self, uow: SqlUnitOfWork, project: Project, subject: Subject, user_id: str, mode: Mode,
-                reason: str | None, source: Source, actor: str) -> tuple[DeletionRequest, bool]:
-        """Within the caller's transaction: the subject's open request, or a new one (True)."""
-        existing = uow.requests.open_for(subject.id)
+                reason: str | None, source: Source, actor: str, *,
+                known_new: bool = False) -> tuple[DeletionRequest, bool]:
+        """Within the caller's transaction: the subject's open request, or a new one (True).
+        `known_new`: the subject is created in this transaction, so it has no request yet."""
+        existing = None if known_new else uow.requests.open_for(subject.id)
         if existing is not None:
             return existing, False
         now = self._clock()
         grace_until, due_by = lifecycle.deadlines(now, mode, self._policies.for_project(project.name).grace_days)
         row = DeletionRequest(
-            project_id=project.id, subject_id=subject.id, mode=mode.value, source=source.value,
+            id=new_id(), project_id=project.id, subject_id=subject.id, mode=mode.value, source=source.value,
             status=Status.PENDING.value, next_step=Step.ANONYMISE.value, reason=reason,
             requested_at=now, grace_until=grace_until, due_by=due_by, attempts=0, evidence={},
         )

@@ -16,7 +16,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         return _sqlite_engine(url, **kwargs)
     if parsed.drivername == "postgresql":
         url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, **kwargs)
+    # No pre-ping (a round trip per checkout): connections are recycled instead, and a
+    # request that meets a dropped connection fails once with a 5xx and is retried.
+    return create_engine(url, pool_recycle=1800, pool_size=20, max_overflow=20, **kwargs)
 
 
 def _sqlite_engine(url: str, **kwargs: Any) -> Engine:

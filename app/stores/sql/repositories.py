@@ -151,8 +151,7 @@ class DeletionRequests:
         self.session = session
 
     def add(self, request: DeletionRequest) -> None:
-        self.session.add(request)
-        self.session.flush()
+        self.session.add(request)  # written at commit; ids are assigned by the caller
 
     def get(self, project_id: str, request_id: str) -> DeletionRequest | None:
         return self.session.scalar(
