@@ -9,8 +9,9 @@ silently skips runs on a busy machine).
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -31,10 +32,13 @@ TRIGGERS: dict[str, BaseTrigger] = {
 }
 
 
+KICK_DELAY = 0.2  # seconds: a burst of requests is anonymised in one batch, still within a second
+
+
 @dataclass
 class _Runner:
-    """Runs a job as of the current time; a kick during a run makes it run once more at once,
-    so a request committed while a run is under way never waits for the next interval."""
+    """Runs a job as of the current time; a kick during a run makes it run once more right
+    after, so a request committed while a run is under way never waits for the next interval."""
 
     container: Container
     name: str
@@ -50,9 +54,11 @@ class _Runner:
                 self.last = run_job(self.container, self.name, self.container.now())
             except Exception:
                 log.exception("job.crashed", job=self.name)
+                self.kicked.clear()  # the periodic run tries again
                 return
             if not self.kicked.is_set():
                 return
+            time.sleep(KICK_DELAY)
 
 
 class Scheduler:
@@ -74,8 +80,10 @@ class Scheduler:
         runner = self._runners.get(job)
         if runner is None or not self._scheduler.running:
             return
+        if runner.kicked.is_set():
+            return  # a run is already due: this kick rides along
         runner.kicked.set()
-        self._scheduler.modify_job(job, next_run_time=datetime.now(UTC))
+        self._scheduler.modify_job(job, next_run_time=datetime.now(UTC) + timedelta(seconds=KICK_DELAY))
 
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.exc import IntegrityError
 
@@ -15,12 +16,23 @@ from app.domain import requests as lifecycle
 from app.domain.audit import AuditRecord, subject_hash
 from app.domain.requests import Mode, RequestState, Source, Status, Step, TransitionRefused
 from app.ports import Clock, JobKicker, UnitOfWorkFactory
+from app.services.batching import GroupCommitter
 from app.services.errors import Conflict, NotFound, Unprocessable
 from app.services.policies import PolicyBook
 from app.stores.sql.models import DeletionRequest, IdempotencyKey, Project, Subject, new_id
 from app.stores.sql.uow import SqlUnitOfWork
 
 IN_FLIGHT_TIMEOUT = timedelta(minutes=2)  # an in-flight key older than this was abandoned by a crash
+
+
+class _NewRequest(NamedTuple):
+    project_id: str
+    user_id: str
+    mode: Mode
+    reason: str | None
+    source: Source
+    actor: str
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +74,14 @@ class DeletionService:
         self._policies = policies
         self._key = secret_key
         self._kick = kick
+        self._batcher: GroupCommitter[_NewRequest, Outcome] = GroupCommitter(self._create_many,
+                                                                            name="deletion-requests")
 
     # --- create -------------------------------------------------------------------------
     def request(self, project_id: str, user_id: str, mode: Mode, reason: str | None, *,
                 source: Source = Source.PARTNER_API, actor: str, idempotency_key: str | None = None) -> Outcome:
         if idempotency_key is None:
-            outcome = self._create(project_id, user_id, mode, reason, source, actor, None)
+            outcome = self._batcher.submit(_NewRequest(project_id, user_id, mode, reason, source, actor))
         else:
             replay = self._begin_idempotent(project_id, idempotency_key, self._body_hash(user_id, mode, reason))
             if replay is not None:
@@ -86,6 +100,48 @@ class DeletionService:
     def kick_anonymise(self) -> None:
         """A new request committed: anonymise now rather than at the next periodic run."""
         self._kick("anonymise")
+
+    def _create_many(self, items: Sequence[_NewRequest]) -> list[Outcome | BaseException]:
+        """Many partners' requests in one transaction, with set-based reads and writes.
+
+        If the batch cannot commit (another process opened a request for one of these users
+        meanwhile), every item is retried on its own, so one conflict does not fail the rest.
+        """
+        try:
+            return list(self._create_batch(items))
+        except IntegrityError:
+            results: list[Outcome | BaseException] = []
+            for item in items:
+                try:
+                    results.append(self._create(*item))
+                except Exception as exc:
+                    results.append(exc)
+            return results
+
+    def _create_batch(self, items: Sequence[_NewRequest]) -> list[Outcome]:
+        now = self._clock()
+        outcomes: list[Outcome] = []
+        with self._uow() as uow:
+            projects = {pid: uow.projects.by_id(pid) for pid in {i.project_id for i in items}}
+            subjects: dict[tuple[str, str], Subject] = {}
+            for project_id in projects:
+                users = {i.user_id for i in items if i.project_id == project_id}
+                found = uow.subjects_bulk.ensure(project_id, users, now)
+                subjects.update({(project_id, user): s for user, s in found.items()})
+            open_rows = uow.requests.open_for_many([s.id for s in subjects.values()])
+            for item in items:
+                project, subject = projects[item.project_id], subjects[(item.project_id, item.user_id)]
+                assert project is not None
+                existing = open_rows.get(subject.id)
+                if existing is not None:
+                    outcomes.append(Outcome(200, to_dict(existing, project.name, item.user_id)))
+                    continue
+                row, _ = self.open_in(uow, project, subject, item.user_id, item.mode, item.reason, item.source,
+                                      item.actor, known_no_open=True)
+                open_rows[subject.id] = row
+                outcomes.append(Outcome(202, to_dict(row, project.name, item.user_id)))
+            uow.commit()
+        return outcomes
 
     def _create(self, project_id: str, user_id: str, mode: Mode, reason: str | None, source: Source,
                 actor: str, idempotency_key: str | None) -> Outcome:
@@ -112,7 +168,7 @@ class DeletionService:
                 uow.subjects.add(subject)
                 uow.session.flush()
             row, created = self.open_in(uow, project, subject, user_id, mode, reason, source, actor,
-                                        known_new=new_subject)
+                                        known_no_open=new_subject)
             outcome = Outcome(202 if created else 200, to_dict(row, project.name, user_id))
             if idempotency_key is not None:
                 record = uow.idempotency.get(project_id, idempotency_key)
@@ -124,10 +180,10 @@ class DeletionService:
 
     def open_in(self, uow: SqlUnitOfWork, project: Project, subject: Subject, user_id: str, mode: Mode,
                 reason: str | None, source: Source, actor: str, *,
-                known_new: bool = False) -> tuple[DeletionRequest, bool]:
+                known_no_open: bool = False) -> tuple[DeletionRequest, bool]:
         """Within the caller's transaction: the subject's open request, or a new one (True).
-        `known_new`: the subject is created in this transaction, so it has no request yet."""
-        existing = None if known_new else uow.requests.open_for(subject.id)
+        `known_no_open`: the caller already knows the subject has no open request."""
+        existing = None if known_no_open else uow.requests.open_for(subject.id)
         if existing is not None:
             return existing, False
         now = self._clock()

@@ -133,8 +133,10 @@ class ErasureService:
                 raise
             except Exception as exc:  # a store error: recorded on the request, retried next run
                 raise StepFailed(f"{step.value} (sql)", exc) from exc
-            for row in uow.requests.by_ids(ids):
-                self._advance(uow, row, step, now, evidence, batch, purge_now, summary)
+            rows = uow.requests.by_ids(ids)
+            names = uow.projects.names({row.project_id for row in rows})
+            for row in rows:
+                self._advance(uow, row, names[row.project_id], step, now, evidence, batch, purge_now, summary)
             uow.commit()
 
     def _external_step(self, phase: str, batch: ErasureBatch,
@@ -152,7 +154,7 @@ class ErasureService:
         residual["sql.subjects"] = uow.subjects.linked(batch.subject_ids)
         return residual
 
-    def _advance(self, uow: SqlUnitOfWork, row: DeletionRequest, step: Step, now: datetime,
+    def _advance(self, uow: SqlUnitOfWork, row: DeletionRequest, project: str, step: Step, now: datetime,
                  evidence: Mapping[str, Mapping[str, Mapping[str, int]]], batch: ErasureBatch,
                  purged: ErasureBatch, summary: JobSummary) -> None:
         state = state_of(row)
@@ -178,19 +180,19 @@ class ErasureService:
                 counts["residual"] = 0  # checked above: the whole batch had none
         row.evidence = {**row.evidence,
                         **{store: {**row.evidence.get(store, {}), **counts} for store, counts in mine.items()}}
-        project = uow.projects.by_id(row.project_id)
-        assert project is not None
         user = batch.user_of.get(row.subject_id)
         uow.audit(AuditRecord(
             f"job:{step.value}",
             "deletion_request.completed" if is_purged else "deletion_request.anonymised",
-            project.name, subject_hash(self._key, project.name, user) if user else None,
+            project, subject_hash(self._key, project, user) if user else None,
             {"request_id": row.id, "evidence": mine},
         ))
 
     def _fail(self, request_ids: Sequence[str], detail: str) -> None:
         with self._uow() as uow:
-            for row in uow.requests.by_ids(request_ids):
+            rows = uow.requests.by_ids(request_ids)
+            names = uow.projects.names({row.project_id for row in rows})
+            for row in rows:
                 try:
                     state = lifecycle.after_failure(state_of(row))
                 except TransitionRefused:
@@ -198,9 +200,7 @@ class ErasureService:
                 apply_state(row, state)
                 row.attempts += 1
                 row.detail, row.lease_until = detail, None
-                project = uow.projects.by_id(row.project_id)
-                assert project is not None
-                uow.audit(AuditRecord("job:erasure", "deletion_request.failed", project.name, None,
+                uow.audit(AuditRecord("job:erasure", "deletion_request.failed", names[row.project_id], None,
                                       {"request_id": row.id, "detail": detail, "attempts": row.attempts}))
             uow.commit()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select, update
@@ -56,6 +56,14 @@ class Projects:
 
     def by_id(self, project_id: str) -> Project | None:
         return self.session.get(Project, project_id)
+
+    def names(self, project_ids: Iterable[str]) -> dict[str, str]:
+        """id -> name, in one query."""
+        ids = sorted(set(project_ids))
+        if not ids:
+            return {}
+        return {pid: name for pid, name in self.session.execute(
+            select(Project.id, Project.name).where(Project.id.in_(ids)))}
 
     def by_names(self, names: Sequence[str]) -> list[Project]:
         return list(self.session.scalars(select(Project).where(Project.name.in_(names))))
@@ -167,6 +175,15 @@ class DeletionRequests:
                 DeletionRequest.status.in_([s.value for s in OPEN_STATUSES]),
             )
         )
+
+    def open_for_many(self, subject_ids: Sequence[str]) -> dict[str, DeletionRequest]:
+        if not subject_ids:
+            return {}
+        rows = self.session.scalars(select(DeletionRequest).where(
+            DeletionRequest.subject_id.in_(subject_ids),
+            DeletionRequest.status.in_([s.value for s in OPEN_STATUSES]),
+        ))
+        return {row.subject_id: row for row in rows}
 
     def page(
         self, project_id: str, *, subject_id: str | None, status: str | None, limit: int, cursor: str | None
