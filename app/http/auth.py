@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from anyio import to_thread
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException
 from litestar.handlers.base import BaseRouteHandler
@@ -35,8 +36,9 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
 
 
 async def _authenticate(accounts: AccountService, token: str) -> Principal | None:
-    from anyio import to_thread
-
+    hit, principal = accounts.cached(token)  # most calls: no thread hop, no database
+    if hit:
+        return principal
     return await to_thread.run_sync(accounts.authenticate, token)
 
 

@@ -23,17 +23,17 @@ class DeletionRequestController(Controller):
     guards = [partner_only]
     tags = ["deletion requests"]
 
-    @post("/", sync_to_thread=True, status_code=202, responses={
+    @post("/", status_code=202, responses={
         200: ResponseSpec(data_container=DeletionRequestOut, description="the user's already open request"),
     })
-    def create(
+    async def create(
         self, request: Request[Principal, Any, Any], data: JSONBody[DeletionRequestIn], container: ContainerDep,
         idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key", max_length=200)] = None,
     ) -> Response[DeletionRequestOut]:
         """Erase a user: `grace` (30 days, restorable) or `immediate`. 200 with the open request
         when the user already has one. Same Idempotency-Key and body give the same response."""
         principal = request.user
-        outcome = container.deletions.request(
+        outcome = await container.deletions.request_async(
             principal.project_id, data.user_id, data.mode, data.reason, actor=principal.actor,
             idempotency_key=idempotency_key,
         )

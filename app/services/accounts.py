@@ -109,6 +109,13 @@ class AccountService:
         self._cache[digest] = (now + AUTH_CACHE_SECONDS, principal)
         return principal
 
+    def cached(self, token: str) -> tuple[bool, Principal | None]:
+        """(hit, principal) from the cache alone: no I/O, safe on the event loop."""
+        entry = self._cache.get(hash_token(token))
+        if entry is None or entry[0] <= time.monotonic():
+            return False, None
+        return True, entry[1]
+
     def forget(self) -> None:
         """Drop cached principals (after a key is revoked in this process)."""
         self._cache.clear()

@@ -31,6 +31,12 @@ class GroupCommitter(Generic[T, R]):
         self._lock = threading.Lock()
 
     def submit(self, item: T) -> R:
+        """Queue `item` and wait for its result (from a worker thread)."""
+        return self.enqueue(item).result()
+
+    def enqueue(self, item: T) -> Future[R]:
+        """Queue `item`; the future completes once its batch has committed (await it with
+        asyncio.wrap_future from the event loop: no thread is held while waiting)."""
         if not self._started:
             with self._lock:
                 if not self._started:
@@ -38,7 +44,7 @@ class GroupCommitter(Generic[T, R]):
                     self._started = True
         future: Future[R] = Future()
         self._queue.put((item, future))
-        return future.result()
+        return future
 
     def _loop(self) -> None:
         while True:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
+from anyio import to_thread
 from sqlalchemy.exc import IntegrityError
 
 from app.domain import requests as lifecycle
@@ -93,6 +95,19 @@ class DeletionService:
             except BaseException:
                 self._abandon_idempotent(project_id, idempotency_key)
                 raise
+        if outcome.status_code == 202:
+            self.kick_anonymise()
+        return outcome
+
+    async def request_async(self, project_id: str, user_id: str, mode: Mode, reason: str | None, *,
+                            actor: str, idempotency_key: str | None = None) -> Outcome:
+        """`request` for the event loop: without an Idempotency-Key the call waits for its
+        group commit without holding a thread."""
+        if idempotency_key is not None:
+            return await to_thread.run_sync(lambda: self.request(
+                project_id, user_id, mode, reason, actor=actor, idempotency_key=idempotency_key))
+        future = self._batcher.enqueue(_NewRequest(project_id, user_id, mode, reason, Source.PARTNER_API, actor))
+        outcome = await asyncio.wrap_future(future)
         if outcome.status_code == 202:
             self.kick_anonymise()
         return outcome

@@ -22,11 +22,11 @@ def insert_ignoring_conflicts(session: Session, table: Table, rows: Sequence[Map
         return []
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(table).values(list(rows)).on_conflict_do_nothing()
+    statement = insert(table).on_conflict_do_nothing()
     if returning is None:
-        session.execute(statement)
+        session.execute(statement, list(rows))  # executemany: one cached statement for any count
         return []
-    return list(session.scalars(statement.returning(returning)))
+    return list(session.scalars(statement.returning(returning), list(rows)))
 
 
 class SubjectsBulk:
