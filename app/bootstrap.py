@@ -16,6 +16,7 @@ from app.services.accounts import AccountService
 from app.services.audit import AuditService
 from app.services.deletion import DeletionService
 from app.services.erasure import ErasureService
+from app.services.holds import HoldService
 from app.services.ingest import IngestService
 from app.services.messages import MessageService
 from app.services.policies import PolicyBook
@@ -81,7 +82,11 @@ class Container:
     @cached_property
     def erasure(self) -> ErasureService:
         return ErasureService(self.uow, self.now, self.settings.secret_key, sql_steps(), [self.events],
-                              after_purge=lambda: checkpoint(self.engine))
+                              after_purge=lambda: checkpoint(self.engine), holds=self.holds)
+
+    @cached_property
+    def holds(self) -> HoldService:
+        return HoldService(self.uow, self.now, self.policies)
 
     @cached_property
     def events(self) -> EventStore:

@@ -18,6 +18,7 @@ from app.http.auth import auth_middleware
 from app.http.deletion_requests import DeletionRequestController
 from app.http.errors import HANDLERS
 from app.http.events import EventsController
+from app.http.holds import HoldController
 from app.http.messages import MessagesController, SubjectsController
 from app.http.ops import healthz, readyz
 from app.logging import processors
@@ -38,7 +39,7 @@ def create_app(container: Container) -> Litestar:
     ))
     return Litestar(
         route_handlers=[healthz, readyz, PrometheusController, DeletionRequestController, AuditController,
-                        EventsController, MessagesController, SubjectsController],
+                        EventsController, MessagesController, SubjectsController, HoldController],
         dependencies={"container": Provide(lambda: container, use_cache=True, sync_to_thread=False)},
         middleware=[prometheus.middleware, auth_middleware(container.accounts)],
         exception_handlers=HANDLERS,

@@ -17,9 +17,11 @@ import structlog
 
 from app.domain import requests as lifecycle
 from app.domain.audit import AuditRecord, subject_hash
-from app.domain.requests import Mode, Step, TransitionRefused
+from app.domain.holds import Data
+from app.domain.requests import Mode, Status, Step, TransitionRefused
 from app.ports import Clock, ErasureBatch, ExternalErasureStep, SqlErasureStep, UnitOfWorkFactory
 from app.services.deletion import apply_state, state_of
+from app.services.holds import HoldService
 from app.stores.sql.models import DeletionRequest
 from app.stores.sql.uow import SqlUnitOfWork
 
@@ -55,7 +57,8 @@ class StepFailed(Exception):
 class ErasureService:
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock, secret_key: bytes,
                  sql_steps: Sequence[SqlErasureStep], external_steps: Sequence[ExternalErasureStep],
-                 after_purge: Callable[[], None] = lambda: None, batch_size: int = 10_000) -> None:
+                 after_purge: Callable[[], None] = lambda: None, batch_size: int = 10_000,
+                 holds: HoldService | None = None) -> None:
         self._uow = uow
         self._clock = clock
         self._key = secret_key
@@ -63,6 +66,7 @@ class ErasureService:
         self._external = list(external_steps)
         self._after_purge = after_purge
         self.batch_size = batch_size
+        self._holds = holds
 
     def anonymise(self, now: datetime) -> JobSummary:
         """Hide every pending subject and blank its personal columns; immediate ones are purged too."""
@@ -77,17 +81,20 @@ class ErasureService:
         summary = JobSummary(step.value, now)
         tried: list[str] = []
         while True:
-            ids, batch = self._claim(step, now, tried)
-            if not ids:
+            claimed, batch = self._claim(step, now, tried)
+            if not claimed:
                 break
-            tried.extend(ids)
+            tried.extend(claimed)
+            ids, batch = self._apply_holds(claimed, batch, now, summary)
+            if not ids:
+                continue
             try:
                 self._process(step, now, ids, batch, summary)
             except StepFailed as exc:
                 log.warning("erasure.step_failed", step=exc.step, requests=len(ids))
                 self._fail(ids, str(exc))
                 summary.failed += len(ids)
-            if len(ids) < self.batch_size:
+            if len(claimed) < self.batch_size:
                 break
         if summary.purged:
             self._after_purge()  # e.g. fold SQLite's WAL into the file so no old page survives
@@ -104,6 +111,47 @@ class ErasureService:
             )
             uow.commit()
         return [row.id for row in rows], batch
+
+    def _apply_holds(self, ids: list[str], batch: ErasureBatch, now: datetime,
+                     summary: JobSummary) -> tuple[list[str], ErasureBatch]:
+        """Holds win: a request whose data a standing hold covers goes (or stays) on hold and is
+        left untouched; one whose holds are gone resumes. Returns the requests free to proceed."""
+        if self._holds is None:
+            return ids, batch
+        free: list[str] = []
+        with self._uow() as uow:
+            rows = uow.requests.by_ids(ids)
+            holds = self._holds.standing(uow, sorted({r.project_id for r in rows}), now)
+            if not holds and not any(r.status == Status.ON_HOLD.value for r in rows):
+                return ids, batch
+            names = uow.projects.names({r.project_id for r in rows})
+            refs = uow.messages.refs([r.subject_id for r in rows])
+            for row in rows:
+                rooms, messages = refs.get(row.subject_id, (set(), set()))
+                user = batch.user_of.get(row.subject_id)
+                data = Data(names[row.project_id], frozenset({user} if user else ()), frozenset(rooms),
+                            frozenset(messages))
+                blocking = self._holds.blocking(holds, data, now)
+                subject = subject_hash(self._key, data.project, user) if user else None
+                if blocking:
+                    summary.held += 1
+                    row.lease_until = None
+                    listed = [{"id": h.id, "scope": h.scope.value} for h in blocking]
+                    if row.status != Status.ON_HOLD.value or row.evidence.get("_holds") != listed:
+                        apply_state(row, lifecycle.after_held(state_of(row)))
+                        row.evidence = {**row.evidence, "_holds": listed}
+                        uow.audit(AuditRecord("job:erasure", "deletion_request.held", data.project, subject,
+                                              {"request_id": row.id, "holds": [h["id"] for h in listed]}))
+                    continue
+                if row.status == Status.ON_HOLD.value:
+                    apply_state(row, lifecycle.after_released(state_of(row)))
+                    row.evidence = {k: v for k, v in row.evidence.items() if k != "_holds"}
+                    uow.audit(AuditRecord("job:erasure", "deletion_request.resumed", data.project, subject,
+                                          {"request_id": row.id}))
+                free.append(row.id)
+            freed_subjects = {r.subject_id for r in rows if r.id in free}
+            uow.commit()
+        return free, _only(batch, frozenset(freed_subjects))
 
     def _process(self, step: Step, now: datetime, ids: list[str], batch: ErasureBatch,
                  summary: JobSummary) -> None:

@@ -268,3 +268,21 @@ class EventReceipt(Base):
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), primary_key=True)
     dedup_key: Mapped[str] = mapped_column(String(32), primary_key=True)
     received_at: Mapped[datetime]
+
+
+class HoldRecord(Base):
+    """A regulatory hold. Released holds stay on record; nothing deletes a hold."""
+
+    __tablename__ = "holds"
+    __table_args__ = (Index("ix_holds_project_released", "project_id", "released_at"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    scope: Mapped[str] = mapped_column(String(20))
+    target: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text)
+    reference: Mapped[str | None] = mapped_column(String(200))
+    placed_by: Mapped[str] = mapped_column(String(200))
+    placed_at: Mapped[datetime]
+    expires_at: Mapped[datetime | None]
+    released_by: Mapped[str | None] = mapped_column(String(200))
+    released_at: Mapped[datetime | None]

@@ -92,6 +92,20 @@ class Messages:
                                     .group_by(Message.subject_id))
         return {str(s): int(n) for s, n in rows}
 
+    def refs(self, subject_ids: Sequence[str]) -> dict[str, tuple[set[str], set[str]]]:
+        """subject -> (room ids, message ids) of its messages: what room/message holds can name."""
+        found: dict[str, tuple[set[str], set[str]]] = {}
+        if not subject_ids:
+            return found
+        rows = self.session.execute(select(Message.subject_id, Message.room_id, Message.message_id)
+                                    .where(Message.subject_id.in_(subject_ids)))
+        for subject_id, room_id, message_id in rows:
+            rooms, messages = found.setdefault(str(subject_id), (set(), set()))
+            if room_id:
+                rooms.add(room_id)
+            messages.add(message_id)
+        return found
+
     def delete_for(self, subject_ids: Sequence[str]) -> None:
         self.session.execute(delete(Message).where(Message.subject_id.in_(subject_ids)))
 

@@ -223,7 +223,8 @@ class DeletionRequests:
         """
         query = select(DeletionRequest).where(
             DeletionRequest.next_step == step.value,
-            DeletionRequest.status.in_([Status.PENDING.value, Status.IN_GRACE.value, Status.FAILED.value]),
+            DeletionRequest.status.in_([Status.PENDING.value, Status.IN_GRACE.value, Status.FAILED.value,
+                                        Status.ON_HOLD.value]),
             (DeletionRequest.lease_until.is_(None)) | (DeletionRequest.lease_until < wall),
         )
         if step is Step.PURGE:

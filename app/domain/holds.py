@@ -1,0 +1,70 @@
+"""Regulatory holds: which holds cover which data, and whether they still stand (pure).
+
+Holds always win: any step that alters or deletes data asks `covering` first and skips what a
+standing hold covers. A hold stands from placement until it is released or expires, plus the
+policy's release delay (work resumes that long after the hold ends).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+
+class Scope(StrEnum):
+    USER = "user"  # target: a platform user id
+    ROOM = "room"  # target: a room id
+    MESSAGE = "message"  # target: a message id
+    PROJECT = "project"  # target: the project's name: everything in it
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    id: str
+    project: str
+    scope: Scope
+    target: str
+    placed_at: datetime
+    expires_at: datetime | None = None
+    released_at: datetime | None = None
+
+    def ends_at(self) -> datetime | None:
+        ends = [t for t in (self.released_at, self.expires_at) if t is not None]
+        return min(ends) if ends else None
+
+    def stands(self, now: datetime, release_delay: timedelta = timedelta(0)) -> bool:
+        if now < self.placed_at:
+            return False
+        ends = self.ends_at()
+        return ends is None or now < ends + release_delay
+
+
+@dataclass(frozen=True, slots=True)
+class Data:
+    """A piece of data described by what holds can name."""
+
+    project: str
+    user_ids: frozenset[str] = field(default_factory=frozenset)
+    rooms: frozenset[str] = field(default_factory=frozenset)
+    messages: frozenset[str] = field(default_factory=frozenset)
+
+
+def covers(hold: Hold, data: Data) -> bool:
+    if hold.project != data.project:
+        return False
+    match hold.scope:
+        case Scope.PROJECT:
+            return True
+        case Scope.USER:
+            return hold.target in data.user_ids
+        case Scope.ROOM:
+            return hold.target in data.rooms
+        case Scope.MESSAGE:
+            return hold.target in data.messages
+
+
+def covering(holds: Iterable[Hold], data: Data, now: datetime, release_delay: timedelta = timedelta(0)) -> list[Hold]:
+    """The standing holds that cover `data` (empty: the step may go ahead)."""
+    return [h for h in holds if h.stands(now, release_delay) and covers(h, data)]

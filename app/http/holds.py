@@ -1,0 +1,63 @@
+"""Compliance officers place and release regulatory holds (CONTRACT §3 "Holds")."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, delete, get, post
+from litestar.params import FromPath, FromQuery, JSONBody
+
+from app.domain.holds import Scope
+from app.http.auth import officer_only
+from app.http.deps import ContainerDep
+from app.http.schemas import Cursor, Limit
+from app.services.accounts import Principal
+from app.services.errors import InvalidInput, NotFound
+
+
+class HoldIn(msgspec.Struct, forbid_unknown_fields=True):
+    scope: Scope
+    target: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
+    reference: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    expires_at: datetime | None = None
+    project: str | None = None  # needed when the officer covers several projects
+
+
+class HoldController(Controller):
+    path = "/v1/holds"
+    guards = [officer_only]
+    tags = ["holds"]
+
+    @post("/", sync_to_thread=True, status_code=201)
+    def place(self, request: Request[Principal, Any, Any], data: JSONBody[HoldIn],
+              container: ContainerDep) -> dict[str, Any]:
+        """Freeze data: nothing it covers is altered or deleted until the hold is released."""
+        projects = request.user.projects
+        if data.project is None:
+            if len(projects) != 1:
+                raise InvalidInput("project: required, this token covers several projects")
+            (project_id, name), = projects.items()
+        else:
+            matches = [pid for pid, n in projects.items() if n == data.project]
+            if not matches:
+                raise NotFound(f"project {data.project} not found")
+            project_id, name = matches[0], data.project
+        expires = data.expires_at
+        if expires is not None and expires.tzinfo is None:
+            raise InvalidInput("expires_at: give a time zone (UTC)")
+        return container.holds.place(project_id, name, data.scope, data.target, data.reason,
+                                     reference=data.reference, expires_at=expires, actor=request.user.actor)
+
+    @get("/", sync_to_thread=True)
+    def list(self, request: Request[Principal, Any, Any], container: ContainerDep,
+             active: FromQuery[bool | None] = None, limit: Limit = 50, cursor: Cursor = None) -> dict[str, Any]:
+        return container.holds.page(request.user.projects, active=active, limit=limit, cursor=cursor)
+
+    @delete("/{hold_id:str}", sync_to_thread=True, status_code=200)
+    def release(self, request: Request[Principal, Any, Any], hold_id: FromPath[str],
+                container: ContainerDep) -> dict[str, Any]:
+        """Release the hold (audited; the record stays). Held work resumes on its own."""
+        return container.holds.release(request.user.projects, hold_id, actor=request.user.actor)

@@ -1,0 +1,345 @@
+"""Benchmark: the events webhook, POST /v1/events, against ClickHouse's own insert rate.
+
+Three measurements, in this order:
+
+(b) direct: in a child process (one chDB engine per process; the server holds its own directory),
+    a fresh chDB directory with Lethe's events schema gets pre-built rows (the exact values
+    IngestService would store for the same envelopes) through the app's ClickHouse wrapper
+    (`clickhouse-connect`, 1,000-row blocks, each with a deduplication token) for BENCH_SECONDS;
+(a) batches: a real `lethe serve` (PostgreSQL, embedded chDB in a temporary working directory,
+    scheduler on) gets POST /v1/events with arrays of 1,000 realistic envelopes from
+    BENCH_BATCH_CONCURRENCY connections for BENCH_SECONDS; a 202 means both stores committed;
+(c) single events: the same server gets one envelope per request from BENCH_CONCURRENCY
+    connections for BENCH_SECONDS.
+
+Envelopes follow the platform's reference payloads (tests/fixtures/platform.py): frontend events
+(user_id of ~BENCH_USERS users, names, user agent, source URL), message_sent with a unique
+message_id and text, backend events with external_user_id; every envelope has a unique
+created_at (microsecond steps from the start of the run), so deduplication drops none.
+
+Targets (issue): (a) >= 50% of the direct rate; (c) >= 3,000 events/s.
+Afterwards the stored counts are checked: event_receipts in PostgreSQL, rows in the server's
+chDB directory (opened in a child process once the server has stopped) and dead letters.
+
+Settings (environment): BENCH_SECONDS (30), BENCH_WARMUP_SECONDS (2), BENCH_BATCH_CONCURRENCY (2),
+BENCH_BATCH_SIZE (1000), BENCH_CONCURRENCY (32, single-event phase), BENCH_USERS (10000),
+BENCH_CLIENT (raw | httpx), BENCH_PG_URL, BENCH_STRICT=1 (a MISS fails the run).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import itertools
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bench.harness import (
+    REPO,
+    LetheProcess,
+    PhaseResult,
+    Request,
+    env_client,
+    env_float,
+    env_int,
+    exit_on_sigterm,
+    postgres_database,
+    query_database,
+    run_load,
+)
+from tests.fixtures.platform import SESSION_STARTED
+
+PROJECT = "bench-prod"
+TARGET_RATIO = 0.5
+TARGET_SINGLE_EPS = 3000.0
+
+WORDS = ("goal", "what", "a", "save", "referee", "offside", "penalty", "great", "match", "the", "team", "is",
+         "playing", "well", "today", "no", "way", "come", "on", "keeper", "shot", "corner", "half", "time",
+         "score", "again", "really", "who", "wins", "final")
+FRONTEND = ("session_started", "room_opened", "message_liked", "poll_voted", "profile_opened")
+BACKEND = ("user_join", "user_leave", "reaction_create", "user_login", "thread_create")
+AGENTS = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36",
+          "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15",
+          "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36")
+
+
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+class EventFactory:
+    """Realistic webhook envelopes, cheap to make (the load generator shares the machine).
+
+    Mix per 10 envelopes: 2 message_sent (unique message_id, text), 4 other frontend events
+    (one in five names another user: profile_user_id), 4 backend events (external_user_id).
+    """
+
+    def __init__(self, project: str, users: int, seed: int, start: datetime | None = None) -> None:
+        self.project = project
+        self.users = users
+        self.rng = random.Random(seed)
+        self.tag = f"{seed:x}"
+        self.seq = itertools.count()
+        self.start = (start or datetime.now(UTC)).replace(tzinfo=None)
+        self.frontend_ids = [base64.b64encode(hashlib.sha256(f"{seed}:{n}".encode()).digest()[:16]).decode()
+                             for n in range(users)]
+        template = dict(SESSION_STARTED["value"])
+        template.pop("room_status", None)
+        template["project"] = project
+        self.template = template
+
+    def envelope(self, *, at: datetime | None = None, user: int | None = None) -> dict[str, Any]:
+        i = next(self.seq)
+        rng = self.rng
+        n = rng.randrange(self.users) if user is None else user
+        moment = at.replace(tzinfo=None) if at is not None else self.start + timedelta(microseconds=i)
+        created = moment.isoformat(timespec="microseconds") + "Z"
+        room = str(16888000 + rng.randrange(200))
+        kind = i % 10
+        if kind >= 6:
+            name = BACKEND[rng.randrange(len(BACKEND))]
+            value: dict[str, Any] = {"project": self.project, "external_user_id": f"user_{n}", "room_id": room,
+                                     "created_at": created}
+            if name == "reaction_create":
+                value.update(message_id=f"m-{self.tag}-{rng.randrange(i + 1)}", reaction="👍")
+            elif name == "user_login":
+                value["ip"] = f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
+            elif name == "thread_create":
+                value["thread_id"] = f"thread_{i}"
+            return {"event": name, "value": value}
+        value = dict(self.template)
+        value.update(user_id=self.frontend_ids[n], user_name=f"User {n}", nickname=f"user{n}",
+                     decrypted_user_id=f"user_{n}", created_at=created, event_id=room,
+                     source_url=f"https://chat.example.com/room/{room}",
+                     platformUserAgent=AGENTS[n % len(AGENTS)], platform=("web", "ios", "android")[n % 3])
+        if kind < 2:
+            name = "message_sent"
+            words = rng.randrange(3, 16)
+            value.update(message_id=f"m-{self.tag}-{i}", room=room, messageType="text",
+                         text=" ".join(WORDS[rng.randrange(len(WORDS))] for _ in range(words)))
+        else:
+            name = FRONTEND[rng.randrange(len(FRONTEND))]
+            if name == "profile_opened":
+                value["profile_user_id"] = self.frontend_ids[rng.randrange(self.users)]
+        value["event_name"] = name
+        return {"event": name, "value": value, "key": SESSION_STARTED["key"]}
+
+    def batch(self, size: int) -> list[dict[str, Any]]:
+        return [self.envelope() for _ in range(size)]
+
+
+# --- (b) direct insert, in a child process ----------------------------------------------------
+def _rows_for(envelopes: list[dict[str, Any]], subjects: dict[str, str], received: datetime) -> list[list[Any]]:
+    """The events-table values IngestService would store for these envelopes (active subjects)."""
+    from app.domain.events import Actor, parse_envelope
+    from app.stores.clickhouse.events import EventRow
+
+    rows = []
+    for envelope in envelopes:
+        event = parse_envelope(envelope, PROJECT, received)
+        for key in [event.actor.key] if event.actor else []:
+            subjects.setdefault(key, str(uuid.uuid4()))
+        refs = {k: subjects.setdefault(Actor("user", u).key, str(uuid.uuid4())) for k, u in event.user_refs.items()}
+        row = EventRow(
+            project=PROJECT, event=event.event, at=event.at, received_at=received,
+            subject_id=subjects[event.actor.key] if event.actor else None,
+            actor_kind=event.actor.kind if event.actor else "", dedup_key=event.dedup_key, room_id=event.room_id,
+            message_id=event.message_id, platform=event.platform, personal=event.personal,
+            properties={**event.properties, **refs},
+        )
+        rows.append(row.values())
+    return rows
+
+
+def direct_child() -> None:
+    """Entry point of the child process: prints one JSON line with the result."""
+    from app.stores.clickhouse.client import ClickHouse
+    from app.stores.clickhouse.events import COLUMNS
+    from app.stores.clickhouse.schema import migrate
+
+    seconds, batch_size, users, blocks = float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    factory = EventFactory(PROJECT, users, seed=2)
+    subjects: dict[str, str] = {}
+    received = datetime.now(UTC)
+    built = time.perf_counter()
+    prepared = [_rows_for(factory.batch(batch_size), subjects, received) for _ in range(blocks)]
+    built = time.perf_counter() - built
+    with tempfile.TemporaryDirectory(prefix="lethe-bench-direct-") as tmp:
+        ch = ClickHouse(f"chdb://{tmp}/clickhouse")
+        try:
+            migrate(ch)
+            ch.insert("events", prepared[0], COLUMNS, settings={"insert_deduplication_token": "warm-up"})
+            inserted, latencies = 0, []
+            cpu0, started = time.process_time(), time.perf_counter()
+            for i in itertools.count():
+                now = time.perf_counter()
+                if now - started >= seconds:
+                    break
+                ch.insert("events", prepared[i % blocks], COLUMNS, settings={"insert_deduplication_token": f"d-{i}"})
+                latencies.append(time.perf_counter() - now)
+                inserted += len(prepared[i % blocks])
+            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu0
+            stored = int(ch.rows("SELECT count() FROM events")[0][0])
+            parts = int(ch.rows("SELECT count() FROM system.parts WHERE table = 'events' AND active")[0][0])
+        finally:
+            ch.close()
+    latencies.sort()
+    print(json.dumps({"rows": inserted, "seconds": elapsed, "cpu": cpu, "stored": stored, "parts": parts,
+                      "blocks": len(latencies), "build_seconds": built, "prepared_rows": blocks * batch_size,
+                      "p50_ms": latencies[len(latencies) // 2] * 1000 if latencies else float("nan"),
+                      "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000 if latencies else float("nan")}))
+
+
+def _run_direct(seconds: float, batch_size: int, users: int) -> dict[str, Any]:
+    blocks = 20
+    code = "import bench.ingest as m; m.direct_child()"
+    done = subprocess.run([sys.executable, "-c", code, str(seconds), str(batch_size), str(users), str(blocks)],
+                          cwd=REPO, capture_output=True, text=True, timeout=seconds + 300, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"direct insert child exited {done.returncode}: {done.stderr.strip()[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _count_clickhouse_rows(directory: str) -> int:
+    """Rows in a stopped server's chDB directory (a child process: one engine per process)."""
+    code = ("import sys; from app.stores.clickhouse.client import ClickHouse; "
+            "ch = ClickHouse('chdb://' + sys.argv[1]); print(ch.rows('SELECT count() FROM events')[0][0]); ch.close()")
+    done = subprocess.run([sys.executable, "-c", code, directory], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"counting rows failed: {done.stderr.strip()[-2000:]}")
+    return int(done.stdout.strip().splitlines()[-1])
+
+
+# --- the server phases -------------------------------------------------------------------------
+def _stored(database_url: str) -> tuple[int, int]:
+    receipts = query_database(database_url, "SELECT count(*) FROM event_receipts")[0][0]
+    dead = query_database(database_url, "SELECT count(*) FROM dead_letters")[0][0]
+    return int(receipts), int(dead)
+
+
+def _phase(name: str, base_url: str, make: Callable[[], Request], *, seconds: float, warmup: float,
+           concurrency: int, client: str, lethe: LetheProcess, database_url: str) -> tuple[PhaseResult, int]:
+    """run_load with the warm-up done here, so that the events stored during the measured phase
+    can be counted (event_receipts before and after)."""
+    database = database_url.rsplit("/", 1)[1]
+    if warmup > 0:
+        run_load(f"{name} (warm-up)", base_url, make, seconds=warmup, concurrency=concurrency, client=client)
+    before, _ = _stored(database_url)
+    result = run_load(name, base_url, make, seconds=seconds, concurrency=concurrency, client=client,
+                      server_pid=lethe.pid, database=database)
+    after, _ = _stored(database_url)
+    return result, after - before
+
+
+def main() -> int:
+    seconds = env_float("BENCH_SECONDS", 30)
+    warmup = env_float("BENCH_WARMUP_SECONDS", 2, allow_zero=True)
+    batch_clients = env_int("BENCH_BATCH_CONCURRENCY", 2)
+    batch_size = min(1000, env_int("BENCH_BATCH_SIZE", 1000))
+    single_clients = env_int("BENCH_CONCURRENCY", 32)
+    users = env_int("BENCH_USERS", 10_000)
+    client = env_client("raw")
+    strict = os.environ.get("BENCH_STRICT", "").strip() in {"1", "true", "yes"}
+    exit_on_sigterm()
+
+    print(f"machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, {platform.platform()}")
+    print(f"events:  {users:,} users; per 10 envelopes 2 message_sent, 4 other frontend, 4 backend; "
+          f"unique created_at")
+    print(f"phases:  (b) direct chDB insert {seconds:g} s; (a) POST /v1/events x {batch_size} with "
+          f"{batch_clients} connections {seconds:g} s; (c) single-event POSTs with {single_clients} connections "
+          f"{seconds:g} s (warm-up {warmup:g} s each)")
+    print(f"targets: (a) >= {TARGET_RATIO:.0%} of the direct insert rate; (c) >= {TARGET_SINGLE_EPS:,.0f} events/s")
+    sys.stdout.flush()
+
+    print("\n(b) direct insert: app ClickHouse wrapper -> clickhouse-connect -> embedded chDB, "
+          f"{batch_size}-row blocks, one process, no server running", flush=True)
+    direct = _run_direct(seconds, batch_size, users)
+    direct_rate = direct["rows"] / direct["seconds"]
+    print(f"  {direct['rows']:,} rows in {direct['seconds']:.1f} s = {direct_rate:,.0f} rows/s "
+          f"({direct['blocks']} blocks; per block p50 {direct['p50_ms']:.1f} ms, p99 {direct['p99_ms']:.1f} ms; "
+          f"CPU {direct['cpu'] / direct['seconds']:.0%} of a core); stored {direct['stored']:,} rows in "
+          f"{direct['parts']} active parts", flush=True)
+    print(f"  (building the rows from envelopes, not timed: {direct['prepared_rows']:,} rows in "
+          f"{direct['build_seconds']:.2f} s)", flush=True)
+
+    factory = EventFactory(PROJECT, users, seed=1)
+    with postgres_database() as database_url, LetheProcess(database_url, scheduler=True) as lethe:
+        keys = lethe.run_json("project", "create", PROJECT)
+        base_url = lethe.serve()
+        headers = {"Authorization": f"Bearer {keys['webhook_token']}", "Content-Type": "application/json"}
+        print(f"\nserver:  lethe serve on {base_url} (PostgreSQL {database_url.rsplit('/', 1)[1]}, "
+              "LETHE_SCHEDULER=on, chDB in a temporary directory)", flush=True)
+
+        def batch_request() -> Request:
+            return Request("POST", "/v1/events", headers, json.dumps(factory.batch(batch_size)).encode())
+
+        def single_request() -> Request:
+            return Request("POST", "/v1/events", headers, json.dumps(factory.envelope()).encode())
+
+        print(f"\n(a) POST /v1/events, {batch_size} envelopes per request", flush=True)
+        batches, batch_stored = _phase("POST /v1/events (batches)", base_url, batch_request, seconds=seconds,
+                                       warmup=warmup, concurrency=batch_clients, client=client, lethe=lethe,
+                                       database_url=database_url)
+        print(batches.summary(), flush=True)
+
+        print("\n(c) POST /v1/events, one envelope per request", flush=True)
+        singles, single_stored = _phase("POST /v1/events (single)", base_url, single_request, seconds=seconds,
+                                        warmup=warmup, concurrency=single_clients, client=client, lethe=lethe,
+                                        database_url=database_url)
+        print(singles.summary(), flush=True)
+
+        server_alive = lethe.alive()
+        receipts, dead_letters = _stored(database_url)
+        errors = lethe.logged_errors()
+        lethe.stop()
+        clickhouse_rows = _count_clickhouse_rows(str(lethe.cwd / "var" / "clickhouse"))
+
+    batch_eps = batches.statuses.get(202, 0) * batch_size / batches.seconds if batches.seconds else 0.0
+    single_eps = singles.statuses.get(202, 0) / singles.seconds if singles.seconds else 0.0
+    ratio = batch_eps / direct_rate if direct_rate else float("nan")
+    print("\nchecks:")
+    print(f"  stored events   (a) {batch_stored:,} receipts for {batches.statuses.get(202, 0) * batch_size:,} "
+          f"accepted; (c) {single_stored:,} for {singles.statuses.get(202, 0):,}")
+    print(f"  totals          {receipts:,} receipts in PostgreSQL, {clickhouse_rows:,} rows in the server's chDB, "
+          f"{dead_letters} dead letters (warm-ups included)")
+    if errors:
+        print(f"  server logged {len(errors)} error line(s); first: {errors[0][:300]}")
+    if not server_alive:
+        print(f"  the server ended during the run (exit status {lethe.exit_status})")
+
+    ratio_ok, single_ok = ratio >= TARGET_RATIO, single_eps >= TARGET_SINGLE_EPS
+    print("\nresult:")
+    print(f"  (b) direct chDB insert        {direct_rate:10,.0f} rows/s")
+    print(f"  (a) POST /v1/events batches   {batch_eps:10,.0f} events/s   ({batches.throughput:.2f} requests/s, "
+          f"p50 {batches.percentile_ms(50):.0f} ms, p99 {batches.percentile_ms(99):.0f} ms, errors {batches.errors})")
+    print(f"  (c) POST /v1/events single    {single_eps:10,.0f} events/s   p50 {singles.percentile_ms(50):.1f} ms, "
+          f"p99 {singles.percentile_ms(99):.1f} ms, errors {singles.errors}")
+    print(f"  target (a) >= {TARGET_RATIO:.0%} of direct:       {_verdict(ratio_ok)} ({ratio:.1%})")
+    print(f"  target (c) >= {TARGET_SINGLE_EPS:,.0f} events/s:     {_verdict(single_ok)} ({single_eps:,.0f})")
+
+    consistent = receipts == clickhouse_rows and dead_letters == 0
+    if not consistent:
+        print("  INCONSISTENT: receipts, ClickHouse rows and dead letters do not agree")
+    broken = (batches.errors > 0 or singles.errors > 0 or not server_alive or batches.timed_out
+              or singles.timed_out or not consistent)
+    if broken:
+        return 1
+    if strict and not (ratio_ok and single_ok):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Holds win over deletion requests; released holds let the work resume."""
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+from app.bootstrap import Container
+from tests.conftest import FakeClock
+from tests.fixtures.platform import PROJECT, frontend
+from tests.http.conftest import bearer
+from tests.http.test_events_api import ch_rows, post
+
+USER = "BUmXxFyNMNE6FUVhL+ECSQ=="
+
+
+@pytest.fixture
+def keys(container: Container) -> dict[str, str]:
+    keys = container.accounts.create_project(PROJECT)
+    keys["officer"] = container.accounts.create_officer("olga", [PROJECT])["token"]
+    return keys
+
+
+def hold(client: TestClient[Any], keys: dict[str, str], **body: Any) -> dict[str, Any]:
+    response = client.post("/v1/holds", json={"reason": "court order 12/2026", **body},
+                           headers=bearer(keys["officer"]))
+    assert response.status_code == 201, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def request(client: TestClient[Any], keys: dict[str, str], mode: str = "grace") -> dict[str, Any]:
+    return client.post("/v1/deletion-requests", json={"user_id": USER, "mode": mode},  # type: ignore[no-any-return]
+                       headers=bearer(keys["api_key"])).json()
+
+
+def status(client: TestClient[Any], keys: dict[str, str], request_id: str) -> dict[str, Any]:
+    return client.get(f"/v1/deletion-requests/{request_id}",  # type: ignore[no-any-return]
+                      headers=bearer(keys["api_key"])).json()
+
+
+@pytest.mark.parametrize(("scope", "target"), [("user", USER), ("room", "r-7"), ("message", "m-1"),
+                                               ("project", PROJECT)])
+def test_a_held_user_is_not_altered_until_release(client: TestClient[Any], keys: dict[str, str],
+                                                  container: Container, clock: FakeClock,
+                                                  scope: str, target: str) -> None:
+    post(client, keys, frontend("message_sent", text="evidence", message_id="m-1", room="r-7"))
+    placed = hold(client, keys, scope=scope, target=target)
+    created = request(client, keys, "immediate")
+    summary = container.erasure.anonymise(clock.now)
+    assert (summary.processed, summary.held) == (0, 1)
+    held = status(client, keys, created["id"])
+    assert held["status"] == "on_hold" and held["holds"] == [{"id": placed["id"], "scope": scope}]
+    assert [r["user_name"] for r in ch_rows(container)] == ["John Doe"]  # not blanked
+    msg = client.get("/v1/messages/m-1", headers=bearer(keys["api_key"])).json()
+    assert msg["state"] == "visible"
+
+    released = client.delete(f"/v1/holds/{placed['id']}", headers=bearer(keys["officer"]))
+    assert released.status_code == 200 and released.json()["active"] is False
+    clock.advance(minutes=1)
+    assert container.erasure.anonymise(clock.now).processed == 1
+    assert status(client, keys, created["id"])["status"] == "completed"
+    assert client.get("/v1/messages/m-1", headers=bearer(keys["api_key"])).status_code == 404
+
+
+def test_a_hold_placed_during_grace_blocks_the_purge(client: TestClient[Any], keys: dict[str, str],
+                                                     container: Container, clock: FakeClock) -> None:
+    created = request(client, keys)
+    container.erasure.anonymise(clock.now)
+    placed = hold(client, keys, scope="user", target=USER)
+    summary = container.erasure.purge(clock.now + timedelta(days=31))
+    assert summary.held == 1 and status(client, keys, created["id"])["status"] == "on_hold"
+    client.delete(f"/v1/holds/{placed['id']}", headers=bearer(keys["officer"]))
+    clock.advance(days=31)
+    container.erasure.purge(clock.now)
+    assert status(client, keys, created["id"])["status"] == "completed"
+
+
+def test_release_delay_from_the_policy_postpones_the_work(client: TestClient[Any], keys: dict[str, str],
+                                                          container: Container, clock: FakeClock) -> None:
+    from dataclasses import replace
+
+    container.policies.projects[PROJECT] = replace(container.policies.default, hold_release_delay_hours=24)
+    placed = hold(client, keys, scope="user", target=USER)
+    created = request(client, keys)
+    container.erasure.anonymise(clock.now)
+    client.delete(f"/v1/holds/{placed['id']}", headers=bearer(keys["officer"]))
+    clock.advance(hours=23)
+    container.erasure.anonymise(clock.now)
+    assert status(client, keys, created["id"])["status"] == "on_hold"
+    clock.advance(hours=2)
+    container.erasure.anonymise(clock.now)
+    assert status(client, keys, created["id"])["status"] == "in_grace"
+
+
+def test_expired_hold_no_longer_blocks(client: TestClient[Any], keys: dict[str, str], container: Container,
+                                       clock: FakeClock) -> None:
+    hold(client, keys, scope="user", target=USER, expires_at=(clock.now + timedelta(hours=1)).isoformat())
+    created = request(client, keys)
+    container.erasure.anonymise(clock.now)
+    assert status(client, keys, created["id"])["status"] == "on_hold"
+    clock.advance(hours=2)
+    container.erasure.anonymise(clock.now)
+    assert status(client, keys, created["id"])["status"] == "in_grace"
+
+
+def test_holds_api_lists_filters_and_audits(client: TestClient[Any], keys: dict[str, str],
+                                            container: Container) -> None:
+    first = hold(client, keys, scope="user", target=USER, reference="case-1")
+    hold(client, keys, scope="room", target="r-1")
+    client.delete(f"/v1/holds/{first['id']}", headers=bearer(keys["officer"]))
+    again = client.delete(f"/v1/holds/{first['id']}", headers=bearer(keys["officer"]))
+    assert again.status_code == 409
+    everything = client.get("/v1/holds", headers=bearer(keys["officer"])).json()["items"]
+    assert len(everything) == 2  # released holds stay on record
+    active = client.get("/v1/holds", params={"active": "true"}, headers=bearer(keys["officer"])).json()["items"]
+    assert [h["scope"] for h in active] == ["room"]
+    inactive = client.get("/v1/holds", params={"active": "false"}, headers=bearer(keys["officer"])).json()
+    assert [h["id"] for h in inactive["items"]] == [first["id"]]
+    audit = client.get("/v1/audit", params={"action": "hold.placed"}, headers=bearer(keys["officer"])).json()
+    assert len(audit["items"]) == 2 and USER not in str(audit)
+    assert client.get("/v1/audit", params={"action": "hold.released"},
+                      headers=bearer(keys["officer"])).json()["items"][0]["details"]["hold_id"] == first["id"]
+
+
+def test_hold_validation_and_access(client: TestClient[Any], keys: dict[str, str], container: Container) -> None:
+    bad = client.post("/v1/holds", json={"scope": "planet", "target": "x", "reason": "r"},
+                      headers=bearer(keys["officer"]))
+    assert bad.status_code == 400 and "scope" in bad.json()["detail"]
+    assert client.post("/v1/holds", json={"scope": "user", "target": "x", "reason": "r"},
+                       headers=bearer(keys["api_key"])).status_code == 401
+    other = container.accounts.create_project("other")
+    stranger = container.accounts.create_officer("oscar", ["other"])["token"]
+    placed = hold(client, keys, scope="user", target=USER)
+    assert client.delete(f"/v1/holds/{placed['id']}", headers=bearer(stranger)).status_code == 404
+    assert other["api_key"]
+    past = client.post("/v1/holds", json={"scope": "user", "target": "x", "reason": "r",
+                                          "expires_at": "2000-01-01T00:00:00Z"}, headers=bearer(keys["officer"]))
+    assert past.status_code == 400 and "expires_at" in past.json()["detail"]
