@@ -18,11 +18,14 @@ from app.services.deletion import DeletionService
 from app.services.erasure import ErasureService
 from app.services.holds import HoldService
 from app.services.ingest import IngestService
-from app.services.messages import MessageService
+from app.services.messages import MessageFeedService, MessageService
+from app.services.offboarding import OffboardingService
 from app.services.policies import PolicyBook
+from app.services.retention import RetentionService
 from app.services.subjects import SubjectService
 from app.stores.clickhouse.client import ClickHouse
 from app.stores.clickhouse.events import EventStore
+from app.stores.clickhouse.lifecycle import EventLifecycle
 from app.stores.clickhouse.schema import migrate as migrate_clickhouse
 from app.stores.sql import migrations
 from app.stores.sql.engine import checkpoint, make_engine
@@ -83,6 +86,22 @@ class Container:
     def erasure(self) -> ErasureService:
         return ErasureService(self.uow, self.now, self.settings.secret_key, sql_steps(), [self.events],
                               after_purge=lambda: checkpoint(self.engine), holds=self.holds)
+
+    @cached_property
+    def event_lifecycle(self) -> EventLifecycle:
+        return EventLifecycle(self.clickhouse)
+
+    @cached_property
+    def message_feed(self) -> MessageFeedService:
+        return MessageFeedService(self.uow, self.policies, self.holds)
+
+    @cached_property
+    def retention(self) -> RetentionService:
+        return RetentionService(self.uow, self.now, self.policies, self.holds, self.event_lifecycle, self.deletions)
+
+    @cached_property
+    def offboarding(self) -> OffboardingService:
+        return OffboardingService(self.uow, self.now, self.holds, self.event_lifecycle, self.accounts)
 
     @cached_property
     def holds(self) -> HoldService:

@@ -83,6 +83,21 @@ def cmd_project_create(container: Container, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_project_offboard(container: Container, args: argparse.Namespace) -> int:
+    container.migrate(clickhouse=False)
+    _print(container.offboarding.offboard(args.name))
+    print("keys revoked; the offboarding job deletes the project's data (except held data)", file=sys.stderr)
+    return 0
+
+
+def cmd_policy_check(container: Container, args: argparse.Namespace) -> int:
+    book = container.policies  # loading already validated every file
+    _print({"ok": True, "directory": str(container.settings.policy_dir), "projects": sorted(book.projects),
+            "datamap_columns": len(book.datamap),
+            "personal_columns": sum(1 for c in book.datamap.values() if c.personal)})
+    return 0
+
+
 def cmd_officer_create(container: Container, args: argparse.Namespace) -> int:
     container.migrate(clickhouse=False)
     _print(container.accounts.create_officer(args.name, args.project))
@@ -100,7 +115,7 @@ def cmd_jobs_list(container: Container, args: argparse.Namespace) -> int:
 def cmd_jobs_run(container: Container, args: argparse.Namespace) -> int:
     from jobs.registry import JOBS, run_job
 
-    container.migrate(clickhouse=False)
+    container.migrate()  # jobs work on both stores
     now = args.now or container.now()
     names = list(JOBS) if args.name == "all" else [args.name]
     summaries = []
@@ -148,6 +163,13 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("name")
     create.add_argument("--region", default="eu")
     create.set_defaults(fn=cmd_project_create)
+
+    offboard = project.add_parser("offboard", help="end a partnership: revoke keys, delete its data")
+    offboard.add_argument("name")
+    offboard.set_defaults(fn=cmd_project_offboard)
+
+    policy = sub.add_parser("policy", help="lifecycle policies").add_subparsers(dest="action", required=True)
+    policy.add_parser("check", help="validate policies/ and print a summary").set_defaults(fn=cmd_policy_check)
 
     officer = sub.add_parser("officer", help="compliance officers").add_subparsers(dest="action", required=True)
     ocreate = officer.add_parser("create", help="create an officer; prints the token once")

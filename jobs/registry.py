@@ -8,15 +8,17 @@ from typing import Any
 
 from app.bootstrap import Container
 from app.stores.sql.models import JobRun
-from jobs import anonymise, audit_verify, purge
+from jobs import anonymise, audit_verify, message_feed, offboarding, purge, retention
 
 JobFn = Callable[[Container, datetime], dict[str, Any]]
 
-# In the order `lethe jobs run all` runs them. retention, message_feed and offboarding
-# arrive with the policies issue.
+# In the order `lethe jobs run all` runs them (CONTRACT §2).
 JOBS: dict[str, JobFn] = {
     "anonymise": anonymise.run,
     "purge": purge.run,
+    "retention": retention.run,
+    "message_feed": message_feed.run,
+    "offboarding": offboarding.run,
     "audit_verify": audit_verify.run,
 }
 

@@ -28,6 +28,9 @@ log = structlog.get_logger(__name__)
 TRIGGERS: dict[str, BaseTrigger] = {
     "anonymise": IntervalTrigger(minutes=1, timezone=UTC),
     "purge": IntervalTrigger(minutes=15, timezone=UTC),
+    "retention": CronTrigger(hour=0, minute=0, timezone=UTC),  # the platform's daily sync time
+    "message_feed": IntervalTrigger(hours=1, timezone=UTC),
+    "offboarding": IntervalTrigger(minutes=15, timezone=UTC),
     "audit_verify": CronTrigger(hour=3, minute=0, timezone=UTC),
 }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, Request, get
+from litestar import Controller, Request, get, post
 from litestar.params import FromPath, FromQuery
 
 from app.http.auth import officer_only, partner_only
@@ -21,6 +21,14 @@ class MessagesController(Controller):
     @get("/{message_id:str}", sync_to_thread=True)
     def read(self, request: Request[Principal, Any, Any], message_id: FromPath[str],
              container: ContainerDep) -> dict[str, Any]:
+        return container.messages.get(request.user.project_id, message_id)
+
+    @post("/{message_id:str}/complaints/resolve", sync_to_thread=True, status_code=200)
+    def resolve(self, request: Request[Principal, Any, Any], message_id: FromPath[str],
+                container: ContainerDep) -> dict[str, Any]:
+        """Process every open complaint; a deleted, reported message moves to the archive."""
+        container.message_feed.resolve(request.user.project_id, message_id, actor=request.user.actor,
+                                       now=container.now())
         return container.messages.get(request.user.project_id, message_id)
 
 

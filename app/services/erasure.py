@@ -9,9 +9,7 @@ A crash anywhere leaves leased requests that the next run takes over when the le
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 import structlog
 
@@ -22,30 +20,12 @@ from app.domain.requests import Mode, Status, Step, TransitionRefused
 from app.ports import Clock, ErasureBatch, ExternalErasureStep, SqlErasureStep, UnitOfWorkFactory
 from app.services.deletion import apply_state, state_of
 from app.services.holds import HoldService
+from app.services.summary import JobSummary
 from app.stores.sql.models import DeletionRequest
 from app.stores.sql.uow import SqlUnitOfWork
 
 log = structlog.get_logger(__name__)
 LEASE = timedelta(minutes=10)
-
-
-@dataclass
-class JobSummary:
-    job: str
-    now: datetime
-    processed: int = 0
-    held: int = 0
-    failed: int = 0
-    stores: dict[str, int] = field(default_factory=dict)
-    purged: int = 0
-
-    def count(self, evidence: Mapping[str, Mapping[str, int]]) -> None:
-        for store, counts in evidence.items():
-            self.stores[store] = self.stores.get(store, 0) + sum(counts.values())
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"job": self.job, "now": self.now.isoformat(), "processed": self.processed,
-                "held": self.held, "failed": self.failed, "purged": self.purged, "stores": self.stores}
 
 
 class StepFailed(Exception):

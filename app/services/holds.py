@@ -13,6 +13,7 @@ from app.domain.holds import Data, Hold, Scope, covering
 from app.ports import Clock, UnitOfWorkFactory
 from app.services.errors import Conflict, InvalidInput, NotFound
 from app.services.policies import PolicyBook
+from app.stores.clickhouse.lifecycle import Held
 from app.stores.sql.models import HoldRecord
 from app.stores.sql.repositories import decode_cursor, encode_cursor
 from app.stores.sql.uow import SqlUnitOfWork
@@ -108,3 +109,19 @@ class HoldService:
 
     def blocking(self, holds: Sequence[Hold], data: Data, now: datetime) -> list[Hold]:
         return covering(holds, data, now, self.delay(data.project))
+
+    def in_events(self, uow: SqlUnitOfWork, holds: Sequence[Hold]) -> Held:
+        """The standing holds in the terms of the events table (users become subject ids)."""
+        ids = {name: pid for pid, name in uow.projects.names(uow.projects.all_ids()).items()}
+        subjects: set[str] = set()
+        for h in holds:
+            if h.scope is Scope.USER and h.project in ids:
+                subject = uow.subjects.find(ids[h.project], h.target)
+                if subject is not None:
+                    subjects.add(subject.id)
+        return Held(
+            projects=frozenset(h.project for h in holds if h.scope is Scope.PROJECT),
+            subjects=frozenset(subjects),
+            rooms=frozenset((h.project, h.target) for h in holds if h.scope is Scope.ROOM),
+            messages=frozenset((h.project, h.target) for h in holds if h.scope is Scope.MESSAGE),
+        )

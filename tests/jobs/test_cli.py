@@ -52,9 +52,9 @@ def test_operator_flow_on_the_embedded_default(workdir: Path) -> None:
     assert summary["job"] == "anonymise" and summary["now"] == "2026-06-01T00:00:00+00:00"
     assert {"processed", "held", "failed"} <= set(summary)
     every = json.loads(lethe(workdir, "jobs", "run", "all").stdout)
-    assert [s["job"] for s in every] == ["anonymise", "purge", "audit_verify"]
+    assert [s["job"] for s in every] == ["anonymise", "purge", "retention", "message_feed", "offboarding", "audit_verify"]
     listed = json.loads(lethe(workdir, "jobs", "list").stdout)
-    assert [j["job"] for j in listed] == ["anonymise", "purge", "audit_verify"]
+    assert [j["job"] for j in listed] == ["anonymise", "purge", "retention", "message_feed", "offboarding", "audit_verify"]
     assert listed[0]["last_run"]["ok"] is True
 
     verified = json.loads(lethe(workdir, "audit", "verify").stdout)

@@ -48,6 +48,25 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                  cleanup_delay_period_random_add = 0, min_compressed_bytes_to_fsync_after_merge = 1
         """,
     ]),
+    (2, "daily_metrics", [
+        # The platform's back-office metrics, per project and day, computed while the raw events
+        # are still there; they hold counts only (no subject ids), so they outlive the 13-month cap.
+        """
+        CREATE TABLE IF NOT EXISTS daily_metrics (
+            project LowCardinality(String),
+            day Date,
+            dau UInt64,
+            wau UInt64,
+            mau UInt64,
+            messages UInt64,
+            reactions UInt64,
+            events UInt64,
+            computed_at DateTime64(3, 'UTC')
+        )
+        ENGINE = ReplacingMergeTree(computed_at)
+        ORDER BY (project, day)
+        """,
+    ]),
 ]
 
 

@@ -106,6 +106,26 @@ class Messages:
             messages.add(message_id)
         return found
 
+    def leaving_feed(self, project_id: str, deleted_before: datetime) -> list[tuple[Message, str | None]]:
+        """Deleted messages due to leave the feed (no open complaint), with their author's user id."""
+        open_complaint = select(Complaint.id).where(
+            Complaint.project_id == Message.project_id, Complaint.message_id == Message.message_id,
+            Complaint.resolved_at.is_(None),
+        ).exists()
+        rows = self.session.execute(
+            select(Message, Subject.user_id).outerjoin(Subject, Subject.id == Message.subject_id).where(
+                Message.project_id == project_id, Message.deleted_at.is_not(None),
+                Message.deleted_at <= deleted_before, Message.removed_at.is_(None),
+                Message.archived_at.is_(None), ~open_complaint,
+            )
+        )
+        return [(message, user_id) for message, user_id in rows]
+
+    def remove(self, ids: Sequence[str], now: datetime) -> None:
+        """Out of the feed: the text is erased, the row stays as a tombstone."""
+        if ids:
+            self.session.execute(update(Message).where(Message.id.in_(ids)).values(removed_at=now, text=None))
+
     def delete_for(self, subject_ids: Sequence[str]) -> None:
         self.session.execute(delete(Message).where(Message.subject_id.in_(subject_ids)))
 
@@ -118,6 +138,12 @@ class Complaints:
              at: datetime) -> None:
         self.session.add(Complaint(project_id=project_id, message_id=message_id, reporter_subject_id=reporter,
                                    report_type=report_type, opened_at=at))
+
+    def resolve(self, project_id: str, message_id: str, now: datetime) -> int:
+        result = self.session.execute(update(Complaint).where(
+            Complaint.project_id == project_id, Complaint.message_id == message_id, Complaint.resolved_at.is_(None),
+        ).values(resolved_at=now))
+        return int(result.rowcount)  # type: ignore[attr-defined]
 
     def open_count(self, project_id: str, message_id: str) -> int:
         return self.session.scalar(select(func.count()).select_from(Complaint).where(

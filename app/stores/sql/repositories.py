@@ -57,6 +57,12 @@ class Projects:
     def by_id(self, project_id: str) -> Project | None:
         return self.session.get(Project, project_id)
 
+    def all_ids(self) -> list[str]:
+        return list(self.session.scalars(select(Project.id)))
+
+    def with_status(self, status: str) -> list[Project]:
+        return list(self.session.scalars(select(Project).where(Project.status == status).order_by(Project.name)))
+
     def names(self, project_ids: Iterable[str]) -> dict[str, str]:
         """id -> name, in one query."""
         ids = sorted(set(project_ids))
