@@ -99,7 +99,12 @@ class IngestService:
             return False
         keys = {e.actor.key for e in events if e.actor} | {Actor("user", u).key for e in events
                                                              for u in e.user_refs.values()}
-        subjects = uow.subjects_bulk.ensure(project.id, keys, received)
+        # A new user's activity time is their earliest event's, not the time we received it.
+        earliest: dict[str, datetime] = {}
+        for event in events:
+            if event.actor and event.at < earliest.get(event.actor.key, received):
+                earliest[event.actor.key] = event.at
+        subjects = uow.subjects_bulk.ensure(project.id, keys, received, earliest)
         rows: list[EventRow] = []
         last_seen: dict[str, datetime] = {}
         opened = False

@@ -33,8 +33,11 @@ class SubjectsBulk:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def ensure(self, project_id: str, user_keys: Iterable[str], now: datetime) -> dict[str, Subject]:
-        """The subject of every user key, created on first sight (concurrency-safe)."""
+    def ensure(self, project_id: str, user_keys: Iterable[str], now: datetime,
+               first_seen: Mapping[str, datetime] | None = None) -> dict[str, Subject]:
+        """The subject of every user key, created on first sight (concurrency-safe).
+        `first_seen`: when a new user was last active, if not `now` (an event's own time)."""
+        first_seen = first_seen or {}
         keys = sorted(set(user_keys))
         if not keys:
             return {}
@@ -42,7 +45,7 @@ class SubjectsBulk:
         missing = [k for k in keys if k not in found]
         insert_ignoring_conflicts(self.session, Subject.__table__, [  # type: ignore[arg-type]
             {"id": new_id(), "project_id": project_id, "user_id": k, "status": "active", "created_at": now,
-             "last_seen_at": now} for k in missing
+             "last_seen_at": first_seen.get(k, now)} for k in missing
         ])
         if missing:
             found.update(self._find(project_id, missing))

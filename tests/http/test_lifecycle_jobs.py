@@ -1,0 +1,202 @@
+"""Message feed, complaint resolution, retention (the 13-month cap) and offboarding."""
+
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+from sqlalchemy import func, select
+
+from app.bootstrap import Container
+from app.domain.requests import add_months
+from app.stores.sql.models import DeadLetter, DeletionRequest, Message, Subject
+from tests.conftest import FakeClock
+from tests.fixtures.platform import PROJECT, frontend
+from tests.http.conftest import bearer
+from tests.http.test_events_api import ch_rows, post
+
+USER = "BUmXxFyNMNE6FUVhL+ECSQ=="
+
+
+@pytest.fixture
+def keys(container: Container) -> dict[str, str]:
+    keys = container.accounts.create_project(PROJECT)
+    keys["officer"] = container.accounts.create_officer("olga", [PROJECT])["token"]
+    return keys
+
+
+def message(client: TestClient[Any], keys: dict[str, str], message_id: str) -> Any:
+    return client.get(f"/v1/messages/{message_id}", headers=bearer(keys["api_key"]))
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def test_deleted_message_leaves_the_feed_unless_reported(client: TestClient[Any], keys: dict[str, str],
+                                                         container: Container, clock: FakeClock) -> None:
+    t = clock.now
+    post(client, keys, [frontend("message_sent", text="a", message_id="m-1", room="r", created_at=iso(t)),
+                        frontend("message_sent", text="b", message_id="m-2", room="r", created_at=iso(t))])
+    post(client, keys, [frontend("message_deleted", message_id="m-1", created_at=iso(t)),
+                        frontend("message_deleted", message_id="m-2", created_at=iso(t)),
+                        frontend("report_sent", message_id="m-2", reportType="Spam", user_id="reporter",
+                                 created_at=iso(t))])
+    assert container.message_feed.run(t + timedelta(days=29)).processed == 0
+    summary = container.message_feed.run(t + timedelta(days=30))
+    assert summary.processed == 1
+    assert message(client, keys, "m-1").json()["state"] == "removed"
+    with container.uow() as uow:
+        assert uow.session.scalar(select(Message.text).where(Message.message_id == "m-1")) is None
+    assert message(client, keys, "m-2").json()["state"] == "reported"
+    resolved = client.post("/v1/messages/m-2/complaints/resolve", headers=bearer(keys["api_key"]))
+    assert resolved.status_code == 200 and resolved.json()["state"] == "archived"
+    assert resolved.json()["open_complaints"] == 0
+    assert container.message_feed.run(t + timedelta(days=60)).processed == 0  # archived stays archived
+
+
+def test_feed_days_come_from_the_policy(client: TestClient[Any], keys: dict[str, str], container: Container,
+                                        clock: FakeClock) -> None:
+    container.policies.projects[PROJECT] = replace(container.policies.default, message_feed_days=7)
+    post(client, keys, frontend("message_sent", text="a", message_id="m-1", room="r", created_at=iso(clock.now)))
+    post(client, keys, frontend("message_deleted", message_id="m-1", created_at=iso(clock.now)))
+    assert container.message_feed.run(clock.now + timedelta(days=7)).processed == 1
+
+
+def test_held_message_stays_in_the_feed(client: TestClient[Any], keys: dict[str, str], container: Container,
+                                        clock: FakeClock) -> None:
+    post(client, keys, frontend("message_sent", text="a", message_id="m-1", room="r", created_at=iso(clock.now)))
+    post(client, keys, frontend("message_deleted", message_id="m-1", created_at=iso(clock.now)))
+    client.post("/v1/holds", json={"scope": "message", "target": "m-1", "reason": "inquiry"},
+                headers=bearer(keys["officer"]))
+    summary = container.message_feed.run(clock.now + timedelta(days=31))
+    assert (summary.processed, summary.held) == (0, 1)
+    assert message(client, keys, "m-1").json()["state"] == "deleted"
+
+
+def test_grace_days_come_from_the_policy(client: TestClient[Any], keys: dict[str, str], container: Container,
+                                         clock: FakeClock) -> None:
+    container.policies.projects[PROJECT] = replace(container.policies.default, grace_days=7)
+    body = client.post("/v1/deletion-requests", json={"user_id": "u"}, headers=bearer(keys["api_key"])).json()
+    assert body["grace_until"] == (clock.now + timedelta(days=7)).isoformat()
+
+
+def seed_months(client: TestClient[Any], keys: dict[str, str], now: datetime) -> None:
+    """One session event per user per month for 14 months; an old message and a recent one."""
+    batch = []
+    for months_ago in range(14):
+        at = add_months(now, -months_ago) - timedelta(days=1)
+        for user in ("u-a", "u-b"):
+            batch.append(frontend("session_started", user, created_at=iso(at)))
+    old = add_months(now, -13) - timedelta(days=2)
+    batch += [frontend("message_sent", "u-a", text="old", message_id="m-old", room="r", created_at=iso(old)),
+              frontend("message_sent", "u-a", text="new", message_id="m-new", room="r",
+                       created_at=iso(now - timedelta(days=3)))]
+    assert post(client, keys, batch).json()["accepted"] == len(batch)
+
+
+def test_retention_enforces_the_cap_and_keeps_aggregates(client: TestClient[Any], keys: dict[str, str],
+                                                         container: Container, clock: FakeClock) -> None:
+    now = clock.now = datetime(2026, 11, 21, 0, 0, tzinfo=UTC)
+    seed_months(client, keys, now)
+    cutoff = add_months(now, -13)
+    old_rows = [r for r in ch_rows(container) if r["at"].replace(tzinfo=UTC) < cutoff]
+    assert len(old_rows) == 3  # two sessions and the old message, one day before the cap
+    summary = container.retention.run(now)
+    assert summary.stores["clickhouse.events"] == 3 and summary.stores["clickhouse.partitions_dropped"] >= 1
+    remaining = ch_rows(container)
+    assert min(r["at"].date() for r in remaining) >= cutoff.date()
+    assert message(client, keys, "m-old").status_code == 404
+    assert message(client, keys, "m-new").json()["state"] == "visible"
+    old_day = (cutoff - timedelta(days=2)).date()
+    metrics = container.event_lifecycle.metrics(PROJECT, old_day, old_day + timedelta(days=1))
+    assert metrics == [{"day": old_day, "dau": 1, "wau": 1, "mau": 1, "messages": 1, "reactions": 0, "events": 1}]
+    day = (cutoff - timedelta(days=1)).date()
+    assert container.event_lifecycle.metrics(PROJECT, day, day + timedelta(days=1))[0]["dau"] == 2
+    again = container.retention.run(now)  # idempotent
+    assert again.stores["clickhouse.events"] == 0
+
+
+def test_retention_keeps_held_rows_in_an_expired_partition(client: TestClient[Any], keys: dict[str, str],
+                                                          container: Container, clock: FakeClock) -> None:
+    now = clock.now = datetime(2026, 11, 21, 0, 0, tzinfo=UTC)
+    seed_months(client, keys, now)
+    client.post("/v1/holds", json={"scope": "user", "target": "u-a", "reason": "litigation"},
+                headers=bearer(keys["officer"]))
+    summary = container.retention.run(now)
+    cutoff = add_months(now, -13)
+    old = [r for r in ch_rows(container) if r["at"].replace(tzinfo=UTC) < cutoff]
+    assert len(old) == 2 and summary.stores["clickhouse.events"] == 1  # u-b's old session went
+    assert message(client, keys, "m-old").status_code == 200  # the held user's old message stays
+
+
+def test_retention_erases_users_idle_for_the_whole_cap(client: TestClient[Any], keys: dict[str, str],
+                                                       container: Container, clock: FakeClock) -> None:
+    now = clock.now = datetime(2026, 11, 21, 0, 0, tzinfo=UTC)
+    post(client, keys, [frontend("session_started", "idle", created_at=iso(add_months(now, -14))),
+                        frontend("session_started", "busy", created_at=iso(now - timedelta(days=1)))])
+    summary = container.retention.run(now)
+    assert summary.stores["sql.retention_requests"] == 1
+    with container.uow() as uow:
+        sources = list(uow.session.execute(select(Subject.user_id, DeletionRequest.source, DeletionRequest.mode)
+                                           .join(Subject, Subject.id == DeletionRequest.subject_id)))
+    assert sources == [("idle", "retention", "immediate")]
+    container.erasure.anonymise(now)
+    with container.uow() as uow:
+        assert uow.session.scalar(select(func.count()).select_from(Subject).where(Subject.user_id == "idle")) == 0
+
+
+def test_retention_deletes_old_dead_letters(client: TestClient[Any], keys: dict[str, str], container: Container,
+                                            clock: FakeClock) -> None:
+    client.post("/v1/events", content=b"garbage", headers=bearer(keys["webhook_token"]))
+    container.retention.run(clock.now + timedelta(days=29))
+    with container.uow() as uow:
+        assert uow.session.scalar(select(func.count()).select_from(DeadLetter)) == 1
+    container.retention.run(clock.now + timedelta(days=31))
+    with container.uow() as uow:
+        assert uow.session.scalar(select(func.count()).select_from(DeadLetter)) == 0
+
+
+def test_offboarding_revokes_keys_and_deletes_everything_but_held_data(client: TestClient[Any],
+                                                                       keys: dict[str, str], container: Container,
+                                                                       clock: FakeClock) -> None:
+    other = container.accounts.create_project("other-partner")
+    post(client, keys, [frontend("message_sent", "u-a", text="a", message_id="m-a", room="r"),
+                        frontend("message_sent", "u-b", text="b", message_id="m-b", room="r"),
+                        frontend("name_set", "u-a", user_name="A")])
+    client.post("/v1/events", json={"event": "session_started", "value": {"project": "other-partner",
+                                                                          "user_id": "x"}},
+                headers=bearer(other["webhook_token"]))
+    client.post("/v1/holds", json={"scope": "user", "target": "u-b", "reason": "regulator"},
+                headers=bearer(keys["officer"]))
+    container.offboarding.offboard(PROJECT)
+    assert client.get("/v1/deletion-requests", headers=bearer(keys["api_key"])).status_code == 401
+    assert client.post("/v1/events", json=frontend("session_started"),
+                       headers=bearer(keys["webhook_token"])).status_code == 401
+    summary = container.offboarding.run(clock.now)
+    assert summary.processed == 1 and summary.held == 1
+    rows = ch_rows(container)
+    assert {r["project"] for r in rows} == {PROJECT, "other-partner"}
+    assert [r["message_id"] for r in rows if r["project"] == PROJECT] == ["m-b"]  # the held user's event
+    with container.uow() as uow:
+        messages = list(uow.session.scalars(select(Message.message_id)))
+        linked = list(uow.session.scalars(select(Subject.user_id).where(Subject.user_id.is_not(None))))
+    assert messages == ["m-b"] and sorted(linked) == ["u-b", "x"]
+    officer = client.get("/v1/audit", params={"action": "project.data_deleted"}, headers=bearer(keys["officer"]))
+    assert officer.json()["items"][0]["details"]["evidence"]["sql.messages"] == 1
+
+
+def test_a_project_hold_freezes_offboarding(client: TestClient[Any], keys: dict[str, str], container: Container,
+                                            clock: FakeClock) -> None:
+    post(client, keys, frontend("message_sent", "u-a", text="a", message_id="m-a", room="r"))
+    client.post("/v1/holds", json={"scope": "project", "target": PROJECT, "reason": "audit"},
+                headers=bearer(keys["officer"]))
+    container.offboarding.offboard(PROJECT)
+    summary = container.offboarding.run(clock.now)
+    assert (summary.processed, summary.held) == (0, 1)
+    assert len(ch_rows(container)) == 1
+
+
+def test_daily_metrics_are_per_day(container: Container) -> None:
+    assert container.event_lifecycle.metrics("nobody", date(2026, 1, 1), date(2026, 2, 1)) == []
