@@ -16,6 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 LETHE = str(Path(sys.executable).with_name("lethe"))
+ALL_JOBS = ["anonymise", "purge", "retention", "message_feed", "offboarding", "audit_verify"]
 
 
 @pytest.fixture
@@ -52,9 +53,9 @@ def test_operator_flow_on_the_embedded_default(workdir: Path) -> None:
     assert summary["job"] == "anonymise" and summary["now"] == "2026-06-01T00:00:00+00:00"
     assert {"processed", "held", "failed"} <= set(summary)
     every = json.loads(lethe(workdir, "jobs", "run", "all").stdout)
-    assert [s["job"] for s in every] == ["anonymise", "purge", "retention", "message_feed", "offboarding", "audit_verify"]
+    assert [s["job"] for s in every] == ALL_JOBS
     listed = json.loads(lethe(workdir, "jobs", "list").stdout)
-    assert [j["job"] for j in listed] == ["anonymise", "purge", "retention", "message_feed", "offboarding", "audit_verify"]
+    assert [j["job"] for j in listed] == ALL_JOBS
     assert listed[0]["last_run"]["ok"] is True
 
     verified = json.loads(lethe(workdir, "audit", "verify").stdout)
@@ -139,3 +140,26 @@ def test_serve_anonymises_right_after_a_request_and_holds_the_embedded_store(
     busy = lethe(workdir, "migrate", check=False)
     assert busy.returncode == 1
     assert "in use by another process" in busy.stderr and "lethe serve" in busy.stderr
+
+
+def test_policy_check_and_an_invalid_policy_stops_the_service(workdir: Path) -> None:
+    checked = json.loads(lethe(workdir, "policy", "check").stdout)
+    assert checked["ok"] is True and checked["personal_columns"] > 10
+    policies = workdir / "policies"
+    (policies / "projects").mkdir(parents=True)
+    (policies / "default.toml").write_text((ROOT / "policies" / "default.toml").read_text())
+    (policies / "projects" / "acme.toml").write_text("[lifecycle]\ngrace_days = \"thirty\"\n")
+    bad = lethe(workdir, "policy", "check", check=False, LETHE_POLICY_DIR=str(policies))
+    assert bad.returncode == 2 and "acme.toml" in bad.stderr and "lifecycle.grace_days" in bad.stderr
+    serve = lethe(workdir, "serve", "--port", str(free_port()), check=False, LETHE_POLICY_DIR=str(policies))
+    assert serve.returncode == 2 and "acme.toml" in serve.stderr
+
+
+def test_offboard_from_the_command_line(workdir: Path) -> None:
+    lethe(workdir, "project", "create", "acme")
+    assert json.loads(lethe(workdir, "project", "offboard", "acme").stdout) == {"project": "acme",
+                                                                                 "status": "offboarding"}
+    again = lethe(workdir, "project", "offboard", "acme", check=False)
+    assert again.returncode == 1 and "already offboarding" in again.stderr
+    summary = json.loads(lethe(workdir, "jobs", "run", "offboarding").stdout)
+    assert summary["processed"] == 1
