@@ -12,8 +12,8 @@ import time
 import traceback
 from collections.abc import Sequence
 
-# In the order `make bench` runs them. Add "ingest", "erasure", "retention" as they arrive.
-MODULES: list[str] = ["api"]
+# In the order `make bench` runs them. Add "retention" when it arrives.
+MODULES: list[str] = ["api", "ingest", "erasure", "latency"]
 
 
 def run(names: Sequence[str]) -> int:

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from bench.harness import env_int, exit_on_sigterm
+from bench.harness import cpu_seconds, env_int, exit_on_sigterm, machine_cpu_seconds
 
 TARGET_RATIO = 1.0
 PROJECT = "bench-prod"
@@ -160,6 +160,24 @@ def _seconds(fn: Callable[[], Any]) -> tuple[float, Any]:
     started = time.perf_counter()
     result = fn()
     return time.perf_counter() - started, result
+
+
+class Meter:
+    """Wall time and who used the CPU meanwhile: this process (chDB's threads included) and the
+    rest of the machine (other processes: numbers taken while it is high are not comparable)."""
+
+    def __enter__(self) -> Meter:
+        self._wall, self._own, self._machine = time.perf_counter(), cpu_seconds(), machine_cpu_seconds()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self._wall
+        self.own = cpu_seconds() - self._own
+        self.other = max(0.0, machine_cpu_seconds() - self._machine - self.own)
+
+    def note(self) -> str:
+        return (f"CPU: this process {self.own / self.seconds:.0%} of a core, "
+                f"rest of the machine {self.other / self.seconds:.0%}")
 
 
 def _wait_for_merges(ch: Any, limit: float = 300) -> float:
@@ -296,14 +314,16 @@ def main() -> int:
                   f"{before['partitions']} partitions, {_mib(before['bytes'])} on disk", flush=True)
             sets = _subject_sets(ch, subjects, erase, 4 if compare else 1)
 
-            copy_seconds = _copy(ch)
+            with Meter() as meter:
+                copy_seconds = _copy(ch)
             print(f"\ncopy:      {copy_seconds:8.2f} s  CREATE TABLE events_copy AS events; INSERT ... SELECT * "
-                  f"({before['rows'] / copy_seconds:,.0f} rows/s)", flush=True)
+                  f"({before['rows'] / copy_seconds:,.0f} rows/s; {meter.note()})", flush=True)
             _wait_for_merges(ch)
 
-            seconds, residual_seconds, anonymised, calls = _anonymise(ch, sets[0], "anonymise")
+            with Meter() as meter:
+                seconds, residual_seconds, anonymised, calls = _anonymise(ch, sets[0], "anonymise")
             print(f"anonymise: {seconds:8.2f} s  EventStore.anonymise, {len(sets[0]):,} subjects, "
-                  f"{anonymised:,} rows blanked; its statements:", flush=True)
+                  f"{anonymised:,} rows blanked (with residual: {meter.note()}); its statements:", flush=True)
             _print_calls(calls)
             print(f"residual:  {residual_seconds:8.2f} s  EventStore.residual (apply_patch_parts=0): all zero")
             after = _table_state(ch)

@@ -40,7 +40,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -84,15 +84,19 @@ class EventFactory:
     (one in five names another user: profile_user_id), 4 backend events (external_user_id).
     """
 
-    def __init__(self, project: str, users: int, seed: int, start: datetime | None = None) -> None:
+    def __init__(self, project: str, users: int, seed: int, start: datetime | None = None,
+                 user_ids: Sequence[str] | None = None) -> None:
+        """`user_ids`: the ids users have in both frontend (user_id) and backend (external_user_id)
+        events; by default frontend ids are opaque base64 strings and backend ids `user_<n>`."""
         self.project = project
         self.users = users
         self.rng = random.Random(seed)
         self.tag = f"{seed:x}"
         self.seq = itertools.count()
         self.start = (start or datetime.now(UTC)).replace(tzinfo=None)
-        self.frontend_ids = [base64.b64encode(hashlib.sha256(f"{seed}:{n}".encode()).digest()[:16]).decode()
-                             for n in range(users)]
+        self.frontend_ids = list(user_ids) if user_ids is not None else [
+            base64.b64encode(hashlib.sha256(f"{seed}:{n}".encode()).digest()[:16]).decode() for n in range(users)]
+        self.backend_ids = list(user_ids) if user_ids is not None else [f"user_{n}" for n in range(users)]
         template = dict(SESSION_STARTED["value"])
         template.pop("room_status", None)
         template["project"] = project
@@ -108,7 +112,7 @@ class EventFactory:
         kind = i % 10
         if kind >= 6:
             name = BACKEND[rng.randrange(len(BACKEND))]
-            value: dict[str, Any] = {"project": self.project, "external_user_id": f"user_{n}", "room_id": room,
+            value: dict[str, Any] = {"project": self.project, "external_user_id": self.backend_ids[n], "room_id": room,
                                      "created_at": created}
             if name == "reaction_create":
                 value.update(message_id=f"m-{self.tag}-{rng.randrange(i + 1)}", reaction="👍")

@@ -1,0 +1,172 @@
+"""A Hypothesis state machine over the whole lifecycle: events, deletion requests, restores,
+holds and releases, clock advances and job runs, in any order. Invariants after every step:
+held data is never altered; a completed request leaves no residue; a restored user is whole;
+the audit chain verifies."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+from sqlalchemy import select
+
+from app.bootstrap import Container
+from app.config import Settings
+from app.domain.holds import Scope
+from app.domain.requests import Mode
+from app.services.errors import ServiceError
+from app.services.policies import PolicyBook
+from app.stores.clickhouse.client import ClickHouse
+from app.stores.sql import migrations
+from app.stores.sql.engine import make_engine
+from app.stores.sql.models import DeletionRequest, Message, Profile, Subject
+from tests.conftest import ROOT, SECRET, FakeClock
+from tests.fixtures.platform import PROJECT, frontend
+
+USERS = ["u0", "u1", "u2"]
+ROOMS = ["r0", "r1"]
+
+
+def build(tmp: Path, clickhouse: ClickHouse) -> Container:
+    url = f"sqlite:///{tmp / 'lethe.db'}"
+    engine = make_engine(url)
+    migrations.upgrade(engine)
+    clickhouse.command("TRUNCATE TABLE events")
+    return Container(Settings(url, clickhouse.url, ROOT / "policies", SECRET, False), engine,
+                     PolicyBook.load(ROOT / "policies"), clock=FakeClock(), clickhouse=clickhouse)
+
+
+@pytest.mark.slow
+def test_lifecycle_state_machine(tmp_path_factory: pytest.TempPathFactory, clickhouse: ClickHouse) -> None:
+    class Lifecycle(RuleBasedStateMachine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c = build(tmp_path_factory.mktemp("sm"), clickhouse)
+            self.clock: FakeClock = self.c.clock  # type: ignore[assignment]
+            keys = self.c.accounts.create_project(PROJECT)
+            self.project_id = self.c.accounts.authenticate(keys["api_key"]).project_id  # type: ignore[union-attr]
+            self.holds: dict[str, tuple[Scope, str, dict[str, Any]]] = {}  # id -> scope, target, snapshot
+            self.messages = 0
+
+        def teardown(self) -> None:
+            self.c.engine.dispose()
+
+        # --- rules -------------------------------------------------------------------------
+        @rule(user=st.sampled_from(USERS), room=st.sampled_from(ROOMS))
+        def user_writes(self, user: str, room: str) -> None:
+            self.messages += 1
+            at = self.clock.now.isoformat()
+            body = [frontend("message_sent", user, text=f"text-{user}-{self.messages}", created_at=at,
+                             message_id=f"m{self.messages}", room=room, user_name=f"Name {user}"),
+                    frontend("name_set", user, user_name=f"Name {user}", created_at=at)]
+            self.c.ingest.ingest(self.project_id, json.dumps(body).encode())
+
+        @rule(user=st.sampled_from(USERS), mode=st.sampled_from(list(Mode)))
+        def partner_requests_deletion(self, user: str, mode: Mode) -> None:
+            self.c.deletions.request(self.project_id, user, mode, None, actor="partner:acme")
+
+        @rule(user=st.sampled_from(USERS))
+        def user_comes_back(self, user: str) -> None:
+            try:
+                self.c.deletions.restore(self.project_id, None, actor="user:webhook", user_id=user)
+            except ServiceError:
+                pass  # nothing open, or not restorable any more: both are fine answers
+
+        @rule(scope=st.sampled_from([Scope.USER, Scope.ROOM, Scope.MESSAGE]), pick=st.integers(0, 5))
+        def officer_places_hold(self, scope: Scope, pick: int) -> None:
+            target = {Scope.USER: USERS[pick % 3], Scope.ROOM: ROOMS[pick % 2],
+                      Scope.MESSAGE: f"m{pick % max(self.messages, 1) + 1}"}[scope]
+            hold = self.c.holds.place(self.project_id, PROJECT, scope, target, "inquiry", reference=None,
+                                      expires_at=None, actor="officer:olga")
+            self.holds[hold["id"]] = (scope, target, self.snapshot(scope, target))
+
+        @rule(data=st.data())
+        def officer_releases_hold(self, data: st.DataObject) -> None:
+            if self.holds:
+                hold_id = data.draw(st.sampled_from(sorted(self.holds)))
+                self.c.holds.release({self.project_id: PROJECT}, hold_id, actor="officer:olga")
+                del self.holds[hold_id]
+
+        @rule(hours=st.integers(1, 24 * 40))
+        def time_passes(self, hours: int) -> None:
+            self.clock.advance(hours=hours)
+
+        @rule(job=st.sampled_from(["anonymise", "purge", "message_feed"]))
+        def job_runs(self, job: str) -> None:
+            service = {"anonymise": self.c.erasure.anonymise, "purge": self.c.erasure.purge,
+                       "message_feed": self.c.message_feed.run}[job]
+            assert service(self.clock.now).failed == 0
+
+        # --- what the invariants look at ---------------------------------------------------
+        def snapshot(self, scope: Scope, target: str) -> dict[str, Any]:
+            """The held data as it is now: the covered message rows, and for a user the link,
+            the profile and the personal values of their events."""
+            with self.c.uow() as uow:
+                q = select(Message.message_id, Message.text, Message.deleted_at, Message.removed_at)
+                if scope is Scope.MESSAGE:
+                    q = q.where(Message.message_id == target)
+                elif scope is Scope.ROOM:
+                    q = q.where(Message.room_id == target)
+                else:
+                    q = q.join(Subject, Subject.id == Message.subject_id).where(Subject.user_id == target)
+                snap: dict[str, Any] = {"messages": {r[0]: tuple(r[1:]) for r in uow.session.execute(q)}}
+                if scope is Scope.USER:
+                    subject = uow.subjects.find(self.project_id, target)
+                    snap["subject"] = subject.id if subject else None
+                    snap["profile"] = uow.session.get(Profile, subject.id).display_name if subject and \
+                        uow.session.get(Profile, subject.id) else None
+            if scope is Scope.USER and snap["subject"]:
+                snap["events"] = sorted(self.c.clickhouse.rows(
+                    "SELECT user_name, text FROM events WHERE subject_id = toUUID({s:String})",
+                    parameters={"s": snap["subject"]}, settings={"apply_patch_parts": 0}))
+            return snap
+
+        @invariant()
+        def held_data_is_never_altered(self) -> None:
+            for scope, target, before in self.holds.values():
+                now = self.snapshot(scope, target)
+                for message_id, row in before["messages"].items():
+                    assert now["messages"].get(message_id) == row, f"held message {message_id} changed"
+                if scope is Scope.USER and before.get("subject"):
+                    assert now["subject"] == before["subject"], "a held user's link was destroyed"
+                    assert now["profile"] == before["profile"]
+                    assert set(before["events"]) <= set(now["events"]), "a held user's events were altered"
+
+        @invariant()
+        def completed_requests_leave_no_residue(self) -> None:
+            with self.c.uow() as uow:
+                done = list(uow.session.scalars(select(DeletionRequest).where(DeletionRequest.status == "completed")))
+                for request in done:
+                    subject = uow.subjects.get(request.subject_id)
+                    assert subject is not None and subject.user_id is None
+                    assert uow.profiles.count([subject.id]) == 0
+                    if request.mode == "immediate":
+                        assert uow.messages.per_subject([subject.id]) == {}
+            for request in done:
+                residue = self.c.clickhouse.rows(
+                    "SELECT count() FROM events WHERE subject_id = toUUID({s:String}) AND (user_name != '' "
+                    "OR text != '')", parameters={"s": request.subject_id}, settings={"apply_patch_parts": 0})
+                assert residue[0][0] == 0
+
+        @invariant()
+        def restored_users_are_whole(self) -> None:
+            with self.c.uow() as uow:
+                rows = uow.session.execute(select(DeletionRequest, Subject).join(
+                    Subject, Subject.id == DeletionRequest.subject_id).where(DeletionRequest.status == "restored"))
+                for request, subject in rows:
+                    if uow.requests.open_for(subject.id) is None:
+                        assert subject.user_id is not None and subject.status == "active", request.id
+
+        @invariant()
+        def audit_chain_verifies(self) -> None:
+            assert self.c.audit.verify().ok
+
+    run_state_machine_as_test(Lifecycle, settings=settings(
+        max_examples=12, stateful_step_count=20, deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    ))
