@@ -5,7 +5,9 @@ the audit chain verifies."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -72,10 +74,8 @@ def test_lifecycle_state_machine(tmp_path_factory: pytest.TempPathFactory, click
 
         @rule(user=st.sampled_from(USERS))
         def user_comes_back(self, user: str) -> None:
-            try:
+            with contextlib.suppress(ServiceError):  # nothing open, or too late: both are fine answers
                 self.c.deletions.restore(self.project_id, None, actor="user:webhook", user_id=user)
-            except ServiceError:
-                pass  # nothing open, or not restorable any more: both are fine answers
 
         @rule(scope=st.sampled_from([Scope.USER, Scope.ROOM, Scope.MESSAGE]), pick=st.integers(0, 5))
         def officer_places_hold(self, scope: Scope, pick: int) -> None:
@@ -134,7 +134,8 @@ def test_lifecycle_state_machine(tmp_path_factory: pytest.TempPathFactory, click
                     assert now["messages"].get(message_id) == row, f"held message {message_id} changed"
                 if scope is Scope.USER and before.get("subject"):
                     assert now["subject"] == before["subject"], "a held user's link was destroyed"
-                    assert now["profile"] == before["profile"]
+                    if before["profile"] is not None:  # a profile set after the hold is new, not altered
+                        assert now["profile"] == before["profile"]
                     assert set(before["events"]) <= set(now["events"]), "a held user's events were altered"
 
         @invariant()
@@ -159,7 +160,10 @@ def test_lifecycle_state_machine(tmp_path_factory: pytest.TempPathFactory, click
                 rows = uow.session.execute(select(DeletionRequest, Subject).join(
                     Subject, Subject.id == DeletionRequest.subject_id).where(DeletionRequest.status == "restored"))
                 for request, subject in rows:
-                    if uow.requests.open_for(subject.id) is None:
+                    later = uow.session.scalar(select(DeletionRequest.id).where(
+                        DeletionRequest.subject_id == subject.id, DeletionRequest.requested_at >= request.requested_at,
+                        DeletionRequest.id != request.id))
+                    if later is None:  # the restore is the user's last word
                         assert subject.user_id is not None and subject.status == "active", request.id
 
         @invariant()
@@ -167,6 +171,7 @@ def test_lifecycle_state_machine(tmp_path_factory: pytest.TempPathFactory, click
             assert self.c.audit.verify().ok
 
     run_state_machine_as_test(Lifecycle, settings=settings(
-        max_examples=12, stateful_step_count=20, deadline=None,
+        max_examples=int(os.environ.get("LETHE_STATE_MACHINE_EXAMPLES", "25")), stateful_step_count=25,
+        deadline=None, derandomize=not os.environ.get("LETHE_STATE_MACHINE_RANDOM"),
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     ))
