@@ -7,11 +7,13 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from app.domain.holds import Data, covers
 from app.ports import UnitOfWorkFactory
 from app.services.deletion import to_dict
 from app.services.errors import NotFound
+from app.services.holds import to_domain
 from app.stores.clickhouse.events import EventStore
-from app.stores.sql.models import Complaint, DeletionRequest, Login, Message, Profile
+from app.stores.sql.models import Complaint, DeletionRequest, HoldRecord, Login, Message, Profile
 
 
 class SubjectService:
@@ -43,11 +45,22 @@ class SubjectService:
                     "last_seen": subject.last_seen_at.isoformat(),
                     "stores": {**sql, "clickhouse.events": self._events.count_for(subject.id)},
                     "requests": [to_dict(r, name, user_id) for r in requests],
-                    "holds": [],
+                    "holds": _holds_on(uow, project_id, name, user_id, subject.id),
                 })
         if not found:
             raise NotFound("Lethe holds nothing about this user in your projects")
         return {"user_id": user_id, "projects": found}
+
+
+def _holds_on(uow: Any, project_id: str, project: str, user_id: str, subject_id: str) -> list[dict[str, Any]]:
+    """Every hold (standing or released) that names this user, their messages or their rooms."""
+    refs = uow.messages.refs([subject_id]).get(subject_id, (set(), set()))
+    data = Data(project, frozenset({user_id}), frozenset(refs[0]), frozenset(refs[1]))
+    rows = uow.session.scalars(select(HoldRecord).where(HoldRecord.project_id == project_id)
+                               .order_by(HoldRecord.placed_at))
+    return [{"id": r.id, "scope": r.scope, "placed_at": r.placed_at.isoformat(),
+             "released_at": r.released_at.isoformat() if r.released_at else None}
+            for r in rows if covers(to_domain(r, project), data)]
 
 
 def _counter(session: Any) -> Any:

@@ -149,5 +149,10 @@ def test_subject_report_for_an_officer(client: TestClient[Any], keys: dict[str, 
     assert entry["stores"]["sql.messages"] == 1 and entry["stores"]["sql.profiles"] == 1
     assert entry["stores"]["clickhouse.events"] == {"rows": 2, "with_personal_values": 2}
     assert [r["status"] for r in entry["requests"]] == ["pending"]
+    assert entry["holds"] == []
+    held = client.post("/v1/holds", json={"scope": "room", "target": "r", "reason": "x"},
+                       headers=bearer(officer)).json()
+    again = client.get(f"/v1/subjects/{USER}", headers=bearer(officer)).json()["projects"][0]
+    assert [h["id"] for h in again["holds"]] == [held["id"]]
     assert client.get("/v1/subjects/nobody", headers=bearer(officer)).status_code == 404
     assert client.get(f"/v1/subjects/{USER}", headers=bearer(keys["api_key"])).status_code == 401
