@@ -15,3 +15,13 @@ def client(container: Container) -> Iterator[TestClient]:  # type: ignore[type-a
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def keys(container: Container) -> dict[str, str]:
+    """The platform's example project ("partner-prod"): its keys and an officer's token."""
+    from tests.fixtures.platform import PROJECT
+
+    keys = container.accounts.create_project(PROJECT)
+    keys["officer"] = container.accounts.create_officer("olga", [PROJECT])["token"]
+    return keys

@@ -5,18 +5,12 @@ import json
 import uuid
 from typing import Any
 
-import pytest
 from litestar.testing import TestClient
 
 from app.bootstrap import Container
 from tests.conftest import FakeClock
 from tests.fixtures.platform import ADMIN, BACKEND, PROJECT, SESSION_STARTED, frontend
 from tests.http.conftest import bearer
-
-
-@pytest.fixture
-def keys(container: Container) -> dict[str, str]:
-    return container.accounts.create_project(PROJECT)
 
 
 def post(client: TestClient[Any], keys: dict[str, str], body: Any) -> Any:

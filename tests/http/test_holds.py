@@ -15,13 +15,6 @@ from tests.http.test_events_api import ch_rows, post
 USER = "BUmXxFyNMNE6FUVhL+ECSQ=="
 
 
-@pytest.fixture
-def keys(container: Container) -> dict[str, str]:
-    keys = container.accounts.create_project(PROJECT)
-    keys["officer"] = container.accounts.create_officer("olga", [PROJECT])["token"]
-    return keys
-
-
 def hold(client: TestClient[Any], keys: dict[str, str], **body: Any) -> dict[str, Any]:
     response = client.post("/v1/holds", json={"reason": "court order 12/2026", **body},
                            headers=bearer(keys["officer"]))

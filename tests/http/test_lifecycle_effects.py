@@ -3,7 +3,6 @@
 from pathlib import Path
 from typing import Any
 
-import pytest
 from litestar.testing import TestClient
 
 from app.bootstrap import Container
@@ -14,11 +13,6 @@ from tests.http.conftest import bearer
 from tests.http.test_events_api import ch_rows, post, subject_id
 
 USER = "BUmXxFyNMNE6FUVhL+ECSQ=="
-
-
-@pytest.fixture
-def keys(container: Container) -> dict[str, str]:
-    return container.accounts.create_project(PROJECT)
 
 
 def message(client: TestClient[Any], keys: dict[str, str], message_id: str) -> dict[str, Any]:
@@ -140,7 +134,7 @@ def test_immediate_request_deletes_messages_and_verifies_events(client: TestClie
 
 def test_subject_report_for_an_officer(client: TestClient[Any], keys: dict[str, str],
                                        container: Container) -> None:
-    officer = container.accounts.create_officer("olga", [PROJECT])["token"]
+    officer = keys["officer"]
     post(client, keys, [frontend("message_sent", text="x", message_id="m-1", room="r"),
                         frontend("name_set", user_name="Jo")])
     client.post("/v1/deletion-requests", json={"user_id": USER}, headers=bearer(keys["api_key"]))

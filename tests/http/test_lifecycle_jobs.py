@@ -4,7 +4,6 @@ from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import pytest
 from litestar.testing import TestClient
 from sqlalchemy import func, select
 
@@ -17,13 +16,6 @@ from tests.http.conftest import bearer
 from tests.http.test_events_api import ch_rows, post
 
 USER = "BUmXxFyNMNE6FUVhL+ECSQ=="
-
-
-@pytest.fixture
-def keys(container: Container) -> dict[str, str]:
-    keys = container.accounts.create_project(PROJECT)
-    keys["officer"] = container.accounts.create_officer("olga", [PROJECT])["token"]
-    return keys
 
 
 def message(client: TestClient[Any], keys: dict[str, str], message_id: str) -> Any:
