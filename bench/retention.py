@@ -447,13 +447,15 @@ def main() -> int:
     ratio_ok = ratio <= TARGET_RATIO
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("\nresult:")
-    print(f"  full-table copy ({events:,} rows)             {main_result['copy']:8.2f} s")
-    print(f"  retention, oldest month ({main_result['rows']:,} rows)  {main_result['retention']:8.2f} s   "
-          f"ratio {ratio:.4f} x the copy")
-    print(f"  backfill aggregates, {main_result['days']} days (info)      {main_result['backfill']:8.2f} s")
-    print(f"  retention, one partition with held rows, {held_events:,} rows (info)  {held['app']['seconds']:8.2f} s")
+    lines = [(f"full-table copy ({events:,} rows)", main_result["copy"], ""),
+             (f"retention, oldest month ({main_result['rows']:,} rows)", main_result["retention"],
+              f"   ratio {ratio:.4f} x the copy"),
+             (f"backfill aggregates, {main_result['days']} days (info)", main_result["backfill"], ""),
+             (f"retention, 1 partition with held rows, {held_events:,} rows (info)", held["app"]["seconds"], "")]
     if "replace" in held:
-        print(f"  the same via staging table + REPLACE PARTITION (diagnostic)  {held['replace']['seconds']:8.2f} s")
+        lines.append(("the same via staging table + REPLACE PARTITION (diagnostic)", held["replace"]["seconds"], ""))
+    for label, value, extra in lines:
+        print(f"  {label:<62} {value:8.2f} s{extra}")
     print(f"  target retention <= {TARGET_RATIO:g} x copy: {_verdict(ratio_ok)} ({ratio:.4f} x)")
     print(f"  target cap honoured to the day:  {_verdict(main_result['day_ok'])}")
     print(f"  peak RSS of this process: {peak:,.0f} MiB")

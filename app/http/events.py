@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from anyio import to_thread
 from litestar import Controller, Request, Response, get, post
 
 from app.http.auth import partner_only, webhook_only
@@ -23,7 +22,9 @@ class EventsController(Controller):
         """One envelope or a JSON array of up to 1,000. 202 `{"accepted", "rejected"}` once stored;
         what fails validation is kept (dead letter) and reported by index; 400 if nothing was accepted."""
         body = await request.body()
-        result = await to_thread.run_sync(container.ingest.ingest, request.user.project_id, body)
+        principal = request.user
+        result = await container.ingest.ingest_async(principal.project_id, principal.projects[principal.project_id],
+                                                     body)
         return Response(result.as_dict(), status_code=result.status_code)
 
     @get("/rejected", guards=[partner_only], sync_to_thread=True)

@@ -1,13 +1,15 @@
 """The events webhook: validate, dead-letter what cannot be stored, pseudonymise at the door,
 apply the operational effects in SQL and store the events in ClickHouse.
 
-One batch = one SQL transaction around one ClickHouse insert: the insert runs before the
-commit, so a 2xx means both are durable; a failed commit after the insert is retried by the
-platform with the same payload, and ClickHouse drops the repeated block by its dedup token.
+Concurrent webhook calls share one SQL transaction around one ClickHouse insert (group
+commit): the insert runs before the commit, so a 2xx means both are durable; a failed commit
+after the insert is retried by the platform with the same payload, and ClickHouse drops the
+repeated block by its dedup token.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Sequence
@@ -16,10 +18,12 @@ from datetime import datetime
 from typing import Any
 
 import structlog
+from anyio import to_thread
 
 from app.domain.events import Actor, EnvelopeError, Event, parse_envelope, split_body
 from app.domain.requests import Mode, Source
 from app.ports import Clock, UnitOfWorkFactory
+from app.services.batching import GroupCommitter
 from app.services.deletion import DeletionService
 from app.services.errors import Conflict
 from app.services.policies import PolicyBook
@@ -49,6 +53,18 @@ class IngestResult:
         return {"accepted": self.accepted, "rejected": self.rejected}
 
 
+@dataclass
+class _Batch:
+    """One webhook call on its way through the group commit."""
+
+    project_id: str
+    received: datetime
+    events: list[Event] = field(default_factory=list)
+    dead: list[tuple[int | None, str, str]] = field(default_factory=list)  # (index, reason, raw body)
+    result: IngestResult = field(default_factory=IngestResult)
+    opened: bool = False
+
+
 class IngestService:
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock, policies: PolicyBook, events: EventStore,
                  deletions: DeletionService) -> None:
@@ -57,44 +73,83 @@ class IngestService:
         self._policies = policies
         self._events = events
         self._deletions = deletions
+        self._batcher: GroupCommitter[_Batch, _Batch] = GroupCommitter(self._write_many, max_batch=64,
+                                                                      name="events")
 
-    def ingest(self, project_id: str, body: bytes) -> IngestResult:
-        received = self._clock()
-        result = IngestResult()
-        with self._uow() as uow:
-            project = uow.projects.by_id(project_id)
-            assert project is not None
-            envelopes = self._envelopes(uow, project, body, received, result)
-            parsed: list[Event] = []
-            for index, envelope in enumerate(envelopes):
-                try:
-                    parsed.append(parse_envelope(envelope, project.name, received))
-                except EnvelopeError as exc:
-                    result.rejected.append({"index": index, "detail": str(exc)})
-                    uow.dead_letters.add(project.id, received, str(exc), _dump(envelope), index)
-            fresh = uow.receipts.claim(project.id, [e.dedup_key for e in parsed], received)
-            new = [e for e in _first_of_each(parsed) if e.dedup_key in fresh]
-            result.accepted, result.duplicates = len(parsed), len(parsed) - len(new)
-            opened = self._store(uow, project, new, received)
-            uow.commit()
-        if opened:
-            self._deletions.kick_anonymise()
-        if result.rejected:
-            log.info("events.rejected", count=len(result.rejected), accepted=result.accepted)
-        return result
+    def ingest(self, project_id: str, project: str, body: bytes) -> IngestResult:
+        """Validate here (the caller's thread), then wait for the group commit that stores it."""
+        return self._finish(self._batcher.submit(self.prepare(project_id, project, body)))
 
-    def _envelopes(self, uow: SqlUnitOfWork, project: Project, body: bytes, received: datetime,
-                   result: IngestResult) -> list[Any]:
-        """The body's envelopes; an unusable body is dead-lettered whole and reported at index 0."""
+    async def ingest_async(self, project_id: str, project: str, body: bytes) -> IngestResult:
+        """`ingest` for the event loop: parsing runs on a worker thread (a body may hold 1,000
+        events), the wait for the commit holds no thread."""
+        batch = await to_thread.run_sync(self.prepare, project_id, project, body)
+        return self._finish(await asyncio.wrap_future(self._batcher.enqueue(batch)))
+
+    def prepare(self, project_id: str, project: str, body: bytes) -> _Batch:
+        """Parse and validate a body (no I/O): what to store, what to dead-letter and why."""
+        batch = _Batch(project_id, self._clock())
         try:
-            return split_body(json.loads(body))
+            envelopes = split_body(json.loads(body))
         except (ValueError, EnvelopeError) as exc:
             detail = str(exc) if isinstance(exc, EnvelopeError) else "the body is not valid JSON"
-            result.rejected.append({"index": 0, "detail": detail})
-            uow.dead_letters.add(project.id, received, detail, body.decode("utf-8", errors="replace"))
-            return []
+            batch.result.rejected.append({"index": 0, "detail": detail})
+            batch.dead.append((None, detail, body.decode("utf-8", errors="replace")))
+            return batch
+        for index, envelope in enumerate(envelopes):
+            try:
+                batch.events.append(parse_envelope(envelope, project, batch.received))
+            except EnvelopeError as exc:
+                batch.result.rejected.append({"index": index, "detail": str(exc)})
+                batch.dead.append((index, str(exc), _dump(envelope)))
+        batch.result.accepted = len(batch.events)
+        return batch
 
-    def _store(self, uow: SqlUnitOfWork, project: Project, events: Sequence[Event], received: datetime) -> bool:
+    def _finish(self, batch: _Batch) -> IngestResult:
+        if batch.opened:
+            self._deletions.kick_anonymise()
+        if batch.result.rejected:
+            log.info("events.rejected", count=len(batch.result.rejected), accepted=batch.result.accepted)
+        return batch.result
+
+    def _write_many(self, batches: Sequence[_Batch]) -> list[_Batch | BaseException]:
+        """Many webhook calls in one SQL transaction around one ClickHouse insert. If that fails,
+        each call is retried on its own, so one bad call does not fail the others."""
+        try:
+            self._write(batches)
+            return list(batches)
+        except Exception:
+            if len(batches) == 1:
+                raise
+        results: list[_Batch | BaseException] = []
+        for batch in batches:
+            try:
+                self._write([batch])
+                results.append(batch)
+            except Exception as exc:
+                results.append(exc)
+        return results
+
+    def _write(self, batches: Sequence[_Batch]) -> None:
+        rows: list[EventRow] = []
+        with self._uow() as uow:
+            for batch in batches:
+                project = uow.projects.by_id(batch.project_id)
+                assert project is not None
+                for index, reason, body in batch.dead:
+                    uow.dead_letters.add(project.id, batch.received, reason, body, index)
+                fresh = uow.receipts.claim(project.id, [e.dedup_key for e in batch.events], batch.received)
+                new = [e for e in _first_of_each(batch.events) if e.dedup_key in fresh]
+                batch.result.duplicates = len(batch.events) - len(new)
+                batch.opened = self._store(uow, project, new, batch.received, rows)
+            if rows:
+                token = hashlib.sha256("".join(r.dedup_key for r in rows).encode()).hexdigest()
+                self._events.insert(rows, token)  # before the commit: a 2xx means both are durable
+            uow.commit()
+
+    def _store(self, uow: SqlUnitOfWork, project: Project, events: Sequence[Event], received: datetime,
+               rows: list[EventRow]) -> bool:
+        """Subjects, operational effects and the ClickHouse rows (appended to `rows`) of new events."""
         if not events:
             return False
         keys = {e.actor.key for e in events if e.actor} | {Actor("user", u).key for e in events
@@ -105,7 +160,6 @@ class IngestService:
             if event.actor and event.at < earliest.get(event.actor.key, received):
                 earliest[event.actor.key] = event.at
         subjects = uow.subjects_bulk.ensure(project.id, keys, received, earliest)
-        rows: list[EventRow] = []
         last_seen: dict[str, datetime] = {}
         opened = False
         for event in events:
@@ -115,8 +169,6 @@ class IngestService:
             opened |= self._effects(uow, project, event, subject)
             rows.append(self._row(project, event, subject, subjects, received))
         uow.subjects_bulk.seen(last_seen)
-        token = hashlib.sha256("".join(r.dedup_key for r in rows).encode()).hexdigest()
-        self._events.insert(rows, token)
         return opened
 
     def _row(self, project: Project, event: Event, subject: Subject | None, subjects: dict[str, Subject],

@@ -143,3 +143,19 @@ def test_only_the_webhook_token_of_the_events_project_posts_events(client: TestC
     assert client.post("/v1/events", json=BACKEND[2], headers=bearer(keys["api_key"])).status_code == 401
     assert client.post("/v1/events", json=BACKEND[2]).status_code == 401
     assert client.get("/v1/events/rejected", headers=bearer(keys["webhook_token"])).status_code == 401
+
+
+def test_concurrent_webhook_calls_share_commits_and_lose_nothing(keys: dict[str, str],
+                                                                 container: Container) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with container.uow() as uow:
+        project = uow.projects.by_name(PROJECT)
+        assert project is not None
+    bodies = [json.dumps(frontend("session_started", f"user-{i % 7}", created_at=f"2026-01-14T12:00:{i:02d}Z"))
+              for i in range(40)]
+    bodies += [bodies[0]] * 5  # the same delivery, repeated concurrently
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda b: container.ingest.ingest(project.id, PROJECT, b.encode()), bodies))
+    assert all(r.status_code == 202 and r.accepted == 1 for r in results)
+    assert len(ch_rows(container)) == 40

@@ -66,7 +66,7 @@ def test_lifecycle_state_machine(tmp_path_factory: pytest.TempPathFactory, click
             body = [frontend("message_sent", user, text=f"text-{user}-{self.messages}", created_at=at,
                              message_id=f"m{self.messages}", room=room, user_name=f"Name {user}"),
                     frontend("name_set", user, user_name=f"Name {user}", created_at=at)]
-            self.c.ingest.ingest(self.project_id, json.dumps(body).encode())
+            self.c.ingest.ingest(self.project_id, PROJECT, json.dumps(body).encode())
 
         @rule(user=st.sampled_from(USERS), mode=st.sampled_from(list(Mode)))
         def partner_requests_deletion(self, user: str, mode: Mode) -> None:
