@@ -13,7 +13,7 @@ import traceback
 from collections.abc import Sequence
 
 # In the order `make bench` runs them. Add "retention" when it arrives.
-MODULES: list[str] = ["api", "ingest", "erasure", "latency"]
+MODULES: list[str] = ["api", "ingest", "erasure", "latency", "retention"]
 
 
 def run(names: Sequence[str]) -> int:

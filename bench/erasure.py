@@ -325,6 +325,9 @@ def main() -> int:
             print(f"anonymise: {seconds:8.2f} s  EventStore.anonymise, {len(sets[0]):,} subjects, "
                   f"{anonymised:,} rows blanked (with residual: {meter.note()}); its statements:", flush=True)
             _print_calls(calls)
+            apply = sum(t for statement, t in calls if "APPLY PATCHES" in statement)
+            print(f"           APPLY PATCHES: {apply / before['parts'] * 1000:.0f} ms per part of the table "
+                  f"({before['parts']} parts)")
             print(f"residual:  {residual_seconds:8.2f} s  EventStore.residual (apply_patch_parts=0): all zero")
             after = _table_state(ch)
             print(f"\naggregates before -> after: rows {before['rows']:,} -> {after['rows']:,}; distinct subjects "

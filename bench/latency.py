@@ -151,10 +151,18 @@ def _report_round(label: str, latencies: list[float], counts: dict[str, int],
     if ordered:
         print(f"    latency  median {median:.2f} s, min {ordered[0]:.2f} s, "
               f"p90 {ordered[min(len(ordered) - 1, int(len(ordered) * 0.9))]:.2f} s, max {ordered[-1]:.2f} s")
-    for seconds, summary in runs:
-        stores = summary.get("stores", {})
-        print(f"    anonymise run {seconds:7.2f} s: processed {summary.get('processed')}, "
-              f"failed {summary.get('failed')}, rows {stores}")
+    if len(runs) > 4:  # one line for many small runs
+        durations = sorted(seconds for seconds, _ in runs)
+        events = sum(summary.get("stores", {}).get("clickhouse.events", 0) for _, summary in runs)
+        print(f"    {len(runs)} anonymise runs: {statistics.median(durations):.2f} s median, "
+              f"{durations[-1]:.2f} s max; "
+              f"processed {sum(summary.get('processed', 0) for _, summary in runs)} requests, "
+              f"{events} ClickHouse rows blanked")
+    else:
+        for seconds, summary in runs:
+            events = summary.get("stores", {}).get("clickhouse.events", 0)
+            print(f"    anonymise run {seconds:7.2f} s: processed {summary.get('processed')}, "
+                  f"failed {summary.get('failed')}, {events} ClickHouse rows blanked")
     sys.stdout.flush()
     return median
 

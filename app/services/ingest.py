@@ -143,7 +143,10 @@ class IngestService:
                 batch.result.duplicates = len(batch.events) - len(new)
                 batch.opened = self._store(uow, project, new, batch.received, rows)
             if rows:
-                token = hashlib.sha256("".join(r.dedup_key for r in rows).encode()).hexdigest()
+                # the same rows retried get the same token; another project's identical
+                # payloads must not (their dedup keys match: the key covers the payload only)
+                ids = "".join(b.project_id for b in batches) + "".join(r.dedup_key for r in rows)
+                token = hashlib.sha256(ids.encode()).hexdigest()
                 self._events.insert(rows, token)  # before the commit: a 2xx means both are durable
             uow.commit()
 

@@ -46,12 +46,14 @@ class EventLifecycle:
         self.ch = ch
 
     # --- aggregates ----------------------------------------------------------------------
-    def days_to_aggregate(self, before: date) -> list[date]:
-        """Days with raw events, before `before`, that have no aggregate row yet."""
+    def days_to_aggregate(self, before: date, recount_days: int = 2) -> list[date]:
+        """Days with raw events before `before` that have no aggregate yet, plus the last
+        `recount_days` (events arrive late; a recount replaces the earlier row)."""
         rows = self.ch.rows(
             "SELECT DISTINCT toDate(at) AS d FROM events WHERE d < {before:Date} "
-            "AND d NOT IN (SELECT DISTINCT day FROM daily_metrics) ORDER BY d",
-            parameters={"before": before},
+            "AND (d NOT IN (SELECT DISTINCT day FROM daily_metrics) OR d >= {before:Date} - {recount:UInt32}) "
+            "ORDER BY d",
+            parameters={"before": before, "recount": recount_days},
         )
         return [r[0] for r in rows]
 
@@ -83,30 +85,37 @@ class EventLifecycle:
     def expire_before(self, cutoff: date, held: Held) -> dict[str, int]:
         """Remove every event older than `cutoff` (day granularity) except held ones.
 
-        Whole daily partitions are dropped (cheap: no row is rewritten); a partition with held
-        rows loses only its unheld rows, physically. Returns rows removed and partitions dropped.
+        Whole daily partitions are dropped in one statement (cheap: no row is rewritten). A
+        partition with held rows is rebuilt from its held rows alone: they are copied to a
+        staging table and swapped in with REPLACE PARTITION (atomic and physical at once; a
+        table-wide mutation per partition costs minutes). Returns rows removed, partitions dropped.
         """
-        partitions = [str(p) for (p,) in self.ch.rows(
-            "SELECT DISTINCT partition FROM system.parts WHERE database = currentDatabase() "
-            "AND table = 'events' AND active AND partition < {c:String} ORDER BY partition",
-            parameters={"c": cutoff.strftime("%Y%m%d")},
-        )]
-        removed, dropped = 0, 0
         predicate, params = held.predicate()
-        for partition in partitions:
-            where = "toYYYYMMDD(at) = {part:UInt32}"
-            total, kept = self.ch.rows(
-                f"SELECT count(), countIf({predicate}) FROM events WHERE {where}",
-                parameters={**params, "part": int(partition)},
-            )[0] if held else (self._count(where, int(partition)), 0)
-            if kept == 0:
-                self.ch.command("ALTER TABLE events DROP PARTITION {part:String}", parameters={"part": partition},
-                                settings=SYNC)
-                dropped += 1
-            elif total > kept:
-                self._delete(f"{where} AND NOT {predicate}", {**params, "part": int(partition)})
-            removed += int(total) - int(kept)
-        return {"rows": removed, "partitions_dropped": dropped}
+        counts = self.ch.rows(
+            f"SELECT toYYYYMMDD(at) AS p, count(), countIf({predicate}) FROM events "
+            "WHERE toDate(at) < {cutoff:Date} GROUP BY p ORDER BY p",
+            parameters={**params, "cutoff": cutoff},
+        )
+        drop = [str(p) for p, _total, kept in counts if kept == 0]
+        keep = [str(p) for p, _total, kept in counts if kept > 0]
+        if drop:
+            self.ch.command("ALTER TABLE events " + ", ".join(f"DROP PARTITION {int(p)}" for p in drop))
+        if keep:
+            self._rebuild_with_held_rows_only(keep, predicate, params)
+        removed = sum(int(total) - int(kept) for _p, total, kept in counts)
+        return {"rows": removed, "partitions_dropped": len(drop)}
+
+    def _rebuild_with_held_rows_only(self, partitions: list[str], predicate: str, params: dict[str, Any]) -> None:
+        staging = f"events_keep_{uuid.uuid4().hex[:12]}"
+        self.ch.command(f"CREATE TABLE {staging} AS events")
+        try:
+            self.ch.command(
+                f"INSERT INTO {staging} SELECT * FROM events WHERE toYYYYMMDD(at) IN {{parts:Array(UInt32)}} "
+                f"AND {predicate}", parameters={**params, "parts": [int(p) for p in partitions]})
+            self.ch.command("ALTER TABLE events " + ", ".join(
+                f"REPLACE PARTITION {int(p)} FROM {staging}" for p in partitions))
+        finally:
+            self.ch.command(f"DROP TABLE IF EXISTS {staging} SYNC")
 
     def delete_project(self, project: str, held: Held, before: datetime | None = None) -> int:
         """Offboarding (and per-project shorter retention): the project's rows, except held ones."""
@@ -121,9 +130,6 @@ class EventLifecycle:
         if count:
             self._delete(where, params)
         return count
-
-    def _count(self, where: str, partition: int) -> int:
-        return int(self.ch.rows(f"SELECT count() FROM events WHERE {where}", parameters={"part": partition})[0][0])
 
     def _delete(self, where: str, params: dict[str, Any]) -> None:
         self.ch.command(f"DELETE FROM events WHERE {where}", parameters=params)
