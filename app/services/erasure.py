@@ -74,6 +74,9 @@ class ErasureService:
                 log.warning("erasure.step_failed", step=exc.step, requests=len(ids))
                 self._fail(ids, str(exc))
                 summary.failed += len(ids)
+            # progress on long runs (one line per batch of up to batch_size requests)
+            log.info("erasure.progress", job=step.value, processed=summary.processed, held=summary.held,
+                     failed=summary.failed)
             if len(claimed) < self.batch_size:
                 break
         if summary.purged:
