@@ -165,14 +165,22 @@ class IngestService:
         subjects = uow.subjects_bulk.ensure(project.id, keys, received, earliest)
         last_seen: dict[str, datetime] = {}
         opened = False
+        self._new_messages: list[dict[str, Any]] = []
         for event in events:
             subject = subjects[event.actor.key] if event.actor else None
             if subject is not None:
                 last_seen[subject.id] = max(event.at, last_seen.get(subject.id, event.at))
             opened |= self._effects(uow, project, event, subject)
             rows.append(self._row(project, event, subject, subjects, received))
+        self._flush_messages(uow)
         uow.subjects_bulk.seen(last_seen)
         return opened
+
+    def _flush_messages(self, uow: SqlUnitOfWork) -> None:
+        """New messages are inserted together; anything that updates messages flushes first."""
+        if self._new_messages:
+            uow.messages.add(self._new_messages)
+            self._new_messages = []
 
     def _row(self, project: Project, event: Event, subject: Subject | None, subjects: dict[str, Subject],
              received: datetime) -> EventRow:
@@ -191,6 +199,8 @@ class IngestService:
     def _effects(self, uow: SqlUnitOfWork, project: Project, event: Event, subject: Subject | None) -> bool:
         """Operational data in SQL (CONTRACT "Lifecycle effects"); True when a request was opened."""
         name, value, at = event.event, event.raw_value, event.at
+        if name in MESSAGE_DELETED or name in ("message_moderation", "report_sent"):
+            self._flush_messages(uow)
         if name == "message_moderation" and event.message_id:
             action = value.get("action")
             if action in ("hide", "delete"):
@@ -201,9 +211,9 @@ class IngestService:
         if subject is None:
             return False
         if name in MESSAGE_SENT and event.message_id:
-            uow.messages.add([{"project_id": project.id, "message_id": event.message_id,
-                               "room_id": event.room_id or None, "subject_id": subject.id,
-                               "text": event.personal.get("text") or None, "sent_at": at}])
+            self._new_messages.append({"project_id": project.id, "message_id": event.message_id,
+                                       "room_id": event.room_id or None, "subject_id": subject.id,
+                                       "text": event.personal.get("text") or None, "sent_at": at})
         elif name in MESSAGE_DELETED and event.message_id:
             uow.messages.mark_deleted(project.id, event.message_id, at)
         elif name == "report_sent" and event.message_id:

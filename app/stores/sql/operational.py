@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, delete, func, select, update
+from sqlalchemy import Table, bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -56,9 +56,15 @@ class SubjectsBulk:
         return {s.user_id: s for s in rows if s.user_id is not None}
 
     def seen(self, last_seen: Mapping[str, datetime]) -> None:
-        for subject_id, at in last_seen.items():
-            self.session.execute(update(Subject).where(Subject.id == subject_id, Subject.last_seen_at < at)
-                                 .values(last_seen_at=at))
+        """Move each subject's last activity forward: one executemany, not an ORM update per
+        subject (those re-check every loaded object: quadratic in the batch size)."""
+        if not last_seen:
+            return
+        table = Subject.__table__
+        statement = (table.update()  # type: ignore[attr-defined]
+                     .where(table.c.id == bindparam("sid"), table.c.last_seen_at < bindparam("seen"))
+                     .values(last_seen_at=bindparam("seen")))
+        self.session.connection().execute(statement, [{"sid": sid, "seen": at} for sid, at in last_seen.items()])
 
 
 class Receipts:
