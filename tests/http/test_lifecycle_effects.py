@@ -3,6 +3,7 @@
 from pathlib import Path
 from typing import Any
 
+import pytest
 from litestar.testing import TestClient
 
 from app.bootstrap import Container
@@ -150,3 +151,23 @@ def test_subject_report_for_an_officer(client: TestClient[Any], keys: dict[str, 
     assert [h["id"] for h in again["holds"]] == [held["id"]]
     assert client.get("/v1/subjects/nobody", headers=bearer(officer)).status_code == 404
     assert client.get(f"/v1/subjects/{USER}", headers=bearer(keys["api_key"])).status_code == 401
+
+
+@pytest.mark.parametrize("targeted", [16, 0])
+def test_erasure_is_physical_whether_patches_go_day_by_day_or_table_wide(
+    client: TestClient[Any], keys: dict[str, str], container: Container, clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch, targeted: int,
+) -> None:
+    from app.stores.clickhouse import events
+
+    monkeypatch.setattr(events, "TARGETED_PARTITIONS", targeted)
+    # a backfill spanning 150 days in one call (ClickHouse refuses >100 partitions by default)
+    batch = [frontend("session_started", created_at=f"2025-{1 + d // 28:02d}-{1 + d % 28:02d}T10:00:00Z")
+             for d in range(150)]
+    batch.append(frontend("session_started", user_id="bystander", created_at="2025-01-01T10:00:00Z"))
+    assert post(client, keys, batch).json()["accepted"] == 151
+    client.post("/v1/deletion-requests", json={"user_id": USER}, headers=bearer(keys["api_key"]))
+    container.erasure.anonymise(clock.now)
+    rows = ch_rows(container)  # patch parts off: what is on disk
+    assert len(rows) == 151
+    assert [r["user_name"] for r in rows if r["user_name"]] == ["John Doe"]  # the bystander's
