@@ -66,12 +66,9 @@ class EventStore:
     # --- erasure -------------------------------------------------------------------------
     def anonymise(self, batch: ErasureBatch) -> Mapping[str, int]:
         """Blank the personal columns of every event of the batch's subjects, physically."""
-        counts = self._personal_rows(batch.subject_ids, masks=True)
+        counts, partitions = self._personal_rows_and_days(batch.subject_ids)
         if counts:
             ids = [uuid.UUID(s) for s in counts]
-            partitions = [str(p) for (p,) in self.ch.rows(
-                f"SELECT DISTINCT _partition_id FROM events "
-                f"WHERE subject_id IN {{ids:Array(UUID)}} AND ({_ANY_PERSONAL})", parameters={"ids": ids})]
             self.ch.command(f"UPDATE events SET {_BLANK} WHERE subject_id IN {{ids:Array(UUID)}}",
                             parameters={"ids": ids}, settings={"allow_experimental_lightweight_update": 1})
             if len(partitions) <= TARGETED_PARTITIONS:
@@ -91,6 +88,17 @@ class EventStore:
     def residual(self, batch: ErasureBatch) -> Mapping[str, int]:
         """Rows that still hold a personal value, read with patch parts off (what is on disk)."""
         return self._personal_rows(batch.subject_ids, masks=False)
+
+    def _personal_rows_and_days(self, subject_ids: Sequence[str]) -> tuple[dict[str, int], list[str]]:
+        """Rows still holding a personal value per subject, and the partitions they sit in."""
+        if not subject_ids:
+            return {}, []
+        rows = self.ch.rows(
+            f"SELECT toString(subject_id), count(), groupUniqArray(_partition_id) FROM events "
+            f"WHERE subject_id IN {{ids:Array(UUID)}} AND ({_ANY_PERSONAL}) GROUP BY subject_id",
+            parameters={"ids": [uuid.UUID(s) for s in subject_ids]},
+        )
+        return {str(s): int(n) for s, n, _ in rows}, sorted({str(p) for _, _, days in rows for p in days})
 
     def _personal_rows(self, subject_ids: Sequence[str], *, masks: bool) -> dict[str, int]:
         if not subject_ids:
