@@ -21,7 +21,7 @@ Target (issue): anonymise <= 1.0 x the copy.
 With BENCH_ERASURE_COMPARE=1 (default) it then measures alternatives on fresh subject sets:
 a classic mutation (`ALTER TABLE events UPDATE ... WHERE subject_id IN ...`, mutations_sync=2) on
 the same engine, and both strategies again after reopening the same directory with the chDB
-engine option background_pool_size=BENCH_TUNED_POOL (16; the embedded default is 2), plus the
+engine option background_pool_size=BENCH_TUNED_POOL (16; chDB's own default is 2, Lethe opens it with 16), plus the
 copy again on that engine. These are diagnostics for the report: the app is not changed.
 
 Settings (environment): BENCH_EVENTS (10000000), BENCH_SUBJECTS (200000), BENCH_ERASE (10000),
