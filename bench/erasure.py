@@ -39,12 +39,14 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from bench import chdata
+from bench.chdata import SUBJECT_UUID, TimedClickHouse, mib, verdict, wait_for_merges
 from bench.harness import cpu_seconds, env_int, exit_on_sigterm, machine_cpu_seconds
 
 TARGET_RATIO = 1.0
@@ -52,87 +54,18 @@ PROJECT = "bench-prod"
 PROJECT_ID = "00000000-0000-0000-0000-00000000b001"
 
 # subject number n (UInt32) -> a random-looking UUID, the same in every query
-SUBJECT_UUID = "reinterpretAsUUID(concat(reinterpretAsString(sipHash64(n, 1)), reinterpretAsString(sipHash64(n, 2))))"
-WORDS = ("goal", "what", "a", "save", "referee", "offside", "penalty", "great", "match", "the", "team", "is",
-         "playing", "well", "today", "no", "way", "come", "on", "keeper", "shot", "corner", "half", "time",
-         "score", "again", "really", "who", "wins", "final")
-AGENTS = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36",
-          "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15",
-          "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36")
-
-
-def _verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
-
-
-def _array(values: Sequence[str]) -> str:
-    return "[" + ", ".join("'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'" for v in values) + "]"
 
 
 def generate_sql(events: int, subjects: int, start: datetime, days: int) -> str:
-    """Events in time order (so an insert block spans a few days), 20 kinds by row number:
-    4 message_sent (text, unique message_id), 8 other frontend events (name, nickname, platform
+    """4 message_sent (text, unique message_id), 8 other frontend events (name, nickname, platform
     user id, source URL, user agent), 5 backend events, 1 user_login (ip), 1 name_changed,
-    1 without a subject (text_translate). Subject number: a hash of the row number (uniform)."""
-    span_ms = days * 86_400_000
-    return f"""
-INSERT INTO events
-SELECT '{PROJECT}' AS project,
-  multiIf(k < 4, 'message_sent', k < 8, 'session_started', k < 10, 'room_opened', k < 12, 'message_liked',
-          k < 14, 'user_join', k < 16, 'user_leave', k < 17, 'reaction_create', k < 18, 'user_login',
-          k < 19, 'name_changed', 'text_translate') AS event,
-  at_ AS at,
-  at_ + toIntervalMillisecond(50 + number % 2000) AS received_at,
-  if(k = 19, toUUID('00000000-0000-0000-0000-000000000000'), {SUBJECT_UUID}) AS subject_id,
-  if(k = 19, '', 'user') AS actor_kind,
-  toFixedString(lower(hex(sipHash128(number))), 32) AS dedup_key,
-  toString(16888000 + cityHash64(number, 7) % 500) AS room_id,
-  if(k < 4, concat('msg_', toString(number)), '') AS message_id,
-  ['web', 'ios', 'android'][1 + n % 3] AS platform,
-  if(k < 12 OR k = 18, concat('User ', toString(n)), '') AS user_name,
-  if(k < 12, concat('user', toString(n)), '') AS nickname,
-  if(k < 12, concat('user_', toString(n)), '') AS decrypted_user_id,
-  if(k < 4, arrayStringConcat(arrayMap(i -> {_array(WORDS)}[1 + cityHash64(number, i) % {len(WORDS)}],
-                                       range(3 + number % 12)), ' '), '') AS text,
-  if(k < 12, concat('https://chat.example.com/room/', room_id), '') AS source_url,
-  if(k < 12, {_array(AGENTS)}[1 + n % {len(AGENTS)}], '') AS user_agent,
-  if(k = 17, IPv4NumToString(toUInt32(cityHash64(n, 3) % 4294967296)), '') AS ip,
-  '' AS url,
-  if(k < 12, concat('{{"event_id": "', room_id, '", "room_title": "EPL Final Discussion", ',
-                    '"screen_size": "1920x1080", "source": "room"}}'),
-     concat('{{"room_id": "', room_id, '"}}')) AS properties
-FROM (SELECT number, number % 20 AS k, toUInt32(cityHash64(number) % {subjects}) AS n,
-             toDateTime64('{start:%Y-%m-%d %H:%M:%S}', 3, 'UTC')
-               + toIntervalMillisecond(intDiv(number * {span_ms}, {events})) AS at_
-      FROM numbers({events}))
-"""
-
-
-class TimedClickHouse:
-    """Delegates to the app's ClickHouse wrapper and records (statement, seconds) per call."""
-
-    def __init__(self, ch: Any) -> None:
-        self._ch = ch
-        self.calls: list[tuple[str, float]] = []
-
-    def _timed(self, sql: str, fn: Callable[[], Any]) -> Any:
-        started = time.perf_counter()
-        try:
-            return fn()
-        finally:
-            self.calls.append((" ".join(sql.split())[:60], time.perf_counter() - started))
-
-    def command(self, sql: str, parameters: dict[str, Any] | None = None,
-                settings: dict[str, Any] | None = None) -> Any:
-        return self._timed(sql, lambda: self._ch.command(sql, parameters=parameters, settings=settings))
-
-    def rows(self, sql: str, parameters: dict[str, Any] | None = None,
-             settings: dict[str, Any] | None = None) -> Any:
-        return self._timed(sql, lambda: self._ch.rows(sql, parameters=parameters, settings=settings))
-
-    def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str],
-               settings: dict[str, Any] | None = None) -> None:
-        self._timed(f"INSERT INTO {table}", lambda: self._ch.insert(table, rows, columns, settings=settings))
+    1 without a subject (text_translate), in one project."""
+    return chdata.generate_sql(
+        events, subjects, start, days * 86_400_000, project_sql=f"'{PROJECT}'",
+        event_sql="multiIf(k < 4, 'message_sent', k < 8, 'session_started', k < 10, 'room_opened', "
+                  "k < 12, 'message_liked', k < 14, 'user_join', k < 16, 'user_leave', k < 17, 'reaction_create', "
+                  "k < 18, 'user_login', k < 19, 'name_changed', 'text_translate')",
+        user_name_when="k < 12 OR k = 18", ip_when="k = 17")
 
 
 def open_clickhouse(url: str, chdb_options: Mapping[str, Any] | None = None) -> Any:
@@ -180,18 +113,6 @@ class Meter:
                 f"rest of the machine {self.other / self.seconds:.0%}")
 
 
-def _wait_for_merges(ch: Any, limit: float = 300) -> float:
-    """Seconds waited until no merge or mutation runs (bounded), so a timing starts on a quiet engine."""
-    started = time.monotonic()
-    while time.monotonic() - started < limit:
-        busy = ch.rows("SELECT (SELECT count() FROM system.merges) + "
-                       "(SELECT count() FROM system.mutations WHERE NOT is_done)")[0][0]
-        if not busy:
-            break
-        time.sleep(0.2)
-    return time.monotonic() - started
-
-
 def _table_state(ch: Any) -> dict[str, Any]:
     from app.stores.clickhouse.events import _ANY_PERSONAL
 
@@ -219,10 +140,6 @@ def _batch(subjects: Mapping[str, str]) -> Any:
 
     return ErasureBatch(project_of=dict.fromkeys(subjects, PROJECT_ID),
                         user_of={sid: f"user_{n}" for sid, n in subjects.items()})
-
-
-def _mib(n: float) -> str:
-    return f"{n / 2**20:,.0f} MiB"
 
 
 def _copy(ch: Any) -> float:
@@ -306,19 +223,19 @@ def main() -> int:
             generated, _ = _seconds(lambda: ch.command(generate_sql(events, subjects, start, days),
                                                        settings={"max_partitions_per_insert_block": 0}))
             optimized, _ = _seconds(lambda: ch.command("OPTIMIZE TABLE events FINAL", settings={"alter_sync": 2}))
-            _wait_for_merges(ch)
+            wait_for_merges(ch)
             before = _table_state(ch)
             print(f"\nsetup:   generated in {generated:.1f} s, OPTIMIZE FINAL in {optimized:.1f} s: "
                   f"{before['rows']:,} rows, {before['subjects']:,} distinct subject ids (incl. the empty one), "
                   f"{before['personal']:,} rows with a personal value; {before['parts']} parts in "
-                  f"{before['partitions']} partitions, {_mib(before['bytes'])} on disk", flush=True)
+                  f"{before['partitions']} partitions, {mib(before['bytes'])} on disk", flush=True)
             sets = _subject_sets(ch, subjects, erase, 4 if compare else 1)
 
             with Meter() as meter:
                 copy_seconds = _copy(ch)
             print(f"\ncopy:      {copy_seconds:8.2f} s  CREATE TABLE events_copy AS events; INSERT ... SELECT * "
                   f"({before['rows'] / copy_seconds:,.0f} rows/s; {meter.note()})", flush=True)
-            _wait_for_merges(ch)
+            wait_for_merges(ch)
 
             with Meter() as meter:
                 seconds, residual_seconds, anonymised, calls = _anonymise(ch, sets[0], "anonymise")
@@ -341,7 +258,7 @@ def main() -> int:
 
             comparisons: list[tuple[str, float]] = []
             if compare:
-                _wait_for_merges(ch)
+                wait_for_merges(ch)
                 classic, rows = _classic(ch, sets[1])
                 comparisons.append(("classic ALTER TABLE UPDATE (same engine)", classic))
                 print(f"\ncompare:   {classic:8.2f} s  ALTER TABLE events UPDATE ... WHERE subject_id IN (...) "
@@ -353,16 +270,16 @@ def main() -> int:
             ch = open_clickhouse(url, {"background_pool_size": tuned_pool})
             try:
                 print(f"\nreopened with chdb option background_pool_size={tuned_pool}:", flush=True)
-                _wait_for_merges(ch)
+                wait_for_merges(ch)
                 tuned_copy = _copy(ch)
                 print(f"copy:      {tuned_copy:8.2f} s", flush=True)
-                _wait_for_merges(ch)
+                wait_for_merges(ch)
                 tuned, tuned_residual, tuned_rows, calls = _anonymise(ch, sets[2], "tuned anonymise")
                 print(f"anonymise: {tuned:8.2f} s  EventStore.anonymise, {len(sets[2]):,} other subjects, "
                       f"{tuned_rows:,} rows; its statements:", flush=True)
                 _print_calls(calls)
                 print(f"residual:  {tuned_residual:8.2f} s", flush=True)
-                _wait_for_merges(ch)
+                wait_for_merges(ch)
                 tuned_classic, rows = _classic(ch, sets[3])
                 print(f"classic:   {tuned_classic:8.2f} s  ALTER TABLE events UPDATE, {rows:,} rows", flush=True)
                 comparisons += [(f"copy (pool {tuned_pool})", tuned_copy),
@@ -380,7 +297,7 @@ def main() -> int:
     print(f"  EventStore.residual                       {residual_seconds:8.2f} s")
     for label, value in comparisons:
         print(f"  {label:<41} {value:8.2f} s")
-    print(f"  target anonymise <= {TARGET_RATIO:g} x copy: {_verdict(ok)} ({ratio:.2f} x)")
+    print(f"  target anonymise <= {TARGET_RATIO:g} x copy: {verdict(ok)} ({ratio:.2f} x)")
     print(f"  peak RSS of this process: {peak:,.0f} MiB")
     if not unchanged:
         return 1

@@ -43,11 +43,13 @@ import resource
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bench import chdata
+from bench.chdata import TimedClickHouse, mib, verdict, wait_for_merges
 from bench.harness import env_int, exit_on_sigterm, machine_cpu_seconds
 
 TARGET_RATIO = 0.05
@@ -57,91 +59,24 @@ ON_DISK = {"apply_patch_parts": 0, "apply_deleted_mask": 0}  # what is physicall
 ZERO_UUID = "00000000-0000-0000-0000-000000000000"
 
 # subject number n (UInt32) -> a random-looking UUID, the same in every query
-SUBJECT_UUID = "reinterpretAsUUID(concat(reinterpretAsString(sipHash64(n, 1)), reinterpretAsString(sipHash64(n, 2))))"
-WORDS = ("goal", "what", "a", "save", "referee", "offside", "penalty", "great", "match", "the", "team", "is",
-         "playing", "well", "today", "no", "way", "come", "on", "keeper", "shot", "corner", "half", "time")
-AGENTS = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36",
-          "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15",
-          "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36")
-
-
-def _verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
 
 
 def _yes(ok: bool) -> str:
     return "yes" if ok else "NO"
 
 
-def _array(values: Sequence[str]) -> str:
-    return "[" + ", ".join("'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'" for v in values) + "]"
-
-
-def _mib(n: float) -> str:
-    return f"{n / 2**20:,.0f} MiB"
-
-
 def generate_sql(events: int, subjects: int, start: datetime, end: datetime) -> str:
-    """`events` rows evenly over [start, end) in time order (an insert block spans a few days),
-    20 kinds by row number: 4 message_sent (text, unique message_id), 1 reaction_create,
-    1 message_reaction_sent, 8 other frontend events (name, nickname, platform user id, source URL,
-    user agent), 4 backend events, 1 user_login (ip), 1 without a subject (text_translate).
-    Subject number: a hash of the row number (uniform over `subjects`)."""
-    span_ms = int((end - start).total_seconds() * 1000)
-    return f"""
-INSERT INTO events
-SELECT if(n % 4 = 0, '{PROJECTS[1]}', '{PROJECTS[0]}') AS project,
-  multiIf(k < 4, 'message_sent', k < 6, 'session_started', k < 8, 'room_opened', k < 9, 'reaction_create',
-          k < 10, 'message_reaction_sent', k < 12, 'message_liked', k < 14, 'user_join', k < 16, 'user_leave',
-          k < 17, 'user_login', k < 19, 'name_changed', 'text_translate') AS event,
-  at_ AS at,
-  at_ + toIntervalMillisecond(50 + number % 2000) AS received_at,
-  if(k = 19, toUUID('{ZERO_UUID}'), {SUBJECT_UUID}) AS subject_id,
-  if(k = 19, '', 'user') AS actor_kind,
-  toFixedString(lower(hex(sipHash128(number))), 32) AS dedup_key,
-  toString(16888000 + cityHash64(number, 7) % 500) AS room_id,
-  if(k < 4, concat('msg_', toString(number)), '') AS message_id,
-  ['web', 'ios', 'android'][1 + n % 3] AS platform,
-  if(k < 16 OR k = 17, concat('User ', toString(n)), '') AS user_name,
-  if(k < 12, concat('user', toString(n)), '') AS nickname,
-  if(k < 12, concat('user_', toString(n)), '') AS decrypted_user_id,
-  if(k < 4, arrayStringConcat(arrayMap(i -> {_array(WORDS)}[1 + cityHash64(number, i) % {len(WORDS)}],
-                                       range(3 + number % 12)), ' '), '') AS text,
-  if(k < 12, concat('https://chat.example.com/room/', room_id), '') AS source_url,
-  if(k < 12, {_array(AGENTS)}[1 + n % {len(AGENTS)}], '') AS user_agent,
-  if(k = 16, IPv4NumToString(toUInt32(cityHash64(n, 3) % 4294967296)), '') AS ip,
-  '' AS url,
-  if(k < 12, concat('{{"event_id": "', room_id, '", "room_title": "EPL Final Discussion", ',
-                    '"screen_size": "1920x1080", "source": "room"}}'),
-     concat('{{"room_id": "', room_id, '"}}')) AS properties
-FROM (SELECT number, number % 20 AS k, toUInt32(cityHash64(number) % {subjects}) AS n,
-             toDateTime64('{start:%Y-%m-%d %H:%M:%S}', 3, 'UTC')
-               + toIntervalMillisecond(intDiv(number * {span_ms}, {events})) AS at_
-      FROM numbers({events}))
-"""
-
-
-class TimedClickHouse:
-    """Delegates to the app's ClickHouse wrapper and records (statement, seconds) per call."""
-
-    def __init__(self, ch: Any) -> None:
-        self._ch = ch
-        self.calls: list[tuple[str, float]] = []
-
-    def _timed(self, sql: str, fn: Callable[[], Any]) -> Any:
-        started = time.perf_counter()
-        try:
-            return fn()
-        finally:
-            self.calls.append((" ".join(sql.split()), time.perf_counter() - started))
-
-    def command(self, sql: str, parameters: dict[str, Any] | None = None,
-                settings: dict[str, Any] | None = None) -> Any:
-        return self._timed(sql, lambda: self._ch.command(sql, parameters=parameters, settings=settings))
-
-    def rows(self, sql: str, parameters: dict[str, Any] | None = None,
-             settings: dict[str, Any] | None = None) -> Any:
-        return self._timed(sql, lambda: self._ch.rows(sql, parameters=parameters, settings=settings))
+    """4 message_sent (text, unique message_id), 1 reaction_create, 1 message_reaction_sent,
+    8 other frontend events, 4 backend events, 1 user_login (ip), 1 without a subject, over two
+    projects (subject n belongs to PROJECTS[n % 4 == 0])."""
+    return chdata.generate_sql(
+        events, subjects, start, int((end - start).total_seconds() * 1000),
+        project_sql=f"if(n % 4 = 0, '{PROJECTS[1]}', '{PROJECTS[0]}')",
+        event_sql="multiIf(k < 4, 'message_sent', k < 6, 'session_started', k < 8, 'room_opened', "
+                  "k < 9, 'reaction_create', k < 10, 'message_reaction_sent', k < 12, 'message_liked', "
+                  "k < 14, 'user_join', k < 16, 'user_leave', k < 17, 'user_login', k < 19, 'name_changed', "
+                  "'text_translate')",
+        user_name_when="k < 16 OR k = 17", ip_when="k = 16")
 
 
 class Phase:
@@ -174,18 +109,6 @@ def _summarise_calls(calls: list[tuple[str, float]]) -> list[str]:
     return [f"      {len(v):4d} x  total {sum(v):7.2f} s  max {max(v):6.2f} s  {k}" for k, v in kinds.items()]
 
 
-def _wait_for_merges(ch: Any, limit: float = 300) -> float:
-    """Seconds waited until no merge or mutation runs (bounded), so a timing starts on a quiet engine."""
-    started = time.monotonic()
-    while time.monotonic() - started < limit:
-        busy = ch.rows("SELECT (SELECT count() FROM system.merges) + "
-                       "(SELECT count() FROM system.mutations WHERE NOT is_done)")[0][0]
-        if not busy:
-            break
-        time.sleep(0.2)
-    return time.monotonic() - started
-
-
 def _wait_gone(paths: Sequence[str], limit: float = 60) -> float | None:
     """Seconds until none of `paths` exists on disk, or None if some still do after `limit`."""
     started = time.monotonic()
@@ -209,7 +132,7 @@ def _populate(ch: Any, events: int, subjects: int, start: datetime) -> tuple[flo
         ch.command(generate_sql(events, subjects, start, NOW), settings={"max_partitions_per_insert_block": 0})
     with Phase() as optimized:
         ch.command("OPTIMIZE TABLE events FINAL", settings={"alter_sync": 2})
-    _wait_for_merges(ch)
+    wait_for_merges(ch)
     return generated.wall, optimized.wall
 
 
@@ -249,7 +172,7 @@ def _main_scenario(ch: Any, events: int, subjects: int, start: datetime, cutoff:
         "WHERE database = currentDatabase() AND table = 'events' AND active")[0]
     print(f"\nsetup:   generated in {generated:.1f} s, OPTIMIZE FINAL in {optimized:.1f} s: {state[0]:,} rows, "
           f"{state[1]:,} distinct subject ids (incl. the empty one), days {state[2]} .. {state[3]}; "
-          f"{parts} parts in {partitions} partitions, {_mib(disk)} on disk", flush=True)
+          f"{parts} parts in {partitions} partitions, {mib(disk)} on disk", flush=True)
 
     # 1. steady state: every day before `now` aggregated (informational)
     lifecycle = EventLifecycle(ch)
@@ -269,16 +192,16 @@ def _main_scenario(ch: Any, events: int, subjects: int, start: datetime, cutoff:
     edge_before = _day_counts(ch, [before_day, cutoff_day])
     old_partitions, old_parts, old_bytes, old_paths = _old_parts(ch, cutoff)
     print(f"expired: {expected:,} rows ({expected / rows_before:.2%}, 1/{rows_before / max(expected, 1):.1f}) in "
-          f"{old_partitions} daily partitions ({old_parts} parts, {_mib(old_bytes)}) before {cutoff}; "
+          f"{old_partitions} daily partitions ({old_parts} parts, {mib(old_bytes)}) before {cutoff}; "
           f"{before_day}: {edge_before[before_day]:,} rows, {cutoff_day}: {edge_before[cutoff_day]:,} rows",
           flush=True)
 
     # 2. the full-table copy, on the full table
-    _wait_for_merges(ch)
+    wait_for_merges(ch)
     copy = _copy(ch)
     print(f"\ncopy:      {copy.wall:8.2f} s  CREATE TABLE events_copy AS events; INSERT ... SELECT * "
           f"({rows_before / copy.wall:,.0f} rows/s)  {copy.cpu()}", flush=True)
-    _wait_for_merges(ch)
+    wait_for_merges(ch)
     time.sleep(6)  # the copy's dropped parts leave the disk (old_parts_lifetime = 5 s) before the timing
 
     # 3. the retention run
@@ -371,7 +294,7 @@ def _held_scenario(ch: Any, events: int, subjects: int, start: datetime, cutoff:
           f"OPTIMIZE {optimized:.1f} s, {parts} active parts); {old_total:,} rows in {old_partitions} partitions "
           f"before {cutoff}; held subject {sid} has {held_old} of them, in {held_partitions} partition", flush=True)
 
-    _wait_for_merges(ch)
+    wait_for_merges(ch)
     timed = TimedClickHouse(ch)
     held = Held(subjects=frozenset({sid}))
     with Phase() as phase:
@@ -456,8 +379,8 @@ def main() -> int:
         lines.append(("the same via staging table + REPLACE PARTITION (diagnostic)", held["replace"]["seconds"], ""))
     for label, value, extra in lines:
         print(f"  {label:<62} {value:8.2f} s{extra}")
-    print(f"  target retention <= {TARGET_RATIO:g} x copy: {_verdict(ratio_ok)} ({ratio:.4f} x)")
-    print(f"  target cap honoured to the day:  {_verdict(main_result['day_ok'])}")
+    print(f"  target retention <= {TARGET_RATIO:g} x copy: {verdict(ratio_ok)} ({ratio:.4f} x)")
+    print(f"  target cap honoured to the day:  {verdict(main_result['day_ok'])}")
     print(f"  peak RSS of this process: {peak:,.0f} MiB")
     if not (main_result["ok"] and all(h["ok"] for h in held.values())):
         return 1
