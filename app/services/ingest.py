@@ -165,22 +165,16 @@ class IngestService:
         subjects = uow.subjects_bulk.ensure(project.id, keys, received, earliest)
         last_seen: dict[str, datetime] = {}
         opened = False
-        self._new_messages: list[dict[str, Any]] = []
+        new_messages: list[dict[str, Any]] = []  # inserted together, see _flush_messages
         for event in events:
             subject = subjects[event.actor.key] if event.actor else None
             if subject is not None:
                 last_seen[subject.id] = max(event.at, last_seen.get(subject.id, event.at))
-            opened |= self._effects(uow, project, event, subject)
+            opened |= self._effects(uow, project, event, subject, new_messages)
             rows.append(self._row(project, event, subject, subjects, received))
-        self._flush_messages(uow)
+        _flush_messages(uow, new_messages)
         uow.subjects_bulk.seen(last_seen)
         return opened
-
-    def _flush_messages(self, uow: SqlUnitOfWork) -> None:
-        """New messages are inserted together; anything that updates messages flushes first."""
-        if self._new_messages:
-            uow.messages.add(self._new_messages)
-            self._new_messages = []
 
     def _row(self, project: Project, event: Event, subject: Subject | None, subjects: dict[str, Subject],
              received: datetime) -> EventRow:
@@ -196,11 +190,12 @@ class IngestService:
             personal={} if hidden else event.personal, properties=properties,
         )
 
-    def _effects(self, uow: SqlUnitOfWork, project: Project, event: Event, subject: Subject | None) -> bool:
+    def _effects(self, uow: SqlUnitOfWork, project: Project, event: Event, subject: Subject | None,
+                 new_messages: list[dict[str, Any]]) -> bool:
         """Operational data in SQL (CONTRACT "Lifecycle effects"); True when a request was opened."""
         name, value, at = event.event, event.raw_value, event.at
         if name in MESSAGE_DELETED or name in ("message_moderation", "report_sent"):
-            self._flush_messages(uow)
+            _flush_messages(uow, new_messages)
         if name == "message_moderation" and event.message_id:
             action = value.get("action")
             if action in ("hide", "delete"):
@@ -211,7 +206,7 @@ class IngestService:
         if subject is None:
             return False
         if name in MESSAGE_SENT and event.message_id:
-            self._new_messages.append({"project_id": project.id, "message_id": event.message_id,
+            new_messages.append({"project_id": project.id, "message_id": event.message_id,
                                        "room_id": event.room_id or None, "subject_id": subject.id,
                                        "text": event.personal.get("text") or None, "sent_at": at})
         elif name in MESSAGE_DELETED and event.message_id:
@@ -248,6 +243,13 @@ class IngestService:
             profile.avatar_url = event.personal["url"]
         profile.updated_at = event.at
         uow.session.add(profile)
+
+
+def _flush_messages(uow: SqlUnitOfWork, new_messages: list[dict[str, Any]]) -> None:
+    """New messages are inserted together; anything that updates messages flushes them first."""
+    if new_messages:
+        uow.messages.add(new_messages)
+        new_messages.clear()
 
 
 def _first_of_each(events: Sequence[Event]) -> list[Event]:
