@@ -57,7 +57,7 @@ class RetentionService:
                 if cutoff.date() > earliest.date():
                     summary.stores["clickhouse.events"] += self._events.delete_project(
                         projects[pid], held, before=cutoff.replace(hour=0, minute=0, second=0, microsecond=0))
-            summary.held += int(bool(held))
+            summary.held += expired["held_rows"]
         # 3. SQL, one transaction per project
         for pid, name in sorted(projects.items(), key=lambda p: p[1]):
             with self._uow() as uow:

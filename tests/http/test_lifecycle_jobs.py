@@ -120,6 +120,7 @@ def test_retention_keeps_held_rows_in_an_expired_partition(client: TestClient[An
     cutoff = add_months(now, -13)
     old = [r for r in ch_rows(container) if r["at"].replace(tzinfo=UTC) < cutoff]
     assert len(old) == 2 and summary.stores["clickhouse.events"] == 1  # u-b's old session went
+    assert summary.held >= 2  # the held user's old event rows (and message) are reported as held
     assert message(client, keys, "m-old").status_code == 200  # the held user's old message stays
 
 

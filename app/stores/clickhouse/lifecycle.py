@@ -88,7 +88,8 @@ class EventLifecycle:
         Whole daily partitions are dropped in one statement (cheap: no row is rewritten). A
         partition with held rows is rebuilt from its held rows alone: they are copied to a
         staging table and swapped in with REPLACE PARTITION (atomic and physical at once; a
-        table-wide mutation per partition costs minutes). Returns rows removed, partitions dropped.
+        table-wide mutation per partition costs minutes). Returns rows removed, partitions dropped
+        and held rows kept.
         """
         predicate, params = held.predicate()
         counts = self.ch.rows(
@@ -103,7 +104,7 @@ class EventLifecycle:
         if keep:
             self._rebuild_with_held_rows_only(keep, predicate, params)
         removed = sum(int(total) - int(kept) for _p, total, kept in counts)
-        return {"rows": removed, "partitions_dropped": len(drop)}
+        return {"rows": removed, "partitions_dropped": len(drop), "held_rows": sum(int(k) for _p, _t, k in counts)}
 
     def _rebuild_with_held_rows_only(self, partitions: list[str], predicate: str, params: dict[str, Any]) -> None:
         staging = f"events_keep_{uuid.uuid4().hex[:12]}"
