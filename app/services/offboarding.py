@@ -86,18 +86,19 @@ class OffboardingService:
              now: datetime) -> dict[str, int]:
         session = uow.session
         held_users = {h.target for h in holds if h.scope is Scope.USER}
-        subjects = list(session.execute(select(Subject.id, Subject.user_id).where(Subject.project_id == project_id)))
-        free_subjects = [sid for sid, user in subjects if user not in held_users]
         messages = list(session.execute(
-            select(Message.id, Message.message_id, Message.room_id, Subject.user_id)
+            select(Message.id, Message.message_id, Message.room_id, Message.subject_id, Subject.user_id)
             .outerjoin(Subject, Subject.id == Message.subject_id).where(Message.project_id == project_id)))
-        doomed, kept = [], set()
-        for row_id, message_id, room_id, user in messages:
+        doomed, kept, authors_of_kept = [], set(), set()
+        for row_id, message_id, room_id, subject_id, user in messages:
             data = Data(name, frozenset({user} if user else ()), frozenset({room_id or ""}), frozenset({message_id}))
             if self._holds.blocking(holds, data, now):
                 kept.add(message_id)
+                authors_of_kept.add(subject_id)  # a held message keeps its attribution too
             else:
                 doomed.append(row_id)
+        subjects = list(session.execute(select(Subject.id, Subject.user_id).where(Subject.project_id == project_id)))
+        free_subjects = [sid for sid, user in subjects if user not in held_users and sid not in authors_of_kept]
 
         def gone(statement: object) -> int:
             return int(session.execute(statement).rowcount)  # type: ignore[call-overload]

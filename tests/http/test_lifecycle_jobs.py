@@ -193,3 +193,18 @@ def test_a_project_hold_freezes_offboarding(client: TestClient[Any], keys: dict[
 
 def test_daily_metrics_are_per_day(container: Container) -> None:
     assert container.event_lifecycle.metrics("nobody", date(2026, 1, 1), date(2026, 2, 1)) == []
+
+
+def test_offboarding_keeps_a_held_rooms_messages_with_their_authors(client: TestClient[Any], keys: dict[str, str],
+                                                                    container: Container, clock: FakeClock) -> None:
+    post(client, keys, [frontend("message_sent", "u-a", text="kept", message_id="m-a", room="r-held"),
+                        frontend("message_sent", "u-b", text="gone", message_id="m-b", room="r-free")])
+    client.post("/v1/holds", json={"scope": "room", "target": "r-held", "reason": "inquiry"},
+                headers=bearer(keys["officer"]))
+    container.offboarding.offboard(PROJECT)
+    container.offboarding.run(clock.now)
+    with container.uow() as uow:
+        kept = list(uow.session.execute(select(Message.message_id, Message.text, Subject.user_id)
+                                        .join(Subject, Subject.id == Message.subject_id)))
+        linked = sorted(uow.session.scalars(select(Subject.user_id).where(Subject.user_id.is_not(None))))
+    assert kept == [("m-a", "kept", "u-a")] and linked == ["u-a"]
