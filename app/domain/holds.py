@@ -50,6 +50,12 @@ class Data:
     rooms: frozenset[str] = field(default_factory=frozenset)
     messages: frozenset[str] = field(default_factory=frozenset)
 
+    @classmethod
+    def message(cls, project: str, author: str | None, room: str | None, message_id: str) -> Data:
+        """One chat message, as user, room and message holds can name it."""
+        return cls(project, frozenset({author} if author else ()), frozenset({room} if room else ()),
+                   frozenset({message_id}))
+
 
 def covers(hold: Hold, data: Data) -> bool:
     if hold.project != data.project:

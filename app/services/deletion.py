@@ -175,15 +175,8 @@ class DeletionService:
         with self._uow() as uow:
             project = uow.projects.by_id(project_id)
             assert project is not None
-            subject = uow.subjects.find(project_id, user_id)
-            new_subject = subject is None
-            if subject is None:  # first sight (flushed first: the request row refers to it)
-                subject = Subject(id=new_id(), project_id=project_id, user_id=user_id, status="active",
-                                  created_at=now, last_seen_at=now)
-                uow.subjects.add(subject)
-                uow.session.flush()
-            row, created = self.open_in(uow, project, subject, user_id, mode, reason, source, actor,
-                                        known_no_open=new_subject)
+            subject = uow.subjects_bulk.ensure(project_id, [user_id], now)[user_id]
+            row, created = self.open_in(uow, project, subject, user_id, mode, reason, source, actor)
             outcome = Outcome(202 if created else 200, to_dict(row, project.name, user_id))
             if idempotency_key is not None:
                 record = uow.idempotency.get(project_id, idempotency_key)

@@ -53,8 +53,7 @@ class MessageFeedService:
                 cutoff = now - timedelta(days=self._policies.for_project(name).message_feed_days)
                 removable = []
                 for message, author in uow.messages.leaving_feed(project_id, cutoff):
-                    data = Data(name, frozenset({author} if author else ()), frozenset({message.room_id or ""}),
-                                frozenset({message.message_id}))
+                    data = Data.message(name, author, message.room_id, message.message_id)
                     if self._holds.blocking(holds, data, now):
                         summary.held += 1
                         continue

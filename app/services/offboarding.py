@@ -91,7 +91,7 @@ class OffboardingService:
             .outerjoin(Subject, Subject.id == Message.subject_id).where(Message.project_id == project_id)))
         doomed, kept, authors_of_kept = [], set(), set()
         for row_id, message_id, room_id, subject_id, user in messages:
-            data = Data(name, frozenset({user} if user else ()), frozenset({room_id or ""}), frozenset({message_id}))
+            data = Data.message(name, user, room_id, message_id)
             if self._holds.blocking(holds, data, now):
                 kept.add(message_id)
                 authors_of_kept.add(subject_id)  # a held message keeps its attribution too

@@ -83,8 +83,7 @@ class RetentionService:
         ))
         doomed, held_ids = [], set()
         for row_id, message_id, room_id, user_id in old_messages:
-            data = Data(name, frozenset({user_id} if user_id else ()), frozenset({room_id or ""}),
-                        frozenset({message_id}))
+            data = Data.message(name, user_id, room_id, message_id)
             if self._holds.blocking(project_holds, data, now):
                 held_ids.add(message_id)
             else:
