@@ -137,6 +137,12 @@ def _scalar(raw: Any) -> str:
     return "" if raw is None else str(raw)
 
 
+def supersedes(at: datetime, value: str, current_at: datetime | None, current: str | None) -> bool:
+    """Last writer wins per field, by event time: does a value set at `at` replace the current
+    one? Equal times are settled by the value itself, so delivery order never decides."""
+    return current_at is None or (at, value) > (current_at, current or "")
+
+
 def split_body(body: Any) -> list[Any]:
     """One envelope or a JSON array of up to MAX_BATCH."""
     if isinstance(body, list):

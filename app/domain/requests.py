@@ -76,14 +76,38 @@ def add_months(moment: datetime, months: int) -> datetime:
     return moment.replace(year=year, month=month, day=day)
 
 
-def deadlines(requested_at: datetime, mode: Mode, grace_days: int) -> tuple[datetime, datetime]:
+def deadlines(requested_at: datetime, mode: Mode, grace_days: int,
+              received_at: datetime | None = None) -> tuple[datetime, datetime]:
     """(grace_until, due_by) for a new request.
 
-    `grace_until` is the end of the restore window (the request time for immediate mode);
-    `due_by` is the GDPR one-month answer deadline, never earlier than the end of grace.
+    `requested_at` is when the user asked: for a `delete_profile_confirmed` its event time
+    (see `asked_at`), else the time Lethe received the request (`received_at`, by default the
+    same). The restore window runs from `requested_at`, but never ends sooner than the policy's
+    `grace_days` after `received_at`: a confirmation delivered late still gets its whole window.
+    Immediate mode has no window. `due_by` is the GDPR Art. 12(3) one-month answer deadline,
+    counted from when the user asked and never earlier than the end of grace.
     """
-    grace_until = requested_at if mode is Mode.IMMEDIATE else requested_at + timedelta(days=grace_days)
+    received = received_at or requested_at
+    grace = timedelta(days=grace_days)
+    grace_until = received if mode is Mode.IMMEDIATE else max(requested_at + grace, received + grace)
     return grace_until, max(add_months(requested_at, 1), grace_until)
+
+
+def asked_at(event_at: datetime, received_at: datetime) -> datetime:
+    """When a user's own lifecycle event happened: its event time, bounded by receipt (a clock
+    ahead of ours cannot date a request in the future)."""
+    return min(event_at, received_at)
+
+
+def confirmation_stands(confirmed_at: datetime, last_restored_at: datetime | None) -> bool:
+    """Of a user's `delete_profile_confirmed` and `account_restored`, the later by event time
+    wins, whichever arrives first. At the same instant the restore wins (nothing is deleted)."""
+    return last_restored_at is None or confirmed_at > last_restored_at
+
+
+def restore_applies(restored_at: datetime, requested_at: datetime) -> bool:
+    """An `account_restored` restores the open request only if it is not older than it."""
+    return restored_at >= requested_at
 
 
 def step_due(state: RequestState, now: datetime) -> Step | None:

@@ -22,7 +22,7 @@ from app.services.batching import GroupCommitter
 from app.services.errors import Conflict, NotFound, Unprocessable
 from app.services.policies import PolicyBook
 from app.stores.sql.models import DeletionRequest, IdempotencyKey, Project, Subject, new_id
-from app.stores.sql.uow import SqlUnitOfWork
+from app.stores.sql.uow import SqlUnitOfWork, retry_transient
 
 IN_FLIGHT_TIMEOUT = timedelta(minutes=2)  # an in-flight key older than this was abandoned by a crash
 
@@ -123,7 +123,7 @@ class DeletionService:
         meanwhile), every item is retried on its own, so one conflict does not fail the rest.
         """
         try:
-            return list(self._create_batch(items))
+            return list(retry_transient(lambda: self._create_batch(items)))
         except IntegrityError:
             results: list[Outcome | BaseException] = []
             for item in items:
@@ -187,19 +187,22 @@ class DeletionService:
         return outcome
 
     def open_in(self, uow: SqlUnitOfWork, project: Project, subject: Subject, user_id: str, mode: Mode,
-                reason: str | None, source: Source, actor: str, *,
-                known_no_open: bool = False) -> tuple[DeletionRequest, bool]:
+                reason: str | None, source: Source, actor: str, *, known_no_open: bool = False,
+                asked_at: datetime | None = None) -> tuple[DeletionRequest, bool]:
         """Within the caller's transaction: the subject's open request, or a new one (True).
-        `known_no_open`: the caller already knows the subject has no open request."""
+        `known_no_open`: the caller already knows the subject has no open request.
+        `asked_at`: when the user asked, if before now (a confirmation event's own time)."""
         existing = None if known_no_open else uow.requests.open_for(subject.id)
         if existing is not None:
             return existing, False
         now = self._clock()
-        grace_until, due_by = lifecycle.deadlines(now, mode, self._policies.for_project(project.name).grace_days)
+        requested_at = asked_at or now
+        grace_until, due_by = lifecycle.deadlines(requested_at, mode,
+                                                  self._policies.for_project(project.name).grace_days, now)
         row = DeletionRequest(
             id=new_id(), project_id=project.id, subject_id=subject.id, mode=mode.value, source=source.value,
             status=Status.PENDING.value, next_step=Step.ANONYMISE.value, reason=reason,
-            requested_at=now, grace_until=grace_until, due_by=due_by, attempts=0, evidence={},
+            requested_at=requested_at, grace_until=grace_until, due_by=due_by, attempts=0, evidence={},
         )
         uow.requests.add(row)
         uow.audit(AuditRecord(actor, "deletion_request.created", project.name,
@@ -207,19 +210,25 @@ class DeletionService:
                               {"request_id": row.id, "mode": mode.value, "source": source.value}))
         return row, True
 
-    def restore_in(self, uow: SqlUnitOfWork, project: Project, row: DeletionRequest, user_id: str,
-                   actor: str) -> None:
-        """Within the caller's transaction; raises Conflict saying why when it is refused."""
+    def restore_in(self, uow: SqlUnitOfWork, project: Project, row: DeletionRequest, actor: str) -> str:
+        """Within the caller's transaction, `row` locked (see DeletionRequests.lock): the one
+        guarded write of a restore. The state machine decides on the row as it is now, after
+        any job that moved it on has committed; the subject is unhidden in the same
+        transaction. Returns the user id; raises Conflict saying why when it is refused."""
         now = self._clock()
+        subject = uow.subjects.get(row.subject_id)
+        if subject is None or subject.user_id is None:
+            raise Conflict("the user's data was already purged; nothing can be restored")
         try:
             state = lifecycle.restore(state_of(row), now)
         except TransitionRefused as exc:
             raise Conflict(str(exc)) from exc
         apply_state(row, state)
-        row.restored_at = now
-        uow.subjects.set_status([row.subject_id], "active")
+        row.restored_at, row.lease_until = now, None
+        subject.status = "active"
         uow.audit(AuditRecord(actor, "deletion_request.restored", project.name,
-                              subject_hash(self._key, project.name, user_id), {"request_id": row.id}))
+                              subject_hash(self._key, project.name, subject.user_id), {"request_id": row.id}))
+        return subject.user_id
 
     def _body_hash(self, user_id: str, mode: Mode, reason: str | None) -> str:
         """Keyed, so the stored hash cannot be matched against guessed user ids."""
@@ -280,27 +289,28 @@ class DeletionService:
     # --- restore ------------------------------------------------------------------------
     def restore(self, project_id: str, request_id: str | None, *, actor: str,
                 user_id: str | None = None) -> dict[str, Any]:
-        """Restore by request id (partner API) or the user's open request (account_restored)."""
+        """Restore by request id (partner API) or the user's open request. A restore that loses
+        a race with a job sees the job's outcome and is refused with its reason (409)."""
+        return retry_transient(lambda: self._restore(project_id, request_id, actor, user_id))
+
+    def _restore(self, project_id: str, request_id: str | None, actor: str, user_id: str | None) -> dict[str, Any]:
         with self._uow() as uow:
             if request_id is not None:
-                row = self._load(uow, project_id, request_id)
+                row = self._load(uow, project_id, request_id, lock=True)
             else:
                 subject = uow.subjects.find(project_id, user_id or "")
-                found = uow.requests.open_for(subject.id) if subject else None
+                found = uow.requests.open_for(subject.id, lock=True) if subject else None
                 if found is None:
                     raise NotFound("the user has no open deletion request")
                 row = found
-            subject = uow.subjects.get(row.subject_id)
             project = uow.projects.by_id(project_id)
-            assert project is not None and subject is not None
-            if subject.user_id is None:
-                raise Conflict("the user's data was already purged; nothing can be restored")
-            self.restore_in(uow, project, row, subject.user_id, actor)
+            assert project is not None
+            user = self.restore_in(uow, project, row, actor)
             uow.commit()
-            return to_dict(row, project.name, subject.user_id)
+            return to_dict(row, project.name, user)
 
-    def _load(self, uow: SqlUnitOfWork, project_id: str, request_id: str) -> DeletionRequest:
-        row = uow.requests.get(project_id, request_id)
+    def _load(self, uow: SqlUnitOfWork, project_id: str, request_id: str, *, lock: bool = False) -> DeletionRequest:
+        row = uow.requests.get(project_id, request_id, lock=lock)
         if row is None:
             raise NotFound(f"deletion request {request_id} not found")
         return row

@@ -1,9 +1,15 @@
 """The anonymise and purge jobs' use case: claim due requests, erase in batches, record evidence.
 
-For each batch: (1) a short transaction leases the due requests; (2) the external stores
-(ClickHouse) run one batched, idempotent statement for all their subjects; (3) one transaction
-runs the SQL steps, moves every request on, writes evidence and audit entries, and commits.
-A crash anywhere leaves leased requests that the next run takes over when the lease expires.
+For each batch:
+1. a short transaction leases the due requests and lets holds decide which may proceed;
+2. the external stores (ClickHouse) run one batched, idempotent statement for those subjects;
+3. one transaction locks the requests again and asks the state machine, on the rows as they
+   are now, whether the step is still due for each: a request restored (or held) since step 1
+   is left exactly as it is. Only then do the SQL steps run, for the requests that are still
+   due, and their transitions, evidence and audit entries commit with them, all or nothing.
+Transient failures (deadlocks, a busy database) retry the transaction; any other failure marks
+the batch `failed` and releases its lease, so the next run retries it. A crash anywhere leaves
+leased requests that the next run takes over when the lease expires.
 """
 
 from __future__ import annotations
@@ -22,10 +28,11 @@ from app.services.deletion import apply_state, state_of
 from app.services.holds import HoldService
 from app.services.summary import JobSummary
 from app.stores.sql.models import DeletionRequest
-from app.stores.sql.uow import SqlUnitOfWork
+from app.stores.sql.uow import SqlUnitOfWork, retry_transient
 
 log = structlog.get_logger(__name__)
 LEASE = timedelta(minutes=10)
+Evidence = dict[str, dict[str, Mapping[str, int]]]  # store -> kind ("anonymised"...) -> subject -> rows
 
 
 class StepFailed(Exception):
@@ -61,19 +68,19 @@ class ErasureService:
         summary = JobSummary(step.value, now)
         tried: list[str] = []
         while True:
-            claimed, batch = self._claim(step, now, tried)
+            claimed, free, held = retry_transient(lambda: self._claim(step, now, tried))
             if not claimed:
                 break
             tried.extend(claimed)
-            ids, batch = self._apply_holds(claimed, batch, now, summary)
-            if not ids:
-                continue
-            try:
-                self._process(step, now, ids, batch, summary)
-            except StepFailed as exc:
-                log.warning("erasure.step_failed", step=exc.step, requests=len(ids))
-                self._fail(ids, str(exc))
-                summary.failed += len(ids)
+            summary.held += held
+            if free:
+                try:
+                    self._process(step, now, free, summary)
+                except StepFailed as exc:
+                    log.warning("erasure.step_failed", step=exc.step, requests=len(free))
+                    detail = str(exc)
+                    retry_transient(lambda: self._fail(free, detail))  # noqa: B023 - called at once
+                    summary.failed += len(free)
             # progress on long runs (one line per batch of up to batch_size requests)
             log.info("erasure.progress", job=step.value, processed=summary.processed, held=summary.held,
                      failed=summary.failed)
@@ -83,92 +90,117 @@ class ErasureService:
             self._after_purge()  # e.g. fold SQLite's WAL into the file so no old page survives
         return summary
 
-    def _claim(self, step: Step, now: datetime, tried: Sequence[str]) -> tuple[list[str], ErasureBatch]:
+    def _claim(self, step: Step, now: datetime, tried: Sequence[str]) -> tuple[list[str], list[str], int]:
+        """Lease the due requests; returns (claimed, free to proceed, held) request ids."""
         with self._uow() as uow:
             rows = uow.requests.claim(step, now, self._clock(), LEASE, self.batch_size, tried)
-            subjects = {s.id: s for s in uow.subjects.by_ids([row.subject_id for row in rows])}
-            batch = ErasureBatch(
+            free, held = self._sort_by_holds(uow, rows, now)
+            uow.commit()
+        return [row.id for row in rows], [row.id for row in free], len(held)
+
+    def _sort_by_holds(self, uow: SqlUnitOfWork, rows: Sequence[DeletionRequest],
+                       now: datetime) -> tuple[list[DeletionRequest], list[DeletionRequest]]:
+        """Holds win: a request whose data a standing hold covers goes (or stays) on hold and is
+        left untouched; one whose holds are gone resumes. Returns (free, held) rows."""
+        if self._holds is None or not rows:
+            return list(rows), []
+        holds = self._holds.standing(uow, sorted({r.project_id for r in rows}), now)
+        if not holds and not any(r.status == Status.ON_HOLD.value for r in rows):
+            return list(rows), []
+        names = uow.projects.names({r.project_id for r in rows})
+        users = {s.id: s.user_id for s in uow.subjects.by_ids([r.subject_id for r in rows])}
+        refs = uow.messages.refs([r.subject_id for r in rows])
+        free: list[DeletionRequest] = []
+        held: list[DeletionRequest] = []
+        for row in rows:
+            rooms, messages = refs.get(row.subject_id, (set(), set()))
+            user = users.get(row.subject_id)
+            data = Data(names[row.project_id], frozenset({user} if user else ()), frozenset(rooms),
+                        frozenset(messages))
+            blocking = self._holds.blocking(holds, data, now)
+            subject = subject_hash(self._key, data.project, user) if user else None
+            if blocking:
+                held.append(row)
+                row.lease_until = None
+                listed = [{"id": h.id, "scope": h.scope.value} for h in blocking]
+                if row.status != Status.ON_HOLD.value or row.evidence.get("_holds") != listed:
+                    apply_state(row, lifecycle.after_held(state_of(row)))
+                    row.evidence = {**row.evidence, "_holds": listed}
+                    uow.audit(AuditRecord("job:erasure", "deletion_request.held", data.project, subject,
+                                          {"request_id": row.id, "holds": [h["id"] for h in listed]}))
+                continue
+            if row.status == Status.ON_HOLD.value:
+                apply_state(row, lifecycle.after_released(state_of(row)))
+                row.evidence = {k: v for k, v in row.evidence.items() if k != "_holds"}
+                uow.audit(AuditRecord("job:erasure", "deletion_request.resumed", data.project, subject,
+                                      {"request_id": row.id}))
+            free.append(row)
+        return free, held
+
+    def _batch(self, request_ids: Sequence[str]) -> ErasureBatch:
+        """What the stores need to find the requests' rows (read before any link goes)."""
+        with self._uow() as uow:
+            rows = uow.requests.by_ids(request_ids)
+            subjects = uow.subjects.by_ids([row.subject_id for row in rows])
+            return ErasureBatch(
                 project_of={row.subject_id: row.project_id for row in rows},
-                user_of={s.id: s.user_id for s in subjects.values() if s.user_id is not None},
+                user_of={s.id: s.user_id for s in subjects if s.user_id is not None},
                 immediate=frozenset(row.subject_id for row in rows if row.mode == Mode.IMMEDIATE.value),
             )
-            uow.commit()
-        return [row.id for row in rows], batch
 
-    def _apply_holds(self, ids: list[str], batch: ErasureBatch, now: datetime,
-                     summary: JobSummary) -> tuple[list[str], ErasureBatch]:
-        """Holds win: a request whose data a standing hold covers goes (or stays) on hold and is
-        left untouched; one whose holds are gone resumes. Returns the requests free to proceed."""
-        if self._holds is None:
-            return ids, batch
-        free: list[str] = []
-        with self._uow() as uow:
-            rows = uow.requests.by_ids(ids)
-            holds = self._holds.standing(uow, sorted({r.project_id for r in rows}), now)
-            if not holds and not any(r.status == Status.ON_HOLD.value for r in rows):
-                return ids, batch
-            names = uow.projects.names({r.project_id for r in rows})
-            refs = uow.messages.refs([r.subject_id for r in rows])
-            for row in rows:
-                rooms, messages = refs.get(row.subject_id, (set(), set()))
-                user = batch.user_of.get(row.subject_id)
-                data = Data(names[row.project_id], frozenset({user} if user else ()), frozenset(rooms),
-                            frozenset(messages))
-                blocking = self._holds.blocking(holds, data, now)
-                subject = subject_hash(self._key, data.project, user) if user else None
-                if blocking:
-                    summary.held += 1
-                    row.lease_until = None
-                    listed = [{"id": h.id, "scope": h.scope.value} for h in blocking]
-                    if row.status != Status.ON_HOLD.value or row.evidence.get("_holds") != listed:
-                        apply_state(row, lifecycle.after_held(state_of(row)))
-                        row.evidence = {**row.evidence, "_holds": listed}
-                        uow.audit(AuditRecord("job:erasure", "deletion_request.held", data.project, subject,
-                                              {"request_id": row.id, "holds": [h["id"] for h in listed]}))
-                    continue
-                if row.status == Status.ON_HOLD.value:
-                    apply_state(row, lifecycle.after_released(state_of(row)))
-                    row.evidence = {k: v for k, v in row.evidence.items() if k != "_holds"}
-                    uow.audit(AuditRecord("job:erasure", "deletion_request.resumed", data.project, subject,
-                                          {"request_id": row.id}))
-                free.append(row.id)
-            freed_subjects = {r.subject_id for r in rows if r.id in free}
-            uow.commit()
-        return free, _only(batch, frozenset(freed_subjects))
-
-    def _process(self, step: Step, now: datetime, ids: list[str], batch: ErasureBatch,
-                 summary: JobSummary) -> None:
-        purge_now = batch if step is Step.PURGE else _only(batch, batch.immediate)
-        evidence: dict[str, dict[str, Mapping[str, int]]] = {}
-        # 1. External stores: one batched statement per store for the whole batch.
+    def _process(self, step: Step, now: datetime, ids: list[str], summary: JobSummary) -> None:
+        batch = self._batch(ids)
+        evidence: Evidence = {}
+        # 1. External stores: one batched statement per store for the whole batch (idempotent;
+        #    what they did for a request restored meanwhile is what its anonymisation did anyway).
         if step is Step.ANONYMISE:
             self._external_step("anonymise", batch, evidence)
+        purge_now = batch if step is Step.PURGE else _only(batch, batch.immediate)
         if purge_now.project_of:
             self._external_step("purge", purge_now, evidence)
-        # 2. SQL: the steps, the transitions, the evidence and the audit in one transaction.
+        # 2. SQL: re-check, then the steps, transitions, evidence and audit in one transaction.
+        try:
+            retry_transient(lambda: self._commit_step(step, now, ids, batch, evidence, summary))
+        except StepFailed:
+            raise
+        except Exception as exc:  # a store error: recorded on the request, retried next run
+            raise StepFailed(f"{step.value} (sql)", exc) from exc
+
+    def _commit_step(self, step: Step, now: datetime, ids: list[str], batch: ErasureBatch, evidence: Evidence,
+                     summary: JobSummary) -> None:
+        """The guarded write: lock the requests, keep those for which the state machine still
+        allows `step` (nothing restored, purged or held meanwhile), and only for those run the
+        destructive SQL steps and the transitions, in one transaction."""
         with self._uow() as uow:
-            try:
-                if step is Step.ANONYMISE:
-                    for sql_step in self._sql_steps:
-                        evidence.setdefault(sql_step.name, {})["anonymised"] = sql_step.anonymise(uow, batch)
-                    uow.subjects.set_status(batch.subject_ids, "hidden")
-                if purge_now.project_of:
-                    for sql_step in self._sql_steps:
-                        evidence.setdefault(sql_step.name, {})["deleted"] = sql_step.purge(uow, purge_now)
-                    uow.subjects.destroy_links(purge_now.subject_ids, self._clock())
-                    residual = self._residual(uow, purge_now)
-                    if any(residual.values()):
-                        bad = ", ".join(sorted(k for k, v in residual.items() if v))
-                        raise StepFailed(f"purge residual check ({bad})", RuntimeError())
-            except StepFailed:
-                raise
-            except Exception as exc:  # a store error: recorded on the request, retried next run
-                raise StepFailed(f"{step.value} (sql)", exc) from exc
-            rows = uow.requests.by_ids(ids)
-            names = uow.projects.names({row.project_id for row in rows})
+            rows, held = self._sort_by_holds(uow, uow.requests.lock(ids), now)
+            due = [row for row in rows if lifecycle.step_due(state_of(row), now) is step]
             for row in rows:
-                self._advance(uow, row, names[row.project_id], step, now, evidence, batch, purge_now, summary)
+                if row not in due and row.lease_until is not None:
+                    row.lease_until = None  # moved on meanwhile: nothing of ours to finish
+            proceed = _only(batch, frozenset(row.subject_id for row in due))
+            purge_now = proceed if step is Step.PURGE else _only(proceed, proceed.immediate)
+            counts: Evidence = {store: dict(kinds) for store, kinds in evidence.items()}
+            if step is Step.ANONYMISE:
+                for sql_step in self._sql_steps:
+                    counts.setdefault(sql_step.name, {})["anonymised"] = sql_step.anonymise(uow, proceed)
+                uow.subjects.set_status(proceed.subject_ids, "hidden")
+            if purge_now.project_of:
+                for sql_step in self._sql_steps:
+                    counts.setdefault(sql_step.name, {})["deleted"] = sql_step.purge(uow, purge_now)
+                uow.subjects.destroy_links(purge_now.subject_ids, self._clock())
+                residual = self._residual(uow, purge_now)
+                if any(residual.values()):
+                    bad = ", ".join(sorted(k for k, v in residual.items() if v))
+                    raise StepFailed(f"purge residual check ({bad})", RuntimeError())
+            names = uow.projects.names({row.project_id for row in due})
+            processed = [self._advance(uow, row, names[row.project_id], step, now, counts, batch, purge_now)
+                         for row in due]
             uow.commit()
+        summary.held += len(held)
+        for mine in processed:
+            summary.processed += 1
+            summary.count(mine)
+        summary.purged += sum(1 for row in due if row.subject_id in purge_now.project_of)
 
     def _external_step(self, phase: str, batch: ErasureBatch,
                        evidence: dict[str, dict[str, Mapping[str, int]]]) -> None:
@@ -186,48 +218,47 @@ class ErasureService:
         return residual
 
     def _advance(self, uow: SqlUnitOfWork, row: DeletionRequest, project: str, step: Step, now: datetime,
-                 evidence: Mapping[str, Mapping[str, Mapping[str, int]]], batch: ErasureBatch,
-                 purged: ErasureBatch, summary: JobSummary) -> None:
+                 evidence: Evidence, batch: ErasureBatch, purged: ErasureBatch) -> dict[str, dict[str, int]]:
+        """Move a locked, due request on, with its evidence and one audit entry per step that
+        ran. Returns its own evidence counts."""
         state = state_of(row)
         is_purged = row.subject_id in purged.project_of
-        try:
-            if step is Step.ANONYMISE:
-                state = lifecycle.after_anonymised(state)
-                row.anonymised_at = now
-            if is_purged:
-                state = lifecycle.after_purged(state)
-                row.completed_at = now
-                summary.purged += 1
-        except TransitionRefused:
-            return  # restored (or otherwise moved on) while this batch ran: leave it be
+        actions = []
+        if step is Step.ANONYMISE:
+            state = lifecycle.after_anonymised(state)
+            row.anonymised_at = now
+            actions.append("deletion_request.anonymised")
+        if is_purged:
+            state = lifecycle.after_purged(state)
+            row.completed_at = now
+            actions.append("deletion_request.completed")
         apply_state(row, state)
         row.lease_until, row.detail = None, None
         mine = {store: {kind: counts.get(row.subject_id, 0) for kind, counts in per_kind.items()}
                 for store, per_kind in evidence.items()}
-        summary.processed += 1
-        summary.count(mine)
         if is_purged:
             for counts in mine.values():
                 counts["residual"] = 0  # checked above: the whole batch had none
         row.evidence = {**row.evidence,
                         **{store: {**row.evidence.get(store, {}), **counts} for store, counts in mine.items()}}
         user = batch.user_of.get(row.subject_id)
-        uow.audit(AuditRecord(
-            f"job:{step.value}",
-            "deletion_request.completed" if is_purged else "deletion_request.anonymised",
-            project, subject_hash(self._key, project, user) if user else None,
-            {"request_id": row.id, "evidence": mine},
-        ))
+        subject = subject_hash(self._key, project, user) if user else None
+        for action in actions:
+            uow.audit(AuditRecord(f"job:{step.value}", action, project, subject,
+                                  {"request_id": row.id, "evidence": mine}))
+        return mine
 
     def _fail(self, request_ids: Sequence[str], detail: str) -> None:
+        """The step failed for the batch: the requests still waiting for it become `failed`
+        (retried by the next run) and their leases are released."""
         with self._uow() as uow:
-            rows = uow.requests.by_ids(request_ids)
+            rows = uow.requests.lock(request_ids)
             names = uow.projects.names({row.project_id for row in rows})
             for row in rows:
                 try:
                     state = lifecycle.after_failure(state_of(row))
                 except TransitionRefused:
-                    continue
+                    continue  # moved on meanwhile (restored, say): not ours to fail
                 apply_state(row, state)
                 row.attempts += 1
                 row.detail, row.lease_until = detail, None

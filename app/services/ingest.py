@@ -20,7 +20,8 @@ from typing import Any
 import structlog
 from anyio import to_thread
 
-from app.domain.events import Actor, EnvelopeError, Event, parse_envelope, split_body
+from app.domain import requests as lifecycle
+from app.domain.events import Actor, EnvelopeError, Event, parse_envelope, split_body, supersedes
 from app.domain.requests import Mode, Source
 from app.ports import Clock, UnitOfWorkFactory
 from app.services.batching import GroupCommitter
@@ -29,7 +30,7 @@ from app.services.errors import Conflict
 from app.services.policies import PolicyBook
 from app.stores.clickhouse.events import EventRow, EventStore
 from app.stores.sql.models import Profile, Project, Subject
-from app.stores.sql.uow import SqlUnitOfWork
+from app.stores.sql.uow import SqlUnitOfWork, retry_transient
 
 log = structlog.get_logger(__name__)
 
@@ -116,7 +117,7 @@ class IngestService:
         """Many webhook calls in one SQL transaction around one ClickHouse insert. If that fails,
         each call is retried on its own, so one bad call does not fail the others."""
         try:
-            self._write(batches)
+            retry_transient(lambda: self._write(batches))
             return list(batches)
         except Exception:
             if len(batches) == 1:
@@ -124,7 +125,7 @@ class IngestService:
         results: list[_Batch | BaseException] = []
         for batch in batches:
             try:
-                self._write([batch])
+                retry_transient(lambda: self._write([batch]))  # noqa: B023 - called at once
                 results.append(batch)
             except Exception as exc:
                 results.append(exc)
@@ -170,7 +171,7 @@ class IngestService:
             subject = subjects[event.actor.key] if event.actor else None
             if subject is not None:
                 last_seen[subject.id] = max(event.at, last_seen.get(subject.id, event.at))
-            opened |= self._effects(uow, project, event, subject, new_messages)
+            opened |= self._effects(uow, project, event, subject, new_messages, received)
             rows.append(self._row(project, event, subject, subjects, received))
         _flush_messages(uow, new_messages)
         uow.subjects_bulk.seen(last_seen)
@@ -191,8 +192,9 @@ class IngestService:
         )
 
     def _effects(self, uow: SqlUnitOfWork, project: Project, event: Event, subject: Subject | None,
-                 new_messages: list[dict[str, Any]]) -> bool:
-        """Operational data in SQL (CONTRACT "Lifecycle effects"); True when a request was opened."""
+                 new_messages: list[dict[str, Any]], received: datetime) -> bool:
+        """Operational data in SQL (CONTRACT "Lifecycle effects"); True when a request was opened.
+        Effects resolve by event time, not by delivery order (see each branch)."""
         name, value, at = event.event, event.raw_value, event.at
         if name in MESSAGE_DELETED or name in ("message_moderation", "report_sent"):
             _flush_messages(uow, new_messages)
@@ -201,14 +203,14 @@ class IngestService:
             if action in ("hide", "delete"):
                 uow.messages.mark_deleted(project.id, event.message_id, at)
             elif action == "restore":
-                uow.messages.mark_deleted(project.id, event.message_id, None)
+                uow.messages.undelete(project.id, event.message_id)
             return False
         if subject is None:
             return False
         if name in MESSAGE_SENT and event.message_id:
             new_messages.append({"project_id": project.id, "message_id": event.message_id,
-                                       "room_id": event.room_id or None, "subject_id": subject.id,
-                                       "text": event.personal.get("text") or None, "sent_at": at})
+                                 "room_id": event.room_id or None, "subject_id": subject.id,
+                                 "text": event.personal.get("text") or None, "sent_at": at})
         elif name in MESSAGE_DELETED and event.message_id:
             uow.messages.mark_deleted(project.id, event.message_id, at)
         elif name == "report_sent" and event.message_id:
@@ -221,27 +223,45 @@ class IngestService:
             if self._policies.for_project(project.name).store_ip:
                 uow.logins.add(subject.id, event.personal["ip"], at)
         elif name == "delete_profile_confirmed" and event.actor and event.actor.kind == "user":
-            _, created = self._deletions.open_in(uow, project, subject, event.actor.user_id, Mode.GRACE, None,
-                                                 Source.USER, "user:webhook")
-            return created
+            return self._confirmed(uow, project, subject, event.actor.user_id, at, received)
         elif name == "account_restored" and event.actor:
-            row = uow.requests.open_for(subject.id)
-            if row is not None:
-                try:
-                    self._deletions.restore_in(uow, project, row, event.actor.user_id, "user:webhook")
-                except Conflict as exc:
-                    log.info("events.restore_refused", detail=str(exc))
+            self._restored(uow, project, subject, at)
         return False
 
+    def _confirmed(self, uow: SqlUnitOfWork, project: Project, subject: Subject, user_id: str, at: datetime,
+                   received: datetime) -> bool:
+        """A grace request from the user's confirmation, dated by the event, unless the user's
+        `account_restored` is later by event time (it arrived first)."""
+        if not lifecycle.confirmation_stands(at, subject.restored_event_at):
+            log.info("events.confirmation_superseded")
+            return False
+        _, created = self._deletions.open_in(uow, project, subject, user_id, Mode.GRACE, None, Source.USER,
+                                             "user:webhook", asked_at=lifecycle.asked_at(at, received))
+        return created
+
+    def _restored(self, uow: SqlUnitOfWork, project: Project, subject: Subject, at: datetime) -> None:
+        """Restores the open request if the restore is not older than it; remembered on the
+        subject so that an older confirmation delivered later opens nothing."""
+        if subject.restored_event_at is None or at > subject.restored_event_at:
+            subject.restored_event_at = at
+        row = uow.requests.open_for(subject.id, lock=True)
+        if row is None or not lifecycle.restore_applies(at, row.requested_at):
+            return
+        try:
+            self._deletions.restore_in(uow, project, row, "user:webhook")
+        except Conflict as exc:
+            log.info("events.restore_refused", detail=str(exc))
+
     def _profile(self, uow: SqlUnitOfWork, subject: Subject, event: Event) -> None:
+        """Last writer wins per field, by event time."""
         profile = uow.session.get(Profile, subject.id) or Profile(subject_id=subject.id, updated_at=event.at)
-        if event.at < profile.updated_at:
-            return  # an older change delivered late does not overwrite a newer one
-        if event.event in PROFILE_NAME and event.personal.get("user_name"):
-            profile.display_name = event.personal["user_name"]
-        if event.event in PROFILE_AVATAR and event.personal.get("url"):
-            profile.avatar_url = event.personal["url"]
-        profile.updated_at = event.at
+        name, url = event.personal.get("user_name"), event.personal.get("url")
+        if event.event in PROFILE_NAME and name and supersedes(event.at, name, profile.display_name_at,
+                                                                 profile.display_name):
+            profile.display_name, profile.display_name_at = name, event.at
+        if event.event in PROFILE_AVATAR and url and supersedes(event.at, url, profile.avatar_at, profile.avatar_url):
+            profile.avatar_url, profile.avatar_at = url, event.at
+        profile.updated_at = max(t for t in (profile.display_name_at, profile.avatar_at, profile.updated_at) if t)
         uow.session.add(profile)
 
 

@@ -55,7 +55,16 @@ def sql_dump(engine: Engine) -> str:
 
 
 def files_with(directory: Path, marker: bytes) -> list[Path]:
-    return [p for p in directory.rglob("*") if p.is_file() and marker in p.read_bytes()]
+    """Files under `directory` holding `marker`. ClickHouse's background merges remove parts
+    while we walk: a file gone before we read it holds nothing any more."""
+    found = []
+    for path in directory.rglob("*"):
+        try:
+            if path.is_file() and marker in path.read_bytes():
+                found.append(path)
+        except FileNotFoundError:
+            continue
+    return found
 
 
 @pytest.mark.parametrize("mode", ["immediate", "grace"])

@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    false,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -101,15 +102,24 @@ class Subject(Base):
     created_at: Mapped[datetime]
     last_seen_at: Mapped[datetime]
     erased_at: Mapped[datetime | None]
+    # The event time of the user's latest `account_restored`: a `delete_profile_confirmed`
+    # older than it arrives late and must not open a request (the later event wins).
+    restored_event_at: Mapped[datetime | None]
 
 
 class Profile(Base):
-    """What a user shows of themself in chat (filled from profile events)."""
+    """What a user shows of themself in chat (filled from profile events).
+
+    Each field keeps the event time of the value it holds (last writer wins per field, by event
+    time), so an older change delivered late never overwrites a newer one of the same field.
+    """
 
     __tablename__ = "profiles"
     subject_id: Mapped[str] = mapped_column(ForeignKey("subjects.id"), primary_key=True)
     display_name: Mapped[str | None] = mapped_column(String(500))
+    display_name_at: Mapped[datetime | None]
     avatar_url: Mapped[str | None] = mapped_column(Text)
+    avatar_at: Mapped[datetime | None]
     updated_at: Mapped[datetime]
 
 
@@ -117,6 +127,10 @@ _OPEN = ", ".join(f"'{s.value}'" for s in sorted(OPEN_STATUSES))
 
 
 class DeletionRequest(Base):
+    """A deletion request. `version` is SQLAlchemy's optimistic lock: every ORM update says
+    `WHERE version = <the version read>`, so two writers can never both move one request on
+    (the loser gets StaleDataError); transitions also lock the row (see DeletionRequests.lock)."""
+
     __tablename__ = "deletion_requests"
     __table_args__ = (
         # One open request per subject, enforced by the database even under concurrency.
@@ -148,6 +162,9 @@ class DeletionRequest(Base):
     lease_until: Mapped[datetime | None]  # a worker owns the request's current step until then
     detail: Mapped[str | None] = mapped_column(Text)
     evidence: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+
+    __mapper_args__ = {"version_id_col": version}
 
 
 class IdempotencyKey(Base):
@@ -218,6 +235,9 @@ class Message(Base):
     subject_id: Mapped[str | None] = mapped_column(ForeignKey("subjects.id"))
     text: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[datetime]
+    # True for a tombstone: its deletion arrived before it was sent (webhooks come in any
+    # order); the late `message_sent` fills it in and the message stays deleted.
+    placeholder: Mapped[bool] = mapped_column(default=False, server_default=false())
     deleted_at: Mapped[datetime | None]
     removed_at: Mapped[datetime | None]
     archived_at: Mapped[datetime | None]

@@ -29,6 +29,20 @@ def insert_ignoring_conflicts(session: Session, table: Table, rows: Sequence[Map
     return list(session.scalars(statement.returning(returning), list(rows)))
 
 
+def upsert_filling(session: Session, table: Table, rows: Sequence[Mapping[str, Any]], keys: Sequence[str],
+                   fill: Sequence[str], where: Any) -> None:
+    """INSERT, or on a conflict on `keys` overwrite the `fill` columns of the existing row
+    where `where` holds (both dialects); otherwise the existing row is left alone."""
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(table)
+    statement = statement.on_conflict_do_update(
+        index_elements=list(keys), set_={c: statement.excluded[c] for c in fill}, where=where)
+    session.execute(statement, list(rows))
+
+
 class SubjectsBulk:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -64,7 +78,9 @@ class SubjectsBulk:
         statement = (table.update()  # type: ignore[attr-defined]
                      .where(table.c.id == bindparam("sid"), table.c.last_seen_at < bindparam("seen"))
                      .values(last_seen_at=bindparam("seen")))
-        self.session.connection().execute(statement, [{"sid": sid, "seen": at} for sid, at in last_seen.items()])
+        # in id order: concurrent writers lock the same rows in the same order
+        ordered = [{"sid": sid, "seen": last_seen[sid]} for sid in sorted(last_seen)]
+        self.session.connection().execute(statement, ordered)
 
 
 class Receipts:
@@ -83,18 +99,34 @@ class Messages:
         self.session = session
 
     def add(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        insert_ignoring_conflicts(self.session, Message.__table__, [{"id": new_id(), **r} for r in rows])  # type: ignore[arg-type]
+        """New messages; one whose deletion arrived first (a tombstone) is filled in and stays
+        deleted. A message already stored is not changed by a repeated `message_sent`."""
+        table = Message.__table__
+        upsert_filling(self.session, table, [{"id": new_id(), "placeholder": False, **r} for r in rows],  # type: ignore[arg-type]
+                       keys=["project_id", "message_id"],
+                       fill=["room_id", "subject_id", "text", "sent_at", "placeholder"],
+                       where=table.c.placeholder.is_(True))
 
     def get(self, project_id: str, message_id: str) -> Message | None:
         return self.session.scalar(select(Message).where(Message.project_id == project_id,
                                                          Message.message_id == message_id))
 
-    def mark_deleted(self, project_id: str, message_id: str, at: datetime | None) -> None:
-        """`at=None` restores a message hidden by moderation."""
-        query = update(Message).where(Message.project_id == project_id, Message.message_id == message_id)
-        if at is not None:
-            query = query.where(Message.deleted_at.is_(None))
-        self.session.execute(query.values(deleted_at=at))
+    def mark_deleted(self, project_id: str, message_id: str, at: datetime) -> None:
+        """The message was deleted at `at` (the earliest deletion wins, whatever the delivery
+        order). Not stored yet: a tombstone waits for its `message_sent`."""
+        self.session.execute(update(Message).where(
+            Message.project_id == project_id, Message.message_id == message_id,
+            Message.deleted_at.is_(None) | (Message.deleted_at > at),
+        ).values(deleted_at=at))
+        insert_ignoring_conflicts(self.session, Message.__table__, [{  # type: ignore[arg-type]
+            "id": new_id(), "project_id": project_id, "message_id": message_id, "room_id": None,
+            "subject_id": None, "text": None, "sent_at": at, "deleted_at": at, "placeholder": True,
+        }])
+
+    def undelete(self, project_id: str, message_id: str) -> None:
+        """A message hidden by moderation is shown again."""
+        self.session.execute(update(Message).where(Message.project_id == project_id,
+                                                   Message.message_id == message_id).values(deleted_at=None))
 
     def per_subject(self, subject_ids: Sequence[str]) -> dict[str, int]:
         rows = self.session.execute(select(Message.subject_id, func.count()).where(Message.subject_id.in_(subject_ids))

@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from app.domain.audit import GENESIS, AuditRecord, ChainedEntry, chain
@@ -167,20 +167,28 @@ class DeletionRequests:
     def add(self, request: DeletionRequest) -> None:
         self.session.add(request)  # written at commit; ids are assigned by the caller
 
-    def get(self, project_id: str, request_id: str) -> DeletionRequest | None:
-        return self.session.scalar(
-            select(DeletionRequest).where(
-                DeletionRequest.id == request_id, DeletionRequest.project_id == project_id
-            )
+    def get(self, project_id: str, request_id: str, *, lock: bool = False) -> DeletionRequest | None:
+        """`lock`: for a transition; the row stays locked until the transaction ends."""
+        query = select(DeletionRequest).where(
+            DeletionRequest.id == request_id, DeletionRequest.project_id == project_id
         )
+        return self.session.scalar(_locked(query) if lock else query)
 
-    def open_for(self, subject_id: str) -> DeletionRequest | None:
-        return self.session.scalar(
-            select(DeletionRequest).where(
-                DeletionRequest.subject_id == subject_id,
-                DeletionRequest.status.in_([s.value for s in OPEN_STATUSES]),
-            )
+    def open_for(self, subject_id: str, *, lock: bool = False) -> DeletionRequest | None:
+        query = select(DeletionRequest).where(
+            DeletionRequest.subject_id == subject_id,
+            DeletionRequest.status.in_([s.value for s in OPEN_STATUSES]),
         )
+        return self.session.scalar(_locked(query) if lock else query)
+
+    def lock(self, request_ids: Sequence[str]) -> list[DeletionRequest]:
+        """The requests, re-read and locked for a transition (in id order, the one lock order
+        every writer uses: request rows first, then subjects). On SQLite the transaction began
+        IMMEDIATE, so it already holds the only write lock."""
+        if not request_ids:
+            return []
+        query = select(DeletionRequest).where(DeletionRequest.id.in_(request_ids)).order_by(DeletionRequest.id)
+        return list(self.session.scalars(_locked(query)))
 
     def open_for_many(self, subject_ids: Sequence[str]) -> dict[str, DeletionRequest]:
         if not subject_ids:
@@ -247,6 +255,11 @@ class DeletionRequests:
         if not request_ids:
             return []
         return list(self.session.scalars(select(DeletionRequest).where(DeletionRequest.id.in_(request_ids))))
+
+
+def _locked(query: Select[DeletionRequest]) -> Select[DeletionRequest]:
+    """FOR UPDATE, and the row as it is now even if this session loaded it before."""
+    return query.with_for_update().execution_options(populate_existing=True)
 
 
 class IdempotencyKeys:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Callable
 from datetime import datetime
 from types import TracebackType
+from typing import TypeVar
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
 
 from app.domain.audit import AuditRecord
 from app.stores.sql.operational import Complaints, DeadLetters, Logins, Messages, Receipts, SubjectsBulk
@@ -19,6 +24,37 @@ from app.stores.sql.repositories import (
     Projects,
     Subjects,
 )
+
+T = TypeVar("T")
+
+# PostgreSQL: serialization failure, deadlock detected, lock not available.
+_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A failure that the same transaction, run again, can get past: a deadlock or
+    serialization failure, SQLite's busy database, or a row another writer changed since we
+    read it (the optimistic lock's StaleDataError)."""
+    if isinstance(exc, StaleDataError):
+        return True
+    if isinstance(exc, DBAPIError):
+        if getattr(exc.orig, "sqlstate", None) in _TRANSIENT_SQLSTATES:
+            return True
+        return "database is locked" in str(exc.orig)
+    return False
+
+
+def retry_transient(work: Callable[[], T], attempts: int = 6) -> T:
+    """Run `work` (one whole transaction) again after a transient failure, with a short
+    jittered backoff; anything else, or the last attempt's failure, goes to the caller."""
+    for attempt in range(attempts):
+        try:
+            return work()
+        except Exception as exc:
+            if attempt == attempts - 1 or not is_transient(exc):
+                raise
+            time.sleep(random.uniform(0, 0.005 * 2**attempt))  # noqa: S311 - jitter, not crypto
+    raise AssertionError("unreachable")
 
 
 class SqlUnitOfWork:
