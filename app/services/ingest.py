@@ -224,14 +224,15 @@ class IngestService:
                 uow.logins.add(subject.id, event.personal["ip"], at)
         elif name == "delete_profile_confirmed" and event.actor and event.actor.kind == "user":
             return self._confirmed(uow, project, subject, event.actor.user_id, at, received)
-        elif name == "account_restored" and event.actor:
-            self._restored(uow, project, subject, at)
+        elif name == "account_restored" and event.actor and event.actor.kind == "user":
+            return self._restored(uow, project, subject, event.actor.user_id, at, received)
         return False
 
     def _confirmed(self, uow: SqlUnitOfWork, project: Project, subject: Subject, user_id: str, at: datetime,
                    received: datetime) -> bool:
         """A grace request from the user's confirmation, dated by the event, unless the user's
         `account_restored` is later by event time (it arrived first)."""
+        subject.confirmed_event_at = _latest(subject.confirmed_event_at, at)
         if not lifecycle.confirmation_stands(at, subject.restored_event_at):
             log.info("events.confirmation_superseded")
             return False
@@ -239,18 +240,29 @@ class IngestService:
                                              "user:webhook", asked_at=lifecycle.asked_at(at, received))
         return created
 
-    def _restored(self, uow: SqlUnitOfWork, project: Project, subject: Subject, at: datetime) -> None:
-        """Restores the open request if the restore is not older than it; remembered on the
-        subject so that an older confirmation delivered later opens nothing."""
-        if subject.restored_event_at is None or at > subject.restored_event_at:
-            subject.restored_event_at = at
+    def _restored(self, uow: SqlUnitOfWork, project: Project, subject: Subject, user_id: str, at: datetime,
+                  received: datetime) -> bool:
+        """Restores the open request if the restore is not older than it. If the user confirmed
+        again after this restore (that confirmation arrived first), the deletion starts again
+        from that confirmation, as if the events had come in order. Returns True when a request
+        was opened."""
+        subject.restored_event_at = _latest(subject.restored_event_at, at)
         row = uow.requests.open_for(subject.id, lock=True)
         if row is None or not lifecycle.restore_applies(at, row.requested_at):
-            return
+            return False
         try:
             self._deletions.restore_in(uow, project, row, "user:webhook")
         except Conflict as exc:
             log.info("events.restore_refused", detail=str(exc))
+            return False
+        confirmed = subject.confirmed_event_at
+        if confirmed is None or not lifecycle.confirmation_stands(confirmed, at):
+            return False
+        uow.session.flush()  # the restored request is closed before the next one opens
+        _, created = self._deletions.open_in(uow, project, subject, user_id, Mode.GRACE, None, Source.USER,
+                                             "user:webhook", asked_at=lifecycle.asked_at(confirmed, received),
+                                             known_no_open=True)
+        return created
 
     def _profile(self, uow: SqlUnitOfWork, subject: Subject, event: Event) -> None:
         """Last writer wins per field, by event time."""
@@ -270,6 +282,10 @@ def _flush_messages(uow: SqlUnitOfWork, new_messages: list[dict[str, Any]]) -> N
     if new_messages:
         uow.messages.add(new_messages)
         new_messages.clear()
+
+
+def _latest(current: datetime | None, at: datetime) -> datetime:
+    return at if current is None or at > current else current
 
 
 def _first_of_each(events: Sequence[Event]) -> list[Event]:

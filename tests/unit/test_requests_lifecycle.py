@@ -111,3 +111,27 @@ def test_hold_and_release_return_to_the_waiting_status() -> None:
 def test_release_of_a_request_not_on_hold_is_refused() -> None:
     with pytest.raises(TransitionRefused, match="not on hold"):
         rq.after_released(state(Status.PENDING))
+
+
+def test_grace_from_a_confirmation_delivered_late_still_lasts_the_policy_from_receipt() -> None:
+    asked, received = T0, T0 + timedelta(days=3)
+    grace_until, due_by = rq.deadlines(asked, Mode.GRACE, 30, received)
+    assert grace_until == received + timedelta(days=30)  # never shorter than 30 days from receipt
+    assert due_by == grace_until  # the one-month deadline counts from when the user asked
+    on_time_until, _ = rq.deadlines(received, Mode.GRACE, 30, received)
+    assert on_time_until == grace_until
+
+
+def test_a_request_is_dated_by_its_event_but_never_in_the_future() -> None:
+    assert rq.asked_at(T0, T0 + timedelta(hours=1)) == T0
+    assert rq.asked_at(T0 + timedelta(days=365), T0) == T0
+
+
+def test_the_later_of_confirmation_and_restore_wins_and_a_tie_keeps_the_user() -> None:
+    t1, t2 = T0, T0 + timedelta(minutes=1)
+    assert rq.confirmation_stands(t2, None)
+    assert rq.confirmation_stands(t2, t1)  # confirmed after restoring: the deletion stands
+    assert not rq.confirmation_stands(t1, t2)  # restored after confirming (arrived first)
+    assert not rq.confirmation_stands(t1, t1)
+    assert rq.restore_applies(t2, t1) and rq.restore_applies(t1, t1)
+    assert not rq.restore_applies(t1, t2)  # a restore older than the request does not undo it

@@ -102,8 +102,9 @@ class Subject(Base):
     created_at: Mapped[datetime]
     last_seen_at: Mapped[datetime]
     erased_at: Mapped[datetime | None]
-    # The event time of the user's latest `account_restored`: a `delete_profile_confirmed`
-    # older than it arrives late and must not open a request (the later event wins).
+    # Event times of the user's latest `delete_profile_confirmed` and `account_restored`:
+    # webhooks arrive in any order, and of the two the later by event time wins.
+    confirmed_event_at: Mapped[datetime | None]
     restored_event_at: Mapped[datetime | None]
 
 

@@ -118,6 +118,10 @@ class Messages:
             Message.project_id == project_id, Message.message_id == message_id,
             Message.deleted_at.is_(None) | (Message.deleted_at > at),
         ).values(deleted_at=at))
+        self.session.execute(update(Message).where(  # a tombstone is dated by its earliest deletion
+            Message.project_id == project_id, Message.message_id == message_id, Message.placeholder.is_(True),
+            Message.sent_at > at,
+        ).values(sent_at=at))
         insert_ignoring_conflicts(self.session, Message.__table__, [{  # type: ignore[arg-type]
             "id": new_id(), "project_id": project_id, "message_id": message_id, "room_id": None,
             "subject_id": None, "text": None, "sent_at": at, "deleted_at": at, "placeholder": True,
