@@ -216,7 +216,7 @@ class DeletionService:
         any job that moved it on has committed; the subject is unhidden in the same
         transaction. Returns the user id; raises Conflict saying why when it is refused."""
         now = self._clock()
-        subject = uow.subjects.get(row.subject_id)
+        subject = uow.subjects.lock(row.subject_id)  # as it is now, not as the caller loaded it
         if subject is None or subject.user_id is None:
             raise Conflict("the user's data was already purged; nothing can be restored")
         try:

@@ -1,13 +1,17 @@
 """A Hypothesis state machine over the whole lifecycle: events, deletion requests, restores,
-holds and releases, clock advances and job runs, in any order. Invariants after every step:
-held data is never altered; a completed request leaves no residue; a restored user is whole;
-the audit chain verifies."""
+holds and releases, clock advances and job runs, in any order, and interleaved: a restore,
+a user's restore webhook or a hold lands between a job's claim and its commit (explicit
+interleaving points), and purges run on a worker clock skewed by up to ±2 s. Invariants after
+every step: held data is never altered; a completed request leaves no residue; a restored user
+is whole; request status and stored data agree; one audit entry per destructive step; the
+audit chain verifies."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +30,9 @@ from app.services.policies import PolicyBook
 from app.stores.clickhouse.client import ClickHouse
 from app.stores.sql import migrations
 from app.stores.sql.engine import make_engine
-from app.stores.sql.models import DeletionRequest, Message, Profile, Subject
+from app.stores.sql.models import AuditEntry, DeletionRequest, Message, Profile, Subject
 from tests.conftest import ROOT, SECRET, FakeClock
+from tests.fixtures.interleave import erasure_with
 from tests.fixtures.platform import PROJECT, frontend
 
 USERS = ["u0", "u1", "u2"]
@@ -91,6 +96,36 @@ def test_lifecycle_state_machine(tmp_path_factory: pytest.TempPathFactory, click
                 hold_id = data.draw(st.sampled_from(sorted(self.holds)))
                 self.c.holds.release({self.project_id: PROJECT}, hold_id, actor="officer:olga")
                 del self.holds[hold_id]
+
+        @rule(user=st.sampled_from(USERS), event=st.sampled_from(["delete_profile_confirmed", "account_restored"]),
+              minutes_ago=st.integers(0, 90))
+        def user_lifecycle_webhook(self, user: str, event: str, minutes_ago: int) -> None:
+            """The user's own confirmation or restore, dated up to 90 minutes back: webhooks
+            come late and out of order."""
+            at = (self.clock.now - timedelta(minutes=minutes_ago)).isoformat()
+            self.c.ingest.ingest(self.project_id, PROJECT, json.dumps(frontend(event, user, created_at=at)).encode())
+
+        @rule(user=st.sampled_from(USERS), job=st.sampled_from(["anonymise", "purge"]),
+              move=st.sampled_from(["partner_restore", "webhook_restore", "hold"]),
+              skew=st.integers(-2000, 2000))
+        def someone_moves_while_a_job_runs(self, user: str, job: str, move: str, skew: int) -> None:
+            """Between the job's claim and its commit, the partner restores, the user's restore
+            webhook arrives, or an officer places a hold; the job's clock is skewed (ms)."""
+            def partner_restore() -> None:
+                with contextlib.suppress(ServiceError):
+                    self.c.deletions.restore(self.project_id, None, actor="partner:acme", user_id=user)
+
+            def webhook_restore() -> None:
+                body = frontend("account_restored", user, created_at=self.clock.now.isoformat())
+                self.c.ingest.ingest(self.project_id, PROJECT, json.dumps(body).encode())
+
+            def hold() -> None:
+                self.officer_places_hold(Scope.USER, USERS.index(user))
+
+            moves = {"partner_restore": partner_restore, "webhook_restore": webhook_restore, "hold": hold}
+            erasure = erasure_with(self.c, moves[move])
+            run = erasure.anonymise if job == "anonymise" else erasure.purge
+            assert run(self.clock.now + timedelta(milliseconds=skew)).failed == 0
 
         @rule(hours=st.integers(1, 24 * 40))
         def time_passes(self, hours: int) -> None:
@@ -165,6 +200,35 @@ def test_lifecycle_state_machine(tmp_path_factory: pytest.TempPathFactory, click
                         DeletionRequest.id != request.id))
                     if later is None:  # the restore is the user's last word
                         assert subject.user_id is not None and subject.status == "active", request.id
+
+        @invariant()
+        def request_status_and_stored_data_agree(self) -> None:
+            with self.c.uow() as uow:
+                rows = uow.session.execute(select(DeletionRequest, Subject).join(
+                    Subject, Subject.id == DeletionRequest.subject_id))
+                for request, subject in rows:
+                    assert not (request.restored_at and request.completed_at), request.id
+                    if request.status == "in_grace":
+                        assert subject.status == "hidden" and subject.user_id is not None, request.id
+                    elif request.status == "completed":
+                        assert subject.user_id is None and subject.status == "erased", request.id
+                    elif request.status == "pending":
+                        assert subject.status == "active", request.id
+
+        @invariant()
+        def one_audit_entry_per_destructive_step(self) -> None:
+            with self.c.uow() as uow:
+                done: dict[str, list[str]] = {}
+                for entry in uow.session.scalars(select(AuditEntry).order_by(AuditEntry.seq)):
+                    if "request_id" in entry.details:
+                        done.setdefault(entry.details["request_id"], []).append(entry.action)
+                for request in uow.session.scalars(select(DeletionRequest)):
+                    actions = done.get(request.id, [])
+                    assert actions.count("deletion_request.anonymised") == int(request.anonymised_at is not None)
+                    assert actions.count("deletion_request.completed") == int(request.status == "completed")
+                    assert actions.count("deletion_request.restored") == int(request.status == "restored")
+                    if "deletion_request.completed" in actions:
+                        assert "deletion_request.restored" not in actions
 
         @invariant()
         def audit_chain_verifies(self) -> None:

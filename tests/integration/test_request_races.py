@@ -11,7 +11,7 @@ Two kinds of test:
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -21,46 +21,13 @@ from sqlalchemy import Engine, select, text
 from app.bootstrap import Container
 from app.domain.holds import Scope
 from app.domain.requests import Mode
-from app.ports import ErasureBatch, ExternalErasureStep
-from app.services.erasure import ErasureService
 from app.services.errors import Conflict, ServiceError
-from app.stores.sql.erasure_steps import sql_steps
 from app.stores.sql.models import AuditEntry, DeletionRequest, Profile, Subject
 from app.stores.sql.uow import is_transient, retry_transient
 from tests.conftest import FakeClock
+from tests.fixtures.interleave import erasure_with
 from tests.integration.test_deletion_requests import pid, request
 from tests.integration.test_erasure import add_profile
-
-
-class Interleaved:
-    """The real ClickHouse step, with `move` (another actor) run once before it: between the
-    job's claim and the transaction that commits the job's step."""
-
-    def __init__(self, store: ExternalErasureStep, move: Callable[[], None]) -> None:
-        self.name = store.name
-        self._store = store
-        self._move: Callable[[], None] | None = move
-
-    def _first(self) -> None:
-        move, self._move = self._move, None
-        if move is not None:
-            move()
-
-    def anonymise(self, batch: ErasureBatch) -> Mapping[str, int]:
-        self._first()
-        return self._store.anonymise(batch)
-
-    def purge(self, batch: ErasureBatch) -> Mapping[str, int]:
-        self._first()
-        return self._store.purge(batch)
-
-    def residual(self, batch: ErasureBatch) -> Mapping[str, int]:
-        return self._store.residual(batch)
-
-
-def erasure_with(container: Container, move: Callable[[], None]) -> ErasureService:
-    return ErasureService(container.uow, container.now, container.settings.secret_key, sql_steps(),
-                          [Interleaved(container.events, move)], holds=container.holds)
 
 
 def state(container: Container, request_id: str) -> tuple[DeletionRequest, Subject, bool]:

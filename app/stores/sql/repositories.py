@@ -107,6 +107,11 @@ class Subjects:
     def get(self, subject_id: str) -> Subject | None:
         return self.session.get(Subject, subject_id)
 
+    def lock(self, subject_id: str) -> Subject | None:
+        """Re-read and lock the subject for a transition (after its request: one lock order)."""
+        return self.session.scalar(select(Subject).where(Subject.id == subject_id).with_for_update()
+                                   .execution_options(populate_existing=True))
+
     def by_ids(self, subject_ids: Sequence[str]) -> list[Subject]:
         if not subject_ids:
             return []
