@@ -33,6 +33,11 @@ KEY_CACHE_SECONDS = 5.0  # a destroyed key is unusable in every process within t
 KEY_CACHE_SIZE = 100_000  # entries; the cache is emptied when full (each entry lives 5 s anyway)
 REWRAP_BATCH = 1_000  # keys per rotation transaction
 COMPACT_LOCK_TIMEOUT = "10s"  # VACUUM FULL gives up rather than queue the service behind it
+COMPACT_WAIT_SECONDS = 30.0  # for transactions that can still see deleted keys to end
+# Other sessions of this database whose transaction (and so possibly snapshot) predates `since`.
+_OLDER_TRANSACTIONS = text(
+    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+    "AND (backend_xmin IS NOT NULL OR backend_xid IS NOT NULL) AND xact_start < :since ORDER BY pid")
 _CREATED = "lethe.keys_created"  # Session.info entry: (owner, purpose) created in this transaction
 
 Progress = Callable[[int, int], None]
@@ -240,8 +245,9 @@ class KeyService:
                                f"{key.kek_version}: the key row was altered") from None
         return wrap(kek, data_key, aad)
 
-    def compact(self, engine: Engine) -> None:
+    def compact(self, engine: Engine, *, wait_seconds: float = COMPACT_WAIT_SECONDS) -> None:
         """Make destroyed key rows leave the key table's files, not only its query results.
+        Call it after the destroying transactions have committed.
 
         SQLite: `secure_delete=ON` (set on every connection) zeroes a deleted row in its page;
         the WAL still holds earlier copies of that page until a TRUNCATE checkpoint folds it in.
@@ -251,18 +257,30 @@ class KeyService:
         in its page; plain `VACUUM` compacts the page but does not zero the space it frees, so
         a deleted tuple that sat next to the free space (the last one written on its page) stays
         readable in the file: found after VACUUM in 2 of 7 layouts. `VACUUM FULL` writes a new
-        file with the live rows only (the old file is truncated at commit) and left no deleted
-        key in any layout: the cheapest statement that works. It holds an ACCESS EXCLUSIVE lock
-        for its run (measured ~9 µs per live key: 0.9 s for 98k keys, 1.7 s for 198k), hence
-        the lock_timeout, and it keeps rows an older open snapshot can still see. No CHECKPOINT
-        here (it needs superuser or pg_checkpoint): the new file is written directly and the old
-        one emptied at commit. PostgreSQL's WAL and base backups keep wrapped copies: rotation
-        then retiring the old KEK deals with those, not this.
+        file with the live rows only (the old file is emptied at commit) and left no deleted
+        key in any layout: the cheapest statement that works. Two limits, both measured:
+        - it copies "recently dead" rows, those a snapshot older than the DELETE can still see
+          (an open transaction, an autovacuum ANALYZE): the key stayed in the new file. So we
+          first wait, up to `wait_seconds`, for every such transaction in this database to end,
+          and raise KeyringError (naming the pids) if one does not; the next run retries.
+          Replication slots / hot_standby_feedback hold rows the same way and are not checked.
+        - it holds an ACCESS EXCLUSIVE lock for its run (~9 µs per live key: 0.9 s for 98k
+          keys, 1.7 s for 198k), hence the lock_timeout.
+        No CHECKPOINT here (it needs superuser or pg_checkpoint): the new file is written
+        directly. PostgreSQL's WAL and base backups keep wrapped copies: rotation then retiring
+        the old KEK deals with those, not this.
         """
         if engine.dialect.name == "sqlite":
             checkpoint(engine)
             return
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            since = conn.execute(text("SELECT clock_timestamp()")).scalar()
+            deadline = time.monotonic() + wait_seconds
+            while blockers := list(conn.execute(_OLDER_TRANSACTIONS, {"since": since}).scalars()):
+                if time.monotonic() >= deadline:
+                    raise KeyringError(f"key table not compacted: transactions older than the key deletion are "
+                                       f"still open (pids {', '.join(map(str, blockers))}); retry later")
+                time.sleep(0.05)
             conn.execute(text(f"SET lock_timeout = '{COMPACT_LOCK_TIMEOUT}'"))
             conn.execute(text("VACUUM FULL data_keys"))
 
