@@ -18,6 +18,7 @@ from app.services.deletion import DeletionService
 from app.services.erasure import ErasureService
 from app.services.holds import HoldService
 from app.services.ingest import IngestService
+from app.services.keys import KeyService
 from app.services.messages import MessageFeedService, MessageService
 from app.services.offboarding import OffboardingService
 from app.services.policies import PolicyBook
@@ -122,6 +123,10 @@ class Container:
     @cached_property
     def ingest(self) -> IngestService:
         return IngestService(self.uow, self.now, self.policies, self.events, self.deletions)
+
+    @cached_property
+    def keys(self) -> KeyService:
+        return KeyService(self.uow, self.now, self.settings.secret_key)
 
     @cached_property
     def audit(self) -> AuditService:

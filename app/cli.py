@@ -145,6 +145,16 @@ def cmd_audit_export(container: Container, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_rotate(container: Container, args: argparse.Namespace) -> int:
+    container.migrate(clickhouse=False)  # SQL only: works while `lethe serve` runs
+
+    def progress(done: int, total: int) -> None:
+        print(f"re-wrapped {done}/{total} data keys", file=sys.stderr)
+
+    _print(container.keys.rotate(progress))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     from jobs.registry import JOBS
 
@@ -192,6 +202,10 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("--until", type=_instant)
     export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
     export.set_defaults(fn=cmd_audit_export)
+
+    keys = sub.add_parser("keys", help="the key hierarchy").add_subparsers(dest="action", required=True)
+    keys.add_parser("rotate", help="re-wrap every data key under a new key-encryption key version"
+                    ).set_defaults(fn=cmd_keys_rotate)
     return root
 
 

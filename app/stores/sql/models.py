@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -307,3 +308,29 @@ class HoldRecord(Base):
     expires_at: Mapped[datetime | None]
     released_by: Mapped[str | None] = mapped_column(String(200))
     released_at: Mapped[datetime | None]
+
+
+class KeyEncryptionKey(Base):
+    """One version of the key-encryption key. The KEK itself is derived from LETHE_SECRET_KEY
+    and never stored; `check` (an HMAC of a fixed label under it) tells a wrong secret apart
+    from undecryptable data. Retired versions wrap no key once a rotation has finished."""
+
+    __tablename__ = "kek_versions"
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    created_at: Mapped[datetime]
+    retired_at: Mapped[datetime | None]
+    check: Mapped[str] = mapped_column(String(64))
+
+
+class DataKey(Base):
+    """A data key, wrapped under a KEK version: one per (owner, purpose). Personal values are
+    stored only as ciphertext under such keys, so deleting this row erases them everywhere."""
+
+    __tablename__ = "data_keys"
+    __table_args__ = (Index("uq_data_keys_owner_purpose", "owner", "purpose", unique=True),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    owner: Mapped[str] = mapped_column(String(64))  # subject id, hold id, "deadletters:<project>:<day>"
+    purpose: Mapped[str] = mapped_column(String(20))  # analytics | grace | hold | dead_letters
+    kek_version: Mapped[int] = mapped_column(ForeignKey("kek_versions.version"))
+    wrapped: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime]

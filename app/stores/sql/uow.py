@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
 from app.domain.audit import AuditRecord
+from app.stores.sql.keys import DataKeys
 from app.stores.sql.operational import Complaints, DeadLetters, Logins, Messages, Receipts, SubjectsBulk
 from app.stores.sql.repositories import (
     AuditLog,
@@ -86,6 +87,7 @@ class SqlUnitOfWork:
         self.complaints = Complaints(self.session)
         self.logins = Logins(self.session)
         self.dead_letters = DeadLetters(self.session)
+        self.keys = DataKeys(self.session)
         return self
 
     def __exit__(

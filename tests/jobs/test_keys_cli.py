@@ -1,0 +1,45 @@
+"""`lethe keys rotate` as an operator runs it: JSON on stdout, progress on stderr, clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sqlalchemy.orm import sessionmaker
+
+from app.services.keys import KeyService
+from app.stores.sql.engine import make_engine
+from app.stores.sql.uow import SqlUnitOfWork
+from tests.conftest import FakeClock
+from tests.jobs.test_cli import lethe
+
+SECRET = "cli-secret"
+
+
+def test_keys_rotate_rewraps_every_key_and_names_a_wrong_secret(tmp_path: Path) -> None:
+    first = json.loads(lethe(tmp_path, "keys", "rotate", LETHE_SECRET_KEY=SECRET).stdout)
+    assert first == {"kek_version": 2, "rewrapped": 0}  # an empty keyring: v1 recorded, then v2
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'var' / 'lethe.db'}")
+    factory = sessionmaker(engine, expire_on_commit=False)
+    clock = FakeClock()
+    keys = KeyService(lambda: SqlUnitOfWork(factory, clock), clock, SECRET.encode())
+    with SqlUnitOfWork(factory, clock) as uow:
+        tokens = {o: c.encrypt(f"value of {o}") for o, c in keys.ciphers(uow, ["a", "b", "c"], "analytics",
+                                                                            create=True).items()}
+        uow.commit()
+
+    rotated = lethe(tmp_path, "keys", "rotate", LETHE_SECRET_KEY=SECRET)
+    assert json.loads(rotated.stdout) == {"kek_version": 3, "rewrapped": 3}
+    assert "re-wrapped 3/3 data keys" in rotated.stderr
+    reader = KeyService(lambda: SqlUnitOfWork(factory, clock), clock, SECRET.encode())
+    with SqlUnitOfWork(factory, clock) as uow:
+        found = reader.ciphers(uow, ["a", "b", "c"], "analytics", create=False)
+        assert {o: found[o].decrypt(t) for o, t in tokens.items()} == {o: f"value of {o}" for o in "abc"}
+        assert uow.keys.count_by_version() == {3: 3}
+    engine.dispose()
+
+    wrong = lethe(tmp_path, "keys", "rotate", check=False, LETHE_SECRET_KEY="another-secret")
+    assert wrong.returncode == 1
+    assert "LETHE_SECRET_KEY does not match" in wrong.stderr and "another-secret" not in wrong.stderr
+    assert wrong.stdout == ""
