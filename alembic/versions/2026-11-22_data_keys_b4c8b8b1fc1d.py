@@ -1,7 +1,7 @@
 """data_keys: the key hierarchy (KEK versions, wrapped data keys) for erasure by key destruction
 
 Revision ID: b4c8b8b1fc1d
-Revises: b81d1d551187
+Revises: 43a6b905d8f8
 Create Date: 2026-11-22 08:02:48.813176
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import app.stores.sql.models
 
 revision: str = 'b4c8b8b1fc1d'
-down_revision: str | None = 'b81d1d551187'
+down_revision: str | None = '43a6b905d8f8'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
