@@ -13,7 +13,6 @@ from alembic import op
 
 import app.stores.sql.models
 
-
 revision: str = '43a6b905d8f8'
 down_revision: str | None = 'b81d1d551187'
 branch_labels: str | Sequence[str] | None = None
