@@ -85,7 +85,7 @@ class Container:
 
     @cached_property
     def erasure(self) -> ErasureService:
-        return ErasureService(self.uow, self.now, self.settings.secret_key, sql_steps(), [self.events],
+        return ErasureService(self.uow, self.now, self.settings.secret_key, sql_steps(self.keys), [self.events],
                               after_purge=lambda: checkpoint(self.engine), holds=self.holds)
 
     @cached_property
@@ -122,7 +122,7 @@ class Container:
 
     @cached_property
     def ingest(self) -> IngestService:
-        return IngestService(self.uow, self.now, self.policies, self.events, self.deletions)
+        return IngestService(self.uow, self.now, self.policies, self.events, self.deletions, self.keys)
 
     @cached_property
     def keys(self) -> KeyService:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
@@ -55,6 +55,12 @@ class ExternalErasureStep(Protocol):
     def purge(self, batch: ErasureBatch) -> Mapping[str, int]: ...
 
     def residual(self, batch: ErasureBatch) -> Mapping[str, int]: ...
+
+
+class KeyDestroyer(Protocol):
+    """Destroys data keys inside the caller's transaction (app.services.keys.KeyService)."""
+
+    def destroy(self, uow: SqlUnitOfWork, owners: Sequence[str], purpose: str | None = None) -> int: ...
 
 
 class JobKicker(Protocol):

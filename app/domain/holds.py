@@ -1,7 +1,7 @@
 """Regulatory holds: which holds cover which data, and whether they still stand (pure).
 
 Holds always win: any step that alters or deletes data asks `covering` first and skips what a
-standing hold covers. A hold stands from placement until it is released or expires, plus the
+standing hold covers. A hold stands from its commit until it is released or expires, plus the
 policy's release delay (work resumes that long after the hold ends).
 """
 
@@ -35,8 +35,9 @@ class Hold:
         return min(ends) if ends else None
 
     def stands(self, now: datetime, release_delay: timedelta = timedelta(0)) -> bool:
-        if now < self.placed_at:
-            return False
+        """Whether the hold still blocks work as of `now`. A hold stands from the moment it is
+        committed, whatever the job's clock says: a worker whose clock lags the API's (or a
+        job run `--now` in the past) must see a hold placed "after" its now."""
         ends = self.ends_at()
         return ends is None or now < ends + release_delay
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -21,12 +21,14 @@ import structlog
 from anyio import to_thread
 
 from app.domain import requests as lifecycle
+from app.domain.crypto import Cipher
 from app.domain.events import Actor, EnvelopeError, Event, parse_envelope, split_body, supersedes
 from app.domain.requests import Mode, Source
 from app.ports import Clock, UnitOfWorkFactory
 from app.services.batching import GroupCommitter
 from app.services.deletion import DeletionService
 from app.services.errors import Conflict
+from app.services.keys import ANALYTICS, KeyService
 from app.services.policies import PolicyBook
 from app.stores.clickhouse.events import EventRow, EventStore
 from app.stores.sql.models import Profile, Project, Subject
@@ -68,7 +70,8 @@ class _Batch:
 
 class IngestService:
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock, policies: PolicyBook, events: EventStore,
-                 deletions: DeletionService) -> None:
+                 deletions: DeletionService, keys: KeyService) -> None:
+        self._keys = keys
         self._uow = uow
         self._clock = clock
         self._policies = policies
@@ -164,6 +167,9 @@ class IngestService:
             if event.actor and event.at < earliest.get(event.actor.key, received):
                 earliest[event.actor.key] = event.at
         subjects = uow.subjects_bulk.ensure(project.id, keys, received, earliest)
+        ciphers = self._keys.ciphers(uow, sorted({_key_owner(project, e, subjects) for e in events
+                                                  if any(e.personal.values())} - {""}), ANALYTICS, create=True)
+        store_ip = self._policies.for_project(project.name).store_ip
         last_seen: dict[str, datetime] = {}
         opened = False
         new_messages: list[dict[str, Any]] = []  # inserted together, see _flush_messages
@@ -172,13 +178,14 @@ class IngestService:
             if subject is not None:
                 last_seen[subject.id] = max(event.at, last_seen.get(subject.id, event.at))
             opened |= self._effects(uow, project, event, subject, new_messages, received)
-            rows.append(self._row(project, event, subject, subjects, received))
+            rows.append(self._row(project, event, subject, subjects, received,
+                                  ciphers.get(_key_owner(project, event, subjects)), store_ip))
         _flush_messages(uow, new_messages)
         uow.subjects_bulk.seen(last_seen)
         return opened
 
     def _row(self, project: Project, event: Event, subject: Subject | None, subjects: dict[str, Subject],
-             received: datetime) -> EventRow:
+             received: datetime, cipher: Cipher | None, store_ip: bool) -> EventRow:
         hidden = subject is not None and subject.status != "active"
         properties = {**event.properties,
                       **{k: subjects[Actor("user", u).key].id for k, u in event.user_refs.items()}}
@@ -187,8 +194,8 @@ class IngestService:
             subject_id=subject.id if subject else None, actor_kind=event.actor.kind if event.actor else "",
             dedup_key=event.dedup_key, room_id=event.room_id, message_id=event.message_id,
             platform=event.platform,
-            # a subject being erased gets no new personal values: they are blanked at the door
-            personal={} if hidden else event.personal, properties=properties,
+            # a subject being erased gets no new personal values: they are dropped at the door
+            personal={} if hidden else _sealed(event.personal, cipher, store_ip), properties=properties,
         )
 
     def _effects(self, uow: SqlUnitOfWork, project: Project, event: Event, subject: Subject | None,
@@ -282,6 +289,25 @@ def _flush_messages(uow: SqlUnitOfWork, new_messages: list[dict[str, Any]]) -> N
     if new_messages:
         uow.messages.add(new_messages)
         new_messages.clear()
+
+
+def _key_owner(project: Project, event: Event, subjects: dict[str, Subject]) -> str:
+    """Whose analytics key seals an event's personal values: its actor's (destroyed when the
+    actor is erased); an event with no actor uses its project's key of that day (destroyed by
+    retention at the cap). "" for a hidden actor: nothing of theirs is stored any more."""
+    if event.actor is None:
+        return f"events:{project.id}:{event.at.date().isoformat()}"
+    subject = subjects[event.actor.key]
+    return subject.id if subject.status == "active" else ""
+
+
+def _sealed(personal: Mapping[str, str], cipher: Cipher | None, store_ip: bool) -> dict[str, str]:
+    """Personal values as ciphertext, each bound to its column; never plaintext: without a
+    key (no personal value was expected) they are dropped. No IP unless the policy allows."""
+    values = {c: v for c, v in personal.items() if v and (store_ip or c != "ip")}
+    if not values or cipher is None:
+        return {}
+    return {column: cipher.encrypt(value, column.encode()) for column, value in values.items()}
 
 
 def _latest(current: datetime | None, at: datetime) -> datetime:

@@ -28,7 +28,8 @@ from app.stores.sql.keys import DataKeys, KekVersion, StoredKey
 from app.stores.sql.models import new_id
 from app.stores.sql.uow import SqlUnitOfWork
 
-PURPOSES = frozenset({"analytics", "grace", "hold", "dead_letters"})
+ANALYTICS = "analytics"  # a subject's events' personal values: destroyed when it is anonymised
+PURPOSES = frozenset({ANALYTICS, "grace", "hold", "dead_letters"})
 KEY_CACHE_SECONDS = 5.0  # a destroyed key is unusable in every process within this long
 KEY_CACHE_SIZE = 100_000  # entries; the cache is emptied when full (each entry lives 5 s anyway)
 REWRAP_BATCH = 1_000  # keys per rotation transaction

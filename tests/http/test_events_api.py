@@ -26,6 +26,38 @@ def ch_rows(container: Container, where: str = "1", **params: Any) -> list[dict[
     return [dict(zip(names, r, strict=True)) for r in rows]
 
 
+UNREADABLE = "<unreadable>"
+
+
+def readable(container: Container, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows as a reader holding the keys sees them: personal values decrypted, or
+    UNREADABLE where the key is gone (erased)."""
+    from app.domain.crypto import Undecryptable
+    from app.domain.events import PERSONAL_COLUMNS
+
+    with container.uow() as uow:
+        projects = {name: pid for pid, name in uow.projects.names(uow.projects.all_ids()).items()}
+
+        def owner(row: dict[str, Any]) -> str:
+            if row["subject_id"].int:
+                return str(row["subject_id"])
+            return f"events:{projects[row['project']]}:{row['at'].date().isoformat()}"
+
+        ciphers = container.keys.ciphers(uow, sorted({owner(r) for r in rows}), "analytics", create=False)
+    opened = []
+    for row in rows:
+        cipher = ciphers.get(owner(row))
+        row = dict(row)
+        for column in PERSONAL_COLUMNS:
+            if row[column]:
+                try:
+                    row[column] = cipher.decrypt(row[column], column.encode()) if cipher else UNREADABLE
+                except Undecryptable:
+                    row[column] = UNREADABLE
+        opened.append(row)
+    return opened
+
+
 def subject_id(container: Container, user_key: str) -> str:
     with container.uow() as uow:
         project = uow.projects.by_name(PROJECT)
@@ -50,7 +82,9 @@ def test_frontend_event_is_keyed_by_subject_with_personal_columns_apart(client: 
                                                                         keys: dict[str, str],
                                                                         container: Container) -> None:
     assert post(client, keys, SESSION_STARTED).status_code == 202
-    (row,) = ch_rows(container)
+    (raw,) = ch_rows(container)
+    assert raw["user_name"].startswith("v1.") and "John" not in repr(raw)  # ciphertext only
+    (row,) = readable(container, [raw])
     sid = subject_id(container, "BUmXxFyNMNE6FUVhL+ECSQ==")
     assert str(row["subject_id"]) == sid and row["actor_kind"] == "user"
     assert row["at"].isoformat().startswith("2026-01-14T12:30:45.123")  # value.created_at

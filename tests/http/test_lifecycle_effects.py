@@ -11,7 +11,7 @@ from app.services.policies import PolicyBook
 from tests.conftest import FakeClock
 from tests.fixtures.platform import BACKEND, PROJECT, frontend
 from tests.http.conftest import bearer
-from tests.http.test_events_api import ch_rows, post, subject_id
+from tests.http.test_events_api import UNREADABLE, ch_rows, post, readable, subject_id
 
 USER = "BUmXxFyNMNE6FUVhL+ECSQ=="
 
@@ -97,8 +97,8 @@ def test_user_deletes_and_restores_their_account_through_events(client: TestClie
     assert (request["source"], request["mode"], request["status"]) == ("user", "grace", "pending")
     container.erasure.anonymise(clock.now)
     assert message(client, keys, "m-1")["state"] == "anonymised"
-    personal = [r for r in ch_rows(container) if r["user_name"] or r["nickname"] or r["text"]]
-    assert personal == []  # read with patch parts off: blanked on disk, not just masked
+    personal = {(r["user_name"], r["nickname"], r["text"]) for r in readable(container, ch_rows(container))}
+    assert personal <= {(UNREADABLE, UNREADABLE, UNREADABLE), (UNREADABLE, UNREADABLE, "")}  # key destroyed
     post(client, keys, frontend("delete_profile_cancelled", created_at="2026-02-01T00:01:00Z"))
     post(client, keys, frontend("account_restored", created_at="2026-02-02T00:00:00Z"))
     restored = client.get(f"/v1/deletion-requests/{request['id']}", headers=bearer(keys["api_key"])).json()
@@ -154,20 +154,31 @@ def test_subject_report_for_an_officer(client: TestClient[Any], keys: dict[str, 
 
 
 @pytest.mark.parametrize("targeted", [16, 0])
-def test_erasure_is_physical_whether_patches_go_day_by_day_or_table_wide(
+def test_legacy_plaintext_is_blanked_on_disk_day_by_day_or_table_wide(
     client: TestClient[Any], keys: dict[str, str], container: Container, clock: FakeClock,
     monkeypatch: pytest.MonkeyPatch, targeted: int,
 ) -> None:
+    """Events stored before encryption at the door hold plaintext: erasure blanks those on disk."""
+    from datetime import UTC, datetime, timedelta
+
     from app.stores.clickhouse import events
+    from app.stores.clickhouse.events import EventRow
 
     monkeypatch.setattr(events, "TARGETED_PARTITIONS", targeted)
-    # a backfill spanning 150 days in one call (ClickHouse refuses >100 partitions by default)
-    batch = [frontend("session_started", created_at=f"2025-{1 + d // 28:02d}-{1 + d % 28:02d}T10:00:00Z")
-             for d in range(150)]
-    batch.append(frontend("session_started", user_id="bystander", created_at="2025-01-01T10:00:00Z"))
-    assert post(client, keys, batch).json()["accepted"] == 151
+    post(client, keys, [frontend("session_started"), frontend("session_started", user_id="bystander")])
+    start = datetime(2025, 1, 1, 10, tzinfo=UTC)
+
+    def legacy(user: str, day: int) -> EventRow:
+        return EventRow(project=PROJECT, event="session_started", at=start + timedelta(days=day), received_at=start,
+                        subject_id=subject_id(container, user), actor_kind="user", dedup_key=f"{user}-{day}",
+                        room_id="", message_id="", platform="web", personal={"user_name": f"Plain {user}"},
+                        properties={})
+
+    # a backfill spanning 150 days (ClickHouse refuses >100 partitions per insert by default)
+    container.events.insert([legacy(USER, d) for d in range(150)] + [legacy("bystander", 0)], "legacy")
     client.post("/v1/deletion-requests", json={"user_id": USER}, headers=bearer(keys["api_key"]))
     container.erasure.anonymise(clock.now)
     rows = ch_rows(container)  # patch parts off: what is on disk
-    assert len(rows) == 151
-    assert [r["user_name"] for r in rows if r["user_name"]] == ["John Doe"]  # the bystander's
+    assert len(rows) == 153
+    plaintext = [r["user_name"] for r in rows if r["user_name"] and not r["user_name"].startswith("v1.")]
+    assert plaintext == ["Plain bystander"]

@@ -115,7 +115,7 @@ class BrokenStore:
 def test_failed_store_marks_requests_failed_and_next_run_retries(container: Container, project: dict[str, str],
                                                                   clock: FakeClock) -> None:
     store = BrokenStore()
-    erasure = ErasureService(container.uow, clock, b"k", sql_steps(), [store])
+    erasure = ErasureService(container.uow, clock, b"k", sql_steps(container.keys), [store])
     created = request(container, "u-1").body
     summary = erasure.anonymise(clock.now)
     assert (summary.processed, summary.failed) == (0, 1)
@@ -143,7 +143,7 @@ def test_restore_during_a_run_is_not_overwritten(container: Container, project: 
 
         purge = residual = anonymise
 
-    ErasureService(container.uow, clock, b"k", sql_steps(), [RestoreMidway()]).anonymise(clock.now)
+    ErasureService(container.uow, clock, b"k", sql_steps(container.keys), [RestoreMidway()]).anonymise(clock.now)
     assert container.deletions.get(pid(container), created["id"])["status"] == "restored"
 
 
@@ -151,7 +151,8 @@ def test_two_workers_never_claim_the_same_request(container: Container, project:
                                                   clock: FakeClock) -> None:
     for i in range(40):
         request(container, f"u-{i}")
-    services = [ErasureService(container.uow, clock, b"k", sql_steps(), [], batch_size=5) for _ in range(4)]
+    steps = sql_steps(container.keys)
+    services = [ErasureService(container.uow, clock, b"k", steps, [], batch_size=5) for _ in range(4)]
     with ThreadPoolExecutor(4) as pool:
         summaries = list(pool.map(lambda s: s.anonymise(clock.now), services))
     assert sum(s.processed for s in summaries) == 40

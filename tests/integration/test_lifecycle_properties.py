@@ -153,6 +153,7 @@ def test_lifecycle_state_machine(tmp_path_factory: pytest.TempPathFactory, click
                 if scope is Scope.USER:
                     subject = uow.subjects.find(self.project_id, target)
                     snap["subject"] = subject.id if subject else None
+                    snap["key"] = bool(subject and uow.keys.get([subject.id], "analytics"))
                     snap["profile"] = uow.session.get(Profile, subject.id).display_name if subject and \
                         uow.session.get(Profile, subject.id) else None
             if scope is Scope.USER and snap["subject"]:
@@ -172,6 +173,7 @@ def test_lifecycle_state_machine(tmp_path_factory: pytest.TempPathFactory, click
                     if before["profile"] is not None:  # a profile set after the hold is new, not altered
                         assert now["profile"] == before["profile"]
                     assert set(before["events"]) <= set(now["events"]), "a held user's events were altered"
+                    assert now["key"] or not before["key"], "a held user's events were made unreadable"
 
         @invariant()
         def completed_requests_leave_no_residue(self) -> None:
@@ -183,10 +185,13 @@ def test_lifecycle_state_machine(tmp_path_factory: pytest.TempPathFactory, click
                     assert uow.profiles.count([subject.id]) == 0
                     if request.mode == "immediate":
                         assert uow.messages.per_subject([subject.id]) == {}
+                # its events' personal values are unreadable: the key is gone, no plaintext left
+                assert not uow.keys.get([r.subject_id for r in done], "analytics")
             for request in done:
                 residue = self.c.clickhouse.rows(
-                    "SELECT count() FROM events WHERE subject_id = toUUID({s:String}) AND (user_name != '' "
-                    "OR text != '')", parameters={"s": request.subject_id}, settings={"apply_patch_parts": 0})
+                    "SELECT count() FROM events WHERE subject_id = toUUID({s:String}) AND ((user_name != '' "
+                    "AND NOT startsWith(user_name, 'v1.')) OR (text != '' AND NOT startsWith(text, 'v1.')))",
+                    parameters={"s": request.subject_id}, settings={"apply_patch_parts": 0})
                 assert residue[0][0] == 0
 
         @invariant()

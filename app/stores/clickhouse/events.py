@@ -1,9 +1,15 @@
 """Analytics events in ClickHouse, and their part of an erasure (app.ports.ExternalErasureStep).
 
-Erasure never re-keys events and never mutates per user: the personal columns of every subject
-in a job's batch are blanked by ONE lightweight UPDATE, then `APPLY PATCHES` rewrites them
-physically (synchronously), and the residual check reads with patch parts off, so a masked
-value that still sits on disk would be counted.
+Events are never rewritten by an erasure. Their personal columns hold ciphertext under the
+subject's analytics key (sealed at the door, see app.services.ingest), and the erasure destroys
+that key in SQL (app.stores.sql.erasure_steps.AnalyticsKeysStep). Here the step only counts the
+rows it makes unreadable, for the evidence. The ciphertext itself leaves the disk with the
+13-month partition drops.
+
+Plaintext personal values can only come from before encryption at the door. Should any exist
+for an erased subject, they are blanked the old way: ONE lightweight UPDATE for the batch, then
+`APPLY PATCHES` synchronously; the residual check reads with patch parts off and counts
+plaintext, so a masked value still on disk would be found.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from app.domain.crypto import TOKEN_PREFIX
 from app.domain.events import PERSONAL_COLUMNS
 from app.ports import ErasureBatch
 from app.stores.clickhouse.client import ClickHouse
@@ -23,6 +30,7 @@ NO_SUBJECT = uuid.UUID(int=0)
 COLUMNS = ["project", "event", "at", "received_at", "subject_id", "actor_kind", "dedup_key", "room_id",
            "message_id", "platform", *PERSONAL_COLUMNS, "properties"]
 _ANY_PERSONAL = " OR ".join(f"{c} != ''" for c in PERSONAL_COLUMNS)
+_PLAINTEXT = " OR ".join(f"({c} != '' AND NOT startsWith({c}, '{TOKEN_PREFIX}'))" for c in PERSONAL_COLUMNS)
 _BLANK = ", ".join(f"{c} = ''" for c in PERSONAL_COLUMNS)
 SYNC = {"mutations_sync": 2}
 TARGETED_PARTITIONS = 16  # up to this many affected days, patches are applied day by day
@@ -65,47 +73,53 @@ class EventStore:
 
     # --- erasure -------------------------------------------------------------------------
     def anonymise(self, batch: ErasureBatch) -> Mapping[str, int]:
-        """Blank the personal columns of every event of the batch's subjects, physically."""
-        counts, partitions = self._personal_rows_and_days(batch.subject_ids)
-        if counts:
-            ids = [uuid.UUID(s) for s in counts]
-            self.ch.command(f"UPDATE events SET {_BLANK} WHERE subject_id IN {{ids:Array(UUID)}}",
-                            parameters={"ids": ids}, settings={"allow_experimental_lightweight_update": 1})
-            if len(partitions) <= TARGETED_PARTITIONS:
-                # a few users: rewrite only the days they were active on (one request's latency)
-                for partition in partitions:
-                    if not partition.isdigit():  # ids of toYYYYMMDD partitions are digits
-                        raise ValueError(f"unexpected partition id {partition!r}")
-                    self.ch.command(f"ALTER TABLE events APPLY PATCHES IN PARTITION ID '{partition}'", settings=SYNC)
-            else:
-                self.ch.command("ALTER TABLE events APPLY PATCHES", settings=SYNC)
+        """Rows with personal values per subject: what the destruction of their keys makes
+        unreadable. Legacy plaintext among them is blanked, physically."""
+        counts, plaintext_days = self._personal_rows_and_plaintext_days(batch.subject_ids)
+        if plaintext_days:
+            self._blank_plaintext(batch.subject_ids, plaintext_days)
         return counts
 
     def purge(self, batch: ErasureBatch) -> Mapping[str, int]:
-        """Events stay, anonymous: blank anything that arrived during grace (usually nothing)."""
+        """Events stay, anonymous and unreadable: the same as anonymise (usually nothing new)."""
         return self.anonymise(batch)
 
     def residual(self, batch: ErasureBatch) -> Mapping[str, int]:
-        """Rows that still hold a personal value, read with patch parts off (what is on disk)."""
-        return self._personal_rows(batch.subject_ids, masks=False)
+        """Rows that still hold a plaintext personal value, read with patch parts off (what is
+        on disk). Ciphertext whose key is gone is not residue: it is unreadable."""
+        return self._rows(batch.subject_ids, _PLAINTEXT, masks=False)
 
-    def _personal_rows_and_days(self, subject_ids: Sequence[str]) -> tuple[dict[str, int], list[str]]:
-        """Rows still holding a personal value per subject, and the partitions they sit in."""
+    def _personal_rows_and_plaintext_days(self, subject_ids: Sequence[str]) -> tuple[dict[str, int], list[str]]:
+        """One scan: rows holding any personal value per subject, and the partitions holding
+        plaintext ones."""
         if not subject_ids:
             return {}, []
         rows = self.ch.rows(
-            f"SELECT toString(subject_id), count(), groupUniqArray(_partition_id) FROM events "
+            f"SELECT toString(subject_id), count(), groupUniqArrayIf(_partition_id, {_PLAINTEXT}) FROM events "
             f"WHERE subject_id IN {{ids:Array(UUID)}} AND ({_ANY_PERSONAL}) GROUP BY subject_id",
             parameters={"ids": [uuid.UUID(s) for s in subject_ids]},
         )
         return {str(s): int(n) for s, n, _ in rows}, sorted({str(p) for _, _, days in rows for p in days})
 
-    def _personal_rows(self, subject_ids: Sequence[str], *, masks: bool) -> dict[str, int]:
+    def _blank_plaintext(self, subject_ids: Sequence[str], partitions: Sequence[str]) -> None:
+        ids = [uuid.UUID(s) for s in subject_ids]
+        self.ch.command(f"UPDATE events SET {_BLANK} WHERE subject_id IN {{ids:Array(UUID)}} AND ({_PLAINTEXT})",
+                        parameters={"ids": ids}, settings={"allow_experimental_lightweight_update": 1})
+        if len(partitions) <= TARGETED_PARTITIONS:
+            # a few users: rewrite only the days they were active on (one request's latency)
+            for partition in partitions:
+                if not partition.isdigit():  # ids of toYYYYMMDD partitions are digits
+                    raise ValueError(f"unexpected partition id {partition!r}")
+                self.ch.command(f"ALTER TABLE events APPLY PATCHES IN PARTITION ID '{partition}'", settings=SYNC)
+        else:
+            self.ch.command("ALTER TABLE events APPLY PATCHES", settings=SYNC)
+
+    def _rows(self, subject_ids: Sequence[str], where: str, *, masks: bool) -> dict[str, int]:
         if not subject_ids:
             return {}
         rows = self.ch.rows(
             f"SELECT toString(subject_id), count() FROM events WHERE subject_id IN {{ids:Array(UUID)}} "
-            f"AND ({_ANY_PERSONAL}) GROUP BY subject_id",
+            f"AND ({where}) GROUP BY subject_id",
             parameters={"ids": [uuid.UUID(s) for s in subject_ids]},
             settings={"apply_patch_parts": 1 if masks else 0},
         )

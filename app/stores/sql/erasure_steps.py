@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from sqlalchemy import delete, func, select, update
 
-from app.ports import ErasureBatch, SqlErasureStep
+from app.ports import ErasureBatch, KeyDestroyer, SqlErasureStep
 from app.stores.sql.models import DeletionRequest, Login, Profile
 from app.stores.sql.uow import SqlUnitOfWork
 
@@ -126,6 +126,31 @@ class DeadLettersStep:
         return found
 
 
-def sql_steps() -> list[SqlErasureStep]:
-    """Every SQL table that holds personal data, in the order they are erased."""
-    return [ProfilesStep(), RequestReasonsStep(), MessagesStep(), LoginsStep(), DeadLettersStep()]
+class AnalyticsKeysStep:
+    """The subject's analytics key, under which every personal value of its events is stored
+    (in ClickHouse, wherever its replicas and backups are). Destroying it in the transaction
+    that records the step makes all of them unreadable at once: one key row per subject,
+    whatever the size of its history, and nothing outside this transaction to go wrong."""
+
+    name = "sql.data_keys"
+    purpose = "analytics"  # app.services.keys.ANALYTICS (stores do not import services)
+
+    def __init__(self, keys: KeyDestroyer) -> None:
+        self._keys = keys
+
+    def anonymise(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+        counts = self.residual(uow, batch)
+        self._keys.destroy(uow, batch.subject_ids, self.purpose)
+        return {k: v for k, v in counts.items() if v}
+
+    purge = anonymise  # a key made during grace (after a restore and a new request) goes too
+
+    def residual(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+        found = uow.keys.get(batch.subject_ids, self.purpose)
+        return {subject: int(subject in found) for subject in batch.subject_ids}
+
+
+def sql_steps(keys: KeyDestroyer) -> list[SqlErasureStep]:
+    """Every SQL table that holds personal data (or the keys to it), in the order they are erased."""
+    return [AnalyticsKeysStep(keys), ProfilesStep(), RequestReasonsStep(), MessagesStep(), LoginsStep(),
+            DeadLettersStep()]
