@@ -29,7 +29,7 @@ from app.stores.clickhouse.events import EventStore
 from app.stores.clickhouse.lifecycle import EventLifecycle
 from app.stores.clickhouse.schema import migrate as migrate_clickhouse
 from app.stores.sql import migrations
-from app.stores.sql.engine import checkpoint, make_engine
+from app.stores.sql.engine import make_engine
 from app.stores.sql.erasure_steps import sql_steps
 from app.stores.sql.uow import SqlUnitOfWork
 
@@ -86,7 +86,7 @@ class Container:
     @cached_property
     def erasure(self) -> ErasureService:
         return ErasureService(self.uow, self.now, self.settings.secret_key, sql_steps(self.keys), [self.events],
-                              after_purge=lambda: checkpoint(self.engine), holds=self.holds)
+                              after_run=lambda: self.keys.compact_when_due(self.engine), holds=self.holds)
 
     @cached_property
     def event_lifecycle(self) -> EventLifecycle:
@@ -98,11 +98,12 @@ class Container:
 
     @cached_property
     def retention(self) -> RetentionService:
-        return RetentionService(self.uow, self.now, self.policies, self.holds, self.event_lifecycle, self.deletions)
+        return RetentionService(self.uow, self.now, self.policies, self.holds, self.event_lifecycle, self.deletions,
+                                self.keys)
 
     @cached_property
     def offboarding(self) -> OffboardingService:
-        return OffboardingService(self.uow, self.now, self.holds, self.event_lifecycle, self.accounts)
+        return OffboardingService(self.uow, self.now, self.holds, self.event_lifecycle, self.accounts, self.keys)
 
     @cached_property
     def holds(self) -> HoldService:

@@ -44,14 +44,14 @@ class StepFailed(Exception):
 class ErasureService:
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock, secret_key: bytes,
                  sql_steps: Sequence[SqlErasureStep], external_steps: Sequence[ExternalErasureStep],
-                 after_purge: Callable[[], None] = lambda: None, batch_size: int = 10_000,
+                 after_run: Callable[[], object] = lambda: None, batch_size: int = 10_000,
                  holds: HoldService | None = None) -> None:
         self._uow = uow
         self._clock = clock
         self._key = secret_key
         self._sql_steps = list(sql_steps)
         self._external = list(external_steps)
-        self._after_purge = after_purge
+        self._after_run = after_run
         self.batch_size = batch_size
         self._holds = holds
 
@@ -86,8 +86,9 @@ class ErasureService:
                      failed=summary.failed)
             if len(claimed) < self.batch_size:
                 break
-        if summary.purged:
-            self._after_purge()  # e.g. fold SQLite's WAL into the file so no old page survives
+        # destroyed keys and purged rows leave the stores' files (SQLite WAL, PostgreSQL's
+        # key table): at once on SQLite, within minutes on PostgreSQL (see KeyService)
+        self._after_run()
         return summary
 
     def _claim(self, step: Step, now: datetime, tried: Sequence[str]) -> tuple[list[str], list[str], int]:

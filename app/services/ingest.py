@@ -28,7 +28,7 @@ from app.ports import Clock, UnitOfWorkFactory
 from app.services.batching import GroupCommitter
 from app.services.deletion import DeletionService
 from app.services.errors import Conflict
-from app.services.keys import ANALYTICS, KeyService
+from app.services.keys import ANALYTICS, KeyService, day_key_owner
 from app.services.policies import PolicyBook
 from app.stores.clickhouse.events import EventRow, EventStore
 from app.stores.sql.models import Profile, Project, Subject
@@ -296,7 +296,7 @@ def _key_owner(project: Project, event: Event, subjects: dict[str, Subject]) -> 
     actor is erased); an event with no actor uses its project's key of that day (destroyed by
     retention at the cap). "" for a hidden actor: nothing of theirs is stored any more."""
     if event.actor is None:
-        return f"events:{project.id}:{event.at.date().isoformat()}"
+        return day_key_owner(project.id, event.at.date())
     subject = subjects[event.actor.key]
     return subject.id if subject.status == "active" else ""
 

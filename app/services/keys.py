@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from datetime import date
 from typing import Any
 
+import structlog
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
 
 from app.domain.audit import AuditRecord
 from app.domain.crypto import Cipher, Undecryptable, derive_kek, kek_check, kek_matches, new_data_key, unwrap, wrap
@@ -29,12 +32,15 @@ from app.stores.sql.models import new_id
 from app.stores.sql.uow import SqlUnitOfWork
 
 ANALYTICS = "analytics"  # a subject's events' personal values: destroyed when it is anonymised
+log = structlog.get_logger(__name__)
 PURPOSES = frozenset({ANALYTICS, "grace", "hold", "dead_letters"})
 KEY_CACHE_SECONDS = 5.0  # a destroyed key is unusable in every process within this long
 KEY_CACHE_SIZE = 100_000  # entries; the cache is emptied when full (each entry lives 5 s anyway)
 REWRAP_BATCH = 1_000  # keys per rotation transaction
 COMPACT_LOCK_TIMEOUT = "10s"  # VACUUM FULL gives up rather than queue the service behind it
 COMPACT_WAIT_SECONDS = 30.0  # for transactions that can still see deleted keys to end
+COMPACT_EVERY_SECONDS = 15 * 60.0  # PostgreSQL: VACUUM FULL at most this often (the anonymise job
+# runs every minute, so a destroyed key leaves the table's file within ~16 minutes, well within the hour)
 # Other sessions of this database whose transaction (and so possibly snapshot) predates `since`.
 _OLDER_TRANSACTIONS = text(
     "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
@@ -64,6 +70,8 @@ class KeyService:
         self._keks: dict[int, bytes] = {}  # version -> KEK, once checked against its row
         self._cache: dict[tuple[str, str], tuple[float, Cipher | None]] = {}
         self._lock = threading.Lock()
+        self._dirty = False  # keys destroyed since the last compaction (in this process)
+        self._compacted_at: float | None = None
 
     # --- reading and creating keys -------------------------------------------------------
 
@@ -179,6 +187,7 @@ class KeyService:
         if purpose is not None:
             _check_purpose(purpose)
         purposes = [purpose] if purpose is not None else sorted(PURPOSES)
+        self._dirty = True
         with self._lock:
             for owner in owners:
                 for each in purposes:
@@ -285,10 +294,47 @@ class KeyService:
             conn.execute(text(f"SET lock_timeout = '{COMPACT_LOCK_TIMEOUT}'"))
             conn.execute(text("VACUUM FULL data_keys"))
 
+    def destroy_day_keys(self, uow: SqlUnitOfWork, project_id: str, before: date | None = None,
+                         keep: Collection[date] = ()) -> int:
+        """The keys of a project's actor-less events (one per day, see `day_key_owner`) for the
+        days before `before`, or all of them, except the days in `keep` (held rows stay there):
+        what retention and offboarding destroy."""
+        low = day_key_owner(project_id, None)
+        high = day_key_owner(project_id, before) if before else low + "\uffff"
+        kept = {day_key_owner(project_id, day) for day in keep}
+        owners = [o for o in uow.keys.owners_between(low, high, ANALYTICS) if o not in kept]
+        return self.destroy(uow, owners, ANALYTICS) if owners else 0
+
+    def compact_when_due(self, engine: Engine) -> bool:
+        """After a job run: compact if keys were destroyed since the last compaction, on
+        SQLite at once (a checkpoint is cheap), on PostgreSQL at most every
+        COMPACT_EVERY_SECONDS (VACUUM FULL locks the key table while it runs). A compaction
+        that cannot run now (older transactions still open) is logged and retried next time."""
+        now = time.monotonic()
+        if not self._dirty:
+            return False
+        if engine.dialect.name != "sqlite" and self._compacted_at is not None \
+                and now - self._compacted_at < COMPACT_EVERY_SECONDS:
+            return False
+        self._dirty = False
+        try:
+            self.compact(engine)
+        except (KeyringError, DBAPIError) as exc:
+            self._dirty = True
+            log.warning("keys.compact_postponed", reason=str(exc).splitlines()[0])
+            return False
+        self._compacted_at = now
+        return True
+
     def stats(self) -> dict[str, Any]:
         """Keys per KEK version (no key material): what an operator checks after a rotation."""
         with self._uow() as uow:
             return {"keys_by_kek_version": uow.keys.count_by_version()}
+
+
+def day_key_owner(project_id: str, day: date | None) -> str:
+    """The owner of a project's key for one day of actor-less events ("" day: the prefix)."""
+    return f"events:{project_id}:{day.isoformat() if day else ''}"
 
 
 def _check_purpose(purpose: str) -> None:

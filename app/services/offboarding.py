@@ -14,6 +14,7 @@ from app.ports import Clock, UnitOfWorkFactory
 from app.services.accounts import AccountService
 from app.services.errors import Conflict, NotFound
 from app.services.holds import HoldService
+from app.services.keys import ANALYTICS, KeyService
 from app.services.summary import JobSummary
 from app.stores.clickhouse.lifecycle import EventLifecycle
 from app.stores.sql.models import (
@@ -33,7 +34,8 @@ from app.stores.sql.uow import SqlUnitOfWork
 
 class OffboardingService:
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock, holds: HoldService, events: EventLifecycle,
-                 accounts: AccountService) -> None:
+                 accounts: AccountService, keys: KeyService) -> None:
+        self._keys = keys
         self._uow = uow
         self._clock = clock
         self._holds = holds
@@ -115,6 +117,10 @@ class OffboardingService:
         }
         session.execute(update(DeletionRequest).where(DeletionRequest.subject_id.in_(free_subjects))
                         .values(reason=None))
+        # the keys to their events' personal values; the project's day keys once no hold remains
+        counts["sql.data_keys"] = self._keys.destroy(uow, free_subjects, ANALYTICS)
+        if not holds:
+            counts["sql.data_keys"] += self._keys.destroy_day_keys(uow, project_id)
         counts["sql.subjects"] = gone(update(Subject).where(Subject.id.in_(free_subjects), Subject.user_id.is_not(None))
                                       .values(user_id=None, status="erased", erased_at=now))
         return counts

@@ -6,7 +6,7 @@ old messages, complaints and logins are deleted; users inactive for the whole ca
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from sqlalchemy import delete, select
 
@@ -16,6 +16,7 @@ from app.domain.requests import Mode, Source, add_months
 from app.ports import Clock, UnitOfWorkFactory
 from app.services.deletion import DeletionService
 from app.services.holds import HoldService
+from app.services.keys import KeyService
 from app.services.policies import PolicyBook
 from app.services.summary import JobSummary
 from app.stores.clickhouse.lifecycle import EventLifecycle
@@ -27,7 +28,8 @@ IDEMPOTENCY_KEYS_KEPT = timedelta(days=1)
 
 class RetentionService:
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock, policies: PolicyBook, holds: HoldService,
-                 events: EventLifecycle, deletions: DeletionService) -> None:
+                 events: EventLifecycle, deletions: DeletionService, keys: KeyService) -> None:
+        self._keys = keys
         self._uow = uow
         self._clock = clock
         self._policies = policies
@@ -48,6 +50,7 @@ class RetentionService:
             cutoffs = {pid: add_months(now, -self._policies.for_project(name).retention_months)
                        for pid, name in projects.items()}
         # 2. raw events: whole partitions up to the earliest cap; shorter per-project caps by rows
+        held_days: set[date] = set()
         if cutoffs:
             earliest = min([*cutoffs.values(), add_months(now, -self._policies.default.retention_months)])
             expired = self._events.expire_before(earliest.date(), held)
@@ -58,10 +61,14 @@ class RetentionService:
                     summary.stores["clickhouse.events"] += self._events.delete_project(
                         projects[pid], held, before=cutoff.replace(hour=0, minute=0, second=0, microsecond=0))
             summary.held += expired["held_rows"]
+            held_days = set(expired["held_days"])
         # 3. SQL, one transaction per project
         for pid, name in sorted(projects.items(), key=lambda p: p[1]):
             with self._uow() as uow:
                 counts = self._sql(uow, pid, name, cutoffs[pid], now, holds, summary)
+                # actor-less events' day keys go with their days, except days where held rows stay
+                counts["sql.data_keys"] = self._keys.destroy_day_keys(uow, pid, before=cutoffs[pid].date(),
+                                                                      keep=held_days)
                 if any(counts.values()):
                     uow.audit(AuditRecord("job:retention", "retention.applied", name, None, counts))
                 uow.commit()

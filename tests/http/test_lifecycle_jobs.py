@@ -1,5 +1,6 @@
 """Message feed, complaint resolution, retention (the 13-month cap) and offboarding."""
 
+import copy
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -13,7 +14,7 @@ from app.stores.sql.models import DeadLetter, DeletionRequest, Message, Subject
 from tests.conftest import FakeClock
 from tests.fixtures.platform import PROJECT, frontend
 from tests.http.conftest import bearer
-from tests.http.test_events_api import ch_rows, post
+from tests.http.test_events_api import ch_rows, post, readable
 
 USER = "BUmXxFyNMNE6FUVhL+ECSQ=="
 
@@ -176,8 +177,11 @@ def test_offboarding_revokes_keys_and_deletes_everything_but_held_data(client: T
         messages = list(uow.session.scalars(select(Message.message_id)))
         linked = list(uow.session.scalars(select(Subject.user_id).where(Subject.user_id.is_not(None))))
     assert messages == ["m-b"] and sorted(linked) == ["u-b", "x"]
+    opened = readable(container, [r for r in rows if r["project"] == PROJECT])
+    assert [r["user_name"] for r in opened] == ["John Doe"]  # the held user's key stays
     officer = client.get("/v1/audit", params={"action": "project.data_deleted"}, headers=bearer(keys["officer"]))
-    assert officer.json()["items"][0]["details"]["evidence"]["sql.messages"] == 1
+    evidence = officer.json()["items"][0]["details"]["evidence"]
+    assert evidence["sql.messages"] == 1 and evidence["sql.data_keys"] == 1  # u-a's key; u-b is held
 
 
 def test_a_project_hold_freezes_offboarding(client: TestClient[Any], keys: dict[str, str], container: Container,
@@ -189,6 +193,29 @@ def test_a_project_hold_freezes_offboarding(client: TestClient[Any], keys: dict[
     summary = container.offboarding.run(clock.now)
     assert (summary.processed, summary.held) == (0, 1)
     assert len(ch_rows(container)) == 1
+
+
+def test_retention_destroys_the_day_keys_of_actorless_events_past_the_cap(
+    client: TestClient[Any], keys: dict[str, str], container: Container, clock: FakeClock
+) -> None:
+    now = clock.now = datetime(2026, 11, 21, 0, 0, tzinfo=UTC)
+    upload = {"event": "file_upload", "value": {"project": PROJECT, "name": "scan-of-passport.png", "size": 1}}
+    old, recent = copy.deepcopy(upload), copy.deepcopy(upload)
+    old["value"]["created_at"], recent["value"]["created_at"] = iso(add_months(now, -14)), iso(now)
+    post(client, keys, [old, recent])
+    assert [r["user_name"] for r in readable(container, ch_rows(container))] == ["scan-of-passport.png"] * 2
+    summary = container.retention.run(now)
+    assert summary.stores["sql.data_keys"] == 1
+    with container.uow() as uow:
+        owners = sorted(uow.keys.owners_between("events:", "events:\uffff", "analytics"))
+    assert owners == [f"events:{subject_project(container)}:{now.date().isoformat()}"]
+
+
+def subject_project(container: Container) -> str:
+    with container.uow() as uow:
+        project = uow.projects.by_name(PROJECT)
+        assert project is not None
+        return project.id
 
 
 def test_daily_metrics_are_per_day(container: Container) -> None:

@@ -4,7 +4,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 
 from app.bootstrap import Container
 from app.domain.requests import Mode
@@ -161,3 +161,30 @@ def test_two_workers_never_claim_the_same_request(container: Container, project:
         created = [e for e in uow.session.scalars(select(AuditEntry)) if e.action == "deletion_request.anonymised"]
     assert len(created) == 40
     assert container.audit.verify().ok
+
+
+def test_the_erasure_job_makes_a_destroyed_key_leave_the_key_tables_file(
+    container: Container, project: dict[str, str], clock: FakeClock, engine: Engine
+) -> None:
+    """SQLite: no byte of the wrapped key in the file or its WAL after the run; PostgreSQL:
+    none in the key table's file (read with pg_read_binary_file after CHECKPOINT)."""
+    import json
+
+    from sqlalchemy import text
+
+    from tests.fixtures.platform import frontend
+    from tests.integration.test_keys import _pg_bytes, _pg_path, _sqlite_bytes
+
+    envelope = frontend("session_started", "u-1")
+    envelope["value"]["project"] = "acme"
+    assert container.ingest.ingest(pid(container), "acme", json.dumps(envelope).encode()).accepted == 1
+    with container.uow() as uow:
+        wrapped = bytes(uow.session.execute(text("SELECT wrapped FROM data_keys")).scalar_one())
+
+    def on_disk() -> bytes:
+        return _sqlite_bytes(engine) if engine.dialect.name == "sqlite" else _pg_bytes(engine, _pg_path(engine))
+
+    assert wrapped in on_disk()  # the check can see the key while it exists
+    request(container, "u-1")
+    assert container.erasure.anonymise(clock.now).processed == 1
+    assert wrapped not in on_disk()

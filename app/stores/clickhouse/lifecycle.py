@@ -82,7 +82,7 @@ class EventLifecycle:
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
     # --- the 13-month cap ------------------------------------------------------------------
-    def expire_before(self, cutoff: date, held: Held) -> dict[str, int]:
+    def expire_before(self, cutoff: date, held: Held) -> dict[str, Any]:
         """Remove every event older than `cutoff` (day granularity) except held ones.
 
         Whole daily partitions are dropped in one statement (cheap: no row is rewritten). A
@@ -104,7 +104,8 @@ class EventLifecycle:
         if keep:
             self._rebuild_with_held_rows_only(keep, predicate, params)
         removed = sum(int(total) - int(kept) for _p, total, kept in counts)
-        return {"rows": removed, "partitions_dropped": len(drop), "held_rows": sum(int(k) for _p, _t, k in counts)}
+        return {"rows": removed, "partitions_dropped": len(drop), "held_rows": sum(int(k) for _p, _t, k in counts),
+                "held_days": [date(int(p[:4]), int(p[4:6]), int(p[6:])) for p in keep]}
 
     def _rebuild_with_held_rows_only(self, partitions: list[str], predicate: str, params: dict[str, Any]) -> None:
         staging = f"events_keep_{uuid.uuid4().hex[:12]}"

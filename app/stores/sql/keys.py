@@ -75,6 +75,12 @@ class DataKeys:
             stored.extend(self.get(owners, purpose).values())
         return stored
 
+    def owners_between(self, low: str, high: str, purpose: str) -> list[str]:
+        """Owners in [low, high) with a key of this purpose: e.g. a project's day keys
+        ("events:<project>:<YYYY-MM-DD>") before a date, as ISO dates sort as strings."""
+        return list(self.session.scalars(select(_KEYS.c.owner).where(
+            _KEYS.c.purpose == purpose, _KEYS.c.owner >= low, _KEYS.c.owner < high)))
+
     def destroy(self, owners: Sequence[str], purpose: str | None) -> int:
         """Physically DELETE the owners' keys (of one purpose, or all); the number deleted."""
         deleted = 0
