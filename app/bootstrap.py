@@ -119,7 +119,7 @@ class Container:
 
     @cached_property
     def subjects(self) -> SubjectService:
-        return SubjectService(self.uow, self.events)
+        return SubjectService(self.uow, self.events, self.keys, self.settings.secret_key)
 
     @cached_property
     def ingest(self) -> IngestService:

@@ -14,7 +14,7 @@ from app.bootstrap import Container, build
 from app.config import ConfigError, get_settings
 from app.domain.policy import PolicyError
 from app.logging import configure_logging
-from app.services.errors import ServiceError
+from app.services.errors import NotFound, ServiceError
 from app.stores.clickhouse.client import EmbeddedStoreBusy
 
 
@@ -155,6 +155,17 @@ def cmd_keys_rotate(container: Container, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_subject_export(container: Container, args: argparse.Namespace) -> int:
+    """Everything held about one user, decrypted (needs the embedded ClickHouse: the events)."""
+    container.migrate()
+    with container.uow() as uow:
+        project = uow.projects.by_name(args.project)
+    if project is None:
+        raise NotFound(f"no such project: {args.project}")
+    _print(container.subjects.export({project.id: project.name}, args.user_id, actor="operator:cli"))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     from jobs.registry import JOBS
 
@@ -202,6 +213,12 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("--until", type=_instant)
     export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
     export.set_defaults(fn=cmd_audit_export)
+
+    subject = sub.add_parser("subject", help="one user's data").add_subparsers(dest="action", required=True)
+    sexport = subject.add_parser("export", help="everything held about a user, decrypted, as JSON (Art. 15/20)")
+    sexport.add_argument("project")
+    sexport.add_argument("user_id")
+    sexport.set_defaults(fn=cmd_subject_export)
 
     keys = sub.add_parser("keys", help="the key hierarchy").add_subparsers(dest="action", required=True)
     keys.add_parser("rotate", help="re-wrap every data key under a new key-encryption key version"

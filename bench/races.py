@@ -378,7 +378,7 @@ class Bench:
         """Every request against the stores; returns how many were newly found inconsistent."""
         from sqlalchemy import select
 
-        from app.stores.clickhouse.events import _ANY_PERSONAL
+        from app.stores.clickhouse.events import _PLAINTEXT
         from app.stores.sql.models import AuditEntry, DeletionRequest, Profile, Subject
 
         with self.api.uow() as uow:
@@ -399,10 +399,15 @@ class Bench:
         completed_subjects = [row[5] for row in rows if row[1] == "completed"]
         left: dict[str, int] = {}
         if completed_subjects:
+            # readable personal values: plaintext on disk (patch parts off), or ciphertext whose
+            # subject still has its analytics key (erasure destroys it)
             left = {str(s): int(n) for s, n in self.ch.rows(
                 f"SELECT toString(subject_id), count() FROM events WHERE subject_id IN {{ids:Array(UUID)}} "
-                f"AND ({_ANY_PERSONAL}) GROUP BY subject_id",
+                f"AND ({_PLAINTEXT}) GROUP BY subject_id",
                 parameters={"ids": [uuid.UUID(s) for s in completed_subjects]}, settings={"apply_patch_parts": 0})}
+            with self.api.uow() as uow:
+                for subject in uow.keys.get(completed_subjects, "analytics"):
+                    left[subject] = left.get(subject, 0) + 1
 
         new = 0
         for request_id, status, next_step, restored_at, completed_at, subject_id, user_id, subject_status, \
@@ -460,7 +465,7 @@ def _problems(status: str, next_step: str, restored_at: datetime | None, complet
         if has_profile:
             found.append("completed but the profile is still there")
         if personal_left:
-            found.append(f"completed but {personal_left} ClickHouse rows keep personal values")
+            found.append(f"completed but {personal_left} personal values still readable (plaintext rows or a live key)")
         if "completed" not in trail:
             found.append("completed without a deletion_request.completed audit entry")
     elif status in ("pending", "in_grace", "on_hold", "failed"):

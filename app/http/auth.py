@@ -10,7 +10,7 @@ from typing import Any
 
 from anyio import to_thread
 from litestar.connection import ASGIConnection
-from litestar.exceptions import NotAuthorizedException
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 from litestar.middleware.base import DefineMiddleware
@@ -48,11 +48,23 @@ def auth_middleware(accounts: AccountService) -> DefineMiddleware:
 
 def _require(role: Role) -> Any:
     def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        if not isinstance(connection.user, Principal) or connection.user.role is not role:
-            raise NotAuthorizedException(f"this endpoint needs a {role.value} token")
+        _allow(connection, role)
 
     guard.__name__ = f"require_{role.value}"
     return guard
+
+
+def _allow(connection: ASGIConnection[Any, Any, Any, Any], *roles: Role) -> None:
+    """No or unknown credentials: 401; a known token of another role: 403 (CONTRACT §3)."""
+    wanted = " or ".join(r.value for r in roles)
+    if not isinstance(connection.user, Principal):
+        raise NotAuthorizedException(f"this endpoint needs a {wanted} token")
+    if connection.user.role not in roles:
+        raise PermissionDeniedException(f"this endpoint needs a {wanted} token, not a {connection.user.role} token")
+
+
+def partner_or_officer(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    _allow(connection, Role.PARTNER, Role.OFFICER)
 
 
 partner_only = _require(Role.PARTNER)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import unquote
 
 from litestar import Controller, Request, get, post
+from litestar.exceptions import PermissionDeniedException
 from litestar.params import FromPath, FromQuery
 
-from app.http.auth import officer_only, partner_only
+from app.http.auth import partner_only, partner_or_officer
 from app.http.deps import ContainerDep
-from app.services.accounts import Principal
+from app.services.accounts import Principal, Role
 from app.services.errors import NotFound
 
 
@@ -33,17 +35,37 @@ class MessagesController(Controller):
 
 
 class SubjectsController(Controller):
+    """`/v1/subjects/{user_id}` (officer: the access report) and `/v1/subjects/{user_id}/export`
+    (partner or officer: everything held, decrypted). User ids may hold any character,
+    `/` included, percent-encoded: the id is read from the raw path, segment by segment, since
+    the router sees `%2F` already decoded into a separator."""
+
     path = "/v1/subjects"
-    guards = [officer_only]
+    guards = [partner_or_officer]
     tags = ["subjects"]
 
-    @get("/{user_id:str}", sync_to_thread=True)
-    def report(self, request: Request[Principal, Any, Any], user_id: FromPath[str], container: ContainerDep,
-               project: FromQuery[str | None] = None) -> dict[str, Any]:
-        """What Lethe holds about this user in your projects, per store and table, with requests."""
+    @get("/{rest:path}", sync_to_thread=True)
+    def read(self, request: Request[Principal, Any, Any], rest: FromPath[str], container: ContainerDep,
+             project: FromQuery[str | None] = None) -> dict[str, Any]:
+        user_id, action = _subject_path(request.scope["raw_path"])
         projects = request.user.projects
         if project is not None:
             projects = {pid: name for pid, name in projects.items() if name == project}
             if not projects:
                 raise NotFound(f"project {project} not found")
+        if action == "export":
+            return container.subjects.export(projects, user_id, actor=request.user.actor)
+        if request.user.role is not Role.OFFICER:
+            raise PermissionDeniedException("the access report needs an officer token")
         return container.subjects.report(projects, user_id)
+
+
+def _subject_path(raw_path: bytes) -> tuple[str, str]:
+    """(user id, "" or "export") from the raw, still percent-encoded path."""
+    segments = raw_path.decode("ascii", errors="replace").split("?", 1)[0].split("/")[3:]
+    if len(segments) == 1 and segments[0]:
+        return unquote(segments[0]), ""
+    if len(segments) == 2 and segments[0] and segments[1] == "export":
+        return unquote(segments[0]), "export"
+    raise NotFound("no such route: use /v1/subjects/{user_id} or /v1/subjects/{user_id}/export, "
+                   "with the user id percent-encoded")

@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import func, select
 
+from app.domain.audit import AuditRecord, subject_hash
+from app.domain.crypto import Cipher, Undecryptable
+from app.domain.events import PERSONAL_COLUMNS
 from app.domain.holds import Data, covers
 from app.ports import UnitOfWorkFactory
 from app.services.deletion import to_dict
 from app.services.errors import NotFound
 from app.services.holds import to_domain
+from app.services.keys import ANALYTICS, KeyService
 from app.stores.clickhouse.events import EventStore
 from app.stores.sql.models import Complaint, DeletionRequest, HoldRecord, Login, Message, Profile
 
 
 class SubjectService:
-    def __init__(self, uow: UnitOfWorkFactory, events: EventStore) -> None:
+    def __init__(self, uow: UnitOfWorkFactory, events: EventStore, keys: KeyService, secret_key: bytes) -> None:
         self._uow = uow
         self._events = events
+        self._keys = keys
+        self._secret = secret_key
 
     def report(self, projects: Mapping[str, str], user_id: str) -> dict[str, Any]:
         """`projects`: id -> name of the projects the caller may see."""
@@ -50,6 +57,59 @@ class SubjectService:
         if not found:
             raise NotFound("Lethe holds nothing about this user in your projects")
         return {"user_id": user_id, "projects": found}
+
+
+    def export(self, projects: Mapping[str, str], user_id: str, *, actor: str) -> dict[str, Any]:
+        """Everything Lethe holds about the user, decrypted (GDPR Art. 15/20): profile, messages,
+        events with their personal values, requests and holds, per project. Values whose key is
+        destroyed are gone for everyone, this export included. The export itself is audited."""
+        found: list[dict[str, Any]] = []
+        with self._uow() as uow:
+            for project_id, name in sorted(projects.items(), key=lambda p: p[1]):
+                subject = uow.subjects.find(project_id, user_id)
+                if subject is None:
+                    continue
+                cipher = self._keys.ciphers(uow, [subject.id], ANALYTICS, create=False).get(subject.id)
+                profile = uow.session.get(Profile, subject.id)
+                messages = uow.session.scalars(select(Message).where(Message.subject_id == subject.id)
+                                               .order_by(Message.sent_at))
+                requests = uow.session.scalars(select(DeletionRequest).where(DeletionRequest.subject_id == subject.id)
+                                               .order_by(DeletionRequest.requested_at))
+                found.append({
+                    "project": name, "status": subject.status, "first_seen": subject.created_at.isoformat(),
+                    "last_seen": subject.last_seen_at.isoformat(),
+                    "profile": None if profile is None else {
+                        "display_name": profile.display_name, "avatar_url": profile.avatar_url,
+                        "updated_at": profile.updated_at.isoformat()},
+                    "messages": [{"message_id": m.message_id, "room_id": m.room_id, "text": m.text,
+                                  "sent_at": m.sent_at.isoformat(),
+                                  "deleted_at": m.deleted_at.isoformat() if m.deleted_at else None}
+                                 for m in messages if not m.placeholder],
+                    "events": [_opened(row, cipher) for row in self._events.of_subject(subject.id)],
+                    "requests": [to_dict(r, name, user_id) for r in requests],
+                    "holds": _holds_on(uow, project_id, name, user_id, subject.id),
+                })
+                uow.audit(AuditRecord(actor, "subject.exported", name, subject_hash(self._secret, name, user_id),
+                                      {"events": len(found[-1]["events"])}))
+            if not found:
+                raise NotFound("Lethe holds nothing about this user in your projects")
+            uow.commit()
+        return {"user_id": user_id, "projects": found}
+
+
+def _opened(row: Mapping[str, Any], cipher: Cipher | None) -> dict[str, Any]:
+    """One event for the export: its personal values decrypted where the key still exists."""
+    personal: dict[str, str] = {}
+    for column in PERSONAL_COLUMNS:
+        token = row[column]
+        if token and cipher is not None:
+            try:
+                personal[column] = cipher.decrypt(token, column.encode())
+            except Undecryptable:
+                continue
+    return {"event": row["event"], "at": row["at"].isoformat(), "room_id": row["room_id"] or None,
+            "message_id": row["message_id"] or None, "platform": row["platform"] or None, "personal": personal,
+            "properties": json.loads(row["properties"] or "{}")}
 
 
 def _holds_on(uow: Any, project_id: str, project: str, user_id: str, subject_id: str) -> list[dict[str, Any]]:

@@ -52,4 +52,4 @@ def test_verify_and_export(client: TestClient[Any], container: Container, projec
 
 
 def test_partner_cannot_read_the_audit_log(client: TestClient[Any], project: dict[str, str]) -> None:
-    assert client.get("/v1/audit", headers=bearer(project["api_key"])).status_code == 401
+    assert client.get("/v1/audit", headers=bearer(project["api_key"])).status_code == 403

@@ -83,8 +83,8 @@ def test_webhook_and_officer_tokens_cannot_use_the_partner_api(client: TestClien
                                                                container: Container) -> None:
     officer = container.accounts.create_officer("olga", ["acme"])
     for token in (project["webhook_token"], officer["token"]):
-        assert client.get(URL, headers=bearer(token)).status_code == 401
-        assert post(client, token, {"user_id": "u-1"}).status_code == 401
+        assert client.get(URL, headers=bearer(token)).status_code == 403
+        assert post(client, token, {"user_id": "u-1"}).status_code == 403
 
 
 def test_another_projects_request_is_404(client: TestClient[Any], project: dict[str, str],

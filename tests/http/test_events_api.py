@@ -174,9 +174,9 @@ def test_only_the_webhook_token_of_the_events_project_posts_events(client: TestC
     other = container.accounts.create_project("other")
     cross = client.post("/v1/events", json=BACKEND[2], headers=bearer(other["webhook_token"]))
     assert cross.status_code == 400 and "project" in cross.json()["rejected"][0]["detail"]
-    assert client.post("/v1/events", json=BACKEND[2], headers=bearer(keys["api_key"])).status_code == 401
+    assert client.post("/v1/events", json=BACKEND[2], headers=bearer(keys["api_key"])).status_code == 403
     assert client.post("/v1/events", json=BACKEND[2]).status_code == 401
-    assert client.get("/v1/events/rejected", headers=bearer(keys["webhook_token"])).status_code == 401
+    assert client.get("/v1/events/rejected", headers=bearer(keys["webhook_token"])).status_code == 403
 
 
 def test_concurrent_webhook_calls_share_commits_and_lose_nothing(keys: dict[str, str],

@@ -121,7 +121,7 @@ def test_hold_validation_and_access(client: TestClient[Any], keys: dict[str, str
                       headers=bearer(keys["officer"]))
     assert bad.status_code == 400 and "scope" in bad.json()["detail"]
     assert client.post("/v1/holds", json={"scope": "user", "target": "x", "reason": "r"},
-                       headers=bearer(keys["api_key"])).status_code == 401
+                       headers=bearer(keys["api_key"])).status_code == 403
     other = container.accounts.create_project("other")
     stranger = container.accounts.create_officer("oscar", ["other"])["token"]
     placed = hold(client, keys, scope="user", target=USER)

@@ -150,7 +150,7 @@ def test_subject_report_for_an_officer(client: TestClient[Any], keys: dict[str, 
     again = client.get(f"/v1/subjects/{USER}", headers=bearer(officer)).json()["projects"][0]
     assert [h["id"] for h in again["holds"]] == [held["id"]]
     assert client.get("/v1/subjects/nobody", headers=bearer(officer)).status_code == 404
-    assert client.get(f"/v1/subjects/{USER}", headers=bearer(keys["api_key"])).status_code == 401
+    assert client.get(f"/v1/subjects/{USER}", headers=bearer(keys["api_key"])).status_code == 403
 
 
 @pytest.mark.parametrize("targeted", [16, 0])

@@ -58,6 +58,10 @@ def test_operator_flow_on_the_embedded_default(workdir: Path) -> None:
     assert [j["job"] for j in listed] == ALL_JOBS
     assert listed[0]["last_run"]["ok"] is True
 
+    nobody = lethe(workdir, "subject", "export", "acme", "a/b+c==", check=False)
+    assert nobody.returncode != 0 and "holds nothing about this user" in nobody.stderr
+    assert "no such project: nope" in lethe(workdir, "subject", "export", "nope", "u", check=False).stderr
+
     verified = json.loads(lethe(workdir, "audit", "verify").stdout)
     assert verified["ok"] is True and verified["entries"] == 2
     exported = lethe(workdir, "audit", "export", "--format", "csv").stdout.splitlines()

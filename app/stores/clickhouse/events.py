@@ -126,6 +126,13 @@ class EventStore:
         return {str(s): int(n) for s, n in rows}
 
     # --- reads ---------------------------------------------------------------------------
+    def of_subject(self, subject_id: str) -> list[dict[str, Any]]:
+        """Every event of one subject, oldest first, personal columns as stored (ciphertext)."""
+        columns = ["event", "at", "room_id", "message_id", "platform", *PERSONAL_COLUMNS, "properties"]
+        rows = self.ch.rows(f"SELECT {', '.join(columns)} FROM events WHERE subject_id = {{id:UUID}} ORDER BY at",
+                            parameters={"id": uuid.UUID(subject_id)})
+        return [dict(zip(columns, row, strict=True)) for row in rows]
+
     def count_for(self, subject_id: str) -> dict[str, int]:
         rows = self.ch.rows(
             f"SELECT count(), countIf({_ANY_PERSONAL}) FROM events WHERE subject_id = {{id:UUID}}",
