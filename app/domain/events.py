@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote
 
 MAX_BATCH = 1000
 
@@ -141,6 +143,48 @@ def supersedes(at: datetime, value: str, current_at: datetime | None, current: s
     """Last writer wins per field, by event time: does a value set at `at` replace the current
     one? Equal times are settled by the value itself, so delivery order never decides."""
     return current_at is None or (at, value) > (current_at, current or "")
+
+
+def mentions(raw: str, needle: str) -> bool:
+    """Does a raw webhook body name `needle` (a user id), in any JSON escaping? Bodies that
+    parse are searched string by string after decoding (`\\u00fc`, `\\/`, ...), keys included;
+    others by their text."""
+    if not needle:
+        return False
+    if needle in raw or needle in _unescaped(raw) or needle in unquote(raw):
+        return True
+    try:
+        parsed = json.loads(raw)
+    except (ValueError, RecursionError):
+        return False
+    stack = [parsed]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if needle in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif item is not None and not isinstance(item, bool) and needle == str(item):
+            return True  # a numeric id
+    return False
+
+
+_JSON_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})|\\([\\/\"bfnrt])")
+_SIMPLE = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+
+
+def _unescaped(raw: str) -> str:
+    """JSON string escapes decoded throughout a text that may not parse (a truncated body)."""
+    def one(match: re.Match[str]) -> str:
+        if match.group(1):
+            return chr(int(match.group(1), 16))
+        return _SIMPLE.get(match.group(2), match.group(2))
+
+    return _JSON_ESCAPE.sub(one, raw)
 
 
 def split_body(body: Any) -> list[Any]:

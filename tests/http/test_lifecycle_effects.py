@@ -182,3 +182,19 @@ def test_legacy_plaintext_is_blanked_on_disk_day_by_day_or_table_wide(
     assert len(rows) == 153
     plaintext = [r["user_name"] for r in rows if r["user_name"] and not r["user_name"].startswith("v1.")]
     assert plaintext == ["Plain bystander"]
+
+
+def test_a_rejected_delivery_naming_the_user_in_escaped_form_goes_with_the_erasure(
+    client: TestClient[Any], keys: dict[str, str], container: Container, clock: FakeClock
+) -> None:
+    user = "ü/ser"
+    # bodies that do not even parse are kept raw, escapes and all
+    escaped = b'{"event": "x", "value": {"project": "partner-prod", "user_id": "\\u00fc\\/ser"}'
+    other = b'{"event": "x", "value": {"project": "partner-prod", "user_id": "someone"}'
+    for body in (escaped, other):
+        assert client.post("/v1/events", content=body, headers=bearer(keys["webhook_token"])).status_code == 400
+    post(client, keys, frontend("session_started", user))
+    client.post("/v1/deletion-requests", json={"user_id": user, "mode": "immediate"}, headers=bearer(keys["api_key"]))
+    container.erasure.anonymise(clock.now)
+    rejected = client.get("/v1/events/rejected", headers=bearer(keys["api_key"])).json()["items"]
+    assert [r["body"] for r in rejected] == [other.decode()]

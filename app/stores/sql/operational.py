@@ -11,6 +11,7 @@ from sqlalchemy import Table, bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from app.domain.events import mentions
 from app.stores.sql.models import Complaint, DeadLetter, EventReceipt, Login, Message, Subject, new_id
 from app.stores.sql.repositories import decode_cursor, encode_cursor
 
@@ -227,12 +228,13 @@ class DeadLetters:
         return rows[:limit], encode_cursor(last.received_at.isoformat(), last.id)
 
     def mentioning(self, project_id: str, needles: Sequence[str]) -> dict[str, list[str]]:
-        """Ids of the entries whose raw body contains each needle (a user id), by needle."""
+        """Ids of the entries whose raw body names each needle (a user id), in any JSON
+        escaping, by needle."""
         found: dict[str, list[str]] = {}
         rows = self.session.execute(select(DeadLetter.id, DeadLetter.body).where(DeadLetter.project_id == project_id))
         for entry_id, body in rows:
             for needle in needles:
-                if needle and needle in body:
+                if mentions(body, needle):
                     found.setdefault(needle, []).append(entry_id)
         return found
 

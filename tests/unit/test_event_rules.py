@@ -1,0 +1,34 @@
+"""Pure rules about events: effects resolve by event time, and which raw bodies name a user."""
+
+from datetime import UTC, datetime, timedelta
+
+from app.domain.events import supersedes
+
+T1 = datetime(2026, 1, 1, tzinfo=UTC)
+T2 = T1 + timedelta(seconds=1)
+
+
+def test_a_field_takes_the_latest_value_by_event_time() -> None:
+    assert supersedes(T1, "a", None, None)
+    assert supersedes(T2, "b", T1, "a")
+    assert not supersedes(T1, "a", T2, "b")
+
+
+def test_at_the_same_instant_the_value_decides_so_both_orders_agree() -> None:
+    assert supersedes(T1, "b", T1, "a")
+    assert not supersedes(T1, "a", T1, "b")
+    assert not supersedes(T1, "a", T1, "a")  # a repeat changes nothing
+
+
+def test_a_dead_letter_names_a_user_in_any_json_escaping() -> None:
+    from app.domain.events import mentions
+
+    user = "ü/ser+1=="
+    assert mentions('{"value": {"user_id": "\\u00fc\\/ser+1=="}}', user)  # escaped, as a platform may send
+    assert mentions('{"value": {"user_ids": ["x", "ü/ser+1=="]}}', user)
+    assert mentions('not json at all ü/ser+1== here', user)
+    assert mentions('{"value": {"user_id": 12345}}', "12345")
+    assert not mentions('{"value": {"user_id": "someone else"}}', user)
+    assert not mentions("anything", "")
+    assert mentions('{"truncated": "\\u00fc\\/ser+1==', user)  # does not parse: escapes decoded anyway
+    assert mentions("/v1/hooks?user=%C3%BC%2Fser%2B1%3D%3D", user)  # percent-encoded
