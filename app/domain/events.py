@@ -61,7 +61,7 @@ class Event:
     at: datetime
     actor: Actor | None
     personal: Mapping[str, str]  # column -> value, for the columns in PERSONAL_COLUMNS
-    user_refs: Mapping[str, str]  # value key -> user id of another user
+    user_refs: Mapping[str, tuple[str, ...]]  # value key -> user ids of other users (one, or a list)
     properties: Mapping[str, Any]  # everything else in `value`
     dedup_key: str  # SHA-256 of the canonical envelope: a repeated delivery has one effect
     room_id: str = ""
@@ -84,8 +84,8 @@ def parse_envelope(envelope: Any, project: str, received_at: datetime) -> Event:
     at = _event_time(value.get("created_at"), received_at)
     actor = _actor(name, value)
     personal = {column: _text(value, keys) for column, keys in PERSONAL_COLUMNS.items()}
-    user_refs = {k: str(v) for k, v in value.items() if k in USER_REFERENCE_KEYS and v not in (None, "")}
-    consumed = _IDENTITY_KEYS | USER_REFERENCE_KEYS | {k for keys in PERSONAL_COLUMNS.values() for k in keys}
+    user_refs = {k: refs for k, v in value.items() if _names_users(k) and (refs := _user_ids(v))}
+    consumed = _IDENTITY_KEYS | set(user_refs) | {k for keys in PERSONAL_COLUMNS.values() for k in keys}
     properties = {k: v for k, v in value.items() if k not in consumed}
     canonical = json.dumps({"event": name, "value": value, "key": envelope.get("key")}, sort_keys=True,
                            separators=(",", ":"), ensure_ascii=False, default=str)
@@ -133,6 +133,18 @@ def _text(value: Mapping[str, Any], keys: tuple[str, ...]) -> str:
             raw = value[key]
             return raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False)
     return ""
+
+
+def _names_users(key: str) -> bool:
+    """A value key naming other users: the known ones, and any `*user_ids` / `*UserIds` list."""
+    return key in USER_REFERENCE_KEYS or key.lower().replace("_", "").endswith("userids")
+
+
+def _user_ids(raw: Any) -> tuple[str, ...]:
+    """One id or a list of ids (ids inside lists are pseudonymised too); other shapes are not ids."""
+    items = raw if isinstance(raw, list) else [raw]
+    ids = tuple(str(i) for i in items if isinstance(i, str | int) and not isinstance(i, bool) and i != "")
+    return ids if len(ids) == len(items) and all(len(i) <= 200 for i in ids) else ()
 
 
 def _scalar(raw: Any) -> str:

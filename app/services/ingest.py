@@ -160,7 +160,7 @@ class IngestService:
         if not events:
             return False
         keys = {e.actor.key for e in events if e.actor} | {Actor("user", u).key for e in events
-                                                             for u in e.user_refs.values()}
+                                                             for refs in e.user_refs.values() for u in refs}
         # A new user's activity time is their earliest event's, not the time we received it.
         earliest: dict[str, datetime] = {}
         for event in events:
@@ -187,8 +187,8 @@ class IngestService:
     def _row(self, project: Project, event: Event, subject: Subject | None, subjects: dict[str, Subject],
              received: datetime, cipher: Cipher | None, store_ip: bool) -> EventRow:
         hidden = subject is not None and subject.status != "active"
-        properties = {**event.properties,
-                      **{k: subjects[Actor("user", u).key].id for k, u in event.user_refs.items()}}
+        others = {k: _subject_ids(refs, subjects, event.raw_value.get(k)) for k, refs in event.user_refs.items()}
+        properties = {**event.properties, **others}
         return EventRow(
             project=project.name, event=event.event, at=event.at, received_at=received,
             subject_id=subject.id if subject else None, actor_kind=event.actor.kind if event.actor else "",
@@ -289,6 +289,12 @@ def _flush_messages(uow: SqlUnitOfWork, new_messages: list[dict[str, Any]]) -> N
     if new_messages:
         uow.messages.add(new_messages)
         new_messages.clear()
+
+
+def _subject_ids(refs: Sequence[str], subjects: dict[str, Subject], raw: Any) -> str | list[str]:
+    """Other users an event names, as subject ids: one for one, a list for a list."""
+    ids = [subjects[Actor("user", u).key].id for u in refs]
+    return ids if isinstance(raw, list) or len(ids) != 1 else ids[0]
 
 
 def _key_owner(project: Project, event: Event, subjects: dict[str, Subject]) -> str:

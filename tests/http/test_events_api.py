@@ -193,3 +193,14 @@ def test_concurrent_webhook_calls_share_commits_and_lose_nothing(keys: dict[str,
         results = list(pool.map(lambda b: container.ingest.ingest(project.id, PROJECT, b.encode()), bodies))
     assert all(r.status_code == 202 and r.accepted == 1 for r in results)
     assert len(ch_rows(container)) == 40
+
+
+def test_user_ids_inside_lists_become_subject_ids(client: TestClient[Any], keys: dict[str, str],
+                                                 container: Container) -> None:
+    envelope = frontend("speakers_updated", speaker_user_ids=["user_1", "user_2"], banned_user_id="user_3")
+    assert post(client, keys, envelope).status_code == 202
+    (row,) = ch_rows(container)
+    props = json.loads(row["properties"])
+    assert props["speaker_user_ids"] == [subject_id(container, "user_1"), subject_id(container, "user_2")]
+    assert props["banned_user_id"] == subject_id(container, "user_3")
+    assert "user_1" not in row["properties"] and "user_3" not in row["properties"]
