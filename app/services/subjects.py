@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from sqlalchemy import func, select
@@ -18,7 +18,7 @@ from app.services.errors import NotFound
 from app.services.holds import to_domain
 from app.services.keys import ANALYTICS, KeyService
 from app.stores.clickhouse.events import EventStore
-from app.stores.sql.models import Complaint, DeletionRequest, HoldRecord, Login, Message, Profile
+from app.stores.sql.models import Complaint, DeletionRequest, HoldRecord, Login, Message, Profile, Subject
 
 
 class SubjectService:
@@ -32,10 +32,7 @@ class SubjectService:
         """`projects`: id -> name of the projects the caller may see."""
         found: list[dict[str, Any]] = []
         with self._uow() as uow:
-            for project_id, name in sorted(projects.items(), key=lambda p: p[1]):
-                subject = uow.subjects.find(project_id, user_id)
-                if subject is None:
-                    continue
+            for project_id, name, subject in _subjects(uow, projects, user_id):
                 count = _counter(uow.session)
                 sql: dict[str, Any] = {
                     "sql.subjects": 1,
@@ -45,19 +42,11 @@ class SubjectService:
                     "sql.logins": count(Login, Login.subject_id == subject.id),
                     "sql.dead_letters": len(uow.dead_letters.mentioning(project_id, [user_id]).get(user_id, [])),
                 }
-                requests = uow.session.scalars(select(DeletionRequest).where(DeletionRequest.subject_id == subject.id)
-                                               .order_by(DeletionRequest.requested_at))
-                found.append({
-                    "project": name, "status": subject.status, "first_seen": subject.created_at.isoformat(),
-                    "last_seen": subject.last_seen_at.isoformat(),
-                    "stores": {**sql, "clickhouse.events": self._events.count_for(subject.id)},
-                    "requests": [to_dict(r, name, user_id) for r in requests],
-                    "holds": _holds_on(uow, project_id, name, user_id, subject.id),
-                })
+                found.append({**_about(uow, project_id, name, subject, user_id),
+                              "stores": {**sql, "clickhouse.events": self._events.count_for(subject.id)}})
         if not found:
             raise NotFound("Lethe holds nothing about this user in your projects")
         return {"user_id": user_id, "projects": found}
-
 
     def export(self, projects: Mapping[str, str], user_id: str, *, actor: str) -> dict[str, Any]:
         """Everything Lethe holds about the user, decrypted (GDPR Art. 15/20): profile, messages,
@@ -65,19 +54,13 @@ class SubjectService:
         destroyed are gone for everyone, this export included. The export itself is audited."""
         found: list[dict[str, Any]] = []
         with self._uow() as uow:
-            for project_id, name in sorted(projects.items(), key=lambda p: p[1]):
-                subject = uow.subjects.find(project_id, user_id)
-                if subject is None:
-                    continue
+            for project_id, name, subject in _subjects(uow, projects, user_id):
                 cipher = self._keys.ciphers(uow, [subject.id], ANALYTICS, create=False).get(subject.id)
                 profile = uow.session.get(Profile, subject.id)
                 messages = uow.session.scalars(select(Message).where(Message.subject_id == subject.id)
                                                .order_by(Message.sent_at))
-                requests = uow.session.scalars(select(DeletionRequest).where(DeletionRequest.subject_id == subject.id)
-                                               .order_by(DeletionRequest.requested_at))
                 found.append({
-                    "project": name, "status": subject.status, "first_seen": subject.created_at.isoformat(),
-                    "last_seen": subject.last_seen_at.isoformat(),
+                    **_about(uow, project_id, name, subject, user_id),
                     "profile": None if profile is None else {
                         "display_name": profile.display_name, "avatar_url": profile.avatar_url,
                         "updated_at": profile.updated_at.isoformat()},
@@ -86,8 +69,6 @@ class SubjectService:
                                   "deleted_at": m.deleted_at.isoformat() if m.deleted_at else None}
                                  for m in messages if not m.placeholder],
                     "events": [_opened(row, cipher) for row in self._events.of_subject(subject.id)],
-                    "requests": [to_dict(r, name, user_id) for r in requests],
-                    "holds": _holds_on(uow, project_id, name, user_id, subject.id),
                 })
                 uow.audit(AuditRecord(actor, "subject.exported", name, subject_hash(self._secret, name, user_id),
                                       {"events": len(found[-1]["events"])}))
@@ -95,6 +76,24 @@ class SubjectService:
                 raise NotFound("Lethe holds nothing about this user in your projects")
             uow.commit()
         return {"user_id": user_id, "projects": found}
+
+
+def _subjects(uow: Any, projects: Mapping[str, str], user_id: str) -> Iterator[tuple[str, str, Subject]]:
+    """(project id, name, subject) of the user in each project the caller may see, by name."""
+    for project_id, name in sorted(projects.items(), key=lambda p: p[1]):
+        subject = uow.subjects.find(project_id, user_id)
+        if subject is not None:
+            yield project_id, name, subject
+
+
+def _about(uow: Any, project_id: str, name: str, subject: Subject, user_id: str) -> dict[str, Any]:
+    """What the report and the export both say of the user in one project."""
+    requests = uow.session.scalars(select(DeletionRequest).where(DeletionRequest.subject_id == subject.id)
+                                   .order_by(DeletionRequest.requested_at))
+    return {"project": name, "status": subject.status, "first_seen": subject.created_at.isoformat(),
+            "last_seen": subject.last_seen_at.isoformat(),
+            "requests": [to_dict(r, name, user_id) for r in requests],
+            "holds": _holds_on(uow, project_id, name, user_id, subject.id)}
 
 
 def _opened(row: Mapping[str, Any], cipher: Cipher | None) -> dict[str, Any]:
