@@ -81,7 +81,7 @@ class Container:
     @cached_property
     def deletions(self) -> DeletionService:
         return DeletionService(self.uow, self.now, self.policies, self.settings.secret_key,
-                               lambda job: self.kick(job))
+                               lambda job: self.kick(job), self.keys)
 
     @cached_property
     def erasure(self) -> ErasureService:

@@ -20,6 +20,7 @@ from app.domain.requests import Mode, RequestState, Source, Status, Step, Transi
 from app.ports import Clock, JobKicker, UnitOfWorkFactory
 from app.services.batching import GroupCommitter
 from app.services.errors import Conflict, NotFound, Unprocessable
+from app.services.keys import GRACE, KeyService
 from app.services.policies import PolicyBook
 from app.stores.sql.models import DeletionRequest, IdempotencyKey, Project, Subject, new_id
 from app.stores.sql.uow import SqlUnitOfWork, retry_transient
@@ -70,7 +71,8 @@ def to_dict(row: DeletionRequest, project_name: str, user_id: str | None) -> dic
 
 class DeletionService:
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock, policies: PolicyBook, secret_key: bytes,
-                 kick: JobKicker) -> None:
+                 kick: JobKicker, keys: KeyService) -> None:
+        self._keys = keys
         self._uow = uow
         self._clock = clock
         self._policies = policies
@@ -201,14 +203,21 @@ class DeletionService:
                                                   self._policies.for_project(project.name).grace_days, now)
         row = DeletionRequest(
             id=new_id(), project_id=project.id, subject_id=subject.id, mode=mode.value, source=source.value,
-            status=Status.PENDING.value, next_step=Step.ANONYMISE.value, reason=reason,
-            requested_at=requested_at, grace_until=grace_until, due_by=due_by, attempts=0, evidence={},
+            status=Status.PENDING.value, next_step=Step.ANONYMISE.value,
+            reason=self._sealed_reason(uow, subject, reason), requested_at=requested_at, grace_until=grace_until,
+            due_by=due_by, attempts=0, evidence={},
         )
         uow.requests.add(row)
         uow.audit(AuditRecord(actor, "deletion_request.created", project.name,
                               subject_hash(self._key, project.name, user_id),
                               {"request_id": row.id, "mode": mode.value, "source": source.value}))
         return row, True
+
+    def _sealed_reason(self, uow: SqlUnitOfWork, subject: Subject, reason: str | None) -> str | None:
+        """The partner's free text may name the person: kept sealed under the subject's grace key."""
+        if not reason:
+            return None
+        return self._keys.ciphers(uow, [subject.id], GRACE, create=True)[subject.id].encrypt(reason, b"reason")
 
     def restore_in(self, uow: SqlUnitOfWork, project: Project, row: DeletionRequest, actor: str) -> str:
         """Within the caller's transaction, `row` locked (see DeletionRequests.lock): the one

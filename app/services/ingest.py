@@ -28,7 +28,7 @@ from app.ports import Clock, UnitOfWorkFactory
 from app.services.batching import GroupCommitter
 from app.services.deletion import DeletionService
 from app.services.errors import Conflict
-from app.services.keys import ANALYTICS, KeyService, day_key_owner
+from app.services.keys import ANALYTICS, GRACE, KeyService, day_key_owner, unsealed
 from app.services.policies import PolicyBook
 from app.stores.clickhouse.events import EventRow, EventStore
 from app.stores.sql.models import Profile, Project, Subject
@@ -228,7 +228,7 @@ class IngestService:
             self._profile(uow, subject, event)
         elif name == "user_login" and event.personal.get("ip"):
             if self._policies.for_project(project.name).store_ip:
-                uow.logins.add(subject.id, event.personal["ip"], at)
+                uow.logins.add(subject.id, self._grace(uow, subject).encrypt(event.personal["ip"], b"ip"), at)
         elif name == "delete_profile_confirmed" and event.actor and event.actor.kind == "user":
             return self._confirmed(uow, project, subject, event.actor.user_id, at, received)
         elif name == "account_restored" and event.actor and event.actor.kind == "user":
@@ -271,15 +271,25 @@ class IngestService:
                                              known_no_open=True)
         return created
 
+    def _grace(self, uow: SqlUnitOfWork, subject: Subject) -> Cipher:
+        """The subject's grace key: what a restore must find again (profile, IPs), destroyed at purge."""
+        return self._keys.ciphers(uow, [subject.id], GRACE, create=True)[subject.id]
+
     def _profile(self, uow: SqlUnitOfWork, subject: Subject, event: Event) -> None:
-        """Last writer wins per field, by event time."""
+        """Last writer wins per field, by event time; values stored sealed under the grace key."""
+        cipher = self._grace(uow, subject)
         profile = uow.session.get(Profile, subject.id) or Profile(subject_id=subject.id, updated_at=event.at)
-        name, url = event.personal.get("user_name"), event.personal.get("url")
-        if event.event in PROFILE_NAME and name and supersedes(event.at, name, profile.display_name_at,
-                                                                 profile.display_name):
-            profile.display_name, profile.display_name_at = name, event.at
-        if event.event in PROFILE_AVATAR and url and supersedes(event.at, url, profile.avatar_at, profile.avatar_url):
-            profile.avatar_url, profile.avatar_at = url, event.at
+        for attr, kinds, column in (("display_name", PROFILE_NAME, "user_name"),
+                                     ("avatar_url", PROFILE_AVATAR, "url")):
+            value = event.personal.get(column)
+            if event.event not in kinds or not value:
+                continue
+            stored = getattr(profile, attr)
+            at_field = "display_name_at" if attr == "display_name" else "avatar_at"
+            current = unsealed(cipher, stored, attr)
+            if supersedes(event.at, value, getattr(profile, at_field), current):
+                setattr(profile, attr, cipher.encrypt(value, attr.encode()))
+                setattr(profile, at_field, event.at)
         profile.updated_at = max(t for t in (profile.display_name_at, profile.avatar_at, profile.updated_at) if t)
         uow.session.add(profile)
 

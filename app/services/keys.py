@@ -23,7 +23,17 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from app.domain.audit import AuditRecord
-from app.domain.crypto import Cipher, Undecryptable, derive_kek, kek_check, kek_matches, new_data_key, unwrap, wrap
+from app.domain.crypto import (
+    TOKEN_PREFIX,
+    Cipher,
+    Undecryptable,
+    derive_kek,
+    kek_check,
+    kek_matches,
+    new_data_key,
+    unwrap,
+    wrap,
+)
 from app.ports import Clock, UnitOfWorkFactory
 from app.services.errors import ServiceError
 from app.stores.sql.engine import checkpoint
@@ -33,7 +43,8 @@ from app.stores.sql.uow import SqlUnitOfWork
 
 ANALYTICS = "analytics"  # a subject's events' personal values: destroyed when it is anonymised
 log = structlog.get_logger(__name__)
-PURPOSES = frozenset({ANALYTICS, "grace", "hold", "dead_letters"})
+GRACE = "grace"  # what grace keeps restorable (profile, IPs, reasons): destroyed at purge
+PURPOSES = frozenset({ANALYTICS, GRACE, "hold", "dead_letters"})
 KEY_CACHE_SECONDS = 5.0  # a destroyed key is unusable in every process within this long
 KEY_CACHE_SIZE = 100_000  # entries; the cache is emptied when full (each entry lives 5 s anyway)
 REWRAP_BATCH = 1_000  # keys per rotation transaction
@@ -332,6 +343,21 @@ class KeyService:
         """Keys per KEK version (no key material): what an operator checks after a rotation."""
         with self._uow() as uow:
             return {"keys_by_kek_version": uow.keys.count_by_version()}
+
+
+def unsealed(cipher: Cipher | None, stored: str | None, column: str) -> str | None:
+    """A sealed SQL value in plaintext: decrypted; as it is if written before sealing; None
+    when its key is gone (erased) or it does not open."""
+    if not stored:
+        return None
+    if not stored.startswith(TOKEN_PREFIX):
+        return stored
+    if cipher is None:
+        return None
+    try:
+        return cipher.decrypt(stored, column.encode())
+    except Undecryptable:
+        return None
 
 
 def day_key_owner(project_id: str, day: date | None) -> str:

@@ -14,7 +14,7 @@ from app.ports import Clock, UnitOfWorkFactory
 from app.services.accounts import AccountService
 from app.services.errors import Conflict, NotFound
 from app.services.holds import HoldService
-from app.services.keys import ANALYTICS, KeyService
+from app.services.keys import KeyService
 from app.services.summary import JobSummary
 from app.stores.clickhouse.lifecycle import EventLifecycle
 from app.stores.sql.models import (
@@ -118,7 +118,7 @@ class OffboardingService:
         session.execute(update(DeletionRequest).where(DeletionRequest.subject_id.in_(free_subjects))
                         .values(reason=None))
         # the keys to their events' personal values; the project's day keys once no hold remains
-        counts["sql.data_keys"] = self._keys.destroy(uow, free_subjects, ANALYTICS)
+        counts["sql.data_keys"] = self._keys.destroy(uow, free_subjects)  # every purpose
         if not holds:
             counts["sql.data_keys"] += self._keys.destroy_day_keys(uow, project_id)
         counts["sql.subjects"] = gone(update(Subject).where(Subject.id.in_(free_subjects), Subject.user_id.is_not(None))

@@ -16,7 +16,7 @@ from app.ports import UnitOfWorkFactory
 from app.services.deletion import to_dict
 from app.services.errors import NotFound
 from app.services.holds import to_domain
-from app.services.keys import ANALYTICS, KeyService
+from app.services.keys import ANALYTICS, GRACE, KeyService, unsealed
 from app.stores.clickhouse.events import EventStore
 from app.stores.sql.models import Complaint, DeletionRequest, HoldRecord, Login, Message, Profile, Subject
 
@@ -56,13 +56,15 @@ class SubjectService:
         with self._uow() as uow:
             for project_id, name, subject in _subjects(uow, projects, user_id):
                 cipher = self._keys.ciphers(uow, [subject.id], ANALYTICS, create=False).get(subject.id)
+                grace = self._keys.ciphers(uow, [subject.id], GRACE, create=False).get(subject.id)
                 profile = uow.session.get(Profile, subject.id)
                 messages = uow.session.scalars(select(Message).where(Message.subject_id == subject.id)
                                                .order_by(Message.sent_at))
                 found.append({
                     **_about(uow, project_id, name, subject, user_id),
                     "profile": None if profile is None else {
-                        "display_name": profile.display_name, "avatar_url": profile.avatar_url,
+                        "display_name": unsealed(grace, profile.display_name, "display_name"),
+                        "avatar_url": unsealed(grace, profile.avatar_url, "avatar_url"),
                         "updated_at": profile.updated_at.isoformat()},
                     "messages": [{"message_id": m.message_id, "room_id": m.room_id, "text": m.text,
                                   "sent_at": m.sent_at.isoformat(),

@@ -58,6 +58,20 @@ def readable(container: Container, rows: list[dict[str, Any]]) -> list[dict[str,
     return opened
 
 
+def opened_profile(container: Container, subject: str) -> tuple[str | None, str | None] | None:
+    """(display name, avatar url) of a subject's profile, opened with its grace key."""
+    from app.services.keys import GRACE, unsealed
+    from app.stores.sql.models import Profile
+
+    with container.uow() as uow:
+        profile = uow.session.get(Profile, subject)
+        if profile is None:
+            return None
+        assert all(v is None or v.startswith("v1.") for v in (profile.display_name, profile.avatar_url))  # sealed
+        grace = container.keys.ciphers(uow, [subject], GRACE, create=False).get(subject)
+        return unsealed(grace, profile.display_name, "display_name"), unsealed(grace, profile.avatar_url, "avatar_url")
+
+
 def subject_id(container: Container, user_key: str) -> str:
     with container.uow() as uow:
         project = uow.projects.by_name(PROJECT)

@@ -11,7 +11,7 @@ from app.services.policies import PolicyBook
 from tests.conftest import FakeClock
 from tests.fixtures.platform import BACKEND, PROJECT, frontend
 from tests.http.conftest import bearer
-from tests.http.test_events_api import UNREADABLE, ch_rows, post, readable, subject_id
+from tests.http.test_events_api import UNREADABLE, ch_rows, opened_profile, post, readable, subject_id
 
 USER = "BUmXxFyNMNE6FUVhL+ECSQ=="
 
@@ -59,12 +59,7 @@ def test_profile_events_update_the_profile(client: TestClient[Any], keys: dict[s
                                  created_at="2026-01-14T10:01:00Z"),
                         frontend("name_changed", user_name="Joanna", created_at="2026-01-14T11:00:00Z")])
     post(client, keys, frontend("name_changed", user_name="Late", created_at="2026-01-14T09:00:00Z"))
-    with container.uow() as uow:
-        from app.stores.sql.models import Profile
-
-        profile = uow.session.get(Profile, subject_id(container, USER))
-        assert profile is not None
-        assert (profile.display_name, profile.avatar_url) == ("Joanna", "https://cdn/a.png")
+    assert opened_profile(container, subject_id(container, USER)) == ("Joanna", "https://cdn/a.png")
 
 
 def test_login_ip_is_stored_only_when_the_policy_allows(client: TestClient[Any], keys: dict[str, str],

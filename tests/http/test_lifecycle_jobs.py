@@ -181,7 +181,7 @@ def test_offboarding_revokes_keys_and_deletes_everything_but_held_data(client: T
     assert [r["user_name"] for r in opened] == ["John Doe"]  # the held user's key stays
     officer = client.get("/v1/audit", params={"action": "project.data_deleted"}, headers=bearer(keys["officer"]))
     evidence = officer.json()["items"][0]["details"]["evidence"]
-    assert evidence["sql.messages"] == 1 and evidence["sql.data_keys"] == 1  # u-a's key; u-b is held
+    assert evidence["sql.messages"] == 1 and evidence["sql.data_keys"] == 2  # u-a's two keys; u-b is held
 
 
 def test_a_project_hold_freezes_offboarding(client: TestClient[Any], keys: dict[str, str], container: Container,

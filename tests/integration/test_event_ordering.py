@@ -17,6 +17,7 @@ from app.bootstrap import Container
 from app.stores.sql.models import DeletionRequest, Message, Profile, Subject
 from tests.conftest import FakeClock
 from tests.fixtures.platform import frontend
+from tests.http.test_events_api import opened_profile
 
 T0 = datetime(2026, 2, 1, 9, 0, tzinfo=UTC)
 _projects = itertools.count()
@@ -52,15 +53,16 @@ def end_state(container: Container, project_id: str) -> dict[str, Any]:
         rows = uow.session.execute(select(Message, Subject.user_id).outerjoin(
             Subject, Subject.id == Message.subject_id).where(Message.project_id == project_id))
         messages = {m.message_id: (user, m.text, m.sent_at, m.deleted_at, m.placeholder) for m, user in rows}
-        profiles = {user: (p.display_name, p.avatar_url) for p, user in uow.session.execute(
-            select(Profile, Subject.user_id).join(Subject, Subject.id == Profile.subject_id)
-            .where(Subject.project_id == project_id))}
+        with_profile = dict(uow.session.execute(
+            select(Subject.user_id, Profile.subject_id).join(Subject, Subject.id == Profile.subject_id)
+            .where(Subject.project_id == project_id)).all())
         open_requests = {user: (r.status, r.requested_at, r.grace_until) for r, user in uow.session.execute(
             select(DeletionRequest, Subject.user_id).join(Subject, Subject.id == DeletionRequest.subject_id)
             .where(DeletionRequest.project_id == project_id,
                    DeletionRequest.status.in_(["pending", "in_grace", "on_hold", "failed"])))}
         statuses = {user: status for user, status in uow.session.execute(
             select(Subject.user_id, Subject.status).where(Subject.project_id == project_id))}
+    profiles = {user: opened_profile(container, subject) for user, subject in with_profile.items()}
     return {"messages": messages, "profiles": profiles, "open": open_requests, "subjects": statuses}
 
 

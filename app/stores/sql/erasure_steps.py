@@ -126,31 +126,40 @@ class DeadLettersStep:
         return found
 
 
-class AnalyticsKeysStep:
-    """The subject's analytics key, under which every personal value of its events is stored
-    (in ClickHouse, wherever its replicas and backups are). Destroying it in the transaction
-    that records the step makes all of them unreadable at once: one key row per subject,
-    whatever the size of its history, and nothing outside this transaction to go wrong."""
+class KeysStep:
+    """A subject's data key of one purpose, destroyed in the transaction that records the step.
 
-    name = "sql.data_keys"
-    purpose = "analytics"  # app.services.keys.ANALYTICS (stores do not import services)
+    - "analytics", at anonymise: every personal value of the subject's events (in ClickHouse,
+      its replicas and backups) becomes unreadable at once: one key row per subject, whatever
+      the size of its history, and nothing outside this transaction to go wrong.
+    - "grace", at purge: what grace keeps restorable (profile, login IPs, the request's
+      reason), so the copies of those rows left in WAL and backups are unreadable too.
+    Purpose names are app.services.keys.ANALYTICS / GRACE (stores do not import services).
+    """
 
-    def __init__(self, keys: KeyDestroyer) -> None:
+    def __init__(self, keys: KeyDestroyer, purpose: str, *, at_anonymise: bool) -> None:
         self._keys = keys
+        self.purpose = purpose
+        self.name = f"keys.{purpose}"
+        self._at_anonymise = at_anonymise
 
     def anonymise(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
-        counts = self.residual(uow, batch)
-        self._keys.destroy(uow, batch.subject_ids, self.purpose)
-        return {k: v for k, v in counts.items() if v}
+        return self._destroy(uow, batch) if self._at_anonymise else {}
 
-    purge = anonymise  # a key made during grace (after a restore and a new request) goes too
+    def purge(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+        return self._destroy(uow, batch)  # a key made during grace (after a restore) goes too
 
     def residual(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
         found = uow.keys.get(batch.subject_ids, self.purpose)
         return {subject: int(subject in found) for subject in batch.subject_ids}
 
+    def _destroy(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+        counts = self.residual(uow, batch)
+        self._keys.destroy(uow, batch.subject_ids, self.purpose)
+        return {k: v for k, v in counts.items() if v}
+
 
 def sql_steps(keys: KeyDestroyer) -> list[SqlErasureStep]:
     """Every SQL table that holds personal data (or the keys to it), in the order they are erased."""
-    return [AnalyticsKeysStep(keys), ProfilesStep(), RequestReasonsStep(), MessagesStep(), LoginsStep(),
-            DeadLettersStep()]
+    return [KeysStep(keys, "analytics", at_anonymise=True), KeysStep(keys, "grace", at_anonymise=False),
+            ProfilesStep(), RequestReasonsStep(), MessagesStep(), LoginsStep(), DeadLettersStep()]

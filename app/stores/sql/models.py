@@ -118,9 +118,9 @@ class Profile(Base):
 
     __tablename__ = "profiles"
     subject_id: Mapped[str] = mapped_column(ForeignKey("subjects.id"), primary_key=True)
-    display_name: Mapped[str | None] = mapped_column(String(500))
+    display_name: Mapped[str | None] = mapped_column(Text)  # sealed under the subject's grace key
     display_name_at: Mapped[datetime | None]
-    avatar_url: Mapped[str | None] = mapped_column(Text)
+    avatar_url: Mapped[str | None] = mapped_column(Text)  # sealed under the subject's grace key
     avatar_at: Mapped[datetime | None]
     updated_at: Mapped[datetime]
 
@@ -153,7 +153,7 @@ class DeletionRequest(Base):
     source: Mapped[str] = mapped_column(String(20))
     status: Mapped[str] = mapped_column(String(20))
     next_step: Mapped[str] = mapped_column(String(20))
-    reason: Mapped[str | None] = mapped_column(Text)  # partner free text: personal, blanked on purge
+    reason: Mapped[str | None] = mapped_column(Text)  # partner free text, sealed (grace key), blanked on purge
     requested_at: Mapped[datetime]
     grace_until: Mapped[datetime]
     due_by: Mapped[datetime]
@@ -266,7 +266,7 @@ class Login(Base):
     __table_args__ = (Index("ix_logins_subject", "subject_id"),)
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     subject_id: Mapped[str] = mapped_column(ForeignKey("subjects.id"))
-    ip: Mapped[str] = mapped_column(String(100))
+    ip: Mapped[str] = mapped_column(Text)  # sealed under the subject's grace key
     at: Mapped[datetime]
 
 
