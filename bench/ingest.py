@@ -4,8 +4,16 @@ Three measurements, in this order:
 
 (b) direct: in a child process (one chDB engine per process; the server holds its own directory),
     a fresh chDB directory with Lethe's events schema gets pre-built rows (the exact values
-    IngestService would store for the same envelopes) through the app's ClickHouse wrapper
+    IngestService would store for the same envelopes: personal values AES-256-GCM ciphertext,
+    encrypted before the timing starts) through the app's ClickHouse wrapper
     (`clickhouse-connect`, 1,000-row blocks, each with a deduplication token) for BENCH_SECONDS;
+(d) with / without encryption: in another child process, IngestService.ingest in process
+    (PostgreSQL, its own chDB directory, no HTTP) on 1,000-envelope bodies, three variants
+    interleaved in BENCH_CRYPTO_ROUNDS rounds, BENCH_CRYPTO_SECONDS per variant in all, after a
+    5 s warm-up (every user then has a key); only the ingest calls are timed. "with encryption"
+    is the app as it is; "keys, no AES" monkeypatches Cipher.encrypt to return the plaintext;
+    "without encryption" monkeypatches KeyService.ciphers to hand out a plaintext stand-in (no
+    key table, no AES: the path before 7d9d04d). The app's code is not changed;
 (a) batches: a real `lethe serve` (PostgreSQL, embedded chDB in a temporary working directory,
     scheduler on) gets POST /v1/events with arrays of 1,000 realistic envelopes from
     BENCH_BATCH_CONCURRENCY connections for BENCH_SECONDS; a 202 means both stores committed;
@@ -17,18 +25,21 @@ Envelopes follow the platform's reference payloads (tests/fixtures/platform.py):
 message_id and text, backend events with external_user_id; every envelope has a unique
 created_at (microsecond steps from the start of the run), so deduplication drops none.
 
-Targets (issue): (a) >= 50% of the direct rate; (c) >= 3,000 events/s.
+Targets (issue): (a) >= 50% of the direct rate; (c) >= 3,000 events/s; (d) with encryption
+>= 90% of without (issue 7).
 Afterwards the stored counts are checked: event_receipts in PostgreSQL, rows in the server's
 chDB directory (opened in a child process once the server has stopped) and dead letters.
 
 Settings (environment): BENCH_SECONDS (30), BENCH_WARMUP_SECONDS (2), BENCH_BATCH_CONCURRENCY (2),
 BENCH_BATCH_SIZE (1000), BENCH_CONCURRENCY (32, single-event phase), BENCH_USERS (10000),
+BENCH_CRYPTO_SECONDS (15), BENCH_CRYPTO_ROUNDS (3),
 BENCH_CLIENT (raw | httpx), BENCH_PG_URL, BENCH_STRICT=1 (a MISS fails the run).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import itertools
 import json
@@ -62,6 +73,7 @@ from tests.fixtures.platform import SESSION_STARTED
 PROJECT = "bench-prod"
 TARGET_RATIO = 0.5
 TARGET_SINGLE_EPS = 3000.0
+TARGET_CRYPTO = 0.9  # issue 7: batch ingest with encryption >= 90% of the same path without it
 
 WORDS = ("goal", "what", "a", "save", "referee", "offside", "penalty", "great", "match", "the", "team", "is",
          "playing", "well", "today", "no", "way", "come", "on", "keeper", "shot", "corner", "half", "time",
@@ -143,8 +155,11 @@ class EventFactory:
 
 
 # --- (b) direct insert, in a child process ----------------------------------------------------
-def _rows_for(envelopes: list[dict[str, Any]], subjects: dict[str, str], received: datetime) -> list[list[Any]]:
-    """The events-table values IngestService would store for these envelopes (active subjects)."""
+def _rows_for(envelopes: list[dict[str, Any]], subjects: dict[str, str], received: datetime,
+              ciphers: dict[str, Any]) -> list[list[Any]]:
+    """The events-table values IngestService would store for these envelopes (active subjects):
+    personal values as real ciphertext (encrypted here, before the timing starts)."""
+    from app.domain.crypto import Cipher, new_data_key
     from app.domain.events import Actor, parse_envelope
     from app.stores.clickhouse.events import EventRow
 
@@ -154,11 +169,15 @@ def _rows_for(envelopes: list[dict[str, Any]], subjects: dict[str, str], receive
         for key in [event.actor.key] if event.actor else []:
             subjects.setdefault(key, str(uuid.uuid4()))
         refs = {k: subjects.setdefault(Actor("user", u).key, str(uuid.uuid4())) for k, u in event.user_refs.items()}
+        # sealed as IngestService seals them (the default policy stores no IP), one key per actor
+        owner = event.actor.key if event.actor else "no-actor"
+        cipher = ciphers.get(owner) or ciphers.setdefault(owner, Cipher(new_data_key()))
+        personal = {c: cipher.encrypt(v, c.encode()) for c, v in event.personal.items() if v and c != "ip"}
         row = EventRow(
             project=PROJECT, event=event.event, at=event.at, received_at=received,
             subject_id=subjects[event.actor.key] if event.actor else None,
             actor_kind=event.actor.kind if event.actor else "", dedup_key=event.dedup_key, room_id=event.room_id,
-            message_id=event.message_id, platform=event.platform, personal=event.personal,
+            message_id=event.message_id, platform=event.platform, personal=personal,
             properties={**event.properties, **refs},
         )
         rows.append(row.values())
@@ -176,7 +195,8 @@ def direct_child() -> None:
     subjects: dict[str, str] = {}
     received = datetime.now(UTC)
     built = time.perf_counter()
-    prepared = [_rows_for(factory.batch(batch_size), subjects, received) for _ in range(blocks)]
+    ciphers: dict[str, Any] = {}
+    prepared = [_rows_for(factory.batch(batch_size), subjects, received, ciphers) for _ in range(blocks)]
     built = time.perf_counter() - built
     with tempfile.TemporaryDirectory(prefix="lethe-bench-direct-") as tmp:
         ch = ClickHouse(f"chdb://{tmp}/clickhouse")
@@ -211,6 +231,106 @@ def _run_direct(seconds: float, batch_size: int, users: int) -> dict[str, Any]:
                           cwd=REPO, capture_output=True, text=True, timeout=seconds + 300, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"direct insert child exited {done.returncode}: {done.stderr.strip()[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+# --- (d) the same ingest path with and without encryption, in a child process ---------------
+VARIANTS = ("with encryption", "keys, no AES", "without encryption")
+
+
+class _Plain:
+    """Stands in for app.domain.crypto.Cipher in the 'without' variants: returns the plaintext."""
+
+    def encrypt(self, plaintext: str, aad: bytes = b"") -> str:
+        return plaintext
+
+
+def _variant(name: str) -> contextlib.AbstractContextManager[Any]:
+    """The app, unchanged, with its encryption taken out by monkeypatching (this process only):
+    'keys, no AES': Cipher.encrypt returns the plaintext (key lookups and creation still run);
+    'without encryption': KeyService.ciphers hands out a plaintext stand-in for every owner
+    without touching the key table (no key lookups, no key creation, no AES): the path as it
+    was before 7d9d04d, storing plaintext."""
+    from unittest import mock
+
+    from app.domain.crypto import Cipher
+    from app.services.keys import KeyService
+
+    if name == "keys, no AES":
+        return mock.patch.object(Cipher, "encrypt", lambda self, plaintext, aad=b"": plaintext)
+    if name == "without encryption":
+        plain = _Plain()
+        return mock.patch.object(KeyService, "ciphers",
+                                 lambda self, uow, owners, purpose, *, create: dict.fromkeys(owners, plain))
+    return contextlib.nullcontext()
+
+
+def crypto_child() -> None:
+    """Entry point of the child process: IngestService.ingest in this process (PostgreSQL, chDB in
+    a temporary directory, built like tests/conftest.py), the variants interleaved in rounds;
+    only the ingest calls are timed (building the next body is not). Prints one JSON line."""
+    from app.bootstrap import Container
+    from app.config import Settings
+    from app.services.policies import PolicyBook
+    from app.stores.clickhouse.client import ClickHouse
+    from app.stores.sql.engine import make_engine
+    from bench.harness import cpu_seconds, machine_cpu_seconds
+
+    seconds, batch_size, users, rounds = float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    factory = EventFactory(PROJECT, users, seed=3)
+    totals = {name: {"events": 0, "seconds": 0.0, "cpu": 0.0, "machine": 0.0, "calls": 0} for name in VARIANTS}
+    with tempfile.TemporaryDirectory(prefix="lethe-bench-crypto-") as tmp, postgres_database() as url:
+        settings = Settings(database_url=url, clickhouse_url="chdb://unused", policy_dir=REPO / "policies",
+                            secret_key=b"bench", scheduler=False)
+        container = Container(settings=settings, engine=make_engine(url), policies=PolicyBook.load(REPO / "policies"),
+                              clickhouse=ClickHouse(f"chdb://{tmp}/clickhouse"))
+        try:
+            container.migrate()
+            container.accounts.create_project(PROJECT)
+            with container.uow() as uow:
+                project = uow.projects.by_name(PROJECT)
+                assert project is not None
+                project_id = project.id
+
+            def ingest_for(budget: float, name: str) -> None:
+                spent = 0.0
+                while spent < budget:
+                    body = json.dumps(factory.batch(batch_size)).encode()
+                    cpu0, machine0, started = cpu_seconds(), machine_cpu_seconds(), time.perf_counter()
+                    result = container.ingest.ingest(project_id, PROJECT, body)
+                    took = time.perf_counter() - started
+                    if result.rejected or result.duplicates:
+                        raise RuntimeError(f"ingest rejected {len(result.rejected)}, duplicates {result.duplicates}")
+                    spent += took
+                    if name:
+                        entry = totals[name]
+                        entry["events"] += result.accepted
+                        entry["seconds"] += took
+                        entry["calls"] += 1
+                        entry["cpu"] += cpu_seconds() - cpu0
+                        entry["machine"] += machine_cpu_seconds() - machine0
+
+            ingest_for(min(5.0, seconds), "")  # warm-up (not counted): every user's key exists
+            for round_ in range(rounds):
+                order = VARIANTS if round_ % 2 == 0 else tuple(reversed(VARIANTS))
+                for name in order:
+                    with _variant(name):
+                        ingest_for(seconds / rounds, name)
+            stored = int(container.clickhouse.rows("SELECT count() FROM events")[0][0])
+            plaintext = int(container.clickhouse.rows(
+                "SELECT countIf(nickname != '' AND NOT startsWith(nickname, 'v1.')) FROM events")[0][0])
+        finally:
+            container.close()
+    print(json.dumps({"variants": totals, "stored": stored, "plaintext_rows": plaintext}))
+
+
+def _run_crypto(seconds: float, batch_size: int, users: int, rounds: int) -> dict[str, Any]:
+    code = "import bench.ingest as m; m.crypto_child()"
+    done = subprocess.run([sys.executable, "-c", code, str(seconds), str(batch_size), str(users), str(rounds)],
+                          cwd=REPO, capture_output=True, text=True, timeout=len(VARIANTS) * seconds + 300, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"encryption child exited {done.returncode}: {done.stderr.strip()[-2000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
@@ -254,6 +374,8 @@ def main() -> int:
     batch_size = min(1000, env_int("BENCH_BATCH_SIZE", 1000))
     single_clients = env_int("BENCH_CONCURRENCY", 32)
     users = env_int("BENCH_USERS", 10_000)
+    crypto_seconds = env_float("BENCH_CRYPTO_SECONDS", 15)
+    crypto_rounds = env_int("BENCH_CRYPTO_ROUNDS", 3)
     client = env_client("raw")
     strict = os.environ.get("BENCH_STRICT", "").strip() in {"1", "true", "yes"}
     exit_on_sigterm()
@@ -264,7 +386,9 @@ def main() -> int:
     print(f"phases:  (b) direct chDB insert {seconds:g} s; (a) POST /v1/events x {batch_size} with "
           f"{batch_clients} connections {seconds:g} s; (c) single-event POSTs with {single_clients} connections "
           f"{seconds:g} s (warm-up {warmup:g} s each)")
-    print(f"targets: (a) >= {TARGET_RATIO:.0%} of the direct insert rate; (c) >= {TARGET_SINGLE_EPS:,.0f} events/s")
+    print(f"         (d) IngestService in process, with / without encryption, {crypto_seconds:g} s each")
+    print(f"targets: (a) >= {TARGET_RATIO:.0%} of the direct insert rate; (c) >= {TARGET_SINGLE_EPS:,.0f} events/s; "
+          f"(d) with encryption >= {TARGET_CRYPTO:.0%} of without")
     sys.stdout.flush()
 
     print("\n(b) direct insert: app ClickHouse wrapper -> clickhouse-connect -> embedded chDB, "
@@ -277,6 +401,23 @@ def main() -> int:
           f"{direct['parts']} active parts", flush=True)
     print(f"  (building the rows from envelopes, not timed: {direct['prepared_rows']:,} rows in "
           f"{direct['build_seconds']:.2f} s)", flush=True)
+
+    print(f"\n(d) IngestService.ingest in one process (PostgreSQL + chDB, no HTTP), {batch_size}-envelope bodies, "
+          f"with and without encryption: {crypto_rounds} rounds of {crypto_seconds / crypto_rounds:.1f} s per "
+          "variant, interleaved; only the ingest calls are timed", flush=True)
+    print("  'keys, no AES': Cipher.encrypt monkeypatched to return the plaintext (key lookups still run); "
+          "'without encryption': KeyService.ciphers monkeypatched to hand out a plaintext stand-in (no key table, "
+          "no AES: the path before 7d9d04d). The app itself is unchanged.", flush=True)
+    crypto = _run_crypto(crypto_seconds, batch_size, users, crypto_rounds)
+    rates = {}
+    for name, entry in crypto["variants"].items():
+        rates[name] = entry["events"] / entry["seconds"] if entry["seconds"] else 0.0
+        other = max(0.0, entry["machine"] - entry["cpu"])
+        print(f"  {name:<20} {rates[name]:10,.0f} events/s  ({entry['events']:,} events in {entry['calls']} calls, "
+              f"{entry['seconds']:.1f} s; CPU: this process {entry['cpu'] / entry['seconds']:.0%} of a core, "
+              f"rest of the machine {other / entry['seconds']:.0%})", flush=True)
+    print(f"  stored {crypto['stored']:,} rows (warm-up included; {crypto['plaintext_rows']:,} with a plaintext "
+          "nickname: the 'without' variants' rows)", flush=True)
 
     factory = EventFactory(PROJECT, users, seed=1)
     with postgres_database() as database_url, LetheProcess(database_url, scheduler=True) as lethe:
@@ -325,13 +466,20 @@ def main() -> int:
 
     ratio_ok, single_ok = ratio >= TARGET_RATIO, single_eps >= TARGET_SINGLE_EPS
     print("\nresult:")
-    print(f"  (b) direct chDB insert        {direct_rate:10,.0f} rows/s")
+    crypto_ratio = rates[VARIANTS[0]] / rates[VARIANTS[-1]] if rates[VARIANTS[-1]] else float("nan")
+    crypto_ok = crypto_ratio >= TARGET_CRYPTO
+    print(f"  (b) direct chDB insert        {direct_rate:10,.0f} rows/s   (rows already encrypted, raw insert)")
+    print(f"  (d) in process, with encryption    {rates[VARIANTS[0]]:10,.0f} events/s")
+    print(f"  (d) in process, keys, no AES       {rates[VARIANTS[1]]:10,.0f} events/s")
+    print(f"  (d) in process, without encryption {rates[VARIANTS[2]]:10,.0f} events/s   "
+          f"with / without = {crypto_ratio:.1%}")
     print(f"  (a) POST /v1/events batches   {batch_eps:10,.0f} events/s   ({batches.throughput:.2f} requests/s, "
           f"p50 {batches.percentile_ms(50):.0f} ms, p99 {batches.percentile_ms(99):.0f} ms, errors {batches.errors})")
     print(f"  (c) POST /v1/events single    {single_eps:10,.0f} events/s   p50 {singles.percentile_ms(50):.1f} ms, "
           f"p99 {singles.percentile_ms(99):.1f} ms, errors {singles.errors}")
     print(f"  target (a) >= {TARGET_RATIO:.0%} of direct:       {_verdict(ratio_ok)} ({ratio:.1%})")
     print(f"  target (c) >= {TARGET_SINGLE_EPS:,.0f} events/s:     {_verdict(single_ok)} ({single_eps:,.0f})")
+    print(f"  target (d) with >= {TARGET_CRYPTO:.0%} of without: {_verdict(crypto_ok)} ({crypto_ratio:.1%})")
 
     consistent = receipts == clickhouse_rows and dead_letters == 0
     if not consistent:
@@ -340,7 +488,7 @@ def main() -> int:
               or singles.timed_out or not consistent)
     if broken:
         return 1
-    if strict and not (ratio_ok and single_ok):
+    if strict and not (ratio_ok and single_ok and crypto_ok):
         return 1
     return 0
 
