@@ -2,7 +2,7 @@
 
 Since 7d9d04d every personal value of an event is stored in ClickHouse only as AES-256-GCM
 ciphertext under its actor's analytics data key (SQL table `data_keys`); the anonymise job
-destroys that key in the SQL transaction that records the step (AnalyticsKeysStep), and reads
+destroys that key in the SQL transaction that records the step (KeysStep "analytics"), and reads
 ClickHouse only to count, for the evidence, the rows it made unreadable. So what is timed here is
 key destruction and the job around it, not a rewrite of ClickHouse.
 
@@ -33,7 +33,7 @@ Timed, in this order (CPU of this process and of the rest of the machine printed
 1. at 1/10 of the events: a full-table copy, then (b) for 10,000 subjects (set B1);
 2. at all the events: a full-table copy (`CREATE TABLE events_copy AS events; INSERT INTO
    events_copy SELECT *`);
-   (b) "the step a request waits for": `AnalyticsKeysStep.anonymise` for BENCH_ERASE other
+   (b) "the step a request waits for": `KeysStep("analytics").anonymise` for BENCH_ERASE other
    subjects (set B2) inside a unit of work, plus its commit: their keys are destroyed (what
    makes their personal event values unreadable);
    (c) "the whole anonymise job": BENCH_ERASE deletion requests (set A, mode grace) created
@@ -235,10 +235,10 @@ def _batch(project_id: str, subjects: Mapping[int, str]) -> Any:
 
 
 def _destroy_keys(container: Any, project_id: str, subjects: Mapping[int, str]) -> tuple[Meter, int]:
-    """(b): AnalyticsKeysStep.anonymise in a unit of work, and its commit."""
-    from app.stores.sql.erasure_steps import AnalyticsKeysStep
+    """(b): KeysStep("analytics").anonymise in a unit of work, and its commit."""
+    from app.stores.sql.erasure_steps import KeysStep
 
-    step = AnalyticsKeysStep(container.keys)
+    step = KeysStep(container.keys, "analytics", at_anonymise=True)
     batch = _batch(project_id, subjects)
     with Meter() as meter, container.uow() as uow:
         counts = step.anonymise(uow, batch)

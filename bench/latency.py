@@ -162,7 +162,7 @@ def _report_round(label: str, latencies: list[float], counts: dict[str, int],
     if len(runs) > 4:  # one line for many small runs
         durations = sorted(seconds for seconds, _ in runs)
         events = sum(summary.get("stores", {}).get("clickhouse.events", 0) for _, summary in runs)
-        keys = sum(summary.get("stores", {}).get("sql.data_keys", 0) for _, summary in runs)
+        keys = sum(summary.get("stores", {}).get("keys.analytics", 0) for _, summary in runs)
         print(f"    {len(runs)} anonymise runs: {statistics.median(durations):.2f} s median, "
               f"{durations[-1]:.2f} s max; "
               f"processed {sum(summary.get('processed', 0) for _, summary in runs)} requests, "
@@ -170,7 +170,7 @@ def _report_round(label: str, latencies: list[float], counts: dict[str, int],
     else:
         for seconds, summary in runs:
             events = summary.get("stores", {}).get("clickhouse.events", 0)
-            keys = summary.get("stores", {}).get("sql.data_keys", 0)
+            keys = summary.get("stores", {}).get("keys.analytics", 0)
             print(f"    anonymise run {seconds:7.2f} s: processed {summary.get('processed')}, "
                   f"failed {summary.get('failed')}, {keys} keys destroyed, {events} ClickHouse rows made unreadable")
     sys.stdout.flush()

@@ -158,12 +158,14 @@ def supersedes(at: datetime, value: str, current_at: datetime | None, current: s
 
 
 def mentions(raw: str, needle: str) -> bool:
-    """Does a raw webhook body name `needle` (a user id), in any JSON escaping? Bodies that
-    parse are searched string by string after decoding (`\\u00fc`, `\\/`, ...), keys included;
-    others by their text."""
+    """Does a raw webhook body name `needle` (a user id, as a whole token), in any escaping?
+    The text is searched as it is, with JSON escapes decoded (`\\u00fc`, `\\/`, ...) and
+    percent-decoded; bodies that parse, string by string, keys included."""
     if not needle:
         return False
-    if needle in raw or needle in _unescaped(raw) or needle in unquote(raw):
+    # the id as a whole token: erasing "user_1" must not take dead letters naming "user_12"
+    token = re.compile(rf"(?<![A-Za-z0-9_]){re.escape(needle)}(?![A-Za-z0-9_])")
+    if any(token.search(text) for text in (raw, _unescaped(raw), unquote(raw))):
         return True
     try:
         parsed = json.loads(raw)
@@ -173,7 +175,7 @@ def mentions(raw: str, needle: str) -> bool:
     while stack:
         item = stack.pop()
         if isinstance(item, str):
-            if needle in item:
+            if token.search(item):
                 return True
         elif isinstance(item, dict):
             stack.extend(item.keys())

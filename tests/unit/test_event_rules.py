@@ -32,3 +32,11 @@ def test_a_dead_letter_names_a_user_in_any_json_escaping() -> None:
     assert not mentions("anything", "")
     assert mentions('{"truncated": "\\u00fc\\/ser+1==', user)  # does not parse: escapes decoded anyway
     assert mentions("/v1/hooks?user=%C3%BC%2Fser%2B1%3D%3D", user)  # percent-encoded
+
+
+def test_a_dead_letter_names_a_user_only_as_a_whole_token() -> None:
+    from app.domain.events import mentions
+
+    assert not mentions('{"value": {"user_id": "user_12"}}', "user_1")
+    assert not mentions("garbage user_12 garbage", "user_1")
+    assert mentions('{"value": {"source_url": "https://chat/u/user_1/profile"}}', "user_1")

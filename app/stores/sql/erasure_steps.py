@@ -150,7 +150,7 @@ class KeysStep:
         return self._destroy(uow, batch)  # a key made during grace (after a restore) goes too
 
     def residual(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
-        found = uow.keys.get(batch.subject_ids, self.purpose)
+        found = uow.keys.having(batch.subject_ids, self.purpose)
         return {subject: int(subject in found) for subject in batch.subject_ids}
 
     def _destroy(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:

@@ -62,6 +62,14 @@ class DataKeys:
             found.update((row.owner, _stored(row)) for row in rows)
         return found
 
+    def having(self, owners: Sequence[str], purpose: str) -> set[str]:
+        """The owners that have a key of this purpose (no key material read: erasure counts)."""
+        found: set[str] = set()
+        for chunk in _chunks(sorted(set(owners))):
+            found.update(self.session.scalars(select(_KEYS.c.owner).where(_KEYS.c.purpose == purpose,
+                                                                          _KEYS.c.owner.in_(chunk))))
+        return found
+
     def create_missing(self, rows: Sequence[Mapping[str, Any]]) -> list[StoredKey]:
         """Insert keys (id, owner, purpose, kek_version, wrapped, created_at) unless the owner
         already has one of that purpose, then return what is stored for those owners. Two
