@@ -11,9 +11,10 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
-from app.ports import JobKicker
+from app.ports import JobKicker, SqlErasureStep
 from app.services.accounts import AccountService
 from app.services.audit import AuditService
+from app.services.dead_letters import DeadLetterService
 from app.services.deletion import DeletionService
 from app.services.erasure import ErasureService
 from app.services.holds import HoldService
@@ -84,8 +85,13 @@ class Container:
                                lambda job: self.kick(job), self.keys)
 
     @cached_property
+    def sql_steps(self) -> list[SqlErasureStep]:
+        """Every SQL table's part of an erasure, in order (the erasure jobs' and tests')."""
+        return sql_steps(self.keys, self.dead_letters)
+
+    @cached_property
     def erasure(self) -> ErasureService:
-        return ErasureService(self.uow, self.now, self.settings.secret_key, sql_steps(self.keys), [self.events],
+        return ErasureService(self.uow, self.now, self.settings.secret_key, self.sql_steps, [self.events],
                               after_run=lambda: self.keys.compact_when_due(self.engine), holds=self.holds)
 
     @cached_property
@@ -99,11 +105,16 @@ class Container:
     @cached_property
     def retention(self) -> RetentionService:
         return RetentionService(self.uow, self.now, self.policies, self.holds, self.event_lifecycle, self.deletions,
-                                self.keys)
+                                self.keys, self.dead_letters)
 
     @cached_property
     def offboarding(self) -> OffboardingService:
-        return OffboardingService(self.uow, self.now, self.holds, self.event_lifecycle, self.accounts, self.keys)
+        return OffboardingService(self.uow, self.now, self.holds, self.event_lifecycle, self.accounts, self.keys,
+                                  self.dead_letters)
+
+    @cached_property
+    def dead_letters(self) -> DeadLetterService:
+        return DeadLetterService(self.uow, self.keys)
 
     @cached_property
     def holds(self) -> HoldService:
@@ -119,11 +130,12 @@ class Container:
 
     @cached_property
     def subjects(self) -> SubjectService:
-        return SubjectService(self.uow, self.events, self.keys, self.settings.secret_key)
+        return SubjectService(self.uow, self.events, self.keys, self.settings.secret_key, self.dead_letters)
 
     @cached_property
     def ingest(self) -> IngestService:
-        return IngestService(self.uow, self.now, self.policies, self.events, self.deletions, self.keys)
+        return IngestService(self.uow, self.now, self.policies, self.events, self.deletions, self.keys,
+                             self.dead_letters)
 
     @cached_property
     def keys(self) -> KeyService:

@@ -63,6 +63,12 @@ class KeyDestroyer(Protocol):
     def destroy(self, uow: SqlUnitOfWork, owners: Sequence[str], purpose: str | None = None) -> int: ...
 
 
+class DeadLetterFinder(Protocol):
+    """Finds dead letters naming users, opening their sealed bodies (app.services.dead_letters)."""
+
+    def mentioning(self, uow: SqlUnitOfWork, project_id: str, needles: Sequence[str]) -> dict[str, list[str]]: ...
+
+
 class JobKicker(Protocol):
     """Asks the scheduler to run a job as soon as possible (no-op without a scheduler)."""
 

@@ -31,8 +31,4 @@ class EventsController(Controller):
     def rejected(self, request: Request[Principal, Any, Any], container: ContainerDep, limit: Limit = 50,
                  cursor: Cursor = None) -> RejectedPage:
         """Dead-letter entries (newest first) with the reason each was rejected."""
-        with container.uow() as uow:
-            rows, next_cursor = uow.dead_letters.page(request.user.project_id, limit, cursor)
-            items = [{"id": r.id, "received_at": r.received_at.isoformat(), "index": r.batch_index,
-                      "reason": r.reason, "body": r.body} for r in rows]
-        return msgspec.convert({"items": items, "next_cursor": next_cursor}, RejectedPage)
+        return msgspec.convert(container.dead_letters.page(request.user.project_id, limit, cursor), RejectedPage)

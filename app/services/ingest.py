@@ -26,6 +26,7 @@ from app.domain.events import Actor, EnvelopeError, Event, parse_envelope, split
 from app.domain.requests import Mode, Source
 from app.ports import Clock, UnitOfWorkFactory
 from app.services.batching import GroupCommitter
+from app.services.dead_letters import DeadLetterService
 from app.services.deletion import DeletionService
 from app.services.errors import Conflict
 from app.services.keys import ANALYTICS, GRACE, KeyService, day_key_owner, unsealed
@@ -70,8 +71,9 @@ class _Batch:
 
 class IngestService:
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock, policies: PolicyBook, events: EventStore,
-                 deletions: DeletionService, keys: KeyService) -> None:
+                 deletions: DeletionService, keys: KeyService, dead_letters: DeadLetterService) -> None:
         self._keys = keys
+        self._dead_letters = dead_letters
         self._uow = uow
         self._clock = clock
         self._policies = policies
@@ -141,7 +143,7 @@ class IngestService:
                 project = uow.projects.by_id(batch.project_id)
                 assert project is not None
                 for index, reason, body in batch.dead:
-                    uow.dead_letters.add(project.id, batch.received, reason, body, index)
+                    self._dead_letters.add(uow, project.id, batch.received, reason, body, index)
                 fresh = uow.receipts.claim(project.id, [e.dedup_key for e in batch.events], batch.received)
                 new = [e for e in _first_of_each(batch.events) if e.dedup_key in fresh]
                 batch.result.duplicates = len(batch.events) - len(new)

@@ -44,7 +44,8 @@ from app.stores.sql.uow import SqlUnitOfWork
 ANALYTICS = "analytics"  # a subject's events' personal values: destroyed when it is anonymised
 log = structlog.get_logger(__name__)
 GRACE = "grace"  # what grace keeps restorable (profile, IPs, reasons): destroyed at purge
-PURPOSES = frozenset({ANALYTICS, GRACE, "hold", "dead_letters"})
+DEAD_LETTERS = "dead_letters"  # rejected bodies, one key per project and day: destroyed by retention
+PURPOSES = frozenset({ANALYTICS, GRACE, "hold", DEAD_LETTERS})
 KEY_CACHE_SECONDS = 5.0  # a destroyed key is unusable in every process within this long
 KEY_CACHE_SIZE = 100_000  # entries; the cache is emptied when full (each entry lives 5 s anyway)
 REWRAP_BATCH = 1_000  # keys per rotation transaction

@@ -4,7 +4,7 @@ job `offboarding` then deletes all the project's data in both stores, except hel
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import delete, select, update
 
@@ -12,6 +12,7 @@ from app.domain.audit import AuditRecord
 from app.domain.holds import Data, Hold, Scope
 from app.ports import Clock, UnitOfWorkFactory
 from app.services.accounts import AccountService
+from app.services.dead_letters import DeadLetterService
 from app.services.errors import Conflict, NotFound
 from app.services.holds import HoldService
 from app.services.keys import KeyService
@@ -19,7 +20,6 @@ from app.services.summary import JobSummary
 from app.stores.clickhouse.lifecycle import EventLifecycle
 from app.stores.sql.models import (
     Complaint,
-    DeadLetter,
     DeletionRequest,
     EventReceipt,
     IdempotencyKey,
@@ -34,8 +34,9 @@ from app.stores.sql.uow import SqlUnitOfWork
 
 class OffboardingService:
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock, holds: HoldService, events: EventLifecycle,
-                 accounts: AccountService, keys: KeyService) -> None:
+                 accounts: AccountService, keys: KeyService, dead_letters: DeadLetterService) -> None:
         self._keys = keys
+        self._dead_letters = dead_letters
         self._uow = uow
         self._clock = clock
         self._holds = holds
@@ -111,7 +112,7 @@ class OffboardingService:
                                                            Complaint.message_id.not_in(kept))),
             "sql.profiles": gone(delete(Profile).where(Profile.subject_id.in_(free_subjects))),
             "sql.logins": gone(delete(Login).where(Login.subject_id.in_(free_subjects))),
-            "sql.dead_letters": gone(delete(DeadLetter).where(DeadLetter.project_id == project_id)),
+            "sql.dead_letters": self._dead_letters.expire(uow, project_id, datetime.max.replace(tzinfo=UTC)),
             "sql.event_receipts": gone(delete(EventReceipt).where(EventReceipt.project_id == project_id)),
             "sql.idempotency_keys": gone(delete(IdempotencyKey).where(IdempotencyKey.project_id == project_id)),
         }

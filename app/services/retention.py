@@ -14,13 +14,14 @@ from app.domain.audit import AuditRecord
 from app.domain.holds import Data, Hold, Scope
 from app.domain.requests import Mode, Source, add_months
 from app.ports import Clock, UnitOfWorkFactory
+from app.services.dead_letters import DeadLetterService
 from app.services.deletion import DeletionService
 from app.services.holds import HoldService
 from app.services.keys import KeyService
 from app.services.policies import PolicyBook
 from app.services.summary import JobSummary
 from app.stores.clickhouse.lifecycle import EventLifecycle
-from app.stores.sql.models import Complaint, DeadLetter, EventReceipt, IdempotencyKey, Login, Message, Subject
+from app.stores.sql.models import Complaint, EventReceipt, IdempotencyKey, Login, Message, Subject
 from app.stores.sql.uow import SqlUnitOfWork
 
 IDEMPOTENCY_KEYS_KEPT = timedelta(days=1)
@@ -28,8 +29,10 @@ IDEMPOTENCY_KEYS_KEPT = timedelta(days=1)
 
 class RetentionService:
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock, policies: PolicyBook, holds: HoldService,
-                 events: EventLifecycle, deletions: DeletionService, keys: KeyService) -> None:
+                 events: EventLifecycle, deletions: DeletionService, keys: KeyService,
+                 dead_letters: DeadLetterService) -> None:
         self._keys = keys
+        self._dead_letters = dead_letters
         self._uow = uow
         self._clock = clock
         self._policies = policies
@@ -108,15 +111,14 @@ class RetentionService:
                 Login.at < cutoff, Login.subject_id.in_(select(Subject.id).where(
                     Subject.project_id == project_id, Subject.user_id.not_in(held_users))))).rowcount  # type: ignore[attr-defined]
         dead_letter_cutoff = now - timedelta(days=self._policies.for_project(name).dead_letter_retention_days)
-        dead = session.execute(delete(DeadLetter).where(
-            DeadLetter.project_id == project_id, DeadLetter.received_at < dead_letter_cutoff))
+        dead = self._dead_letters.expire(uow, project_id, dead_letter_cutoff)
         session.execute(delete(EventReceipt).where(EventReceipt.project_id == project_id,
                                                    EventReceipt.received_at < cutoff))
         session.execute(delete(IdempotencyKey).where(IdempotencyKey.project_id == project_id,
                                                      IdempotencyKey.created_at < now - IDEMPOTENCY_KEYS_KEPT))
         opened = self._inactive_users(uow, project_id, cutoff)
         return {"sql.messages": len(doomed), "sql.complaints": int(complaints.rowcount),  # type: ignore[attr-defined]
-                "sql.logins": int(logins), "sql.dead_letters": int(dead.rowcount),  # type: ignore[attr-defined]
+                "sql.logins": int(logins), "sql.dead_letters": dead,
                 "sql.retention_requests": opened}
 
     def _inactive_users(self, uow: SqlUnitOfWork, project_id: str, cutoff: datetime) -> int:

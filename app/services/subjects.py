@@ -13,6 +13,7 @@ from app.domain.crypto import Cipher, Undecryptable
 from app.domain.events import PERSONAL_COLUMNS
 from app.domain.holds import Data, covers
 from app.ports import UnitOfWorkFactory
+from app.services.dead_letters import DeadLetterService
 from app.services.deletion import to_dict
 from app.services.errors import NotFound
 from app.services.holds import to_domain
@@ -22,7 +23,9 @@ from app.stores.sql.models import Complaint, DeletionRequest, HoldRecord, Login,
 
 
 class SubjectService:
-    def __init__(self, uow: UnitOfWorkFactory, events: EventStore, keys: KeyService, secret_key: bytes) -> None:
+    def __init__(self, uow: UnitOfWorkFactory, events: EventStore, keys: KeyService, secret_key: bytes,
+                 dead_letters: DeadLetterService) -> None:
+        self._dead_letters = dead_letters
         self._uow = uow
         self._events = events
         self._keys = keys
@@ -40,7 +43,7 @@ class SubjectService:
                     "sql.messages": count(Message, Message.subject_id == subject.id),
                     "sql.complaints": count(Complaint, Complaint.reporter_subject_id == subject.id),
                     "sql.logins": count(Login, Login.subject_id == subject.id),
-                    "sql.dead_letters": len(uow.dead_letters.mentioning(project_id, [user_id]).get(user_id, [])),
+                    "sql.dead_letters": len(self._dead_letters.mentioning(uow, project_id, [user_id]).get(user_id, [])),
                 }
                 found.append({**_about(uow, project_id, name, subject, user_id),
                               "stores": {**sql, "clickhouse.events": self._events.count_for(subject.id)}})

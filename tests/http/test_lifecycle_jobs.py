@@ -143,13 +143,20 @@ def test_retention_erases_users_idle_for_the_whole_cap(client: TestClient[Any], 
 
 def test_retention_deletes_old_dead_letters(client: TestClient[Any], keys: dict[str, str], container: Container,
                                             clock: FakeClock) -> None:
-    client.post("/v1/events", content=b"garbage", headers=bearer(keys["webhook_token"]))
+    client.post("/v1/events", content=b"garbage naming QZJ-user", headers=bearer(keys["webhook_token"]))
+    with container.uow() as uow:
+        (stored,) = uow.session.scalars(select(DeadLetter.body))
+    assert stored.startswith("v1.") and "QZJ" not in stored  # sealed under the day's key
+    (entry,) = client.get("/v1/events/rejected", headers=bearer(keys["api_key"])).json()["items"]
+    assert entry["body"] == "garbage naming QZJ-user"  # the partner reads it opened
     container.retention.run(clock.now + timedelta(days=29))
     with container.uow() as uow:
         assert uow.session.scalar(select(func.count()).select_from(DeadLetter)) == 1
-    container.retention.run(clock.now + timedelta(days=31))
+    summary = container.retention.run(clock.now + timedelta(days=31))
     with container.uow() as uow:
         assert uow.session.scalar(select(func.count()).select_from(DeadLetter)) == 0
+        assert uow.keys.owners_between("deadletters:", "deadletters:\uffff", "dead_letters") == []
+    assert summary.stores["sql.dead_letters"] == 1
 
 
 def test_offboarding_revokes_keys_and_deletes_everything_but_held_data(client: TestClient[Any],

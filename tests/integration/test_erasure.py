@@ -10,7 +10,6 @@ from app.bootstrap import Container
 from app.domain.requests import Mode
 from app.ports import ErasureBatch
 from app.services.erasure import ErasureService
-from app.stores.sql.erasure_steps import sql_steps
 from app.stores.sql.models import AuditEntry, Profile, Subject
 from tests.conftest import FakeClock
 from tests.integration.test_deletion_requests import pid, request
@@ -115,7 +114,7 @@ class BrokenStore:
 def test_failed_store_marks_requests_failed_and_next_run_retries(container: Container, project: dict[str, str],
                                                                   clock: FakeClock) -> None:
     store = BrokenStore()
-    erasure = ErasureService(container.uow, clock, b"k", sql_steps(container.keys), [store])
+    erasure = ErasureService(container.uow, clock, b"k", container.sql_steps, [store])
     created = request(container, "u-1").body
     summary = erasure.anonymise(clock.now)
     assert (summary.processed, summary.failed) == (0, 1)
@@ -143,7 +142,7 @@ def test_restore_during_a_run_is_not_overwritten(container: Container, project: 
 
         purge = residual = anonymise
 
-    ErasureService(container.uow, clock, b"k", sql_steps(container.keys), [RestoreMidway()]).anonymise(clock.now)
+    ErasureService(container.uow, clock, b"k", container.sql_steps, [RestoreMidway()]).anonymise(clock.now)
     assert container.deletions.get(pid(container), created["id"])["status"] == "restored"
 
 
@@ -151,7 +150,7 @@ def test_two_workers_never_claim_the_same_request(container: Container, project:
                                                   clock: FakeClock) -> None:
     for i in range(40):
         request(container, f"u-{i}")
-    steps = sql_steps(container.keys)
+    steps = container.sql_steps
     services = [ErasureService(container.uow, clock, b"k", steps, [], batch_size=5) for _ in range(4)]
     with ThreadPoolExecutor(4) as pool:
         summaries = list(pool.map(lambda s: s.anonymise(clock.now), services))

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from sqlalchemy import delete, func, select, update
 
-from app.ports import ErasureBatch, KeyDestroyer, SqlErasureStep
+from app.ports import DeadLetterFinder, ErasureBatch, KeyDestroyer, SqlErasureStep
 from app.stores.sql.models import DeletionRequest, Login, Profile
 from app.stores.sql.uow import SqlUnitOfWork
 
@@ -104,6 +104,9 @@ class DeadLettersStep:
 
     name = "sql.dead_letters"
 
+    def __init__(self, finder: DeadLetterFinder) -> None:
+        self._finder = finder
+
     def anonymise(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
         found = self._mentioning(uow, batch)
         uow.dead_letters.delete(sorted({i for ids in found.values() for i in ids}))
@@ -119,7 +122,7 @@ class DeadLettersStep:
         for project_id in sorted(set(batch.project_of.values())):
             users = {subject: user.removeprefix("admin:") for subject, user in batch.user_of.items()
                      if batch.project_of.get(subject) == project_id}
-            by_user = uow.dead_letters.mentioning(project_id, sorted(set(users.values())))
+            by_user = self._finder.mentioning(uow, project_id, sorted(set(users.values())))
             for subject, user in users.items():
                 if by_user.get(user):
                     found[subject] = by_user[user]
@@ -159,7 +162,7 @@ class KeysStep:
         return {k: v for k, v in counts.items() if v}
 
 
-def sql_steps(keys: KeyDestroyer) -> list[SqlErasureStep]:
+def sql_steps(keys: KeyDestroyer, dead_letters: DeadLetterFinder) -> list[SqlErasureStep]:
     """Every SQL table that holds personal data (or the keys to it), in the order they are erased."""
     return [KeysStep(keys, "analytics", at_anonymise=True), KeysStep(keys, "grace", at_anonymise=False),
-            ProfilesStep(), RequestReasonsStep(), MessagesStep(), LoginsStep(), DeadLettersStep()]
+            ProfilesStep(), RequestReasonsStep(), MessagesStep(), LoginsStep(), DeadLettersStep(dead_letters)]

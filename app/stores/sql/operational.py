@@ -11,7 +11,6 @@ from sqlalchemy import Table, bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from app.domain.events import mentions
 from app.stores.sql.models import Complaint, DeadLetter, EventReceipt, Login, Message, Subject, new_id
 from app.stores.sql.repositories import decode_cursor, encode_cursor
 
@@ -227,16 +226,16 @@ class DeadLetters:
         last = rows[limit - 1]
         return rows[:limit], encode_cursor(last.received_at.isoformat(), last.id)
 
-    def mentioning(self, project_id: str, needles: Sequence[str]) -> dict[str, list[str]]:
-        """Ids of the entries whose raw body names each needle (a user id), in any JSON
-        escaping, by needle."""
-        found: dict[str, list[str]] = {}
-        rows = self.session.execute(select(DeadLetter.id, DeadLetter.body).where(DeadLetter.project_id == project_id))
-        for entry_id, body in rows:
-            for needle in needles:
-                if mentions(body, needle):
-                    found.setdefault(needle, []).append(entry_id)
-        return found
+    def bodies(self, project_id: str) -> list[tuple[str, datetime, str]]:
+        """(id, received_at, sealed body) of every entry of the project."""
+        rows = self.session.execute(select(DeadLetter.id, DeadLetter.received_at, DeadLetter.body)
+                                    .where(DeadLetter.project_id == project_id))
+        return [(entry_id, received, body) for entry_id, received, body in rows]
+
+    def delete_before(self, project_id: str, before: datetime) -> int:
+        result = self.session.execute(delete(DeadLetter).where(DeadLetter.project_id == project_id,
+                                                               DeadLetter.received_at < before))
+        return int(result.rowcount)  # type: ignore[attr-defined]
 
     def delete(self, ids: Sequence[str]) -> None:
         if ids:
