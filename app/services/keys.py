@@ -334,7 +334,7 @@ class KeyService:
         try:
             self.compact(engine)
         except (KeyringError, DBAPIError) as exc:
-            self._dirty = True
+            self._dirty, self._compacted_at = True, now  # try again next interval, not every run
             log.warning("keys.compact_postponed", reason=str(exc).splitlines()[0])
             return False
         self._compacted_at = now
