@@ -60,7 +60,7 @@ class ExternalErasureStep(Protocol):
 class KeyDestroyer(Protocol):
     """Destroys data keys inside the caller's transaction (app.services.keys.KeyService)."""
 
-    def destroy(self, uow: SqlUnitOfWork, owners: Sequence[str], purpose: str | None = None) -> int: ...
+    def destroy(self, uow: SqlUnitOfWork, owners: Sequence[str], purpose: str | None = None) -> list[str]: ...
 
 
 class DeadLetterFinder(Protocol):

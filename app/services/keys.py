@@ -195,9 +195,10 @@ class KeyService:
 
     # --- destruction, rotation, compaction -----------------------------------------------
 
-    def destroy(self, uow: SqlUnitOfWork, owners: Sequence[str], purpose: str | None = None) -> int:
+    def destroy(self, uow: SqlUnitOfWork, owners: Sequence[str], purpose: str | None = None) -> list[str]:
         """Delete the owners' keys (one purpose, or all) in the caller's transaction, which
-        audits and commits. This process forgets them at once; others within the cache TTL."""
+        audits and commits. This process forgets them at once; others within the cache TTL.
+        Returns the owners of the keys deleted (one entry per key)."""
         if purpose is not None:
             _check_purpose(purpose)
         purposes = [purpose] if purpose is not None else sorted(PURPOSES)
@@ -317,7 +318,7 @@ class KeyService:
         high = day_key_owner(project_id, before) if before else low + "\uffff"
         kept = {day_key_owner(project_id, day) for day in keep}
         owners = [o for o in uow.keys.owners_between(low, high, ANALYTICS) if o not in kept]
-        return self.destroy(uow, owners, ANALYTICS) if owners else 0
+        return len(self.destroy(uow, owners, ANALYTICS)) if owners else 0
 
     def compact_when_due(self, engine: Engine) -> bool:
         """After a job run: compact if keys were destroyed since the last compaction, on

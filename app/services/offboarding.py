@@ -119,7 +119,7 @@ class OffboardingService:
         session.execute(update(DeletionRequest).where(DeletionRequest.subject_id.in_(free_subjects))
                         .values(reason=None))
         # the keys to their events' personal values; the project's day keys once no hold remains
-        counts["sql.data_keys"] = self._keys.destroy(uow, free_subjects)  # every purpose
+        counts["sql.data_keys"] = len(self._keys.destroy(uow, free_subjects))  # every purpose
         if not holds:
             counts["sql.data_keys"] += self._keys.destroy_day_keys(uow, project_id)
         counts["sql.subjects"] = gone(update(Subject).where(Subject.id.in_(free_subjects), Subject.user_id.is_not(None))

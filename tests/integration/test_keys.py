@@ -46,7 +46,7 @@ def encrypt_for(keys: KeyService, uow: UowFactory, owner: str, value: str, purpo
 
 def destroy(keys: KeyService, uow: UowFactory, owners: list[str], purpose: str | None = None) -> int:
     with uow() as u:
-        n = keys.destroy(u, owners, purpose)
+        n = len(keys.destroy(u, owners, purpose))
         u.commit()
     return n
 

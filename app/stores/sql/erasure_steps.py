@@ -157,9 +157,7 @@ class KeysStep:
         return {subject: int(subject in found) for subject in batch.subject_ids}
 
     def _destroy(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
-        counts = self.residual(uow, batch)
-        self._keys.destroy(uow, batch.subject_ids, self.purpose)
-        return {k: v for k, v in counts.items() if v}
+        return {owner: 1 for owner in self._keys.destroy(uow, batch.subject_ids, self.purpose)}
 
 
 def sql_steps(keys: KeyDestroyer, dead_letters: DeadLetterFinder) -> list[SqlErasureStep]:

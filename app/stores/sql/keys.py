@@ -89,14 +89,15 @@ class DataKeys:
         return list(self.session.scalars(select(_KEYS.c.owner).where(
             _KEYS.c.purpose == purpose, _KEYS.c.owner >= low, _KEYS.c.owner < high)))
 
-    def destroy(self, owners: Sequence[str], purpose: str | None) -> int:
-        """Physically DELETE the owners' keys (of one purpose, or all); the number deleted."""
-        deleted = 0
+    def destroy(self, owners: Sequence[str], purpose: str | None) -> list[str]:
+        """Physically DELETE the owners' keys (of one purpose, or all); the owners of the keys
+        deleted, one entry per key (DELETE ... RETURNING: no separate count query)."""
+        deleted: list[str] = []
         for chunk in _chunks(sorted(set(owners))):
             statement = delete(_KEYS).where(_KEYS.c.owner.in_(chunk))
             if purpose is not None:
                 statement = statement.where(_KEYS.c.purpose == purpose)
-            deleted += self.session.execute(statement).rowcount  # type: ignore[attr-defined]
+            deleted.extend(self.session.scalars(statement.returning(_KEYS.c.owner)))
         return deleted
 
     def under_older_versions(self, version: int, after_id: str | None, limit: int) -> list[StoredKey]:
