@@ -68,14 +68,14 @@ class ErasureService:
         summary = JobSummary(step.value, now)
         tried: list[str] = []
         while True:
-            claimed, free, held = retry_transient(lambda: self._claim(step, now, tried))
+            claimed, free, held, batch = retry_transient(lambda: self._claim(step, now, tried))
             if not claimed:
                 break
             tried.extend(claimed)
             summary.held += held
             if free:
                 try:
-                    self._process(step, now, free, summary)
+                    self._process(step, now, free, batch, summary)
                 except StepFailed as exc:
                     log.warning("erasure.step_failed", step=exc.step, requests=len(free))
                     detail = str(exc)
@@ -91,13 +91,16 @@ class ErasureService:
         self._after_run()
         return summary
 
-    def _claim(self, step: Step, now: datetime, tried: Sequence[str]) -> tuple[list[str], list[str], int]:
-        """Lease the due requests; returns (claimed, free to proceed, held) request ids."""
+    def _claim(self, step: Step, now: datetime,
+               tried: Sequence[str]) -> tuple[list[str], list[str], int, ErasureBatch]:
+        """Lease the due requests; returns the claimed and the free request ids, how many are
+        held, and what the stores need to find the free ones' rows."""
         with self._uow() as uow:
             rows = uow.requests.claim(step, now, self._clock(), LEASE, self.batch_size, tried)
             free, held = self._sort_by_holds(uow, rows, now)
+            batch = self._batch(uow, free)
             uow.commit()
-        return [row.id for row in rows], [row.id for row in free], len(held)
+        return [row.id for row in rows], [row.id for row in free], len(held), batch
 
     def _sort_by_holds(self, uow: SqlUnitOfWork, rows: Sequence[DeletionRequest],
                        now: datetime) -> tuple[list[DeletionRequest], list[DeletionRequest]]:
@@ -138,19 +141,18 @@ class ErasureService:
             free.append(row)
         return free, held
 
-    def _batch(self, request_ids: Sequence[str]) -> ErasureBatch:
+    @staticmethod
+    def _batch(uow: SqlUnitOfWork, rows: Sequence[DeletionRequest]) -> ErasureBatch:
         """What the stores need to find the requests' rows (read before any link goes)."""
-        with self._uow() as uow:
-            rows = uow.requests.by_ids(request_ids)
-            subjects = uow.subjects.by_ids([row.subject_id for row in rows])
-            return ErasureBatch(
-                project_of={row.subject_id: row.project_id for row in rows},
-                user_of={s.id: s.user_id for s in subjects if s.user_id is not None},
-                immediate=frozenset(row.subject_id for row in rows if row.mode == Mode.IMMEDIATE.value),
-            )
+        subjects = uow.subjects.by_ids([row.subject_id for row in rows])
+        return ErasureBatch(
+            project_of={row.subject_id: row.project_id for row in rows},
+            user_of={s.id: s.user_id for s in subjects if s.user_id is not None},
+            immediate=frozenset(row.subject_id for row in rows if row.mode == Mode.IMMEDIATE.value),
+        )
 
-    def _process(self, step: Step, now: datetime, ids: list[str], summary: JobSummary) -> None:
-        batch = self._batch(ids)
+    def _process(self, step: Step, now: datetime, ids: list[str], batch: ErasureBatch,
+                 summary: JobSummary) -> None:
         evidence: Evidence = {}
         # 1. External stores: one batched statement per store for the whole batch (idempotent;
         #    what they did for a request restored meanwhile is what its anonymisation did anyway).
