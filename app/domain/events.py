@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -157,34 +157,41 @@ def supersedes(at: datetime, value: str, current_at: datetime | None, current: s
     return current_at is None or (at, value) > (current_at, current or "")
 
 
-def mentions(raw: str, needle: str) -> bool:
-    """Does a raw webhook body name `needle` (a user id, as a whole token), in any escaping?
-    The text is searched as it is, with JSON escapes decoded (`\\u00fc`, `\\/`, ...) and
-    percent-decoded; bodies that parse, string by string, keys included."""
-    if not needle:
-        return False
-    # the id as a whole token: erasing "user_1" must not take dead letters naming "user_12"
-    token = re.compile(rf"(?<![A-Za-z0-9_]){re.escape(needle)}(?![A-Za-z0-9_])")
-    if any(token.search(text) for text in (raw, _unescaped(raw), unquote(raw))):
-        return True
+def searchable(raw: str) -> tuple[str, ...]:
+    """The texts in which a raw webhook body may name a user, prepared once per body: the text
+    as it is, with JSON escapes decoded (`\\u00fc`, `\\/`, ...), percent-decoded, and, for a
+    body that parses, each of its strings (keys included) and numbers."""
+    texts = [raw, _unescaped(raw), unquote(raw)]
     try:
-        parsed = json.loads(raw)
+        stack = [json.loads(raw)]
     except (ValueError, RecursionError):
-        return False
-    stack = [parsed]
+        return tuple(texts)
     while stack:
         item = stack.pop()
         if isinstance(item, str):
-            if token.search(item):
-                return True
+            texts.append(item)
         elif isinstance(item, dict):
             stack.extend(item.keys())
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
-        elif item is not None and not isinstance(item, bool) and needle == str(item):
-            return True  # a numeric id
-    return False
+        elif item is not None and not isinstance(item, bool):
+            texts.append(str(item))  # a numeric id
+    return tuple(texts)
+
+
+def names(texts: Sequence[str], needle: str) -> bool:
+    """Do the `searchable` texts of a body name `needle` (a user id) as a whole token? Erasing
+    "user_1" must not take dead letters naming "user_12"."""
+    if not needle:
+        return False
+    token = re.compile(rf"(?<![A-Za-z0-9_]){re.escape(needle)}(?![A-Za-z0-9_])")
+    return any(token.search(text) for text in texts)
+
+
+def mentions(raw: str, needle: str) -> bool:
+    """Does a raw webhook body name `needle`, in any escaping (see `searchable`, `names`)?"""
+    return names(searchable(raw), needle)
 
 
 _JSON_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})|\\([\\/\"bfnrt])")

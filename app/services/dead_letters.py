@@ -13,17 +13,16 @@ from datetime import date, datetime
 from typing import Any
 
 from app.domain.crypto import Cipher
-from app.domain.events import mentions
+from app.domain.events import names, searchable
 from app.ports import UnitOfWorkFactory
-from app.services.keys import DEAD_LETTERS, KeyService, unsealed
+from app.services.keys import DEAD_LETTERS, KeyService, day_key_owner, unsealed
 from app.stores.sql.uow import SqlUnitOfWork
 
 BODY = "body"  # the sealed column, bound into each token
 
 
-def day_owner(project_id: str, day: date | None) -> str:
-    """The owner of a project's dead-letter key for one day ("" day: the prefix of them all)."""
-    return f"deadletters:{project_id}:{day.isoformat() if day else ''}"
+def day_owner(project_id: str, day: date) -> str:
+    return day_key_owner(DEAD_LETTERS, project_id, day)
 
 
 class DeadLetterService:
@@ -54,19 +53,16 @@ class DeadLetterService:
         ciphers = self._ciphers(uow, project_id, [received for _, received, _ in rows])
         found: dict[str, list[str]] = {}
         for entry_id, received, sealed in rows:
-            body = unsealed(ciphers.get(received.date()), sealed, BODY) or ""
+            texts = searchable(unsealed(ciphers.get(received.date()), sealed, BODY) or "")  # once per body
             for needle in needles:
-                if mentions(body, needle):
+                if names(texts, needle):
                     found.setdefault(needle, []).append(entry_id)
         return found
 
-    def expire(self, uow: SqlUnitOfWork, project_id: str, before: datetime) -> int:
-        """Entries received before `before` go, and the keys of the days wholly before it."""
+    def expire(self, uow: SqlUnitOfWork, project_id: str, before: datetime | None = None) -> int:
+        """Entries received before `before` (or all) go, and the keys of the days wholly before it."""
         deleted = uow.dead_letters.delete_before(project_id, before)
-        low = day_owner(project_id, None)
-        owners = uow.keys.owners_between(low, day_owner(project_id, before.date()), DEAD_LETTERS)
-        if owners:
-            self._keys.destroy(uow, owners, DEAD_LETTERS)
+        self._keys.destroy_day_keys(uow, DEAD_LETTERS, project_id, before.date() if before else None)
         return deleted
 
     def _ciphers(self, uow: SqlUnitOfWork, project_id: str, received: Sequence[datetime]) -> dict[date, Cipher]:

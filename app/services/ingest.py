@@ -281,14 +281,12 @@ class IngestService:
         """Last writer wins per field, by event time; values stored sealed under the grace key."""
         cipher = self._grace(uow, subject)
         profile = uow.session.get(Profile, subject.id) or Profile(subject_id=subject.id, updated_at=event.at)
-        for attr, kinds, column in (("display_name", PROFILE_NAME, "user_name"),
-                                     ("avatar_url", PROFILE_AVATAR, "url")):
+        for attr, at_field, kinds, column in (("display_name", "display_name_at", PROFILE_NAME, "user_name"),
+                                               ("avatar_url", "avatar_at", PROFILE_AVATAR, "url")):
             value = event.personal.get(column)
             if event.event not in kinds or not value:
                 continue
-            stored = getattr(profile, attr)
-            at_field = "display_name_at" if attr == "display_name" else "avatar_at"
-            current = unsealed(cipher, stored, attr)
+            current = unsealed(cipher, getattr(profile, attr), attr)
             if supersedes(event.at, value, getattr(profile, at_field), current):
                 setattr(profile, attr, cipher.encrypt(value, attr.encode()))
                 setattr(profile, at_field, event.at)
@@ -314,7 +312,7 @@ def _key_owner(project: Project, event: Event, subjects: dict[str, Subject]) -> 
     actor is erased); an event with no actor uses its project's key of that day (destroyed by
     retention at the cap). "" for a hidden actor: nothing of theirs is stored any more."""
     if event.actor is None:
-        return day_key_owner(project.id, event.at.date())
+        return day_key_owner(ANALYTICS, project.id, event.at.date())
     subject = subjects[event.actor.key]
     return subject.id if subject.status == "active" else ""
 

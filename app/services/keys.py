@@ -41,8 +41,8 @@ from app.stores.sql.keys import DataKeys, KekVersion, StoredKey
 from app.stores.sql.models import new_id
 from app.stores.sql.uow import SqlUnitOfWork
 
-ANALYTICS = "analytics"  # a subject's events' personal values: destroyed when it is anonymised
 log = structlog.get_logger(__name__)
+ANALYTICS = "analytics"  # a subject's events' personal values: destroyed when it is anonymised
 GRACE = "grace"  # what grace keeps restorable (profile, IPs, reasons): destroyed at purge
 DEAD_LETTERS = "dead_letters"  # rejected bodies, one key per project and day: destroyed by retention
 PURPOSES = frozenset({ANALYTICS, GRACE, "hold", DEAD_LETTERS})
@@ -309,16 +309,16 @@ class KeyService:
             conn.execute(text(f"SET lock_timeout = '{COMPACT_LOCK_TIMEOUT}'"))
             conn.execute(text("VACUUM FULL data_keys"))
 
-    def destroy_day_keys(self, uow: SqlUnitOfWork, project_id: str, before: date | None = None,
+    def destroy_day_keys(self, uow: SqlUnitOfWork, purpose: str, project_id: str, before: date | None = None,
                          keep: Collection[date] = ()) -> int:
-        """The keys of a project's actor-less events (one per day, see `day_key_owner`) for the
-        days before `before`, or all of them, except the days in `keep` (held rows stay there):
-        what retention and offboarding destroy."""
-        low = day_key_owner(project_id, None)
-        high = day_key_owner(project_id, before) if before else low + "\uffff"
-        kept = {day_key_owner(project_id, day) for day in keep}
-        owners = [o for o in uow.keys.owners_between(low, high, ANALYTICS) if o not in kept]
-        return len(self.destroy(uow, owners, ANALYTICS)) if owners else 0
+        """A project's per-day keys of `purpose` (see `day_key_owner`: actor-less events,
+        dead letters) for the days before `before`, or all of them, except the days in `keep`
+        (held rows stay there): what retention and offboarding destroy. Returns how many."""
+        low = day_key_owner(purpose, project_id, None)
+        high = day_key_owner(purpose, project_id, before) if before else low + "\uffff"
+        kept = {day_key_owner(purpose, project_id, day) for day in keep}
+        owners = [o for o in uow.keys.owners_between(low, high, purpose) if o not in kept]
+        return len(self.destroy(uow, owners, purpose)) if owners else 0
 
     def compact_when_due(self, engine: Engine) -> bool:
         """After a job run: compact if keys were destroyed since the last compaction, on
@@ -362,9 +362,14 @@ def unsealed(cipher: Cipher | None, stored: str | None, column: str) -> str | No
         return None
 
 
-def day_key_owner(project_id: str, day: date | None) -> str:
-    """The owner of a project's key for one day of actor-less events ("" day: the prefix)."""
-    return f"events:{project_id}:{day.isoformat() if day else ''}"
+_DAY_KEY_PREFIX = {ANALYTICS: "events", DEAD_LETTERS: "deadletters"}
+
+
+def day_key_owner(purpose: str, project_id: str, day: date | None) -> str:
+    """The owner of a project's key of one day, for data with no subject: actor-less events
+    (`analytics`) and dead letters (`dead_letters`). A None day gives the prefix of them all;
+    ISO dates sort as strings, so "before a day" is a range of owners."""
+    return f"{_DAY_KEY_PREFIX[purpose]}:{project_id}:{day.isoformat() if day else ''}"
 
 
 def _check_purpose(purpose: str) -> None:

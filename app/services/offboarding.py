@@ -4,7 +4,7 @@ job `offboarding` then deletes all the project's data in both stores, except hel
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import delete, select, update
 
@@ -15,7 +15,7 @@ from app.services.accounts import AccountService
 from app.services.dead_letters import DeadLetterService
 from app.services.errors import Conflict, NotFound
 from app.services.holds import HoldService
-from app.services.keys import KeyService
+from app.services.keys import ANALYTICS, KeyService
 from app.services.summary import JobSummary
 from app.stores.clickhouse.lifecycle import EventLifecycle
 from app.stores.sql.models import (
@@ -112,7 +112,7 @@ class OffboardingService:
                                                            Complaint.message_id.not_in(kept))),
             "sql.profiles": gone(delete(Profile).where(Profile.subject_id.in_(free_subjects))),
             "sql.logins": gone(delete(Login).where(Login.subject_id.in_(free_subjects))),
-            "sql.dead_letters": self._dead_letters.expire(uow, project_id, datetime.max.replace(tzinfo=UTC)),
+            "sql.dead_letters": self._dead_letters.expire(uow, project_id),
             "sql.event_receipts": gone(delete(EventReceipt).where(EventReceipt.project_id == project_id)),
             "sql.idempotency_keys": gone(delete(IdempotencyKey).where(IdempotencyKey.project_id == project_id)),
         }
@@ -121,7 +121,7 @@ class OffboardingService:
         # the keys to their events' personal values; the project's day keys once no hold remains
         counts["sql.data_keys"] = len(self._keys.destroy(uow, free_subjects))  # every purpose
         if not holds:
-            counts["sql.data_keys"] += self._keys.destroy_day_keys(uow, project_id)
+            counts["sql.data_keys"] += self._keys.destroy_day_keys(uow, ANALYTICS, project_id)
         counts["sql.subjects"] = gone(update(Subject).where(Subject.id.in_(free_subjects), Subject.user_id.is_not(None))
                                       .values(user_id=None, status="erased", erased_at=now))
         return counts

@@ -17,7 +17,7 @@ from app.ports import Clock, UnitOfWorkFactory
 from app.services.dead_letters import DeadLetterService
 from app.services.deletion import DeletionService
 from app.services.holds import HoldService
-from app.services.keys import KeyService
+from app.services.keys import ANALYTICS, KeyService
 from app.services.policies import PolicyBook
 from app.services.summary import JobSummary
 from app.stores.clickhouse.lifecycle import EventLifecycle
@@ -70,7 +70,7 @@ class RetentionService:
             with self._uow() as uow:
                 counts = self._sql(uow, pid, name, cutoffs[pid], now, holds, summary)
                 # actor-less events' day keys go with their days, except days where held rows stay
-                counts["sql.data_keys"] = self._keys.destroy_day_keys(uow, pid, before=cutoffs[pid].date(),
+                counts["sql.data_keys"] = self._keys.destroy_day_keys(uow, ANALYTICS, pid, before=cutoffs[pid].date(),
                                                                       keep=held_days)
                 if any(counts.values()):
                     uow.audit(AuditRecord("job:retention", "retention.applied", name, None, counts))

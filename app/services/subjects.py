@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from app.domain.audit import AuditRecord, subject_hash
-from app.domain.crypto import Cipher, Undecryptable
+from app.domain.crypto import Cipher
 from app.domain.events import PERSONAL_COLUMNS
 from app.domain.holds import Data, covers
 from app.ports import UnitOfWorkFactory
@@ -102,17 +102,11 @@ def _about(uow: Any, project_id: str, name: str, subject: Subject, user_id: str)
 
 
 def _opened(row: Mapping[str, Any], cipher: Cipher | None) -> dict[str, Any]:
-    """One event for the export: its personal values decrypted where the key still exists."""
-    personal: dict[str, str] = {}
-    for column in PERSONAL_COLUMNS:
-        token = row[column]
-        if token and cipher is not None:
-            try:
-                personal[column] = cipher.decrypt(token, column.encode())
-            except Undecryptable:
-                continue
+    """One event for the export: its personal values opened where the key still exists."""
+    opened = {column: unsealed(cipher, row[column], column) for column in PERSONAL_COLUMNS}
     return {"event": row["event"], "at": row["at"].isoformat(), "room_id": row["room_id"] or None,
-            "message_id": row["message_id"] or None, "platform": row["platform"] or None, "personal": personal,
+            "message_id": row["message_id"] or None, "platform": row["platform"] or None,
+            "personal": {column: value for column, value in opened.items() if value},
             "properties": json.loads(row["properties"] or "{}")}
 
 

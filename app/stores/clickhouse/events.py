@@ -2,7 +2,7 @@
 
 Events are never rewritten by an erasure. Their personal columns hold ciphertext under the
 subject's analytics key (sealed at the door, see app.services.ingest), and the erasure destroys
-that key in SQL (app.stores.sql.erasure_steps.AnalyticsKeysStep). Here the step only counts the
+that key in SQL (app.stores.sql.erasure_steps.KeysStep). Here the step only counts the
 rows it makes unreadable, for the evidence. The ciphertext itself leaves the disk with the
 13-month partition drops.
 

@@ -232,9 +232,12 @@ class DeadLetters:
                                     .where(DeadLetter.project_id == project_id))
         return [(entry_id, received, body) for entry_id, received, body in rows]
 
-    def delete_before(self, project_id: str, before: datetime) -> int:
-        result = self.session.execute(delete(DeadLetter).where(DeadLetter.project_id == project_id,
-                                                               DeadLetter.received_at < before))
+    def delete_before(self, project_id: str, before: datetime | None) -> int:
+        """The project's entries received before `before`, or all of them."""
+        statement = delete(DeadLetter).where(DeadLetter.project_id == project_id)
+        if before is not None:
+            statement = statement.where(DeadLetter.received_at < before)
+        result = self.session.execute(statement)
         return int(result.rowcount)  # type: ignore[attr-defined]
 
     def delete(self, ids: Sequence[str]) -> None:
