@@ -34,7 +34,7 @@ class DeadLetterService:
             index: int | None) -> None:
         """Within the caller's transaction: the body sealed under the day's key."""
         owner = day_owner(project_id, received.date())
-        cipher = self._keys.ciphers(uow, [owner], DEAD_LETTERS, create=True)[owner]
+        cipher = self._keys.cipher(uow, owner, DEAD_LETTERS)
         uow.dead_letters.add(project_id, received, reason, cipher.encrypt(body, BODY.encode()), index)
 
     def page(self, project_id: str, limit: int, cursor: str | None) -> dict[str, Any]:

@@ -217,7 +217,7 @@ class DeletionService:
         """The partner's free text may name the person: kept sealed under the subject's grace key."""
         if not reason:
             return None
-        return self._keys.ciphers(uow, [subject.id], GRACE, create=True)[subject.id].encrypt(reason, b"reason")
+        return self._keys.cipher(uow, subject.id, GRACE).encrypt(reason, b"reason")
 
     def restore_in(self, uow: SqlUnitOfWork, project: Project, row: DeletionRequest, actor: str) -> str:
         """Within the caller's transaction, `row` locked (see DeletionRequests.lock): the one

@@ -275,7 +275,7 @@ class IngestService:
 
     def _grace(self, uow: SqlUnitOfWork, subject: Subject) -> Cipher:
         """The subject's grace key: what a restore must find again (profile, IPs), destroyed at purge."""
-        return self._keys.ciphers(uow, [subject.id], GRACE, create=True)[subject.id]
+        return self._keys.cipher(uow, subject.id, GRACE)
 
     def _profile(self, uow: SqlUnitOfWork, subject: Subject, event: Event) -> None:
         """Last writer wins per field, by event time; values stored sealed under the grace key."""

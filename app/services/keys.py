@@ -101,6 +101,10 @@ class KeyService:
             found.update(self._load(uow, unknown, purpose, create=create))
         return found
 
+    def cipher(self, uow: SqlUnitOfWork, owner: str, purpose: str) -> Cipher:
+        """One owner's Cipher, its key created if it has none (inside the caller's transaction)."""
+        return self.ciphers(uow, [owner], purpose, create=True)[owner]
+
     def _from_cache(self, owners: Sequence[str], purpose: str, *,
                     trust_absence: bool) -> tuple[dict[str, Cipher], list[str]]:
         now = time.monotonic()

@@ -6,6 +6,7 @@ import base64
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.orm import Session
@@ -24,6 +25,8 @@ from app.stores.sql.models import (
     Project,
     Subject,
 )
+
+_Row = TypeVar("_Row")
 
 
 class InvalidCursor(ValueError):
@@ -109,8 +112,7 @@ class Subjects:
 
     def lock(self, subject_id: str) -> Subject | None:
         """Re-read and lock the subject for a transition (after its request: one lock order)."""
-        return self.session.scalar(select(Subject).where(Subject.id == subject_id).with_for_update()
-                                   .execution_options(populate_existing=True))
+        return self.session.scalar(_locked(select(Subject).where(Subject.id == subject_id)))
 
     def by_ids(self, subject_ids: Sequence[str]) -> list[Subject]:
         if not subject_ids:
@@ -262,7 +264,7 @@ class DeletionRequests:
         return list(self.session.scalars(select(DeletionRequest).where(DeletionRequest.id.in_(request_ids))))
 
 
-def _locked(query: Select[DeletionRequest]) -> Select[DeletionRequest]:
+def _locked(query: Select[_Row]) -> Select[_Row]:
     """FOR UPDATE, and the row as it is now even if this session loaded it before."""
     return query.with_for_update().execution_options(populate_existing=True)
 
