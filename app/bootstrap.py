@@ -135,7 +135,7 @@ class Container:
     @cached_property
     def ingest(self) -> IngestService:
         return IngestService(self.uow, self.now, self.policies, self.events, self.deletions, self.keys,
-                             self.dead_letters)
+                             self.dead_letters, self.settings.secret_key)
 
     @cached_property
     def keys(self) -> KeyService:

@@ -13,11 +13,18 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote
 
+from app.domain.requests import add_months
+
 MAX_BATCH = 1000
+MAX_DEPTH = 32  # nesting of objects and arrays inside one envelope
+MAX_ENVELOPE_CHARS = 64 * 1024  # one envelope's canonical JSON
+MAX_ID = 200  # user, message and room ids: the width of their SQL columns
+MAX_REPORT_TYPE = 100
+FUTURE_SLACK = timedelta(days=1)  # platform clocks run a little ahead; a year-9999 event never
 
 # value keys whose content is personal: the event's column -> the keys it is read from
 PERSONAL_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -73,6 +80,7 @@ class Event:
 def parse_envelope(envelope: Any, project: str, received_at: datetime) -> Event:
     if not isinstance(envelope, Mapping):
         raise EnvelopeError("an envelope must be a JSON object with `event` and `value`")
+    check_storable(envelope)
     name = envelope.get("event")
     if not isinstance(name, str) or not name.strip() or len(name) > 100:
         raise EnvelopeError("`event` must be a non-empty string of at most 100 characters")
@@ -82,20 +90,36 @@ def parse_envelope(envelope: Any, project: str, received_at: datetime) -> Event:
     if value.get("project") != project:
         raise EnvelopeError("`value.project` must be the project this webhook token belongs to")
     at = _event_time(value.get("created_at"), received_at)
+    if name == "report_sent":
+        report_type(value)  # a complaint's type has a column of its own: checked here, not at the store
     actor = _actor(name, value)
     personal = {column: _text(value, keys) for column, keys in PERSONAL_COLUMNS.items()}
-    user_refs = {k: refs for k, v in value.items() if _names_users(k) and (refs := _user_ids(v))}
+    user_refs = {k: refs for k, v in value.items() if _names_users(k) and (refs := _user_ids(k, v))}
     consumed = _IDENTITY_KEYS | set(user_refs) | {k for keys in PERSONAL_COLUMNS.values() for k in keys}
     properties = {k: v for k, v in value.items() if k not in consumed}
     canonical = json.dumps({"event": name, "value": value, "key": envelope.get("key")}, sort_keys=True,
                            separators=(",", ":"), ensure_ascii=False, default=str)
+    if len(canonical) > MAX_ENVELOPE_CHARS:
+        raise EnvelopeError(f"an envelope may hold at most {MAX_ENVELOPE_CHARS} characters of JSON, "
+                            f"this one has {len(canonical)}")
     return Event(
         event=name, at=at, actor=actor, personal=personal, user_refs=user_refs, properties=properties,
         dedup_key=hashlib.sha256(canonical.encode()).hexdigest()[:32],
-        room_id=_scalar(value.get("room_id") or value.get("room") or value.get("event_id")),
-        message_id=_scalar(value.get("message_id")), platform=_scalar(value.get("platform")),
+        room_id=_ref(value, ("room_id", "room", "event_id")), message_id=_ref(value, ("message_id",)),
+        platform=_scalar(value.get("platform")),
         raw_value=value,
     )
+
+
+def time_problem(at: datetime, received_at: datetime, cap_months: int) -> str | None:
+    """Why an event's time cannot be stored, if it cannot: more than a day ahead of its
+    receipt (it would escape the retention cap), or older than the cap (it is already due
+    for deletion)."""
+    if at > received_at + FUTURE_SLACK:
+        return "`value.created_at` is more than a day in the future"
+    if at < add_months(received_at, -cap_months):
+        return f"`value.created_at` is older than the retention cap ({cap_months} months)"
+    return None
 
 
 def _event_time(created_at: Any, received_at: datetime) -> datetime:
@@ -108,7 +132,10 @@ def _event_time(created_at: Any, received_at: datetime) -> datetime:
         moment = datetime.fromisoformat(created_at.replace("Z", "+00:00"))
     except ValueError:
         raise EnvelopeError("`value.created_at` is not an ISO 8601 timestamp") from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    try:
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:
+        raise EnvelopeError("`value.created_at` is out of range") from None
 
 
 def _actor(name: str, value: Mapping[str, Any]) -> Actor | None:
@@ -122,9 +149,22 @@ def _actor(name: str, value: Mapping[str, Any]) -> Actor | None:
 
 
 def _id(raw: Any, key: str) -> str:
-    if not isinstance(raw, str | int) or isinstance(raw, bool) or len(str(raw)) > 200:
-        raise EnvelopeError(f"`value.{key}` must be a string of at most 200 characters")
+    if not _is_id(raw):
+        raise EnvelopeError(f"`value.{key}` must be a string of at most {MAX_ID} characters")
     return str(raw)
+
+
+def _is_id(raw: Any) -> bool:
+    return isinstance(raw, str | int) and not isinstance(raw, bool) and len(str(raw)) <= MAX_ID
+
+
+def _ref(value: Mapping[str, Any], keys: tuple[str, ...]) -> str:
+    """A room or message id: the first of `keys` present; stored in a column of MAX_ID."""
+    for key in keys:
+        raw = value.get(key)
+        if raw not in (None, ""):
+            return _id(raw, key)
+    return ""
 
 
 def _text(value: Mapping[str, Any], keys: tuple[str, ...]) -> str:
@@ -140,11 +180,63 @@ def _names_users(key: str) -> bool:
     return key in USER_REFERENCE_KEYS or key.lower().replace("_", "").endswith("userids")
 
 
-def _user_ids(raw: Any) -> tuple[str, ...]:
-    """One id or a list of ids (ids inside lists are pseudonymised too); other shapes are not ids."""
+def _user_ids(key: str, raw: Any) -> tuple[str, ...]:
+    """One id or a list of ids (ids inside lists are pseudonymised too; empty ones are skipped).
+    Any other shape is refused: a value that names users is never stored as it is."""
     items = raw if isinstance(raw, list) else [raw]
-    ids = tuple(str(i) for i in items if isinstance(i, str | int) and not isinstance(i, bool) and i != "")
-    return ids if len(ids) == len(items) and all(len(i) <= 200 for i in ids) else ()
+    present = [i for i in items if i not in (None, "")]
+    if not all(_is_id(i) for i in present):
+        raise EnvelopeError(f"`value.{key}` names users: it must be a user id, or a list of user ids, "
+                            f"of at most {MAX_ID} characters each")
+    return tuple(str(i) for i in present)
+
+
+def report_type(value: Mapping[str, Any]) -> str | None:
+    """A complaint's type: the reference's `reportType`, or `type` as some platform builds send it."""
+    for key in ("reportType", "type"):
+        raw = value.get(key)
+        if raw not in (None, ""):
+            text = str(raw) if isinstance(raw, str | int | float) and not isinstance(raw, bool) else ""
+            if not text or len(text) > MAX_REPORT_TYPE:
+                raise EnvelopeError(f"`value.{key}` must be a string of at most {MAX_REPORT_TYPE} characters")
+            return text
+    return None
+
+
+def check_storable(envelope: Any) -> None:
+    """Refuse what no store can keep, naming where it is (never the value): NUL bytes (PostgreSQL
+    text cannot hold them), lone surrogates (not Unicode: UTF-8 cannot encode them), and nesting
+    deeper than MAX_DEPTH. Iterative, so a hostile depth costs no recursion."""
+    stack: list[tuple[Any, str, int]] = [(envelope, "", 0)]
+    while stack:
+        item, where, depth = stack.pop()
+        if isinstance(item, str):
+            _check_text(item, f"`{where}`" if where else "the envelope")
+        elif isinstance(item, Mapping | list):
+            if depth >= MAX_DEPTH:
+                raise EnvelopeError(f"`{where}` nests deeper than {MAX_DEPTH} levels")
+            pairs = item.items() if isinstance(item, Mapping) else enumerate(item)
+            for key, child in pairs:
+                if isinstance(key, str):
+                    _check_text(key, f"a key in `{where or 'the envelope'}`")
+                stack.append((child, _path(where, key, depth), depth + 1))
+
+
+def _path(where: str, key: Any, depth: int) -> str:
+    """Where a value sits, for an error message: field names down to `value.<field>`, then
+    elided (deeper keys may be data, and data never goes into a message)."""
+    if depth >= 2:
+        return where if where.endswith("…") else f"{where}…"
+    return f"{where}.{str(key)[:60]}".lstrip(".")
+
+
+def _check_text(text: str, where: str) -> None:
+    if "\x00" in text:
+        raise EnvelopeError(f"{where} contains a NUL character (\\u0000), which cannot be stored")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise EnvelopeError(f"{where} is not valid Unicode (it holds a lone surrogate)") from None
 
 
 def _scalar(raw: Any) -> str:

@@ -12,7 +12,7 @@ from litestar.response import Stream
 
 from app.http.auth import officer_only
 from app.http.deps import ContainerDep
-from app.http.schemas import AuditPage, Cursor, Limit, VerifyOut
+from app.http.schemas import AuditPage, Cursor, Limit, VerifyOut, aware
 from app.services.accounts import Principal
 from app.services.errors import NotFound
 
@@ -40,7 +40,8 @@ class AuditController(Controller):
     ) -> AuditPage:
         """Entries oldest first. `user_id` is hashed the way the log stores subjects."""
         page = container.audit.page(_projects(request.user, project), user_id=user_id, action=action,
-                                    since=since, until=until, limit=limit, cursor=cursor)
+                                    since=aware(since, "since"), until=aware(until, "until"), limit=limit,
+                                    cursor=cursor)
         return msgspec.convert(page, AuditPage)
 
     @get("/verify", sync_to_thread=True)
@@ -54,7 +55,9 @@ class AuditController(Controller):
         format: FromQuery[Literal["jsonl", "csv"]] = "jsonl", since: FromQuery[datetime | None] = None,
         until: FromQuery[datetime | None] = None, project: FromQuery[str | None] = None,
     ) -> Stream:
-        lines = container.audit.export(_projects(request.user, project), format, since=since, until=until)
+        # checked here, before the stream starts: a bad parameter is a 400, not a broken download
+        lines = container.audit.export(_projects(request.user, project), format, since=aware(since, "since"),
+                                       until=aware(until, "until"))
         media = "text/csv" if format == "csv" else "application/x-ndjson"
         return Stream(lines, media_type=media,
                       headers={"Content-Disposition": f'attachment; filename="lethe-audit.{format}"'})

@@ -56,6 +56,8 @@ def _require(role: Role) -> Any:
 
 def _allow(connection: ASGIConnection[Any, Any, Any, Any], *roles: Role) -> None:
     """No or unknown credentials: 401; a known token of another role: 403 (CONTRACT §3)."""
+    if connection.scope.get("method") == "OPTIONS":
+        return  # CORS preflight and OPTIONS carry no credentials: the auth middleware skips them
     wanted = " or ".join(r.value for r in roles)
     if not isinstance(connection.user, Principal):
         raise NotAuthorizedException(f"this endpoint needs a {wanted} token")

@@ -1,23 +1,33 @@
-"""Every error leaves as {"status_code", "detail", "extra"} with a message saying what is wrong."""
+"""Every error leaves as {"status_code", "detail", "extra"} with a message saying what is wrong.
+
+Input that cannot even be decoded (bytes that are not UTF-8, JSON nested past the parser's
+depth) is the caller's mistake, so it is a 400 like any other; anything unforeseen is a 500
+with the same body shape and no internals.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
+import structlog
 from litestar import Request, Response
-from litestar.exceptions import ValidationException
+from litestar.exceptions import HTTPException, SerializationException, ValidationException
 
 from app.services.errors import ServiceError
 from app.stores.sql.repositories import InvalidCursor
 
+log = structlog.get_logger(__name__)
 
-def _body(status: int, detail: str, extra: Any = None) -> Response[dict[str, Any]]:
-    return Response({"status_code": status, "detail": detail, "extra": extra}, status_code=status)
+
+def _body(status: int, detail: str, extra: Any = None, headers: dict[str, str] | None = None
+          ) -> Response[dict[str, Any]]:
+    return Response({"status_code": status, "detail": detail, "extra": extra}, status_code=status, headers=headers)
 
 
 def service_error(_: Request[Any, Any, Any], exc: ServiceError) -> Response[dict[str, Any]]:
-    return _body(exc.status_code, str(exc))
+    retry_after = getattr(exc, "retry_after", None)
+    return _body(exc.status_code, str(exc), headers={"Retry-After": str(retry_after)} if retry_after else None)
 
 
 def invalid_cursor(_: Request[Any, Any, Any], exc: InvalidCursor) -> Response[dict[str, Any]]:
@@ -32,8 +42,32 @@ def validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Res
     return _body(400, f"invalid request: {detail}", extra)
 
 
+def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    """Litestar's own errors (401, 403, 404, 405, 413, 429...) in the same shape, headers kept
+    (Allow, Retry-After). A body the JSON decoder refused says so."""
+    detail = str(exc.detail)
+    if isinstance(exc.__cause__, SerializationException):
+        detail = f"invalid request: the body is not valid JSON ({detail})"
+    return _body(exc.status_code, detail, exc.extra or None, dict(exc.headers or {}))
+
+
+def undecodable(_: Request[Any, Any, Any], exc: UnicodeDecodeError | RecursionError) -> Response[dict[str, Any]]:
+    detail = ("the body is not valid UTF-8" if isinstance(exc, UnicodeDecodeError)
+              else "the body nests too deeply to be read")
+    return _body(400, f"invalid request: {detail}")
+
+
+def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    log.error("http.internal_error", error=type(exc).__name__, path_template=request.scope.get("path_template"))
+    return _body(500, "internal error: the request was not completed; it is safe to send it again")
+
+
 HANDLERS: MutableMapping[int | type[Exception], Callable[[Request[Any, Any, Any], Any], Response[Any]]] = {
     ServiceError: service_error,
     InvalidCursor: invalid_cursor,
     ValidationException: validation_error,
+    HTTPException: http_error,
+    UnicodeDecodeError: undecodable,
+    RecursionError: undecodable,
+    Exception: internal_error,
 }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 from litestar import Controller, Request, delete, get, post
@@ -12,18 +12,18 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from app.domain.holds import Scope
 from app.http.auth import officer_only
 from app.http.deps import ContainerDep
-from app.http.schemas import Cursor, Limit
+from app.http.schemas import Cursor, Limit, Reason, Reference, UserId, aware
 from app.services.accounts import Principal
 from app.services.errors import InvalidInput, NotFound
 
 
 class HoldIn(msgspec.Struct, forbid_unknown_fields=True):
     scope: Scope
-    target: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
-    reference: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    target: UserId
+    reason: Reason
+    reference: Reference | None = None
     expires_at: datetime | None = None
-    project: str | None = None  # needed when the officer covers several projects
+    project: Reference | None = None  # needed when the officer covers several projects
 
 
 class HoldController(Controller):
@@ -45,11 +45,9 @@ class HoldController(Controller):
             if not matches:
                 raise NotFound(f"project {data.project} not found")
             project_id, name = matches[0], data.project
-        expires = data.expires_at
-        if expires is not None and expires.tzinfo is None:
-            raise InvalidInput("expires_at: give a time zone (UTC)")
         return container.holds.place(project_id, name, data.scope, data.target, data.reason,
-                                     reference=data.reference, expires_at=expires, actor=request.user.actor)
+                                     reference=data.reference, expires_at=aware(data.expires_at, "expires_at"),
+                                     actor=request.user.actor)
 
     @get("/", sync_to_thread=True)
     def list(self, request: Request[Principal, Any, Any], container: ContainerDep,

@@ -2,21 +2,41 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
 from litestar.params import QueryParameter
 
 from app.domain.requests import Mode
+from app.services.errors import InvalidInput
+
+NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL; no id or free text needs one
+UserId = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NO_NUL)]
+Reference = Annotated[str, msgspec.Meta(max_length=200, pattern=NO_NUL)]
+FreeText = Annotated[str, msgspec.Meta(max_length=2000, pattern=NO_NUL)]
+Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=2000, pattern=NO_NUL)]
 
 Limit = Annotated[int, QueryParameter(ge=1, le=500, description="page size (at most 500)")]
 Cursor = Annotated[str | None, QueryParameter(description="next_cursor of the previous page")]
 
 
+def aware(value: datetime | None, name: str) -> datetime | None:
+    """A timestamp parameter as UTC: it must say its time zone and stay within range."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise InvalidInput(f"{name}: give a time zone, e.g. 2026-01-01T00:00:00Z")
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise InvalidInput(f"{name}: out of range") from None
+
+
 class DeletionRequestIn(msgspec.Struct, forbid_unknown_fields=True):
-    user_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    user_id: UserId
     mode: Mode = Mode.GRACE
-    reason: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
+    reason: FreeText | None = None
 
 
 class DeletionRequestOut(msgspec.Struct):

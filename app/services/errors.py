@@ -23,3 +23,10 @@ class InvalidInput(ServiceError):
 
 class AlreadyExists(ServiceError):
     status_code = 409
+
+
+class Unavailable(ServiceError):
+    """A store Lethe depends on is down: nothing was done; the caller should retry."""
+
+    status_code = 503
+    retry_after = 5

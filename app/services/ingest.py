@@ -19,16 +19,28 @@ from typing import Any
 
 import structlog
 from anyio import to_thread
+from clickhouse_connect.driver import exceptions as ch_errors
+from sqlalchemy import exc as sql_errors
 
 from app.domain import requests as lifecycle
+from app.domain.audit import AuditRecord, subject_hash
 from app.domain.crypto import Cipher
-from app.domain.events import Actor, EnvelopeError, Event, parse_envelope, split_body, supersedes
+from app.domain.events import (
+    Actor,
+    EnvelopeError,
+    Event,
+    parse_envelope,
+    report_type,
+    split_body,
+    supersedes,
+    time_problem,
+)
 from app.domain.requests import Mode, Source
 from app.ports import Clock, UnitOfWorkFactory
 from app.services.batching import GroupCommitter
 from app.services.dead_letters import DeadLetterService
 from app.services.deletion import DeletionService
-from app.services.errors import Conflict
+from app.services.errors import Conflict, Unavailable
 from app.services.keys import ANALYTICS, GRACE, KeyService, day_key_owner, unsealed
 from app.services.policies import PolicyBook
 from app.stores.clickhouse.events import EventRow, EventStore
@@ -41,6 +53,10 @@ MESSAGE_SENT = {"message_sent", "admin_message_sent"}
 MESSAGE_DELETED = {"message_deleted", "admin_message_deleted"}
 PROFILE_NAME = {"name_set", "name_changed"}
 PROFILE_AVATAR = {"avatar_set", "avatar_changed"}
+# failures caused by a value (a store refuses it), as opposed to a store that is down
+BAD_VALUE = (sql_errors.DataError, sql_errors.IntegrityError, ch_errors.DataError, ValueError, TypeError,
+             OverflowError)
+UNAVAILABLE = "events cannot be stored right now (a store is unavailable); nothing was stored, send them again"
 
 
 @dataclass
@@ -54,7 +70,7 @@ class IngestResult:
         return 400 if self.rejected and not self.accepted else 202
 
     def as_dict(self) -> dict[str, Any]:
-        return {"accepted": self.accepted, "rejected": self.rejected}
+        return {"accepted": self.accepted, "duplicates": self.duplicates, "rejected": self.rejected}
 
 
 @dataclass
@@ -64,6 +80,7 @@ class _Batch:
     project_id: str
     received: datetime
     events: list[Event] = field(default_factory=list)
+    indices: list[int] = field(default_factory=list)  # each event's place in the body
     dead: list[tuple[int | None, str, str]] = field(default_factory=list)  # (index, reason, raw body)
     result: IngestResult = field(default_factory=IngestResult)
     opened: bool = False
@@ -71,8 +88,10 @@ class _Batch:
 
 class IngestService:
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock, policies: PolicyBook, events: EventStore,
-                 deletions: DeletionService, keys: KeyService, dead_letters: DeadLetterService) -> None:
+                 deletions: DeletionService, keys: KeyService, dead_letters: DeadLetterService,
+                 secret_key: bytes) -> None:
         self._keys = keys
+        self._secret = secret_key
         self._dead_letters = dead_letters
         self._uow = uow
         self._clock = clock
@@ -97,14 +116,20 @@ class IngestService:
         batch = _Batch(project_id, self._clock())
         try:
             envelopes = split_body(json.loads(body))
-        except (ValueError, EnvelopeError) as exc:
-            detail = str(exc) if isinstance(exc, EnvelopeError) else "the body is not valid JSON"
+        except (ValueError, EnvelopeError, RecursionError) as exc:
+            detail = {EnvelopeError: str(exc), RecursionError: "the body nests too deeply to be read"}.get(
+                type(exc), "the body is not valid JSON (UTF-8)")
             batch.result.rejected.append({"index": 0, "detail": detail})
             batch.dead.append((None, detail, body.decode("utf-8", errors="replace")))
             return batch
+        cap = self._policies.for_project(project).retention_months
         for index, envelope in enumerate(envelopes):
             try:
-                batch.events.append(parse_envelope(envelope, project, batch.received))
+                event = parse_envelope(envelope, project, batch.received)
+                if problem := time_problem(event.at, batch.received, cap):
+                    raise EnvelopeError(problem)
+                batch.events.append(event)
+                batch.indices.append(index)
             except EnvelopeError as exc:
                 batch.result.rejected.append({"index": index, "detail": str(exc)})
                 batch.dead.append((index, str(exc), _dump(envelope)))
@@ -124,17 +149,50 @@ class IngestService:
         try:
             retry_transient(lambda: self._write(batches))
             return list(batches)
-        except Exception:
+        except Exception as exc:
             if len(batches) == 1:
-                raise
+                return [self._rescue(batches[0], exc)]
         results: list[_Batch | BaseException] = []
         for batch in batches:
             try:
                 retry_transient(lambda: self._write([batch]))  # noqa: B023 - called at once
                 results.append(batch)
             except Exception as exc:
-                results.append(exc)
+                results.append(self._rescue(batch, exc))
         return results
+
+    def _rescue(self, batch: _Batch, failure: Exception) -> _Batch | BaseException:
+        """A call that could not be written. When a store refused a value (validation let
+        something through that a store cannot hold), each envelope is written on its own and
+        those that still fail are dead-lettered and reported by index: one bad envelope never
+        costs the others. Any other failure (a store is down) answers 503: the platform sends
+        the call again, and whatever was stored meanwhile is a duplicate then."""
+        if not isinstance(failure, BAD_VALUE):
+            log.warning("events.store_unavailable", error=type(failure).__name__)
+            return Unavailable(UNAVAILABLE)
+        dead = list(batch.dead)
+        for index, event in zip(batch.indices, batch.events, strict=True):
+            single = _Batch(batch.project_id, batch.received, events=[event], indices=[index])
+            try:
+                retry_transient(lambda: self._write([single]))  # noqa: B023 - called at once
+            except Exception as exc:
+                if not isinstance(exc, BAD_VALUE):
+                    return Unavailable(UNAVAILABLE)
+                log.warning("events.unstorable", index=index, error=type(exc).__name__)
+                detail = "the envelope holds a value that cannot be stored"
+                batch.result.accepted -= 1
+                batch.result.rejected.append({"index": index, "detail": detail})
+                dead.append((index, detail, _dump({"event": event.event, "value": event.raw_value})))
+                continue
+            batch.result.duplicates += single.result.duplicates
+            batch.opened |= single.opened
+        batch.result.rejected.sort(key=lambda r: int(r["index"]))
+        try:
+            retry_transient(lambda: self._write([_Batch(batch.project_id, batch.received, dead=dead)]))
+        except Exception as exc:
+            log.warning("events.dead_letter_failed", error=type(exc).__name__)
+            return Unavailable(UNAVAILABLE)
+        return batch
 
     def _write(self, batches: Sequence[_Batch]) -> None:
         rows: list[EventRow] = []
@@ -222,10 +280,10 @@ class IngestService:
                                  "text": event.personal.get("text") or None, "sent_at": at})
         elif name in MESSAGE_DELETED and event.message_id:
             uow.messages.mark_deleted(project.id, event.message_id, at)
+        elif name == "message_changed" and event.message_id and event.personal.get("text"):
+            self._edited(uow, project, subject, event)
         elif name == "report_sent" and event.message_id:
-            report_type = value.get("reportType")
-            uow.complaints.open(project.id, event.message_id, subject.id,
-                                str(report_type) if report_type else None, at)
+            uow.complaints.open(project.id, event.message_id, subject.id, report_type(value), at)
         elif name in PROFILE_NAME or name in PROFILE_AVATAR:
             self._profile(uow, subject, event)
         elif name == "user_login" and event.personal.get("ip"):
@@ -273,6 +331,16 @@ class IngestService:
                                              known_no_open=True)
         return created
 
+    def _edited(self, uow: SqlUnitOfWork, project: Project, subject: Subject, event: Event) -> None:
+        """The author edited a message: the stored text becomes the new one (latest edit by
+        event time wins). Audited without the text. A hidden author's edits change nothing."""
+        if subject.status != "active" or event.actor is None:
+            return
+        if uow.messages.edit(project.id, event.message_id, subject.id, event.personal["text"], event.at):
+            uow.audit(AuditRecord("user:webhook", "message.edited", project.name,
+                                  subject_hash(self._secret, project.name, event.actor.user_id),
+                                  {"message_id": event.message_id}))
+
     def _grace(self, uow: SqlUnitOfWork, subject: Subject) -> Cipher:
         """The subject's grace key: what a restore must find again (profile, IPs), destroyed at purge."""
         return self._keys.cipher(uow, subject.id, GRACE)
@@ -283,7 +351,7 @@ class IngestService:
         profile = uow.session.get(Profile, subject.id) or Profile(subject_id=subject.id, updated_at=event.at)
         for attr, at_field, kinds, column in (("display_name", "display_name_at", PROFILE_NAME, "user_name"),
                                                ("avatar_url", "avatar_at", PROFILE_AVATAR, "url")):
-            value = event.personal.get(column)
+            value = event.personal.get(column) or (event.personal.get("nickname") if attr == "display_name" else "")
             if event.event not in kinds or not value:
                 continue
             current = unsealed(cipher, getattr(profile, attr), attr)
@@ -341,4 +409,6 @@ def _first_of_each(events: Sequence[Event]) -> list[Event]:
 
 
 def _dump(envelope: Any) -> str:
-    return json.dumps(envelope, ensure_ascii=False, default=str)
+    """A rejected envelope as it came, for the dead-letter store. ASCII escapes keep even a
+    lone surrogate (which UTF-8 cannot hold); the erasure search decodes them."""
+    return json.dumps(envelope, ensure_ascii=True, default=str)

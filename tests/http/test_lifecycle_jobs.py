@@ -75,8 +75,20 @@ def test_grace_days_come_from_the_policy(client: TestClient[Any], keys: dict[str
     assert body["grace_until"] == (clock.now + timedelta(days=7)).isoformat()
 
 
-def seed_months(client: TestClient[Any], keys: dict[str, str], now: datetime) -> None:
+def deliver_as_sent(client: TestClient[Any], keys: dict[str, str], clock: FakeClock,
+                    envelopes: list[dict[str, Any]]) -> None:
+    """Each event received a minute after it happened, as the platform sends them (an event
+    older than the cap when it arrives is refused), then the clock is back where it was."""
+    now = clock.now
+    for envelope in envelopes:
+        clock.now = datetime.fromisoformat(envelope["value"]["created_at"]) + timedelta(minutes=1)
+        assert post(client, keys, envelope).json()["accepted"] == 1
+    clock.now = now
+
+
+def seed_months(client: TestClient[Any], keys: dict[str, str], clock: FakeClock) -> None:
     """One session event per user per month for 14 months; an old message and a recent one."""
+    now = clock.now
     batch = []
     for months_ago in range(14):
         at = add_months(now, -months_ago) - timedelta(days=1)
@@ -86,13 +98,13 @@ def seed_months(client: TestClient[Any], keys: dict[str, str], now: datetime) ->
     batch += [frontend("message_sent", "u-a", text="old", message_id="m-old", room="r", created_at=iso(old)),
               frontend("message_sent", "u-a", text="new", message_id="m-new", room="r",
                        created_at=iso(now - timedelta(days=3)))]
-    assert post(client, keys, batch).json()["accepted"] == len(batch)
+    deliver_as_sent(client, keys, clock, batch)
 
 
 def test_retention_enforces_the_cap_and_keeps_aggregates(client: TestClient[Any], keys: dict[str, str],
                                                          container: Container, clock: FakeClock) -> None:
     now = clock.now = datetime(2026, 11, 21, 0, 0, tzinfo=UTC)
-    seed_months(client, keys, now)
+    seed_months(client, keys, clock)
     cutoff = add_months(now, -13)
     old_rows = [r for r in ch_rows(container) if r["at"].replace(tzinfo=UTC) < cutoff]
     assert len(old_rows) == 3  # two sessions and the old message, one day before the cap
@@ -114,7 +126,7 @@ def test_retention_enforces_the_cap_and_keeps_aggregates(client: TestClient[Any]
 def test_retention_keeps_held_rows_in_an_expired_partition(client: TestClient[Any], keys: dict[str, str],
                                                           container: Container, clock: FakeClock) -> None:
     now = clock.now = datetime(2026, 11, 21, 0, 0, tzinfo=UTC)
-    seed_months(client, keys, now)
+    seed_months(client, keys, clock)
     client.post("/v1/holds", json={"scope": "user", "target": "u-a", "reason": "litigation"},
                 headers=bearer(keys["officer"]))
     summary = container.retention.run(now)
@@ -128,8 +140,9 @@ def test_retention_keeps_held_rows_in_an_expired_partition(client: TestClient[An
 def test_retention_erases_users_idle_for_the_whole_cap(client: TestClient[Any], keys: dict[str, str],
                                                        container: Container, clock: FakeClock) -> None:
     now = clock.now = datetime(2026, 11, 21, 0, 0, tzinfo=UTC)
-    post(client, keys, [frontend("session_started", "idle", created_at=iso(add_months(now, -14))),
-                        frontend("session_started", "busy", created_at=iso(now - timedelta(days=1)))])
+    deliver_as_sent(client, keys, clock, [
+        frontend("session_started", "idle", created_at=iso(add_months(now, -14))),
+        frontend("session_started", "busy", created_at=iso(now - timedelta(days=1)))])
     summary = container.retention.run(now)
     assert summary.stores["sql.retention_requests"] == 1
     with container.uow() as uow:
@@ -209,7 +222,7 @@ def test_retention_destroys_the_day_keys_of_actorless_events_past_the_cap(
     upload = {"event": "file_upload", "value": {"project": PROJECT, "name": "scan-of-passport.png", "size": 1}}
     old, recent = copy.deepcopy(upload), copy.deepcopy(upload)
     old["value"]["created_at"], recent["value"]["created_at"] = iso(add_months(now, -14)), iso(now)
-    post(client, keys, [old, recent])
+    deliver_as_sent(client, keys, clock, [old, recent])
     assert [r["user_name"] for r in readable(container, ch_rows(container))] == ["scan-of-passport.png"] * 2
     summary = container.retention.run(now)
     assert summary.stores["sql.data_keys"] == 1

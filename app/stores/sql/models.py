@@ -243,6 +243,8 @@ class Message(Base):
     deleted_at: Mapped[datetime | None]
     removed_at: Mapped[datetime | None]
     archived_at: Mapped[datetime | None]
+    # event time of the `message_changed` that set `text`: the latest edit wins, in any order
+    edited_at: Mapped[datetime | None]
 
 
 class Complaint(Base):

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, func, select, update
+from sqlalchemy import Table, bindparam, case, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -30,16 +30,19 @@ def insert_ignoring_conflicts(session: Session, table: Table, rows: Sequence[Map
 
 
 def upsert_filling(session: Session, table: Table, rows: Sequence[Mapping[str, Any]], keys: Sequence[str],
-                   fill: Sequence[str], where: Any) -> None:
+                   fill: Sequence[str], where: Any, keep: Mapping[str, Any] | None = None) -> None:
     """INSERT, or on a conflict on `keys` overwrite the `fill` columns of the existing row
-    where `where` holds (both dialects); otherwise the existing row is left alone."""
+    where `where` holds (both dialects); otherwise the existing row is left alone. `keep`:
+    per fill column, a condition under which the existing row keeps its own value."""
     if not rows:
         return
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     statement = insert(table)
-    statement = statement.on_conflict_do_update(
-        index_elements=list(keys), set_={c: statement.excluded[c] for c in fill}, where=where)
+    keep = keep or {}
+    values = {c: case((keep[c], table.c[c]), else_=statement.excluded[c]) if c in keep else statement.excluded[c]
+              for c in fill}
+    statement = statement.on_conflict_do_update(index_elements=list(keys), set_=values, where=where)
     session.execute(statement, list(rows))
 
 
@@ -99,13 +102,33 @@ class Messages:
         self.session = session
 
     def add(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """New messages; one whose deletion arrived first (a tombstone) is filled in and stays
-        deleted. A message already stored is not changed by a repeated `message_sent`."""
+        """New messages; one whose deletion or edit arrived first (a placeholder) is filled in,
+        stays deleted and keeps its edited text. A message already stored is not changed by a
+        repeated `message_sent`."""
         table = Message.__table__
         upsert_filling(self.session, table, [{"id": new_id(), "placeholder": False, **r} for r in rows],  # type: ignore[arg-type]
                        keys=["project_id", "message_id"],
                        fill=["room_id", "subject_id", "text", "sent_at", "placeholder"],
-                       where=table.c.placeholder.is_(True))
+                       where=table.c.placeholder.is_(True),
+                       keep={"text": table.c.edited_at.is_not(None)})
+
+    def edit(self, project_id: str, message_id: str, subject_id: str, text: str, at: datetime) -> bool:
+        """The author changed the message's text at `at`: the latest edit by event time wins,
+        and the old text is overwritten in place. An edit that arrives before its
+        `message_sent` waits in a placeholder. False when nothing changed (an older edit, a
+        message of someone else, or one whose text was already removed)."""
+        edited = self.session.execute(update(Message).where(
+            Message.project_id == project_id, Message.message_id == message_id,
+            Message.subject_id == subject_id, Message.removed_at.is_(None),
+            Message.edited_at.is_(None) | (Message.edited_at < at),
+        ).values(text=text, edited_at=at))
+        if edited.rowcount:  # type: ignore[attr-defined]
+            return True
+        inserted = insert_ignoring_conflicts(self.session, Message.__table__, [{  # type: ignore[arg-type]
+            "id": new_id(), "project_id": project_id, "message_id": message_id, "room_id": None,
+            "subject_id": subject_id, "text": text, "sent_at": at, "edited_at": at, "placeholder": True,
+        }], returning=Message.id)
+        return bool(inserted)
 
     def get(self, project_id: str, message_id: str) -> Message | None:
         return self.session.scalar(select(Message).where(Message.project_id == project_id,
