@@ -18,6 +18,9 @@ DEFAULTS = {
 }
 
 
+MIN_SECRET = 32  # characters; the generated key has 64 (hex of 32 random bytes)
+
+
 class ConfigError(ValueError):
     """A setting is invalid; the message names the variable."""
 
@@ -47,7 +50,7 @@ def load_settings(environ: dict[str, str] | None = None, cwd: Path | None = None
         database_url=_resolve_sqlite(values["LETHE_DATABASE_URL"], cwd),
         clickhouse_url=_resolve_chdb(values["LETHE_CLICKHOUSE_URL"], cwd),
         policy_dir=cwd / values["LETHE_POLICY_DIR"],
-        secret_key=key.encode() if key else _stored_secret(cwd / "var" / "secret.key"),
+        secret_key=_secret(key, cwd / "var" / "secret.key"),
         scheduler=scheduler == "on",
     )
 
@@ -63,7 +66,7 @@ def _resolve_sqlite(url: str, cwd: Path) -> str:
     if not url.startswith(prefix) or url.startswith(prefix + "/") or ":memory:" in url:
         return url
     path = cwd / url[len(prefix):]
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     return prefix + str(path)
 
 
@@ -73,13 +76,29 @@ def _resolve_chdb(url: str, cwd: Path) -> str:
     if not url.startswith(prefix) or url.startswith(prefix + "/"):
         return url
     path = cwd / url[len(prefix):]
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)  # ClickHouse's files hold ciphertext and pseudonyms: the owner's only
     return "chdb://" + str(path)
+
+
+def _secret(configured: str | None, stored: Path) -> bytes:
+    """LETHE_SECRET_KEY, or the key generated once into var/secret.key. An empty or short key
+    stops everything: every data key, token hash and audit hash derives from it."""
+    if configured is not None:
+        if len(configured.strip()) < MIN_SECRET:
+            raise ConfigError(f"LETHE_SECRET_KEY must be at least {MIN_SECRET} characters "
+                              "(generate one with `openssl rand -hex 32`)")
+        return configured.strip().encode()
+    secret = _stored_secret(stored)
+    if len(secret) < MIN_SECRET:
+        raise ConfigError(f"{stored} holds an empty or short key: restore it from your backup (a new key "
+                          "cannot read the data already stored), or set LETHE_SECRET_KEY")
+    return secret
 
 
 def _stored_secret(path: Path) -> bytes:
     """The key generated once into var/secret.key (mode 0600) when LETHE_SECRET_KEY is unset."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

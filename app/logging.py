@@ -19,7 +19,7 @@ PERSONAL_KEYS = frozenset({
     "user_id", "external_user_id", "decrypted_user_id", "user_name", "nickname", "name", "display_name",
     "text", "content", "ip", "email", "reason", "url", "avatar_url", "source_url", "user_agent",
     "platformUserAgent", "body", "payload", "value", "headers", "query", "path_params", "token",
-    "api_key", "webhook_token", "authorization", "cookies",
+    "api_key", "webhook_token", "authorization", "cookies", "path",
 })
 REDACTED = "[redacted]"
 

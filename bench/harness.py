@@ -155,7 +155,7 @@ class LetheProcess:
             "LETHE_DATABASE_URL": database_url,
             "LETHE_CLICKHOUSE_URL": "chdb:///var/clickhouse",
             "LETHE_POLICY_DIR": str(REPO / "policies"),
-            "LETHE_SECRET_KEY": "bench",
+            "LETHE_SECRET_KEY": "bench-" + "0" * 32,
             "LETHE_SCHEDULER": "on" if scheduler else "off",
             "PYTHONUNBUFFERED": "1",
         })

@@ -8,13 +8,19 @@ For each batch:
    is left exactly as it is. Only then do the SQL steps run, for the requests that are still
    due, and their transitions, evidence and audit entries commit with them, all or nothing.
 Transient failures (deadlocks, a busy database) retry the transaction; any other failure marks
-the batch `failed` and releases its lease, so the next run retries it. A crash anywhere leaves
-leased requests that the next run takes over when the lease expires.
+the batch `failed` and releases its lease, so the next run retries it. Leases last a minute
+and a live run renews them (a heartbeat thread); a crash or `kill -9` leaves leases that the
+next run takes over within that minute. A run that finds due work leased by another live run
+says by whom and until when (`leased_elsewhere` in its summary).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 import structlog
@@ -31,7 +37,9 @@ from app.stores.sql.models import DeletionRequest
 from app.stores.sql.uow import SqlUnitOfWork, retry_transient
 
 log = structlog.get_logger(__name__)
-LEASE = timedelta(minutes=10)
+LEASE = timedelta(seconds=60)  # a killed run's requests are taken over within a minute...
+HEARTBEAT = timedelta(seconds=15)  # ...while a live run renews its leases this often
+RUNNER = f"{socket.gethostname()}:{os.getpid()}"
 Evidence = dict[str, dict[str, Mapping[str, int]]]  # store -> kind ("anonymised"...) -> subject -> rows
 
 
@@ -54,6 +62,7 @@ class ErasureService:
         self._after_run = after_run
         self.batch_size = batch_size
         self._holds = holds
+        self.heartbeat = HEARTBEAT
 
     def anonymise(self, now: datetime) -> JobSummary:
         """Hide every pending subject and blank its personal columns; immediate ones are purged too."""
@@ -70,12 +79,15 @@ class ErasureService:
         while True:
             claimed, free, held, batch = retry_transient(lambda: self._claim(step, now, tried))
             if not claimed:
+                if not tried:
+                    self._report_leased_elsewhere(step, now, summary)
                 break
             tried.extend(claimed)
             summary.held += held
             if free:
                 try:
-                    self._process(step, now, free, batch, summary)
+                    with self._heartbeat(free):
+                        self._process(step, now, free, batch, summary)
                 except StepFailed as exc:
                     log.warning("erasure.step_failed", step=exc.step, requests=len(free))
                     detail = str(exc)
@@ -96,11 +108,45 @@ class ErasureService:
         """Lease the due requests; returns the claimed and the free request ids, how many are
         held, and what the stores need to find the free ones' rows."""
         with self._uow() as uow:
-            rows = uow.requests.claim(step, now, self._clock(), LEASE, self.batch_size, tried)
+            rows = uow.requests.claim(step, now, self._clock(), LEASE, self.batch_size, tried, RUNNER)
             free, held = self._sort_by_holds(uow, rows, now)
             batch = self._batch(uow, free)
             uow.commit()
         return [row.id for row in rows], [row.id for row in free], len(held), batch
+
+    @contextmanager
+    def _heartbeat(self, request_ids: Sequence[str]) -> Iterator[None]:
+        """Renew this run's leases every HEARTBEAT while the batch is processed, so that a
+        long batch keeps them and a killed run loses them within LEASE."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(self.heartbeat.total_seconds()):
+                try:
+                    retry_transient(lambda: self._renew(request_ids))
+                except Exception as exc:  # the next beat tries again; the run itself goes on
+                    log.warning("erasure.heartbeat_failed", error=type(exc).__name__)
+
+        thread = threading.Thread(target=beat, name="erasure-lease-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+    def _renew(self, request_ids: Sequence[str]) -> None:
+        with self._uow() as uow:
+            uow.requests.renew(request_ids, RUNNER, self._clock() + LEASE)
+            uow.commit()
+
+    def _report_leased_elsewhere(self, step: Step, now: datetime, summary: JobSummary) -> None:
+        """Nothing was claimable: say whether another live run holds due work, and until when."""
+        with self._uow() as uow:
+            leased = uow.requests.leased_elsewhere(step, now, self._clock())
+        summary.leased_elsewhere = [{"by": by, "until": until.isoformat(), "requests": n} for by, until, n in leased]
+        for entry in summary.leased_elsewhere:
+            log.info("erasure.leased_elsewhere", job=step.value, **entry)
 
     def _sort_by_holds(self, uow: SqlUnitOfWork, rows: Sequence[DeletionRequest],
                        now: datetime) -> tuple[list[DeletionRequest], list[DeletionRequest]]:

@@ -17,11 +17,16 @@ class JobSummary:
     failed: int = 0
     stores: dict[str, int] = field(default_factory=dict)
     purged: int = 0
+    # due work another live run holds: [{"by", "until", "requests"}] (say why nothing ran)
+    leased_elsewhere: list[dict[str, Any]] = field(default_factory=list)
 
     def count(self, evidence: Mapping[str, Mapping[str, int]]) -> None:
         for store, counts in evidence.items():
             self.stores[store] = self.stores.get(store, 0) + sum(counts.values())
 
     def as_dict(self) -> dict[str, Any]:
-        return {"job": self.job, "now": self.now.isoformat(), "processed": self.processed,
-                "held": self.held, "failed": self.failed, "purged": self.purged, "stores": self.stores}
+        out = {"job": self.job, "now": self.now.isoformat(), "processed": self.processed,
+               "held": self.held, "failed": self.failed, "purged": self.purged, "stores": self.stores}
+        if self.leased_elsewhere:
+            out["leased_elsewhere"] = self.leased_elsewhere
+        return out

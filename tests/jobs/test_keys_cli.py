@@ -13,7 +13,7 @@ from app.stores.sql.uow import SqlUnitOfWork
 from tests.conftest import FakeClock
 from tests.jobs.test_cli import lethe
 
-SECRET = "cli-secret"
+SECRET = "cli-secret-xxxxxxxxxxxxxxxxxxxxxxxx"
 
 
 def test_keys_rotate_rewraps_every_key_and_names_a_wrong_secret(tmp_path: Path) -> None:
@@ -39,7 +39,7 @@ def test_keys_rotate_rewraps_every_key_and_names_a_wrong_secret(tmp_path: Path) 
         assert uow.keys.count_by_version() == {3: 3}
     engine.dispose()
 
-    wrong = lethe(tmp_path, "keys", "rotate", check=False, LETHE_SECRET_KEY="another-secret")
+    wrong = lethe(tmp_path, "keys", "rotate", check=False, LETHE_SECRET_KEY="another-secret-yyyyyyyyyyyyyyyyyyyy")
     assert wrong.returncode == 1
     assert "LETHE_SECRET_KEY does not match" in wrong.stderr and "another-secret" not in wrong.stderr
     assert wrong.stdout == ""

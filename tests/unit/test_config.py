@@ -23,17 +23,48 @@ def test_secret_key_is_generated_once_with_mode_0600(tmp_path: Path) -> None:
 
 
 def test_environment_wins_over_dotenv(tmp_path: Path) -> None:
-    (tmp_path / ".env").write_text("LETHE_SCHEDULER=off\nLETHE_SECRET_KEY=from-file\n")
-    assert load_settings({}, cwd=tmp_path).secret_key == b"from-file"
+    (tmp_path / ".env").write_text(f"LETHE_SCHEDULER=off\nLETHE_SECRET_KEY={'f' * 32}\n")
+    assert load_settings({}, cwd=tmp_path).secret_key == b"f" * 32
     assert not load_settings({}, cwd=tmp_path).scheduler
     assert load_settings({"LETHE_SCHEDULER": "on"}, cwd=tmp_path).scheduler
 
 
 def test_postgres_url_passes_through(tmp_path: Path) -> None:
     url = "postgresql+psycopg://lethe@db/lethe"
-    assert load_settings({"LETHE_DATABASE_URL": url, "LETHE_SECRET_KEY": "k"}, cwd=tmp_path).database_url == url
+    assert load_settings({"LETHE_DATABASE_URL": url, "LETHE_SECRET_KEY": "k" * 32}, cwd=tmp_path).database_url == url
 
 
 def test_bad_scheduler_value_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="LETHE_SCHEDULER"):
         load_settings({"LETHE_SCHEDULER": "maybe"}, cwd=tmp_path)
+
+
+@pytest.mark.parametrize("key", ["", "   ", "short-key"])
+def test_an_empty_or_short_secret_key_stops_with_one_sentence(tmp_path: Path, key: str) -> None:
+    with pytest.raises(ConfigError, match="LETHE_SECRET_KEY must be at least 32 characters") as caught:
+        load_settings({"LETHE_SECRET_KEY": key}, cwd=tmp_path)
+    assert key.strip() == "" or key not in str(caught.value)
+
+
+def test_an_empty_stored_secret_key_is_refused_not_used(tmp_path: Path) -> None:
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "secret.key").write_text("")
+    with pytest.raises(ConfigError, match=r"secret\.key holds an empty or short key"):
+        load_settings({}, cwd=tmp_path)
+
+
+def test_the_embedded_stores_are_the_owners_only(tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    from app.stores.sql.engine import make_engine
+
+    settings = load_settings({}, cwd=tmp_path)
+    engine = make_engine(settings.database_url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE t (x INTEGER)"))
+        conn.execute(text("INSERT INTO t VALUES (1)"))
+    var = tmp_path / "var"
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in var.iterdir()}
+    engine.dispose()
+    assert modes["lethe.db"] == 0o600 and modes["lethe.db-wal"] == 0o600 and modes["secret.key"] == 0o600
+    assert modes["clickhouse"] == 0o700 and stat.S_IMODE(var.stat().st_mode) == 0o700

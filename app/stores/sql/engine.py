@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -22,6 +23,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 
 def _sqlite_engine(url: str, **kwargs: Any) -> Engine:
+    _owner_only(make_url(url).database)
     # pysqlite's own transaction handling is replaced with explicit BEGIN IMMEDIATE (the
     # recipe in SQLAlchemy's SQLite docs): one writer at a time, waiting instead of failing.
     engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
@@ -42,6 +44,15 @@ def _sqlite_engine(url: str, **kwargs: Any) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _owner_only(database: str | None) -> None:
+    """The database file is created 0600 (and an existing one narrowed to it). SQLite gives
+    its WAL and shared-memory files the database file's mode."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    os.close(os.open(database, os.O_RDWR | os.O_CREAT, 0o600))
+    os.chmod(database, 0o600)
 
 
 def checkpoint(engine: Engine) -> None:

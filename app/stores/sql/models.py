@@ -162,6 +162,7 @@ class DeletionRequest(Base):
     restored_at: Mapped[datetime | None]
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     lease_until: Mapped[datetime | None]  # a worker owns the request's current step until then
+    leased_by: Mapped[str | None] = mapped_column(String(100))  # which run ("host:pid"), for operators
     detail: Mapped[str | None] = mapped_column(Text)
     evidence: Mapped[dict[str, Any]] = mapped_column(default=dict)
     version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")

@@ -234,29 +234,51 @@ class DeletionRequests:
         return rows[:limit], encode_cursor(last.requested_at.isoformat(), last.id)
 
     def claim(self, step: Step, now: datetime, wall: datetime, lease: timedelta, limit: int,
-              exclude: Sequence[str] = ()) -> list[DeletionRequest]:
+              exclude: Sequence[str] = (), runner: str | None = None) -> list[DeletionRequest]:
         """Lease requests whose `step` is due so that no other worker takes them.
 
         `now` is the job's logical instant (what is due); `wall` the real time (leases). The
-        lease outlives a crash: another run takes the request over once it has expired.
-        PostgreSQL skips rows another worker is claiming (FOR UPDATE SKIP LOCKED); SQLite's
-        transaction began IMMEDIATE, so there is one claimer at a time anyway.
+        lease is short and renewed while the run lives (`renew`), so a killed run's requests
+        are taken over within a minute. PostgreSQL skips rows another worker is claiming (FOR
+        UPDATE SKIP LOCKED); SQLite's transaction began IMMEDIATE: one claimer at a time.
         """
-        query = select(DeletionRequest).where(
-            DeletionRequest.next_step == step.value,
-            DeletionRequest.status.in_([Status.PENDING.value, Status.IN_GRACE.value, Status.FAILED.value,
-                                        Status.ON_HOLD.value]),
-            (DeletionRequest.lease_until.is_(None)) | (DeletionRequest.lease_until < wall),
-        )
-        if step is Step.PURGE:
-            query = query.where((DeletionRequest.mode == "immediate") | (DeletionRequest.grace_until <= now))
+        query = self._due(step, now).where(
+            (DeletionRequest.lease_until.is_(None)) | (DeletionRequest.lease_until < wall))
         if exclude:
             query = query.where(DeletionRequest.id.not_in(exclude))
         query = query.order_by(DeletionRequest.requested_at).limit(limit)
         rows = list(self.session.scalars(query.with_for_update(skip_locked=True)))
         for row in rows:
-            row.lease_until = wall + lease
+            row.lease_until, row.leased_by = wall + lease, runner
         return rows
+
+    def _due(self, step: Step, now: datetime) -> Select[DeletionRequest]:
+        query = select(DeletionRequest).where(
+            DeletionRequest.next_step == step.value,
+            DeletionRequest.status.in_([Status.PENDING.value, Status.IN_GRACE.value, Status.FAILED.value,
+                                        Status.ON_HOLD.value]),
+        )
+        if step is Step.PURGE:
+            query = query.where((DeletionRequest.mode == "immediate") | (DeletionRequest.grace_until <= now))
+        return query
+
+    def renew(self, request_ids: Sequence[str], runner: str, until: datetime) -> int:
+        """A live run's heartbeat: its leases (still held, still its own) last until `until`.
+        A plain UPDATE that leaves the row version alone: renewing is not a state change."""
+        if not request_ids:
+            return 0
+        result = self.session.execute(update(DeletionRequest).where(
+            DeletionRequest.id.in_(request_ids), DeletionRequest.leased_by == runner,
+            DeletionRequest.lease_until.is_not(None),
+        ).values(lease_until=until).execution_options(synchronize_session=False))
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def leased_elsewhere(self, step: Step, now: datetime, wall: datetime) -> list[tuple[str, datetime, int]]:
+        """Due requests another live run holds: (runner, its lease's end, how many)."""
+        due = self._due(step, now).where(DeletionRequest.lease_until >= wall).subquery()
+        rows = self.session.execute(select(func.coalesce(due.c.leased_by, "unknown"), func.max(due.c.lease_until),
+                                           func.count()).group_by(due.c.leased_by))
+        return [(str(by), until, int(n)) for by, until, n in rows]
 
     def by_ids(self, request_ids: Sequence[str]) -> list[DeletionRequest]:
         if not request_ids:
