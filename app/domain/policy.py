@@ -43,6 +43,29 @@ def parse_policy(doc: Mapping[str, Any], base: Policy | None = None, *, origin: 
     return Policy(**values)
 
 
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Requests per second allowed to one credential, by role (`[limits]`, default policy only:
+    the API enforces them before any project is known). Over the limit: 429 + Retry-After."""
+
+    partner_requests_per_second: int = 100
+    webhook_requests_per_second: int = 5000  # the platform sends single events at thousands/s
+    officer_requests_per_second: int = 50
+
+
+def parse_limits(doc: Mapping[str, Any], *, origin: str = "policy") -> Limits:
+    section = doc.get("limits", {})
+    if not isinstance(section, Mapping):
+        raise PolicyError(f"{origin}: [limits] must be a table")
+    known = {f.name for f in fields(Limits)}
+    for key, value in section.items():
+        if key not in known:
+            raise PolicyError(f"{origin}: unknown key limits.{key}")
+        if type(value) is not int or value < 1:
+            raise PolicyError(f"{origin}: limits.{key} must be a positive integer, got {value!r}")
+    return Limits(**dict(section))
+
+
 CATEGORIES = frozenset({
     "pseudonym", "identifier", "name", "image", "activity", "content", "network", "device", "browsing",
     "raw_payload", "payload_hash", "keyed_hash", "free_text", "staff_name", "pseudonymised_properties",

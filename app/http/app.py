@@ -20,6 +20,7 @@ from app.http.errors import HANDLERS
 from app.http.events import EventsController
 from app.http.holds import HoldController
 from app.http.inputs import RefuseUnstorableInput
+from app.http.limits import rate_limits
 from app.http.messages import MessagesController, SubjectsController
 from app.http.ops import healthz, readyz
 from app.logging import processors
@@ -42,7 +43,8 @@ def create_app(container: Container) -> Litestar:
         route_handlers=[healthz, readyz, PrometheusController, DeletionRequestController, AuditController,
                         EventsController, MessagesController, SubjectsController, HoldController],
         dependencies={"container": Provide(lambda: container, use_cache=True, sync_to_thread=False)},
-        middleware=[prometheus.middleware, RefuseUnstorableInput, auth_middleware(container.accounts)],
+        middleware=[prometheus.middleware, RefuseUnstorableInput, auth_middleware(container.accounts),
+                    *rate_limits(container.policies.limits)],
         exception_handlers=HANDLERS,
         plugins=[logging],
         openapi_config=OpenAPIConfig(title="Lethe", version="0.1.0",

@@ -46,9 +46,13 @@ def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[s
     """Litestar's own errors (401, 403, 404, 405, 413, 429...) in the same shape, headers kept
     (Allow, Retry-After). A body the JSON decoder refused says so."""
     detail = str(exc.detail)
+    headers = dict(exc.headers or {})
     if isinstance(exc.__cause__, SerializationException):
         detail = f"invalid request: the body is not valid JSON ({detail})"
-    return _body(exc.status_code, detail, exc.extra or None, dict(exc.headers or {}))
+    if exc.status_code == 429:  # the rate limiter sends RateLimit-Reset; clients expect Retry-After
+        headers.setdefault("Retry-After", str(max(1, int(headers.get("RateLimit-Reset", "1")))))
+        detail = "too many requests for this credential: slow down and retry after the Retry-After seconds"
+    return _body(exc.status_code, detail, exc.extra or None, headers)
 
 
 def undecodable(_: Request[Any, Any, Any], exc: UnicodeDecodeError | RecursionError) -> Response[dict[str, Any]]:

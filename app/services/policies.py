@@ -5,17 +5,18 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from app.domain.policy import Column, Policy, PolicyError, parse_datamap, parse_policy
+from app.domain.policy import Column, Limits, Policy, PolicyError, parse_datamap, parse_limits, parse_policy
 
 
 class PolicyBook:
     """The default policy and per-project overrides, read once at start-up."""
 
     def __init__(self, default: Policy, projects: dict[str, Policy] | None = None,
-                 datamap: dict[tuple[str, str, str], Column] | None = None) -> None:
+                 datamap: dict[tuple[str, str, str], Column] | None = None, limits: Limits | None = None) -> None:
         self.default = default
         self.projects = projects or {}
         self.datamap = datamap or {}
+        self.limits = limits or Limits()
 
     @classmethod
     def load(cls, directory: Path) -> PolicyBook:
@@ -25,7 +26,8 @@ class PolicyBook:
         projects: dict[str, Policy] = {}
         for path in sorted((directory / "projects").glob("*.toml")):
             projects[path.stem] = parse_policy(_read(path), default, origin=str(path))
-        return cls(default, projects, parse_datamap(doc, origin=str(default_file)))
+        return cls(default, projects, parse_datamap(doc, origin=str(default_file)),
+                   parse_limits(doc, origin=str(default_file)))
 
     def for_project(self, name: str) -> Policy:
         return self.projects.get(name, self.default)
