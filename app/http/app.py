@@ -28,6 +28,12 @@ from app.logging import processors
 MAX_BODY = 10 * 1024 * 1024  # 1,000 events of ~10 KB each
 
 
+class Metrics(PrometheusController):
+    """Prometheus text, not JSON: left out of the OpenAPI document."""
+
+    include_in_schema = False
+
+
 def create_app(container: Container) -> Litestar:
     prometheus = PrometheusConfig(app_name="lethe", prefix="lethe", group_path=True,
                                   exclude=["^/metrics", "^/healthz"])
@@ -40,7 +46,7 @@ def create_app(container: Container) -> Litestar:
         enable_middleware_logging=False,  # request logs would print paths and queries naming users
     ))
     return Litestar(
-        route_handlers=[healthz, readyz, PrometheusController, DeletionRequestController, AuditController,
+        route_handlers=[healthz, readyz, Metrics, DeletionRequestController, AuditController,
                         EventsController, MessagesController, SubjectsController, HoldController],
         dependencies={"container": Provide(lambda: container, use_cache=True, sync_to_thread=False)},
         middleware=[prometheus.middleware, RefuseUnstorableInput, auth_middleware(container.accounts),

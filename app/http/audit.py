@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 import msgspec
 from litestar import Controller, Request, get
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Operation, Schema
 from litestar.params import FromQuery
 from litestar.response import Stream
 
@@ -24,6 +26,17 @@ def _projects(principal: Principal, project: str | None) -> list[str]:
     if project not in names:
         raise NotFound(f"project {project} not found")
     return [project]
+
+
+@dataclass
+class _ExportOperation(Operation):
+    """The export answers JSON lines or CSV (`format`): both are documented."""
+
+    def __post_init__(self) -> None:
+        ok = (self.responses or {}).get("200")
+        if isinstance(ok, OpenAPIResponse):
+            schema = OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING))
+            ok.content = {"application/x-ndjson": schema, "text/csv": schema}
 
 
 class AuditController(Controller):
@@ -49,7 +62,7 @@ class AuditController(Controller):
         result = container.audit.verify()
         return VerifyOut(result.ok, result.entries, result.head, result.first_bad_seq)
 
-    @get("/export", sync_to_thread=True)
+    @get("/export", sync_to_thread=True, operation_class=_ExportOperation)
     def export(
         self, request: Request[Principal, Any, Any], container: ContainerDep,
         format: FromQuery[Literal["jsonl", "csv"]] = "jsonl", since: FromQuery[datetime | None] = None,

@@ -91,7 +91,7 @@ class RejectedOut(msgspec.Struct):
     received_at: str
     index: int | None
     reason: str
-    body: str
+    body: str | None  # null once the day's key is destroyed (the entry goes with it)
 
 
 class RejectedPage(msgspec.Struct):

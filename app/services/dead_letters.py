@@ -38,12 +38,13 @@ class DeadLetterService:
         uow.dead_letters.add(project_id, received, reason, cipher.encrypt(body, BODY.encode()), index)
 
     def page(self, project_id: str, limit: int, cursor: str | None) -> dict[str, Any]:
-        """Newest first, bodies opened (a body whose day key is gone reads as null)."""
+        """Newest first, bodies opened (an empty body reads as ""; one whose day key is gone as null)."""
         with self._uow() as uow:
             rows, next_cursor = uow.dead_letters.page(project_id, limit, cursor)
             ciphers = self._ciphers(uow, project_id, [r.received_at for r in rows])
             items = [{"id": r.id, "received_at": r.received_at.isoformat(), "index": r.batch_index,
-                      "reason": r.reason, "body": unsealed(ciphers.get(r.received_at.date()), r.body, BODY)}
+                      "reason": r.reason,
+                      "body": unsealed(ciphers.get(r.received_at.date()), r.body, BODY) if r.body else ""}
                      for r in rows]
         return {"items": items, "next_cursor": next_cursor}
 

@@ -37,8 +37,8 @@ def test_limits_come_from_the_policy_and_bad_ones_are_refused(tmp_path: Path) ->
     (tmp_path / "default.toml").write_text("[limits]\npartner_requests_per_second = 7\n")
     assert PolicyBook.load(tmp_path).limits == Limits(partner_requests_per_second=7)
     (tmp_path / "default.toml").write_text("[limits]\npartner_requests_per_second = 0\n")
-    with pytest.raises(PolicyError, match="limits.partner_requests_per_second must be a positive integer"):
+    with pytest.raises(PolicyError, match=r"limits\.partner_requests_per_second must be a positive integer"):
         PolicyBook.load(tmp_path)
     (tmp_path / "default.toml").write_text("[limits]\nburst = 3\n")
-    with pytest.raises(PolicyError, match="unknown key limits.burst"):
+    with pytest.raises(PolicyError, match=r"unknown key limits\.burst"):
         PolicyBook.load(tmp_path)
