@@ -7,6 +7,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cached_property
 
+import structlog
+from clickhouse_connect.driver import exceptions as ch_errors
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -34,6 +36,8 @@ from app.stores.sql.engine import make_engine
 from app.stores.sql.erasure_steps import sql_steps
 from app.stores.sql.uow import SqlUnitOfWork
 
+log = structlog.get_logger(__name__)
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -56,6 +60,7 @@ class Container:
         self.kick: JobKicker = _no_kick  # `lethe serve` points it at its scheduler
         self._clickhouse = clickhouse
         self._ch_lock = threading.Lock()
+        self._clickhouse_schema_pending = False  # the server was down at start-up: migrate on connect
 
     def now(self) -> datetime:
         return self.clock()
@@ -69,10 +74,15 @@ class Container:
 
     @property
     def clickhouse(self) -> ClickHouse:
-        """Opened on first use: commands that only need SQL never touch the embedded engine."""
+        """Opened on first use: commands that only need SQL never touch the embedded engine.
+        A server that cannot be reached raises here, and the next use tries again."""
         with self._ch_lock:
             if self._clickhouse is None:
-                self._clickhouse = ClickHouse(self.settings.clickhouse_url)
+                client = ClickHouse(self.settings.clickhouse_url)
+                if self._clickhouse_schema_pending:
+                    migrate_clickhouse(client)
+                    self._clickhouse_schema_pending = False
+                self._clickhouse = client
             return self._clickhouse
 
     @cached_property
@@ -145,10 +155,20 @@ class Container:
     def audit(self) -> AuditService:
         return AuditService(self.uow, self.settings.secret_key)
 
-    def migrate(self, *, clickhouse: bool = True) -> None:
+    def migrate(self, *, clickhouse: bool = True, outage_tolerated: bool = False) -> None:
+        """Both stores' schemas. `outage_tolerated` (serve, worker): a ClickHouse server that
+        does not answer is reported and migrated once it does; SQL and the API start anyway."""
         migrations.upgrade(self.engine)
-        if clickhouse:
+        if not clickhouse:
+            return
+        try:
             migrate_clickhouse(self.clickhouse)
+        except ch_errors.OperationalError as exc:
+            if not outage_tolerated:
+                raise
+            self._clickhouse_schema_pending = True
+            log.warning("clickhouse.unavailable_at_start", error=type(exc).__name__,
+                        detail="events get 503 and /readyz says so until it answers")
 
     def close(self) -> None:
         if self._clickhouse is not None:

@@ -38,7 +38,7 @@ def cmd_serve(container: Container, args: argparse.Namespace) -> int:
     from app.http.app import create_app
     from jobs.scheduler import Scheduler
 
-    container.migrate()
+    container.migrate(outage_tolerated=True)
     scheduler = None
     if container.settings.scheduler:
         scheduler = Scheduler(container)
@@ -59,7 +59,7 @@ def cmd_worker(container: Container, args: argparse.Namespace) -> int:
 
     from jobs.scheduler import Scheduler
 
-    container.migrate()
+    container.migrate(outage_tolerated=True)
     scheduler = Scheduler(container)
     scheduler.start()
     stop = threading.Event()

@@ -11,8 +11,10 @@ from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import structlog
+from clickhouse_connect.driver import exceptions as ch_errors
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
+from sqlalchemy import exc as sql_errors
 
 from app.services.errors import ServiceError
 from app.stores.sql.repositories import InvalidCursor
@@ -61,6 +63,15 @@ def undecodable(_: Request[Any, Any, Any], exc: UnicodeDecodeError | RecursionEr
     return _body(400, f"invalid request: {detail}")
 
 
+def store_unavailable(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """A store does not answer (connection refused, database locked past every retry): nothing
+    was done, and the caller should retry; never a 500."""
+    store = "ClickHouse" if isinstance(exc, ch_errors.Error) else "the SQL database"
+    log.warning("http.store_unavailable", store=store, error=type(exc).__name__)
+    return _body(503, f"{store} is unavailable right now; nothing was changed, retry later",
+                 headers={"Retry-After": "5"})
+
+
 def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     log.error("http.internal_error", error=type(exc).__name__, path_template=request.scope.get("path_template"))
     return _body(500, "internal error: the request was not completed; it is safe to send it again")
@@ -73,5 +84,8 @@ HANDLERS: MutableMapping[int | type[Exception], Callable[[Request[Any, Any, Any]
     HTTPException: http_error,
     UnicodeDecodeError: undecodable,
     RecursionError: undecodable,
+    sql_errors.OperationalError: store_unavailable,
+    sql_errors.InterfaceError: store_unavailable,
+    ch_errors.OperationalError: store_unavailable,
     Exception: internal_error,
 }

@@ -6,6 +6,7 @@ In grace mode the contract keeps the user's chat messages, anonymous ("messages 
 to others as from a deleted user"), so there the message text carries no marker; immediate
 mode deletes the messages too."""
 
+import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -57,12 +58,14 @@ def files_with(directory: Path, marker: bytes) -> list[Path]:
     """Files under `directory` holding `marker`. ClickHouse's background merges remove parts
     while we walk: a file gone before we read it holds nothing any more."""
     found = []
-    for path in directory.rglob("*"):
-        try:
-            if path.is_file() and marker in path.read_bytes():
-                found.append(path)
-        except FileNotFoundError:
-            continue
+    for root, _dirs, files in os.walk(directory):  # os.walk skips a directory that vanished (rglob raises)
+        for name in files:
+            path = Path(root) / name
+            try:
+                if marker in path.read_bytes():
+                    found.append(path)
+            except FileNotFoundError:
+                continue
     return found
 
 
