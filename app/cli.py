@@ -8,7 +8,11 @@ import json
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from importlib.metadata import version
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from app.bootstrap import Container, build
 from app.config import ConfigError, get_settings
@@ -23,6 +27,9 @@ def _print(obj: Any) -> None:
 
 
 def _instant(value: str) -> datetime:
+    """An ISO 8601 instant with its zone; a bare date with Z (2026-01-01Z) is its midnight UTC."""
+    if len(value) == 11 and value.endswith(("Z", "z")):
+        value = f"{value[:10]}T00:00:00+00:00"
     try:
         moment = datetime.fromisoformat(value)
     except ValueError as exc:
@@ -44,13 +51,24 @@ def cmd_serve(container: Container, args: argparse.Namespace) -> int:
         scheduler = Scheduler(container)
         container.kick = scheduler.kick
         scheduler.start()
+    host, port = args.host or container.settings.host, args.port or container.settings.port
+    print(f"lethe serve: listening on http://{host}:{port} (SQL: {_store(container.settings.database_url)}; "
+          f"ClickHouse: {_store(container.settings.clickhouse_url)}; "
+          f"scheduler {'on' if container.settings.scheduler else 'off'})", file=sys.stderr, flush=True)
     try:
-        uvicorn.run(create_app(container), host=args.host, port=args.port, access_log=False,
-                    log_level="warning")
+        uvicorn.run(create_app(container), host=host, port=port, access_log=False, log_level="warning")
     finally:
         if scheduler is not None:
             scheduler.shutdown()
     return 0
+
+
+def _store(url: str) -> str:
+    """A store URL fit to print: no user or password."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 def cmd_worker(container: Container, args: argparse.Namespace) -> int:
@@ -170,11 +188,12 @@ def parser() -> argparse.ArgumentParser:
     from jobs.registry import JOBS
 
     root = argparse.ArgumentParser(prog="lethe", description="GDPR data-lifecycle and deletion service")
+    root.add_argument("--version", action="version", version=f"lethe {version('lethe')}")
     sub = root.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="migrate, serve the API, run the scheduler")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--host", help="default LETHE_HOST (127.0.0.1)")
+    serve.add_argument("--port", type=int, help="default LETHE_PORT (8000)")
     serve.set_defaults(fn=cmd_serve)
     sub.add_parser("worker", help="the scheduler alone").set_defaults(fn=cmd_worker)
     sub.add_parser("migrate", help="upgrade both stores' schemas").set_defaults(fn=cmd_migrate)
@@ -234,11 +253,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, PolicyError) as exc:
         print(f"lethe: configuration error: {exc}", file=sys.stderr)
         return 2
+    except (ArgumentError, NoSuchModuleError):
+        print("lethe: configuration error: LETHE_DATABASE_URL is not a database URL this installation can use "
+              "(e.g. sqlite:///var/lethe.db or postgresql+psycopg://user@host/db)", file=sys.stderr)
+        return 2
     try:
         code: int = args.fn(container, args)
         return code
     except (ServiceError, EmbeddedStoreBusy) as exc:
         print(f"lethe: {exc}", file=sys.stderr)
+        return 1
+    except OperationalError as exc:
+        print(f"lethe: the SQL database does not answer ({type(exc.orig).__name__}): check LETHE_DATABASE_URL "
+              "and that the server is up", file=sys.stderr)
         return 1
     finally:
         container.close()

@@ -15,6 +15,8 @@ DEFAULTS = {
     "LETHE_CLICKHOUSE_URL": "chdb:///var/clickhouse",
     "LETHE_POLICY_DIR": "policies",
     "LETHE_SCHEDULER": "on",
+    "LETHE_HOST": "127.0.0.1",
+    "LETHE_PORT": "8000",
 }
 
 
@@ -32,6 +34,8 @@ class Settings:
     policy_dir: Path
     secret_key: bytes
     scheduler: bool
+    host: str = "127.0.0.1"
+    port: int = 8000
 
     @property
     def embedded_clickhouse(self) -> bool:
@@ -46,12 +50,17 @@ def load_settings(environ: dict[str, str] | None = None, cwd: Path | None = None
     if scheduler not in {"on", "off"}:
         raise ConfigError(f"LETHE_SCHEDULER must be 'on' or 'off', got {scheduler!r}")
     key = values.get("LETHE_SECRET_KEY")
+    port = values["LETHE_PORT"].strip()
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"LETHE_PORT must be a TCP port number (1-65535), got {port!r}")
     return Settings(
         database_url=_resolve_sqlite(values["LETHE_DATABASE_URL"], cwd),
         clickhouse_url=_resolve_chdb(values["LETHE_CLICKHOUSE_URL"], cwd),
         policy_dir=cwd / values["LETHE_POLICY_DIR"],
         secret_key=_secret(key, cwd / "var" / "secret.key"),
         scheduler=scheduler == "on",
+        host=values["LETHE_HOST"].strip(),
+        port=int(port),
     )
 
 

@@ -20,6 +20,8 @@ class PolicyBook:
 
     @classmethod
     def load(cls, directory: Path) -> PolicyBook:
+        if not directory.is_dir():
+            raise PolicyError(f"policy directory {directory} does not exist (set LETHE_POLICY_DIR)")
         default_file = directory / "default.toml"
         doc = _read(default_file) if default_file.exists() else {}
         default = parse_policy(doc, origin=str(default_file))

@@ -167,3 +167,43 @@ def test_offboard_from_the_command_line(workdir: Path) -> None:
     assert again.returncode == 1 and "already offboarding" in again.stderr
     summary = json.loads(lethe(workdir, "jobs", "run", "offboarding").stdout)
     assert summary["processed"] == 1
+
+
+def test_version_and_configuration_mistakes_are_one_sentence(workdir: Path) -> None:
+    assert lethe(workdir, "--version").stdout.strip() == "lethe 0.1.0"
+    for extra, said in (({"LETHE_POLICY_DIR": str(workdir / "nope")}, "policy directory"),
+                        ({"LETHE_DATABASE_URL": "nonsense://x"}, "LETHE_DATABASE_URL is not a database URL"),
+                        ({"LETHE_PORT": "eighty"}, "LETHE_PORT must be a TCP port number"),
+                        ({"LETHE_SECRET_KEY": "short"}, "LETHE_SECRET_KEY must be at least 32 characters")):
+        failed = lethe(workdir, "policy", "check", check=False, **extra)
+        assert failed.returncode == 2 and said in failed.stderr, failed.stderr
+        assert "Traceback" not in failed.stderr
+    down = lethe(workdir, "migrate", check=False, LETHE_DATABASE_URL="postgresql+psycopg://lethe:pw@127.0.0.1:9/x")
+    assert down.returncode == 1 and "the SQL database does not answer" in down.stderr and "Traceback" not in down.stderr
+
+
+def test_audit_export_takes_a_bare_date_with_its_zone(workdir: Path) -> None:
+    lethe(workdir, "project", "create", "acme")
+    since = lethe(workdir, "audit", "export", "--since", "2026-01-01Z")
+    assert [json.loads(line)["action"] for line in since.stdout.splitlines()] == ["project.created"]
+    naive = lethe(workdir, "audit", "export", "--since", "2026-01-01", check=False)
+    assert naive.returncode == 2 and "give a time zone" in naive.stderr
+
+
+def test_serve_listens_where_lethe_host_and_port_say_and_says_so(workdir: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen([LETHE, "serve"], cwd=workdir, env=env(LETHE_PORT=str(port), LETHE_HOST="127.0.0.1"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read() if proc.stdout else "serve exited"
+                time.sleep(0.1)
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=20)[0]
+    assert f"listening on http://127.0.0.1:{port} (SQL: sqlite:///" in output
+    assert "ClickHouse: chdb://" in output and "scheduler off" in output
