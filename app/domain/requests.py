@@ -173,3 +173,23 @@ def _require_step(state: RequestState, step: Step) -> None:
     _require_open(state)
     if state.next_step is not step:
         raise TransitionRefused(f"the request waits for {state.next_step}, not {step}")
+
+
+MAX_EXTENSION_MONTHS = 2  # Art. 12(3): the one-month deadline "may be extended by two further months"
+
+
+def overdue(status: Status, due_by: datetime, now: datetime) -> bool:
+    """Past its Art. 12(3) deadline while still open."""
+    return status in OPEN_STATUSES and now > due_by
+
+
+def extended_due_by(requested_at: datetime, due_by: datetime, extended_months: int,
+                    months: int) -> tuple[datetime, int]:
+    """The deadline extended by `months` more: (new due_by, total months extended). The total
+    stays within MAX_EXTENSION_MONTHS beyond the first month from receipt."""
+    if months < 1 or extended_months + months > MAX_EXTENSION_MONTHS:
+        left = MAX_EXTENSION_MONTHS - extended_months
+        raise TransitionRefused(f"the deadline may be extended by {MAX_EXTENSION_MONTHS} months in all; "
+                                f"{left} left for this request")
+    total = extended_months + months
+    return max(due_by, add_months(requested_at, 1 + total)), total

@@ -22,6 +22,7 @@ from app.http.holds import HoldController
 from app.http.inputs import RefuseUnstorableInput
 from app.http.limits import rate_limits
 from app.http.messages import MessagesController, SubjectsController
+from app.http.officer import OfficerController
 from app.http.ops import healthz, readyz
 from app.logging import processors
 
@@ -47,7 +48,7 @@ def create_app(container: Container) -> Litestar:
     ))
     return Litestar(
         route_handlers=[healthz, readyz, Metrics, DeletionRequestController, AuditController,
-                        EventsController, MessagesController, SubjectsController, HoldController],
+                        EventsController, MessagesController, SubjectsController, HoldController, OfficerController],
         dependencies={"container": Provide(lambda: container, use_cache=True, sync_to_thread=False)},
         middleware=[prometheus.middleware, RefuseUnstorableInput, auth_middleware(container.accounts),
                     *rate_limits(container.policies.limits)],

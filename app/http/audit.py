@@ -12,20 +12,14 @@ from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType
 from litestar.params import FromQuery
 from litestar.response import Stream
 
-from app.http.auth import officer_only
+from app.http.auth import officer_only, scoped_projects
 from app.http.deps import ContainerDep
 from app.http.schemas import AuditPage, Cursor, Limit, VerifyOut, aware
 from app.services.accounts import Principal
-from app.services.errors import NotFound
 
 
 def _projects(principal: Principal, project: str | None) -> list[str]:
-    names = sorted(principal.projects.values())
-    if project is None:
-        return names
-    if project not in names:
-        raise NotFound(f"project {project} not found")
-    return [project]
+    return sorted(scoped_projects(principal, project).values())
 
 
 @dataclass

@@ -16,6 +16,7 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 from litestar.middleware.base import DefineMiddleware
 
 from app.services.accounts import AccountService, Principal, Role
+from app.services.errors import NotFound
 
 PUBLIC_PATHS = ["^/healthz$", "^/readyz$", "^/metrics", "^/schema"]
 
@@ -72,3 +73,14 @@ def partner_or_officer(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRo
 partner_only = _require(Role.PARTNER)
 officer_only = _require(Role.OFFICER)
 webhook_only = _require(Role.WEBHOOK)
+
+
+def scoped_projects(principal: Principal, project: str | None) -> dict[str, str]:
+    """The projects (id -> name) a request means: all of the token's, or the one named (404
+    when the token does not cover it: never reveal that it exists)."""
+    if project is None:
+        return dict(principal.projects)
+    chosen = {pid: name for pid, name in principal.projects.items() if name == project}
+    if not chosen:
+        raise NotFound(f"project {project} not found")
+    return chosen

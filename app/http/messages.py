@@ -9,7 +9,7 @@ from litestar import Controller, Request, get, post
 from litestar.exceptions import PermissionDeniedException
 from litestar.params import FromPath, FromQuery
 
-from app.http.auth import partner_only, partner_or_officer
+from app.http.auth import partner_only, partner_or_officer, scoped_projects
 from app.http.deps import ContainerDep
 from app.services.accounts import Principal, Role
 from app.services.errors import NotFound
@@ -48,11 +48,7 @@ class SubjectsController(Controller):
     def read(self, request: Request[Principal, Any, Any], rest: FromPath[str], container: ContainerDep,
              project: FromQuery[str | None] = None) -> dict[str, Any]:
         user_id, action = _subject_path(request.scope["raw_path"])
-        projects = request.user.projects
-        if project is not None:
-            projects = {pid: name for pid, name in projects.items() if name == project}
-            if not projects:
-                raise NotFound(f"project {project} not found")
+        projects = scoped_projects(request.user, project)
         if action == "export":
             return container.subjects.export(projects, user_id, actor=request.user.actor)
         if request.user.role is not Role.OFFICER:

@@ -55,6 +55,8 @@ class DeletionRequestOut(msgspec.Struct):
     holds: list[Any]
     evidence: dict[str, Any]
     detail: str | None
+    overdue: bool = False  # past due_by while open (an idempotent replay from before it existed: false)
+    due_extended_months: int = 0
 
 
 class DeletionRequestPage(msgspec.Struct):
@@ -97,3 +99,17 @@ class RejectedOut(msgspec.Struct):
 class RejectedPage(msgspec.Struct):
     items: list[RejectedOut]
     next_cursor: str | None
+
+
+class OfficerRequestOut(DeletionRequestOut):
+    timeline: list[AuditEntryOut] = []
+
+
+class OfficerRequestPage(msgspec.Struct):
+    items: list[OfficerRequestOut]
+    next_cursor: str | None
+
+
+class ExtensionIn(msgspec.Struct, forbid_unknown_fields=True):
+    months: Annotated[int, msgspec.Meta(ge=1, le=2)]
+    reason: Reason

@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import hmac
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
@@ -18,6 +18,7 @@ from app.domain import requests as lifecycle
 from app.domain.audit import AuditRecord, subject_hash
 from app.domain.requests import Mode, RequestState, Source, Status, Step, TransitionRefused
 from app.ports import Clock, JobKicker, UnitOfWorkFactory
+from app.services.audit import entry_dict
 from app.services.batching import GroupCommitter
 from app.services.errors import Conflict, NotFound, Unprocessable
 from app.services.keys import GRACE, KeyService
@@ -54,7 +55,7 @@ def apply_state(row: DeletionRequest, state: RequestState) -> None:
     row.status, row.next_step = state.status.value, state.next_step.value
 
 
-def to_dict(row: DeletionRequest, project_name: str, user_id: str | None) -> dict[str, Any]:
+def to_dict(row: DeletionRequest, project_name: str, user_id: str | None, now: datetime) -> dict[str, Any]:
     def iso(value: datetime | None) -> str | None:
         return value.isoformat() if value else None
 
@@ -62,6 +63,8 @@ def to_dict(row: DeletionRequest, project_name: str, user_id: str | None) -> dic
         "id": row.id, "project": project_name, "user_id": user_id, "mode": row.mode,
         "source": row.source, "status": row.status, "requested_at": iso(row.requested_at),
         "grace_until": iso(row.grace_until), "due_by": iso(row.due_by),
+        "overdue": lifecycle.overdue(Status(row.status), row.due_by, now),
+        "due_extended_months": row.due_extended_months,
         "anonymised_at": iso(row.anonymised_at), "completed_at": iso(row.completed_at),
         "restored_at": iso(row.restored_at), "holds": list(row.evidence.get("_holds", [])),
         "evidence": {k: v for k, v in row.evidence.items() if not k.startswith("_")},
@@ -151,12 +154,12 @@ class DeletionService:
                 assert project is not None
                 existing = open_rows.get(subject.id)
                 if existing is not None:
-                    outcomes.append(Outcome(200, to_dict(existing, project.name, item.user_id)))
+                    outcomes.append(Outcome(200, to_dict(existing, project.name, item.user_id, now)))
                     continue
                 row, _ = self.open_in(uow, project, subject, item.user_id, item.mode, item.reason, item.source,
                                       item.actor, known_no_open=True)
                 open_rows[subject.id] = row
-                outcomes.append(Outcome(202, to_dict(row, project.name, item.user_id)))
+                outcomes.append(Outcome(202, to_dict(row, project.name, item.user_id, now)))
             uow.commit()
         return outcomes
 
@@ -179,7 +182,7 @@ class DeletionService:
             assert project is not None
             subject = uow.subjects_bulk.ensure(project_id, [user_id], now)[user_id]
             row, created = self.open_in(uow, project, subject, user_id, mode, reason, source, actor)
-            outcome = Outcome(202 if created else 200, to_dict(row, project.name, user_id))
+            outcome = Outcome(202 if created else 200, to_dict(row, project.name, user_id, now))
             if idempotency_key is not None:
                 record = uow.idempotency.get(project_id, idempotency_key)
                 assert record is not None
@@ -205,7 +208,7 @@ class DeletionService:
             id=new_id(), project_id=project.id, subject_id=subject.id, mode=mode.value, source=source.value,
             status=Status.PENDING.value, next_step=Step.ANONYMISE.value,
             reason=self._sealed_reason(uow, subject, reason), requested_at=requested_at, grace_until=grace_until,
-            due_by=due_by, attempts=0, evidence={},
+            due_by=due_by, attempts=0, evidence={}, due_extended_months=0,
         )
         uow.requests.add(row)
         uow.audit(AuditRecord(actor, "deletion_request.created", project.name,
@@ -295,6 +298,49 @@ class DeletionService:
                                                   limit=limit, cursor=cursor)
             return {"items": [self._render(uow, row) for row in rows], "next_cursor": next_cursor}
 
+    # --- officers -----------------------------------------------------------------------
+    def officer_page(self, projects: Mapping[str, str], *, status: str | None, source: str | None,
+                     overdue: bool | None, due_before: datetime | None, limit: int,
+                     cursor: str | None) -> dict[str, Any]:
+        """Requests across an officer's projects, each with its deadline and its timeline (the
+        audit entries that name it). User ids as the partner sent them, like the access report."""
+        with self._uow() as uow:
+            now = uow.now()
+            rows, next_cursor = uow.requests.across(list(projects), now=now, status=status, source=source,
+                                                    overdue=overdue, due_before=due_before, limit=limit,
+                                                    cursor=cursor)
+            users = {s.id: s.user_id for s in uow.subjects.by_ids([r.subject_id for r in rows])}
+            timelines = uow.audit_log.of_requests(sorted(projects.values()), [r.id for r in rows])
+            items = [{**to_dict(r, projects[r.project_id], users.get(r.subject_id), now),
+                      "timeline": [entry_dict(e) for e in timelines.get(r.id, [])]} for r in rows]
+        return {"items": items, "next_cursor": next_cursor}
+
+    def extend_deadline(self, projects: Mapping[str, str], request_id: str, months: int, reason: str, *,
+                        actor: str) -> dict[str, Any]:
+        """Art. 12(3): an officer extends a request's deadline by 1 or 2 more months (2 in all),
+        with a reason; audited (the reason stays on the request, not in the log)."""
+        def extend() -> dict[str, Any]:
+            with self._uow() as uow:
+                row = next((r for pid in projects if (r := uow.requests.get(pid, request_id, lock=True))), None)
+                if row is None:
+                    raise NotFound(f"deletion request {request_id} not found")
+                if Status(row.status) not in lifecycle.OPEN_STATUSES:
+                    raise Conflict(f"the request is {row.status}: only an open request has a deadline to extend")
+                try:
+                    row.due_by, row.due_extended_months = lifecycle.extended_due_by(
+                        row.requested_at, row.due_by, row.due_extended_months, months)
+                except TransitionRefused as exc:
+                    raise Conflict(str(exc)) from None
+                row.due_extension_reason = reason
+                name = projects[row.project_id]
+                uow.audit(AuditRecord(actor, "deletion_request.deadline_extended", name, None,
+                                      {"request_id": row.id, "months": months, "due_by": row.due_by.isoformat()}))
+                subject = uow.subjects.get(row.subject_id)
+                uow.commit()
+                return to_dict(row, name, subject.user_id if subject else None, uow.now())
+
+        return retry_transient(extend)
+
     # --- restore ------------------------------------------------------------------------
     def restore(self, project_id: str, request_id: str | None, *, actor: str,
                 user_id: str | None = None) -> dict[str, Any]:
@@ -316,7 +362,7 @@ class DeletionService:
             assert project is not None
             user = self.restore_in(uow, project, row, actor)
             uow.commit()
-            return to_dict(row, project.name, user)
+            return to_dict(row, project.name, user, uow.now())
 
     def _load(self, uow: SqlUnitOfWork, project_id: str, request_id: str, *, lock: bool = False) -> DeletionRequest:
         row = uow.requests.get(project_id, request_id, lock=lock)
@@ -328,4 +374,4 @@ class DeletionService:
         subject = uow.subjects.get(row.subject_id)
         project = uow.projects.by_id(row.project_id)
         assert subject is not None and project is not None
-        return to_dict(row, project.name, subject.user_id)
+        return to_dict(row, project.name, subject.user_id, uow.now())

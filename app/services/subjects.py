@@ -97,7 +97,7 @@ def _about(uow: Any, project_id: str, name: str, subject: Subject, user_id: str)
                                    .order_by(DeletionRequest.requested_at))
     return {"project": name, "status": subject.status, "first_seen": subject.created_at.isoformat(),
             "last_seen": subject.last_seen_at.isoformat(),
-            "requests": [to_dict(r, name, user_id) for r in requests],
+            "requests": [to_dict(r, name, user_id, uow.now()) for r in requests],
             "holds": _holds_on(uow, project_id, name, user_id, subject.id)}
 
 

@@ -162,6 +162,8 @@ class DeletionRequest(Base):
     restored_at: Mapped[datetime | None]
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     lease_until: Mapped[datetime | None]  # a worker owns the request's current step until then
+    due_extended_months: Mapped[int] = mapped_column(default=0, server_default="0")  # Art. 12(3), ≤ 2
+    due_extension_reason: Mapped[str | None] = mapped_column(Text)  # the officer's, for the record
     leased_by: Mapped[str | None] = mapped_column(String(100))  # which run ("host:pid"), for operators
     detail: Mapped[str | None] = mapped_column(Text)
     evidence: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -215,23 +215,7 @@ class DeletionRequests:
             query = query.where(DeletionRequest.subject_id == subject_id)
         if status is not None:
             query = query.where(DeletionRequest.status == status)
-        if cursor:
-            at, last_id = decode_cursor(cursor, 2)
-            try:
-                after = datetime.fromisoformat(str(at))
-            except ValueError as exc:
-                raise InvalidCursor("cursor is not one this API issued") from exc
-            query = query.where(
-                (DeletionRequest.requested_at < after)
-                | ((DeletionRequest.requested_at == after) & (DeletionRequest.id < str(last_id)))
-            )
-        rows = list(self.session.scalars(
-            query.order_by(DeletionRequest.requested_at.desc(), DeletionRequest.id.desc()).limit(limit + 1)
-        ))
-        if len(rows) <= limit:
-            return rows, None
-        last = rows[limit - 1]
-        return rows[:limit], encode_cursor(last.requested_at.isoformat(), last.id)
+        return self._keyset(query, limit, cursor)
 
     def claim(self, step: Step, now: datetime, wall: datetime, lease: timedelta, limit: int,
               exclude: Sequence[str] = (), runner: str | None = None) -> list[DeletionRequest]:
@@ -261,6 +245,43 @@ class DeletionRequests:
         if step is Step.PURGE:
             query = query.where((DeletionRequest.mode == "immediate") | (DeletionRequest.grace_until <= now))
         return query
+
+    def across(self, project_ids: Sequence[str], *, now: datetime, status: str | None, source: str | None,
+               overdue: bool | None, due_before: datetime | None, limit: int,
+               cursor: str | None) -> tuple[list[DeletionRequest], str | None]:
+        """An officer's queue over several projects: newest first, keyset-paginated on
+        (requested_at, id). `overdue`: past `due_by` while open (or, False, the others)."""
+        query = select(DeletionRequest).where(DeletionRequest.project_id.in_(project_ids))
+        if status is not None:
+            query = query.where(DeletionRequest.status == status)
+        if source is not None:
+            query = query.where(DeletionRequest.source == source)
+        if due_before is not None:
+            query = query.where(DeletionRequest.due_by < due_before)
+        if overdue is not None:
+            late = DeletionRequest.status.in_([s.value for s in OPEN_STATUSES]) & (DeletionRequest.due_by < now)
+            query = query.where(late if overdue else ~late)
+        return self._keyset(query, limit, cursor)
+
+    def _keyset(self, query: Select[DeletionRequest], limit: int,
+                cursor: str | None) -> tuple[list[DeletionRequest], str | None]:
+        if cursor:
+            at, last_id = decode_cursor(cursor, 2)
+            try:
+                after = datetime.fromisoformat(str(at))
+            except ValueError as exc:
+                raise InvalidCursor("cursor is not one this API issued") from exc
+            query = query.where(
+                (DeletionRequest.requested_at < after)
+                | ((DeletionRequest.requested_at == after) & (DeletionRequest.id < str(last_id)))
+            )
+        rows = list(self.session.scalars(
+            query.order_by(DeletionRequest.requested_at.desc(), DeletionRequest.id.desc()).limit(limit + 1)
+        ))
+        if len(rows) <= limit:
+            return rows, None
+        last = rows[limit - 1]
+        return rows[:limit], encode_cursor(last.requested_at.isoformat(), last.id)
 
     def renew(self, request_ids: Sequence[str], runner: str, until: datetime) -> int:
         """A live run's heartbeat: its leases (still held, still its own) last until `until`.
@@ -349,6 +370,18 @@ class AuditLog:
         if until is not None:
             query = query.where(AuditEntry.at < until)
         return list(self.session.scalars(query.order_by(AuditEntry.seq).limit(limit)))
+
+    def of_requests(self, projects: Sequence[str], request_ids: Sequence[str]) -> dict[str, list[AuditEntry]]:
+        """Each request's entries (its timeline), oldest first: those whose details name it."""
+        if not request_ids:
+            return {}
+        request_id = AuditEntry.details["request_id"].as_string()
+        rows = self.session.scalars(select(AuditEntry).where(AuditEntry.project.in_(projects),
+                                                             request_id.in_(request_ids)).order_by(AuditEntry.seq))
+        timelines: dict[str, list[AuditEntry]] = {}
+        for row in rows:
+            timelines.setdefault(str(row.details["request_id"]), []).append(row)
+        return timelines
 
     def walk(self, batch: int = 5000) -> Iterator[ChainedEntry]:
         """Every entry in seq order, read in batches (the chain may be long)."""

@@ -71,6 +71,9 @@ class SqlUnitOfWork:
         self._clock = clock
         self._pending: list[AuditRecord] = []
 
+    def now(self) -> datetime:
+        return self._clock()
+
     def __enter__(self) -> SqlUnitOfWork:
         self.session = self._factory()
         self._pending = []
