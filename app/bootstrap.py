@@ -23,6 +23,7 @@ from app.services.holds import HoldService
 from app.services.ingest import IngestService
 from app.services.keys import KeyService
 from app.services.messages import MessageFeedService, MessageService
+from app.services.metrics import MetricsService
 from app.services.offboarding import OffboardingService
 from app.services.policies import PolicyBook
 from app.services.retention import RetentionService
@@ -103,6 +104,10 @@ class Container:
     def erasure(self) -> ErasureService:
         return ErasureService(self.uow, self.now, self.settings.secret_key, self.sql_steps, [self.events],
                               after_run=lambda: self.keys.compact_when_due(self.engine), holds=self.holds)
+
+    @cached_property
+    def metrics(self) -> MetricsService:
+        return MetricsService(self.event_lifecycle, self.now)
 
     @cached_property
     def event_lifecycle(self) -> EventLifecycle:

@@ -22,6 +22,7 @@ from app.http.holds import HoldController
 from app.http.inputs import RefuseUnstorableInput
 from app.http.limits import rate_limits
 from app.http.messages import MessagesController, SubjectsController
+from app.http.metrics import MetricsController
 from app.http.officer import OfficerController
 from app.http.ops import healthz, readyz
 from app.logging import processors
@@ -48,7 +49,8 @@ def create_app(container: Container) -> Litestar:
     ))
     return Litestar(
         route_handlers=[healthz, readyz, Metrics, DeletionRequestController, AuditController,
-                        EventsController, MessagesController, SubjectsController, HoldController, OfficerController],
+                        EventsController, MessagesController, SubjectsController, HoldController, OfficerController,
+                        MetricsController],
         dependencies={"container": Provide(lambda: container, use_cache=True, sync_to_thread=False)},
         middleware=[prometheus.middleware, RefuseUnstorableInput, auth_middleware(container.accounts),
                     *rate_limits(container.policies.limits)],

@@ -113,3 +113,17 @@ class OfficerRequestPage(msgspec.Struct):
 class ExtensionIn(msgspec.Struct, forbid_unknown_fields=True):
     months: Annotated[int, msgspec.Meta(ge=1, le=2)]
     reason: Reason
+
+
+class DailyMetricsOut(msgspec.Struct):
+    day: str
+    dau: int
+    wau: int
+    mau: int
+    messages: int
+    reactions: int
+    events: int
+
+
+class DailyMetricsPage(msgspec.Struct):
+    items: list[DailyMetricsOut]
