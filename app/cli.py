@@ -75,14 +75,21 @@ def cmd_worker(container: Container, args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    from prometheus_client import start_http_server
+
+    from app.observability import REQUEST_CENSUS
     from jobs.scheduler import Scheduler
 
     container.migrate(outage_tolerated=True)
     scheduler = Scheduler(container)
     scheduler.start()
+    REQUEST_CENSUS.watch(container.uow, container.now)
+    host = container.settings.host
+    start_http_server(args.metrics_port, addr=host)  # the worker's own /metrics (jobs, audit chain)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    print("lethe worker: scheduler running; Ctrl-C to stop", file=sys.stderr)
+    print(f"lethe worker: scheduler running, metrics on http://{host}:{args.metrics_port}/metrics; "
+          "Ctrl-C to stop", file=sys.stderr)
     with contextlib.suppress(KeyboardInterrupt):
         stop.wait()
     scheduler.shutdown()
@@ -195,7 +202,9 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="default LETHE_HOST (127.0.0.1)")
     serve.add_argument("--port", type=int, help="default LETHE_PORT (8000)")
     serve.set_defaults(fn=cmd_serve)
-    sub.add_parser("worker", help="the scheduler alone").set_defaults(fn=cmd_worker)
+    worker = sub.add_parser("worker", help="the scheduler alone, with its own /metrics")
+    worker.add_argument("--metrics-port", type=int, default=9464, help="where the worker serves /metrics (9464)")
+    worker.set_defaults(fn=cmd_worker)
     sub.add_parser("migrate", help="upgrade both stores' schemas").set_defaults(fn=cmd_migrate)
 
     project = sub.add_parser("project", help="partner projects").add_subparsers(dest="action", required=True)

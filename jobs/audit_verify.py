@@ -7,6 +7,7 @@ from typing import Any
 
 import structlog
 
+from app import observability
 from app.bootstrap import Container
 
 log = structlog.get_logger(__name__)
@@ -14,6 +15,7 @@ log = structlog.get_logger(__name__)
 
 def run(container: Container, now: datetime) -> dict[str, Any]:
     result = container.audit.verify()
+    observability.audit_verified(result.ok, result.entries)
     summary = {"job": "audit_verify", "now": now.isoformat(), "processed": result.entries, "held": 0,
                "failed": 0 if result.ok else 1, "ok": result.ok, "head": result.head,
                "first_bad_seq": result.first_bad_seq}

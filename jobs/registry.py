@@ -6,6 +6,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from app import observability
 from app.bootstrap import Container
 from app.stores.sql.models import JobRun
 from jobs import anonymise, audit_verify, message_feed, offboarding, purge, retention
@@ -27,10 +28,12 @@ def run_job(container: Container, name: str, now: datetime) -> dict[str, Any]:
     """Run job `name` as of `now` and record the run (its summary holds counts only)."""
     started = container.now()
     summary = JOBS[name](container, now)
+    finished = container.now()
     with container.uow() as uow:
-        uow.job_runs.add(JobRun(job=name, as_of=now, started_at=started, finished_at=container.now(),
+        uow.job_runs.add(JobRun(job=name, as_of=now, started_at=started, finished_at=finished,
                                 ok=not summary.get("failed"), summary=summary))
         uow.commit()
+    observability.job_finished(name, summary, finished.timestamp())
     return summary
 
 

@@ -26,6 +26,7 @@ from app.http.metrics import MetricsController
 from app.http.officer import OfficerController
 from app.http.ops import healthz, readyz
 from app.logging import processors
+from app.observability import REQUEST_CENSUS
 
 MAX_BODY = 10 * 1024 * 1024  # 1,000 events of ~10 KB each
 
@@ -37,6 +38,7 @@ class Metrics(PrometheusController):
 
 
 def create_app(container: Container) -> Litestar:
+    REQUEST_CENSUS.watch(container.uow, container.now)  # /metrics counts requests by status
     prometheus = PrometheusConfig(app_name="lethe", prefix="lethe", group_path=True,
                                   exclude=["^/metrics", "^/healthz"])
     logging = StructlogPlugin(StructlogConfig(

@@ -22,6 +22,7 @@ from anyio import to_thread
 from clickhouse_connect.driver import exceptions as ch_errors
 from sqlalchemy import exc as sql_errors
 
+from app import observability
 from app.domain import requests as lifecycle
 from app.domain.audit import AuditRecord, subject_hash
 from app.domain.crypto import Cipher
@@ -80,6 +81,7 @@ class _Batch:
     project_id: str
     received: datetime
     events: list[Event] = field(default_factory=list)
+    project: str = ""  # its name, for the metrics
     indices: list[int] = field(default_factory=list)  # each event's place in the body
     dead: list[tuple[int | None, str, str]] = field(default_factory=list)  # (index, reason, raw body)
     result: IngestResult = field(default_factory=IngestResult)
@@ -113,7 +115,7 @@ class IngestService:
 
     def prepare(self, project_id: str, project: str, body: bytes) -> _Batch:
         """Parse and validate a body (no I/O): what to store, what to dead-letter and why."""
-        batch = _Batch(project_id, self._clock())
+        batch = _Batch(project_id, self._clock(), project=project)
         try:
             envelopes = split_body(json.loads(body))
         except (ValueError, EnvelopeError, RecursionError) as exc:
@@ -137,6 +139,11 @@ class IngestService:
         return batch
 
     def _finish(self, batch: _Batch) -> IngestResult:
+        result = batch.result
+        for outcome, count in (("accepted", result.accepted - result.duplicates), ("duplicate", result.duplicates),
+                               ("rejected", len(result.rejected))):
+            if count:
+                observability.EVENTS.labels(batch.project, outcome).inc(count)
         if batch.opened:
             self._deletions.kick_anonymise()
         if batch.result.rejected:

@@ -283,6 +283,14 @@ class DeletionRequests:
         last = rows[limit - 1]
         return rows[:limit], encode_cursor(last.requested_at.isoformat(), last.id)
 
+    def census(self, now: datetime) -> tuple[dict[str, int], int]:
+        """How many requests are in each status, and how many open ones are past `due_by`."""
+        by_status = {str(status): int(n) for status, n in self.session.execute(
+            select(DeletionRequest.status, func.count()).group_by(DeletionRequest.status))}
+        overdue = self.session.scalar(select(func.count()).select_from(DeletionRequest).where(
+            DeletionRequest.status.in_([s.value for s in OPEN_STATUSES]), DeletionRequest.due_by < now))
+        return by_status, int(overdue or 0)
+
     def renew(self, request_ids: Sequence[str], runner: str, until: datetime) -> int:
         """A live run's heartbeat: its leases (still held, still its own) last until `until`.
         A plain UPDATE that leaves the row version alone: renewing is not a state change."""
