@@ -7,7 +7,7 @@ import contextlib
 import json
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib.metadata import version
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -142,6 +142,10 @@ def cmd_jobs_run(container: Container, args: argparse.Namespace) -> int:
 
     container.migrate()  # jobs work on both stores
     now = args.now or container.now()
+    ahead = now - container.now()
+    if ahead > timedelta(minutes=1):
+        print(f"lethe: warning: --now is {_span(ahead)} ahead of the clock: whatever is due by then (grace "
+              "windows ending, retention, the message feed) is erased for real now", file=sys.stderr)
     names = list(JOBS) if args.name == "all" else [args.name]
     summaries = []
     for name in names:
@@ -150,6 +154,11 @@ def cmd_jobs_run(container: Container, args: argparse.Namespace) -> int:
         summaries.append(run_job(container, name, now))
     _print(summaries[0] if len(summaries) == 1 else summaries)
     return 1 if any(s.get("failed") for s in summaries) else 0
+
+
+def _span(delta: timedelta) -> str:
+    days, hours = delta.days, delta.seconds // 3600
+    return f"{days} days" if days else f"{hours} hours" if hours else f"{delta.seconds // 60} minutes"
 
 
 def cmd_audit_verify(container: Container, args: argparse.Namespace) -> int:

@@ -207,3 +207,10 @@ def test_serve_listens_where_lethe_host_and_port_say_and_says_so(workdir: Path) 
         output = proc.communicate(timeout=20)[0]
     assert f"listening on http://127.0.0.1:{port} (SQL: sqlite:///" in output
     assert "ClickHouse: chdb://" in output and "scheduler off" in output
+
+
+def test_a_job_run_as_of_a_future_instant_warns_that_it_erases_for_real(workdir: Path) -> None:
+    lethe(workdir, "project", "create", "acme")
+    future = lethe(workdir, "jobs", "run", "purge", "--now", "2099-01-01T00:00:00Z")
+    assert "warning: --now is" in future.stderr and "days ahead of the clock" in future.stderr
+    assert "warning" not in lethe(workdir, "jobs", "run", "purge").stderr
