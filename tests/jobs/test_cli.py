@@ -106,18 +106,23 @@ def server(workdir: Path) -> Iterator[tuple[str, dict[str, str]]]:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"{base}/healthz", timeout=1)
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    raise AssertionError(proc.stdout.read() if proc.stdout else "serve exited") from None
-                time.sleep(0.1)
+        wait_until_up(proc, base)
         yield base, keys
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def wait_until_up(proc: subprocess.Popen[str], base: str) -> None:
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"{base}/healthz", timeout=1)
+            return
+        except OSError:
+            if proc.poll() is not None:
+                raise AssertionError(proc.stdout.read() if proc.stdout else "serve exited") from None
+            time.sleep(0.1)
+    raise AssertionError(f"{base} did not answer within 10 s")
 
 
 def call(method: str, url: str, token: str, body: dict[str, str] | None = None) -> tuple[int, dict[str, object]]:
@@ -195,13 +200,7 @@ def test_serve_listens_where_lethe_host_and_port_say_and_says_so(workdir: Path) 
     proc = subprocess.Popen([LETHE, "serve"], cwd=workdir, env=env(LETHE_PORT=str(port), LETHE_HOST="127.0.0.1"),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except OSError:
-                assert proc.poll() is None, proc.stdout.read() if proc.stdout else "serve exited"
-                time.sleep(0.1)
+        wait_until_up(proc, f"http://127.0.0.1:{port}")
     finally:
         proc.terminate()
         output = proc.communicate(timeout=20)[0]
