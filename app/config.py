@@ -97,7 +97,7 @@ def _secret(configured: str | None, stored: Path) -> bytes:
         if len(configured.strip()) < MIN_SECRET:
             raise ConfigError(f"LETHE_SECRET_KEY must be at least {MIN_SECRET} characters "
                               "(generate one with `openssl rand -hex 32`)")
-        return configured.strip().encode()
+        return configured.encode()  # as given: every key derives from it, byte for byte
     secret = _stored_secret(stored)
     if len(secret) < MIN_SECRET:
         raise ConfigError(f"{stored} holds an empty or short key: restore it from your backup (a new key "

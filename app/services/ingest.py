@@ -57,7 +57,8 @@ PROFILE_AVATAR = {"avatar_set", "avatar_changed"}
 # failures caused by a value (a store refuses it), as opposed to a store that is down
 BAD_VALUE = (sql_errors.DataError, sql_errors.IntegrityError, ch_errors.DataError, ValueError, TypeError,
              OverflowError)
-UNAVAILABLE = "events cannot be stored right now (a store is unavailable); nothing was stored, send them again"
+UNAVAILABLE = ("events cannot be stored right now (a store is unavailable); send them again: any stored meanwhile "
+               "are counted as duplicates, never stored twice")
 
 
 @dataclass
