@@ -123,6 +123,24 @@ def cmd_policy_check(container: Container, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_project_list(container: Container, args: argparse.Namespace) -> int:
+    container.migrate(clickhouse=False)
+    _print(container.accounts.list_projects())
+    return 0
+
+
+def cmd_officer_list(container: Container, args: argparse.Namespace) -> int:
+    container.migrate(clickhouse=False)
+    _print(container.accounts.list_officers())
+    return 0
+
+
+def cmd_officer_revoke(container: Container, args: argparse.Namespace) -> int:
+    container.migrate(clickhouse=False)
+    _print(container.accounts.revoke_officer(args.name))
+    return 0
+
+
 def cmd_officer_create(container: Container, args: argparse.Namespace) -> int:
     container.migrate(clickhouse=False)
     _print(container.accounts.create_officer(args.name, args.project))
@@ -234,6 +252,12 @@ def parser() -> argparse.ArgumentParser:
     ocreate.add_argument("name")
     ocreate.add_argument("--project", action="append", required=True, help="repeat for several projects")
     ocreate.set_defaults(fn=cmd_officer_create)
+    officer.add_parser("list", help="officers and their projects (JSON)").set_defaults(fn=cmd_officer_list)
+    revoke = officer.add_parser("revoke", help="revoke an officer's token (within 5 s in every process)")
+    revoke.add_argument("name")
+    revoke.set_defaults(fn=cmd_officer_revoke)
+    project_list = project.add_parser("list", help="projects (JSON)")
+    project_list.set_defaults(fn=cmd_project_list)
 
     jobs = sub.add_parser("jobs", help="scheduled jobs").add_subparsers(dest="action", required=True)
     jobs.add_parser("list", help="jobs, triggers and last runs").set_defaults(fn=cmd_jobs_list)

@@ -89,3 +89,8 @@ HANDLERS: MutableMapping[int | type[Exception], Callable[[Request[Any, Any, Any]
     ch_errors.OperationalError: store_unavailable,
     Exception: internal_error,
 }
+
+# answered by a handler above with a 4xx or 503: expected, so logged without a traceback
+QUIET_ERRORS: tuple[type[Exception], ...] = (UnicodeDecodeError, RecursionError, InvalidCursor, ServiceError,
+                                             sql_errors.OperationalError, sql_errors.InterfaceError,
+                                             ch_errors.OperationalError)

@@ -7,12 +7,13 @@ import secrets
 import time
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
 from app.domain.audit import AuditRecord
 from app.ports import Clock, UnitOfWorkFactory
-from app.services.errors import AlreadyExists, InvalidInput
+from app.services.errors import AlreadyExists, InvalidInput, NotFound
 from app.stores.sql.models import Officer, Project
 
 
@@ -94,6 +95,35 @@ class AccountService:
                 uow.audit(AuditRecord(actor, "officer.created", project.name, None, {"officer": name}))
             uow.commit()
         return {"officer": name, "token": token}
+
+    def list_projects(self) -> list[dict[str, Any]]:
+        with self._uow() as uow:
+            return [{"project": p.name, "region": p.region, "status": p.status,
+                     "created_at": p.created_at.isoformat()} for p in uow.projects.all()]
+
+    def list_officers(self) -> list[dict[str, Any]]:
+        with self._uow() as uow:
+            officers = uow.projects.officers()
+            projects = uow.projects.officer_projects([o.id for o in officers])
+            return [{"officer": o.name, "projects": [p.name for p in projects[o.id]],
+                     "created_at": o.created_at.isoformat(),
+                     "revoked_at": o.revoked_at.isoformat() if o.revoked_at else None} for o in officers]
+
+    def revoke_officer(self, name: str, *, actor: str = "operator:cli") -> dict[str, Any]:
+        """The officer's token stops working: here at once, in every other process within
+        AUTH_CACHE_SECONDS. Audited per project; the officer's record stays."""
+        with self._uow() as uow:
+            officer = uow.projects.officer_by_name(name)
+            if officer is None:
+                raise NotFound(f"officer {name!r} not found")
+            if officer.revoked_at is None:
+                officer.revoked_at = self._clock()
+                for project in uow.projects.officer_projects([officer.id])[officer.id]:
+                    uow.audit(AuditRecord(actor, "officer.revoked", project.name, None, {"officer": name}))
+            revoked_at = officer.revoked_at
+            uow.commit()
+        self.forget()
+        return {"officer": name, "revoked_at": revoked_at.isoformat()}
 
     def authenticate(self, token: str) -> Principal | None:
         """The token's principal, remembered for a few seconds: every API call authenticates,

@@ -16,7 +16,9 @@ from app.services.policies import PolicyBook
 from tests.http.conftest import bearer
 
 
-def test_a_caller_over_its_rate_gets_429_with_retry_after_and_others_do_not(container: Container) -> None:
+def test_a_caller_over_its_rate_gets_429_with_retry_after_and_others_do_not(
+    container: Container, capfd: pytest.CaptureFixture[str]
+) -> None:
     container.policies.limits = replace(Limits(), partner_requests_per_second=3)
     acme = container.accounts.create_project("acme")
     other = container.accounts.create_project("other")
@@ -31,6 +33,7 @@ def test_a_caller_over_its_rate_gets_429_with_retry_after_and_others_do_not(cont
         assert client.get("/v1/deletion-requests", headers=bearer(other["api_key"])).status_code == 200
         assert client.get("/healthz").status_code == 200  # operations endpoints are not limited
         assert client.get("/v1/deletion-requests").status_code == 401  # no credential: 401, not 429
+    assert "Traceback" not in capfd.readouterr().err  # a refusal is not a fault: no traceback logged
 
 
 def test_limits_come_from_the_policy_and_bad_ones_are_refused(tmp_path: Path) -> None:

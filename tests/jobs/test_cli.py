@@ -213,3 +213,23 @@ def test_a_job_run_as_of_a_future_instant_warns_that_it_erases_for_real(workdir:
     future = lethe(workdir, "jobs", "run", "purge", "--now", "2099-01-01T00:00:00Z")
     assert "warning: --now is" in future.stderr and "days ahead of the clock" in future.stderr
     assert "warning" not in lethe(workdir, "jobs", "run", "purge").stderr
+
+
+def test_projects_and_officers_are_listed_and_an_officer_revoked(workdir: Path) -> None:
+    lethe(workdir, "project", "create", "acme")
+    lethe(workdir, "project", "create", "beta")
+    token = json.loads(lethe(workdir, "officer", "create", "olga", "--project", "acme", "--project", "beta")
+                       .stdout)["token"]
+    projects = json.loads(lethe(workdir, "project", "list").stdout)
+    assert [(p["project"], p["status"]) for p in projects] == [("acme", "active"), ("beta", "active")]
+    officers = json.loads(lethe(workdir, "officer", "list").stdout)
+    assert [(o["officer"], o["projects"], o["revoked_at"]) for o in officers] == [("olga", ["acme", "beta"], None)]
+    assert token not in lethe(workdir, "officer", "list").stdout  # tokens are shown once, at creation
+
+    revoked = json.loads(lethe(workdir, "officer", "revoke", "olga").stdout)
+    assert revoked["officer"] == "olga" and revoked["revoked_at"]
+    assert json.loads(lethe(workdir, "officer", "list").stdout)[0]["revoked_at"] == revoked["revoked_at"]
+    unknown = lethe(workdir, "officer", "revoke", "nobody", check=False)
+    assert unknown.returncode == 1 and "officer 'nobody' not found" in unknown.stderr
+    exported = lethe(workdir, "audit", "export").stdout
+    assert [json.loads(line)["action"] for line in exported.splitlines()].count("officer.revoked") == 2

@@ -79,6 +79,7 @@ class Officer(Base):
     name: Mapped[str] = mapped_column(String(100), unique=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]  # `lethe officer revoke`: the token stops working (the record stays)
 
 
 class OfficerProject(Base):

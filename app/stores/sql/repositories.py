@@ -93,14 +93,27 @@ class Projects:
         return self.session.scalar(select(Officer).where(Officer.name == name))
 
     def officer_by_token(self, token_hash: str) -> tuple[Officer, list[Project]] | None:
-        officer = self.session.scalar(select(Officer).where(Officer.token_hash == token_hash))
+        """The officer a token belongs to, unless revoked, with their projects."""
+        officer = self.session.scalar(select(Officer).where(Officer.token_hash == token_hash,
+                                                            Officer.revoked_at.is_(None)))
         if officer is None:
             return None
-        projects = self.session.scalars(
-            select(Project).join(OfficerProject, OfficerProject.project_id == Project.id)
-            .where(OfficerProject.officer_id == officer.id)
-        )
-        return officer, list(projects)
+        return officer, self.officer_projects([officer.id])[officer.id]
+
+    def officer_projects(self, officer_ids: Sequence[str]) -> dict[str, list[Project]]:
+        found: dict[str, list[Project]] = {officer_id: [] for officer_id in officer_ids}
+        rows = self.session.execute(
+            select(OfficerProject.officer_id, Project).join(Project, OfficerProject.project_id == Project.id)
+            .where(OfficerProject.officer_id.in_(officer_ids)).order_by(Project.name))
+        for officer_id, project in rows:
+            found[officer_id].append(project)
+        return found
+
+    def all(self) -> list[Project]:
+        return list(self.session.scalars(select(Project).order_by(Project.name)))
+
+    def officers(self) -> list[Officer]:
+        return list(self.session.scalars(select(Officer).order_by(Officer.name)))
 
 
 class Subjects:
