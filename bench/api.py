@@ -227,11 +227,11 @@ def _report_overload(result: PhaseResult, warm: PhaseResult | None, stored: int,
     missing_retry_after = result.retry_after.get(None, 0)
     retry_values = ", ".join(f"{value!r} x {n}" for value, n in result.retry_after.most_common() if value is not None)
 
-    # The limiter's windows are whole seconds of the server's clock (the same clock as ours here):
-    # accepted answers per wall-clock second, the first and last (partial) seconds left out.
-    seconds_seen = sorted({second for second, _ in result.per_second})
-    full = seconds_seen[1:-1]
-    per_second = [sum(result.per_second.get((s, code), 0) for code in (200, 202)) for s in full]
+    # The limiter counts in windows of one whole second of the server's clock (this machine's clock):
+    # from the first request sent (warm-up included) to the last answer, it may admit limit x windows.
+    first = warm if warm is not None else result
+    windows = int(result.ended_at) - int(first.started_at) + 1
+    admitted = accepted + (warm.statuses.get(202, 0) + warm.statuses.get(200, 0) if warm else 0)
 
     print(f"{result.name}: {result.answered} answered in {result.seconds:.1f} s with {result.concurrency} "
           f"connections ({result.client} client); {result.throughput:.1f} answers/s")
@@ -239,9 +239,9 @@ def _report_overload(result: PhaseResult, warm: PhaseResult | None, stored: int,
           f"(no answer: {result.transport_errors}{'; phase timed out' if result.timed_out else ''})")
     print(f"  accepted        {accepted} (202 new: {statuses.get(202, 0)}, 200 already open: {statuses.get(200, 0)}); "
           f"{accepted / result.seconds if result.seconds else 0:.1f} accepted/s against a limit of {limit}/s")
-    if per_second:
-        print(f"                  per whole wall-clock second ({len(per_second)}): min {min(per_second)}, "
-              f"max {max(per_second)}, seconds over {limit}: {sum(1 for n in per_second if n > limit)}")
+    print(f"                  limiter: {admitted} admitted (warm-up included) in the {windows} one-second windows "
+          f"from the first request to the last answer, at most {limit * windows} allowed "
+          f"({admitted / windows:.1f} per window)")
     print(f"  refused 429     {refused}; {'every one' if refused and not missing_retry_after else 'NOT every one'} "
           f"with Retry-After (missing on {missing_retry_after}; values: {retry_values or 'none'})")
     if 429 in result.first_body:

@@ -317,7 +317,8 @@ class PhaseResult:
     latencies: list[float] = field(default_factory=list)  # seconds, one per answered request
     statuses: Counter[int] = field(default_factory=Counter)
     latencies_by_status: dict[int, list[float]] = field(default_factory=dict)  # seconds
-    per_second: Counter[tuple[int, int]] = field(default_factory=Counter)  # (int(time.time()) answered, status)
+    started_at: float = 0.0  # wall clock (time.time()) when the phase began sending, and when it ended
+    ended_at: float = 0.0
     retry_after: Counter[str | None] = field(default_factory=Counter)  # 429 answers by Retry-After (None: absent)
     first_body: dict[int, bytes] = field(default_factory=dict)  # the first body seen per non-2xx status
     transport_errors: int = 0
@@ -356,7 +357,6 @@ class PhaseResult:
         self.latencies.append(latency)
         self.statuses[status] += 1
         self.latencies_by_status.setdefault(status, []).append(latency)
-        self.per_second[(int(time.time()), status)] += 1
         if status == 429:
             self.retry_after[retry_after] += 1
         if not 200 <= status < 300 and status not in self.first_body:
@@ -507,6 +507,7 @@ async def _phase(base_url: str, client: str, concurrency: int, seconds: float,
     machine_cpu0 = machine_cpu_seconds()
     database_cpu0 = matching_cpu_seconds(database) if database else {}
     started = perf()
+    result.started_at = time.time()
     tasks = [asyncio.create_task(worker(i, started + seconds)) for i in range(concurrency)]
     try:
         # Bounded: a request in flight at the deadline may take up to 30 s more, then the phase ends.
@@ -522,6 +523,7 @@ async def _phase(base_url: str, client: str, concurrency: int, seconds: float,
                 raise failure
     finally:
         result.seconds = perf() - started
+        result.ended_at = time.time()
         result.client_cpu = cpu_seconds() - client_cpu0
         result.server_cpu = (cpu_seconds(server_pid) - server_cpu0) if server_pid else 0.0
         result.machine_cpu = machine_cpu_seconds() - machine_cpu0
