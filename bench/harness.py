@@ -7,6 +7,7 @@
   two clients: `raw` (asyncio streams, a few microseconds of client CPU per request, so the
   server gets nearly all of a shared machine) and `httpx` (httpx.AsyncClient, for comparison).
 - `cpu_seconds()`: CPU used so far by a process, to show who used the cores during a phase.
+- `policies_with_limits()`: a copy of the repo's policies/ with `[limits]` set to another rate.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import contextlib
 import json
 import math
 import os
+import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,7 +27,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,6 +136,34 @@ def query_database(url: str, statement: str) -> list[tuple[Any, ...]]:
         return list(conn.execute(statement).fetchall())
 
 
+# --- policies --------------------------------------------------------------------------------
+def policies_with_limits(destination: Path, per_second: int) -> Path:
+    """Copy the repo's policies/ to `destination` with every `[limits]` rate set to `per_second`
+    (keys missing from the file are added); return `destination`. Checked with the app's own loader."""
+    from dataclasses import fields
+
+    from app.domain.policy import Limits
+    from app.services.policies import PolicyBook
+
+    shutil.copytree(REPO / "policies", destination)
+    default = destination / "default.toml"
+    text = default.read_text() if default.exists() else ""
+    keys = [f.name for f in fields(Limits)]
+    if not re.search(r"^\[limits\]", text, flags=re.MULTILINE):
+        text += "\n[limits]\n"
+    for key in keys:
+        line = f"{key} = {per_second}"
+        text, found = re.subn(rf"^{key}\s*=\s*[0-9_]+", line, text, flags=re.MULTILINE)
+        if not found:
+            text = re.sub(r"^\[limits\][^\n]*\n", lambda m, line=line: m.group(0) + line + "\n", text,
+                          count=1, flags=re.MULTILINE)
+    default.write_text(text)
+    limits = PolicyBook.load(destination).limits
+    if any(getattr(limits, key) != per_second for key in keys):
+        raise RuntimeError(f"{default}: [limits] not raised to {per_second}: {limits}")
+    return destination
+
+
 # --- the lethe process -------------------------------------------------------------------------
 def lethe_executable() -> str:
     beside = Path(sys.executable).parent / "lethe"  # .venv/bin/lethe when run by .venv/bin/python
@@ -147,14 +178,15 @@ class LetheProcess:
     Use as a context manager: the server (if started) is stopped and the directory removed on exit.
     """
 
-    def __init__(self, database_url: str, *, scheduler: bool = True, extra_env: dict[str, str] | None = None):
+    def __init__(self, database_url: str, *, scheduler: bool = True, extra_env: dict[str, str] | None = None,
+                 policy_dir: Path | None = None):
         self._tmp = tempfile.TemporaryDirectory(prefix="lethe-bench-")
         self.cwd = Path(self._tmp.name)
         env = {k: v for k, v in os.environ.items() if not k.startswith("LETHE_")}
         env.update({
             "LETHE_DATABASE_URL": database_url,
             "LETHE_CLICKHOUSE_URL": "chdb:///var/clickhouse",
-            "LETHE_POLICY_DIR": str(REPO / "policies"),
+            "LETHE_POLICY_DIR": str(policy_dir or REPO / "policies"),
             "LETHE_SECRET_KEY": "bench-" + "0" * 32,
             "LETHE_SCHEDULER": "on" if scheduler else "off",
             "PYTHONUNBUFFERED": "1",
@@ -165,6 +197,16 @@ class LetheProcess:
         self.exit_status: int | None = None  # the server's, once it has ended
         self.port = 0
         self.log_path = self.cwd / "serve.log"
+        self._serves = 0
+
+    @property
+    def policy_dir(self) -> Path:
+        return Path(self.env["LETHE_POLICY_DIR"])
+
+    def use_policies(self, directory: Path) -> None:
+        """LETHE_POLICY_DIR for the commands and servers started from now on (the server reads
+        its policies, `[limits]` included, once at start-up: stop() and serve() again)."""
+        self.env["LETHE_POLICY_DIR"] = str(directory)
 
     def __enter__(self) -> LetheProcess:
         return self
@@ -188,7 +230,11 @@ class LetheProcess:
 
     def serve(self, *, startup_timeout: float = 90) -> str:
         """Start `lethe serve` on a free loopback port; return its base URL once /healthz answers."""
+        if self.alive():
+            raise RuntimeError("lethe serve is already running; stop() it first")
+        self._serves += 1
         self.port = free_port()
+        self.log_path = self.cwd / ("serve.log" if self._serves == 1 else f"serve-{self._serves}.log")
         with self.log_path.open("wb") as log:
             self.server = subprocess.Popen(
                 [lethe_executable(), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
@@ -270,6 +316,11 @@ class PhaseResult:
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)  # seconds, one per answered request
     statuses: Counter[int] = field(default_factory=Counter)
+    latencies_by_status: dict[int, list[float]] = field(default_factory=dict)  # seconds
+    started_at: float = 0.0  # wall clock (time.time()) when the phase began sending, and when it ended
+    ended_at: float = 0.0
+    retry_after: Counter[str | None] = field(default_factory=Counter)  # 429 answers by Retry-After (None: absent)
+    first_body: dict[int, bytes] = field(default_factory=dict)  # the first body seen per non-2xx status
     transport_errors: int = 0
     timed_out: bool = False
     client_cpu: float = 0.0
@@ -290,12 +341,26 @@ class PhaseResult:
         """Non-2xx answers plus requests that got no answer (connection errors)."""
         return sum(n for code, n in self.statuses.items() if not 200 <= code < 300) + self.transport_errors
 
-    def percentile_ms(self, q: float) -> float:
-        if not self.latencies:
+    def percentile_ms(self, q: float, statuses: Iterable[int] | None = None) -> float:
+        """Nearest-rank percentile of the latencies (of the answers with these statuses only, if given)."""
+        if statuses is None:
+            latencies = self.latencies
+        else:
+            latencies = [v for code in statuses for v in self.latencies_by_status.get(code, [])]
+        if not latencies:
             return float("nan")
-        ordered = sorted(self.latencies)
+        ordered = sorted(latencies)
         index = min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))  # nearest rank
         return ordered[index] * 1000
+
+    def record(self, status: int, latency: float, retry_after: str | None, body: bytes) -> None:
+        self.latencies.append(latency)
+        self.statuses[status] += 1
+        self.latencies_by_status.setdefault(status, []).append(latency)
+        if status == 429:
+            self.retry_after[retry_after] += 1
+        if not 200 <= status < 300 and status not in self.first_body:
+            self.first_body[status] = body
 
     def summary(self) -> str:
         codes = ", ".join(f"{code}: {n}" for code, n in sorted(self.statuses.items()))
@@ -309,17 +374,19 @@ class PhaseResult:
             f"no answer: {self.transport_errors}{'; phase timed out' if self.timed_out else ''})",
         ]
         if self.seconds:
-            def share(cpu: float) -> str:
-                return f"{cpu / self.seconds:.0%}"
+            lines.append(self.cpu_line())
+        return "\n".join(lines)
 
-            database = 0.0 if math.isnan(self.database_cpu) else self.database_cpu
-            known = self.server_cpu + self.client_cpu + database
-            lines.append(
-                f"  CPU (of 1 core) server {share(self.server_cpu)}, PostgreSQL backends {share(self.database_cpu)}, "
+    def cpu_line(self) -> str:
+        def share(cpu: float) -> str:
+            return f"{cpu / self.seconds:.0%}" if self.seconds else "-"
+
+        database = 0.0 if math.isnan(self.database_cpu) else self.database_cpu
+        known = self.server_cpu + self.client_cpu + database
+        return (f"  CPU (of 1 core) server {share(self.server_cpu)}, PostgreSQL backends {share(self.database_cpu)}, "
                 f"load generator {share(self.client_cpu)}, rest of the machine "
                 f"{share(max(0.0, self.machine_cpu - known))} (machine busy {share(self.machine_cpu)} "
                 f"of {(os.cpu_count() or 1) * 100}%)")
-        return "\n".join(lines)
 
 
 class _RawConnection:
@@ -337,7 +404,8 @@ class _RawConnection:
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
 
-    async def send(self, head: bytes, body: bytes) -> int:
+    async def send(self, head: bytes, body: bytes) -> tuple[int, str | None, bytes]:
+        """(status, Retry-After or None, body; b"" for a chunked one)."""
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         reader, writer = self.reader, self.writer
@@ -349,12 +417,18 @@ class _RawConnection:
             raise ConnectionError("response headers too large") from exc
         status = int(header_block[9:12])
         lowered = header_block.lower()
+        retry_after = None
+        if status == 429 or status >= 500:
+            retry_at = lowered.find(b"\r\nretry-after:")
+            if retry_at >= 0:
+                retry_after = header_block[retry_at + 14:lowered.index(b"\r\n", retry_at + 2)].strip().decode()
+        answer = b""
         length_at = lowered.find(b"\r\ncontent-length:")
         if length_at >= 0:
             end = lowered.index(b"\r\n", length_at + 2)
             length = int(lowered[length_at + 17:end])
             if length:
-                await reader.readexactly(length)
+                answer = await reader.readexactly(length)
         elif b"\r\ntransfer-encoding: chunked" in lowered:
             while True:
                 size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0], 16)
@@ -362,11 +436,11 @@ class _RawConnection:
                 if size == 0:
                     break
         else:  # body delimited by the server closing the connection
-            await reader.read()
+            answer = await reader.read()
             await self.close()
         if b"\r\nconnection: close" in lowered:
             await self.close()
-        return status
+        return status, retry_after, answer
 
 
 def _raw_head(request: Request, host: str, body_length: int) -> bytes:
@@ -382,7 +456,7 @@ async def _phase(base_url: str, client: str, concurrency: int, seconds: float,
                  database: str | None) -> None:
     host_port = base_url.split("://", 1)[1]
     host, _, port = host_port.partition(":")
-    latencies, statuses = result.latencies, result.statuses
+    record = result.record
     perf = time.perf_counter
 
     if client == "raw":
@@ -395,14 +469,13 @@ async def _phase(base_url: str, client: str, concurrency: int, seconds: float,
                 head = _raw_head(request, host_port, len(request.body))
                 started = perf()
                 try:
-                    status = await conn.send(head, request.body)
+                    status, retry_after, answer = await conn.send(head, request.body)
                 except (OSError, asyncio.IncompleteReadError, ValueError):
                     result.transport_errors += 1
                     await conn.close()
                     await asyncio.sleep(0.01)  # do not spin if the server is gone
                     continue
-                latencies.append(perf() - started)
-                statuses[status] += 1
+                record(status, perf() - started, retry_after, answer)
 
         async def close_all() -> None:
             for conn in connections:
@@ -424,8 +497,8 @@ async def _phase(base_url: str, client: str, concurrency: int, seconds: float,
                     result.transport_errors += 1
                     await asyncio.sleep(0.01)
                     continue
-                latencies.append(perf() - started)
-                statuses[response.status_code] += 1
+                record(response.status_code, perf() - started, response.headers.get("retry-after"),
+                       response.content)
 
         async def close_all() -> None:
             await http.aclose()
@@ -434,6 +507,7 @@ async def _phase(base_url: str, client: str, concurrency: int, seconds: float,
     machine_cpu0 = machine_cpu_seconds()
     database_cpu0 = matching_cpu_seconds(database) if database else {}
     started = perf()
+    result.started_at = time.time()
     tasks = [asyncio.create_task(worker(i, started + seconds)) for i in range(concurrency)]
     try:
         # Bounded: a request in flight at the deadline may take up to 30 s more, then the phase ends.
@@ -449,6 +523,7 @@ async def _phase(base_url: str, client: str, concurrency: int, seconds: float,
                 raise failure
     finally:
         result.seconds = perf() - started
+        result.ended_at = time.time()
         result.client_cpu = cpu_seconds() - client_cpu0
         result.server_cpu = (cpu_seconds(server_pid) - server_cpu0) if server_pid else 0.0
         result.machine_cpu = machine_cpu_seconds() - machine_cpu0
