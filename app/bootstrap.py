@@ -13,6 +13,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
+from app.domain.audit import CHAIN_LABEL, CHECKPOINT_LABEL
+from app.domain.crypto import derive_key
 from app.ports import JobKicker, SqlErasureStep
 from app.services.accounts import AccountService
 from app.services.audit import AuditService
@@ -28,6 +30,7 @@ from app.services.offboarding import OffboardingService
 from app.services.policies import PolicyBook
 from app.services.retention import RetentionService
 from app.services.subjects import SubjectService
+from app.stores.checkpoints import CheckpointFile
 from app.stores.clickhouse.client import ClickHouse
 from app.stores.clickhouse.events import EventStore
 from app.stores.clickhouse.lifecycle import EventLifecycle
@@ -67,7 +70,13 @@ class Container:
         return self.clock()
 
     def uow(self) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self.session_factory, self.now)
+        return SqlUnitOfWork(self.session_factory, self.now, self.audit_keys[0])
+
+    @cached_property
+    def audit_keys(self) -> tuple[bytes, bytes]:
+        """(chain key, checkpoint key), both derived from LETHE_SECRET_KEY."""
+        secret = self.settings.secret_key
+        return derive_key(secret, CHAIN_LABEL), derive_key(secret, CHECKPOINT_LABEL)
 
     @cached_property
     def session_factory(self) -> sessionmaker[Session]:
@@ -158,7 +167,8 @@ class Container:
 
     @cached_property
     def audit(self) -> AuditService:
-        return AuditService(self.uow, self.settings.secret_key)
+        return AuditService(self.uow, self.settings.secret_key, self.audit_keys,
+                            CheckpointFile(self.settings.audit_checkpoints))
 
     def migrate(self, *, clickhouse: bool = True, outage_tolerated: bool = False) -> None:
         """Both stores' schemas. `outage_tolerated` (serve, worker): a ClickHouse server that

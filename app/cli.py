@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -19,6 +20,7 @@ from app.config import ConfigError, get_settings
 from app.domain.policy import PolicyError
 from app.logging import configure_logging
 from app.services.errors import NotFound, ServiceError
+from app.stores.checkpoints import read_checkpoints
 from app.stores.clickhouse.client import EmbeddedStoreBusy
 
 
@@ -181,11 +183,25 @@ def _span(delta: timedelta) -> str:
 
 def cmd_audit_verify(container: Container, args: argparse.Namespace) -> int:
     container.migrate(clickhouse=False)
-    result = container.audit.verify()
-    _print({"ok": result.ok, "entries": result.entries, "head": result.head, "first_bad_seq": result.first_bad_seq})
+    checkpoints = None
+    if args.checkpoint is not None:
+        try:
+            checkpoints = read_checkpoints(args.checkpoint)
+        except (OSError, ValueError) as exc:
+            print(f"lethe: cannot read the checkpoint file: {exc}", file=sys.stderr)
+            return 2
+    result = container.audit.verify(checkpoints)
+    _print({"ok": result.ok, "entries": result.entries, "head": result.head, "first_bad_seq": result.first_bad_seq,
+            "problem": result.problem})
     if not result.ok:
-        print(f"audit chain broken at seq {result.first_bad_seq}", file=sys.stderr)
+        print(f"audit chain broken at seq {result.first_bad_seq}: {result.problem}", file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_audit_checkpoint(container: Container, args: argparse.Namespace) -> int:
+    container.migrate(clickhouse=False)
+    _print(container.audit.checkpoint(container.now()))
     return 0
 
 
@@ -267,7 +283,11 @@ def parser() -> argparse.ArgumentParser:
     run.set_defaults(fn=cmd_jobs_run)
 
     audit = sub.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
-    audit.add_parser("verify", help="walk the hash chain").set_defaults(fn=cmd_audit_verify)
+    verify = audit.add_parser("verify", help="walk the hash chain and check the checkpoints")
+    verify.add_argument("--checkpoint", type=Path, help="a file of checkpoints kept outside (JSON or JSON lines)")
+    verify.set_defaults(fn=cmd_audit_verify)
+    audit.add_parser("checkpoint", help="print a signed head of the chain (also kept in var/)"
+                     ).set_defaults(fn=cmd_audit_checkpoint)
     export = audit.add_parser("export", help="write entries to stdout")
     export.add_argument("--project")
     export.add_argument("--since", type=_instant)

@@ -36,6 +36,8 @@ class Settings:
     scheduler: bool
     host: str = "127.0.0.1"
     port: int = 8000
+    # signed heads of the audit chain, kept outside the SQL store (CONTRACT: `lethe audit checkpoint`)
+    audit_checkpoints: Path = Path("var/audit-checkpoints.jsonl")
 
     @property
     def embedded_clickhouse(self) -> bool:
@@ -61,6 +63,7 @@ def load_settings(environ: dict[str, str] | None = None, cwd: Path | None = None
         scheduler=scheduler == "on",
         host=values["LETHE_HOST"].strip(),
         port=int(port),
+        audit_checkpoints=cwd / "var" / "audit-checkpoints.jsonl",
     )
 
 

@@ -45,6 +45,13 @@ def derive_kek(secret: bytes, version: int) -> bytes:
     return hkdf.derive(secret)
 
 
+def derive_key(secret: bytes, label: bytes) -> bytes:
+    """A key for one purpose (`label`), derived from LETHE_SECRET_KEY with HKDF-SHA256."""
+    if not secret:
+        raise ValueError("the secret key is empty")
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=label).derive(secret)
+
+
 def kek_check(kek: bytes) -> str:
     """HMAC-SHA256 of a fixed label under the KEK (hex): stored beside each version so that a
     wrong LETHE_SECRET_KEY is reported plainly instead of surfacing as undecryptable data."""

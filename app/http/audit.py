@@ -14,7 +14,7 @@ from litestar.response import Stream
 
 from app.http.auth import officer_only, scoped_projects
 from app.http.deps import ContainerDep
-from app.http.schemas import AuditPage, Cursor, Limit, VerifyOut, aware
+from app.http.schemas import AuditPage, CheckpointPage, Cursor, Limit, VerifyOut, aware
 from app.services.accounts import Principal
 
 
@@ -54,7 +54,13 @@ class AuditController(Controller):
     @get("/verify", sync_to_thread=True)
     def verify(self, container: ContainerDep) -> VerifyOut:
         result = container.audit.verify()
-        return VerifyOut(result.ok, result.entries, result.head, result.first_bad_seq)
+        return VerifyOut(result.ok, result.entries, result.head, result.first_bad_seq, result.problem)
+
+    @get("/checkpoints", sync_to_thread=True)
+    def checkpoints(self, container: ContainerDep, limit: Limit = 50, cursor: Cursor = None) -> CheckpointPage:
+        """The signed heads of the chain (newest first): keep them outside Lethe, then
+        `lethe audit verify --checkpoint FILE` proves the log was not truncated or rewritten."""
+        return msgspec.convert(container.audit.checkpoints(limit, cursor), CheckpointPage)
 
     @get("/export", sync_to_thread=True, operation_class=_ExportOperation)
     def export(

@@ -86,6 +86,19 @@ class VerifyOut(msgspec.Struct):
     entries: int
     head: str
     first_bad_seq: int | None
+    problem: str | None = None  # what is wrong, in a sentence
+
+
+class CheckpointOut(msgspec.Struct):
+    seq: int
+    hash: str
+    at: str
+    signature: str
+
+
+class CheckpointPage(msgspec.Struct):
+    items: list[CheckpointOut]
+    next_cursor: str | None
 
 
 class RejectedOut(msgspec.Struct):

@@ -53,3 +53,20 @@ def test_verify_and_export(client: TestClient[Any], container: Container, projec
 
 def test_partner_cannot_read_the_audit_log(client: TestClient[Any], project: dict[str, str]) -> None:
     assert client.get("/v1/audit", headers=bearer(project["api_key"])).status_code == 403
+
+
+def test_officers_read_the_signed_checkpoints_newest_first(client: TestClient[Any], container: Container,
+                                                            project: dict[str, str]) -> None:
+    officer = container.accounts.create_officer("olga", ["acme"])["token"]
+    first = container.audit.checkpoint(container.now())
+    container.accounts.create_project("beta")
+    second = container.audit.checkpoint(container.now())
+    page = client.get("/v1/audit/checkpoints", params={"limit": 1}, headers=bearer(officer)).json()
+    assert page["items"] == [second] and page["next_cursor"]
+    rest = client.get("/v1/audit/checkpoints", params={"limit": 1, "cursor": page["next_cursor"]},
+                      headers=bearer(officer)).json()
+    assert rest == {"items": [first], "next_cursor": None}
+    assert client.get("/v1/audit/checkpoints").status_code == 401
+    assert client.get("/v1/audit/checkpoints", headers=bearer(project["api_key"])).status_code == 403
+    verified = client.get("/v1/audit/verify", headers=bearer(officer)).json()
+    assert verified["ok"] is True and verified["problem"] is None

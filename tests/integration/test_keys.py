@@ -11,20 +11,22 @@ import pytest
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import sessionmaker
 
-from app.domain.crypto import Cipher, Undecryptable
+from app.domain.audit import CHAIN_LABEL
+from app.domain.crypto import Cipher, Undecryptable, derive_key
 from app.services import keys as keys_module
 from app.services.keys import KeyringError, KeyService
 from app.stores.sql.models import AuditEntry, KeyEncryptionKey
 from app.stores.sql.uow import SqlUnitOfWork
 from tests.conftest import SECRET, FakeClock
 
+CHAIN_KEY = derive_key(SECRET, CHAIN_LABEL)
 UowFactory = Callable[[], SqlUnitOfWork]
 
 
 @pytest.fixture
 def uow(engine: Engine, clock: FakeClock) -> UowFactory:
     factory = sessionmaker(engine, expire_on_commit=False)
-    return lambda: SqlUnitOfWork(factory, clock)
+    return lambda: SqlUnitOfWork(factory, clock, CHAIN_KEY)
 
 
 def service(uow: UowFactory, clock: FakeClock, secret: bytes = SECRET) -> KeyService:

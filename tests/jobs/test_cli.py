@@ -91,6 +91,27 @@ def test_tampered_audit_log_fails_verify(workdir: Path) -> None:
     assert json.loads(result.stdout)["first_bad_seq"] == 2
 
 
+def test_a_checkpoint_kept_outside_catches_a_truncated_log(workdir: Path) -> None:
+    import sqlite3
+
+    for name in ("acme", "beta", "gamma"):
+        lethe(workdir, "project", "create", name)
+    checkpoint = json.loads(lethe(workdir, "audit", "checkpoint").stdout)
+    assert checkpoint["seq"] == 3 and set(checkpoint) == {"seq", "hash", "at", "signature"}
+    kept = workdir / "kept-by-the-officer.json"
+    kept.write_text(json.dumps(checkpoint))
+    assert lethe(workdir, "audit", "verify", "--checkpoint", str(kept)).returncode == 0
+    with sqlite3.connect(workdir / "var" / "lethe.db") as db:  # drop the last entry, fix the head to match
+        db.execute("DELETE FROM audit_log WHERE seq = 3")
+        db.execute("UPDATE audit_head SET seq = 2, hash = (SELECT hash FROM audit_log WHERE seq = 2)")
+    (workdir / "var" / "audit-checkpoints.jsonl").unlink()  # the writer wiped the local copy too
+    assert lethe(workdir, "audit", "verify").returncode == 0  # consistent in itself...
+    caught = lethe(workdir, "audit", "verify", "--checkpoint", str(kept), check=False)
+    assert caught.returncode == 1 and "truncated" in caught.stderr  # ...but not with the checkpoint
+    missing = lethe(workdir, "audit", "verify", "--checkpoint", str(workdir / "nope.json"), check=False)
+    assert missing.returncode == 2 and "cannot read the checkpoint file" in missing.stderr
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

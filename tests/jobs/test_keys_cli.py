@@ -7,6 +7,8 @@ from pathlib import Path
 
 from sqlalchemy.orm import sessionmaker
 
+from app.domain.audit import CHAIN_LABEL
+from app.domain.crypto import derive_key
 from app.services.keys import KeyService
 from app.stores.sql.engine import make_engine
 from app.stores.sql.uow import SqlUnitOfWork
@@ -14,6 +16,7 @@ from tests.conftest import FakeClock
 from tests.jobs.test_cli import lethe
 
 SECRET = "cli-secret-xxxxxxxxxxxxxxxxxxxxxxxx"
+CHAIN_KEY = derive_key(SECRET.encode(), CHAIN_LABEL)
 
 
 def test_keys_rotate_rewraps_every_key_and_names_a_wrong_secret(tmp_path: Path) -> None:
@@ -23,8 +26,8 @@ def test_keys_rotate_rewraps_every_key_and_names_a_wrong_secret(tmp_path: Path) 
     engine = make_engine(f"sqlite:///{tmp_path / 'var' / 'lethe.db'}")
     factory = sessionmaker(engine, expire_on_commit=False)
     clock = FakeClock()
-    keys = KeyService(lambda: SqlUnitOfWork(factory, clock), clock, SECRET.encode())
-    with SqlUnitOfWork(factory, clock) as uow:
+    keys = KeyService(lambda: SqlUnitOfWork(factory, clock, CHAIN_KEY), clock, SECRET.encode())
+    with SqlUnitOfWork(factory, clock, CHAIN_KEY) as uow:
         tokens = {o: c.encrypt(f"value of {o}") for o, c in keys.ciphers(uow, ["a", "b", "c"], "analytics",
                                                                             create=True).items()}
         uow.commit()
@@ -32,8 +35,8 @@ def test_keys_rotate_rewraps_every_key_and_names_a_wrong_secret(tmp_path: Path) 
     rotated = lethe(tmp_path, "keys", "rotate", LETHE_SECRET_KEY=SECRET)
     assert json.loads(rotated.stdout) == {"kek_version": 3, "rewrapped": 3}
     assert "re-wrapped 3/3 data keys" in rotated.stderr
-    reader = KeyService(lambda: SqlUnitOfWork(factory, clock), clock, SECRET.encode())
-    with SqlUnitOfWork(factory, clock) as uow:
+    reader = KeyService(lambda: SqlUnitOfWork(factory, clock, CHAIN_KEY), clock, SECRET.encode())
+    with SqlUnitOfWork(factory, clock, CHAIN_KEY) as uow:
         found = reader.ciphers(uow, ["a", "b", "c"], "analytics", create=False)
         assert {o: found[o].decrypt(t) for o, t in tokens.items()} == {o: f"value of {o}" for o in "abc"}
         assert uow.keys.count_by_version() == {3: 3}

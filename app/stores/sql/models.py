@@ -210,6 +210,9 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
+    # the first seq hashed with the chain key; entries before it (written by older versions)
+    # keep plain SHA-256 hashes. Set once, by the migration that keyed the chain.
+    keyed_from: Mapped[int] = mapped_column(BigInteger, default=1, server_default="1")
 
 
 class JobRun(Base):

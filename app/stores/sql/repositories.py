@@ -349,13 +349,13 @@ class AuditLog:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def append(self, at: datetime, records: Sequence[AuditRecord]) -> None:
+    def append(self, at: datetime, records: Sequence[AuditRecord], key: bytes) -> None:
         """Chain `records` after the head; the head row lock serialises concurrent writers."""
         head = self.session.scalar(select(AuditHead).where(AuditHead.id == 1).with_for_update())
         if head is None:
-            head = AuditHead(id=1, seq=0, hash=GENESIS)
+            head = AuditHead(id=1, seq=0, hash=GENESIS, keyed_from=1)
             self.session.add(head)
-        entries = chain(head.seq, head.hash, at, records)
+        entries = chain(head.seq, head.hash, at, records, key)
         self.session.add_all(
             AuditEntry(seq=e.seq, at=e.at, actor=e.actor, action=e.action, project=e.project,
                        subject=e.subject, details=dict(e.details), prev_hash=e.prev_hash, hash=e.hash)
@@ -366,6 +366,13 @@ class AuditLog:
     def head(self) -> tuple[int, str]:
         head = self.session.get(AuditHead, 1)
         return (head.seq, head.hash) if head else (0, GENESIS)
+
+    def keyed_from(self) -> int:
+        head = self.session.get(AuditHead, 1)
+        return head.keyed_from if head else 1
+
+    def hash_at(self, seq: int) -> str | None:
+        return self.session.scalar(select(AuditEntry.hash).where(AuditEntry.seq == seq))
 
     def page(
         self,

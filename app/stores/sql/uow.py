@@ -66,9 +66,10 @@ class SqlUnitOfWork:
     only for the final insert and the commit itself.
     """
 
-    def __init__(self, session_factory: sessionmaker[Session], clock: Callable[[], datetime]) -> None:
+    def __init__(self, session_factory: sessionmaker[Session], clock: Callable[[], datetime], chain_key: bytes) -> None:
         self._factory = session_factory
         self._clock = clock
+        self._chain_key = chain_key  # keys the audit chain's hashes (derived from LETHE_SECRET_KEY)
         self._pending: list[AuditRecord] = []
 
     def now(self) -> datetime:
@@ -103,7 +104,7 @@ class SqlUnitOfWork:
 
     def commit(self) -> None:
         if self._pending:
-            self.audit_log.append(self._clock(), self._pending)
+            self.audit_log.append(self._clock(), self._pending, self._chain_key)
             self._pending = []
         self.session.commit()
 
