@@ -28,6 +28,7 @@ from app.services.offboarding import OffboardingService
 from app.services.policies import PolicyBook
 from app.services.retention import RetentionService
 from app.services.subjects import SubjectService
+from app.services.webhooks import WebhookAuthService
 from app.stores.clickhouse.client import ClickHouse
 from app.stores.clickhouse.events import EventStore
 from app.stores.clickhouse.lifecycle import EventLifecycle
@@ -88,7 +89,11 @@ class Container:
 
     @cached_property
     def accounts(self) -> AccountService:
-        return AccountService(self.uow, self.now)
+        return AccountService(self.uow, self.now, self.settings.secret_key)
+
+    @cached_property
+    def webhooks(self) -> WebhookAuthService:
+        return WebhookAuthService(self.uow, self.now, self.settings.secret_key)
 
     @cached_property
     def deletions(self) -> DeletionService:
