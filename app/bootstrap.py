@@ -89,7 +89,9 @@ class Container:
 
     @cached_property
     def accounts(self) -> AccountService:
-        return AccountService(self.uow, self.now, self.settings.secret_key)
+        accounts = AccountService(self.uow, self.now, self.settings.secret_key)
+        accounts.on_forget(lambda: self.webhooks.forget())  # an offboarding closes every way in at once
+        return accounts
 
     @cached_property
     def webhooks(self) -> WebhookAuthService:

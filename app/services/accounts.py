@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -61,6 +62,7 @@ class AccountService:
         self._uow = uow
         self._clock = clock
         self._secret = secret_key  # seals the projects' webhook signing secrets
+        self._also_forget: list[Callable[[], None]] = []
         self._cache: dict[str, tuple[float, Principal | None]] = {}
 
     def create_project(self, name: str, region: str = "eu", *, actor: str = "operator:cli") -> dict[str, str]:
@@ -153,8 +155,14 @@ class AccountService:
         return True, entry[1]
 
     def forget(self) -> None:
-        """Drop cached principals (after a key is revoked in this process)."""
+        """Drop cached principals (after a key is revoked in this process), and whatever other
+        credential caches were registered (the webhook signatures' and secret URLs')."""
         self._cache.clear()
+        for forget in self._also_forget:
+            forget()
+
+    def on_forget(self, forget: Callable[[], None]) -> None:
+        self._also_forget.append(forget)
 
     def _lookup(self, digest: str) -> Principal | None:
         with self._uow() as uow:
