@@ -104,6 +104,7 @@ def settings(tmp_path: Path, engine: Engine) -> Settings:
 @pytest.fixture
 def container(settings: Settings, engine: Engine, clock: FakeClock, clickhouse: ClickHouse) -> Container:
     clickhouse.command("TRUNCATE TABLE events")  # tests in one worker run one after another
+    clickhouse.command("TRUNCATE TABLE daily_metrics")  # else one test's aggregates show in the next one's range
     return Container(settings=settings, engine=engine, policies=PolicyBook.load(ROOT / "policies"),
                      clock=clock, clickhouse=clickhouse)
 
