@@ -30,6 +30,7 @@ from app.services.offboarding import OffboardingService
 from app.services.policies import PolicyBook
 from app.services.retention import RetentionService
 from app.services.subjects import SubjectService
+from app.services.webhooks import WebhookAuthService
 from app.stores.checkpoints import CheckpointFile
 from app.stores.clickhouse.client import ClickHouse
 from app.stores.clickhouse.events import EventStore
@@ -97,7 +98,13 @@ class Container:
 
     @cached_property
     def accounts(self) -> AccountService:
-        return AccountService(self.uow, self.now)
+        accounts = AccountService(self.uow, self.now, self.settings.secret_key)
+        accounts.on_forget(lambda: self.webhooks.forget())  # an offboarding closes every way in at once
+        return accounts
+
+    @cached_property
+    def webhooks(self) -> WebhookAuthService:
+        return WebhookAuthService(self.uow, self.now, self.settings.secret_key)
 
     @cached_property
     def deletions(self) -> DeletionService:

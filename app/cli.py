@@ -110,6 +110,26 @@ def cmd_project_create(container: Container, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_project_rotate_webhook_secret(container: Container, args: argparse.Namespace) -> int:
+    container.migrate(clickhouse=False)
+    _print(container.webhooks.rotate_signing_secret(args.name))
+    print("the previous webhook secret stays valid for 24 h", file=sys.stderr)
+    return 0
+
+
+def cmd_project_rotate_webhook_url(container: Container, args: argparse.Namespace) -> int:
+    container.migrate(clickhouse=False)
+    _print(container.webhooks.rotate_url(args.name))
+    print("the previous webhook URL keeps working for 24 h", file=sys.stderr)
+    return 0
+
+
+def cmd_project_webhook_auth(container: Container, args: argparse.Namespace) -> int:
+    container.migrate(clickhouse=False)
+    _print(container.webhooks.set_methods(args.name, args.allow))
+    return 0
+
+
 def cmd_project_offboard(container: Container, args: argparse.Namespace) -> int:
     container.migrate(clickhouse=False)
     _print(container.offboarding.offboard(args.name))
@@ -259,6 +279,20 @@ def parser() -> argparse.ArgumentParser:
     offboard = project.add_parser("offboard", help="end a partnership: revoke keys, delete its data")
     offboard.add_argument("name")
     offboard.set_defaults(fn=cmd_project_offboard)
+
+    rotate = project.add_parser("rotate-webhook-secret", help="a new Standard Webhooks signing secret (shown once); "
+                                "the old one stays valid for 24 h")
+    rotate.add_argument("name")
+    rotate.set_defaults(fn=cmd_project_rotate_webhook_secret)
+    rotate_url = project.add_parser("rotate-webhook-url", help="a new secret webhook URL (shown once); "
+                                    "the old one keeps working for 24 h")
+    rotate_url.add_argument("name")
+    rotate_url.set_defaults(fn=cmd_project_rotate_webhook_url)
+    hook_auth = project.add_parser("webhook-auth", help="which webhook auth methods the project accepts")
+    hook_auth.add_argument("name")
+    hook_auth.add_argument("--allow", required=True, metavar="METHODS",
+                           help="comma-separated subset of signed,bearer,url (new projects: all three)")
+    hook_auth.set_defaults(fn=cmd_project_webhook_auth)
 
     policy = sub.add_parser("policy", help="lifecycle policies").add_subparsers(dest="action", required=True)
     policy.add_parser("check", help="validate policies/ and print a summary").set_defaults(fn=cmd_policy_check)

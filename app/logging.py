@@ -20,6 +20,7 @@ PERSONAL_KEYS = frozenset({
     "text", "content", "ip", "email", "reason", "url", "avatar_url", "source_url", "user_agent",
     "platformUserAgent", "body", "payload", "value", "headers", "query", "path_params", "token",
     "api_key", "webhook_token", "authorization", "cookies", "path",
+    "webhook_secret", "webhook_url_path", "secret", "webhook-signature",
 })
 REDACTED = "[redacted]"
 

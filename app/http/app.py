@@ -17,7 +17,7 @@ from app.http.audit import AuditController
 from app.http.auth import auth_middleware
 from app.http.deletion_requests import DeletionRequestController
 from app.http.errors import HANDLERS, QUIET_ERRORS
-from app.http.events import EventsController
+from app.http.events import EventsController, HooksController
 from app.http.holds import HoldController
 from app.http.inputs import RefuseUnstorableInput
 from app.http.limits import rate_limits
@@ -56,11 +56,11 @@ def create_app(container: Container) -> Litestar:
     ))
     return Litestar(
         route_handlers=[healthz, readyz, Metrics, DeletionRequestController, AuditController,
-                        EventsController, MessagesController, SubjectsController, HoldController, OfficerController,
-                        MetricsController],
+                        EventsController, HooksController, MessagesController, SubjectsController, HoldController,
+                        OfficerController, MetricsController],
         dependencies={"container": Provide(lambda: container, use_cache=True, sync_to_thread=False)},
-        middleware=[prometheus.middleware, RefuseUnstorableInput, auth_middleware(container.accounts),
-                    *rate_limits(container.policies.limits)],
+        middleware=[prometheus.middleware, RefuseUnstorableInput,
+                    auth_middleware(container.accounts, container.webhooks), *rate_limits(container.policies.limits)],
         exception_handlers=HANDLERS,
         plugins=[logging],
         openapi_config=OpenAPIConfig(title="Lethe", version="0.1.0",

@@ -2,6 +2,11 @@
 
 A partner api_key acts on its own project, a webhook_token may only post events, an officer
 token reads and places holds on its projects. Anything else: 401.
+
+The events webhook has two more ways in (CONTRACT "Events webhook"): the project's secret URL
+`/v1/hooks/{secret}`, authenticated here from the path, and a Standard Webhooks signature on
+`POST /v1/events`, which covers the body and so is verified by the handler (`webhook_sender`);
+this middleware only lets such a request through without an Authorization header.
 """
 
 from __future__ import annotations
@@ -15,25 +20,70 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 from litestar.middleware.base import DefineMiddleware
 
+from app.domain.webhooks import BEARER, HOOKS_PATH
 from app.services.accounts import AccountService, Principal, Role
-from app.services.errors import NotFound
+from app.services.errors import NotFound, Unauthenticated
+from app.services.webhooks import HookProject, WebhookAuthService
 
 PUBLIC_PATHS = ["^/healthz$", "^/readyz$", "^/metrics", "^/schema"]
 
 
+EVENTS_PATHS = frozenset({"/v1/events", "/v1/events/"})
+SIGNED = "signed"  # AuthenticationResult.auth of a request whose signature the handler verifies
+MISSING_EVENTS_AUTH = ("missing credentials: send Authorization: Bearer <webhook_token>, or sign the delivery "
+                       "(webhook-id, webhook-timestamp, webhook-signature), or post to the project's secret URL")
+
+
 class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
-    def __init__(self, app: Any, accounts: AccountService, **kwargs: Any) -> None:
+    def __init__(self, app: Any, accounts: AccountService, webhooks: WebhookAuthService, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self.accounts = accounts
+        self.webhooks = webhooks
 
     async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
-        scheme, _, token = connection.headers.get("authorization", "").partition(" ")
+        path: str = connection.scope["path"]
+        if path.startswith(HOOKS_PATH):
+            return await self._secret_url(path[len(HOOKS_PATH):].strip("/"))
+        header = connection.headers.get("authorization")
+        if path in EVENTS_PATHS and header is None:
+            if connection.scope.get("method") == "POST" and "webhook-signature" in connection.headers:
+                return AuthenticationResult(user=None, auth=SIGNED)  # verified with the body by the handler
+            raise NotAuthorizedException(MISSING_EVENTS_AUTH)
+        scheme, _, token = (header or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise NotAuthorizedException("missing bearer token (Authorization: Bearer <token>)")
         principal = await _authenticate(self.accounts, token.strip())
         if principal is None:
             raise NotAuthorizedException("invalid or revoked token")
         return AuthenticationResult(user=principal, auth=token)
+
+    async def _secret_url(self, secret: str) -> AuthenticationResult:
+        """The project's secret URL stands for a webhook token; the secret is never echoed."""
+        hit, project = self.webhooks.cached_url(secret)
+        if not hit:
+            project = await to_thread.run_sync(self.webhooks.by_url, secret)
+        if project is None:
+            raise NotAuthorizedException("unknown or expired webhook URL (lethe project rotate-webhook-url "
+                                         "gives a project a new one)")
+        return AuthenticationResult(user=Principal(Role.WEBHOOK, project.name, {project.project_id: project.name}),
+                                    auth=project)
+
+
+async def webhook_sender(connection: ASGIConnection[Any, Any, Any, Any], webhooks: WebhookAuthService,
+                         body: bytes) -> tuple[HookProject, str | None]:
+    """Who posts events to /v1/events and by which method the project must accept: a bearer
+    webhook_token, or a Standard Webhooks signature over `body` (then also its webhook-id)."""
+    if connection.auth == SIGNED:
+        return await to_thread.run_sync(webhooks.verify_signed, connection.headers, body)
+    _allow(connection, Role.WEBHOOK)
+    principal: Principal = connection.user
+    hit, project = webhooks.cached("id", principal.project_id)
+    if not hit:
+        project = await to_thread.run_sync(webhooks.find, "id", principal.project_id)
+    if project is None:
+        raise Unauthenticated("invalid or revoked token")
+    project.require(BEARER)
+    return project, None
 
 
 async def _authenticate(accounts: AccountService, token: str) -> Principal | None:
@@ -43,8 +93,8 @@ async def _authenticate(accounts: AccountService, token: str) -> Principal | Non
     return await to_thread.run_sync(accounts.authenticate, token)
 
 
-def auth_middleware(accounts: AccountService) -> DefineMiddleware:
-    return DefineMiddleware(BearerAuthMiddleware, accounts=accounts, exclude=PUBLIC_PATHS)
+def auth_middleware(accounts: AccountService, webhooks: WebhookAuthService) -> DefineMiddleware:
+    return DefineMiddleware(BearerAuthMiddleware, accounts=accounts, webhooks=webhooks, exclude=PUBLIC_PATHS)
 
 
 def _require(role: Role) -> Any:

@@ -7,24 +7,27 @@ from typing import Any
 import msgspec
 from litestar import Controller, Request, Response, get, post
 
-from app.http.auth import partner_only, webhook_only
+from app.domain.webhooks import URL
+from app.http.auth import partner_only, webhook_sender
 from app.http.deps import ContainerDep
 from app.http.schemas import Cursor, Limit, RejectedPage
 from app.services.accounts import Principal
+from app.services.webhooks import HookProject
 
 
 class EventsController(Controller):
     path = "/v1/events"
     tags = ["events"]
 
-    @post("/", guards=[webhook_only], status_code=202)
+    @post("/", status_code=202)
     async def ingest(self, request: Request[Principal, Any, Any], container: ContainerDep) -> Response[Any]:
-        """One envelope or a JSON array of up to 1,000. 202 `{"accepted", "rejected"}` once stored;
-        what fails validation is kept (dead letter) and reported by index; 400 if nothing was accepted."""
+        """One envelope or a JSON array of up to 1,000. 202 `{"accepted", "duplicates", "rejected"}` once
+        stored; what fails validation is kept (dead letter) and reported by index; 400 if nothing was
+        accepted. Authenticated by the webhook_token (bearer) or a Standard Webhooks signature
+        (webhook-id, webhook-timestamp, webhook-signature; a repeated webhook-id is a duplicate)."""
         body = await request.body()
-        principal = request.user
-        result = await container.ingest.ingest_async(principal.project_id, principal.projects[principal.project_id],
-                                                     body)
+        project, delivery_id = await webhook_sender(request, container.webhooks, body)
+        result = await container.ingest.ingest_async(project.project_id, project.name, body, delivery_id=delivery_id)
         return Response(result.as_dict(), status_code=result.status_code)
 
     @get("/rejected", guards=[partner_only], sync_to_thread=True)
@@ -32,3 +35,18 @@ class EventsController(Controller):
                  cursor: Cursor = None) -> RejectedPage:
         """Dead-letter entries (newest first) with the reason each was rejected."""
         return msgspec.convert(container.dead_letters.page(request.user.project_id, limit, cursor), RejectedPage)
+
+
+class HooksController(Controller):
+    path = "/v1/hooks"
+    tags = ["events"]
+
+    @post("/{secret:str}", status_code=202)
+    async def ingest(self, request: Request[Principal, HookProject, Any], container: ContainerDep) -> Response[Any]:
+        """The project's secret URL (`webhook_url_path`): the same bodies and answers as `POST /v1/events`,
+        for senders that cannot set headers. The path is the credential: keep it secret."""
+        project = request.auth  # the middleware found it by the path's secret (never logged or echoed)
+        project.require(URL)
+        body = await request.body()
+        result = await container.ingest.ingest_async(project.project_id, project.name, body)
+        return Response(result.as_dict(), status_code=result.status_code)

@@ -5,16 +5,18 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
+from app.domain import webhooks
 from app.domain.audit import AuditRecord
 from app.ports import Clock, UnitOfWorkFactory
 from app.services.errors import AlreadyExists, InvalidInput, NotFound
-from app.stores.sql.models import Officer, Project
+from app.stores.sql.models import Officer, Project, new_id
 
 
 class Role(StrEnum):
@@ -56,27 +58,33 @@ AUTH_CACHE_SIZE = 10_000
 
 
 class AccountService:
-    def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock, secret_key: bytes) -> None:
         self._uow = uow
         self._clock = clock
+        self._secret = secret_key  # seals the projects' webhook signing secrets
+        self._also_forget: list[Callable[[], None]] = []
         self._cache: dict[str, tuple[float, Principal | None]] = {}
 
     def create_project(self, name: str, region: str = "eu", *, actor: str = "operator:cli") -> dict[str, str]:
         if not name or len(name) > 100:
             raise InvalidInput("project name must be 1-100 characters")
         api_key, webhook_token = _new_token("lth_key"), _new_token("lth_hook")
+        webhook_secret, url_secret, project_id = webhooks.new_signing_secret(), webhooks.new_url_secret(), new_id()
         with self._uow() as uow:
             if uow.projects.by_name(name):
                 raise AlreadyExists(f"project {name!r} already exists")
-            uow.projects.add(Project(name=name, region=region, api_key_hash=hash_token(api_key),
+            uow.projects.add(Project(id=project_id, name=name, region=region, api_key_hash=hash_token(api_key),
                                      webhook_token_hash=hash_token(webhook_token),
+                                     webhook_secret=webhooks.seal_secret(self._secret, project_id, webhook_secret),
+                                     webhook_url_hash=webhooks.hash_secret(url_secret),
                                      created_at=self._clock()))
             uow.audit(AuditRecord(actor, "project.created", name, None, {"region": region}))
             try:
                 uow.commit()
             except IntegrityError as exc:
                 raise AlreadyExists(f"project {name!r} already exists") from exc
-        return {"project": name, "api_key": api_key, "webhook_token": webhook_token}
+        return {"project": name, "api_key": api_key, "webhook_token": webhook_token,
+                "webhook_secret": webhook_secret, "webhook_url_path": webhooks.url_path(url_secret)}
 
     def create_officer(self, name: str, project_names: list[str], *, actor: str = "operator:cli") -> dict[str, str]:
         if not project_names:
@@ -147,8 +155,14 @@ class AccountService:
         return True, entry[1]
 
     def forget(self) -> None:
-        """Drop cached principals (after a key is revoked in this process)."""
+        """Drop cached principals (after a key is revoked in this process), and whatever other
+        credential caches were registered (the webhook signatures' and secret URLs')."""
         self._cache.clear()
+        for forget in self._also_forget:
+            forget()
+
+    def on_forget(self, forget: Callable[[], None]) -> None:
+        self._also_forget.append(forget)
 
     def _lookup(self, digest: str) -> Principal | None:
         with self._uow() as uow:

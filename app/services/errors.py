@@ -30,3 +30,15 @@ class Unavailable(ServiceError):
 
     status_code = 503
     retry_after = 5
+
+
+class Unauthenticated(ServiceError):
+    """No valid credential (a webhook signature or secret URL that does not verify)."""
+
+    status_code = 401
+
+
+class Forbidden(ServiceError):
+    """A valid credential that may not do this (e.g. a webhook auth method the project refuses)."""
+
+    status_code = 403

@@ -37,6 +37,7 @@ from app.domain.events import (
     time_problem,
 )
 from app.domain.requests import Mode, Source
+from app.domain.webhooks import delivery_receipt
 from app.ports import Clock, UnitOfWorkFactory
 from app.services.batching import GroupCommitter
 from app.services.dead_letters import DeadLetterService
@@ -87,6 +88,7 @@ class _Batch:
     dead: list[tuple[int | None, str, str]] = field(default_factory=list)  # (index, reason, raw body)
     result: IngestResult = field(default_factory=IngestResult)
     opened: bool = False
+    delivery_id: str | None = None  # a signed delivery's webhook-id: a repeated one is a duplicate
 
 
 class IngestService:
@@ -108,10 +110,12 @@ class IngestService:
         """Validate here (the caller's thread), then wait for the group commit that stores it."""
         return self._finish(self._batcher.submit(self.prepare(project_id, project, body)))
 
-    async def ingest_async(self, project_id: str, project: str, body: bytes) -> IngestResult:
+    async def ingest_async(self, project_id: str, project: str, body: bytes,
+                           delivery_id: str | None = None) -> IngestResult:
         """`ingest` for the event loop: parsing runs on a worker thread (a body may hold 1,000
         events), the wait for the commit holds no thread."""
         batch = await to_thread.run_sync(self.prepare, project_id, project, body)
+        batch.delivery_id = delivery_id
         return self._finish(await asyncio.wrap_future(self._batcher.enqueue(batch)))
 
     def prepare(self, project_id: str, project: str, body: bytes) -> _Batch:
@@ -196,7 +200,8 @@ class IngestService:
             batch.opened |= single.opened
         batch.result.rejected.sort(key=lambda r: int(r["index"]))
         try:
-            retry_transient(lambda: self._write([_Batch(batch.project_id, batch.received, dead=dead)]))
+            retry_transient(lambda: self._write([_Batch(batch.project_id, batch.received, dead=dead,
+                                                        delivery_id=batch.delivery_id)]))
         except Exception as exc:
             log.warning("events.dead_letter_failed", error=type(exc).__name__)
             return Unavailable(UNAVAILABLE)
@@ -208,6 +213,10 @@ class IngestService:
             for batch in batches:
                 project = uow.projects.by_id(batch.project_id)
                 assert project is not None
+                if batch.delivery_id is not None and not uow.receipts.claim(
+                        project.id, [delivery_receipt(batch.delivery_id)], batch.received):
+                    batch.result.duplicates, batch.opened = len(batch.events), False  # seen: no second effect
+                    continue
                 for index, reason, body in batch.dead:
                     self._dead_letters.add(uow, project.id, batch.received, reason, body, index)
                 fresh = uow.receipts.claim(project.id, [e.dedup_key for e in batch.events], batch.received)

@@ -38,7 +38,7 @@ def lethe(cwd: Path, *args: str, check: bool = True, **extra: str) -> subprocess
 
 def test_operator_flow_on_the_embedded_default(workdir: Path) -> None:
     created = json.loads(lethe(workdir, "project", "create", "acme").stdout)
-    assert set(created) == {"project", "api_key", "webhook_token"}
+    assert set(created) == {"project", "api_key", "webhook_token", "webhook_secret", "webhook_url_path"}
     assert (workdir / "var" / "lethe.db").exists()
     assert (workdir / "var" / "secret.key").stat().st_mode & 0o777 == 0o600
     duplicate = lethe(workdir, "project", "create", "acme", check=False)
@@ -254,3 +254,27 @@ def test_projects_and_officers_are_listed_and_an_officer_revoked(workdir: Path) 
     assert unknown.returncode == 1 and "officer 'nobody' not found" in unknown.stderr
     exported = lethe(workdir, "audit", "export").stdout
     assert [json.loads(line)["action"] for line in exported.splitlines()].count("officer.revoked") == 2
+
+
+def test_webhook_secrets_are_rotated_and_auth_methods_chosen(workdir: Path) -> None:
+    created = json.loads(lethe(workdir, "project", "create", "acme").stdout)
+    assert created["webhook_secret"].startswith("whsec_") and created["webhook_url_path"].startswith("/v1/hooks/")
+    rotated = lethe(workdir, "project", "rotate-webhook-secret", "acme")
+    secret = json.loads(rotated.stdout)
+    assert secret["project"] == "acme" and secret["webhook_secret"].startswith("whsec_")
+    assert secret["webhook_secret"] != created["webhook_secret"] and "valid for 24 h" in rotated.stderr
+    url = json.loads(lethe(workdir, "project", "rotate-webhook-url", "acme").stdout)
+    assert url["webhook_url_path"].startswith("/v1/hooks/") and url["previous_valid_until"]
+    chosen = json.loads(lethe(workdir, "project", "webhook-auth", "acme", "--allow", "signed,url").stdout)
+    assert chosen == {"project": "acme", "webhook_auth": ["signed", "url"]}
+    bad = lethe(workdir, "project", "webhook-auth", "acme", "--allow", "basic", check=False)
+    assert bad.returncode == 1 and "unknown webhook auth method basic" in bad.stderr
+    missing = lethe(workdir, "project", "rotate-webhook-secret", "nope", check=False)
+    assert missing.returncode == 1 and "project 'nope' not found" in missing.stderr
+    stored = (workdir / "var" / "lethe.db").read_bytes()  # sealed or hashed, never in plaintext
+    shown = [created["webhook_secret"].removeprefix("whsec_"), secret["webhook_secret"].removeprefix("whsec_"),
+             created["webhook_url_path"].removeprefix("/v1/hooks/"), url["webhook_url_path"].removeprefix("/v1/hooks/")]
+    assert not [s for s in shown if s.encode() in stored]
+    actions = [json.loads(line)["action"] for line in lethe(workdir, "audit", "export").stdout.splitlines()]
+    assert actions == ["project.created", "project.webhook_secret_rotated", "project.webhook_url_rotated",
+                       "project.webhook_auth_set"]

@@ -25,6 +25,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from app.domain.requests import OPEN_STATUSES
+from app.domain.webhooks import DEFAULT_METHODS
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -71,6 +72,18 @@ class Project(Base):
     webhook_token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime]
     ended_at: Mapped[datetime | None]
+    # Webhook auth (CONTRACT "Events webhook"). The Standard Webhooks signing secret is sealed
+    # (domain.webhooks.seal_secret), never stored in plaintext; after a rotation the previous one
+    # verifies until `..._previous_until`. The secret URL's secret is stored hashed, likewise.
+    webhook_secret: Mapped[str | None] = mapped_column(Text)
+    webhook_secret_previous: Mapped[str | None] = mapped_column(Text)
+    webhook_secret_previous_until: Mapped[datetime | None]
+    webhook_url_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    webhook_url_previous_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    webhook_url_previous_until: Mapped[datetime | None]
+    # which of signed, bearer, url the project accepts (comma-separated)
+    webhook_auth: Mapped[str] = mapped_column(String(40), default=DEFAULT_METHODS,
+                                              server_default=DEFAULT_METHODS)
 
 
 class Officer(Base):

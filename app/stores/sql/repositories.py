@@ -83,6 +83,11 @@ class Projects:
     def by_webhook_token(self, token_hash: str) -> Project | None:
         return self.session.scalar(select(Project).where(Project.webhook_token_hash == token_hash))
 
+    def by_webhook_url(self, secret_hash: str) -> Project | None:
+        """The project whose current or previous secret-URL secret has this hash."""
+        return self.session.scalar(select(Project).where(
+            (Project.webhook_url_hash == secret_hash) | (Project.webhook_url_previous_hash == secret_hash)))
+
     def add_officer(self, officer: Officer, projects: Sequence[Project]) -> None:
         self.session.add(officer)
         self.session.flush()
