@@ -30,6 +30,7 @@ from app.services.offboarding import OffboardingService
 from app.services.policies import PolicyBook
 from app.services.retention import RetentionService
 from app.services.subjects import SubjectService
+from app.services.suppressions import SuppressionService
 from app.services.webhooks import WebhookAuthService
 from app.stores.checkpoints import CheckpointFile
 from app.stores.clickhouse.client import ClickHouse
@@ -114,7 +115,11 @@ class Container:
     @cached_property
     def sql_steps(self) -> list[SqlErasureStep]:
         """Every SQL table's part of an erasure, in order (the erasure jobs' and tests')."""
-        return sql_steps(self.keys, self.dead_letters)
+        return sql_steps(self.keys, self.dead_letters, self.suppressions)
+
+    @cached_property
+    def suppressions(self) -> SuppressionService:
+        return SuppressionService(self.uow, self.policies, self.settings.secret_key)
 
     @cached_property
     def erasure(self) -> ErasureService:
@@ -166,7 +171,7 @@ class Container:
     @cached_property
     def ingest(self) -> IngestService:
         return IngestService(self.uow, self.now, self.policies, self.events, self.deletions, self.keys,
-                             self.dead_letters, self.settings.secret_key)
+                             self.dead_letters, self.settings.secret_key, self.suppressions)
 
     @cached_property
     def keys(self) -> KeyService:

@@ -21,6 +21,7 @@ class ErasureBatch:
     project_of: Mapping[str, str]  # subject_id -> project_id
     user_of: Mapping[str, str]  # subject_id -> platform user id (read before the link goes)
     immediate: frozenset[str] = field(default_factory=frozenset)  # subjects erased in immediate mode
+    asked: frozenset[str] = field(default_factory=frozenset)  # subjects whose erasure the user or partner asked for
 
     @property
     def subject_ids(self) -> list[str]:
@@ -67,6 +68,12 @@ class DeadLetterFinder(Protocol):
     """Finds dead letters naming users, opening their sealed bodies (app.services.dead_letters)."""
 
     def mentioning(self, uow: SqlUnitOfWork, project_id: str, needles: Sequence[str]) -> dict[str, list[str]]: ...
+
+
+class Suppressor(Protocol):
+    """Lists purged users so their late events are dropped (app.services.suppressions)."""
+
+    def suppress_purged(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]: ...
 
 
 class JobKicker(Protocol):

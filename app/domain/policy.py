@@ -19,6 +19,7 @@ class Policy:
     dead_letter_retention_days: int = 30
     store_ip: bool = False
     hold_release_delay_hours: int = 0
+    suppress_after_erasure_days: int = 30  # a purged user's late events are dropped this long (0: off)
 
 
 _LIFECYCLE_KEYS = {f.name: f.type for f in fields(Policy)}

@@ -25,6 +25,7 @@ from app.http.messages import MessagesController, SubjectsController
 from app.http.metrics import MetricsController
 from app.http.officer import OfficerController
 from app.http.ops import healthz, readyz
+from app.http.suppressions import SuppressionsController
 from app.logging import processors
 from app.observability import REQUEST_CENSUS
 
@@ -57,7 +58,7 @@ def create_app(container: Container) -> Litestar:
     return Litestar(
         route_handlers=[healthz, readyz, Metrics, DeletionRequestController, AuditController,
                         EventsController, HooksController, MessagesController, SubjectsController, HoldController,
-                        OfficerController, MetricsController],
+                        OfficerController, MetricsController, SuppressionsController],
         dependencies={"container": Provide(lambda: container, use_cache=True, sync_to_thread=False)},
         middleware=[prometheus.middleware, RefuseUnstorableInput,
                     auth_middleware(container.accounts, container.webhooks), *rate_limits(container.policies.limits)],

@@ -28,7 +28,7 @@ import structlog
 from app.domain import requests as lifecycle
 from app.domain.audit import AuditRecord, subject_hash
 from app.domain.holds import Data
-from app.domain.requests import Mode, Status, Step, TransitionRefused
+from app.domain.requests import Mode, Source, Status, Step, TransitionRefused
 from app.ports import Clock, ErasureBatch, ExternalErasureStep, SqlErasureStep, UnitOfWorkFactory
 from app.services.deletion import apply_state, state_of
 from app.services.holds import HoldService
@@ -195,6 +195,8 @@ class ErasureService:
             project_of={row.subject_id: row.project_id for row in rows},
             user_of={s.id: s.user_id for s in subjects if s.user_id is not None},
             immediate=frozenset(row.subject_id for row in rows if row.mode == Mode.IMMEDIATE.value),
+            asked=frozenset(row.subject_id for row in rows
+                            if row.source in (Source.PARTNER_API.value, Source.USER.value)),
         )
 
     def _process(self, step: Step, now: datetime, ids: list[str], batch: ErasureBatch,
@@ -319,4 +321,4 @@ class ErasureService:
 def _only(batch: ErasureBatch, subject_ids: frozenset[str]) -> ErasureBatch:
     return ErasureBatch({k: v for k, v in batch.project_of.items() if k in subject_ids},
                         {k: v for k, v in batch.user_of.items() if k in subject_ids},
-                        batch.immediate & subject_ids)
+                        batch.immediate & subject_ids, batch.asked & subject_ids)

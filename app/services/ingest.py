@@ -45,6 +45,7 @@ from app.services.deletion import DeletionService
 from app.services.errors import Conflict, Unavailable
 from app.services.keys import ANALYTICS, GRACE, KeyService, day_key_owner, unsealed
 from app.services.policies import PolicyBook
+from app.services.suppressions import SuppressionService
 from app.stores.clickhouse.events import EventRow, EventStore
 from app.stores.sql.models import Profile, Project, Subject
 from app.stores.sql.uow import SqlUnitOfWork, retry_transient
@@ -67,13 +68,15 @@ class IngestResult:
     accepted: int = 0
     duplicates: int = 0
     rejected: list[dict[str, Any]] = field(default_factory=list)
+    suppressed: int = 0  # events of users erased moments ago: dropped, never stored
 
     @property
     def status_code(self) -> int:
         return 400 if self.rejected and not self.accepted else 202
 
     def as_dict(self) -> dict[str, Any]:
-        return {"accepted": self.accepted, "duplicates": self.duplicates, "rejected": self.rejected}
+        return {"accepted": self.accepted, "duplicates": self.duplicates, "rejected": self.rejected,
+                "suppressed": self.suppressed}
 
 
 @dataclass
@@ -94,7 +97,8 @@ class _Batch:
 class IngestService:
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock, policies: PolicyBook, events: EventStore,
                  deletions: DeletionService, keys: KeyService, dead_letters: DeadLetterService,
-                 secret_key: bytes) -> None:
+                 secret_key: bytes, suppressions: SuppressionService) -> None:
+        self._suppressions = suppressions
         self._keys = keys
         self._secret = secret_key
         self._dead_letters = dead_letters
@@ -197,6 +201,7 @@ class IngestService:
                 dead.append((index, detail, _dump({"event": event.event, "value": event.raw_value})))
                 continue
             batch.result.duplicates += single.result.duplicates
+            batch.result.suppressed += single.result.suppressed
             batch.opened |= single.opened
         batch.result.rejected.sort(key=lambda r: int(r["index"]))
         try:
@@ -222,6 +227,7 @@ class IngestService:
                 fresh = uow.receipts.claim(project.id, [e.dedup_key for e in batch.events], batch.received)
                 new = [e for e in _first_of_each(batch.events) if e.dedup_key in fresh]
                 batch.result.duplicates = len(batch.events) - len(new)
+                new, batch.result.suppressed = self._suppressions.split(uow, project, new)
                 batch.opened = self._store(uow, project, new, batch.received, rows)
             if rows:
                 # the same rows retried get the same token; another project's identical

@@ -28,6 +28,7 @@ from app.stores.sql.models import (
     Profile,
     Project,
     Subject,
+    Suppression,
 )
 from app.stores.sql.uow import SqlUnitOfWork
 
@@ -115,6 +116,7 @@ class OffboardingService:
             "sql.dead_letters": self._dead_letters.expire(uow, project_id),
             "sql.event_receipts": gone(delete(EventReceipt).where(EventReceipt.project_id == project_id)),
             "sql.idempotency_keys": gone(delete(IdempotencyKey).where(IdempotencyKey.project_id == project_id)),
+            "sql.suppressions": gone(delete(Suppression).where(Suppression.project_id == project_id)),
         }
         session.execute(update(DeletionRequest).where(DeletionRequest.subject_id.in_(free_subjects))
                         .values(reason=None))

@@ -78,6 +78,12 @@ class RetentionService:
             for key, value in counts.items():
                 summary.stores[key] = summary.stores.get(key, 0) + value
             summary.processed += sum(counts.values())
+        # 4. suppressions whose time is up (keyed hashes only: nothing personal, no audit needed)
+        with self._uow() as uow:
+            expired_suppressions = uow.suppressions.expire(now)
+            uow.commit()
+        if expired_suppressions:
+            summary.stores["sql.suppressions"] = expired_suppressions
         if summary.stores.get("sql.retention_requests"):
             self._deletions.kick_anonymise()
         return summary

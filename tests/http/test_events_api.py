@@ -86,7 +86,7 @@ def test_every_reference_example_is_accepted(client: TestClient[Any], keys: dict
     batch = [SESSION_STARTED, *BACKEND, *ADMIN]
     response = post(client, keys, batch)
     assert response.status_code == 202, response.text
-    assert response.json() == {"accepted": len(batch), "duplicates": 0, "rejected": []}
+    assert response.json() == {"accepted": len(batch), "duplicates": 0, "rejected": [], "suppressed": 0}
     rows = ch_rows(container)
     assert len(rows) == len(batch)
     assert {r["event"] for r in rows} == {e["event"] for e in batch}

@@ -109,14 +109,14 @@ def test_an_event_dated_a_little_ahead_is_accepted(client: TestClient[Any], keys
                                                    clock: FakeClock) -> None:
     ahead = (clock.now + timedelta(hours=23)).isoformat()
     response = client.post("/v1/events", json=sent(created_at=ahead), headers=bearer(keys["webhook_token"]))
-    assert response.json() == {"accepted": 1, "duplicates": 0, "rejected": []}
+    assert response.json() == {"accepted": 1, "duplicates": 0, "rejected": [], "suppressed": 0}
 
 
 def test_a_repeated_event_is_counted_as_a_duplicate(client: TestClient[Any], keys: dict[str, str]) -> None:
     first = client.post("/v1/events", json=sent(), headers=bearer(keys["webhook_token"]))
     again = client.post("/v1/events", json=[sent(), sent(message_id="m-2")], headers=bearer(keys["webhook_token"]))
-    assert first.json() == {"accepted": 1, "duplicates": 0, "rejected": []}
-    assert again.json() == {"accepted": 2, "duplicates": 1, "rejected": []}
+    assert first.json() == {"accepted": 1, "duplicates": 0, "rejected": [], "suppressed": 0}
+    assert again.json() == {"accepted": 2, "duplicates": 1, "rejected": [], "suppressed": 0}
 
 
 @pytest.mark.parametrize(("body", "field"), [

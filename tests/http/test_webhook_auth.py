@@ -66,7 +66,7 @@ def test_a_signed_delivery_is_accepted_without_a_bearer_token(
     sent = frontend("message_sent", text="hello", message_id="m-1", room="r")
     response = signed_post(client, keys["webhook_secret"], [sent, BACKEND[0]], clock)
     assert response.status_code == 202, response.text
-    assert response.json() == {"accepted": 2, "duplicates": 0, "rejected": []}
+    assert response.json() == {"accepted": 2, "duplicates": 0, "rejected": [], "suppressed": 0}
     message = client.get("/v1/messages/m-1", headers=bearer(keys["api_key"]))
     assert message.status_code == 200 and message.json()["state"] == "visible"
 
@@ -113,13 +113,15 @@ def test_a_replayed_webhook_id_is_a_duplicate_with_one_effect(client: TestClient
                                                               clock: FakeClock) -> None:
     confirmed = frontend("delete_profile_confirmed", created_at="2026-03-01T11:59:00Z")
     first = signed_post(client, keys["webhook_secret"], confirmed, clock, msg_id="msg_confirm")
-    assert first.status_code == 202 and first.json() == {"accepted": 1, "duplicates": 0, "rejected": []}
+    assert first.status_code == 202
+    assert first.json() == {"accepted": 1, "duplicates": 0, "rejected": [], "suppressed": 0}
     (request,) = requests_of(client, keys)
     client.post(f"/v1/deletion-requests/{request['id']}/restore", headers=bearer(keys["api_key"]))
     clock.advance(minutes=2)
     # the same delivery again (a retry): counted as a duplicate, and no second request opens
     again = signed_post(client, keys["webhook_secret"], confirmed, clock, msg_id="msg_confirm")
-    assert again.status_code == 202 and again.json() == {"accepted": 1, "duplicates": 1, "rejected": []}
+    assert again.status_code == 202
+    assert again.json() == {"accepted": 1, "duplicates": 1, "rejected": [], "suppressed": 0}
     # even with another body: the webhook-id names the delivery
     later = frontend("delete_profile_confirmed", created_at="2026-03-01T12:01:00Z")
     assert signed_post(client, keys["webhook_secret"], later, clock, msg_id="msg_confirm").json()["duplicates"] == 1
@@ -144,14 +146,16 @@ def test_a_failed_ingest_does_not_burn_the_webhook_id(client: TestClient[Any], c
     assert failed.status_code == 503
     monkeypatch.setattr(container.ingest, "_store", store)
     retried = signed_post(client, keys["webhook_secret"], confirmed, clock, msg_id="msg_x")
-    assert retried.status_code == 202 and retried.json() == {"accepted": 1, "duplicates": 0, "rejected": []}
+    assert retried.status_code == 202
+    assert retried.json() == {"accepted": 1, "duplicates": 0, "rejected": [], "suppressed": 0}
     assert [r["status"] for r in requests_of(client, keys)] == ["pending"]
 
 
 def test_the_secret_url_accepts_events_and_a_wrong_one_is_401(client: TestClient[Any], keys: dict[str, str]) -> None:
     body = [frontend("message_sent", text="hi", message_id="m-2", room="r")]
     response = client.post(keys["webhook_url_path"], json=body)
-    assert response.status_code == 202 and response.json() == {"accepted": 1, "duplicates": 0, "rejected": []}
+    assert response.status_code == 202
+    assert response.json() == {"accepted": 1, "duplicates": 0, "rejected": [], "suppressed": 0}
     assert client.post(keys["webhook_url_path"], json=body).json()["duplicates"] == 1  # same payload: one effect
     wrong = keys["webhook_url_path"][:-4] + "AAAA"
     error = assert_error(client.post(wrong, json=body), 401, "unknown or expired webhook URL")

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from sqlalchemy import delete, func, select, update
 
-from app.ports import DeadLetterFinder, ErasureBatch, KeyDestroyer, SqlErasureStep
+from app.ports import DeadLetterFinder, ErasureBatch, KeyDestroyer, SqlErasureStep, Suppressor
 from app.stores.sql.models import DeletionRequest, Login, Profile
 from app.stores.sql.uow import SqlUnitOfWork
 
@@ -160,7 +160,27 @@ class KeysStep:
         return {owner: 1 for owner in self._keys.destroy(uow, batch.subject_ids, self.purpose)}
 
 
-def sql_steps(keys: KeyDestroyer, dead_letters: DeadLetterFinder) -> list[SqlErasureStep]:
+class SuppressionStep:
+    """After the purge, the user (a keyed hash of them) is suppressed for a while: late events
+    are dropped at the door. Nothing personal is left behind, so there is no residual."""
+
+    name = "sql.suppressions"
+
+    def __init__(self, suppressor: Suppressor) -> None:
+        self._suppressor = suppressor
+
+    def anonymise(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+        return {}
+
+    def purge(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+        return self._suppressor.suppress_purged(uow, batch)
+
+    def residual(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+        return {}
+
+
+def sql_steps(keys: KeyDestroyer, dead_letters: DeadLetterFinder, suppressor: Suppressor) -> list[SqlErasureStep]:
     """Every SQL table that holds personal data (or the keys to it), in the order they are erased."""
     return [KeysStep(keys, "analytics", at_anonymise=True), KeysStep(keys, "grace", at_anonymise=False),
-            ProfilesStep(), RequestReasonsStep(), MessagesStep(), LoginsStep(), DeadLettersStep(dead_letters)]
+            ProfilesStep(), RequestReasonsStep(), MessagesStep(), LoginsStep(), DeadLettersStep(dead_letters),
+            SuppressionStep(suppressor)]

@@ -356,3 +356,15 @@ class DataKey(Base):
     kek_version: Mapped[int] = mapped_column(ForeignKey("kek_versions.version"))
     wrapped: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime]
+
+
+class Suppression(Base):
+    """A user erased for good stays suppressed for a while: their late events (an open widget,
+    a platform retry) are dropped, so nothing starts to accumulate again. Only a keyed hash of
+    (project, user id) is kept, never the id."""
+
+    __tablename__ = "suppressions"
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), primary_key=True)
+    key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime]
+    until: Mapped[datetime]

@@ -11,7 +11,7 @@ from sqlalchemy import Table, bindparam, case, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from app.stores.sql.models import Complaint, DeadLetter, EventReceipt, Login, Message, Subject, new_id
+from app.stores.sql.models import Complaint, DeadLetter, EventReceipt, Login, Message, Subject, Suppression, new_id
 from app.stores.sql.repositories import decode_cursor, encode_cursor
 
 
@@ -266,3 +266,33 @@ class DeadLetters:
     def delete(self, ids: Sequence[str]) -> None:
         if ids:
             self.session.execute(delete(DeadLetter).where(DeadLetter.id.in_(ids)))
+
+
+class Suppressions:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, project_id: str, key_hashes: Sequence[str], now: datetime, until: datetime) -> None:
+        """Suppress these hashes until `until` (a repeat extends an existing entry)."""
+        for key_hash in sorted(set(key_hashes)):
+            found = self.session.get(Suppression, (project_id, key_hash))
+            if found is None:
+                self.session.add(Suppression(project_id=project_id, key_hash=key_hash, created_at=now, until=until))
+            elif found.until < until:
+                found.until = until
+
+    def standing(self, project_id: str, key_hashes: Sequence[str], now: datetime) -> set[str]:
+        if not key_hashes:
+            return set()
+        return set(self.session.scalars(select(Suppression.key_hash).where(
+            Suppression.project_id == project_id, Suppression.key_hash.in_(sorted(set(key_hashes))),
+            Suppression.until > now)))
+
+    def remove(self, project_id: str, key_hash: str, now: datetime) -> bool:
+        result = self.session.execute(delete(Suppression).where(
+            Suppression.project_id == project_id, Suppression.key_hash == key_hash, Suppression.until > now))
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def expire(self, now: datetime) -> int:
+        result = self.session.execute(delete(Suppression).where(Suppression.until <= now))
+        return int(result.rowcount)  # type: ignore[attr-defined]

@@ -15,7 +15,15 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from app.domain.audit import AuditRecord
 from app.stores.sql.keys import DataKeys
-from app.stores.sql.operational import Complaints, DeadLetters, Logins, Messages, Receipts, SubjectsBulk
+from app.stores.sql.operational import (
+    Complaints,
+    DeadLetters,
+    Logins,
+    Messages,
+    Receipts,
+    SubjectsBulk,
+    Suppressions,
+)
 from app.stores.sql.repositories import (
     AuditLog,
     DeletionRequests,
@@ -91,6 +99,7 @@ class SqlUnitOfWork:
         self.complaints = Complaints(self.session)
         self.logins = Logins(self.session)
         self.dead_letters = DeadLetters(self.session)
+        self.suppressions = Suppressions(self.session)
         self.keys = DataKeys(self.session)
         return self
 

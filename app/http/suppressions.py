@@ -1,0 +1,30 @@
+"""Partners end a user's suppression after erasure (CONTRACT "Suppression")."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote
+
+from litestar import Controller, Request, delete
+from litestar.params import FromPath
+
+from app.http.auth import partner_only
+from app.http.deps import ContainerDep
+from app.services.accounts import Principal
+from app.services.errors import NotFound
+
+
+class SuppressionsController(Controller):
+    path = "/v1/suppressions"
+    guards = [partner_only]
+    tags = ["deletion requests"]
+
+    @delete("/{rest:path}", sync_to_thread=True, status_code=200)
+    def lift(self, request: Request[Principal, Any, Any], rest: FromPath[str],
+             container: ContainerDep) -> dict[str, Any]:
+        """Events of this user are stored again (the user id percent-encoded; any character)."""
+        raw = request.scope["raw_path"].decode("ascii", errors="replace").split("?", 1)[0]
+        user_id = unquote(raw.removeprefix("/v1/suppressions/"))
+        if not user_id or "/" in raw.removeprefix("/v1/suppressions/"):
+            raise NotFound("no such route: use /v1/suppressions/{user_id} with the user id percent-encoded")
+        return container.suppressions.lift(request.user.project_id, user_id, actor=request.user.actor)
