@@ -4,7 +4,8 @@ percent-decoded. User ids of any other character pass (CONTRACT §3)."""
 
 from __future__ import annotations
 
-from urllib.parse import unquote_to_bytes
+from typing import Any
+from urllib.parse import unquote, unquote_to_bytes
 
 from litestar.enums import ScopeType
 from litestar.exceptions import ClientException
@@ -36,3 +37,10 @@ def unstorable(where: str, raw: bytes) -> str | None:
     except UnicodeDecodeError:
         return f"{where} is not valid UTF-8 once percent-decoded"
     return None
+
+
+def raw_segments(scope: Any, prefix: str) -> list[str]:
+    """The path's segments after `prefix`, each percent-decoded on its own. The router sees
+    `%2F` already decoded into a separator; a user id (base64 with `/`) must not be split."""
+    raw = scope["raw_path"].decode("ascii", errors="replace").split("?", 1)[0]
+    return [unquote(segment) for segment in raw.removeprefix(prefix).split("/")]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import unquote
 
 from litestar import Controller, Request, get, post
 from litestar.exceptions import PermissionDeniedException
@@ -11,6 +10,7 @@ from litestar.params import FromPath, FromQuery
 
 from app.http.auth import partner_only, partner_or_officer, scoped_projects
 from app.http.deps import ContainerDep
+from app.http.inputs import raw_segments
 from app.services.accounts import Principal, Role
 from app.services.errors import NotFound
 
@@ -47,7 +47,7 @@ class SubjectsController(Controller):
     @get("/{rest:path}", sync_to_thread=True)
     def read(self, request: Request[Principal, Any, Any], rest: FromPath[str], container: ContainerDep,
              project: FromQuery[str | None] = None) -> dict[str, Any]:
-        user_id, action = _subject_path(request.scope["raw_path"])
+        user_id, action = _subject_path(raw_segments(request.scope, "/v1/subjects/"))
         projects = scoped_projects(request.user, project)
         if action == "export":
             return container.subjects.export(projects, user_id, actor=request.user.actor)
@@ -56,12 +56,11 @@ class SubjectsController(Controller):
         return container.subjects.report(projects, user_id)
 
 
-def _subject_path(raw_path: bytes) -> tuple[str, str]:
-    """(user id, "" or "export") from the raw, still percent-encoded path."""
-    segments = raw_path.decode("ascii", errors="replace").split("?", 1)[0].split("/")[3:]
+def _subject_path(segments: list[str]) -> tuple[str, str]:
+    """(user id, "" or "export") from the decoded segments after /v1/subjects/."""
     if len(segments) == 1 and segments[0]:
-        return unquote(segments[0]), ""
+        return segments[0], ""
     if len(segments) == 2 and segments[0] and segments[1] == "export":
-        return unquote(segments[0]), "export"
+        return segments[0], "export"
     raise NotFound("no such route: use /v1/subjects/{user_id} or /v1/subjects/{user_id}/export, "
                    "with the user id percent-encoded")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import unquote
 
 from litestar import Controller, Request, delete
 from litestar.params import FromPath
 
 from app.http.auth import partner_only
 from app.http.deps import ContainerDep
+from app.http.inputs import raw_segments
 from app.services.accounts import Principal
 from app.services.errors import NotFound
 
@@ -23,8 +23,7 @@ class SuppressionsController(Controller):
     def lift(self, request: Request[Principal, Any, Any], rest: FromPath[str],
              container: ContainerDep) -> dict[str, Any]:
         """Events of this user are stored again (the user id percent-encoded; any character)."""
-        raw = request.scope["raw_path"].decode("ascii", errors="replace").split("?", 1)[0]
-        user_id = unquote(raw.removeprefix("/v1/suppressions/"))
-        if not user_id or "/" in raw.removeprefix("/v1/suppressions/"):
+        segments = raw_segments(request.scope, "/v1/suppressions/")
+        if len(segments) != 1 or not segments[0]:
             raise NotFound("no such route: use /v1/suppressions/{user_id} with the user id percent-encoded")
-        return container.suppressions.lift(request.user.project_id, user_id, actor=request.user.actor)
+        return container.suppressions.lift(request.user.project_id, segments[0], actor=request.user.actor)
