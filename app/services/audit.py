@@ -13,6 +13,7 @@ from typing import Any
 import structlog
 
 from app.domain.audit import (
+    ChainedEntry,
     Checkpoint,
     Verification,
     checkpoint_problem,
@@ -90,24 +91,34 @@ class AuditService:
         checkpoints catch what a database writer can do to the chain and the head together
         (truncate, rewrite, wipe), since they are signed and kept elsewhere.
         """
+        given = list(self._checkpoints.read() if checkpoints is None else checkpoints)
+        wanted = {raw.get("seq") for raw in given if isinstance(raw, dict)}
+        hashes: dict[int, str] = {}  # the chain's hash at each checkpoint's seq, noted during the one walk
+
+        def noting(entries: Iterator[ChainedEntry]) -> Iterator[ChainedEntry]:
+            for entry in entries:
+                if entry.seq in wanted:
+                    hashes[entry.seq] = entry.hash
+                yield entry
+
         with self._uow() as uow:
-            result = verify(uow.audit_log.walk(), self._chain_key, uow.audit_log.keyed_from())
+            result = verify(noting(uow.audit_log.walk()), self._chain_key, uow.audit_log.keyed_from())
             head_seq, head_hash = uow.audit_log.head()
-            if result.ok and (result.entries != head_seq or result.head != head_hash):
-                return Verification(False, result.entries, result.head, result.entries + 1,
-                                    f"the chain ends at entry {result.entries} but its head says {head_seq}: "
-                                    "entries were deleted from the end, or the head was rewritten")
-            if not result.ok:
-                return result
-            for raw in self._checkpoints.read() if checkpoints is None else checkpoints:
-                try:
-                    checkpoint = parse_checkpoint(raw)
-                except ValueError as exc:
-                    return replace(result, ok=False, problem=str(exc))
-                problem = checkpoint_problem(self._checkpoint_key, checkpoint, uow.audit_log.hash_at(checkpoint.seq))
-                if problem:
-                    return replace(result, ok=False, first_bad_seq=min(checkpoint.seq, result.entries + 1),
-                                   problem=problem)
+        if result.ok and (result.entries != head_seq or result.head != head_hash):
+            return Verification(False, result.entries, result.head, result.entries + 1,
+                                f"the chain ends at entry {result.entries} but its head says {head_seq}: "
+                                "entries were deleted from the end, or the head was rewritten")
+        if not result.ok:
+            return result
+        for raw in given:
+            try:
+                checkpoint = parse_checkpoint(raw)
+            except ValueError as exc:
+                return replace(result, ok=False, problem=str(exc))
+            problem = checkpoint_problem(self._checkpoint_key, checkpoint, hashes.get(checkpoint.seq))
+            if problem:
+                return replace(result, ok=False, first_bad_seq=min(checkpoint.seq, result.entries + 1),
+                               problem=problem)
         return result
 
     def checkpoint(self, now: datetime) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy import ColumnElement, Select, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from app.domain.audit import GENESIS, AuditRecord, ChainedEntry, chain
@@ -277,8 +277,7 @@ class DeletionRequests:
         if due_before is not None:
             query = query.where(DeletionRequest.due_by < due_before)
         if overdue is not None:
-            late = DeletionRequest.status.in_([s.value for s in OPEN_STATUSES]) & (DeletionRequest.due_by < now)
-            query = query.where(late if overdue else ~late)
+            query = query.where(_overdue(now) if overdue else ~_overdue(now))
         return self._keyset(query, limit, cursor)
 
     def _keyset(self, query: Select[DeletionRequest], limit: int,
@@ -305,8 +304,7 @@ class DeletionRequests:
         """How many requests are in each status, and how many open ones are past `due_by`."""
         by_status = {str(status): int(n) for status, n in self.session.execute(
             select(DeletionRequest.status, func.count()).group_by(DeletionRequest.status))}
-        overdue = self.session.scalar(select(func.count()).select_from(DeletionRequest).where(
-            DeletionRequest.status.in_([s.value for s in OPEN_STATUSES]), DeletionRequest.due_by < now))
+        overdue = self.session.scalar(select(func.count()).select_from(DeletionRequest).where(_overdue(now)))
         return by_status, int(overdue or 0)
 
     def renew(self, request_ids: Sequence[str], runner: str, until: datetime) -> int:
@@ -331,6 +329,11 @@ class DeletionRequests:
         if not request_ids:
             return []
         return list(self.session.scalars(select(DeletionRequest).where(DeletionRequest.id.in_(request_ids))))
+
+
+def _overdue(now: datetime) -> ColumnElement[bool]:
+    """Open and past its Art. 12(3) deadline (SQL for domain.requests.overdue)."""
+    return DeletionRequest.status.in_([s.value for s in OPEN_STATUSES]) & (DeletionRequest.due_by < now)
 
 
 def _locked(query: Select[_Row]) -> Select[_Row]:
@@ -375,9 +378,6 @@ class AuditLog:
     def keyed_from(self) -> int:
         head = self.session.get(AuditHead, 1)
         return head.keyed_from if head else 1
-
-    def hash_at(self, seq: int) -> str | None:
-        return self.session.scalar(select(AuditEntry.hash).where(AuditEntry.seq == seq))
 
     def page(
         self,
