@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
 from app.domain.audit import AuditRecord
+from app.stores.sql.audit_log import AuditLog
 from app.stores.sql.keys import DataKeys
 from app.stores.sql.operational import (
     Complaints,
@@ -25,7 +26,6 @@ from app.stores.sql.operational import (
     Suppressions,
 )
 from app.stores.sql.repositories import (
-    AuditLog,
     DeletionRequests,
     IdempotencyKeys,
     JobRuns,
