@@ -178,7 +178,7 @@ def _rows_for(envelopes: list[dict[str, Any]], subjects: dict[str, str], receive
             subject_id=subjects[event.actor.key] if event.actor else None,
             actor_kind=event.actor.kind if event.actor else "", dedup_key=event.dedup_key, room_id=event.room_id,
             message_id=event.message_id, platform=event.platform, personal=personal,
-            properties={**event.properties, **refs},
+            properties=refs,
         )
         rows.append(row.values())
     return rows

@@ -2,8 +2,8 @@
 
 "Pseudonymise at the door": the acting user and every other user an event names are pulled
 out of `value` (the service swaps them for subject ids), and the personal values an event
-carries go to their own columns so that erasure can blank them. The rest of `value` is kept,
-queryable, as `properties`.
+carries go to their own columns, sealed at the door. The rest of `value` is sealed too, as one
+JSON column (`extra`): only the other users it names stay readable, as subject ids.
 """
 
 from __future__ import annotations
@@ -37,6 +37,12 @@ PERSONAL_COLUMNS: dict[str, tuple[str, ...]] = {
     "ip": ("ip",),
     "url": ("url", "link"),
 }
+# Every other key of `value` (the event's unknown and structural properties) goes, as one JSON
+# object, to this column, sealed like the personal ones: what an unknown property holds cannot
+# be known, so none is ever stored in plaintext. Only the other users an event names stay
+# readable in `properties`, as subject ids.
+EXTRA = "extra"
+SEALED_COLUMNS: tuple[str, ...] = (*PERSONAL_COLUMNS, EXTRA)
 # value keys that name another user of the chat: replaced by that user's subject id
 USER_REFERENCE_KEYS = frozenset({
     "profile_user_id", "blocked_user_id", "replyedUserId", "followed_user_id", "unfollowed_user_id",
@@ -67,9 +73,8 @@ class Event:
     event: str
     at: datetime
     actor: Actor | None
-    personal: Mapping[str, str]  # column -> value, for the columns in PERSONAL_COLUMNS
+    personal: Mapping[str, str]  # column -> value, for the columns in SEALED_COLUMNS (extra: JSON)
     user_refs: Mapping[str, tuple[str, ...]]  # value key -> user ids of other users (one, or a list)
-    properties: Mapping[str, Any]  # everything else in `value`
     dedup_key: str  # SHA-256 of the canonical envelope: a repeated delivery has one effect
     room_id: str = ""
     message_id: str = ""
@@ -96,14 +101,16 @@ def parse_envelope(envelope: Any, project: str, received_at: datetime) -> Event:
     personal = {column: _text(value, keys) for column, keys in PERSONAL_COLUMNS.items()}
     user_refs = {k: refs for k, v in value.items() if _names_users(k) and (refs := _user_ids(k, v))}
     consumed = _IDENTITY_KEYS | set(user_refs) | {k for keys in PERSONAL_COLUMNS.values() for k in keys}
-    properties = {k: v for k, v in value.items() if k not in consumed}
+    extra = {k: v for k, v in value.items() if k not in consumed}
+    if extra:
+        personal[EXTRA] = json.dumps(extra, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
     canonical = json.dumps({"event": name, "value": value, "key": envelope.get("key")}, sort_keys=True,
                            separators=(",", ":"), ensure_ascii=False, default=str)
     if len(canonical) > MAX_ENVELOPE_CHARS:
         raise EnvelopeError(f"an envelope may hold at most {MAX_ENVELOPE_CHARS} characters of JSON, "
                             f"this one has {len(canonical)}")
     return Event(
-        event=name, at=at, actor=actor, personal=personal, user_refs=user_refs, properties=properties,
+        event=name, at=at, actor=actor, personal=personal, user_refs=user_refs,
         dedup_key=hashlib.sha256(canonical.encode()).hexdigest()[:32],
         room_id=_ref(value, ("room_id", "room", "event_id")), message_id=_ref(value, ("message_id",)),
         platform=_scalar(value.get("platform")),

@@ -43,7 +43,7 @@ from app.services.batching import GroupCommitter
 from app.services.dead_letters import DeadLetterService
 from app.services.deletion import DeletionService
 from app.services.errors import Conflict, Unavailable
-from app.services.keys import ANALYTICS, GRACE, KeyService, day_key_owner, unsealed
+from app.services.keys import ANALYTICS, CONTENT, GRACE, MESSAGE_TEXT_AAD, KeyService, day_key_owner, unsealed
 from app.services.policies import PolicyBook
 from app.services.suppressions import SuppressionService
 from app.stores.clickhouse.events import EventRow, EventStore
@@ -53,6 +53,7 @@ from app.stores.sql.uow import SqlUnitOfWork, retry_transient
 log = structlog.get_logger(__name__)
 
 MESSAGE_SENT = {"message_sent", "admin_message_sent"}
+MESSAGE_TEXT = MESSAGE_SENT | {"message_changed"}  # the events whose text goes to `messages`
 MESSAGE_DELETED = {"message_deleted", "admin_message_deleted"}
 PROFILE_NAME = {"name_set", "name_changed"}
 PROFILE_AVATAR = {"avatar_set", "avatar_changed"}
@@ -255,15 +256,17 @@ class IngestService:
         store_ip = self._policies.for_project(project.name).store_ip
         last_seen: dict[str, datetime] = {}
         opened = False
-        new_messages: list[dict[str, Any]] = []  # inserted together, see _flush_messages
+        authors = sorted({subjects[e.actor.key].id for e in events
+                          if e.actor and e.personal.get("text") and e.event in MESSAGE_TEXT})
+        messages = _Messages(self._keys.ciphers(uow, authors, CONTENT, create=True) if authors else {})
         for event in events:
             subject = subjects[event.actor.key] if event.actor else None
             if subject is not None:
                 last_seen[subject.id] = max(event.at, last_seen.get(subject.id, event.at))
-            opened |= self._effects(uow, project, event, subject, new_messages, received)
+            opened |= self._effects(uow, project, event, subject, messages, received)
             rows.append(self._row(project, event, subject, subjects, received,
                                   ciphers.get(_key_owner(project, event, subjects)), store_ip))
-        _flush_messages(uow, new_messages)
+        messages.flush(uow)
         uow.subjects_bulk.seen(last_seen)
         return opened
 
@@ -271,23 +274,22 @@ class IngestService:
              received: datetime, cipher: Cipher | None, store_ip: bool) -> EventRow:
         hidden = subject is not None and subject.status != "active"
         others = {k: _subject_ids(refs, subjects, event.raw_value.get(k)) for k, refs in event.user_refs.items()}
-        properties = {**event.properties, **others}
         return EventRow(
             project=project.name, event=event.event, at=event.at, received_at=received,
             subject_id=subject.id if subject else None, actor_kind=event.actor.kind if event.actor else "",
             dedup_key=event.dedup_key, room_id=event.room_id, message_id=event.message_id,
             platform=event.platform,
             # a subject being erased gets no new personal values: they are dropped at the door
-            personal={} if hidden else _sealed(event.personal, cipher, store_ip), properties=properties,
+            personal={} if hidden else _sealed(event.personal, cipher, store_ip), properties=others,
         )
 
     def _effects(self, uow: SqlUnitOfWork, project: Project, event: Event, subject: Subject | None,
-                 new_messages: list[dict[str, Any]], received: datetime) -> bool:
+                 messages: _Messages, received: datetime) -> bool:
         """Operational data in SQL (CONTRACT "Lifecycle effects"); True when a request was opened.
         Effects resolve by event time, not by delivery order (see each branch)."""
         name, value, at = event.event, event.raw_value, event.at
         if name in MESSAGE_DELETED or name in ("message_moderation", "report_sent"):
-            _flush_messages(uow, new_messages)
+            messages.flush(uow)
         if name == "message_moderation" and event.message_id:
             action = value.get("action")
             if action in ("hide", "delete"):
@@ -298,13 +300,13 @@ class IngestService:
         if subject is None:
             return False
         if name in MESSAGE_SENT and event.message_id:
-            new_messages.append({"project_id": project.id, "message_id": event.message_id,
+            messages.new.append({"project_id": project.id, "message_id": event.message_id,
                                  "room_id": event.room_id or None, "subject_id": subject.id,
-                                 "text": event.personal.get("text") or None, "sent_at": at})
+                                 "text": messages.sealed(subject.id, event.personal.get("text")), "sent_at": at})
         elif name in MESSAGE_DELETED and event.message_id:
             uow.messages.mark_deleted(project.id, event.message_id, at)
         elif name == "message_changed" and event.message_id and event.personal.get("text"):
-            self._edited(uow, project, subject, event)
+            self._edited(uow, project, subject, event, messages)
         elif name == "report_sent" and event.message_id:
             uow.complaints.open(project.id, event.message_id, subject.id, report_type(value), at)
         elif name in PROFILE_NAME or name in PROFILE_AVATAR:
@@ -354,12 +356,14 @@ class IngestService:
                                              known_no_open=True)
         return created
 
-    def _edited(self, uow: SqlUnitOfWork, project: Project, subject: Subject, event: Event) -> None:
+    def _edited(self, uow: SqlUnitOfWork, project: Project, subject: Subject, event: Event,
+                messages: _Messages) -> None:
         """The author edited a message: the stored text becomes the new one (latest edit by
         event time wins). Audited without the text. A hidden author's edits change nothing."""
         if subject.status != "active" or event.actor is None:
             return
-        if uow.messages.edit(project.id, event.message_id, subject.id, event.personal["text"], event.at):
+        text = messages.sealed(subject.id, event.personal["text"]) or ""
+        if uow.messages.edit(project.id, event.message_id, subject.id, text, event.at):
             uow.audit(AuditRecord("user:webhook", "message.edited", project.name,
                                   subject_hash(self._secret, project.name, event.actor.user_id),
                                   {"message_id": event.message_id}))
@@ -385,11 +389,22 @@ class IngestService:
         uow.session.add(profile)
 
 
-def _flush_messages(uow: SqlUnitOfWork, new_messages: list[dict[str, Any]]) -> None:
-    """New messages are inserted together; anything that updates messages flushes them first."""
-    if new_messages:
-        uow.messages.add(new_messages)
-        new_messages.clear()
+@dataclass
+class _Messages:
+    """One batch's messages: new ones are inserted together (anything that updates messages
+    flushes them first), and every text is sealed under its author's content key."""
+
+    content: Mapping[str, Cipher]  # author subject id -> cipher
+    new: list[dict[str, Any]] = field(default_factory=list)
+
+    def sealed(self, author: str, text: str | None) -> str | None:
+        cipher = self.content.get(author)
+        return cipher.encrypt(text, MESSAGE_TEXT_AAD) if text and cipher is not None else None
+
+    def flush(self, uow: SqlUnitOfWork) -> None:
+        if self.new:
+            uow.messages.add(self.new)
+            self.new.clear()
 
 
 def _subject_ids(refs: Sequence[str], subjects: dict[str, Subject], raw: Any) -> str | list[str]:

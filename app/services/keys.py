@@ -45,7 +45,10 @@ log = structlog.get_logger(__name__)
 ANALYTICS = "analytics"  # a subject's events' personal values: destroyed when it is anonymised
 GRACE = "grace"  # what grace keeps restorable (profile, IPs, reasons): destroyed at purge
 DEAD_LETTERS = "dead_letters"  # rejected bodies, one key per project and day: destroyed by retention
-PURPOSES = frozenset({ANALYTICS, GRACE, "hold", DEAD_LETTERS})
+CONTENT = "content"  # a subject's message texts: destroyed by immediate erasure and offboarding (after
+# a grace-mode erasure the messages stay, anonymous, so their texts stay readable)
+MESSAGE_TEXT_AAD = b"messages.text"  # what a sealed message text is bound to
+PURPOSES = frozenset({ANALYTICS, GRACE, CONTENT, "hold", DEAD_LETTERS})
 KEY_CACHE_SECONDS = 5.0  # a destroyed key is unusable in every process within this long
 KEY_CACHE_SIZE = 100_000  # entries; the cache is emptied when full (each entry lives 5 s anyway)
 REWRAP_BATCH = 1_000  # keys per rotation transaction

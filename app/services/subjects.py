@@ -10,14 +10,14 @@ from sqlalchemy import func, select
 
 from app.domain.audit import AuditRecord, subject_hash
 from app.domain.crypto import Cipher
-from app.domain.events import PERSONAL_COLUMNS
+from app.domain.events import EXTRA, PERSONAL_COLUMNS
 from app.domain.holds import Data, covers
 from app.ports import UnitOfWorkFactory
 from app.services.dead_letters import DeadLetterService
 from app.services.deletion import to_dict
 from app.services.errors import NotFound
 from app.services.holds import to_domain
-from app.services.keys import ANALYTICS, GRACE, KeyService, unsealed
+from app.services.keys import ANALYTICS, CONTENT, GRACE, MESSAGE_TEXT_AAD, KeyService, unsealed
 from app.stores.clickhouse.events import EventStore
 from app.stores.sql.models import Complaint, DeletionRequest, HoldRecord, Login, Message, Profile, Subject
 
@@ -60,6 +60,7 @@ class SubjectService:
             for project_id, name, subject in _subjects(uow, projects, user_id):
                 cipher = self._keys.ciphers(uow, [subject.id], ANALYTICS, create=False).get(subject.id)
                 grace = self._keys.ciphers(uow, [subject.id], GRACE, create=False).get(subject.id)
+                content = self._keys.ciphers(uow, [subject.id], CONTENT, create=False).get(subject.id)
                 profile = uow.session.get(Profile, subject.id)
                 messages = uow.session.scalars(select(Message).where(Message.subject_id == subject.id)
                                                .order_by(Message.sent_at))
@@ -69,7 +70,8 @@ class SubjectService:
                         "display_name": unsealed(grace, profile.display_name, "display_name"),
                         "avatar_url": unsealed(grace, profile.avatar_url, "avatar_url"),
                         "updated_at": profile.updated_at.isoformat()},
-                    "messages": [{"message_id": m.message_id, "room_id": m.room_id, "text": m.text,
+                    "messages": [{"message_id": m.message_id, "room_id": m.room_id,
+                                  "text": unsealed(content, m.text, MESSAGE_TEXT_AAD.decode()),
                                   "sent_at": m.sent_at.isoformat(),
                                   "deleted_at": m.deleted_at.isoformat() if m.deleted_at else None}
                                  for m in messages if not m.placeholder],
@@ -104,10 +106,11 @@ def _about(uow: Any, project_id: str, name: str, subject: Subject, user_id: str)
 def _opened(row: Mapping[str, Any], cipher: Cipher | None) -> dict[str, Any]:
     """One event for the export: its personal values opened where the key still exists."""
     opened = {column: unsealed(cipher, row[column], column) for column in PERSONAL_COLUMNS}
+    extra = unsealed(cipher, row[EXTRA], EXTRA)
     return {"event": row["event"], "at": row["at"].isoformat(), "room_id": row["room_id"] or None,
             "message_id": row["message_id"] or None, "platform": row["platform"] or None,
             "personal": {column: value for column, value in opened.items() if value},
-            "properties": json.loads(row["properties"] or "{}")}
+            "properties": {**json.loads(row["properties"] or "{}"), **json.loads(extra or "{}")}}
 
 
 def _holds_on(uow: Any, project_id: str, project: str, user_id: str, subject_id: str) -> list[dict[str, Any]]:

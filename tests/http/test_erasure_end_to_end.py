@@ -107,7 +107,7 @@ def test_erased_user_leaves_no_marker_anywhere(client: TestClient[Any], containe
         checkpoint(engine)
         db = Path(str(engine.url.database))
         assert not files_with(db.parent, M.encode())
-        assert files_with(db.parent, b"KEEPME")
+        assert files_with(db.parent, PROJECT.encode())  # the scan sees what is stored in plaintext
     assert not files_with(ch_dir, M.encode())
     # the other user is whole
     other = client.get(f"/v1/messages/msg-{len(OTHER)}-KE", headers=bearer(keys["api_key"])).json()

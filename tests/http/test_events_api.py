@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 from litestar.testing import TestClient
+from sqlalchemy import select
 
 from app.bootstrap import Container
 from tests.conftest import FakeClock
@@ -33,7 +34,7 @@ def readable(container: Container, rows: list[dict[str, Any]]) -> list[dict[str,
     """The rows as a reader holding the keys sees them: personal values decrypted, or
     UNREADABLE where the key is gone (erased)."""
     from app.domain.crypto import Undecryptable
-    from app.domain.events import PERSONAL_COLUMNS
+    from app.domain.events import SEALED_COLUMNS
 
     with container.uow() as uow:
         projects = {name: pid for pid, name in uow.projects.names(uow.projects.all_ids()).items()}
@@ -48,7 +49,7 @@ def readable(container: Container, rows: list[dict[str, Any]]) -> list[dict[str,
     for row in rows:
         cipher = ciphers.get(owner(row))
         row = dict(row)
-        for column in PERSONAL_COLUMNS:
+        for column in SEALED_COLUMNS:
             if row[column]:
                 try:
                     row[column] = cipher.decrypt(row[column], column.encode()) if cipher else UNREADABLE
@@ -70,6 +71,31 @@ def opened_profile(container: Container, subject: str) -> tuple[str | None, str 
         assert all(v is None or v.startswith("v1.") for v in (profile.display_name, profile.avatar_url))  # sealed
         grace = container.keys.ciphers(uow, [subject], GRACE, create=False).get(subject)
         return unsealed(grace, profile.display_name, "display_name"), unsealed(grace, profile.avatar_url, "avatar_url")
+
+
+def opened_text(container: Container, message_id: str, project_id: str | None = None) -> str | None:
+    """A stored message's text, opened with its author's content key (it is stored sealed)."""
+    from app.stores.sql.models import Message
+
+    with container.uow() as uow:
+        query = select(Message).where(Message.message_id == message_id)
+        message = uow.session.scalar(query if project_id is None else query.where(Message.project_id == project_id))
+        return None if message is None else open_text(container, message.subject_id, message.text, uow)
+
+
+def open_text(container: Container, author: str | None, stored: str | None, uow: Any = None) -> str | None:
+    """A message text as stored (sealed) opened with its author's content key (read in `uow`,
+    the caller's transaction, if given: SQLite allows one writer)."""
+    from app.services.keys import CONTENT, MESSAGE_TEXT_AAD, unsealed
+
+    if stored is None:
+        return None
+    assert stored.startswith("v1."), "message text stored in plaintext"
+    if uow is None:
+        with container.uow() as own:
+            return open_text(container, author, stored, own)
+    content = container.keys.ciphers(uow, [author or ""], CONTENT, create=False).get(author or "")
+    return unsealed(content, stored, MESSAGE_TEXT_AAD.decode())
 
 
 def subject_id(container: Container, user_key: str) -> str:
@@ -104,8 +130,10 @@ def test_frontend_event_is_keyed_by_subject_with_personal_columns_apart(client: 
     assert row["at"].isoformat().startswith("2026-01-14T12:30:45.123")  # value.created_at
     assert (row["user_name"], row["nickname"], row["decrypted_user_id"]) == ("John Doe", "John Doe", "user_12345")
     assert row["user_agent"].startswith("Mozilla/5.0") and row["source_url"].startswith("https://chat")
-    props = json.loads(row["properties"])
+    assert "on_air" not in repr(raw) and "1920x1080" not in repr(raw)  # unknown properties: sealed too
+    props = json.loads(row["extra"])
     assert props["room_status"] == "on_air" and props["screen_size"] == "1920x1080"
+    assert json.loads(row["properties"]) == {}  # no other user named
     assert "BUmXxFyNMNE6FUVhL+ECSQ==" not in json.dumps({k: str(v) for k, v in row.items()})
 
 

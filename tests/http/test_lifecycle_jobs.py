@@ -14,7 +14,7 @@ from app.stores.sql.models import DeadLetter, DeletionRequest, Message, Subject
 from tests.conftest import FakeClock
 from tests.fixtures.platform import PROJECT, frontend
 from tests.http.conftest import bearer
-from tests.http.test_events_api import ch_rows, post, readable
+from tests.http.test_events_api import ch_rows, open_text, post, readable
 
 USER = "BUmXxFyNMNE6FUVhL+ECSQ=="
 
@@ -201,7 +201,7 @@ def test_offboarding_revokes_keys_and_deletes_everything_but_held_data(client: T
     assert [r["user_name"] for r in opened] == ["John Doe"]  # the held user's key stays
     officer = client.get("/v1/audit", params={"action": "project.data_deleted"}, headers=bearer(keys["officer"]))
     evidence = officer.json()["items"][0]["details"]["evidence"]
-    assert evidence["sql.messages"] == 1 and evidence["sql.data_keys"] == 2  # u-a's two keys; u-b is held
+    assert evidence["sql.messages"] == 1 and evidence["sql.data_keys"] == 3  # u-a: analytics, grace, content
 
 
 def test_a_project_hold_freezes_offboarding(client: TestClient[Any], keys: dict[str, str], container: Container,
@@ -251,7 +251,8 @@ def test_offboarding_keeps_a_held_rooms_messages_with_their_authors(client: Test
     container.offboarding.offboard(PROJECT)
     container.offboarding.run(clock.now)
     with container.uow() as uow:
-        kept = list(uow.session.execute(select(Message.message_id, Message.text, Subject.user_id)
-                                        .join(Subject, Subject.id == Message.subject_id)))
+        kept = [(m, open_text(container, author, text, uow), user) for m, text, user, author in uow.session.execute(
+            select(Message.message_id, Message.text, Subject.user_id, Message.subject_id)
+            .join(Subject, Subject.id == Message.subject_id))]
         linked = sorted(uow.session.scalars(select(Subject.user_id).where(Subject.user_id.is_not(None))))
     assert kept == [("m-a", "kept", "u-a")] and linked == ["u-a"]

@@ -15,14 +15,13 @@ from app.domain.audit import subject_hash
 from app.stores.sql.models import AuditEntry, Complaint, Message
 from tests.conftest import SECRET
 from tests.fixtures.platform import PROJECT, frontend
-from tests.http.test_events_api import opened_profile, post, subject_id
+from tests.http.test_events_api import opened_profile, opened_text, post, subject_id
 
 AUTHOR = "author-1"
 
 
 def stored_text(container: Container, message_id: str) -> str | None:
-    with container.uow() as uow:
-        return uow.session.scalar(select(Message.text).where(Message.message_id == message_id))
+    return opened_text(container, message_id)
 
 
 def edit(text: str, at: str, user: str = AUTHOR, message_id: str = "m-1") -> dict[str, Any]:
@@ -98,9 +97,13 @@ def test_the_old_text_of_an_edited_message_leaves_the_sqlite_file(
     if container.engine.dialect.name != "sqlite":
         pytest.skip("PostgreSQL keeps the old row version until VACUUM (README, erasure guarantees)")
     post(client, keys, sent("canary-old-text-7f3a", "2026-01-14T10:00:00Z"))
+    with container.uow() as uow:  # stored sealed: the old text's bytes on disk are its ciphertext
+        old = uow.session.scalar(select(Message.text).where(Message.message_id == "m-1"))
+    assert old is not None and old.startswith("v1.")
     post(client, keys, edit("new text", "2026-01-14T10:05:00Z"))
     container.keys.compact(container.engine)  # the WAL is checkpointed into the main file, as the jobs do
     database = Path(str(container.engine.url.database))
     for path in (database, database.with_name(database.name + "-wal")):
         if path.exists():
+            assert old.encode() not in path.read_bytes(), path
             assert b"canary-old-text-7f3a" not in path.read_bytes(), path

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from app.domain.events import PERSONAL_COLUMNS
+from app.domain.events import SEALED_COLUMNS
 from app.domain.policy import PolicyError, parse_datamap
 from app.stores.clickhouse.client import ClickHouse
 from app.stores.sql.models import Base
@@ -37,7 +37,7 @@ def test_every_clickhouse_column_is_classified(datamap, clickhouse: ClickHouse) 
 def test_the_columns_erasure_blanks_are_the_ones_marked_so(datamap) -> None:  # type: ignore[no-untyped-def]
     blanked = {k[2] for k, col in datamap.items() if k[:2] == ("clickhouse", "events")
                and col.erasure == "blank_on_anonymise"}
-    assert blanked == set(PERSONAL_COLUMNS)
+    assert blanked == set(SEALED_COLUMNS)
 
 
 @pytest.mark.parametrize(("doc", "message"), [

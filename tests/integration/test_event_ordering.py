@@ -17,7 +17,7 @@ from app.bootstrap import Container
 from app.stores.sql.models import DeletionRequest, Message, Profile, Subject
 from tests.conftest import FakeClock
 from tests.fixtures.platform import frontend
-from tests.http.test_events_api import opened_profile
+from tests.http.test_events_api import open_text, opened_profile
 
 T0 = datetime(2026, 2, 1, 9, 0, tzinfo=UTC)
 _projects = itertools.count()
@@ -52,7 +52,8 @@ def end_state(container: Container, project_id: str) -> dict[str, Any]:
     with container.uow() as uow:
         rows = uow.session.execute(select(Message, Subject.user_id).outerjoin(
             Subject, Subject.id == Message.subject_id).where(Message.project_id == project_id))
-        messages = {m.message_id: (user, m.text, m.sent_at, m.deleted_at, m.placeholder) for m, user in rows}
+        messages = {m.message_id: (user, open_text(container, m.subject_id, m.text, uow), m.sent_at, m.deleted_at,
+                                   m.placeholder) for m, user in rows}
         with_profile = dict(uow.session.execute(
             select(Subject.user_id, Profile.subject_id).join(Subject, Subject.id == Profile.subject_id)
             .where(Subject.project_id == project_id)).all())

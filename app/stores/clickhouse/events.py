@@ -22,16 +22,16 @@ from datetime import datetime
 from typing import Any
 
 from app.domain.crypto import TOKEN_PREFIX
-from app.domain.events import PERSONAL_COLUMNS
+from app.domain.events import SEALED_COLUMNS
 from app.ports import ErasureBatch
 from app.stores.clickhouse.client import ClickHouse
 
 NO_SUBJECT = uuid.UUID(int=0)
 COLUMNS = ["project", "event", "at", "received_at", "subject_id", "actor_kind", "dedup_key", "room_id",
-           "message_id", "platform", *PERSONAL_COLUMNS, "properties"]
-_ANY_PERSONAL = " OR ".join(f"{c} != ''" for c in PERSONAL_COLUMNS)
-_PLAINTEXT = " OR ".join(f"({c} != '' AND NOT startsWith({c}, '{TOKEN_PREFIX}'))" for c in PERSONAL_COLUMNS)
-_BLANK = ", ".join(f"{c} = ''" for c in PERSONAL_COLUMNS)
+           "message_id", "platform", *SEALED_COLUMNS, "properties"]
+_ANY_PERSONAL = " OR ".join(f"{c} != ''" for c in SEALED_COLUMNS)
+_PLAINTEXT = " OR ".join(f"({c} != '' AND NOT startsWith({c}, '{TOKEN_PREFIX}'))" for c in SEALED_COLUMNS)
+_BLANK = ", ".join(f"{c} = ''" for c in SEALED_COLUMNS)
 SYNC = {"mutations_sync": 2}
 TARGETED_PARTITIONS = 16  # up to this many affected days, patches are applied day by day
 
@@ -54,7 +54,7 @@ class EventRow:
     def values(self) -> list[Any]:
         return [self.project, self.event, self.at, self.received_at,
                 uuid.UUID(self.subject_id) if self.subject_id else NO_SUBJECT, self.actor_kind, self.dedup_key,
-                self.room_id, self.message_id, self.platform, *(self.personal.get(c, "") for c in PERSONAL_COLUMNS),
+                self.room_id, self.message_id, self.platform, *(self.personal.get(c, "") for c in SEALED_COLUMNS),
                 json.dumps(self.properties, ensure_ascii=False, sort_keys=True, default=str)]
 
 
@@ -128,7 +128,7 @@ class EventStore:
     # --- reads ---------------------------------------------------------------------------
     def of_subject(self, subject_id: str) -> list[dict[str, Any]]:
         """Every event of one subject, oldest first, personal columns as stored (ciphertext)."""
-        columns = ["event", "at", "room_id", "message_id", "platform", *PERSONAL_COLUMNS, "properties"]
+        columns = ["event", "at", "room_id", "message_id", "platform", *SEALED_COLUMNS, "properties"]
         rows = self.ch.rows(f"SELECT {', '.join(columns)} FROM events WHERE subject_id = {{id:UUID}} ORDER BY at",
                             parameters={"id": uuid.UUID(subject_id)})
         return [dict(zip(columns, row, strict=True)) for row in rows]

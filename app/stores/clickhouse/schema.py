@@ -67,6 +67,13 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         ORDER BY (project, day)
         """,
     ]),
+    (3, "events.extra", [
+        # Every property of an event that has no column of its own, as one JSON object sealed
+        # under the same key as its personal columns (before this version they were stored in
+        # plaintext in `properties`, which now holds only the subject ids of the users an event
+        # names). Old rows keep their `properties`: the 13-month cap removes them.
+        "ALTER TABLE events ADD COLUMN IF NOT EXISTS extra String DEFAULT '' AFTER url",
+    ]),
 ]
 
 

@@ -137,14 +137,17 @@ class KeysStep:
       the size of its history, and nothing outside this transaction to go wrong.
     - "grace", at purge: what grace keeps restorable (profile, login IPs, the request's
       reason), so the copies of those rows left in WAL and backups are unreadable too.
-    Purpose names are app.services.keys.ANALYTICS / GRACE (stores do not import services).
+    - "content", at the purge of `immediate` requests only: their message texts, deleted with
+      the messages in the same step (after a grace-mode purge the messages stay, anonymous).
+    Purpose names are app.services.keys.ANALYTICS / GRACE / CONTENT (stores do not import services).
     """
 
-    def __init__(self, keys: KeyDestroyer, purpose: str, *, at_anonymise: bool) -> None:
+    def __init__(self, keys: KeyDestroyer, purpose: str, *, at_anonymise: bool, immediate_only: bool = False) -> None:
         self._keys = keys
         self.purpose = purpose
         self.name = f"keys.{purpose}"
         self._at_anonymise = at_anonymise
+        self._immediate_only = immediate_only
 
     def anonymise(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
         return self._destroy(uow, batch) if self._at_anonymise else {}
@@ -153,11 +156,16 @@ class KeysStep:
         return self._destroy(uow, batch)  # a key made during grace (after a restore) goes too
 
     def residual(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
-        found = uow.keys.having(batch.subject_ids, self.purpose)
-        return {subject: int(subject in found) for subject in batch.subject_ids}
+        subjects = self._subjects(batch)
+        found = uow.keys.having(subjects, self.purpose)
+        return {subject: int(subject in found) for subject in subjects}
+
+    def _subjects(self, batch: ErasureBatch) -> list[str]:
+        return sorted(batch.immediate) if self._immediate_only else list(batch.subject_ids)
 
     def _destroy(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
-        return {owner: 1 for owner in self._keys.destroy(uow, batch.subject_ids, self.purpose)}
+        subjects = self._subjects(batch)
+        return {owner: 1 for owner in self._keys.destroy(uow, subjects, self.purpose)} if subjects else {}
 
 
 class SuppressionStep:
@@ -182,5 +190,6 @@ class SuppressionStep:
 def sql_steps(keys: KeyDestroyer, dead_letters: DeadLetterFinder, suppressor: Suppressor) -> list[SqlErasureStep]:
     """Every SQL table that holds personal data (or the keys to it), in the order they are erased."""
     return [KeysStep(keys, "analytics", at_anonymise=True), KeysStep(keys, "grace", at_anonymise=False),
+            KeysStep(keys, "content", at_anonymise=False, immediate_only=True),
             ProfilesStep(), RequestReasonsStep(), MessagesStep(), LoginsStep(), DeadLettersStep(dead_letters),
             SuppressionStep(suppressor)]

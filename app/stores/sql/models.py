@@ -243,7 +243,8 @@ class JobRun(Base):
 
 
 class Message(Base):
-    """A chat message (from message_sent / admin_message_sent). `text` is personal."""
+    """A chat message (from message_sent / admin_message_sent). `text` is personal: stored only as
+    ciphertext under its author's `content` key (app.services.keys.CONTENT)."""
 
     __tablename__ = "messages"
     __table_args__ = (
@@ -255,7 +256,7 @@ class Message(Base):
     message_id: Mapped[str] = mapped_column(String(200))
     room_id: Mapped[str | None] = mapped_column(String(200))
     subject_id: Mapped[str | None] = mapped_column(ForeignKey("subjects.id"))
-    text: Mapped[str | None] = mapped_column(Text)
+    text: Mapped[str | None] = mapped_column(Text)  # sealed under the author's content key
     sent_at: Mapped[datetime]
     # True for a tombstone: its deletion arrived before it was sent (webhooks come in any
     # order); the late `message_sent` fills it in and the message stays deleted.
@@ -352,7 +353,7 @@ class DataKey(Base):
     __table_args__ = (Index("uq_data_keys_owner_purpose", "owner", "purpose", unique=True),)
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     owner: Mapped[str] = mapped_column(String(64))  # subject id, hold id, "deadletters:<project>:<day>"
-    purpose: Mapped[str] = mapped_column(String(20))  # analytics | grace | hold | dead_letters
+    purpose: Mapped[str] = mapped_column(String(20))  # analytics | grace | content | hold | dead_letters
     kek_version: Mapped[int] = mapped_column(ForeignKey("kek_versions.version"))
     wrapped: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime]
