@@ -22,6 +22,7 @@ from app.services.dead_letters import DeadLetterService
 from app.services.deletion import DeletionService
 from app.services.erasure import ErasureService
 from app.services.holds import HoldService
+from app.services.identities import Identities
 from app.services.ingest import IngestService
 from app.services.keys import KeyService
 from app.services.messages import MessageFeedService, MessageService
@@ -110,7 +111,7 @@ class Container:
     @cached_property
     def deletions(self) -> DeletionService:
         return DeletionService(self.uow, self.now, self.policies, self.settings.secret_key,
-                               lambda job: self.kick(job), self.keys)
+                               lambda job: self.kick(job), self.keys, self.identities)
 
     @cached_property
     def sql_steps(self) -> list[SqlErasureStep]:
@@ -123,8 +124,9 @@ class Container:
 
     @cached_property
     def erasure(self) -> ErasureService:
-        return ErasureService(self.uow, self.now, self.settings.secret_key, self.sql_steps, [self.events],
-                              after_run=lambda: self.keys.compact_when_due(self.engine), holds=self.holds)
+        return ErasureService(self.uow, self.now, self.settings.secret_key, self.identities, self.sql_steps,
+                              [self.events], after_run=lambda: self.keys.compact_when_due(self.engine),
+                              holds=self.holds)
 
     @cached_property
     def metrics(self) -> MetricsService:
@@ -136,17 +138,17 @@ class Container:
 
     @cached_property
     def message_feed(self) -> MessageFeedService:
-        return MessageFeedService(self.uow, self.policies, self.holds)
+        return MessageFeedService(self.uow, self.policies, self.holds, self.identities)
 
     @cached_property
     def retention(self) -> RetentionService:
         return RetentionService(self.uow, self.now, self.policies, self.holds, self.event_lifecycle, self.deletions,
-                                self.keys, self.dead_letters)
+                                self.keys, self.dead_letters, self.identities)
 
     @cached_property
     def offboarding(self) -> OffboardingService:
         return OffboardingService(self.uow, self.now, self.holds, self.event_lifecycle, self.accounts, self.keys,
-                                  self.dead_letters)
+                                  self.dead_letters, self.identities)
 
     @cached_property
     def dead_letters(self) -> DeadLetterService:
@@ -154,7 +156,7 @@ class Container:
 
     @cached_property
     def holds(self) -> HoldService:
-        return HoldService(self.uow, self.now, self.policies)
+        return HoldService(self.uow, self.now, self.policies, self.identities)
 
     @cached_property
     def events(self) -> EventStore:
@@ -166,12 +168,17 @@ class Container:
 
     @cached_property
     def subjects(self) -> SubjectService:
-        return SubjectService(self.uow, self.events, self.keys, self.settings.secret_key, self.dead_letters)
+        return SubjectService(self.uow, self.events, self.keys, self.settings.secret_key, self.dead_letters,
+                              self.identities)
 
     @cached_property
     def ingest(self) -> IngestService:
         return IngestService(self.uow, self.now, self.policies, self.events, self.deletions, self.keys,
-                             self.dead_letters, self.settings.secret_key, self.suppressions)
+                             self.dead_letters, self.settings.secret_key, self.suppressions, self.identities)
+
+    @cached_property
+    def identities(self) -> Identities:
+        return Identities(self.keys, self.settings.secret_key)
 
     @cached_property
     def keys(self) -> KeyService:
@@ -186,6 +193,9 @@ class Container:
         """Both stores' schemas. `outage_tolerated` (serve, worker): a ClickHouse server that
         does not answer is reported and migrated once it does; SQL and the API start anyway."""
         migrations.upgrade(self.engine)
+        sealed = self.identities.seal_legacy(self.uow)  # needs LETHE_SECRET_KEY, so not in Alembic
+        if sealed:
+            log.info("subjects.sealed", subjects=sealed)
         if not clickhouse:
             return
         try:

@@ -234,8 +234,8 @@ def main() -> int:
         errors = lethe.logged_errors()
         failed = query_database(database_url, "SELECT count(*) FROM deletion_requests WHERE status = 'failed'")[0][0]
         keys = dict(query_database(
-            database_url, "SELECT CASE WHEN s.user_id LIKE 'bg-%' THEN 'bg' ELSE 'requested' END, count(*) "
-            "FROM data_keys k JOIN subjects s ON s.id = k.owner WHERE k.purpose = 'analytics' GROUP BY 1"))
+            database_url, "SELECT CASE WHEN EXISTS (SELECT 1 FROM deletion_requests r WHERE r.subject_id = k.owner) "
+            "THEN 'requested' ELSE 'bg' END, count(*) FROM data_keys k WHERE k.purpose = 'analytics' GROUP BY 1"))
         lethe.stop()
 
     keys_ok = keys.get("requested", 0) == 0 and keys.get("bg", 0) > 0

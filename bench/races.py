@@ -275,10 +275,11 @@ class Bench:
 
         from app.stores.sql.models import DeletionRequest, Subject
 
+        by_key = {self.api.identities.lookup(self.project_id, user): user for user in users}  # ids are sealed
         with self.api.uow() as uow:
-            found = dict(uow.session.execute(
-                select(Subject.user_id, DeletionRequest.id).join(Subject, Subject.id == DeletionRequest.subject_id)
-                .where(Subject.project_id == self.project_id, Subject.user_id.in_(list(users)))).all())
+            found = {by_key[key]: request_id for key, request_id in uow.session.execute(
+                select(Subject.user_key, DeletionRequest.id).join(Subject, Subject.id == DeletionRequest.subject_id)
+                .where(Subject.project_id == self.project_id, Subject.user_key.in_(list(by_key)))).all()}
         if len(found) != len(users):
             raise RuntimeError(f"delete_profile_confirmed opened {len(found)} requests for {len(users)} users")
         races = [Race("c", user, found[user]) for user in users]

@@ -21,6 +21,7 @@ from app.ports import Clock, JobKicker, UnitOfWorkFactory
 from app.services.audit import entry_dict
 from app.services.batching import GroupCommitter
 from app.services.errors import Conflict, NotFound, Unprocessable
+from app.services.identities import Identities
 from app.services.keys import GRACE, KeyService
 from app.services.policies import PolicyBook
 from app.stores.sql.models import DeletionRequest, IdempotencyKey, Project, Subject, new_id
@@ -74,8 +75,9 @@ def to_dict(row: DeletionRequest, project_name: str, user_id: str | None, now: d
 
 class DeletionService:
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock, policies: PolicyBook, secret_key: bytes,
-                 kick: JobKicker, keys: KeyService) -> None:
+                 kick: JobKicker, keys: KeyService, identities: Identities) -> None:
         self._keys = keys
+        self._ids = identities
         self._uow = uow
         self._clock = clock
         self._policies = policies
@@ -146,7 +148,7 @@ class DeletionService:
             subjects: dict[tuple[str, str], Subject] = {}
             for project_id in projects:
                 users = {i.user_id for i in items if i.project_id == project_id}
-                found = uow.subjects_bulk.ensure(project_id, users, now)
+                found = self._ids.ensure(uow, project_id, users, now)
                 subjects.update({(project_id, user): s for user, s in found.items()})
             open_rows = uow.requests.open_for_many([s.id for s in subjects.values()])
             for item in items:
@@ -180,7 +182,7 @@ class DeletionService:
         with self._uow() as uow:
             project = uow.projects.by_id(project_id)
             assert project is not None
-            subject = uow.subjects_bulk.ensure(project_id, [user_id], now)[user_id]
+            subject = self._ids.ensure(uow, project_id, [user_id], now)[user_id]
             row, created = self.open_in(uow, project, subject, user_id, mode, reason, source, actor)
             outcome = Outcome(202 if created else 200, to_dict(row, project.name, user_id, now))
             if idempotency_key is not None:
@@ -229,7 +231,8 @@ class DeletionService:
         transaction. Returns the user id; raises Conflict saying why when it is refused."""
         now = self._clock()
         subject = uow.subjects.lock(row.subject_id)  # as it is now, not as the caller loaded it
-        if subject is None or subject.user_id is None:
+        user_id = self._ids.user_id(uow, subject)
+        if subject is None or subject.user_key is None or user_id is None:
             raise Conflict("the user's data was already purged; nothing can be restored")
         try:
             state = lifecycle.restore(state_of(row), now)
@@ -239,8 +242,8 @@ class DeletionService:
         row.restored_at, row.lease_until = now, None
         subject.status = "active"
         uow.audit(AuditRecord(actor, "deletion_request.restored", project.name,
-                              subject_hash(self._key, project.name, subject.user_id), {"request_id": row.id}))
-        return subject.user_id
+                              subject_hash(self._key, project.name, user_id), {"request_id": row.id}))
+        return user_id
 
     def _body_hash(self, user_id: str, mode: Mode, reason: str | None) -> str:
         """Keyed, so the stored hash cannot be matched against guessed user ids."""
@@ -290,7 +293,7 @@ class DeletionService:
         with self._uow() as uow:
             subject_id = None
             if user_id is not None:
-                subject = uow.subjects.find(project_id, user_id)
+                subject = self._ids.find(uow, project_id, user_id)
                 if subject is None:
                     return {"items": [], "next_cursor": None}
                 subject_id = subject.id
@@ -309,7 +312,7 @@ class DeletionService:
             rows, next_cursor = uow.requests.across(list(projects), now=now, status=status, source=source,
                                                     overdue=overdue, due_before=due_before, limit=limit,
                                                     cursor=cursor)
-            users = {s.id: s.user_id for s in uow.subjects.by_ids([r.subject_id for r in rows])}
+            users = self._ids.user_ids(uow, uow.subjects.by_ids([r.subject_id for r in rows]))
             timelines = uow.audit_log.of_requests(sorted(projects.values()), [r.id for r in rows])
             items = [{**to_dict(r, projects[r.project_id], users.get(r.subject_id), now),
                       "timeline": [entry_dict(e) for e in timelines.get(r.id, [])]} for r in rows]
@@ -337,7 +340,7 @@ class DeletionService:
                                       {"request_id": row.id, "months": months, "due_by": row.due_by.isoformat()}))
                 subject = uow.subjects.get(row.subject_id)
                 uow.commit()
-                return to_dict(row, name, subject.user_id if subject else None, uow.now())
+                return to_dict(row, name, self._ids.user_id(uow, subject), uow.now())
 
         return retry_transient(extend)
 
@@ -353,7 +356,7 @@ class DeletionService:
             if request_id is not None:
                 row = self._load(uow, project_id, request_id, lock=True)
             else:
-                subject = uow.subjects.find(project_id, user_id or "")
+                subject = self._ids.find(uow, project_id, user_id or "")
                 found = uow.requests.open_for(subject.id, lock=True) if subject else None
                 if found is None:
                     raise NotFound("the user has no open deletion request")
@@ -374,4 +377,4 @@ class DeletionService:
         subject = uow.subjects.get(row.subject_id)
         project = uow.projects.by_id(row.project_id)
         assert subject is not None and project is not None
-        return to_dict(row, project.name, subject.user_id, uow.now())
+        return to_dict(row, project.name, self._ids.user_id(uow, subject), uow.now())

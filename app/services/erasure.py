@@ -32,6 +32,7 @@ from app.domain.requests import Mode, Source, Status, Step, TransitionRefused
 from app.ports import Clock, ErasureBatch, ExternalErasureStep, SqlErasureStep, UnitOfWorkFactory
 from app.services.deletion import apply_state, state_of
 from app.services.holds import HoldService
+from app.services.identities import Identities
 from app.services.summary import JobSummary
 from app.stores.sql.models import DeletionRequest
 from app.stores.sql.uow import SqlUnitOfWork, retry_transient
@@ -50,10 +51,11 @@ class StepFailed(Exception):
 
 
 class ErasureService:
-    def __init__(self, uow: UnitOfWorkFactory, clock: Clock, secret_key: bytes,
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock, secret_key: bytes, identities: Identities,
                  sql_steps: Sequence[SqlErasureStep], external_steps: Sequence[ExternalErasureStep],
                  after_run: Callable[[], object] = lambda: None, batch_size: int = 10_000,
                  holds: HoldService | None = None) -> None:
+        self._ids = identities
         self._uow = uow
         self._clock = clock
         self._key = secret_key
@@ -158,7 +160,7 @@ class ErasureService:
         if not holds and not any(r.status == Status.ON_HOLD.value for r in rows):
             return list(rows), []
         names = uow.projects.names({r.project_id for r in rows})
-        users = {s.id: s.user_id for s in uow.subjects.by_ids([r.subject_id for r in rows])}
+        users = self._user_ids(uow, [r.subject_id for r in rows])
         refs = uow.messages.refs([r.subject_id for r in rows])
         free: list[DeletionRequest] = []
         held: list[DeletionRequest] = []
@@ -187,13 +189,17 @@ class ErasureService:
             free.append(row)
         return free, held
 
-    @staticmethod
-    def _batch(uow: SqlUnitOfWork, rows: Sequence[DeletionRequest]) -> ErasureBatch:
+    def _user_ids(self, uow: SqlUnitOfWork, subject_ids: Sequence[str]) -> dict[str, str]:
+        """subject -> platform user id, opened (purged subjects have none)."""
+        if not subject_ids:
+            return {}
+        return self._ids.user_ids(uow, uow.subjects.by_ids(subject_ids))
+
+    def _batch(self, uow: SqlUnitOfWork, rows: Sequence[DeletionRequest]) -> ErasureBatch:
         """What the stores need to find the requests' rows (read before any link goes)."""
-        subjects = uow.subjects.by_ids([row.subject_id for row in rows])
         return ErasureBatch(
             project_of={row.subject_id: row.project_id for row in rows},
-            user_of={s.id: s.user_id for s in subjects if s.user_id is not None},
+            user_of=self._user_ids(uow, [row.subject_id for row in rows]),
             immediate=frozenset(row.subject_id for row in rows if row.mode == Mode.IMMEDIATE.value),
             asked=frozenset(row.subject_id for row in rows
                             if row.source in (Source.PARTNER_API.value, Source.USER.value)),

@@ -12,6 +12,7 @@ from app.domain.audit import AuditRecord
 from app.domain.holds import Data, Hold, Scope, covering
 from app.ports import Clock, UnitOfWorkFactory
 from app.services.errors import Conflict, InvalidInput, NotFound
+from app.services.identities import Identities
 from app.services.policies import PolicyBook
 from app.stores.clickhouse.lifecycle import Held
 from app.stores.sql.models import HoldRecord
@@ -35,7 +36,8 @@ def to_domain(row: HoldRecord, project: str) -> Hold:
 
 
 class HoldService:
-    def __init__(self, uow: UnitOfWorkFactory, clock: Clock, policies: PolicyBook) -> None:
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock, policies: PolicyBook, identities: Identities) -> None:
+        self._ids = identities
         self._uow = uow
         self._clock = clock
         self._policies = policies
@@ -116,7 +118,7 @@ class HoldService:
         subjects: set[str] = set()
         for h in holds:
             if h.scope is Scope.USER and h.project in ids:
-                subject = uow.subjects.find(ids[h.project], h.target)
+                subject = self._ids.find(uow, ids[h.project], h.target)
                 if subject is not None:
                     subjects.add(subject.id)
         return Held(

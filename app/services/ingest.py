@@ -43,6 +43,7 @@ from app.services.batching import GroupCommitter
 from app.services.dead_letters import DeadLetterService
 from app.services.deletion import DeletionService
 from app.services.errors import Conflict, Unavailable
+from app.services.identities import Identities
 from app.services.keys import ANALYTICS, CONTENT, GRACE, MESSAGE_TEXT_AAD, KeyService, day_key_owner, unsealed
 from app.services.policies import PolicyBook
 from app.services.suppressions import SuppressionService
@@ -98,7 +99,8 @@ class _Batch:
 class IngestService:
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock, policies: PolicyBook, events: EventStore,
                  deletions: DeletionService, keys: KeyService, dead_letters: DeadLetterService,
-                 secret_key: bytes, suppressions: SuppressionService) -> None:
+                 secret_key: bytes, suppressions: SuppressionService, identities: Identities) -> None:
+        self._identities = identities
         self._suppressions = suppressions
         self._keys = keys
         self._secret = secret_key
@@ -250,7 +252,7 @@ class IngestService:
         for event in events:
             if event.actor and event.at < earliest.get(event.actor.key, received):
                 earliest[event.actor.key] = event.at
-        subjects = uow.subjects_bulk.ensure(project.id, keys, received, earliest)
+        subjects = self._identities.ensure(uow, project.id, keys, received, earliest)
         ciphers = self._keys.ciphers(uow, sorted({_key_owner(project, e, subjects) for e in events
                                                   if any(e.personal.values())} - {""}), ANALYTICS, create=True)
         store_ip = self._policies.for_project(project.name).store_ip

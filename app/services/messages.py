@@ -11,6 +11,7 @@ from app.domain.messages import message_state
 from app.ports import UnitOfWorkFactory
 from app.services.errors import NotFound
 from app.services.holds import HoldService
+from app.services.identities import Identities
 from app.services.policies import PolicyBook
 from app.services.summary import JobSummary
 
@@ -39,7 +40,9 @@ class MessageFeedService:
     """Job `message_feed`: a deleted message leaves the admin feed `message_feed_days` after its
     deletion (text erased) unless complaints are open; held messages are left as they are."""
 
-    def __init__(self, uow: UnitOfWorkFactory, policies: PolicyBook, holds: HoldService) -> None:
+    def __init__(self, uow: UnitOfWorkFactory, policies: PolicyBook, holds: HoldService,
+                 identities: Identities) -> None:
+        self._ids = identities
         self._uow = uow
         self._policies = policies
         self._holds = holds
@@ -52,8 +55,11 @@ class MessageFeedService:
             for project_id, name in sorted(projects.items(), key=lambda p: p[1]):
                 cutoff = now - timedelta(days=self._policies.for_project(name).message_feed_days)
                 removable = []
-                for message, author in uow.messages.leaving_feed(project_id, cutoff):
-                    data = Data.message(name, author, message.room_id, message.message_id)
+                leaving = uow.messages.leaving_feed(project_id, cutoff)
+                authors = self._ids.user_ids(uow, [author for _, author in leaving if author is not None])
+                for message, author in leaving:
+                    data = Data.message(name, authors.get(author.id) if author else None, message.room_id,
+                                        message.message_id)
                     if self._holds.blocking(holds, data, now):
                         summary.held += 1
                         continue

@@ -15,6 +15,7 @@ from app.services.accounts import AccountService
 from app.services.dead_letters import DeadLetterService
 from app.services.errors import Conflict, NotFound
 from app.services.holds import HoldService
+from app.services.identities import Identities
 from app.services.keys import ANALYTICS, KeyService
 from app.services.summary import JobSummary
 from app.stores.clickhouse.lifecycle import EventLifecycle
@@ -35,7 +36,9 @@ from app.stores.sql.uow import SqlUnitOfWork
 
 class OffboardingService:
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock, holds: HoldService, events: EventLifecycle,
-                 accounts: AccountService, keys: KeyService, dead_letters: DeadLetterService) -> None:
+                 accounts: AccountService, keys: KeyService, dead_letters: DeadLetterService,
+                 identities: Identities) -> None:
+        self._ids = identities
         self._keys = keys
         self._dead_letters = dead_letters
         self._uow = uow
@@ -89,19 +92,20 @@ class OffboardingService:
     def _sql(self, uow: SqlUnitOfWork, project_id: str, name: str, holds: Sequence[Hold],
              now: datetime) -> dict[str, int]:
         session = uow.session
-        held_users = {h.target for h in holds if h.scope is Scope.USER}
+        held_users = {self._ids.lookup(project_id, h.target) for h in holds if h.scope is Scope.USER}
         messages = list(session.execute(
-            select(Message.id, Message.message_id, Message.room_id, Message.subject_id, Subject.user_id)
-            .outerjoin(Subject, Subject.id == Message.subject_id).where(Message.project_id == project_id)))
+            select(Message.id, Message.message_id, Message.room_id, Message.subject_id)
+            .where(Message.project_id == project_id)))
+        users = self._ids.user_ids(uow, uow.subjects.by_ids(sorted({m.subject_id for m in messages if m.subject_id})))
         doomed, kept, authors_of_kept = [], set(), set()
-        for row_id, message_id, room_id, subject_id, user in messages:
-            data = Data.message(name, user, room_id, message_id)
+        for row_id, message_id, room_id, subject_id in messages:
+            data = Data.message(name, users.get(subject_id or ""), room_id, message_id)
             if self._holds.blocking(holds, data, now):
                 kept.add(message_id)
                 authors_of_kept.add(subject_id)  # a held message keeps its attribution too
             else:
                 doomed.append(row_id)
-        subjects = list(session.execute(select(Subject.id, Subject.user_id).where(Subject.project_id == project_id)))
+        subjects = list(session.execute(select(Subject.id, Subject.user_key).where(Subject.project_id == project_id)))
         free_subjects = [sid for sid, user in subjects if user not in held_users and sid not in authors_of_kept]
 
         def gone(statement: object) -> int:
@@ -124,6 +128,5 @@ class OffboardingService:
         counts["sql.data_keys"] = len(self._keys.destroy(uow, free_subjects))  # every purpose
         if not holds:
             counts["sql.data_keys"] += self._keys.destroy_day_keys(uow, ANALYTICS, project_id)
-        counts["sql.subjects"] = gone(update(Subject).where(Subject.id.in_(free_subjects), Subject.user_id.is_not(None))
-                                      .values(user_id=None, status="erased", erased_at=now))
+        counts["sql.subjects"] = uow.subjects.destroy_links(free_subjects, now)
         return counts

@@ -17,6 +17,7 @@ from app.ports import Clock, UnitOfWorkFactory
 from app.services.dead_letters import DeadLetterService
 from app.services.deletion import DeletionService
 from app.services.holds import HoldService
+from app.services.identities import Identities
 from app.services.keys import ANALYTICS, KeyService
 from app.services.policies import PolicyBook
 from app.services.summary import JobSummary
@@ -30,7 +31,8 @@ IDEMPOTENCY_KEYS_KEPT = timedelta(days=1)
 class RetentionService:
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock, policies: PolicyBook, holds: HoldService,
                  events: EventLifecycle, deletions: DeletionService, keys: KeyService,
-                 dead_letters: DeadLetterService) -> None:
+                 dead_letters: DeadLetterService, identities: Identities) -> None:
+        self._ids = identities
         self._keys = keys
         self._dead_letters = dead_letters
         self._uow = uow
@@ -93,13 +95,14 @@ class RetentionService:
         session = uow.session
         project_holds = [h for h in holds if h.project == name]
         old_messages = list(session.execute(
-            select(Message.id, Message.message_id, Message.room_id, Subject.user_id)
-            .outerjoin(Subject, Subject.id == Message.subject_id)
+            select(Message.id, Message.message_id, Message.room_id, Message.subject_id)
             .where(Message.project_id == project_id, Message.sent_at < cutoff)
         ))
+        authors = self._ids.user_ids(uow, uow.subjects.by_ids(sorted({m.subject_id for m in old_messages
+                                                                      if m.subject_id})))
         doomed, held_ids = [], set()
-        for row_id, message_id, room_id, user_id in old_messages:
-            data = Data.message(name, user_id, room_id, message_id)
+        for row_id, message_id, room_id, author in old_messages:
+            data = Data.message(name, authors.get(author or ""), room_id, message_id)
             if self._holds.blocking(project_holds, data, now):
                 held_ids.add(message_id)
             else:
@@ -109,13 +112,13 @@ class RetentionService:
             session.execute(delete(Message).where(Message.id.in_(doomed)))
         complaints = session.execute(delete(Complaint).where(
             Complaint.project_id == project_id, Complaint.opened_at < cutoff, Complaint.message_id.not_in(held_ids)))
-        held_users = {h.target for h in project_holds if h.scope is Scope.USER}
+        held_users = {self._ids.lookup(project_id, h.target) for h in project_holds if h.scope is Scope.USER}
         project_held = any(h.scope is Scope.PROJECT for h in project_holds)
         logins = 0
         if not project_held:
             logins = session.execute(delete(Login).where(
                 Login.at < cutoff, Login.subject_id.in_(select(Subject.id).where(
-                    Subject.project_id == project_id, Subject.user_id.not_in(held_users))))).rowcount  # type: ignore[attr-defined]
+                    Subject.project_id == project_id, Subject.user_key.not_in(held_users))))).rowcount  # type: ignore[attr-defined]
         dead_letter_cutoff = now - timedelta(days=self._policies.for_project(name).dead_letter_retention_days)
         dead = self._dead_letters.expire(uow, project_id, dead_letter_cutoff)
         session.execute(delete(EventReceipt).where(EventReceipt.project_id == project_id,
@@ -132,12 +135,14 @@ class RetentionService:
         project = uow.projects.by_id(project_id)
         assert project is not None
         idle = list(uow.session.scalars(select(Subject).where(
-            Subject.project_id == project_id, Subject.status == "active", Subject.user_id.is_not(None),
-            Subject.last_seen_at < cutoff, ~Subject.user_id.startswith("admin:"))))
+            Subject.project_id == project_id, Subject.status == "active", Subject.user_key.is_not(None),
+            Subject.last_seen_at < cutoff, Subject.admin.is_(False))))
+        users = self._ids.user_ids(uow, idle)
         opened = 0
         for subject in idle:
-            assert subject.user_id is not None
-            _, created = self._deletions.open_in(uow, project, subject, subject.user_id, Mode.IMMEDIATE, None,
+            if subject.id not in users:
+                continue  # its id does not open: nothing to name it by (never expected)
+            _, created = self._deletions.open_in(uow, project, subject, users[subject.id], Mode.IMMEDIATE, None,
                                                  Source.RETENTION, "job:retention")
             opened += int(created)
         return opened

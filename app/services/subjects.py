@@ -17,6 +17,7 @@ from app.services.dead_letters import DeadLetterService
 from app.services.deletion import to_dict
 from app.services.errors import NotFound
 from app.services.holds import to_domain
+from app.services.identities import Identities
 from app.services.keys import ANALYTICS, CONTENT, GRACE, MESSAGE_TEXT_AAD, KeyService, unsealed
 from app.stores.clickhouse.events import EventStore
 from app.stores.sql.models import Complaint, DeletionRequest, HoldRecord, Login, Message, Profile, Subject
@@ -24,7 +25,8 @@ from app.stores.sql.models import Complaint, DeletionRequest, HoldRecord, Login,
 
 class SubjectService:
     def __init__(self, uow: UnitOfWorkFactory, events: EventStore, keys: KeyService, secret_key: bytes,
-                 dead_letters: DeadLetterService) -> None:
+                 dead_letters: DeadLetterService, identities: Identities) -> None:
+        self._ids = identities
         self._dead_letters = dead_letters
         self._uow = uow
         self._events = events
@@ -35,7 +37,7 @@ class SubjectService:
         """`projects`: id -> name of the projects the caller may see."""
         found: list[dict[str, Any]] = []
         with self._uow() as uow:
-            for project_id, name, subject in _subjects(uow, projects, user_id):
+            for project_id, name, subject in self._subjects(uow, projects, user_id):
                 count = _counter(uow.session)
                 sql: dict[str, Any] = {
                     "sql.subjects": 1,
@@ -51,13 +53,20 @@ class SubjectService:
             raise NotFound("Lethe holds nothing about this user in your projects")
         return {"user_id": user_id, "projects": found}
 
+    def _subjects(self, uow: Any, projects: Mapping[str, str], user_id: str) -> Iterator[tuple[str, str, Subject]]:
+        """(project id, name, subject) of the user in each project the caller may see, by name."""
+        for project_id, name in sorted(projects.items(), key=lambda p: p[1]):
+            subject = self._ids.find(uow, project_id, user_id)
+            if subject is not None:
+                yield project_id, name, subject
+
     def export(self, projects: Mapping[str, str], user_id: str, *, actor: str) -> dict[str, Any]:
         """Everything Lethe holds about the user, decrypted (GDPR Art. 15/20): profile, messages,
         events with their personal values, requests and holds, per project. Values whose key is
         destroyed are gone for everyone, this export included. The export itself is audited."""
         found: list[dict[str, Any]] = []
         with self._uow() as uow:
-            for project_id, name, subject in _subjects(uow, projects, user_id):
+            for project_id, name, subject in self._subjects(uow, projects, user_id):
                 cipher = self._keys.ciphers(uow, [subject.id], ANALYTICS, create=False).get(subject.id)
                 grace = self._keys.ciphers(uow, [subject.id], GRACE, create=False).get(subject.id)
                 content = self._keys.ciphers(uow, [subject.id], CONTENT, create=False).get(subject.id)
@@ -85,12 +94,6 @@ class SubjectService:
         return {"user_id": user_id, "projects": found}
 
 
-def _subjects(uow: Any, projects: Mapping[str, str], user_id: str) -> Iterator[tuple[str, str, Subject]]:
-    """(project id, name, subject) of the user in each project the caller may see, by name."""
-    for project_id, name in sorted(projects.items(), key=lambda p: p[1]):
-        subject = uow.subjects.find(project_id, user_id)
-        if subject is not None:
-            yield project_id, name, subject
 
 
 def _about(uow: Any, project_id: str, name: str, subject: Subject, user_id: str) -> dict[str, Any]:

@@ -78,9 +78,12 @@ def test_erased_user_leaves_no_marker_anywhere(client: TestClient[Any], containe
     seed(client, keys, OTHER, "KEEPME", "hello from KEEPME")
     ch_dir = Path(clickhouse.url.removeprefix("chdb://"))
     events_before = len(ch_rows(container))
-    # the checks can see the data while it is there (ClickHouse: only through the keys)
-    assert M in sql_dump(engine) and any(M in str(r) for r in readable(container, ch_rows(container)))
-    assert not files_with(ch_dir, M.encode())  # sealed at the door: never plaintext in ClickHouse
+    # the checks can see the data while it is there: only through the keys, since it is sealed
+    # at the door and never stored in plaintext in either store
+    exported = client.get(f"/v1/subjects/{USER}/export", headers=bearer(keys["api_key"]))
+    assert exported.status_code == 200 and M in exported.text
+    assert any(M in str(r) for r in readable(container, ch_rows(container)))
+    assert M not in sql_dump(engine) and not files_with(ch_dir, M.encode())
 
     created = client.post("/v1/deletion-requests", json={"user_id": USER, "reason": f"ticket {M}", "mode": mode},
                           headers=bearer(keys["api_key"])).json()
@@ -90,8 +93,9 @@ def test_erased_user_leaves_no_marker_anywhere(client: TestClient[Any], containe
     assert done["status"] == "completed"
     assert all(store["residual"] == 0 for store in done["evidence"].values())
 
-    # SQL rows and ClickHouse rows (patch parts off: what is on disk)
+    # SQL rows and ClickHouse rows (patch parts off: what is on disk), and what the keys still open
     assert M not in sql_dump(engine)
+    assert client.get(f"/v1/subjects/{USER}/export", headers=bearer(keys["api_key"])).status_code == 404
     rows = readable(container, ch_rows(container))
     assert not [r for r in rows if M in str(r)]
     assert [r for r in rows if r["user_name"] == UNREADABLE]  # its key is gone

@@ -83,6 +83,13 @@ def opened_text(container: Container, message_id: str, project_id: str | None = 
         return None if message is None else open_text(container, message.subject_id, message.text, uow)
 
 
+def linked_users(container: Container, uow: Any) -> dict[str, str]:
+    """subject id -> platform user id of every subject still linked (ids are stored sealed)."""
+    from app.stores.sql.models import Subject
+
+    return container.identities.user_ids(uow, uow.session.scalars(select(Subject).where(Subject.user_key.is_not(None))))
+
+
 def open_text(container: Container, author: str | None, stored: str | None, uow: Any = None) -> str | None:
     """A message text as stored (sealed) opened with its author's content key (read in `uow`,
     the caller's transaction, if given: SQLite allows one writer)."""
@@ -102,7 +109,7 @@ def subject_id(container: Container, user_key: str) -> str:
     with container.uow() as uow:
         project = uow.projects.by_name(PROJECT)
         assert project is not None
-        subject = uow.subjects.find(project.id, user_key)
+        subject = container.identities.find(uow, project.id, user_key)
         assert subject is not None
         return subject.id
 

@@ -10,11 +10,11 @@ from sqlalchemy import func, select
 
 from app.bootstrap import Container
 from app.domain.requests import add_months
-from app.stores.sql.models import DeadLetter, DeletionRequest, Message, Subject
+from app.stores.sql.models import DeadLetter, DeletionRequest, Message
 from tests.conftest import FakeClock
 from tests.fixtures.platform import PROJECT, frontend
 from tests.http.conftest import bearer
-from tests.http.test_events_api import ch_rows, open_text, post, readable
+from tests.http.test_events_api import ch_rows, linked_users, open_text, post, readable
 
 USER = "BUmXxFyNMNE6FUVhL+ECSQ=="
 
@@ -146,12 +146,13 @@ def test_retention_erases_users_idle_for_the_whole_cap(client: TestClient[Any], 
     summary = container.retention.run(now)
     assert summary.stores["sql.retention_requests"] == 1
     with container.uow() as uow:
-        sources = list(uow.session.execute(select(Subject.user_id, DeletionRequest.source, DeletionRequest.mode)
-                                           .join(Subject, Subject.id == DeletionRequest.subject_id)))
+        users = linked_users(container, uow)
+        sources = [(users[s], source, mode) for s, source, mode in uow.session.execute(
+            select(DeletionRequest.subject_id, DeletionRequest.source, DeletionRequest.mode))]
     assert sources == [("idle", "retention", "immediate")]
     container.erasure.anonymise(now)
     with container.uow() as uow:
-        assert uow.session.scalar(select(func.count()).select_from(Subject).where(Subject.user_id == "idle")) == 0
+        assert sorted(linked_users(container, uow).values()) == ["busy"]
 
 
 def test_retention_deletes_old_dead_letters(client: TestClient[Any], keys: dict[str, str], container: Container,
@@ -195,7 +196,7 @@ def test_offboarding_revokes_keys_and_deletes_everything_but_held_data(client: T
     assert [r["message_id"] for r in rows if r["project"] == PROJECT] == ["m-b"]  # the held user's event
     with container.uow() as uow:
         messages = list(uow.session.scalars(select(Message.message_id)))
-        linked = list(uow.session.scalars(select(Subject.user_id).where(Subject.user_id.is_not(None))))
+        linked = linked_users(container, uow).values()
     assert messages == ["m-b"] and sorted(linked) == ["u-b", "x"]
     opened = readable(container, [r for r in rows if r["project"] == PROJECT])
     assert [r["user_name"] for r in opened] == ["John Doe"]  # the held user's key stays
@@ -251,8 +252,8 @@ def test_offboarding_keeps_a_held_rooms_messages_with_their_authors(client: Test
     container.offboarding.offboard(PROJECT)
     container.offboarding.run(clock.now)
     with container.uow() as uow:
-        kept = [(m, open_text(container, author, text, uow), user) for m, text, user, author in uow.session.execute(
-            select(Message.message_id, Message.text, Subject.user_id, Message.subject_id)
-            .join(Subject, Subject.id == Message.subject_id))]
-        linked = sorted(uow.session.scalars(select(Subject.user_id).where(Subject.user_id.is_not(None))))
+        users = linked_users(container, uow)
+        kept = [(m, open_text(container, author, text, uow), users.get(author)) for m, text, author in
+                uow.session.execute(select(Message.message_id, Message.text, Message.subject_id))]
+        linked = sorted(users.values())
     assert kept == [("m-a", "kept", "u-a")] and linked == ["u-a"]

@@ -43,7 +43,7 @@ def test_a_purged_users_late_events_are_dropped_and_counted(client: TestClient[A
     assert answer == {"accepted": 2, "duplicates": 0, "rejected": [], "suppressed": 1}
     assert len(ch_rows(container)) == before + 1  # only the other user's event
     with container.uow() as uow:
-        assert uow.subjects.find(uow.projects.by_name(PROJECT).id, USER) is None  # no new subject
+        assert container.identities.find(uow, uow.projects.by_name(PROJECT).id, USER) is None  # no new subject
         stored = list(uow.session.scalars(select(Suppression)))
     assert len(stored) == 1 and USER not in stored[0].key_hash and len(stored[0].key_hash) == 64
 
@@ -75,4 +75,5 @@ def test_no_suppression_when_the_policy_says_zero(
     assert answer["suppressed"] == 0
     with container.uow() as uow:
         assert uow.session.scalar(select(func.count()).select_from(Suppression)) == 0
-        assert uow.session.scalar(select(func.count()).select_from(Subject).where(Subject.user_id == USER)) == 1
+        assert uow.session.scalar(select(func.count()).select_from(Subject).where(
+            Subject.user_key == container.identities.lookup(uow.projects.by_name(PROJECT).id, USER))) == 1

@@ -96,7 +96,7 @@ def test_restore_in_grace_then_refusals(container: Container, project: dict[str,
     with pytest.raises(Conflict, match="already restored"):
         container.deletions.restore(pid(container), created["id"], actor="partner:acme")
     with container.uow() as uow:
-        subject = uow.subjects.find(pid(container), "u-1")
+        subject = container.identities.find(uow, pid(container), "u-1")
         assert subject is not None and subject.status == "active"
 
 

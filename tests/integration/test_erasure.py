@@ -18,11 +18,7 @@ from tests.integration.test_deletion_requests import pid, request
 def add_profile(container: Container, user: str, clock: FakeClock) -> str:
     project_id = pid(container)  # before the transaction: SQLite has one writer at a time
     with container.uow() as uow:
-        subject = uow.subjects.find(project_id, user)
-        if subject is None:
-            subject = Subject(project_id=project_id, user_id=user, created_at=clock.now, last_seen_at=clock.now)
-            uow.subjects.add(subject)
-            uow.session.flush()
+        subject = container.identities.ensure(uow, project_id, [user], clock.now)[user]
         uow.profiles.upsert(Profile(subject_id=subject.id, display_name=f"Name of {user}",
                                     avatar_url="https://cdn.example/a.png", updated_at=clock.now))
         uow.commit()
@@ -66,7 +62,7 @@ def test_purge_waits_for_grace_then_deletes_and_unlinks(container: Container, pr
     with container.uow() as uow:
         assert uow.profiles.count([sid]) == 0 and uow.profiles.count([keep]) == 1
         assert uow.requests.get(project_id, created["id"]).reason is None  # type: ignore[union-attr]
-        assert uow.subjects.find(project_id, "u-2") is not None
+        assert container.identities.find(uow, project_id, "u-2") is not None
 
 
 def test_immediate_request_completes_in_one_anonymise_run(container: Container, project: dict[str, str],
@@ -114,7 +110,7 @@ class BrokenStore:
 def test_failed_store_marks_requests_failed_and_next_run_retries(container: Container, project: dict[str, str],
                                                                   clock: FakeClock) -> None:
     store = BrokenStore()
-    erasure = ErasureService(container.uow, clock, b"k", container.sql_steps, [store])
+    erasure = ErasureService(container.uow, clock, b"k", container.identities, container.sql_steps, [store])
     created = request(container, "u-1").body
     summary = erasure.anonymise(clock.now)
     assert (summary.processed, summary.failed) == (0, 1)
@@ -142,7 +138,8 @@ def test_restore_during_a_run_is_not_overwritten(container: Container, project: 
 
         purge = residual = anonymise
 
-    ErasureService(container.uow, clock, b"k", container.sql_steps, [RestoreMidway()]).anonymise(clock.now)
+    ErasureService(container.uow, clock, b"k", container.identities, container.sql_steps,
+                   [RestoreMidway()]).anonymise(clock.now)
     assert container.deletions.get(pid(container), created["id"])["status"] == "restored"
 
 
@@ -151,7 +148,8 @@ def test_two_workers_never_claim_the_same_request(container: Container, project:
     for i in range(40):
         request(container, f"u-{i}")
     steps = container.sql_steps
-    services = [ErasureService(container.uow, clock, b"k", steps, [], batch_size=5) for _ in range(4)]
+    services = [ErasureService(container.uow, clock, b"k", container.identities, steps, [], batch_size=5)
+                for _ in range(4)]
     with ThreadPoolExecutor(4) as pool:
         summaries = list(pool.map(lambda s: s.anonymise(clock.now), services))
     assert sum(s.processed for s in summaries) == 40
@@ -178,7 +176,8 @@ def test_the_erasure_job_makes_a_destroyed_key_leave_the_key_tables_file(
     envelope["value"]["project"] = "acme"
     assert container.ingest.ingest(pid(container), "acme", json.dumps(envelope).encode()).accepted == 1
     with container.uow() as uow:
-        wrapped = bytes(uow.session.execute(text("SELECT wrapped FROM data_keys")).scalar_one())
+        wrapped = bytes(uow.session.execute(text("SELECT wrapped FROM data_keys WHERE purpose = 'analytics'"))
+                        .scalar_one())
 
     def on_disk() -> bytes:
         return _sqlite_bytes(engine) if engine.dialect.name == "sqlite" else _pg_bytes(engine, _pg_path(engine))

@@ -50,19 +50,20 @@ def deliver(container: Container, project: tuple[str, str], *envelopes: dict[str
 def end_state(container: Container, project_id: str) -> dict[str, Any]:
     """What the user and the partner see: messages, profiles, the open request per user."""
     with container.uow() as uow:
-        rows = uow.session.execute(select(Message, Subject.user_id).outerjoin(
-            Subject, Subject.id == Message.subject_id).where(Message.project_id == project_id))
-        messages = {m.message_id: (user, open_text(container, m.subject_id, m.text, uow), m.sent_at, m.deleted_at,
-                                   m.placeholder) for m, user in rows}
-        with_profile = dict(uow.session.execute(
-            select(Subject.user_id, Profile.subject_id).join(Subject, Subject.id == Profile.subject_id)
-            .where(Subject.project_id == project_id)).all())
-        open_requests = {user: (r.status, r.requested_at, r.grace_until) for r, user in uow.session.execute(
-            select(DeletionRequest, Subject.user_id).join(Subject, Subject.id == DeletionRequest.subject_id)
-            .where(DeletionRequest.project_id == project_id,
-                   DeletionRequest.status.in_(["pending", "in_grace", "on_hold", "failed"])))}
-        statuses = {user: status for user, status in uow.session.execute(
-            select(Subject.user_id, Subject.status).where(Subject.project_id == project_id))}
+        users = container.identities.user_ids(uow, uow.session.scalars(
+            select(Subject).where(Subject.project_id == project_id)))
+        rows = uow.session.scalars(select(Message).where(Message.project_id == project_id))
+        messages = {m.message_id: (users.get(m.subject_id or ""), open_text(container, m.subject_id, m.text, uow),
+                                   m.sent_at, m.deleted_at, m.placeholder) for m in rows}
+        with_profile = {users.get(sid): sid for sid in uow.session.scalars(
+            select(Profile.subject_id).join(Subject, Subject.id == Profile.subject_id)
+            .where(Subject.project_id == project_id))}
+        open_rows = uow.session.scalars(select(DeletionRequest).where(
+            DeletionRequest.project_id == project_id,
+            DeletionRequest.status.in_(["pending", "in_grace", "on_hold", "failed"])))
+        open_requests = {users.get(r.subject_id): (r.status, r.requested_at, r.grace_until) for r in open_rows}
+        statuses = {users.get(sid): status for sid, status in uow.session.execute(
+            select(Subject.id, Subject.status).where(Subject.project_id == project_id))}
     profiles = {user: opened_profile(container, subject) for user, subject in with_profile.items()}
     return {"messages": messages, "profiles": profiles, "open": open_requests, "subjects": statuses}
 

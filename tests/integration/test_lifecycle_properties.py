@@ -149,10 +149,11 @@ def test_lifecycle_state_machine(tmp_path_factory: pytest.TempPathFactory, click
                 elif scope is Scope.ROOM:
                     q = q.where(Message.room_id == target)
                 else:
-                    q = q.join(Subject, Subject.id == Message.subject_id).where(Subject.user_id == target)
+                    key = self.c.identities.lookup(self.project_id, target)
+                    q = q.join(Subject, Subject.id == Message.subject_id).where(Subject.user_key == key)
                 snap: dict[str, Any] = {"messages": {r[0]: tuple(r[1:]) for r in uow.session.execute(q)}}
                 if scope is Scope.USER:
-                    subject = uow.subjects.find(self.project_id, target)
+                    subject = self.c.identities.find(uow, self.project_id, target)
                     snap["subject"] = subject.id if subject else None
                     snap["key"] = bool(subject and uow.keys.get([subject.id], "analytics"))
             if scope is Scope.USER:

@@ -141,7 +141,7 @@ def test_confirmation_then_restore_webhooks_racing_anonymise(container: Containe
 
     deliver("delete_profile_confirmed")
     with container.uow() as uow:
-        subject = uow.subjects.find(project_id, "u-1")
+        subject = container.identities.find(uow, project_id, "u-1")
         assert subject is not None
         row = uow.requests.open_for(subject.id)
         assert row is not None

@@ -104,15 +104,19 @@ class OfficerProject(Base):
 class Subject(Base):
     """The one link from a platform user id to Lethe's random subject id.
 
-    `user_id` is set to NULL by the purge: from then on nothing links the subject's
-    remaining (anonymous) rows to a person.
+    The id is never stored in plaintext (app.services.identities): `user_key` is a keyed hash
+    of (project, user id) to find the user by, `user_id` the id sealed under the subject's
+    grace key. The purge sets both to NULL (and destroys the key): from then on nothing links
+    the subject's remaining (anonymous) rows to a person.
     """
 
     __tablename__ = "subjects"
-    __table_args__ = (Index("uq_subjects_project_user", "project_id", "user_id", unique=True),)
+    __table_args__ = (Index("uq_subjects_project_user_key", "project_id", "user_key", unique=True),)
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
-    user_id: Mapped[str | None] = mapped_column(String(200))
+    user_key: Mapped[str | None] = mapped_column(String(64))
+    user_id: Mapped[str | None] = mapped_column(Text)  # sealed under the subject's grace key
+    admin: Mapped[bool] = mapped_column(default=False, server_default=false())  # a platform admin, not a chat user
     status: Mapped[str] = mapped_column(String(20), default="active")  # active | hidden | erased
     created_at: Mapped[datetime]
     last_seen_at: Mapped[datetime]

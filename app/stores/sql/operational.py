@@ -3,7 +3,7 @@ complaints, logins, dead letters. Bulk statements: a webhook batch holds up to 1
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -50,27 +50,22 @@ class SubjectsBulk:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def ensure(self, project_id: str, user_keys: Iterable[str], now: datetime,
-               first_seen: Mapping[str, datetime] | None = None) -> dict[str, Subject]:
-        """The subject of every user key, created on first sight (concurrency-safe).
-        `first_seen`: when a new user was last active, if not `now` (an event's own time)."""
-        first_seen = first_seen or {}
-        keys = sorted(set(user_keys))
-        if not keys:
+    def find(self, project_id: str, user_keys: Sequence[str]) -> dict[str, Subject]:
+        """user key (the keyed hash, see app.services.identities) -> subject, for those known."""
+        if not user_keys:
             return {}
-        found = self._find(project_id, keys)
-        missing = [k for k in keys if k not in found]
-        insert_ignoring_conflicts(self.session, Subject.__table__, [  # type: ignore[arg-type]
-            {"id": new_id(), "project_id": project_id, "user_id": k, "status": "active", "created_at": now,
-             "last_seen_at": first_seen.get(k, now)} for k in missing
-        ])
-        if missing:
-            found.update(self._find(project_id, missing))
-        return found
+        rows = self.session.scalars(select(Subject).where(Subject.project_id == project_id,
+                                                          Subject.user_key.in_(user_keys)))
+        return {s.user_key: s for s in rows if s.user_key is not None}
 
-    def _find(self, project_id: str, keys: Sequence[str]) -> dict[str, Subject]:
-        rows = self.session.scalars(select(Subject).where(Subject.project_id == project_id, Subject.user_id.in_(keys)))
-        return {s.user_id: s for s in rows if s.user_id is not None}
+    def unsealed(self, limit: int) -> list[Subject]:
+        """Linked subjects written before user ids were sealed (no keyed hash yet)."""
+        return list(self.session.scalars(select(Subject).where(Subject.user_key.is_(None), Subject.user_id.is_not(None))
+                                         .order_by(Subject.id).limit(limit)))
+
+    def insert_missing(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """New subjects; a user another transaction created first keeps that one (no error)."""
+        insert_ignoring_conflicts(self.session, Subject.__table__, rows)  # type: ignore[arg-type]
 
     def seen(self, last_seen: Mapping[str, datetime]) -> None:
         """Move each subject's last activity forward: one executemany, not an ORM update per
@@ -174,20 +169,20 @@ class Messages:
             messages.add(message_id)
         return found
 
-    def leaving_feed(self, project_id: str, deleted_before: datetime) -> list[tuple[Message, str | None]]:
-        """Deleted messages due to leave the feed (no open complaint), with their author's user id."""
+    def leaving_feed(self, project_id: str, deleted_before: datetime) -> list[tuple[Message, Subject | None]]:
+        """Deleted messages due to leave the feed (no open complaint), with their author."""
         open_complaint = select(Complaint.id).where(
             Complaint.project_id == Message.project_id, Complaint.message_id == Message.message_id,
             Complaint.resolved_at.is_(None),
         ).exists()
         rows = self.session.execute(
-            select(Message, Subject.user_id).outerjoin(Subject, Subject.id == Message.subject_id).where(
+            select(Message, Subject).outerjoin(Subject, Subject.id == Message.subject_id).where(
                 Message.project_id == project_id, Message.deleted_at.is_not(None),
                 Message.deleted_at <= deleted_before, Message.removed_at.is_(None),
                 Message.archived_at.is_(None), ~open_complaint,
             )
         )
-        return [(message, user_id) for message, user_id in rows]
+        return [(message, author) for message, author in rows]
 
     def remove(self, ids: Sequence[str], now: datetime) -> None:
         """Out of the feed: the text is erased, the row stays as a tombstone."""

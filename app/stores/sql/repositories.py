@@ -134,11 +134,6 @@ class Subjects:
             return []
         return list(self.session.scalars(select(Subject).where(Subject.id.in_(subject_ids))))
 
-    def find(self, project_id: str, user_id: str) -> Subject | None:
-        return self.session.scalar(
-            select(Subject).where(Subject.project_id == project_id, Subject.user_id == user_id)
-        )
-
     def add(self, subject: Subject) -> None:
         self.session.add(subject)
 
@@ -152,14 +147,14 @@ class Subjects:
             return 0
         result = self.session.execute(
             update(Subject).where(Subject.id.in_(subject_ids))
-            .values(user_id=None, status="erased", erased_at=now)
+            .values(user_key=None, user_id=None, status="erased", erased_at=now)
         )
         return int(result.rowcount)  # type: ignore[attr-defined]
 
     def linked(self, subject_ids: Sequence[str]) -> int:
         return self.session.scalar(
             select(func.count()).select_from(Subject)
-            .where(Subject.id.in_(subject_ids), Subject.user_id.is_not(None))
+            .where(Subject.id.in_(subject_ids), Subject.user_key.is_not(None))
         ) or 0
 
 

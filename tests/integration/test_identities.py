@@ -1,0 +1,67 @@
+"""Platform user ids are never stored in plaintext: found by a keyed hash, kept sealed under the
+subject's grace key, gone for good with the purge (issue 7), on SQLite and PostgreSQL."""
+
+from datetime import timedelta
+
+from sqlalchemy import insert, select
+
+from app.bootstrap import Container
+from app.stores.sql.models import AuditEntry, Subject, new_id
+from tests.conftest import FakeClock
+from tests.integration.test_deletion_requests import pid, request
+
+USER = "canary-user-7Hq/+=="  # base64-like, with the characters routes must survive
+
+
+def stored(container: Container) -> list[Subject]:
+    with container.uow() as uow:
+        return list(uow.session.scalars(select(Subject)))
+
+
+def test_a_user_id_is_stored_sealed_and_found_by_its_keyed_hash(container: Container, project: dict[str, str],
+                                                               clock: FakeClock) -> None:
+    body = request(container, USER, reason="asked").body
+    assert body["user_id"] == USER  # what the partner sees is the id, opened
+    (subject,) = stored(container)
+    assert subject.user_id is not None and subject.user_id.startswith("v1.") and USER not in subject.user_id
+    assert subject.user_key == container.identities.lookup(pid(container), USER) and len(subject.user_key) == 64
+    assert container.deletions.page(pid(container), user_id=USER, status=None, limit=10, cursor=None)["items"]
+    # another project's same user is another subject with an unrelated key
+    assert container.identities.lookup("other-project", USER) != subject.user_key
+
+
+def test_the_purge_leaves_neither_hash_nor_sealed_id_nor_key(container: Container, project: dict[str, str],
+                                                             clock: FakeClock) -> None:
+    created = request(container, USER).body
+    container.erasure.anonymise(clock.now)
+    (hidden,) = stored(container)
+    assert hidden.user_key is not None  # restorable during grace: still found
+    container.erasure.purge(clock.now + timedelta(days=31))
+    assert container.deletions.get(pid(container), created["id"])["status"] == "completed"
+    (erased,) = stored(container)
+    assert (erased.user_key, erased.user_id, erased.status) == (None, None, "erased")
+    project_id = pid(container)
+    with container.uow() as uow:
+        assert uow.keys.having([erased.id], "grace") == set()
+        assert container.identities.find(uow, project_id, USER) is None
+
+
+def test_migrate_seals_the_ids_older_versions_stored_in_plaintext(container: Container, project: dict[str, str],
+                                                                  clock: FakeClock) -> None:
+    project_id = pid(container)
+    with container.uow() as uow:  # a row as written before ids were sealed
+        uow.session.execute(insert(Subject).values(id=new_id(), project_id=project_id, user_id="legacy-user",
+                                                   status="active", created_at=clock.now, last_seen_at=clock.now))
+        uow.commit()
+    container.migrate(clickhouse=False)
+    (subject,) = stored(container)
+    assert subject.user_id is not None and subject.user_id.startswith("v1.")
+    with container.uow() as uow:
+        assert container.identities.user_ids(uow, [subject]) == {subject.id: "legacy-user"}
+        assert uow.session.scalar(select(AuditEntry.details).where(AuditEntry.action == "subjects.sealed")) == {
+            "subjects": 1}
+    # the legacy user's events land on the same subject, not a new one
+    assert request(container, "legacy-user").status_code == 202
+    assert len(stored(container)) == 1
+    container.migrate(clickhouse=False)  # nothing left to seal: a second run changes nothing
+    assert [s.user_id for s in stored(container)] == [subject.user_id]
