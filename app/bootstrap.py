@@ -21,6 +21,7 @@ from app.services.audit import AuditService
 from app.services.dead_letters import DeadLetterService
 from app.services.deletion import DeletionService
 from app.services.erasure import ErasureService
+from app.services.held import HeldDataService
 from app.services.holds import HoldService
 from app.services.identities import Identities
 from app.services.ingest import IngestService
@@ -126,7 +127,12 @@ class Container:
     def erasure(self) -> ErasureService:
         return ErasureService(self.uow, self.now, self.settings.secret_key, self.identities, self.sql_steps,
                               [self.events], after_run=lambda: self.keys.compact_when_due(self.engine),
-                              holds=self.holds)
+                              holds=self.holds, before_run=self._settle_holds)
+
+    def _settle_holds(self) -> None:
+        """Before each erasure run: ended holds give their data back, standing ones take theirs."""
+        self.held.give_back()
+        self.held.take()
 
     @cached_property
     def metrics(self) -> MetricsService:
@@ -156,7 +162,11 @@ class Container:
 
     @cached_property
     def holds(self) -> HoldService:
-        return HoldService(self.uow, self.now, self.policies, self.identities)
+        return HoldService(self.uow, self.now, self.policies, self.identities, on_change=lambda: self.kick("anonymise"))
+
+    @cached_property
+    def held(self) -> HeldDataService:
+        return HeldDataService(self.uow, self.now, self.keys, self.holds, self.events)
 
     @cached_property
     def events(self) -> EventStore:

@@ -22,6 +22,9 @@ class ErasureBatch:
     user_of: Mapping[str, str]  # subject_id -> platform user id (read before the link goes)
     immediate: frozenset[str] = field(default_factory=frozenset)  # subjects erased in immediate mode
     asked: frozenset[str] = field(default_factory=frozenset)  # subjects whose erasure the user or partner asked for
+    # what standing room and message holds keep (under their own keys): left in place
+    kept_rooms: frozenset[tuple[str, str]] = field(default_factory=frozenset)  # (project id, room id)
+    kept_messages: frozenset[tuple[str, str]] = field(default_factory=frozenset)  # (project id, message id)
 
     @property
     def subject_ids(self) -> list[str]:

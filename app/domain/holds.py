@@ -3,6 +3,11 @@
 Holds always win: any step that alters or deletes data asks `covering` first and skips what a
 standing hold covers. A hold stands from its commit until it is released or expires, plus the
 policy's release delay (work resumes that long after the hold ends).
+
+Holds keep exactly what they cover. A room or message hold takes the data it covers under its
+own key (`sealed`); from then on a user's erasure goes ahead around it and the held values stay
+readable (`keeps`). A user or project hold covers the whole user, and so does a room or message
+hold whose data is not sealed yet: those stop the request (`stops`).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ class Hold:
     placed_at: datetime
     expires_at: datetime | None = None
     released_at: datetime | None = None
+    sealed: bool = False  # its covered data is under the hold's own key (room and message holds)
 
     def ends_at(self) -> datetime | None:
         ends = [t for t in (self.released_at, self.expires_at) if t is not None]
@@ -70,6 +76,11 @@ def covers(hold: Hold, data: Data) -> bool:
             return hold.target in data.rooms
         case Scope.MESSAGE:
             return hold.target in data.messages
+
+
+def stops(hold: Hold) -> bool:
+    """Whether a covering hold stops a user's erasure as a whole (else it keeps its part)."""
+    return hold.scope in (Scope.USER, Scope.PROJECT) or not hold.sealed
 
 
 def covering(holds: Iterable[Hold], data: Data, now: datetime, release_delay: timedelta = timedelta(0)) -> list[Hold]:

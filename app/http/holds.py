@@ -54,6 +54,13 @@ class HoldController(Controller):
              active: FromQuery[bool | None] = None, limit: Limit = 50, cursor: Cursor = None) -> dict[str, Any]:
         return container.holds.page(request.user.projects, active=active, limit=limit, cursor=cursor)
 
+    @get("/{hold_id:str}/data", sync_to_thread=True)
+    def data(self, request: Request[Principal, Any, Any], hold_id: FromPath[str],
+             container: ContainerDep) -> dict[str, Any]:
+        """What the hold keeps, opened with its key: the messages and event values it covers.
+        Each read is audited (`hold.data_read`)."""
+        return container.held.data(request.user.projects, hold_id, actor=request.user.actor)
+
     @delete("/{hold_id:str}", sync_to_thread=True, status_code=200)
     def release(self, request: Request[Principal, Any, Any], hold_id: FromPath[str],
                 container: ContainerDep) -> dict[str, Any]:

@@ -57,6 +57,7 @@ class DeletionRequestOut(msgspec.Struct):
     detail: str | None
     overdue: bool = False  # past due_by while open (an idempotent replay from before it existed: false)
     due_extended_months: int = 0
+    kept: list[Any] = msgspec.field(default_factory=list)  # room and message holds that keep part of the data
 
 
 class DeletionRequestPage(msgspec.Struct):

@@ -68,6 +68,7 @@ def to_dict(row: DeletionRequest, project_name: str, user_id: str | None, now: d
         "due_extended_months": row.due_extended_months,
         "anonymised_at": iso(row.anonymised_at), "completed_at": iso(row.completed_at),
         "restored_at": iso(row.restored_at), "holds": list(row.evidence.get("_holds", [])),
+        "kept": list(row.evidence.get("_kept", [])),
         "evidence": {k: v for k, v in row.evidence.items() if not k.startswith("_")},
         "detail": row.detail,
     }

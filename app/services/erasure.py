@@ -21,13 +21,14 @@ import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import structlog
 
 from app.domain import requests as lifecycle
 from app.domain.audit import AuditRecord, subject_hash
-from app.domain.holds import Data
+from app.domain.holds import Data, Hold, Scope, stops
 from app.domain.requests import Mode, Source, Status, Step, TransitionRefused
 from app.ports import Clock, ErasureBatch, ExternalErasureStep, SqlErasureStep, UnitOfWorkFactory
 from app.services.deletion import apply_state, state_of
@@ -54,7 +55,8 @@ class ErasureService:
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock, secret_key: bytes, identities: Identities,
                  sql_steps: Sequence[SqlErasureStep], external_steps: Sequence[ExternalErasureStep],
                  after_run: Callable[[], object] = lambda: None, batch_size: int = 10_000,
-                 holds: HoldService | None = None) -> None:
+                 holds: HoldService | None = None, before_run: Callable[[], object] = lambda: None) -> None:
+        self._before_run = before_run
         self._ids = identities
         self._uow = uow
         self._clock = clock
@@ -78,8 +80,9 @@ class ErasureService:
     def _run(self, step: Step, now: datetime) -> JobSummary:
         summary = JobSummary(step.value, now)
         tried: list[str] = []
+        settled = self._settle_holds()
         while True:
-            claimed, free, held, batch = retry_transient(lambda: self._claim(step, now, tried))
+            claimed, free, held, batch = retry_transient(lambda: self._claim(step, now, tried, settled))
             if not claimed:
                 if not tried:
                     self._report_leased_elsewhere(step, now, summary)
@@ -89,7 +92,7 @@ class ErasureService:
             if free:
                 try:
                     with self._heartbeat(free):
-                        self._process(step, now, free, batch, summary)
+                        self._process(step, now, free, batch, summary, settled)
                 except StepFailed as exc:
                     log.warning("erasure.step_failed", step=exc.step, requests=len(free))
                     detail = str(exc)
@@ -105,14 +108,25 @@ class ErasureService:
         self._after_run()
         return summary
 
-    def _claim(self, step: Step, now: datetime,
-               tried: Sequence[str]) -> tuple[list[str], list[str], int, ErasureBatch]:
+    def _settle_holds(self) -> bool:
+        """Before a run: what room and message holds cover goes under their keys (services.held),
+        so that destroying a user's keys leaves it readable. If that fails (ClickHouse down), every
+        covering hold stops its requests for this run, as a user hold does."""
+        try:
+            self._before_run()
+        except Exception as exc:
+            log.warning("erasure.holds_not_settled", error=type(exc).__name__)
+            return False
+        return True
+
+    def _claim(self, step: Step, now: datetime, tried: Sequence[str],
+               settled: bool = True) -> tuple[list[str], list[str], int, ErasureBatch]:
         """Lease the due requests; returns the claimed and the free request ids, how many are
         held, and what the stores need to find the free ones' rows."""
         with self._uow() as uow:
             rows = uow.requests.claim(step, now, self._clock(), LEASE, self.batch_size, tried, RUNNER)
-            free, held = self._sort_by_holds(uow, rows, now)
-            batch = self._batch(uow, free)
+            free, held, kept = self._sort_by_holds(uow, rows, now, settled)
+            batch = self._batch(uow, free, kept)
             uow.commit()
         return [row.id for row in rows], [row.id for row in free], len(held), batch
 
@@ -150,15 +164,19 @@ class ErasureService:
         for entry in summary.leased_elsewhere:
             log.info("erasure.leased_elsewhere", job=step.value, **entry)
 
-    def _sort_by_holds(self, uow: SqlUnitOfWork, rows: Sequence[DeletionRequest],
-                       now: datetime) -> tuple[list[DeletionRequest], list[DeletionRequest]]:
-        """Holds win: a request whose data a standing hold covers goes (or stays) on hold and is
-        left untouched; one whose holds are gone resumes. Returns (free, held) rows."""
+    def _sort_by_holds(self, uow: SqlUnitOfWork, rows: Sequence[DeletionRequest], now: datetime,
+                       settled: bool) -> tuple[list[DeletionRequest], list[DeletionRequest], list[Hold]]:
+        """Holds win. A request whose user a standing user or project hold covers (or any hold
+        whose data is not under its own key yet, or any at all when `settled` is false) goes (or
+        stays) on hold and is left untouched; one whose holds are gone resumes. Room and message
+        holds whose data is sealed under their keys keep exactly that: the request goes ahead
+        around them and lists them in `kept`. Returns (free, held) rows and the keeping holds."""
         if self._holds is None or not rows:
-            return list(rows), []
+            return list(rows), [], []
         holds = self._holds.standing(uow, sorted({r.project_id for r in rows}), now)
-        if not holds and not any(r.status == Status.ON_HOLD.value for r in rows):
-            return list(rows), []
+        if not holds and not any(r.status == Status.ON_HOLD.value or r.evidence.get("_kept") for r in rows):
+            return list(rows), [], []
+        keeping = [h for h in holds if settled and not stops(h)]
         names = uow.projects.names({r.project_id for r in rows})
         users = self._user_ids(uow, [r.subject_id for r in rows])
         refs = uow.messages.refs([r.subject_id for r in rows])
@@ -169,7 +187,8 @@ class ErasureService:
             user = users.get(row.subject_id)
             data = Data(names[row.project_id], frozenset({user} if user else ()), frozenset(rooms),
                         frozenset(messages))
-            blocking = self._holds.blocking(holds, data, now)
+            covered = self._holds.blocking(holds, data, now)
+            blocking = [h for h in covered if h not in keeping]
             subject = subject_hash(self._key, data.project, user) if user else None
             if blocking:
                 held.append(row)
@@ -186,8 +205,12 @@ class ErasureService:
                 row.evidence = {k: v for k, v in row.evidence.items() if k != "_holds"}
                 uow.audit(AuditRecord("job:erasure", "deletion_request.resumed", data.project, subject,
                                       {"request_id": row.id}))
+            kept = [{"id": h.id, "scope": h.scope.value} for h in covered]  # none of them blocks
+            if row.evidence.get("_kept", []) != kept:
+                row.evidence = {**{k: v for k, v in row.evidence.items() if k != "_kept"},
+                                **({"_kept": kept} if kept else {})}
             free.append(row)
-        return free, held
+        return free, held, keeping
 
     def _user_ids(self, uow: SqlUnitOfWork, subject_ids: Sequence[str]) -> dict[str, str]:
         """subject -> platform user id, opened (purged subjects have none)."""
@@ -195,18 +218,21 @@ class ErasureService:
             return {}
         return self._ids.user_ids(uow, uow.subjects.by_ids(subject_ids))
 
-    def _batch(self, uow: SqlUnitOfWork, rows: Sequence[DeletionRequest]) -> ErasureBatch:
-        """What the stores need to find the requests' rows (read before any link goes)."""
+    def _batch(self, uow: SqlUnitOfWork, rows: Sequence[DeletionRequest], keeping: Sequence[Hold]) -> ErasureBatch:
+        """What the stores need to find the requests' rows (read before any link goes), and
+        what the keeping holds leave in place."""
+        rooms, messages = _kept(uow, keeping)
         return ErasureBatch(
             project_of={row.subject_id: row.project_id for row in rows},
             user_of=self._user_ids(uow, [row.subject_id for row in rows]),
             immediate=frozenset(row.subject_id for row in rows if row.mode == Mode.IMMEDIATE.value),
             asked=frozenset(row.subject_id for row in rows
                             if row.source in (Source.PARTNER_API.value, Source.USER.value)),
+            kept_rooms=rooms, kept_messages=messages,
         )
 
     def _process(self, step: Step, now: datetime, ids: list[str], batch: ErasureBatch,
-                 summary: JobSummary) -> None:
+                 summary: JobSummary, settled: bool) -> None:
         evidence: Evidence = {}
         # 1. External stores: one batched statement per store for the whole batch (idempotent;
         #    what they did for a request restored meanwhile is what its anonymisation did anyway).
@@ -217,19 +243,21 @@ class ErasureService:
             self._external_step("purge", purge_now, evidence)
         # 2. SQL: re-check, then the steps, transitions, evidence and audit in one transaction.
         try:
-            retry_transient(lambda: self._commit_step(step, now, ids, batch, evidence, summary))
+            retry_transient(lambda: self._commit_step(step, now, ids, batch, evidence, summary, settled))
         except StepFailed:
             raise
         except Exception as exc:  # a store error: recorded on the request, retried next run
             raise StepFailed(f"{step.value} (sql)", exc) from exc
 
     def _commit_step(self, step: Step, now: datetime, ids: list[str], batch: ErasureBatch, evidence: Evidence,
-                     summary: JobSummary) -> None:
+                     summary: JobSummary, settled: bool) -> None:
         """The guarded write: lock the requests, keep those for which the state machine still
         allows `step` (nothing restored, purged or held meanwhile), and only for those run the
         destructive SQL steps and the transitions, in one transaction."""
         with self._uow() as uow:
-            rows, held = self._sort_by_holds(uow, uow.requests.lock(ids), now)
+            rows, held, keeping = self._sort_by_holds(uow, uow.requests.lock(ids), now, settled)
+            rooms, messages = _kept(uow, keeping)  # a hold sealed since the claim keeps its part too
+            batch = replace(batch, kept_rooms=batch.kept_rooms | rooms, kept_messages=batch.kept_messages | messages)
             due = [row for row in rows if lifecycle.step_due(state_of(row), now) is step]
             for row in rows:
                 if row not in due and row.lease_until is not None:
@@ -324,7 +352,16 @@ class ErasureService:
             uow.commit()
 
 
+def _kept(uow: SqlUnitOfWork, keeping: Sequence[Hold]) -> tuple[frozenset[tuple[str, str]], frozenset[tuple[str, str]]]:
+    """((project id, room), (project id, message id)) that keeping holds leave in place."""
+    ids = {name: pid for pid, name in uow.projects.names(uow.projects.all_ids()).items()} if keeping else {}
+    kept = [(ids[h.project], h.scope, h.target) for h in keeping if h.project in ids]
+    return (frozenset((pid, target) for pid, scope, target in kept if scope is Scope.ROOM),
+            frozenset((pid, target) for pid, scope, target in kept if scope is Scope.MESSAGE))
+
+
 def _only(batch: ErasureBatch, subject_ids: frozenset[str]) -> ErasureBatch:
     return ErasureBatch({k: v for k, v in batch.project_of.items() if k in subject_ids},
                         {k: v for k, v in batch.user_of.items() if k in subject_ids},
-                        batch.immediate & subject_ids, batch.asked & subject_ids)
+                        batch.immediate & subject_ids, batch.asked & subject_ids, batch.kept_rooms,
+                        batch.kept_messages)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -32,11 +32,14 @@ def hold_dict(row: HoldRecord, project: str, now: datetime) -> dict[str, Any]:
 
 
 def to_domain(row: HoldRecord, project: str) -> Hold:
-    return Hold(row.id, project, Scope(row.scope), row.target, row.placed_at, row.expires_at, row.released_at)
+    return Hold(row.id, project, Scope(row.scope), row.target, row.placed_at, row.expires_at, row.released_at,
+                sealed=row.sealed_at is not None)
 
 
 class HoldService:
-    def __init__(self, uow: UnitOfWorkFactory, clock: Clock, policies: PolicyBook, identities: Identities) -> None:
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock, policies: PolicyBook, identities: Identities,
+                 on_change: Callable[[], object] = lambda: None) -> None:
+        self._on_change = on_change  # the erasure job seals what a new hold covers (services.held)
         self._ids = identities
         self._uow = uow
         self._clock = clock
@@ -59,7 +62,8 @@ class HoldService:
             uow.audit(AuditRecord(actor, "hold.placed", project, None,
                                   {"hold_id": row.id, "scope": scope.value, "reference": reference}))
             uow.commit()
-            return hold_dict(row, project, now)
+        self._on_change()
+        return hold_dict(row, project, now)
 
     def release(self, projects: dict[str, str], hold_id: str, *, actor: str) -> dict[str, Any]:
         now = self._clock()
@@ -72,7 +76,8 @@ class HoldService:
             row.released_at, row.released_by = now, actor
             uow.audit(AuditRecord(actor, "hold.released", projects[row.project_id], None, {"hold_id": row.id}))
             uow.commit()
-            return hold_dict(row, projects[row.project_id], now)
+        self._on_change()
+        return hold_dict(row, projects[row.project_id], now)
 
     def page(self, projects: dict[str, str], *, active: bool | None, limit: int, cursor: str | None) -> dict[str, Any]:
         now = self._clock()

@@ -48,7 +48,8 @@ DEAD_LETTERS = "dead_letters"  # rejected bodies, one key per project and day: d
 CONTENT = "content"  # a subject's message texts: destroyed by immediate erasure and offboarding (after
 # a grace-mode erasure the messages stay, anonymous, so their texts stay readable)
 MESSAGE_TEXT_AAD = b"messages.text"  # what a sealed message text is bound to
-PURPOSES = frozenset({ANALYTICS, GRACE, CONTENT, "hold", DEAD_LETTERS})
+HOLD = "hold"  # what a room or message hold keeps (owner: the hold): destroyed once the hold ends
+PURPOSES = frozenset({ANALYTICS, GRACE, CONTENT, HOLD, DEAD_LETTERS})
 KEY_CACHE_SECONDS = 5.0  # a destroyed key is unusable in every process within this long
 KEY_CACHE_SIZE = 100_000  # entries; the cache is emptied when full (each entry lives 5 s anyway)
 REWRAP_BATCH = 1_000  # keys per rotation transaction
@@ -354,19 +355,20 @@ class KeyService:
             return {"keys_by_kek_version": uow.keys.count_by_version()}
 
 
-def unsealed(cipher: Cipher | None, stored: str | None, column: str) -> str | None:
-    """A sealed SQL value in plaintext: decrypted; as it is if written before sealing; None
-    when its key is gone (erased) or it does not open."""
+def unsealed(cipher: Cipher | Sequence[Cipher] | None, stored: str | None, column: str) -> str | None:
+    """A sealed value in plaintext: decrypted (by the first of several ciphers that opens it:
+    a subject's key, then the keys of the holds that may have taken it); as it is if written
+    before sealing; None when its key is gone (erased) or it does not open."""
     if not stored:
         return None
     if not stored.startswith(TOKEN_PREFIX):
         return stored
-    if cipher is None:
-        return None
-    try:
-        return cipher.decrypt(stored, column.encode())
-    except Undecryptable:
-        return None
+    for each in ([] if cipher is None else [cipher] if isinstance(cipher, Cipher) else cipher):
+        try:
+            return each.decrypt(stored, column.encode())
+        except Undecryptable:
+            continue
+    return None
 
 
 _DAY_KEY_PREFIX = {ANALYTICS: "events", DEAD_LETTERS: "deadletters"}

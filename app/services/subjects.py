@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import func, select
@@ -18,7 +18,7 @@ from app.services.deletion import to_dict
 from app.services.errors import NotFound
 from app.services.holds import to_domain
 from app.services.identities import Identities
-from app.services.keys import ANALYTICS, CONTENT, GRACE, MESSAGE_TEXT_AAD, KeyService, unsealed
+from app.services.keys import ANALYTICS, CONTENT, GRACE, HOLD, MESSAGE_TEXT_AAD, KeyService, unsealed
 from app.stores.clickhouse.events import EventStore
 from app.stores.sql.models import Complaint, DeletionRequest, HoldRecord, Login, Message, Profile, Subject
 
@@ -67,9 +67,12 @@ class SubjectService:
         found: list[dict[str, Any]] = []
         with self._uow() as uow:
             for project_id, name, subject in self._subjects(uow, projects, user_id):
-                cipher = self._keys.ciphers(uow, [subject.id], ANALYTICS, create=False).get(subject.id)
+                # what room and message holds took under their own keys opens with those
+                holds = [r.id for r in uow.holds.sealed_not_returned() if r.project_id == project_id]
+                held = list(self._keys.ciphers(uow, holds, HOLD, create=False).values())
+                cipher = [*self._keys.ciphers(uow, [subject.id], ANALYTICS, create=False).values(), *held]
                 grace = self._keys.ciphers(uow, [subject.id], GRACE, create=False).get(subject.id)
-                content = self._keys.ciphers(uow, [subject.id], CONTENT, create=False).get(subject.id)
+                content = [*self._keys.ciphers(uow, [subject.id], CONTENT, create=False).values(), *held]
                 profile = uow.session.get(Profile, subject.id)
                 messages = uow.session.scalars(select(Message).where(Message.subject_id == subject.id)
                                                .order_by(Message.sent_at))
@@ -106,7 +109,7 @@ def _about(uow: Any, project_id: str, name: str, subject: Subject, user_id: str)
             "holds": _holds_on(uow, project_id, name, user_id, subject.id)}
 
 
-def _opened(row: Mapping[str, Any], cipher: Cipher | None) -> dict[str, Any]:
+def _opened(row: Mapping[str, Any], cipher: Sequence[Cipher]) -> dict[str, Any]:
     """One event for the export: its personal values opened where the key still exists."""
     opened = {column: unsealed(cipher, row[column], column) for column in PERSONAL_COLUMNS}
     extra = unsealed(cipher, row[EXTRA], EXTRA)

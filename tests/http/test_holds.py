@@ -10,7 +10,7 @@ from app.bootstrap import Container
 from tests.conftest import FakeClock
 from tests.fixtures.platform import PROJECT, frontend
 from tests.http.conftest import bearer
-from tests.http.test_events_api import ch_rows, post, readable
+from tests.http.test_events_api import UNREADABLE, ch_rows, opened_text, post, readable
 
 USER = "BUmXxFyNMNE6FUVhL+ECSQ=="
 
@@ -32,8 +32,7 @@ def status(client: TestClient[Any], keys: dict[str, str], request_id: str) -> di
                       headers=bearer(keys["api_key"])).json()
 
 
-@pytest.mark.parametrize(("scope", "target"), [("user", USER), ("room", "r-7"), ("message", "m-1"),
-                                               ("project", PROJECT)])
+@pytest.mark.parametrize(("scope", "target"), [("user", USER), ("project", PROJECT)])
 def test_a_held_user_is_not_altered_until_release(client: TestClient[Any], keys: dict[str, str],
                                                   container: Container, clock: FakeClock,
                                                   scope: str, target: str) -> None:
@@ -54,6 +53,99 @@ def test_a_held_user_is_not_altered_until_release(client: TestClient[Any], keys:
     assert container.erasure.anonymise(clock.now).processed == 1
     assert status(client, keys, created["id"])["status"] == "completed"
     assert client.get("/v1/messages/m-1", headers=bearer(keys["api_key"])).status_code == 404
+
+
+def officer_get(client: TestClient[Any], keys: dict[str, str], path: str, **params: Any) -> Any:
+    response = client.get(path, params=params, headers=bearer(keys["officer"]))
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def held_tokens(container: Container) -> tuple[list[tuple[str, str]], str | None]:
+    """What is stored of message m-1 and the events of room r-7 (sealed), as bytes on record."""
+    from sqlalchemy import select
+
+    from app.stores.sql.models import Message
+
+    events = sorted((r["dedup_key"], r["text"]) for r in container.events.covered(PROJECT, ["r-7"], ["m-1"]))
+    with container.uow() as uow:
+        return events, uow.session.scalar(select(Message.text).where(Message.message_id == "m-1"))
+
+
+@pytest.mark.parametrize(("scope", "target"), [("room", "r-7"), ("message", "m-1")])
+def test_a_room_or_message_hold_keeps_exactly_what_it_covers(client: TestClient[Any], keys: dict[str, str],
+                                                             container: Container, clock: FakeClock,
+                                                             scope: str, target: str) -> None:
+    post(client, keys, [frontend("message_sent", text="evidence", message_id="m-1", room="r-7"),
+                        frontend("message_sent", text="chatter", message_id="m-2", room="r-8")])
+    placed = hold(client, keys, scope=scope, target=target)
+    assert container.held.take() == {"sql.messages": 1, "clickhouse.events": 1}  # the job does it first
+    before = held_tokens(container)
+    created = request(client, keys, "immediate")
+    summary = container.erasure.anonymise(clock.now)
+    assert (summary.processed, summary.held) == (1, 0)  # the rest of the user goes on schedule
+    done = status(client, keys, created["id"])
+    assert done["status"] == "completed" and done["holds"] == []
+    assert done["kept"] == [{"id": placed["id"], "scope": scope}]
+    assert held_tokens(container) == before  # held values unchanged, bit for bit
+    assert client.get("/v1/messages/m-1", headers=bearer(keys["api_key"])).status_code == 200
+    assert client.get("/v1/messages/m-2", headers=bearer(keys["api_key"])).status_code == 404
+    opened = {r["message_id"]: r["text"] for r in readable(container, ch_rows(container))}
+    assert opened == {"m-1": UNREADABLE, "m-2": UNREADABLE}  # the user's own keys are gone
+    data = officer_get(client, keys, f"/v1/holds/{placed['id']}/data")
+    assert [m["text"] for m in data["messages"]] == ["evidence"]
+    assert [(e["message_id"], e["personal"]["text"]) for e in data["events"]] == [("m-1", "evidence")]
+    assert officer_get(client, keys, "/v1/audit", action="hold.data_read")["items"][0]["details"] == {
+        "hold_id": placed["id"], "messages": 1, "events": 1}
+
+    # released: the user was erased meanwhile, so the hold key goes and what it kept with it
+    client.delete(f"/v1/holds/{placed['id']}", headers=bearer(keys["officer"]))
+    assert container.held.give_back() == 1
+    after = officer_get(client, keys, f"/v1/holds/{placed['id']}/data")
+    assert [m["text"] for m in after["messages"]] == [None] and after["events"] == []
+    assert officer_get(client, keys, "/v1/audit", action="hold.data_returned")["items"][0]["details"][
+        "keys_destroyed"] == 1
+
+
+def test_a_released_hold_gives_an_active_users_data_back_to_their_keys(client: TestClient[Any],
+                                                                     keys: dict[str, str],
+                                                                     container: Container) -> None:
+    post(client, keys, frontend("message_sent", text="evidence", message_id="m-1", room="r-7"))
+    placed = hold(client, keys, scope="room", target="r-7")
+    container.held.take()
+    assert [r["text"] for r in readable(container, ch_rows(container))] == [UNREADABLE]  # under the hold's key
+    client.delete(f"/v1/holds/{placed['id']}", headers=bearer(keys["officer"]))
+    assert container.held.give_back() == 1
+    assert [r["text"] for r in readable(container, ch_rows(container))] == ["evidence"]
+    assert opened_text(container, "m-1") == "evidence"
+    with container.uow() as uow:
+        assert uow.keys.having([placed["id"]], "hold") == set()
+    assert container.held.give_back() == 0  # settled once
+
+
+def test_data_arriving_in_a_held_room_is_taken_before_the_users_erasure(client: TestClient[Any],
+                                                                       keys: dict[str, str],
+                                                                       container: Container,
+                                                                       clock: FakeClock) -> None:
+    placed = hold(client, keys, scope="room", target="r-7")
+    container.held.take()  # sealed (nothing yet): from now on the hold keeps, it does not stop
+    post(client, keys, frontend("message_sent", text="late evidence", message_id="m-9", room="r-7"))
+    created = request(client, keys, "immediate")
+    container.erasure.anonymise(clock.now)  # takes what arrived, then erases the rest
+    assert status(client, keys, created["id"])["kept"] == [{"id": placed["id"], "scope": "room"}]
+    data = officer_get(client, keys, f"/v1/holds/{placed['id']}/data")
+    assert [m["text"] for m in data["messages"]] == ["late evidence"]
+
+
+def test_a_hold_whose_data_is_not_sealed_yet_stops_the_request(client: TestClient[Any], keys: dict[str, str],
+                                                               container: Container, clock: FakeClock) -> None:
+    post(client, keys, frontend("message_sent", text="evidence", message_id="m-1", room="r-7"))
+    hold(client, keys, scope="room", target="r-7")
+    created = request(client, keys, "immediate")
+    container.erasure._before_run = lambda: (_ for _ in ()).throw(RuntimeError("ClickHouse down"))
+    assert container.erasure.anonymise(clock.now).held == 1
+    assert status(client, keys, created["id"])["status"] == "on_hold"
+    assert opened_text(container, "m-1") == "evidence"
 
 
 def test_a_hold_placed_during_grace_blocks_the_purge(client: TestClient[Any], keys: dict[str, str],

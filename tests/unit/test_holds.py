@@ -2,7 +2,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from app.domain.holds import Data, Hold, Scope, covering, covers
+from app.domain.holds import Data, Hold, Scope, covering, covers, stops
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
 DATA = Data("acme", frozenset({"u-1"}), frozenset({"room-9"}), frozenset({"m-3"}))
@@ -40,3 +40,13 @@ def test_covering_lists_only_standing_holds_that_cover() -> None:
              Hold("c", "acme", Scope.ROOM, "room-9", T0, released_at=T0 + timedelta(hours=1))]
     assert [h.id for h in covering(holds, DATA, T0 + timedelta(minutes=1))] == ["a", "c"]
     assert [h.id for h in covering(holds, DATA, T0 + timedelta(hours=2))] == ["a"]
+
+
+@pytest.mark.parametrize(("scope", "sealed", "expected"), [
+    (Scope.USER, True, True), (Scope.PROJECT, True, True),  # they cover the whole user
+    (Scope.ROOM, False, True), (Scope.MESSAGE, False, True),  # nothing under their key yet: stop, to be safe
+    (Scope.ROOM, True, False), (Scope.MESSAGE, True, False),  # they keep exactly their part
+])
+def test_which_holds_stop_a_users_erasure_and_which_keep_their_part(scope: Scope, sealed: bool,
+                                                                   expected: bool) -> None:
+    assert stops(Hold("h", "acme", scope, "x", T0, sealed=sealed)) is expected

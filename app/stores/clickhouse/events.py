@@ -125,6 +125,49 @@ class EventStore:
         )
         return {str(s): int(n) for s, n in rows}
 
+    # --- held rows (app.services.held) ------------------------------------------------------
+    def covered(self, project: str, rooms: Sequence[str], messages: Sequence[str]) -> list[dict[str, Any]]:
+        """A project's rows in these rooms or about these messages, with their sealed values."""
+        if not rooms and not messages:
+            return []
+        columns = ["dedup_key", "subject_id", "at", "event", "room_id", "message_id", *SEALED_COLUMNS]
+        rows = self.ch.rows(
+            f"SELECT {', '.join(columns)} FROM events WHERE project = {{p:String}} "
+            "AND (room_id IN {rooms:Array(String)} OR message_id IN {messages:Array(String)}) ORDER BY at",
+            parameters={"p": project, "rooms": list(rooms), "messages": list(messages)})
+        found = [dict(zip(columns, row, strict=True)) for row in rows]
+        for row in found:  # FixedString comes back as bytes
+            key = row["dedup_key"]
+            row["dedup_key"] = key.decode() if isinstance(key, bytes) else str(key)
+            row["subject_id"] = str(row["subject_id"])
+        return found
+
+    def reseal(self, project: str, values: Mapping[str, Mapping[str, str]]) -> None:
+        """Replace the sealed values of a project's rows (dedup key -> column -> token) in ONE
+        lightweight UPDATE: all of them or none. Rows not named, and columns not given, keep
+        what they hold."""
+        if not values:
+            return
+        keys = sorted(values)
+        sets, parameters = [], {"p": project, "keys": keys}
+        for i, column in enumerate(SEALED_COLUMNS):
+            if any(column in values[k] for k in keys):
+                parameters[f"from{i}"] = [k for k in keys if column in values[k]]
+                parameters[f"to{i}"] = [values[k][column] for k in keys if column in values[k]]
+                sets.append(f"{column} = transform(toString(dedup_key), {{from{i}:Array(String)}}, "
+                            f"{{to{i}:Array(String)}}, {column})")
+        if not sets:
+            return
+        where = "project = {p:String} AND toString(dedup_key) IN {keys:Array(String)}"
+        partitions = [str(p) for (p,) in self.ch.rows(f"SELECT DISTINCT _partition_id FROM events WHERE {where}",
+                                                      parameters={"p": project, "keys": keys})]
+        self.ch.command(f"UPDATE events SET {', '.join(sets)} WHERE {where}", parameters=parameters,
+                        settings={"allow_experimental_lightweight_update": 1})
+        for partition in partitions:  # on disk too: the values they replace leave the files
+            if not partition.isdigit():  # ids of toYYYYMMDD partitions are digits
+                raise ValueError(f"unexpected partition id {partition!r}")
+            self.ch.command(f"ALTER TABLE events APPLY PATCHES IN PARTITION ID '{partition}'", settings=SYNC)
+
     # --- reads ---------------------------------------------------------------------------
     def of_subject(self, subject_id: str) -> list[dict[str, Any]]:
         """Every event of one subject, oldest first, personal columns as stored (ciphertext)."""

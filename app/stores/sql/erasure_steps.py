@@ -8,6 +8,7 @@ from sqlalchemy import delete, func, select, update
 
 from app.ports import DeadLetterFinder, ErasureBatch, KeyDestroyer, SqlErasureStep, Suppressor
 from app.stores.sql.models import DeletionRequest, Login, Profile
+from app.stores.sql.operational import Kept
 from app.stores.sql.uow import SqlUnitOfWork
 
 
@@ -62,7 +63,8 @@ class RequestReasonsStep:
 
 class MessagesStep:
     """Messages show as from a deleted user at once (the subject is hidden); in immediate mode
-    they are deleted; after grace they stay, anonymous (nothing links them to the person)."""
+    they are deleted, except what room and message holds keep; after grace they stay, anonymous
+    (nothing links them to the person)."""
 
     name = "sql.messages"
 
@@ -73,12 +75,16 @@ class MessagesStep:
         immediate = sorted(batch.immediate)
         if not immediate:
             return {}
-        counts = uow.messages.per_subject(immediate)
-        uow.messages.delete_for(immediate)
+        counts = uow.messages.per_subject_except(immediate, _kept(batch))
+        uow.messages.delete_for(immediate, _kept(batch))
         return counts
 
     def residual(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
-        return uow.messages.per_subject(sorted(batch.immediate)) if batch.immediate else {}
+        return uow.messages.per_subject_except(sorted(batch.immediate), _kept(batch)) if batch.immediate else {}
+
+
+def _kept(batch: ErasureBatch) -> Kept:
+    return sorted(batch.kept_rooms), sorted(batch.kept_messages)
 
 
 class LoginsStep:

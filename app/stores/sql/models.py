@@ -335,6 +335,10 @@ class HoldRecord(Base):
     expires_at: Mapped[datetime | None]
     released_by: Mapped[str | None] = mapped_column(String(200))
     released_at: Mapped[datetime | None]
+    # Room and message holds take what they cover under their own data key (app.services.held):
+    # done at; and when, after the hold ended, that data went back to its subjects' keys.
+    sealed_at: Mapped[datetime | None]
+    returned_at: Mapped[datetime | None]
 
 
 class KeyEncryptionKey(Base):

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, case, delete, func, select, update
+from sqlalchemy import Table, bindparam, case, delete, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -189,8 +189,37 @@ class Messages:
         if ids:
             self.session.execute(update(Message).where(Message.id.in_(ids)).values(removed_at=now, text=None))
 
-    def delete_for(self, subject_ids: Sequence[str]) -> None:
-        self.session.execute(delete(Message).where(Message.subject_id.in_(subject_ids)))
+    def covered(self, project_id: str, rooms: Sequence[str], message_ids: Sequence[str]) -> list[Message]:
+        """A project's messages in these rooms or with these ids (what room and message holds keep)."""
+        if not rooms and not message_ids:
+            return []
+        return list(self.session.scalars(select(Message).where(
+            Message.project_id == project_id, Message.room_id.in_(rooms) | Message.message_id.in_(message_ids))
+            .order_by(Message.sent_at, Message.id)))
+
+    def per_subject_except(self, subject_ids: Sequence[str], kept: Kept) -> dict[str, int]:
+        """The subjects' messages that no hold keeps, counted per subject."""
+        rows = self.session.execute(select(Message.subject_id, func.count())
+                                    .where(Message.subject_id.in_(subject_ids), *_not_kept(kept))
+                                    .group_by(Message.subject_id))
+        return {str(s): int(n) for s, n in rows}
+
+    def delete_for(self, subject_ids: Sequence[str], kept: Kept = ((), ())) -> None:
+        """The subjects' messages, except those that holds keep."""
+        self.session.execute(delete(Message).where(Message.subject_id.in_(subject_ids), *_not_kept(kept)))
+
+
+Kept = tuple[Sequence[tuple[str, str]], Sequence[tuple[str, str]]]  # ((project id, room), (project id, message id))
+
+
+def _not_kept(kept: Kept) -> list[Any]:
+    rooms, messages = kept
+    conditions: list[Any] = []
+    if rooms:
+        conditions.append(tuple_(Message.project_id, func.coalesce(Message.room_id, "")).not_in(list(rooms)))
+    if messages:
+        conditions.append(tuple_(Message.project_id, Message.message_id).not_in(list(messages)))
+    return conditions
 
 
 class Complaints:

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from app.domain.requests import OPEN_STATUSES, Status, Step
 from app.stores.sql.models import (
     DeletionRequest,
+    HoldRecord,
     IdempotencyKey,
     JobRun,
     Officer,
@@ -331,6 +332,22 @@ def _overdue(now: datetime) -> ColumnElement[bool]:
 def _locked(query: Select[_Row]) -> Select[_Row]:
     """FOR UPDATE, and the row as it is now even if this session loaded it before."""
     return query.with_for_update().execution_options(populate_existing=True)
+
+
+class Holds:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get(self, hold_id: str) -> HoldRecord | None:
+        return self.session.get(HoldRecord, hold_id)
+
+    def lock(self, hold_id: str) -> HoldRecord | None:
+        return self.session.scalar(_locked(select(HoldRecord).where(HoldRecord.id == hold_id)))
+
+    def sealed_not_returned(self) -> list[HoldRecord]:
+        """Holds whose data sits under their own key: what `give_back` settles once they end."""
+        return list(self.session.scalars(select(HoldRecord).where(HoldRecord.sealed_at.is_not(None),
+                                                                  HoldRecord.returned_at.is_(None))))
 
 
 class IdempotencyKeys:

@@ -27,6 +27,7 @@ from app.stores.sql.operational import (
 )
 from app.stores.sql.repositories import (
     DeletionRequests,
+    Holds,
     IdempotencyKeys,
     JobRuns,
     Profiles,
@@ -101,6 +102,7 @@ class SqlUnitOfWork:
         self.dead_letters = DeadLetters(self.session)
         self.suppressions = Suppressions(self.session)
         self.keys = DataKeys(self.session)
+        self.holds = Holds(self.session)
         return self
 
     def __exit__(
