@@ -36,6 +36,11 @@ def filler_token(expr: str) -> str:
     return f"if(({expr}) = '', '', concat('v1.', base64URLEncode(randomString(28 + length({expr})))))"
 
 
+# an event's other properties, as IngestService seals them into `extra` (one JSON object)
+_EXTRA = ("if(k < 12, concat('{\"event_id\": \"', room_id, '\", \"room_title\": \"EPL Final Discussion\", ', "
+          "'\"screen_size\": \"1920x1080\", \"source\": \"room\"}'), concat('{\"room_id\": \"', room_id, '\"}'))")
+
+
 def generate_sql(events: int, subjects: int, start: datetime, span_ms: int, *, project_sql: str, event_sql: str,
                  user_name_when: str, ip_when: str, seal: Callable[[str], str] | None = None, where: str = "",
                  table: str = "events") -> str:
@@ -69,9 +74,8 @@ SELECT {project_sql} AS project,
   {p(f"if(k < 12, {array_literal(AGENTS)}[1 + n % {len(AGENTS)}], '')")} AS user_agent,
   {p(f"if({ip_when}, IPv4NumToString(toUInt32(cityHash64(n, 3) % 4294967296)), '')")} AS ip,
   '' AS url,
-  if(k < 12, concat('{{"event_id": "', room_id, '", "room_title": "EPL Final Discussion", ',
-                    '"screen_size": "1920x1080", "source": "room"}}'),
-     concat('{{"room_id": "', room_id, '"}}')) AS properties
+  {p(_EXTRA)} AS extra,
+  '{{}}' AS properties
 FROM (SELECT number, number % 20 AS k, toUInt32(cityHash64(number) % {subjects}) AS n,
              toDateTime64('{start:%Y-%m-%d %H:%M:%S}', 3, 'UTC')
                + toIntervalMillisecond(intDiv(number * {span_ms}, {events})) AS at_

@@ -158,18 +158,27 @@ def _subject_ids(ch: Any, numbers: Sequence[int]) -> dict[int, str]:
 
 
 def _make_subjects(container: Any, project_id: str, ids: Mapping[int, str], now: datetime) -> float:
-    """The SQL subjects, in bulk (ids chosen so that they match the generated events)."""
+    """The SQL subjects, in bulk (ids chosen so that they match the generated events), as
+    app.services.identities makes them: found by a keyed hash, the user id sealed under each
+    subject's grace key (a real key per subject through the app's keyring)."""
     from sqlalchemy import insert
 
+    from app.services.identities import USER_ID_AAD
+    from app.services.keys import GRACE
     from app.stores.sql.models import Subject
 
     started = time.perf_counter()
-    rows = [{"id": sid, "project_id": project_id, "user_id": f"user_{n}", "status": "active", "created_at": now,
-             "last_seen_at": now} for n, sid in ids.items()]
-    with container.uow() as uow:
-        for i in range(0, len(rows), 20_000):
-            uow.session.execute(insert(Subject.__table__), rows[i:i + 20_000])  # type: ignore[arg-type]
-        uow.commit()
+    items = list(ids.items())
+    for i in range(0, len(items), KEY_BATCH):
+        chunk = items[i:i + KEY_BATCH]
+        with container.uow() as uow:
+            ciphers = container.keys.ciphers(uow, [sid for _, sid in chunk], GRACE, create=True)
+            rows = [{"id": sid, "project_id": project_id, "status": "active", "created_at": now, "last_seen_at": now,
+                     "user_key": container.identities.lookup(project_id, f"user_{n}"),
+                     "user_id": ciphers[sid].encrypt(f"user_{n}", USER_ID_AAD.encode())} for n, sid in chunk]
+            uow.session.execute(insert(Subject.__table__), rows)  # type: ignore[arg-type]
+            uow.commit()
+    container.keys.forget()
     return time.perf_counter() - started
 
 
@@ -199,7 +208,8 @@ def _insert_sample(container: Any, ch: Any, generate: Callable[[str, str], str],
     """The sample subjects' rows with REAL ciphertext: generated as plaintext into a scratch
     table, encrypted here under each subject's key (as IngestService._sealed does), inserted into
     events. Returns dedup_key -> {column: plaintext} of what was sealed."""
-    from app.domain.events import PERSONAL_COLUMNS
+    from app.domain.crypto import Cipher, new_data_key
+    from app.domain.events import SEALED_COLUMNS
     from app.stores.clickhouse.events import COLUMNS
 
     ch.command("DROP TABLE IF EXISTS sample_plain SYNC")
@@ -209,17 +219,20 @@ def _insert_sample(container: Any, ch: Any, generate: Callable[[str, str], str],
     rows = ch.rows(f"SELECT {', '.join(COLUMNS)} FROM sample_plain")
     ch.command("DROP TABLE sample_plain SYNC")
     ciphers = _ciphers(container, list(sample.values()))
-    first, index = COLUMNS.index(next(iter(PERSONAL_COLUMNS))), COLUMNS.index("dedup_key")
+    first, index = COLUMNS.index(next(iter(SEALED_COLUMNS))), COLUMNS.index("dedup_key")
     sealed_rows, plain = [], {}
     for row in rows:
         values = list(row)
         subject = str(values[COLUMNS.index("subject_id")])
         originals = {}
-        for offset, column in enumerate(PERSONAL_COLUMNS):
+        cipher = ciphers.get(subject)
+        for offset, column in enumerate(SEALED_COLUMNS):
             value = values[first + offset]
-            if value:  # only rows with an actor carry personal values here
+            if value and cipher is None:  # a row without an actor: its `extra`, under a key no one has
+                values[first + offset] = Cipher(new_data_key()).encrypt(value, column.encode())
+            elif value:
                 originals[column] = value
-                values[first + offset] = ciphers[subject].encrypt(value, column.encode())
+                values[first + offset] = cipher.encrypt(value, column.encode())
         plain[str(values[index])] = originals
         sealed_rows.append(values)
     for i in range(0, len(sealed_rows), 50_000):
@@ -267,15 +280,15 @@ def _read_back(container: Any, ch: Any, ids: Sequence[str], plain: Mapping[str, 
     """(rows, values, values sealed by this bench (real ciphertext), values that decrypt to the
     original, subjects with a key) for these subjects' rows."""
     from app.domain.crypto import TOKEN_PREFIX, Undecryptable
-    from app.domain.events import PERSONAL_COLUMNS
+    from app.domain.events import SEALED_COLUMNS
 
     ciphers = _ciphers(container, ids)
-    rows = ch.rows(f"SELECT toString(subject_id), dedup_key, {', '.join(PERSONAL_COLUMNS)} FROM events "
+    rows = ch.rows(f"SELECT toString(subject_id), dedup_key, {', '.join(SEALED_COLUMNS)} FROM events "
                    "WHERE subject_id IN {ids:Array(UUID)}", parameters={"ids": [uuid.UUID(s) for s in ids]})
     values = real = opened = 0
     for subject, dedup_key, *tokens in rows:
         original = plain.get(str(dedup_key), {})
-        for column, token in zip(PERSONAL_COLUMNS, tokens, strict=True):
+        for column, token in zip(SEALED_COLUMNS, tokens, strict=True):
             if not token:
                 continue
             values += 1
