@@ -18,6 +18,7 @@ from app.domain.crypto import derive_key
 from app.ports import JobKicker, SqlErasureStep
 from app.services.accounts import AccountService
 from app.services.audit import AuditService
+from app.services.batches import BatchService
 from app.services.dead_letters import DeadLetterService
 from app.services.deletion import DeletionService
 from app.services.erasure import ErasureService
@@ -112,7 +113,11 @@ class Container:
     @cached_property
     def deletions(self) -> DeletionService:
         return DeletionService(self.uow, self.now, self.policies, self.settings.secret_key,
-                               lambda job: self.kick(job), self.keys, self.identities)
+                               lambda job: self.kick(job), self.keys, self.identities, self.suppressions)
+
+    @cached_property
+    def batches(self) -> BatchService:
+        return BatchService(self.uow, self.now, self.deletions, self.settings.secret_key)
 
     @cached_property
     def sql_steps(self) -> list[SqlErasureStep]:

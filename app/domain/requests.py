@@ -67,6 +67,24 @@ class RequestState:
     next_step: Step  # the step this request waits for (meaningful while open)
 
 
+MAX_USER_ID = 200  # characters: the width of what a user id may be
+
+
+def user_id_problem(user_id: str) -> str | None:
+    """Why a user id cannot be taken (a sentence naming the problem, never the value), if it cannot."""
+    if not user_id:
+        return "the user id is empty"
+    if len(user_id) > MAX_USER_ID:
+        return f"the user id is longer than {MAX_USER_ID} characters"
+    if "\x00" in user_id:
+        return "the user id contains a NUL character"
+    try:
+        user_id.encode("utf-8")
+    except UnicodeEncodeError:
+        return "the user id is not valid Unicode (a lone surrogate)"
+    return None
+
+
 def add_months(moment: datetime, months: int) -> datetime:
     """Same day-of-month `months` later, clamped to the month's last day (GDPR Art. 12(3))."""
     month_index = moment.month - 1 + months

@@ -12,7 +12,16 @@ from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, Quer
 from app.domain.requests import Status
 from app.http.auth import partner_only
 from app.http.deps import ContainerDep
-from app.http.schemas import Cursor, DeletionRequestIn, DeletionRequestOut, DeletionRequestPage, Limit
+from app.http.schemas import (
+    BatchIn,
+    BatchOut,
+    BatchProgress,
+    Cursor,
+    DeletionRequestIn,
+    DeletionRequestOut,
+    DeletionRequestPage,
+    Limit,
+)
 from app.services.accounts import Principal
 
 StatusFilter = Annotated[Status | None, QueryParameter(description="only requests in this status")]
@@ -38,6 +47,25 @@ class DeletionRequestController(Controller):
             idempotency_key=idempotency_key,
         )
         return Response(msgspec.convert(outcome.body, DeletionRequestOut), status_code=outcome.status_code)
+
+    @post("/batch", status_code=202, sync_to_thread=True)
+    def create_batch(
+        self, request: Request[Principal, Any, Any], data: JSONBody[BatchIn], container: ContainerDep,
+        idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key", max_length=200)] = None,
+    ) -> BatchOut:
+        """Erase up to 10,000 users in one call, in one transaction. Each listed user id gets an
+        outcome: `created`, `open` (already had an open request) or `invalid` with the reason.
+        More than 10,000 ids, or none, rejects the whole batch (400). Same Idempotency-Key and
+        body give the same response."""
+        answer = container.batches.submit(request.user.project_id, data.user_ids, data.mode, data.reason,
+                                          actor=request.user.actor, idempotency_key=idempotency_key)
+        return msgspec.convert(answer, BatchOut)
+
+    @get("/batch/{batch_id:str}", sync_to_thread=True)
+    def batch_progress(self, request: Request[Principal, Any, Any], batch_id: FromPath[str],
+                       container: ContainerDep) -> BatchProgress:
+        """Where a batch's requests are now: how many in each status."""
+        return msgspec.convert(container.batches.progress(request.user.project_id, batch_id), BatchProgress)
 
     @get("/{request_id:str}", sync_to_thread=True)
     def read(

@@ -60,6 +60,37 @@ class DeletionRequestOut(msgspec.Struct):
     kept: list[Any] = msgspec.field(default_factory=list)  # room and message holds that keep part of the data
 
 
+class BatchIn(msgspec.Struct, forbid_unknown_fields=True):
+    """Up to 10,000 users to erase in one call; each gets its own outcome."""
+
+    # 1 to 10,000 ids, checked by the service so that the answer says how many were sent
+    user_ids: Annotated[list[str], msgspec.Meta(description="1 to 10,000 user ids")]
+    mode: Mode = Mode.GRACE
+    reason: FreeText | None = None
+
+
+class BatchOutcome(msgspec.Struct):
+    user_id: str
+    outcome: str  # created | open | invalid
+    request: str | None
+    detail: str | None = None
+
+
+class BatchOut(msgspec.Struct):
+    batch: str
+    outcomes: list[BatchOutcome]
+
+
+class BatchProgress(msgspec.Struct):
+    batch: str
+    total: int  # requests the batch created or found open
+    by_status: dict[str, int]
+    listed: int  # user ids in the call
+    invalid: int
+    mode: str
+    created_at: str
+
+
 class DeletionRequestPage(msgspec.Struct):
     items: list[DeletionRequestOut]
     next_cursor: str | None

@@ -24,6 +24,7 @@ from app.services.errors import Conflict, NotFound, Unprocessable
 from app.services.identities import Identities
 from app.services.keys import GRACE, KeyService
 from app.services.policies import PolicyBook
+from app.services.suppressions import SuppressionService
 from app.stores.sql.models import DeletionRequest, IdempotencyKey, Project, Subject, new_id
 from app.stores.sql.uow import SqlUnitOfWork, retry_transient
 
@@ -76,7 +77,9 @@ def to_dict(row: DeletionRequest, project_name: str, user_id: str | None, now: d
 
 class DeletionService:
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock, policies: PolicyBook, secret_key: bytes,
-                 kick: JobKicker, keys: KeyService, identities: Identities) -> None:
+                 kick: JobKicker, keys: KeyService, identities: Identities,
+                 suppressions: SuppressionService) -> None:
+        self._suppressions = suppressions
         self._keys = keys
         self._ids = identities
         self._uow = uow
@@ -93,7 +96,7 @@ class DeletionService:
         if idempotency_key is None:
             outcome = self._batcher.submit(_NewRequest(project_id, user_id, mode, reason, source, actor))
         else:
-            replay = self._begin_idempotent(project_id, idempotency_key, self._body_hash(user_id, mode, reason))
+            replay = self.begin_idempotent(project_id, idempotency_key, self._body_hash(user_id, mode, reason))
             if replay is not None:
                 # The stored response leaves the user id out (only `subjects` may hold it);
                 # the same body carries the same user id, so it is put back from there.
@@ -101,7 +104,7 @@ class DeletionService:
             try:
                 outcome = self._create(project_id, user_id, mode, reason, source, actor, idempotency_key)
             except BaseException:
-                self._abandon_idempotent(project_id, idempotency_key)
+                self.abandon_idempotent(project_id, idempotency_key)
                 raise
         if outcome.status_code == 202:
             self.kick_anonymise()
@@ -217,7 +220,36 @@ class DeletionService:
         uow.audit(AuditRecord(actor, "deletion_request.created", project.name,
                               subject_hash(self._key, project.name, user_id),
                               {"request_id": row.id, "mode": mode.value, "source": source.value}))
+        self._suppressions.end_for(uow, project, [user_id], actor)
         return row, True
+
+    def open_many(self, uow: SqlUnitOfWork, project: Project, user_ids: Sequence[str], mode: Mode,
+                  reason: str | None, actor: str) -> dict[str, tuple[DeletionRequest, bool]]:
+        """`open_in` for many users of one project at once (a partner's batch), set-based:
+        one read of their subjects and of their open requests, one key lookup, one insert.
+        user id -> (their open request, True if it is new)."""
+        now = self._clock()
+        subjects = self._ids.ensure(uow, project.id, user_ids, now)
+        open_rows = uow.requests.open_for_many([s.id for s in subjects.values()])
+        new = [u for u in dict.fromkeys(user_ids) if subjects[u].id not in open_rows]
+        grace = self._keys.ciphers(uow, [subjects[u].id for u in new], GRACE, create=True) if reason and new else {}
+        grace_until, due_by = lifecycle.deadlines(now, mode, self._policies.for_project(project.name).grace_days, now)
+        found: dict[str, tuple[DeletionRequest, bool]] = {
+            u: (open_rows[s.id], False) for u, s in subjects.items() if s.id in open_rows}
+        for user in new:
+            subject = subjects[user]
+            row = DeletionRequest(
+                id=new_id(), project_id=project.id, subject_id=subject.id, mode=mode.value,
+                source=Source.PARTNER_API.value, status=Status.PENDING.value, next_step=Step.ANONYMISE.value,
+                reason=grace[subject.id].encrypt(reason, b"reason") if reason else None, requested_at=now,
+                grace_until=grace_until, due_by=due_by, attempts=0, evidence={}, due_extended_months=0)
+            uow.requests.add(row)
+            uow.audit(AuditRecord(actor, "deletion_request.created", project.name,
+                                  subject_hash(self._key, project.name, user),
+                                  {"request_id": row.id, "mode": mode.value, "source": Source.PARTNER_API.value}))
+            found[user] = (row, True)
+        self._suppressions.end_for(uow, project, new, actor)
+        return found
 
     def _sealed_reason(self, uow: SqlUnitOfWork, subject: Subject, reason: str | None) -> str | None:
         """The partner's free text may name the person: kept sealed under the subject's grace key."""
@@ -251,7 +283,7 @@ class DeletionService:
         body = json.dumps([user_id, mode.value, reason], separators=(",", ":")).encode()
         return hmac.new(self._key, body, hashlib.sha256).hexdigest()
 
-    def _begin_idempotent(self, project_id: str, key: str, body_hash: str) -> Outcome | None:
+    def begin_idempotent(self, project_id: str, key: str, body_hash: str) -> Outcome | None:
         """Record the key as in flight (own transaction), or answer from what it already did."""
         now = self._clock()
         with self._uow() as uow:
@@ -276,7 +308,7 @@ class DeletionService:
                 return None
             return Outcome(record.status_code, dict(record.response or {}))
 
-    def _abandon_idempotent(self, project_id: str, key: str) -> None:
+    def abandon_idempotent(self, project_id: str, key: str) -> None:
         with self._uow() as uow:
             record = uow.idempotency.get(project_id, key)
             if record is not None and record.status_code is None:

@@ -80,9 +80,12 @@ class RetentionService:
             for key, value in counts.items():
                 summary.stores[key] = summary.stores.get(key, 0) + value
             summary.processed += sum(counts.values())
-        # 4. suppressions whose time is up (keyed hashes only: nothing personal, no audit needed)
+        # 4. suppressions whose time is up (keyed hashes only; audited as a count)
         with self._uow() as uow:
             expired_suppressions = uow.suppressions.expire(now)
+            if expired_suppressions:
+                uow.audit(AuditRecord("job:retention", "suppressions.expired", None, None,
+                                      {"suppressions": expired_suppressions}))
             uow.commit()
         if expired_suppressions:
             summary.stores["sql.suppressions"] = expired_suppressions

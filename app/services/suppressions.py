@@ -39,9 +39,22 @@ class SuppressionService:
             users = [u for s, u in batch.user_of.items()  # users who asked (not idle ones, not admins)
                      if batch.project_of.get(s) == project_id and s in batch.asked and not u.startswith("admin:")]
             if days and users:
-                uow.suppressions.add(project_id, [self.key_hash(names[project_id], u) for u in users], uow.now(),
-                                     uow.now() + timedelta(days=days))
+                until = uow.now() + timedelta(days=days)
+                uow.suppressions.add(project_id, [self.key_hash(names[project_id], u) for u in users], uow.now(), until)
+                uow.audit(AuditRecord("job:erasure", "suppressions.added", names[project_id], None,
+                                      {"suppressions": len(users), "until": until.isoformat()}))
         return {}
+
+    def end_for(self, uow: SqlUnitOfWork, project: Project, user_ids: Sequence[str], actor: str) -> int:
+        """A new deletion request for a suppressed user ends the suppression (the request takes
+        over), in the caller's transaction; audited under each user's keyed subject hash."""
+        hashes = {self.key_hash(project.name, u): u for u in user_ids}
+        ended = uow.suppressions.remove_many(project.id, list(hashes), uow.now()) if hashes else set()
+        for key_hash in sorted(ended):
+            uow.audit(AuditRecord(actor, "suppression.ended", project.name,
+                                  subject_hash(self._secret, project.name, hashes[key_hash]),
+                                  {"by": "deletion_request"}))
+        return len(ended)
 
     def split(self, uow: SqlUnitOfWork, project: Project, events: Sequence[Event]) -> tuple[list[Event], int]:
         """(the events to store, how many were dropped because their user is suppressed)."""

@@ -190,6 +190,28 @@ class DeletionRequest(Base):
     __mapper_args__ = {"version_id_col": version}
 
 
+class DeletionBatch(Base):
+    """A partner's batch of deletion requests (one call, up to 10,000 users). Holds no user id:
+    its items name the requests, whose subjects hold the link."""
+
+    __tablename__ = "deletion_batches"
+    __table_args__ = (Index("ix_deletion_batches_project_created", "project_id", "created_at"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    created_at: Mapped[datetime]
+    mode: Mapped[str] = mapped_column(String(20))
+    listed: Mapped[int] = mapped_column(Integer)  # user ids in the call, invalid and repeated ones included
+    invalid: Mapped[int] = mapped_column(Integer)
+
+
+class DeletionBatchItem(Base):
+    """One request a batch created or found open (what its progress counts)."""
+
+    __tablename__ = "deletion_batch_items"
+    batch_id: Mapped[str] = mapped_column(ForeignKey("deletion_batches.id"), primary_key=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("deletion_requests.id"), primary_key=True)
+
+
 class IdempotencyKey(Base):
     __tablename__ = "idempotency_keys"
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), primary_key=True)

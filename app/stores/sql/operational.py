@@ -313,9 +313,15 @@ class Suppressions:
             Suppression.until > now)))
 
     def remove(self, project_id: str, key_hash: str, now: datetime) -> bool:
-        result = self.session.execute(delete(Suppression).where(
-            Suppression.project_id == project_id, Suppression.key_hash == key_hash, Suppression.until > now))
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return bool(self.remove_many(project_id, [key_hash], now))
+
+    def remove_many(self, project_id: str, key_hashes: Sequence[str], now: datetime) -> set[str]:
+        """End these standing suppressions; returns the hashes that were suppressed."""
+        standing = self.standing(project_id, key_hashes, now)
+        if standing:
+            self.session.execute(delete(Suppression).where(Suppression.project_id == project_id,
+                                                           Suppression.key_hash.in_(sorted(standing))))
+        return standing
 
     def expire(self, now: datetime) -> int:
         result = self.session.execute(delete(Suppression).where(Suppression.until <= now))

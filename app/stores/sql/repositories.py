@@ -8,11 +8,13 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-from sqlalchemy import ColumnElement, Select, delete, func, select, update
+from sqlalchemy import ColumnElement, Select, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.domain.requests import OPEN_STATUSES, Status, Step
 from app.stores.sql.models import (
+    DeletionBatch,
+    DeletionBatchItem,
     DeletionRequest,
     HoldRecord,
     IdempotencyKey,
@@ -332,6 +334,30 @@ def _overdue(now: datetime) -> ColumnElement[bool]:
 def _locked(query: Select[_Row]) -> Select[_Row]:
     """FOR UPDATE, and the row as it is now even if this session loaded it before."""
     return query.with_for_update().execution_options(populate_existing=True)
+
+
+class DeletionBatches:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, batch: DeletionBatch, request_ids: Iterable[str]) -> None:
+        self.session.add(batch)
+        self.session.flush()
+        items = [{"batch_id": batch.id, "request_id": rid} for rid in sorted(set(request_ids))]
+        for i in range(0, len(items), 5_000):
+            self.session.execute(insert(DeletionBatchItem), items[i:i + 5_000])
+
+    def get(self, project_id: str, batch_id: str) -> DeletionBatch | None:
+        batch = self.session.get(DeletionBatch, batch_id)
+        return batch if batch is not None and batch.project_id == project_id else None
+
+    def by_status(self, batch_id: str) -> dict[str, int]:
+        """How many of the batch's requests are in each status now."""
+        rows = self.session.execute(
+            select(DeletionRequest.status, func.count()).join(DeletionBatchItem,
+                                                              DeletionBatchItem.request_id == DeletionRequest.id)
+            .where(DeletionBatchItem.batch_id == batch_id).group_by(DeletionRequest.status))
+        return {str(status): int(n) for status, n in rows}
 
 
 class Holds:

@@ -26,6 +26,7 @@ from app.stores.sql.operational import (
     Suppressions,
 )
 from app.stores.sql.repositories import (
+    DeletionBatches,
     DeletionRequests,
     Holds,
     IdempotencyKeys,
@@ -103,6 +104,7 @@ class SqlUnitOfWork:
         self.suppressions = Suppressions(self.session)
         self.keys = DataKeys(self.session)
         self.holds = Holds(self.session)
+        self.batches = DeletionBatches(self.session)
         return self
 
     def __exit__(
