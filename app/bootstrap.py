@@ -19,6 +19,7 @@ from app.ports import JobKicker, SqlErasureStep
 from app.services.accounts import AccountService
 from app.services.audit import AuditService
 from app.services.batches import BatchService
+from app.services.callbacks import CallbackService
 from app.services.dead_letters import DeadLetterService
 from app.services.deletion import DeletionService
 from app.services.erasure import ErasureService
@@ -113,7 +114,12 @@ class Container:
     @cached_property
     def deletions(self) -> DeletionService:
         return DeletionService(self.uow, self.now, self.policies, self.settings.secret_key,
-                               lambda job: self.kick(job), self.keys, self.identities, self.suppressions)
+                               lambda job: self.kick(job), self.keys, self.identities, self.suppressions,
+                               callbacks=self.callbacks)
+
+    @cached_property
+    def callbacks(self) -> CallbackService:
+        return CallbackService(self.uow, self.now, self.keys, self.settings.secret_key)
 
     @cached_property
     def batches(self) -> BatchService:
@@ -132,7 +138,7 @@ class Container:
     def erasure(self) -> ErasureService:
         return ErasureService(self.uow, self.now, self.settings.secret_key, self.identities, self.sql_steps,
                               [self.events], after_run=lambda: self.keys.compact_when_due(self.engine),
-                              holds=self.holds, before_run=self._settle_holds)
+                              holds=self.holds, before_run=self._settle_holds, callbacks=self.callbacks)
 
     def _settle_holds(self) -> None:
         """Before each erasure run: ended holds give their data back, standing ones take theirs."""

@@ -130,6 +130,13 @@ def cmd_project_webhook_auth(container: Container, args: argparse.Namespace) -> 
     return 0
 
 
+def cmd_project_callback(container: Container, args: argparse.Namespace) -> int:
+    container.migrate(clickhouse=False)
+    _print(container.callbacks.register(None, args.url, actor="operator:cli", name=args.name))
+    print("keep the callback_secret: it is shown once; it signs every callback (Standard Webhooks)", file=sys.stderr)
+    return 0
+
+
 def cmd_project_offboard(container: Container, args: argparse.Namespace) -> int:
     container.migrate(clickhouse=False)
     _print(container.offboarding.offboard(args.name))
@@ -293,6 +300,11 @@ def parser() -> argparse.ArgumentParser:
     hook_auth.add_argument("--allow", required=True, metavar="METHODS",
                            help="comma-separated subset of signed,bearer,url (new projects: all three)")
     hook_auth.set_defaults(fn=cmd_project_webhook_auth)
+    callback = project.add_parser("callback", help="register the URL each request transition is POSTed to; "
+                                  "prints the callback_secret that signs them (shown once)")
+    callback.add_argument("name")
+    callback.add_argument("url")
+    callback.set_defaults(fn=cmd_project_callback)
 
     policy = sub.add_parser("policy", help="lifecycle policies").add_subparsers(dest="action", required=True)
     policy.add_parser("check", help="validate policies/ and print a summary").set_defaults(fn=cmd_policy_check)

@@ -56,6 +56,7 @@ class RequestCensus(Collector):
         try:
             with uow_factory() as uow:
                 by_status, overdue = uow.requests.census(clock())
+                dead_callbacks = uow.callbacks.dead_count()
         except Exception as exc:  # a scrape reports what it can; /readyz says what is down
             log.warning("metrics.census_failed", error=type(exc).__name__)
             return
@@ -65,6 +66,8 @@ class RequestCensus(Collector):
         yield family
         yield GaugeMetricFamily("lethe_deletion_requests_overdue",
                                 "Open deletion requests past their Art. 12(3) deadline", value=overdue)
+        yield GaugeMetricFamily("lethe_callbacks_dead",
+                                "Completion callbacks given up after 3 days of failed deliveries", value=dead_callbacks)
 
 
 REQUEST_CENSUS = RequestCensus()

@@ -24,7 +24,7 @@ from pathlib import Path
 from bench.harness import env_int, exit_on_sigterm, postgres_database
 
 REPO = Path(__file__).resolve().parents[1]
-SECRET = "bench-batch-secret-0000000000000000000000"
+SECRET = b"bench-batch-secret-0000000000000000000000"
 TARGET_ACK = 2.0  # seconds
 
 

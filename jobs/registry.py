@@ -9,7 +9,7 @@ from typing import Any
 from app import observability
 from app.bootstrap import Container
 from app.stores.sql.models import JobRun
-from jobs import anonymise, audit_verify, message_feed, offboarding, purge, retention
+from jobs import anonymise, audit_verify, callbacks, message_feed, offboarding, purge, retention
 
 JobFn = Callable[[Container, datetime], dict[str, Any]]
 
@@ -21,6 +21,7 @@ JOBS: dict[str, JobFn] = {
     "message_feed": message_feed.run,
     "offboarding": offboarding.run,
     "audit_verify": audit_verify.run,
+    "callbacks": callbacks.run,
 }
 
 

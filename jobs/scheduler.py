@@ -32,6 +32,7 @@ TRIGGERS: dict[str, BaseTrigger] = {
     "message_feed": IntervalTrigger(hours=1, timezone=UTC),
     "offboarding": IntervalTrigger(minutes=15, timezone=UTC),
     "audit_verify": CronTrigger(hour=3, minute=0, timezone=UTC),
+    "callbacks": IntervalTrigger(seconds=10, timezone=UTC),
 }
 
 

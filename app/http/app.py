@@ -15,6 +15,7 @@ from litestar.plugins.structlog import StructlogConfig, StructlogPlugin
 from app.bootstrap import Container
 from app.http.audit import AuditController
 from app.http.auth import auth_middleware
+from app.http.callbacks import CallbackController
 from app.http.deletion_requests import DeletionRequestController
 from app.http.errors import HANDLERS, QUIET_ERRORS
 from app.http.events import EventsController, HooksController
@@ -56,7 +57,7 @@ def create_app(container: Container) -> Litestar:
         enable_middleware_logging=False,  # request logs would print paths and queries naming users
     ))
     return Litestar(
-        route_handlers=[healthz, readyz, Metrics, DeletionRequestController, AuditController,
+        route_handlers=[healthz, readyz, Metrics, DeletionRequestController, CallbackController, AuditController,
                         EventsController, HooksController, MessagesController, SubjectsController, HoldController,
                         OfficerController, MetricsController, SuppressionsController],
         dependencies={"container": Provide(lambda: container, use_cache=True, sync_to_thread=False)},

@@ -20,6 +20,7 @@ from app.domain.requests import Mode, RequestState, Source, Status, Step, Transi
 from app.ports import Clock, JobKicker, UnitOfWorkFactory
 from app.services.audit import entry_dict
 from app.services.batching import GroupCommitter
+from app.services.callbacks import CallbackService
 from app.services.errors import Conflict, NotFound, Unprocessable
 from app.services.identities import Identities
 from app.services.keys import GRACE, KeyService
@@ -78,7 +79,8 @@ def to_dict(row: DeletionRequest, project_name: str, user_id: str | None, now: d
 class DeletionService:
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock, policies: PolicyBook, secret_key: bytes,
                  kick: JobKicker, keys: KeyService, identities: Identities,
-                 suppressions: SuppressionService) -> None:
+                 suppressions: SuppressionService, callbacks: CallbackService | None = None) -> None:
+        self._callbacks = callbacks
         self._suppressions = suppressions
         self._keys = keys
         self._ids = identities
@@ -276,6 +278,9 @@ class DeletionService:
         subject.status = "active"
         uow.audit(AuditRecord(actor, "deletion_request.restored", project.name,
                               subject_hash(self._key, project.name, user_id), {"request_id": row.id}))
+        if self._callbacks is not None:
+            self._callbacks.record(uow, [row], lambda _ids: {row.subject_id: user_id},
+                                   lambda r, name: to_dict(r, name, None, now))
         return user_id
 
     def _body_hash(self, user_id: str, mode: Mode, reason: str | None) -> str:

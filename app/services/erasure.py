@@ -31,7 +31,8 @@ from app.domain.audit import AuditRecord, subject_hash
 from app.domain.holds import Data, Hold, Scope, stops
 from app.domain.requests import Mode, Source, Status, Step, TransitionRefused
 from app.ports import Clock, ErasureBatch, ExternalErasureStep, SqlErasureStep, UnitOfWorkFactory
-from app.services.deletion import apply_state, state_of
+from app.services.callbacks import CallbackService
+from app.services.deletion import apply_state, state_of, to_dict
 from app.services.holds import HoldService
 from app.services.identities import Identities
 from app.services.summary import JobSummary
@@ -55,7 +56,9 @@ class ErasureService:
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock, secret_key: bytes, identities: Identities,
                  sql_steps: Sequence[SqlErasureStep], external_steps: Sequence[ExternalErasureStep],
                  after_run: Callable[[], object] = lambda: None, batch_size: int = 10_000,
-                 holds: HoldService | None = None, before_run: Callable[[], object] = lambda: None) -> None:
+                 holds: HoldService | None = None, before_run: Callable[[], object] = lambda: None,
+                 callbacks: CallbackService | None = None) -> None:
+        self._callbacks = callbacks
         self._before_run = before_run
         self._ids = identities
         self._uow = uow
@@ -182,7 +185,9 @@ class ErasureService:
         refs = uow.messages.refs([r.subject_id for r in rows])
         free: list[DeletionRequest] = []
         held: list[DeletionRequest] = []
+        moved: list[DeletionRequest] = []  # on hold now, or resumed: transitions partners hear of
         for row in rows:
+            was = row.status
             rooms, messages = refs.get(row.subject_id, (set(), set()))
             user = users.get(row.subject_id)
             data = Data(names[row.project_id], frozenset({user} if user else ()), frozenset(rooms),
@@ -199,17 +204,21 @@ class ErasureService:
                     row.evidence = {**row.evidence, "_holds": listed}
                     uow.audit(AuditRecord("job:erasure", "deletion_request.held", data.project, subject,
                                           {"request_id": row.id, "holds": [h["id"] for h in listed]}))
+                if row.status != was:
+                    moved.append(row)
                 continue
             if row.status == Status.ON_HOLD.value:
                 apply_state(row, lifecycle.after_released(state_of(row)))
                 row.evidence = {k: v for k, v in row.evidence.items() if k != "_holds"}
                 uow.audit(AuditRecord("job:erasure", "deletion_request.resumed", data.project, subject,
                                       {"request_id": row.id}))
+                moved.append(row)
             kept = [{"id": h.id, "scope": h.scope.value} for h in covered]  # none of them blocks
             if row.evidence.get("_kept", []) != kept:
                 row.evidence = {**{k: v for k, v in row.evidence.items() if k != "_kept"},
                                 **({"_kept": kept} if kept else {})}
             free.append(row)
+        self._notify(uow, moved, lambda _ids: users)
         return free, held, keeping
 
     def _user_ids(self, uow: SqlUnitOfWork, subject_ids: Sequence[str]) -> dict[str, str]:
@@ -280,6 +289,7 @@ class ErasureService:
             names = uow.projects.names({row.project_id for row in due})
             processed = [self._advance(uow, row, names[row.project_id], step, now, counts, batch, purge_now)
                          for row in due]
+            self._notify(uow, due, lambda _ids: batch.user_of)  # read before the links went
             uow.commit()
         summary.held += len(held)
         for mine in processed:
@@ -339,17 +349,28 @@ class ErasureService:
         with self._uow() as uow:
             rows = uow.requests.lock(request_ids)
             names = uow.projects.names({row.project_id for row in rows})
+            newly_failed = []
             for row in rows:
                 try:
                     state = lifecycle.after_failure(state_of(row))
                 except TransitionRefused:
                     continue  # moved on meanwhile (restored, say): not ours to fail
+                if row.status != state.status.value:
+                    newly_failed.append(row)
                 apply_state(row, state)
                 row.attempts += 1
                 row.detail, row.lease_until = detail, None
                 uow.audit(AuditRecord("job:erasure", "deletion_request.failed", names[row.project_id], None,
                                       {"request_id": row.id, "detail": detail, "attempts": row.attempts}))
+            self._notify(uow, newly_failed, lambda ids: self._user_ids(uow, ids))
             uow.commit()
+
+    def _notify(self, uow: SqlUnitOfWork, rows: Sequence[DeletionRequest],
+                users_of: Callable[[Sequence[str]], Mapping[str, str]]) -> None:
+        """The rows' transitions into their partners' callback outbox (same transaction)."""
+        if self._callbacks is not None and rows:
+            now = self._clock()
+            self._callbacks.record(uow, rows, users_of, lambda row, name: to_dict(row, name, None, now))
 
 
 def _kept(uow: SqlUnitOfWork, keeping: Sequence[Hold]) -> tuple[frozenset[tuple[str, str]], frozenset[tuple[str, str]]]:

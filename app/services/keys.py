@@ -49,7 +49,8 @@ CONTENT = "content"  # a subject's message texts: destroyed by immediate erasure
 # a grace-mode erasure the messages stay, anonymous, so their texts stay readable)
 MESSAGE_TEXT_AAD = b"messages.text"  # what a sealed message text is bound to
 HOLD = "hold"  # what a room or message hold keeps (owner: the hold): destroyed once the hold ends
-PURPOSES = frozenset({ANALYTICS, GRACE, CONTENT, HOLD, DEAD_LETTERS})
+CALLBACK = "callback"  # the user id in one callback delivery (owner: the delivery): goes with it
+PURPOSES = frozenset({ANALYTICS, GRACE, CONTENT, HOLD, DEAD_LETTERS, CALLBACK})
 KEY_CACHE_SECONDS = 5.0  # a destroyed key is unusable in every process within this long
 KEY_CACHE_SIZE = 100_000  # entries; the cache is emptied when full (each entry lives 5 s anyway)
 REWRAP_BATCH = 1_000  # keys per rotation transaction

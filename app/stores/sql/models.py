@@ -84,6 +84,10 @@ class Project(Base):
     # which of signed, bearer, url the project accepts (comma-separated)
     webhook_auth: Mapped[str] = mapped_column(String(40), default=DEFAULT_METHODS,
                                               server_default=DEFAULT_METHODS)
+    # Completion callbacks (app.services.callbacks): where to POST each transition, and the
+    # Standard Webhooks secret that signs them (sealed like webhook_secret).
+    callback_url: Mapped[str | None] = mapped_column(Text)
+    callback_secret: Mapped[str | None] = mapped_column(Text)
 
 
 class Officer(Base):
@@ -210,6 +214,29 @@ class DeletionBatchItem(Base):
     __tablename__ = "deletion_batch_items"
     batch_id: Mapped[str] = mapped_column(ForeignKey("deletion_batches.id"), primary_key=True)
     request_id: Mapped[str] = mapped_column(ForeignKey("deletion_requests.id"), primary_key=True)
+
+
+class CallbackDelivery(Base):
+    """One transition of a deletion request, to be POSTed to its project's callback URL (the
+    outbox). Its id is the stable `webhook-id`. `payload` is the request as it was at the
+    transition, without the user id; the user id is sealed under this delivery's own key, which
+    goes with the delivery (delivered: the row is deleted; dead after 3 days: the key is)."""
+
+    __tablename__ = "callback_deliveries"
+    __table_args__ = (Index("ix_callback_deliveries_due", "delivered_at", "dead_at", "next_attempt_at"),
+                      Index("ix_callback_deliveries_project_created", "project_id", "created_at", "id"))
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    request_id: Mapped[str] = mapped_column(ForeignKey("deletion_requests.id"))
+    status: Mapped[str] = mapped_column(String(20))  # the transition: in_grace, on_hold, completed...
+    payload: Mapped[dict[str, Any]]
+    user_id: Mapped[str | None] = mapped_column(Text)  # sealed under the delivery's key
+    created_at: Mapped[datetime]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    last_error: Mapped[str | None] = mapped_column(String(200))  # e.g. "HTTP 503", "timeout"
+    delivered_at: Mapped[datetime | None]
+    dead_at: Mapped[datetime | None]
 
 
 class IdempotencyKey(Base):

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from app.domain.requests import OPEN_STATUSES, Status, Step
 from app.stores.sql.models import (
+    CallbackDelivery,
     DeletionBatch,
     DeletionBatchItem,
     DeletionRequest,
@@ -358,6 +359,62 @@ class DeletionBatches:
                                                               DeletionBatchItem.request_id == DeletionRequest.id)
             .where(DeletionBatchItem.batch_id == batch_id).group_by(DeletionRequest.status))
         return {str(status): int(n) for status, n in rows}
+
+
+class Callbacks:
+    """The callback outbox (app.services.callbacks)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, delivery: CallbackDelivery) -> None:
+        self.session.add(delivery)
+
+    def lease_due(self, now: datetime, until: datetime, limit: int) -> list[CallbackDelivery]:
+        """Due deliveries, oldest first, leased until `until` (SKIP LOCKED: runs do not wait
+        for each other's rows)."""
+        rows = list(self.session.scalars(
+            select(CallbackDelivery).where(CallbackDelivery.delivered_at.is_(None), CallbackDelivery.dead_at.is_(None),
+                                           CallbackDelivery.next_attempt_at <= now)
+            .order_by(CallbackDelivery.created_at, CallbackDelivery.id).limit(limit)
+            .with_for_update(skip_locked=True)))
+        for row in rows:
+            row.next_attempt_at = until
+        return rows
+
+    def fail(self, delivery_id: str, error: str, now: datetime, *, dead: bool, next_attempt: datetime) -> None:
+        row = self.session.get(CallbackDelivery, delivery_id)
+        if row is None:
+            return
+        row.attempts += 1
+        row.last_error = error[:200]
+        row.next_attempt_at = next_attempt
+        if dead:
+            row.dead_at = now
+
+    def delete(self, ids: Sequence[str]) -> None:
+        if ids:
+            self.session.execute(delete(CallbackDelivery).where(CallbackDelivery.id.in_(ids)))
+
+    def page(self, project_id: str, *, dead: bool | None, limit: int,
+             cursor: str | None) -> tuple[list[CallbackDelivery], str | None]:
+        query = select(CallbackDelivery).where(CallbackDelivery.project_id == project_id)
+        if dead is not None:
+            query = query.where(CallbackDelivery.dead_at.is_not(None) if dead else CallbackDelivery.dead_at.is_(None))
+        if cursor:
+            at, last = decode_cursor(cursor, 2)
+            after = datetime.fromisoformat(str(at))
+            query = query.where((CallbackDelivery.created_at < after)
+                                | ((CallbackDelivery.created_at == after) & (CallbackDelivery.id < str(last))))
+        rows = list(self.session.scalars(query.order_by(CallbackDelivery.created_at.desc(),
+                                                        CallbackDelivery.id.desc()).limit(limit + 1)))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return rows, encode_cursor(rows[-1].created_at.isoformat(), rows[-1].id) if more else None
+
+    def dead_count(self) -> int:
+        return int(self.session.scalar(select(func.count()).select_from(CallbackDelivery)
+                                       .where(CallbackDelivery.dead_at.is_not(None))) or 0)
 
 
 class Holds:

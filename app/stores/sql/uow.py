@@ -26,6 +26,7 @@ from app.stores.sql.operational import (
     Suppressions,
 )
 from app.stores.sql.repositories import (
+    Callbacks,
     DeletionBatches,
     DeletionRequests,
     Holds,
@@ -105,6 +106,7 @@ class SqlUnitOfWork:
         self.keys = DataKeys(self.session)
         self.holds = Holds(self.session)
         self.batches = DeletionBatches(self.session)
+        self.callbacks = Callbacks(self.session)
         return self
 
     def __exit__(
