@@ -65,19 +65,20 @@ class BatchService:
             opened = self._deletions.open_many(uow, project, valid, mode, reason, actor) if valid else {}
             batch = DeletionBatch(id=new_id(), project_id=project_id, created_at=self._clock(), mode=mode.value,
                                   listed=len(user_ids), invalid=sum(1 for u in user_ids if u in problems))
-            uow.batches.add(batch, [row.id for row, _ in opened.values()])
+            uow.batches.add(batch, [request_id for request_id, _ in opened.values()])
             outcomes: list[dict[str, Any]] = []
             seen: set[str] = set()
             for user in user_ids:
                 if user in problems:
                     outcomes.append({"user_id": user, "outcome": "invalid", "request": None, "detail": problems[user]})
                     continue
-                row, created = opened[user]
+                request_id, created = opened[user]
                 if user in seen:
-                    outcomes.append({"user_id": user, "outcome": "open", "request": row.id,
+                    outcomes.append({"user_id": user, "outcome": "open", "request": request_id,
                                      "detail": "listed more than once in this batch"})
                 else:
-                    outcomes.append({"user_id": user, "outcome": "created" if created else "open", "request": row.id})
+                    outcomes.append({"user_id": user, "outcome": "created" if created else "open",
+                                     "request": request_id})
                 seen.add(user)
             counts = {kind: sum(1 for o in outcomes if o["outcome"] == kind) for kind in ("created", "open", "invalid")}
             uow.audit(AuditRecord(actor, "deletion_batch.created", project.name, None,

@@ -226,30 +226,32 @@ class DeletionService:
         return row, True
 
     def open_many(self, uow: SqlUnitOfWork, project: Project, user_ids: Sequence[str], mode: Mode,
-                  reason: str | None, actor: str) -> dict[str, tuple[DeletionRequest, bool]]:
+                  reason: str | None, actor: str) -> dict[str, tuple[str, bool]]:
         """`open_in` for many users of one project at once (a partner's batch), set-based:
         one read of their subjects and of their open requests, one key lookup, one insert.
-        user id -> (their open request, True if it is new)."""
+        user id -> (the id of their open request, True if it is new)."""
         now = self._clock()
         subjects = self._ids.ensure(uow, project.id, user_ids, now)
         open_rows = uow.requests.open_for_many([s.id for s in subjects.values()])
         new = [u for u in dict.fromkeys(user_ids) if subjects[u].id not in open_rows]
         grace = self._keys.ciphers(uow, [subjects[u].id for u in new], GRACE, create=True) if reason and new else {}
         grace_until, due_by = lifecycle.deadlines(now, mode, self._policies.for_project(project.name).grace_days, now)
-        found: dict[str, tuple[DeletionRequest, bool]] = {
-            u: (open_rows[s.id], False) for u, s in subjects.items() if s.id in open_rows}
+        found = {u: (open_rows[s.id].id, False) for u, s in subjects.items() if s.id in open_rows}
+        rows: list[dict[str, object]] = []
         for user in new:
             subject = subjects[user]
-            row = DeletionRequest(
-                id=new_id(), project_id=project.id, subject_id=subject.id, mode=mode.value,
-                source=Source.PARTNER_API.value, status=Status.PENDING.value, next_step=Step.ANONYMISE.value,
-                reason=grace[subject.id].encrypt(reason, b"reason") if reason else None, requested_at=now,
-                grace_until=grace_until, due_by=due_by, attempts=0, evidence={}, due_extended_months=0)
-            uow.requests.add(row)
+            request_id = new_id()
+            rows.append({
+                "id": request_id, "project_id": project.id, "subject_id": subject.id, "mode": mode.value,
+                "source": Source.PARTNER_API.value, "status": Status.PENDING.value,
+                "next_step": Step.ANONYMISE.value, "requested_at": now, "grace_until": grace_until, "due_by": due_by,
+                "reason": grace[subject.id].encrypt(reason, b"reason") if reason else None, "attempts": 0,
+                "evidence": {}, "due_extended_months": 0})
             uow.audit(AuditRecord(actor, "deletion_request.created", project.name,
                                   subject_hash(self._key, project.name, user),
-                                  {"request_id": row.id, "mode": mode.value, "source": Source.PARTNER_API.value}))
-            found[user] = (row, True)
+                                  {"request_id": request_id, "mode": mode.value, "source": Source.PARTNER_API.value}))
+            found[user] = (request_id, True)
+        uow.requests.insert_many(rows)
         self._suppressions.end_for(uow, project, new, actor)
         return found
 

@@ -39,7 +39,7 @@ from app.services.errors import ServiceError
 from app.stores.sql.engine import checkpoint
 from app.stores.sql.keys import DataKeys, KekVersion, StoredKey
 from app.stores.sql.models import new_id
-from app.stores.sql.uow import SqlUnitOfWork
+from app.stores.sql.uow import OPENED_IN_TRANSACTION, SqlUnitOfWork
 
 log = structlog.get_logger(__name__)
 ANALYTICS = "analytics"  # a subject's events' personal values: destroyed when it is anonymised
@@ -102,8 +102,14 @@ class KeyService:
         _check_purpose(purpose)
         wanted = list(dict.fromkeys(owners))
         found, unknown = self._from_cache(wanted, purpose, trust_absence=not create)
+        if unknown:  # keys this transaction created or read already (not shared: it may roll back)
+            mine: dict[tuple[str, str], Cipher] = uow.session.info.setdefault(OPENED_IN_TRANSACTION, {})
+            found.update({o: c for o in unknown if (c := mine.get((o, purpose))) is not None})
+            unknown = [o for o in unknown if o not in found]
         if unknown:
-            found.update(self._load(uow, unknown, purpose, create=create))
+            loaded = self._load(uow, unknown, purpose, create=create)
+            mine.update({(o, purpose): c for o, c in loaded.items()})
+            found.update(loaded)
         return found
 
     def cipher(self, uow: SqlUnitOfWork, owner: str, purpose: str) -> Cipher:
@@ -212,10 +218,12 @@ class KeyService:
             _check_purpose(purpose)
         purposes = [purpose] if purpose is not None else sorted(PURPOSES)
         self._dirty = True
+        mine = uow.session.info.get(OPENED_IN_TRANSACTION, {})
         with self._lock:
             for owner in owners:
                 for each in purposes:
                     self._cache.pop((owner, each), None)
+                    mine.pop((owner, each), None)
         return uow.keys.destroy(owners, purpose)
 
     def rotate(self, progress: Progress | None = None, *, actor: str = "operator:cli") -> dict[str, int]:

@@ -38,6 +38,9 @@ from app.stores.sql.repositories import (
 )
 
 T = TypeVar("T")
+# Session.info entry: data keys opened in the current transaction, (owner, purpose) -> cipher
+# (app.services.keys). Never shared with other transactions, and dropped at commit or rollback.
+OPENED_IN_TRANSACTION = "lethe.keys_opened"
 
 # PostgreSQL: serialization failure, deadlock detected, lock not available.
 _TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
@@ -122,7 +125,9 @@ class SqlUnitOfWork:
             self.audit_log.append(self._clock(), self._pending, self._chain_key)
             self._pending = []
         self.session.commit()
+        self.session.info.pop(OPENED_IN_TRANSACTION, None)
 
     def rollback(self) -> None:
         self._pending = []
         self.session.rollback()
+        self.session.info.pop(OPENED_IN_TRANSACTION, None)
