@@ -12,18 +12,14 @@ full-table copy of 10M events is what `bench/erasure` (c) measures; its figure i
 
 from __future__ import annotations
 
-import contextlib
 import os
 import platform
 import statistics
-import tempfile
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
-from bench.harness import env_int, exit_on_sigterm, postgres_database
+from bench.harness import env_int, exit_on_sigterm, in_process
 
-REPO = Path(__file__).resolve().parents[1]
 SECRET = b"bench-batch-secret-0000000000000000000000"
 TARGET_ACK = 2.0  # seconds
 
@@ -34,56 +30,36 @@ def main() -> int:
     db_kind = os.environ.get("BENCH_BATCH_DB", "postgresql").strip().lower() or "postgresql"
     exit_on_sigterm()
 
-    from app.bootstrap import Container
-    from app.config import Settings
     from app.domain.requests import Mode
-    from app.services.policies import PolicyBook
-    from app.stores.clickhouse.client import ClickHouse
-    from app.stores.clickhouse.schema import migrate
-    from app.stores.sql import migrations
-    from app.stores.sql.engine import make_engine
 
     print(f"machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, {platform.platform()}")
     print(f"data:    {rounds} batches of {size:,} new user ids (grace mode, with a reason), SQL {db_kind}")
     print(f"target:  acknowledged (committed) in <= {TARGET_ACK:g} s on PostgreSQL", flush=True)
-    with tempfile.TemporaryDirectory(prefix="lethe-bench-batch-") as tmp, (
-            postgres_database("lethe_bench_batch") if db_kind.startswith("postgres")
-            else contextlib.nullcontext(f"sqlite:///{tmp}/lethe.db")) as db_url:
-        engine = make_engine(db_url)
-        ch = ClickHouse(f"chdb://{tmp}/clickhouse")
-        settings = Settings(database_url=db_url, clickhouse_url="chdb://unused", policy_dir=REPO / "policies",
-                            secret_key=SECRET, scheduler=False)
-        container = Container(settings=settings, engine=engine, policies=PolicyBook.load(REPO / "policies"),
-                              clickhouse=ch)
-        try:
-            migrate(ch)
-            migrations.upgrade(engine)
-            acks, runs = [], []
-            for n in range(rounds):
-                name = f"bench-batch-{n}"
-                container.accounts.create_project(name)
-                with container.uow() as uow:
-                    project = uow.projects.by_name(name)
-                    assert project is not None
-                    project_id = project.id
-                users = [f"bench-user-{n}-{i}" for i in range(size)]
-                started = time.perf_counter()
-                answer = container.batches.submit(project_id, users, Mode.GRACE, "bench: market closed",
-                                                  actor="partner:bench")
-                acks.append(time.perf_counter() - started)
-                created = sum(1 for o in answer["outcomes"] if o["outcome"] == "created")
-                started = time.perf_counter()
-                summary = container.erasure.anonymise(datetime.now(UTC))
-                runs.append(time.perf_counter() - started)
-                progress = container.batches.progress(project_id, answer["batch"])
-                ok = created == size and progress["by_status"] == {"in_grace": size}
-                print(f"  batch {n + 1}: acknowledged in {acks[-1]:.3f} s ({created:,} created); next anonymise "
-                      f"run {runs[-1]:.3f} s ({summary.processed:,} processed); progress {progress['by_status']}"
-                      f" {'ok' if ok else 'FAIL'}", flush=True)
-                if not ok:
-                    return 1
-        finally:
-            container.close()
+    acks, runs = [], []
+    with in_process("lethe-bench-batch", db_kind, SECRET) as container:
+        for n in range(rounds):
+            name = f"bench-batch-{n}"
+            container.accounts.create_project(name)
+            with container.uow() as uow:
+                project = uow.projects.by_name(name)
+                assert project is not None
+                project_id = project.id
+            users = [f"bench-user-{n}-{i}" for i in range(size)]
+            started = time.perf_counter()
+            answer = container.batches.submit(project_id, users, Mode.GRACE, "bench: market closed",
+                                              actor="partner:bench")
+            acks.append(time.perf_counter() - started)
+            created = sum(1 for o in answer["outcomes"] if o["outcome"] == "created")
+            started = time.perf_counter()
+            summary = container.erasure.anonymise(datetime.now(UTC))
+            runs.append(time.perf_counter() - started)
+            progress = container.batches.progress(project_id, answer["batch"])
+            ok = created == size and progress["by_status"] == {"in_grace": size}
+            print(f"  batch {n + 1}: acknowledged in {acks[-1]:.3f} s ({created:,} created); next anonymise "
+                  f"run {runs[-1]:.3f} s ({summary.processed:,} processed); progress {progress['by_status']}"
+                  f" {'ok' if ok else 'FAIL'}", flush=True)
+            if not ok:
+                return 1
     median = statistics.median(acks)
     print("\nresult:")
     print(f"  batch of {size:,} acknowledged: median {median:.3f} s (runs: {', '.join(f'{a:.3f}' for a in acks)})")

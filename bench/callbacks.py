@@ -12,19 +12,15 @@ Target: >= 1,000 transitions/s delivered (issue 12).
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 import threading
 import time
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
-from bench.harness import env_int, exit_on_sigterm, postgres_database
+from bench.harness import env_int, exit_on_sigterm, in_process
 
-REPO = Path(__file__).resolve().parents[1]
 SECRET = b"bench-callbacks-secret-00000000000000000000"
 TARGET = 1_000.0  # transitions/s
 
@@ -34,15 +30,8 @@ def main() -> int:
     db_kind = os.environ.get("BENCH_CALLBACKS_DB", "postgresql").strip().lower() or "postgresql"
     exit_on_sigterm()
 
-    from app.bootstrap import Container
-    from app.config import Settings
     from app.domain import webhooks as hooks
     from app.domain.requests import Mode
-    from app.services.policies import PolicyBook
-    from app.stores.clickhouse.client import ClickHouse
-    from app.stores.clickhouse.schema import migrate
-    from app.stores.sql import migrations
-    from app.stores.sql.engine import make_engine
 
     received: list[tuple[dict[str, str], bytes]] = []
 
@@ -65,34 +54,21 @@ def main() -> int:
     print(f"data:   {size:,} transitions (in_grace) to a local receiver, SQL {db_kind}")
     print(f"target: >= {TARGET:,.0f} transitions/s delivered", flush=True)
     try:
-        with tempfile.TemporaryDirectory(prefix="lethe-bench-callbacks-") as tmp, (
-                postgres_database("lethe_bench_callbacks") if db_kind.startswith("postgres")
-                else contextlib.nullcontext(f"sqlite:///{tmp}/lethe.db")) as db_url:
-            engine = make_engine(db_url)
-            ch = ClickHouse(f"chdb://{tmp}/clickhouse")
-            settings = Settings(database_url=db_url, clickhouse_url="chdb://unused", policy_dir=REPO / "policies",
-                                secret_key=SECRET, scheduler=False)
-            container = Container(settings=settings, engine=engine, policies=PolicyBook.load(REPO / "policies"),
-                                  clickhouse=ch)
-            try:
-                migrate(ch)
-                migrations.upgrade(engine)
-                container.accounts.create_project("bench")
-                with container.uow() as uow:
-                    project = uow.projects.by_name("bench")
-                    assert project is not None
-                    project_id = project.id
-                secret = container.callbacks.register(project_id, url, actor="partner:bench")["callback_secret"]
-                container.batches.submit(project_id, [f"cb-user-{i}" for i in range(size)], Mode.GRACE, None,
-                                         actor="partner:bench")
-                container.erasure.anonymise(datetime.now(UTC))
-                started = time.perf_counter()
-                runs = 0
-                while container.callbacks.deliver(datetime.now(UTC)).processed:
-                    runs += 1
-                took = time.perf_counter() - started
-            finally:
-                container.close()
+        with in_process("lethe-bench-callbacks", db_kind, SECRET) as container:
+            container.accounts.create_project("bench")
+            with container.uow() as uow:
+                project = uow.projects.by_name("bench")
+                assert project is not None
+                project_id = project.id
+            secret = container.callbacks.register(project_id, url, actor="partner:bench")["callback_secret"]
+            container.batches.submit(project_id, [f"cb-user-{i}" for i in range(size)], Mode.GRACE, None,
+                                     actor="partner:bench")
+            container.erasure.anonymise(datetime.now(UTC))
+            started = time.perf_counter()
+            runs = 0
+            while container.callbacks.deliver(datetime.now(UTC)).processed:
+                runs += 1
+            took = time.perf_counter() - started
     finally:
         server.shutdown()
     key = hooks.SigningKey(hooks.signing_key(secret))

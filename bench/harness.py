@@ -129,6 +129,36 @@ def postgres_database(prefix: str = "lethe_bench") -> Iterator[str]:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+@contextlib.contextmanager
+def in_process(prefix: str, db_kind: str, secret_key: bytes) -> Iterator[Any]:
+    """A migrated `Container` in this process, no server: a throw-away PostgreSQL database (or an
+    SQLite file when `db_kind` is "sqlite") and an embedded chDB directory, both gone at the end."""
+    from app.bootstrap import Container
+    from app.config import Settings
+    from app.services.policies import PolicyBook
+    from app.stores.clickhouse.client import ClickHouse
+    from app.stores.clickhouse.schema import migrate
+    from app.stores.sql import migrations
+    from app.stores.sql.engine import make_engine
+
+    repo = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory(prefix=f"{prefix}-") as tmp, (
+            postgres_database(prefix.replace("-", "_")) if db_kind.startswith("postgres")
+            else contextlib.nullcontext(f"sqlite:///{tmp}/lethe.db")) as db_url:
+        engine = make_engine(db_url)
+        ch = ClickHouse(f"chdb://{tmp}/clickhouse")
+        settings = Settings(database_url=db_url, clickhouse_url="chdb://unused", policy_dir=repo / "policies",
+                            secret_key=secret_key, scheduler=False)
+        container = Container(settings=settings, engine=engine, policies=PolicyBook.load(repo / "policies"),
+                              clickhouse=ch)
+        try:
+            migrate(ch)
+            migrations.upgrade(engine)
+            yield container
+        finally:
+            container.close()
+
+
 def query_database(url: str, statement: str) -> list[tuple[Any, ...]]:
     import psycopg
 
