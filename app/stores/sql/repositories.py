@@ -150,7 +150,7 @@ class Subjects:
         if not subject_ids:
             return 0
         result = self.session.execute(
-            update(Subject).where(Subject.id.in_(subject_ids))
+            update(Subject).where(Subject.id.in_(subject_ids), Subject.user_key.is_not(None))
             .values(user_key=None, user_id=None, status="erased", erased_at=now)
         )
         return int(result.rowcount)  # type: ignore[attr-defined]
