@@ -54,8 +54,13 @@ def backoff(attempts: int, rng: random.Random | None = None) -> timedelta:
 
 
 def check_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        url.encode("ascii")
+    except (ValueError, UnicodeEncodeError):
+        raise InvalidInput("url: not a valid URL (non-ASCII characters must be percent-encoded)") from None
+    if parts.scheme not in ("https", "http") or not host:
         raise InvalidInput("url: an absolute http(s) URL is needed, e.g. https://partner.example/lethe")
     if len(url) > 2000:
         raise InvalidInput("url: at most 2000 characters")
@@ -175,7 +180,7 @@ class CallbackService:
             response = client.post(url, content=body, headers=headers)
         except httpx.TimeoutException:
             return "timeout"
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
             return type(exc).__name__
         return None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
 

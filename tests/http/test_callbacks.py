@@ -164,7 +164,7 @@ def test_without_a_callback_url_nothing_is_queued_and_bad_urls_are_refused(
     client.post("/v1/deletion-requests", json={"user_id": USER}, headers=bearer(keys["api_key"]))
     container.erasure.anonymise(clock.now)
     assert outbox(container) == 0
-    for url in ("ftp://x", "not a url", "https://"):
+    for url in ("ftp://x", "not a url", "https://", "https://E\U000f3db6]", "https://bad]host/"):
         answer = client.put("/v1/callback", json={"url": url}, headers=bearer(keys["api_key"]))
         assert answer.status_code == 400 and "url" in answer.text
     assert client.put("/v1/callback", json={"url": "https://x.example"},

@@ -30,7 +30,8 @@ from app.stores.clickhouse.client import ClickHouse
 from tests.fixtures.platform import ADMIN, BACKEND, PROJECT, frontend
 from tests.http.conftest import bearer
 
-SEED = Path(__file__).resolve().parents[3] / "shared" / "seeds" / "platform-analytics-and-data-deletion.txt"
+# the platform's event reference (a copy of shared/seeds/platform-analytics-and-data-deletion.txt)
+SEED = Path(__file__).resolve().parents[1] / "fixtures" / "platform-analytics-and-data-deletion.txt"
 # Structural values stored as they are by design (policies/default.toml classifies them as not
 # personal): the project, times, room and message ids, the platform, enumerations that drive
 # Lethe's own logic (a complaint's type, a moderation action).

@@ -408,7 +408,10 @@ class Callbacks:
             query = query.where(CallbackDelivery.dead_at.is_not(None) if dead else CallbackDelivery.dead_at.is_(None))
         if cursor:
             at, last = decode_cursor(cursor, 2)
-            after = datetime.fromisoformat(str(at))
+            try:
+                after = datetime.fromisoformat(str(at))
+            except ValueError:
+                raise InvalidCursor("cursor is not one this API issued") from None
             query = query.where((CallbackDelivery.created_at < after)
                                 | ((CallbackDelivery.created_at == after) & (CallbackDelivery.id < str(last))))
         rows = list(self.session.scalars(query.order_by(CallbackDelivery.created_at.desc(),
