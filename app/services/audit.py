@@ -25,7 +25,7 @@ from app.domain.audit import (
 from app.ports import UnitOfWorkFactory
 from app.stores.checkpoints import CheckpointFile
 from app.stores.sql.models import AuditEntry
-from app.stores.sql.repositories import decode_cursor, encode_cursor
+from app.stores.sql.repositories import decode_seq_cursor, encode_cursor
 
 log = structlog.get_logger(__name__)
 EXPORT_FIELDS = ["seq", "at", "actor", "action", "project", "subject", "details", "hash", "prev_hash"]
@@ -52,7 +52,7 @@ class AuditService:
     def page(self, projects: Sequence[str], *, user_id: str | None = None, action: str | None = None,
              since: datetime | None = None, until: datetime | None = None, limit: int = 50,
              cursor: str | None = None) -> dict[str, Any]:
-        after = int(decode_cursor(cursor, 1)[0]) if cursor else 0
+        after = decode_seq_cursor(cursor) if cursor else 0
         # The log holds keyed hashes only: a user id filter is hashed per project the same way.
         subjects = [subject_hash(self._key, p, user_id) for p in projects] if user_id is not None else None
         with self._uow() as uow:
@@ -147,7 +147,7 @@ class AuditService:
 
     def checkpoints(self, limit: int, cursor: str | None) -> dict[str, Any]:
         """The signed heads kept, newest first; the cursor is the last seq seen."""
-        before = int(decode_cursor(cursor, 1)[0]) if cursor else None
+        before = decode_seq_cursor(cursor) if cursor else None
         kept = [c for c in reversed(self._kept()) if before is None or c.seq < before]
         items = kept[:limit]
         return {"items": [c.as_dict() for c in items],

@@ -16,7 +16,7 @@ from app.services.identities import Identities
 from app.services.policies import PolicyBook
 from app.stores.clickhouse.lifecycle import Held
 from app.stores.sql.models import HoldRecord
-from app.stores.sql.repositories import decode_cursor, encode_cursor
+from app.stores.sql.repositories import decode_time_cursor, encode_cursor
 from app.stores.sql.uow import SqlUnitOfWork
 
 
@@ -83,10 +83,9 @@ class HoldService:
         now = self._clock()
         query = select(HoldRecord).where(HoldRecord.project_id.in_(projects))
         if cursor:
-            at, last = decode_cursor(cursor, 2)
-            after = datetime.fromisoformat(str(at))
+            after, last = decode_time_cursor(cursor)
             query = query.where((HoldRecord.placed_at < after)
-                                | ((HoldRecord.placed_at == after) & (HoldRecord.id < str(last))))
+                                | ((HoldRecord.placed_at == after) & (HoldRecord.id < last)))
         items: list[dict[str, Any]] = []
         next_cursor = None
         with self._uow() as uow:

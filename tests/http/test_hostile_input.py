@@ -151,6 +151,12 @@ def test_deletion_request_bodies_that_cannot_be_stored_are_400(
     ("api_key", "/v1/deletion-requests/%00", "the path contains a NUL character"),
     ("api_key", "/v1/messages/%00", "the path contains a NUL character"),
     ("api_key", "/v1/deletion-requests?cursor=%2A%2A", "cursor"),
+    # well-formed cursors holding the wrong kind of value (not a time, not a number)
+    ("api_key", "/v1/deletion-requests?cursor=WyJub3QgYSB0aW1lIiwgIngiXQ", "cursor"),
+    ("api_key", "/v1/events/rejected?cursor=WyJub3QgYSB0aW1lIiwgIngiXQ", "cursor"),
+    ("api_key", "/v1/callback/deliveries?cursor=WyJub3QgYSB0aW1lIiwgIngiXQ", "cursor"),
+    ("officer", "/v1/holds?cursor=WyJub3QgYSB0aW1lIiwgIngiXQ", "cursor"),
+    ("officer", "/v1/audit?cursor=WyJ4Il0", "cursor"),
 ])
 def test_query_and_path_values_that_cannot_be_used_are_400(
     client: TestClient[Any], keys: dict[str, str], who: str, path: str, detail: str

@@ -12,7 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.stores.sql.models import Complaint, DeadLetter, EventReceipt, Login, Message, Subject, Suppression, new_id
-from app.stores.sql.repositories import decode_cursor, encode_cursor
+from app.stores.sql.repositories import decode_time_cursor, encode_cursor
 
 
 def insert_ignoring_conflicts(session: Session, table: Table, rows: Sequence[Mapping[str, Any]],
@@ -262,10 +262,9 @@ class DeadLetters:
     def page(self, project_id: str, limit: int, cursor: str | None) -> tuple[list[DeadLetter], str | None]:
         query = select(DeadLetter).where(DeadLetter.project_id == project_id)
         if cursor:
-            at, last_id = decode_cursor(cursor, 2)
-            after = datetime.fromisoformat(str(at))
+            after, last_id = decode_time_cursor(cursor)
             query = query.where((DeadLetter.received_at < after)
-                                | ((DeadLetter.received_at == after) & (DeadLetter.id < str(last_id))))
+                                | ((DeadLetter.received_at == after) & (DeadLetter.id < last_id)))
         rows = list(self.session.scalars(query.order_by(DeadLetter.received_at.desc(), DeadLetter.id.desc())
                                          .limit(limit + 1)))
         if len(rows) <= limit:

@@ -38,6 +38,24 @@ def encode_cursor(*values: str | int) -> str:
     return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
 
 
+def decode_time_cursor(cursor: str) -> tuple[datetime, str]:
+    """A keyset cursor of (timestamp, id), as the list routes issue it."""
+    at, last_id = decode_cursor(cursor, 2)
+    try:
+        return datetime.fromisoformat(str(at)), str(last_id)
+    except ValueError:
+        raise InvalidCursor("cursor is not one this API issued") from None
+
+
+def decode_seq_cursor(cursor: str) -> int:
+    """A keyset cursor of one sequence number (the audit log's)."""
+    (seq,) = decode_cursor(cursor, 1)
+    try:
+        return int(seq)
+    except ValueError:
+        raise InvalidCursor("cursor is not one this API issued") from None
+
+
 def decode_cursor(cursor: str, arity: int) -> list[str | int]:
     try:
         values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
@@ -284,14 +302,10 @@ class DeletionRequests:
     def _keyset(self, query: Select[DeletionRequest], limit: int,
                 cursor: str | None) -> tuple[list[DeletionRequest], str | None]:
         if cursor:
-            at, last_id = decode_cursor(cursor, 2)
-            try:
-                after = datetime.fromisoformat(str(at))
-            except ValueError as exc:
-                raise InvalidCursor("cursor is not one this API issued") from exc
+            after, last_id = decode_time_cursor(cursor)
             query = query.where(
                 (DeletionRequest.requested_at < after)
-                | ((DeletionRequest.requested_at == after) & (DeletionRequest.id < str(last_id)))
+                | ((DeletionRequest.requested_at == after) & (DeletionRequest.id < last_id))
             )
         rows = list(self.session.scalars(
             query.order_by(DeletionRequest.requested_at.desc(), DeletionRequest.id.desc()).limit(limit + 1)
@@ -407,13 +421,9 @@ class Callbacks:
         if dead is not None:
             query = query.where(CallbackDelivery.dead_at.is_not(None) if dead else CallbackDelivery.dead_at.is_(None))
         if cursor:
-            at, last = decode_cursor(cursor, 2)
-            try:
-                after = datetime.fromisoformat(str(at))
-            except ValueError:
-                raise InvalidCursor("cursor is not one this API issued") from None
+            after, last = decode_time_cursor(cursor)
             query = query.where((CallbackDelivery.created_at < after)
-                                | ((CallbackDelivery.created_at == after) & (CallbackDelivery.id < str(last))))
+                                | ((CallbackDelivery.created_at == after) & (CallbackDelivery.id < last)))
         rows = list(self.session.scalars(query.order_by(CallbackDelivery.created_at.desc(),
                                                         CallbackDelivery.id.desc()).limit(limit + 1)))
         more = len(rows) > limit
