@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.domain import webhooks
 from app.domain.audit import AuditRecord
+from app.domain.policy import Handles
 from app.ports import Clock, UnitOfWorkFactory
 from app.services.errors import AlreadyExists, InvalidInput, NotFound
 from app.stores.sql.models import Officer, Project, new_id
@@ -58,6 +59,8 @@ AUTH_CACHE_SIZE = 10_000
 
 
 class AccountService:
+    handles: Handles = frozenset({("sql.officers", "name", "manual")})  # staff: `lethe officer revoke`, by hand
+
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock, secret_key: bytes) -> None:
         self._uow = uow
         self._clock = clock

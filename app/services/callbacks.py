@@ -27,6 +27,7 @@ import structlog
 
 from app.domain import webhooks as hooks
 from app.domain.audit import AuditRecord
+from app.domain.policy import Handles
 from app.ports import Clock, UnitOfWorkFactory
 from app.services.errors import InvalidInput, NotFound
 from app.services.keys import CALLBACK, KeyService, unsealed
@@ -68,6 +69,8 @@ def check_url(url: str) -> str:
 
 
 class CallbackService:
+    handles: Handles = frozenset({("sql.callback_deliveries", "user_id", "key_destroyed_when_delivered")})
+
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock, keys: KeyService, secret_key: bytes,
                  client: httpx.Client | None = None) -> None:
         self._uow = uow

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.domain import requests as lifecycle
 from app.domain.audit import AuditRecord, subject_hash
+from app.domain.policy import Handles
 from app.domain.requests import Mode, RequestState, Source, Status, Step, TransitionRefused
 from app.ports import Clock, JobKicker, UnitOfWorkFactory
 from app.services.audit import entry_dict
@@ -77,6 +78,8 @@ def to_dict(row: DeletionRequest, project_name: str, user_id: str | None, now: d
 
 
 class DeletionService:
+    handles: Handles = frozenset({("sql.deletion_requests", "due_extension_reason", "kept_as_legal_record")})
+
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock, policies: PolicyBook, secret_key: bytes,
                  kick: JobKicker, keys: KeyService, identities: Identities,
                  suppressions: SuppressionService, callbacks: CallbackService | None = None) -> None:

@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from app.domain.audit import AuditRecord
 from app.domain.holds import Data, Hold, Scope, covering
+from app.domain.policy import Handles
 from app.ports import Clock, UnitOfWorkFactory
 from app.services.errors import Conflict, InvalidInput, NotFound
 from app.services.identities import Identities
@@ -37,6 +38,9 @@ def to_domain(row: HoldRecord, project: str) -> Hold:
 
 
 class HoldService:
+    handles: Handles = frozenset({("sql.holds", "target", "kept_as_legal_record"),
+                                  ("sql.holds", "reason", "kept_as_legal_record")})
+
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock, policies: PolicyBook, identities: Identities,
                  on_change: Callable[[], object] = lambda: None) -> None:
         self._on_change = on_change  # the erasure job seals what a new hold covers (services.held)

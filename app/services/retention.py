@@ -12,6 +12,7 @@ from sqlalchemy import delete, select
 
 from app.domain.audit import AuditRecord
 from app.domain.holds import Data, Hold, Scope
+from app.domain.policy import Handles
 from app.domain.requests import Mode, Source, add_months
 from app.ports import Clock, UnitOfWorkFactory
 from app.services.dead_letters import DeadLetterService
@@ -29,6 +30,11 @@ IDEMPOTENCY_KEYS_KEPT = timedelta(days=1)
 
 
 class RetentionService:
+    handles: Handles = frozenset({
+        ("clickhouse.events", "dedup_key", "retention"), ("sql.event_receipts", "dedup_key", "retention"),
+        ("sql.idempotency_keys", "body_hash", "retention"), ("sql.suppressions", "key_hash", "retention"),
+    })
+
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock, policies: PolicyBook, holds: HoldService,
                  events: EventLifecycle, deletions: DeletionService, keys: KeyService,
                  dead_letters: DeadLetterService, identities: Identities) -> None:

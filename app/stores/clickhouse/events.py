@@ -23,6 +23,7 @@ from typing import Any
 
 from app.domain.crypto import TOKEN_PREFIX
 from app.domain.events import SEALED_COLUMNS
+from app.domain.policy import Handles
 from app.ports import ErasureBatch
 from app.stores.clickhouse.client import ClickHouse
 
@@ -60,6 +61,10 @@ class EventRow:
 
 class EventStore:
     name = "clickhouse.events"
+    # personal values are sealed under the subject's analytics key (destroyed at anonymise, see
+    # KeysStep); plaintext ones left by older versions are blanked here
+    handles: Handles = frozenset({*(("clickhouse.events", c, "blank_on_anonymise") for c in SEALED_COLUMNS),
+                                  ("clickhouse.events", "properties", "kept_anonymous")})
 
     def __init__(self, ch: ClickHouse) -> None:
         self.ch = ch

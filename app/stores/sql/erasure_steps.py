@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from sqlalchemy import delete, func, select, update
 
+from app.domain.policy import Handles
 from app.ports import DeadLetterFinder, ErasureBatch, KeyDestroyer, SqlErasureStep, Suppressor
 from app.stores.sql.models import DeletionRequest, Login, Profile
 from app.stores.sql.operational import Kept
@@ -25,6 +26,8 @@ class ProfilesStep:
     """Display name and avatar: hidden with the subject at once, deleted on purge."""
 
     name = "sql.profiles"
+    handles: Handles = frozenset(("sql.profiles", c, "delete_on_purge") for c in (
+        "subject_id", "display_name", "display_name_at", "avatar_url", "avatar_at", "updated_at"))
 
     def anonymise(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
         return {}  # the subject's `hidden` status hides the profile everywhere it is read
@@ -42,6 +45,7 @@ class RequestReasonsStep:
     """The partner's free-text `reason` on the subject's requests may name the person."""
 
     name = "sql.deletion_requests"
+    handles: Handles = frozenset({("sql.deletion_requests", "reason", "null_on_purge")})
 
     def anonymise(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
         return {}
@@ -67,6 +71,7 @@ class MessagesStep:
     (nothing links them to the person)."""
 
     name = "sql.messages"
+    handles: Handles = frozenset({("sql.messages", "text", "kept_anonymous_deleted_if_immediate")})
 
     def anonymise(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
         return uow.messages.per_subject(batch.subject_ids)
@@ -91,6 +96,7 @@ class LoginsStep:
     """Login IPs (stored only where the policy allows): deleted on purge."""
 
     name = "sql.logins"
+    handles: Handles = frozenset(("sql.logins", c, "delete_on_purge") for c in ("subject_id", "ip", "at"))
 
     def anonymise(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
         return {}
@@ -109,6 +115,7 @@ class DeadLettersStep:
     only once gone), and again on purge for any that arrived meanwhile."""
 
     name = "sql.dead_letters"
+    handles: Handles = frozenset({("sql.dead_letters", "body", "delete_on_anonymise")})
 
     def __init__(self, finder: DeadLetterFinder) -> None:
         self._finder = finder
@@ -148,6 +155,8 @@ class KeysStep:
     Purpose names are app.services.keys.ANALYTICS / GRACE / CONTENT (stores do not import services).
     """
 
+    handles: Handles = frozenset({("sql.data_keys", "owner", "delete_on_purge")})
+
     def __init__(self, keys: KeyDestroyer, purpose: str, *, at_anonymise: bool, immediate_only: bool = False) -> None:
         self._keys = keys
         self.purpose = purpose
@@ -179,6 +188,7 @@ class SuppressionStep:
     are dropped at the door. Nothing personal is left behind, so there is no residual."""
 
     name = "sql.suppressions"
+    handles: Handles = frozenset()  # keyed hashes only; retention expires them (RetentionService)
 
     def __init__(self, suppressor: Suppressor) -> None:
         self._suppressor = suppressor

@@ -11,6 +11,7 @@ from typing import TypeVar
 from sqlalchemy import ColumnElement, Select, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from app.domain.policy import Handles
 from app.domain.requests import OPEN_STATUSES, Status, Step
 from app.stores.sql.models import (
     CallbackDelivery,
@@ -141,6 +142,17 @@ class Projects:
 
 
 class Subjects:
+    # destroy_links: the one link from a user to their subject id goes, and everything that
+    # refers to the subject id is anonymous from then on
+    handles: Handles = frozenset({
+        ("sql.subjects", "user_key", "null_on_purge"), ("sql.subjects", "user_id", "null_on_purge"),
+        *(("sql.subjects", c, "unlinked_on_purge") for c in ("id", "confirmed_event_at", "restored_event_at")),
+        ("sql.messages", "subject_id", "unlinked_on_purge"),
+        ("sql.complaints", "reporter_subject_id", "unlinked_on_purge"),
+        ("sql.deletion_requests", "subject_id", "unlinked_on_purge"),
+        ("clickhouse.events", "subject_id", "unlinked_on_purge"),
+    })
+
     def __init__(self, session: Session) -> None:
         self.session = session
 
