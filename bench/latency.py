@@ -32,6 +32,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import statistics
 import sys
 import time
@@ -40,7 +41,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.harness import LetheProcess, env_float, env_int, exit_on_sigterm, postgres_database, query_database
+from bench.harness import REPO, LetheProcess, env_float, env_int, exit_on_sigterm, postgres_database, query_database
 from bench.ingest import EventFactory
 
 PROJECT = "bench-prod"
@@ -195,6 +196,14 @@ def main() -> int:
     now = datetime.now(UTC)
     medians: list[tuple[float, float]] = []
     with postgres_database() as database_url, LetheProcess(database_url, scheduler=True) as lethe:
+        # 425 days of history is more than the 13-month cap, which the webhook now enforces (an
+        # event older than the cap is refused): the bench's server keeps 15 months instead
+        policies = lethe.cwd / "policies-latency"
+        shutil.copytree(REPO / "policies", policies)
+        default = policies / "default.toml"
+        default.write_text(re.sub(r"^retention_months\s*=\s*\d+", "retention_months = 15", default.read_text(),
+                                  flags=re.MULTILINE))
+        lethe.use_policies(policies)
         keys = lethe.run_json("project", "create", PROJECT)
         base_url = lethe.serve()
         clickhouse_dir = lethe.cwd / "var" / "clickhouse"

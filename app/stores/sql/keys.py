@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, Table, any_, bindparam, delete, func, select, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Table, bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from app.stores.sql.models import DataKey, KeyEncryptionKey
 from app.stores.sql.operational import insert_ignoring_conflicts
+from app.stores.sql.repositories import member_of
 
 CHUNK = 500  # owners per IN (...): far below SQLite's bound-parameter limit
 _KEYS: Table = DataKey.__table__  # type: ignore[assignment]
@@ -59,11 +59,9 @@ class DataKeys:
         """owner -> its key of this purpose, for the owners that have one."""
         found: dict[str, StoredKey] = {}
         wanted = sorted(set(owners))
-        if wanted and self.session.get_bind().dialect.name == "postgresql":
-            # one array parameter for any number of owners: 10,000 bind values cost more to send
-            # and parse than the lookup itself (a batch's or an erasure run's keys)
-            rows = self.session.execute(select(_KEYS).where(
-                _KEYS.c.purpose == purpose, _KEYS.c.owner == any_(bindparam("owners", wanted, type_=ARRAY(String)))))
+        if wanted and self.session.get_bind().dialect.name == "postgresql":  # one array parameter, any number
+            rows = self.session.execute(select(_KEYS).where(_KEYS.c.purpose == purpose,
+                                                            member_of(self.session, _KEYS.c.owner, wanted)))
             return {row.owner: _stored(row) for row in rows}
         for chunk in _chunks(wanted):
             rows = self.session.execute(select(_KEYS).where(_KEYS.c.purpose == purpose, _KEYS.c.owner.in_(chunk)))

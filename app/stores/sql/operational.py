@@ -12,7 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.stores.sql.models import Complaint, DeadLetter, EventReceipt, Login, Message, Subject, Suppression, new_id
-from app.stores.sql.repositories import decode_time_cursor, encode_cursor
+from app.stores.sql.repositories import decode_time_cursor, encode_cursor, member_of
 
 
 def insert_ignoring_conflicts(session: Session, table: Table, rows: Sequence[Mapping[str, Any]],
@@ -55,7 +55,7 @@ class SubjectsBulk:
         if not user_keys:
             return {}
         rows = self.session.scalars(select(Subject).where(Subject.project_id == project_id,
-                                                          Subject.user_key.in_(user_keys)))
+                                                          member_of(self.session, Subject.user_key, user_keys)))
         return {s.user_key: s for s in rows if s.user_key is not None}
 
     def unsealed(self, limit: int) -> list[Subject]:

@@ -6,9 +6,10 @@ import base64
 import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, Select, String, any_, bindparam, delete, func, insert, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from app.domain.policy import Handles
@@ -29,6 +30,14 @@ from app.stores.sql.models import (
 )
 
 _Row = TypeVar("_Row")
+
+
+def member_of(session: Session, column: Any, values: Sequence[str]) -> ColumnElement[bool]:
+    """`column IN values` for many values: on PostgreSQL one array parameter (`= ANY(:values)`),
+    since sending and parsing 10,000 bind values costs more than the lookup itself."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=ARRAY(String)))  # type: ignore[no-any-return]
+    return column.in_(values)  # type: ignore[no-any-return]
 
 
 class InvalidCursor(ValueError):
@@ -250,7 +259,7 @@ class DeletionRequests:
         if not subject_ids:
             return {}
         rows = self.session.scalars(select(DeletionRequest).where(
-            DeletionRequest.subject_id.in_(subject_ids),
+            member_of(self.session, DeletionRequest.subject_id, subject_ids),
             DeletionRequest.status.in_([s.value for s in OPEN_STATUSES]),
         ))
         return {row.subject_id: row for row in rows}
