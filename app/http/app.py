@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import structlog
 from litestar import Litestar
 from litestar.di import Provide
 from litestar.logging.config import StructLoggingConfig
 from litestar.openapi.config import OpenAPIConfig
+from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.plugins.structlog import StructlogConfig, StructlogPlugin
+from litestar.static_files import create_static_files_router
+from litestar.template.config import TemplateConfig
 
 from app.bootstrap import Container
 from app.http.audit import AuditController
 from app.http.auth import auth_middleware
 from app.http.callbacks import CallbackController
+from app.http.console import ConsoleController
 from app.http.deletion_requests import DeletionRequestController
 from app.http.errors import HANDLERS, QUIET_ERRORS
 from app.http.events import EventsController, HooksController
@@ -30,6 +35,7 @@ from app.http.suppressions import SuppressionsController
 from app.logging import processors
 from app.observability import REQUEST_CENSUS
 
+HTTP_DIR = Path(__file__).resolve().parent  # templates/ and static/ (the console's; no CDN)
 MAX_BODY = 10 * 1024 * 1024  # 1,000 events of ~10 KB each
 
 
@@ -59,7 +65,10 @@ def create_app(container: Container) -> Litestar:
     return Litestar(
         route_handlers=[healthz, readyz, Metrics, DeletionRequestController, CallbackController, AuditController,
                         EventsController, HooksController, MessagesController, SubjectsController, HoldController,
-                        OfficerController, MetricsController, SuppressionsController],
+                        OfficerController, MetricsController, SuppressionsController, ConsoleController,
+                        create_static_files_router(path="/console-static", directories=[HTTP_DIR / "static"],
+                                                   include_in_schema=False)],
+        template_config=TemplateConfig(directory=HTTP_DIR / "templates", engine=JinjaTemplateEngine),
         dependencies={"container": Provide(lambda: container, use_cache=True, sync_to_thread=False)},
         middleware=[prometheus.middleware, RefuseUnstorableInput,
                     auth_middleware(container.accounts, container.webhooks), *rate_limits(container.policies.limits)],

@@ -25,7 +25,7 @@ from app.services.accounts import AccountService, Principal, Role
 from app.services.errors import NotFound, Unauthenticated
 from app.services.webhooks import HookProject, WebhookAuthService
 
-PUBLIC_PATHS = ["^/healthz$", "^/readyz$", "^/metrics", "^/schema"]
+PUBLIC_PATHS = ["^/healthz$", "^/readyz$", "^/metrics", "^/schema", "^/console"]  # the console has its own login
 
 
 EVENTS_PATHS = frozenset({"/v1/events", "/v1/events/"})

@@ -361,6 +361,17 @@ class DeletionService:
                       "timeline": [entry_dict(e) for e in timelines.get(r.id, [])]} for r in rows]
         return {"items": items, "next_cursor": next_cursor}
 
+    def officer_get(self, projects: Mapping[str, str], request_id: str) -> dict[str, Any]:
+        """One request of the officer's projects, with its deadline, its timeline and the user id."""
+        with self._uow() as uow:
+            row = next((r for pid in projects if (r := uow.requests.get(pid, request_id))), None)
+            if row is None:
+                raise NotFound(f"deletion request {request_id} not found")
+            user = self._ids.user_id(uow, uow.subjects.get(row.subject_id))
+            timeline = uow.audit_log.of_requests(sorted(projects.values()), [row.id]).get(row.id, [])
+            return {**to_dict(row, projects[row.project_id], user, uow.now()),
+                    "timeline": [entry_dict(e) for e in timeline]}
+
     def extend_deadline(self, projects: Mapping[str, str], request_id: str, months: int, reason: str, *,
                         actor: str) -> dict[str, Any]:
         """Art. 12(3): an officer extends a request's deadline by 1 or 2 more months (2 in all),
