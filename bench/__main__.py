@@ -13,7 +13,7 @@ import traceback
 from collections.abc import Sequence
 
 # In the order `make bench` runs them.
-MODULES: list[str] = ["api", "ingest", "erasure", "latency", "retention", "races", "batch", "callbacks"]
+MODULES: list[str] = ["api", "ingest", "erasure", "latency", "retention", "races", "batch", "callbacks", "console"]
 
 
 def run(names: Sequence[str]) -> int:
