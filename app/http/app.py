@@ -10,6 +10,7 @@ from litestar import Litestar
 from litestar.di import Provide
 from litestar.logging.config import StructLoggingConfig
 from litestar.openapi.config import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.plugins.structlog import StructlogConfig, StructlogPlugin
@@ -74,7 +75,10 @@ def create_app(container: Container) -> Litestar:
                     auth_middleware(container.accounts, container.webhooks), *rate_limits(container.policies.limits)],
         exception_handlers=HANDLERS,
         plugins=[logging],
-        openapi_config=OpenAPIConfig(title="Lethe", version="0.1.0",
-                                     description="GDPR data-lifecycle and deletion service"),
+        openapi_config=OpenAPIConfig(
+            title="Lethe", version="0.1.0", description="GDPR data-lifecycle and deletion service",
+            components=Components(security_schemes={"bearer": SecurityScheme(
+                type="http", scheme="bearer",
+                description="a partner api_key, a webhook_token or an officer token, as each route says")})),
         request_max_body_size=MAX_BODY,
     )

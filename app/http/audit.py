@@ -12,7 +12,7 @@ from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType
 from litestar.params import FromQuery
 from litestar.response import Stream
 
-from app.http.auth import officer_only, scoped_projects
+from app.http.auth import BEARER_SECURITY, officer_only, scoped_projects
 from app.http.deps import ContainerDep
 from app.http.schemas import AuditPage, CheckpointPage, Cursor, Limit, VerifyOut, aware
 from app.services.accounts import Principal
@@ -34,6 +34,7 @@ class _ExportOperation(Operation):
 
 
 class AuditController(Controller):
+    security = BEARER_SECURITY
     path = "/v1/audit"
     guards = [officer_only]
     tags = ["audit"]

@@ -25,6 +25,9 @@ from app.services.accounts import AccountService, Principal, Role
 from app.services.errors import NotFound, Unauthenticated
 from app.services.webhooks import HookProject, WebhookAuthService
 
+# OpenAPI: the routes that take `Authorization: Bearer <token>` (partner api_key, webhook_token
+# or officer token, as each route says) declare this scheme (components in app.http.app)
+BEARER_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
 PUBLIC_PATHS = ["^/healthz$", "^/readyz$", "^/metrics", "^/schema", "^/console"]  # the console has its own login
 
 

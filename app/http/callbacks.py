@@ -8,7 +8,7 @@ import msgspec
 from litestar import Controller, Request, get, put
 from litestar.params import JSONBody, QueryParameter
 
-from app.http.auth import partner_only
+from app.http.auth import BEARER_SECURITY, partner_only
 from app.http.deps import ContainerDep
 from app.http.schemas import Cursor, Limit
 from app.services.accounts import Principal
@@ -27,6 +27,7 @@ State = Annotated[str | None, QueryParameter(name="state", description="pending 
 
 
 class CallbackController(Controller):
+    security = BEARER_SECURITY
     path = "/v1/callback"
     guards = [partner_only]
     tags = ["callbacks"]

@@ -10,7 +10,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
 from app.domain.requests import Status
-from app.http.auth import partner_only
+from app.http.auth import BEARER_SECURITY, partner_only
 from app.http.deps import ContainerDep
 from app.http.schemas import (
     BatchIn,
@@ -28,6 +28,7 @@ StatusFilter = Annotated[Status | None, QueryParameter(description="only request
 
 
 class DeletionRequestController(Controller):
+    security = BEARER_SECURITY
     path = "/v1/deletion-requests"
     guards = [partner_only]
     tags = ["deletion requests"]

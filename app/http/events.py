@@ -8,7 +8,7 @@ import msgspec
 from litestar import Controller, Request, Response, get, post
 
 from app.domain.webhooks import URL
-from app.http.auth import partner_only, webhook_sender
+from app.http.auth import BEARER_SECURITY, partner_only, webhook_sender
 from app.http.deps import ContainerDep
 from app.http.schemas import Cursor, Limit, RejectedPage
 from app.services.accounts import Principal
@@ -16,6 +16,7 @@ from app.services.webhooks import HookProject
 
 
 class EventsController(Controller):
+    security = BEARER_SECURITY
     path = "/v1/events"
     tags = ["events"]
 

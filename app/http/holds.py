@@ -10,7 +10,7 @@ from litestar import Controller, Request, delete, get, post
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from app.domain.holds import Scope
-from app.http.auth import officer_only
+from app.http.auth import BEARER_SECURITY, officer_only
 from app.http.deps import ContainerDep
 from app.http.schemas import Cursor, Limit, Reason, Reference, UserId, aware
 from app.services.accounts import Principal
@@ -27,6 +27,7 @@ class HoldIn(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class HoldController(Controller):
+    security = BEARER_SECURITY
     path = "/v1/holds"
     guards = [officer_only]
     tags = ["holds"]

@@ -8,7 +8,7 @@ from litestar import Controller, Request, get, post
 from litestar.exceptions import PermissionDeniedException
 from litestar.params import FromPath, FromQuery
 
-from app.http.auth import partner_only, partner_or_officer, scoped_projects
+from app.http.auth import BEARER_SECURITY, partner_only, partner_or_officer, scoped_projects
 from app.http.deps import ContainerDep
 from app.http.inputs import raw_segments
 from app.services.accounts import Principal, Role
@@ -16,6 +16,7 @@ from app.services.errors import NotFound
 
 
 class MessagesController(Controller):
+    security = BEARER_SECURITY
     path = "/v1/messages"
     guards = [partner_only]
     tags = ["messages"]
@@ -35,6 +36,7 @@ class MessagesController(Controller):
 
 
 class SubjectsController(Controller):
+    security = BEARER_SECURITY
     """`/v1/subjects/{user_id}` (officer: the access report) and `/v1/subjects/{user_id}/export`
     (partner or officer: everything held, decrypted). User ids may hold any character,
     `/` included, percent-encoded: the id is read from the raw path, segment by segment, since

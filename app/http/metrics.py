@@ -9,13 +9,14 @@ import msgspec
 from litestar import Controller, Request, get
 from litestar.params import FromQuery
 
-from app.http.auth import partner_only
+from app.http.auth import BEARER_SECURITY, partner_only
 from app.http.deps import ContainerDep
 from app.http.schemas import DailyMetricsPage
 from app.services.accounts import Principal
 
 
 class MetricsController(Controller):
+    security = BEARER_SECURITY
     path = "/v1/metrics"
     guards = [partner_only]
     tags = ["metrics"]

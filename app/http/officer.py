@@ -11,7 +11,7 @@ from litestar import Controller, Request, get, post
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from app.domain.requests import Source
-from app.http.auth import officer_only, scoped_projects
+from app.http.auth import BEARER_SECURITY, officer_only, scoped_projects
 from app.http.deletion_requests import StatusFilter
 from app.http.deps import ContainerDep
 from app.http.schemas import Cursor, DeletionRequestOut, ExtensionIn, Limit, OfficerRequestPage, aware
@@ -19,6 +19,7 @@ from app.services.accounts import Principal
 
 
 class OfficerController(Controller):
+    security = BEARER_SECURITY
     path = "/v1/officer/deletion-requests"
     guards = [officer_only]
     tags = ["officers"]

@@ -7,7 +7,7 @@ from typing import Any
 from litestar import Controller, Request, delete
 from litestar.params import FromPath
 
-from app.http.auth import partner_only
+from app.http.auth import BEARER_SECURITY, partner_only
 from app.http.deps import ContainerDep
 from app.http.inputs import raw_segments
 from app.services.accounts import Principal
@@ -15,6 +15,7 @@ from app.services.errors import NotFound
 
 
 class SuppressionsController(Controller):
+    security = BEARER_SECURITY
     path = "/v1/suppressions"
     guards = [partner_only]
     tags = ["deletion requests"]

@@ -20,3 +20,17 @@ def test_openapi_documents_every_route(client: TestClient[Any]) -> None:
         assert route in paths, route
     create = paths["/v1/deletion-requests"]["post"]
     assert "202" in create["responses"]
+    for route in ["/v1/deletion-requests/batch", "/v1/deletion-requests/batch/{batch_id}", "/v1/callback",
+                  "/v1/callback/deliveries", "/v1/holds/{hold_id}/data"]:
+        assert route in paths, route
+    assert not any(route.startswith("/console") for route in paths)  # HTML pages, not API
+
+
+def test_openapi_declares_the_bearer_scheme_where_a_token_is_needed(client: TestClient[Any]) -> None:
+    doc = client.get("/schema/openapi.json").json()
+    assert doc["components"]["securitySchemes"]["bearer"] == {
+        "type": "http", "scheme": "bearer",
+        "description": "a partner api_key, a webhook_token or an officer token, as each route says"}
+    assert doc["paths"]["/v1/deletion-requests"]["post"]["security"] == [{"bearer": []}]
+    assert doc["paths"]["/v1/holds"]["post"]["security"] == [{"bearer": []}]
+    assert "security" not in doc["paths"]["/healthz"]["get"]
