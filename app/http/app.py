@@ -6,10 +6,12 @@ import sys
 from pathlib import Path
 
 import structlog
+import swagger_ui_bundle  # type: ignore[import-untyped]
 from litestar import Litestar
 from litestar.di import Provide
 from litestar.logging.config import StructLoggingConfig
 from litestar.openapi.config import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
@@ -36,6 +38,7 @@ from app.http.suppressions import SuppressionsController
 from app.logging import processors
 from app.observability import REQUEST_CENSUS
 
+SCHEMA_ASSETS = "/schema-assets"  # the API docs' scripts and styles, served here (public, like /schema)
 HTTP_DIR = Path(__file__).resolve().parent  # templates/ and static/ (the console's; no CDN)
 MAX_BODY = 10 * 1024 * 1024  # 1,000 events of ~10 KB each
 
@@ -68,6 +71,8 @@ def create_app(container: Container) -> Litestar:
                         EventsController, HooksController, MessagesController, SubjectsController, HoldController,
                         OfficerController, MetricsController, SuppressionsController, ConsoleController,
                         create_static_files_router(path="/console-static", directories=[HTTP_DIR / "static"],
+                                                   include_in_schema=False),
+                        create_static_files_router(path=SCHEMA_ASSETS, directories=[swagger_ui_bundle.swagger_ui_path],
                                                    include_in_schema=False)],
         template_config=TemplateConfig(directory=HTTP_DIR / "templates", engine=JinjaTemplateEngine),
         dependencies={"container": Provide(lambda: container, use_cache=True, sync_to_thread=False)},
@@ -79,6 +84,11 @@ def create_app(container: Container) -> Litestar:
             title="Lethe", version="0.1.0", description="GDPR data-lifecycle and deletion service",
             components=Components(security_schemes={"bearer": SecurityScheme(
                 type="http", scheme="bearer",
-                description="a partner api_key, a webhook_token or an officer token, as each route says")})),
+                description="a partner api_key, a webhook_token or an officer token, as each route says")}),
+            # Swagger UI from Lethe itself (the swagger-ui-bundle package), not from a CDN: it works offline
+            render_plugins=[SwaggerRenderPlugin(js_url=f"{SCHEMA_ASSETS}/swagger-ui-bundle.js",
+                                                css_url=f"{SCHEMA_ASSETS}/swagger-ui.css",
+                                                standalone_preset_js_url=f"{SCHEMA_ASSETS}/swagger-ui-standalone-preset.js",
+                                                path=["/", "/swagger"])]),
         request_max_body_size=MAX_BODY,
     )

@@ -34,3 +34,16 @@ def test_openapi_declares_the_bearer_scheme_where_a_token_is_needed(client: Test
     assert doc["paths"]["/v1/deletion-requests"]["post"]["security"] == [{"bearer": []}]
     assert doc["paths"]["/v1/holds"]["post"]["security"] == [{"bearer": []}]
     assert "security" not in doc["paths"]["/healthz"]["get"]
+
+
+def test_the_api_docs_ui_loads_nothing_from_elsewhere(client: TestClient[Any]) -> None:
+    """Swagger UI's scripts and styles come from Lethe itself: the docs work offline."""
+    import re
+
+    page = client.get("/schema/swagger")
+    assert page.status_code == 200
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert assets and all(a.startswith("/schema-assets/") or a.startswith("/schema/") for a in assets), assets
+    for asset in assets:
+        if asset.startswith("/schema-assets/"):
+            assert client.get(asset).status_code == 200, asset
