@@ -43,7 +43,8 @@ class HooksController(Controller):
     tags = ["events"]
 
     @post("/{secret:str}", status_code=202)
-    async def ingest(self, request: Request[Principal, HookProject, Any], container: ContainerDep) -> Response[Any]:
+    async def ingest_by_secret_url(self, request: Request[Principal, HookProject, Any],
+                                   container: ContainerDep) -> Response[Any]:
         """The project's secret URL (`webhook_url_path`): the same bodies and answers as `POST /v1/events`,
         for senders that cannot set headers. The path is the credential: keep it secret."""
         project = request.auth  # the middleware found it by the path's secret (never logged or echoed)

@@ -34,6 +34,11 @@ def test_openapi_declares_the_bearer_scheme_where_a_token_is_needed(client: Test
     assert doc["paths"]["/v1/deletion-requests"]["post"]["security"] == [{"bearer": []}]
     assert doc["paths"]["/v1/holds"]["post"]["security"] == [{"bearer": []}]
     assert "security" not in doc["paths"]["/healthz"]["get"]
+    create = doc["paths"]["/v1/deletion-requests"]["post"]
+    assert create["operationId"] == "deletionRequestsCreate"
+    assert {"401", "403", "404", "409", "413", "422", "429"} <= set(create["responses"])
+    assert "409" not in doc["paths"]["/v1/deletion-requests"]["get"]["responses"]
+    assert set(doc["paths"]["/healthz"]["get"]["responses"]) == {"200"}
 
 
 def test_the_api_docs_ui_loads_nothing_from_elsewhere(client: TestClient[Any]) -> None:
