@@ -39,6 +39,8 @@ def test_openapi_declares_the_bearer_scheme_where_a_token_is_needed(client: Test
     assert {"401", "403", "404", "409", "413", "422", "429"} <= set(create["responses"])
     assert "409" not in doc["paths"]["/v1/deletion-requests"]["get"]["responses"]
     assert set(doc["paths"]["/healthz"]["get"]["responses"]) == {"200"}
+    body = doc["paths"]["/v1/events"]["post"]["requestBody"]["content"]["application/json"]
+    assert len(body["schema"]["oneOf"]) == 2 and body["examples"]["message_sent"]["value"]["event"] == "message_sent"
 
 
 def test_the_api_docs_ui_loads_nothing_from_elsewhere(client: TestClient[Any]) -> None:
