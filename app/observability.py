@@ -55,8 +55,10 @@ class RequestCensus(Collector):
         uow_factory, clock = self._source
         try:
             with uow_factory() as uow:
-                by_status, overdue = uow.requests.census(clock())
+                now = clock()
+                by_status, overdue = uow.requests.census(now)
                 dead_callbacks = uow.callbacks.dead_count()
+                oldest = uow.requests.oldest_pending()
         except Exception as exc:  # a scrape reports what it can; /readyz says what is down
             log.warning("metrics.census_failed", error=type(exc).__name__)
             return
@@ -66,6 +68,10 @@ class RequestCensus(Collector):
         yield family
         yield GaugeMetricFamily("lethe_deletion_requests_overdue",
                                 "Open deletion requests past their Art. 12(3) deadline", value=overdue)
+        yield GaugeMetricFamily("lethe_deletion_requests_oldest_pending_age_seconds",
+                                "Age of the oldest request waiting for its anonymisation (0: none waits); "
+                                "growing means the anonymise job is not running",
+                                value=max((now - oldest).total_seconds(), 0.0) if oldest else 0.0)
         yield GaugeMetricFamily("lethe_callbacks_dead",
                                 "Completion callbacks given up after 3 days of failed deliveries", value=dead_callbacks)
 

@@ -72,6 +72,7 @@ class DeletionRequestController(Controller):
     def read(
         self, request: Request[Principal, Any, Any], request_id: FromPath[str], container: ContainerDep
     ) -> DeletionRequestOut:
+        """One request of this project: status, deadlines, holds, what holds keep, and evidence."""
         return msgspec.convert(container.deletions.get(request.user.project_id, request_id), DeletionRequestOut)
 
     @get("/", sync_to_thread=True)
@@ -79,6 +80,7 @@ class DeletionRequestController(Controller):
         self, request: Request[Principal, Any, Any], container: ContainerDep, user_id: FromQuery[str | None] = None,
         status: StatusFilter = None, limit: Limit = 50, cursor: Cursor = None,
     ) -> DeletionRequestPage:
+        """This project's requests, newest first; filter by user id or status; keyset pages."""
         page = container.deletions.page(request.user.project_id, user_id=user_id,
                                         status=status.value if status else None, limit=limit, cursor=cursor)
         return msgspec.convert(page, DeletionRequestPage)

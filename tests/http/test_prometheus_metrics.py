@@ -43,6 +43,7 @@ def test_metrics_report_events_jobs_requests_and_the_audit_chain(
         assert grew == delta, outcome
     assert value(text, "lethe_deletion_requests", status="pending") == 1
     assert value(text, "lethe_deletion_requests_overdue") == 1
+    assert value(text, "lethe_deletion_requests_oldest_pending_age_seconds") == 40 * 86_400
     assert value(text, "lethe_audit_chain_ok") == 1 and value(text, "lethe_audit_chain_entries") >= 2
     assert value(text, "lethe_job_runs_total", job="audit_verify", result="ok") >= 1
     assert value(text, "lethe_job_last_run_timestamp_seconds", job="audit_verify") == clock.now.timestamp()

@@ -343,6 +343,11 @@ class DeletionRequests:
         overdue = self.session.scalar(select(func.count()).select_from(DeletionRequest).where(_overdue(now)))
         return by_status, int(overdue or 0)
 
+    def oldest_pending(self) -> datetime | None:
+        """When the oldest request still waiting for its anonymisation was made (None: none waits)."""
+        return self.session.scalar(select(func.min(DeletionRequest.requested_at))
+                                   .where(DeletionRequest.status == Status.PENDING.value))
+
     def renew(self, request_ids: Sequence[str], runner: str, until: datetime) -> int:
         """A live run's heartbeat: its leases (still held, still its own) last until `until`.
         A plain UPDATE that leaves the row version alone: renewing is not a state change."""
