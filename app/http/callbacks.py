@@ -15,7 +15,8 @@ from app.services.accounts import Principal
 
 
 class CallbackIn(msgspec.Struct, forbid_unknown_fields=True):
-    url: Annotated[str, msgspec.Meta(min_length=1, max_length=2000, pattern=r"^https?://[^\x00\s]+$")]
+    url: Annotated[str, msgspec.Meta(min_length=1, max_length=2000, pattern=r"^https?://[^\x00\s]+$",
+                                     examples=["https://partner.example/lethe/callbacks"])]
 
 
 class CallbackOut(msgspec.Struct):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, delete, get, post
@@ -19,8 +19,8 @@ from app.services.errors import InvalidInput, NotFound
 
 class HoldIn(msgspec.Struct, forbid_unknown_fields=True):
     scope: Scope
-    target: UserId
-    reason: Reason
+    target: Annotated[UserId, msgspec.Meta(examples=["BUmXxFyNMNE6FUVhL+ECSQ=="])]
+    reason: Annotated[Reason, msgspec.Meta(examples=["court order 12/2026"])]
     reference: Reference | None = None
     expires_at: datetime | None = None
     project: Reference | None = None  # needed when the officer covers several projects

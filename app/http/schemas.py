@@ -34,9 +34,9 @@ def aware(value: datetime | None, name: str) -> datetime | None:
 
 
 class DeletionRequestIn(msgspec.Struct, forbid_unknown_fields=True):
-    user_id: UserId
+    user_id: Annotated[UserId, msgspec.Meta(examples=["BUmXxFyNMNE6FUVhL+ECSQ=="])]
     mode: Mode = Mode.GRACE
-    reason: FreeText | None = None
+    reason: Annotated[FreeText, msgspec.Meta(examples=["the user asked by email, ticket 4711"])] | None = None
 
 
 class DeletionRequestOut(msgspec.Struct):
@@ -64,7 +64,7 @@ class BatchIn(msgspec.Struct, forbid_unknown_fields=True):
     """Up to 10,000 users to erase in one call; each gets its own outcome."""
 
     # 1 to 10,000 ids, checked by the service so that the answer says how many were sent
-    user_ids: Annotated[list[str], msgspec.Meta(description="1 to 10,000 user ids")]
+    user_ids: Annotated[list[str], msgspec.Meta(description="1 to 10,000 user ids", examples=[["u-2", "u-3"]])]
     mode: Mode = Mode.GRACE
     reason: FreeText | None = None
 
