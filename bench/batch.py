@@ -18,7 +18,7 @@ import statistics
 import time
 from datetime import UTC, datetime
 
-from bench.harness import env_int, exit_on_sigterm, in_process
+from bench.harness import env_int, exit_on_sigterm, in_process, new_project
 
 SECRET = b"bench-batch-secret-0000000000000000000000"
 TARGET_ACK = 2.0  # seconds
@@ -39,11 +39,7 @@ def main() -> int:
     with in_process("lethe-bench-batch", db_kind, SECRET) as container:
         for n in range(rounds):
             name = f"bench-batch-{n}"
-            container.accounts.create_project(name)
-            with container.uow() as uow:
-                project = uow.projects.by_name(name)
-                assert project is not None
-                project_id = project.id
+            project_id = new_project(container, name)
             users = [f"bench-user-{n}-{i}" for i in range(size)]
             started = time.perf_counter()
             answer = container.batches.submit(project_id, users, Mode.GRACE, "bench: market closed",

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from bench.harness import env_int, exit_on_sigterm, in_process
+from bench.harness import env_int, exit_on_sigterm, in_process, new_project
 
 SECRET = b"bench-callbacks-secret-00000000000000000000"
 TARGET = 1_000.0  # transitions/s
@@ -55,11 +55,7 @@ def main() -> int:
     print(f"target: >= {TARGET:,.0f} transitions/s delivered", flush=True)
     try:
         with in_process("lethe-bench-callbacks", db_kind, SECRET) as container:
-            container.accounts.create_project("bench")
-            with container.uow() as uow:
-                project = uow.projects.by_name("bench")
-                assert project is not None
-                project_id = project.id
+            project_id = new_project(container, "bench")
             secret = container.callbacks.register(project_id, url, actor="partner:bench")["callback_secret"]
             container.batches.submit(project_id, [f"cb-user-{i}" for i in range(size)], Mode.GRACE, None,
                                      actor="partner:bench")

@@ -17,7 +17,7 @@ import re
 import statistics
 import time
 
-from bench.harness import env_int, exit_on_sigterm, in_process
+from bench.harness import env_int, exit_on_sigterm, in_process, new_project
 
 SECRET = b"bench-console-secret-0000000000000000000000"
 TARGET_P95_MS = 200.0
@@ -37,11 +37,7 @@ def main() -> int:
     print(f"data:   {size:,} deletion requests in one project, SQL {db_kind}; {pages} GETs of /console/queue")
     print(f"target: p95 <= {TARGET_P95_MS:g} ms", flush=True)
     with in_process("lethe-bench-console", db_kind, SECRET) as container:
-        container.accounts.create_project("bench")
-        with container.uow() as uow:
-            project = uow.projects.by_name("bench")
-            assert project is not None
-            project_id = project.id
+        project_id = new_project(container, "bench")
         container.batches.submit(project_id, [f"console-user-{i}" for i in range(size)], Mode.GRACE, None,
                                  actor="partner:bench")
         token = container.accounts.create_officer("bench-officer", ["bench"])["token"]

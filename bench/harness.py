@@ -159,6 +159,15 @@ def in_process(prefix: str, db_kind: str, secret_key: bytes) -> Iterator[Any]:
             container.close()
 
 
+def new_project(container: Any, name: str) -> str:
+    """Create a partner project in an in-process container; returns its id."""
+    container.accounts.create_project(name)
+    with container.uow() as uow:
+        project = uow.projects.by_name(name)
+        assert project is not None
+        return str(project.id)
+
+
 def query_database(url: str, statement: str) -> list[tuple[Any, ...]]:
     import psycopg
 

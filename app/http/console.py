@@ -86,6 +86,18 @@ def _who(request: Request[Any, Any, Any], container: ContainerDep) -> tuple[Prin
     return principal, session
 
 
+class _LoginRequired(Exception):
+    """No live console session: the page sends the browser to the login form."""
+
+
+def _officer(request: Request[Any, Any, Any], container: ContainerDep) -> tuple[Principal, _Session]:
+    """The logged-in officer and their session, or _LoginRequired (a redirect to the login form)."""
+    who = _who(request, container)
+    if who is None:
+        raise _LoginRequired
+    return who
+
+
 def _checked(form: dict[str, str], session: _Session) -> None:
     if not secrets.compare_digest(form.get("csrf", ""), session.csrf):
         raise PermissionDeniedException("this form is not from this console session (CSRF token missing or wrong)")
@@ -140,7 +152,8 @@ class ConsoleController(Controller):
     path = "/console"
     include_in_schema = False
     tags = ["console"]
-    exception_handlers = {PermissionDeniedException: _refused, ServiceError: _refused}
+    exception_handlers = {PermissionDeniedException: _refused, ServiceError: _refused,
+                          _LoginRequired: lambda _request, _exc: _login()}
 
     @get("/", sync_to_thread=True)
     def home(self, request: Request[Any, Any, Any], container: ContainerDep) -> Redirect:
@@ -174,10 +187,7 @@ class ConsoleController(Controller):
 
     @get("/queue", sync_to_thread=True)
     def queue(self, request: Request[Any, Any, Any], container: ContainerDep) -> Template | Redirect:
-        who = _who(request, container)
-        if who is None:
-            return _login()
-        principal, session = who
+        principal, session = _officer(request, container)
         q = request.query_params
         project = q.get("project") or None
         projects = {pid: n for pid, n in principal.projects.items() if project in (None, n)}
@@ -197,10 +207,7 @@ class ConsoleController(Controller):
     @get("/requests/{request_id:str}", sync_to_thread=True)
     def request_detail(self, request: Request[Any, Any, Any], request_id: FromPath[str],
                        container: ContainerDep) -> Template | Redirect:
-        who = _who(request, container)
-        if who is None:
-            return _login()
-        principal, session = who
+        principal, session = _officer(request, container)
         try:
             item = container.deletions.officer_get(principal.projects, request_id)
         except ServiceError as exc:
@@ -213,10 +220,7 @@ class ConsoleController(Controller):
     @post("/requests/{request_id:str}/extend", sync_to_thread=True, status_code=303)
     def extend(self, request: Request[Any, Any, Any], request_id: FromPath[str], data: Form,
                container: ContainerDep) -> Template | Redirect:
-        who = _who(request, container)
-        if who is None:
-            return _login()
-        principal, session = who
+        principal, session = _officer(request, container)
         _checked(data, session)
         try:
             container.deletions.extend_deadline(principal.projects, request_id, int(data.get("months") or 0),
@@ -228,10 +232,7 @@ class ConsoleController(Controller):
 
     @get("/holds", sync_to_thread=True)
     def holds(self, request: Request[Any, Any, Any], container: ContainerDep) -> Template | Redirect:
-        who = _who(request, container)
-        if who is None:
-            return _login()
-        principal, session = who
+        principal, session = _officer(request, container)
         page = container.holds.page(principal.projects, active=None, limit=PAGE,
                                     cursor=request.query_params.get("cursor") or None)
         return _page("holds", principal, session, items=page["items"], next_cursor=page["next_cursor"],
@@ -239,10 +240,7 @@ class ConsoleController(Controller):
 
     @post("/holds", sync_to_thread=True, status_code=303)
     def place(self, request: Request[Any, Any, Any], data: Form, container: ContainerDep) -> Template | Redirect:
-        who = _who(request, container)
-        if who is None:
-            return _login()
-        principal, session = who
+        principal, session = _officer(request, container)
         _checked(data, session)
         name = data.get("project", "")
         matches = [pid for pid, n in principal.projects.items() if n == name]
@@ -265,10 +263,7 @@ class ConsoleController(Controller):
     @post("/holds/{hold_id:str}/release", sync_to_thread=True, status_code=303)
     def release(self, request: Request[Any, Any, Any], hold_id: FromPath[str], data: Form,
                 container: ContainerDep) -> Template | Redirect:
-        who = _who(request, container)
-        if who is None:
-            return _login()
-        principal, session = who
+        principal, session = _officer(request, container)
         _checked(data, session)
         try:
             container.holds.release(principal.projects, hold_id, actor=principal.actor)
@@ -278,10 +273,7 @@ class ConsoleController(Controller):
 
     @get("/audit", sync_to_thread=True)
     def audit(self, request: Request[Any, Any, Any], container: ContainerDep) -> Template | Redirect:
-        who = _who(request, container)
-        if who is None:
-            return _login()
-        principal, session = who
+        principal, session = _officer(request, container)
         q = request.query_params
         page = container.audit.page(sorted(principal.projects.values()), action=q.get("action") or None,
                                     limit=PAGE, cursor=q.get("cursor") or None)
@@ -290,10 +282,7 @@ class ConsoleController(Controller):
 
     @post("/audit/verify", sync_to_thread=True)
     def verify(self, request: Request[Any, Any, Any], data: Form, container: ContainerDep) -> Template | Redirect:
-        who = _who(request, container)
-        if who is None:
-            return _login()
-        principal, session = who
+        principal, session = _officer(request, container)
         _checked(data, session)
         result = container.audit.verify()
         page = container.audit.page(sorted(principal.projects.values()), limit=PAGE)
@@ -302,21 +291,16 @@ class ConsoleController(Controller):
 
     @get("/audit/export/{fmt:str}", sync_to_thread=True)
     def export(self, request: Request[Any, Any, Any], fmt: FromPath[str], container: ContainerDep) -> Stream | Redirect:
-        who = _who(request, container)
-        if who is None:
-            return _login()
+        principal, _session = _officer(request, container)
         if fmt not in ("csv", "jsonl"):
             fmt = "csv"
-        lines = container.audit.export(sorted(who[0].projects.values()), fmt)
+        lines = container.audit.export(sorted(principal.projects.values()), fmt)
         return Stream(lines, media_type="text/csv" if fmt == "csv" else "application/x-ndjson",
                       headers={"Content-Disposition": f'attachment; filename="lethe-audit.{fmt}"'})
 
     @get("/metrics", sync_to_thread=True)
     def metrics(self, request: Request[Any, Any, Any], container: ContainerDep) -> Template | Redirect:
-        who = _who(request, container)
-        if who is None:
-            return _login()
-        principal, session = who
+        principal, session = _officer(request, container)
         names = sorted(principal.projects.values())
         project = request.query_params.get("project") or (names[0] if names else "")
         days = 180 if request.query_params.get("days") == "180" else 90
