@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -58,7 +59,8 @@ def load_settings(environ: dict[str, str] | None = None, cwd: Path | None = None
     return Settings(
         database_url=_resolve_sqlite(values["LETHE_DATABASE_URL"], cwd),
         clickhouse_url=_resolve_chdb(values["LETHE_CLICKHOUSE_URL"], cwd),
-        policy_dir=cwd / values["LETHE_POLICY_DIR"],
+        policy_dir=_policy_dir(values["LETHE_POLICY_DIR"], cwd, explicit="LETHE_POLICY_DIR" in env_file
+                               or "LETHE_POLICY_DIR" in (os.environ if environ is None else environ)),
         secret_key=_secret(key, cwd / "var" / "secret.key"),
         scheduler=scheduler == "on",
         host=values["LETHE_HOST"].strip(),
@@ -70,6 +72,16 @@ def load_settings(environ: dict[str, str] | None = None, cwd: Path | None = None
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return load_settings()
+
+
+def _policy_dir(configured: str, cwd: Path, *, explicit: bool) -> Path:
+    """LETHE_POLICY_DIR, relative to the working directory. Left unset, and with no `policies/`
+    here, an installed Lethe uses the policies its wheel ships (<prefix>/share/lethe/policies)."""
+    chosen = cwd / configured
+    installed = Path(sys.prefix) / "share" / "lethe" / "policies"
+    if not explicit and not chosen.exists() and installed.is_dir():
+        return installed
+    return chosen
 
 
 def _resolve_sqlite(url: str, cwd: Path) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from alembic import command
@@ -10,12 +11,23 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
-ROOT = Path(__file__).resolve().parents[3]
+SOURCE = Path(__file__).resolve().parents[3]  # a checkout: alembic.ini and alembic/ at the top
+INSTALLED = Path(sys.prefix) / "share" / "lethe"  # what the wheel installs (pyproject data-files)
+
+
+def _root() -> Path:
+    """Where alembic.ini and alembic/ are: the source tree, or the installed package's data."""
+    for root in (SOURCE, INSTALLED):
+        if (root / "alembic.ini").is_file() and (root / "alembic").is_dir():
+            return root
+    raise RuntimeError(f"Lethe's migrations are missing: neither {SOURCE} nor {INSTALLED} holds alembic.ini "
+                       "and alembic/ (reinstall Lethe)")
 
 
 def alembic_config() -> Config:
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "alembic"))
+    root = _root()
+    config = Config(str(root / "alembic.ini"))
+    config.set_main_option("script_location", str(root / "alembic"))
     return config
 
 

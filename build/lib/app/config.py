@@ -1,0 +1,132 @@
+"""Settings from LETHE_* environment variables (a `.env` file may supply them; the environment wins)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+DEFAULTS = {
+    "LETHE_DATABASE_URL": "sqlite:///var/lethe.db",
+    "LETHE_CLICKHOUSE_URL": "chdb:///var/clickhouse",
+    "LETHE_POLICY_DIR": "policies",
+    "LETHE_SCHEDULER": "on",
+    "LETHE_HOST": "127.0.0.1",
+    "LETHE_PORT": "8000",
+}
+
+
+MIN_SECRET = 32  # characters; the generated key has 64 (hex of 32 random bytes)
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message names the variable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str
+    clickhouse_url: str
+    policy_dir: Path
+    secret_key: bytes
+    scheduler: bool
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # signed heads of the audit chain, kept outside the SQL store (CONTRACT: `lethe audit checkpoint`)
+    audit_checkpoints: Path = Path("var/audit-checkpoints.jsonl")
+
+    @property
+    def embedded_clickhouse(self) -> bool:
+        return self.clickhouse_url.startswith("chdb:")
+
+
+def load_settings(environ: dict[str, str] | None = None, cwd: Path | None = None) -> Settings:
+    cwd = cwd or Path.cwd()
+    env_file = {k: v for k, v in dotenv_values(cwd / ".env").items() if v is not None}
+    values = {**DEFAULTS, **env_file, **(os.environ if environ is None else environ)}
+    scheduler = values["LETHE_SCHEDULER"].strip().lower()
+    if scheduler not in {"on", "off"}:
+        raise ConfigError(f"LETHE_SCHEDULER must be 'on' or 'off', got {scheduler!r}")
+    key = values.get("LETHE_SECRET_KEY")
+    port = values["LETHE_PORT"].strip()
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"LETHE_PORT must be a TCP port number (1-65535), got {port!r}")
+    return Settings(
+        database_url=_resolve_sqlite(values["LETHE_DATABASE_URL"], cwd),
+        clickhouse_url=_resolve_chdb(values["LETHE_CLICKHOUSE_URL"], cwd),
+        policy_dir=_policy_dir(values["LETHE_POLICY_DIR"], cwd, explicit="LETHE_POLICY_DIR" in env_file
+                               or "LETHE_POLICY_DIR" in (os.environ if environ is None else environ)),
+        secret_key=_secret(key, cwd / "var" / "secret.key"),
+        scheduler=scheduler == "on",
+        host=values["LETHE_HOST"].strip(),
+        port=int(port),
+        audit_checkpoints=cwd / "var" / "audit-checkpoints.jsonl",
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()
+
+
+def _policy_dir(configured: str, cwd: Path, *, explicit: bool) -> Path:
+    """LETHE_POLICY_DIR, relative to the working directory. Left unset, and with no `policies/`
+    here, an installed Lethe uses the policies its wheel ships (<prefix>/share/lethe/policies)."""
+    chosen = cwd / configured
+    installed = Path(sys.prefix) / "share" / "lethe" / "policies"
+    if not explicit and not chosen.exists() and installed.is_dir():
+        return installed
+    return chosen
+
+
+def _resolve_sqlite(url: str, cwd: Path) -> str:
+    """`sqlite:///rel/path` is relative to the working directory; its folder is created."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url.startswith(prefix + "/") or ":memory:" in url:
+        return url
+    path = cwd / url[len(prefix):]
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return prefix + str(path)
+
+
+def _resolve_chdb(url: str, cwd: Path) -> str:
+    """`chdb:///rel/path` is relative (as in SQLAlchemy's sqlite URLs); `chdb:////abs` is absolute."""
+    prefix = "chdb:///"
+    if not url.startswith(prefix) or url.startswith(prefix + "/"):
+        return url
+    path = cwd / url[len(prefix):]
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)  # ClickHouse's files hold ciphertext and pseudonyms: the owner's only
+    return "chdb://" + str(path)
+
+
+def _secret(configured: str | None, stored: Path) -> bytes:
+    """LETHE_SECRET_KEY, or the key generated once into var/secret.key. An empty or short key
+    stops everything: every data key, token hash and audit hash derives from it."""
+    if configured is not None:
+        if len(configured.strip()) < MIN_SECRET:
+            raise ConfigError(f"LETHE_SECRET_KEY must be at least {MIN_SECRET} characters "
+                              "(generate one with `openssl rand -hex 32`)")
+        return configured.encode()  # as given: every key derives from it, byte for byte
+    secret = _stored_secret(stored)
+    if len(secret) < MIN_SECRET:
+        raise ConfigError(f"{stored} holds an empty or short key: restore it from your backup (a new key "
+                          "cannot read the data already stored), or set LETHE_SECRET_KEY")
+    return secret
+
+
+def _stored_secret(path: Path) -> bytes:
+    """The key generated once into var/secret.key (mode 0600) when LETHE_SECRET_KEY is unset."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_hex(32))
+    return path.read_bytes().strip()

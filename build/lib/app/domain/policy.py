@@ -1,0 +1,119 @@
+"""Policy value objects, parsed from the TOML files in `policies/` (pure: no file I/O here)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+
+class PolicyError(ValueError):
+    """A policy document is invalid; the message names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    grace_days: int = 30
+    retention_months: int = 13
+    message_feed_days: int = 30
+    dead_letter_retention_days: int = 30
+    store_ip: bool = False
+    hold_release_delay_hours: int = 0
+    suppress_after_erasure_days: int = 30  # a purged user's late events are dropped this long (0: off)
+
+
+_LIFECYCLE_KEYS = {f.name: f.type for f in fields(Policy)}
+
+
+def parse_policy(doc: Mapping[str, Any], base: Policy | None = None, *, origin: str = "policy") -> Policy:
+    """Read the `[lifecycle]` table of a policy document over `base` (the defaults)."""
+    base = base or Policy()
+    section = doc.get("lifecycle", {})
+    if not isinstance(section, Mapping):
+        raise PolicyError(f"{origin}: [lifecycle] must be a table")
+    values = {f.name: getattr(base, f.name) for f in fields(Policy)}
+    for key, value in section.items():
+        if key not in _LIFECYCLE_KEYS:
+            raise PolicyError(f"{origin}: unknown key lifecycle.{key}")
+        expected = bool if _LIFECYCLE_KEYS[key] == "bool" else int
+        if type(value) is not expected:
+            raise PolicyError(f"{origin}: lifecycle.{key} must be {expected.__name__}, got {value!r}")
+        if expected is int and value < 0:
+            raise PolicyError(f"{origin}: lifecycle.{key} must not be negative")
+        values[key] = value
+    return Policy(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Requests per second allowed to one credential, by role (`[limits]`, default policy only:
+    the API enforces them before any project is known). Over the limit: 429 + Retry-After."""
+
+    partner_requests_per_second: int = 100
+    webhook_requests_per_second: int = 5000  # the platform sends single events at thousands/s
+    officer_requests_per_second: int = 50
+
+
+def parse_limits(doc: Mapping[str, Any], *, origin: str = "policy") -> Limits:
+    section = doc.get("limits", {})
+    if not isinstance(section, Mapping):
+        raise PolicyError(f"{origin}: [limits] must be a table")
+    known = {f.name for f in fields(Limits)}
+    for key, value in section.items():
+        if key not in known:
+            raise PolicyError(f"{origin}: unknown key limits.{key}")
+        if type(value) is not int or value < 1:
+            raise PolicyError(f"{origin}: limits.{key} must be a positive integer, got {value!r}")
+    return Limits(**dict(section))
+
+
+CATEGORIES = frozenset({
+    "pseudonym", "identifier", "name", "image", "activity", "content", "network", "device", "browsing",
+    "raw_payload", "payload_hash", "keyed_hash", "free_text", "staff_name", "pseudonymised_properties",
+})
+ERASURES = frozenset({
+    "unlinked_on_purge", "null_on_purge", "delete_on_purge", "delete_on_anonymise", "blank_on_anonymise",
+    "kept_anonymous", "kept_anonymous_deleted_if_immediate", "kept_as_legal_record", "retention", "manual",
+    "key_destroyed_when_delivered",
+})
+# A handler declares what it does to which personal data: ("<store>.<table>", column, erasure).
+# tests/integration/test_datamap.py checks the data map and the handlers against each other.
+Handles = frozenset[tuple[str, str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    store: str  # "sql" | "clickhouse"
+    table: str
+    column: str
+    category: str | None  # None: not personal
+    erasure: str | None
+
+    @property
+    def personal(self) -> bool:
+        return self.category is not None
+
+
+def parse_datamap(doc: Mapping[str, Any], *, origin: str = "policy") -> dict[tuple[str, str, str], Column]:
+    """The `[datamap."store.table"]` tables: every column, personal or not (GDPR Art. 30)."""
+    section = doc.get("datamap", {})
+    if not isinstance(section, Mapping):
+        raise PolicyError(f"{origin}: [datamap] must be a table")
+    columns: dict[tuple[str, str, str], Column] = {}
+    for qualified, table in section.items():
+        store, _, name = qualified.partition(".")
+        if store not in {"sql", "clickhouse"} or not name or not isinstance(table, Mapping):
+            raise PolicyError(f'{origin}: datamap."{qualified}" must be a table named "sql.<t>" or "clickhouse.<t>"')
+        for column, spec in table.items():
+            where = f'{origin}: datamap."{qualified}".{column}'
+            if spec == "not_personal":
+                columns[(store, name, column)] = Column(store, name, column, None, None)
+                continue
+            if not isinstance(spec, Mapping) or set(spec) != {"category", "erasure"}:
+                raise PolicyError(f'{where} must be "not_personal" or {{ category = ..., erasure = ... }}')
+            if spec["category"] not in CATEGORIES:
+                raise PolicyError(f"{where}: unknown category {spec['category']!r}")
+            if spec["erasure"] not in ERASURES:
+                raise PolicyError(f"{where}: unknown erasure {spec['erasure']!r}")
+            columns[(store, name, column)] = Column(store, name, column, spec["category"], spec["erasure"])
+    return columns

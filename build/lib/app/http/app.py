@@ -1,0 +1,145 @@
+"""The Litestar application factory."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import structlog
+import swagger_ui_bundle  # type: ignore[import-untyped]
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.handlers import HTTPRouteHandler
+from litestar.logging.config import StructLoggingConfig
+from litestar.openapi.config import OpenAPIConfig
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.plugins.structlog import StructlogConfig, StructlogPlugin
+from litestar.static_files import create_static_files_router
+from litestar.template.config import TemplateConfig
+from litestar.types import Method
+from litestar.types.internal_types import PathParameterDefinition
+
+from app.bootstrap import Container
+from app.http.audit import AuditController
+from app.http.auth import auth_middleware
+from app.http.callbacks import CallbackController
+from app.http.console import ConsoleController
+from app.http.deletion_requests import DeletionRequestController
+from app.http.errors import HANDLERS, QUIET_ERRORS
+from app.http.events import EventsController, HooksController
+from app.http.holds import HoldController
+from app.http.inputs import RefuseUnstorableInput
+from app.http.limits import rate_limits
+from app.http.messages import MessagesController, SubjectsController
+from app.http.metrics import MetricsController
+from app.http.officer import OfficerController
+from app.http.ops import healthz, readyz
+from app.http.suppressions import SuppressionsController
+from app.logging import processors
+from app.observability import REQUEST_CENSUS
+
+SCHEMA_ASSETS = "/schema-assets"  # the API docs' scripts and styles, served here (public, like /schema)
+HTTP_DIR = Path(__file__).resolve().parent  # templates/ and static/ (the console's; no CDN)
+MAX_BODY = 10 * 1024 * 1024  # 1,000 events of ~10 KB each
+
+
+# Answers that are not faults: no traceback. (Every 429 was an error line with a traceback: the
+# overload bench spent most of a refusal writing it.) A 500 still logs its traceback.
+QUIET: set[int | type[Exception]] = {*range(400, 500), 503, *QUIET_ERRORS}
+
+
+def operation_id(handler: HTTPRouteHandler, method: Method, path: list[str | PathParameterDefinition]) -> str:
+    """Readable operation ids: the route's tag and the handler's name, e.g. `deletionRequestsCreate`,
+    `holdsPlace`, `auditVerify` (Litestar refuses duplicates when it builds the document)."""
+    tags = handler.resolve_tags()
+    words = [w for w in re.split(r"[^A-Za-z0-9]+", tags[0] if tags else "") if w] + handler.handler_name.split("_")
+    return words[0].lower() + "".join(w.capitalize() for w in words[1:])
+
+
+class Metrics(PrometheusController):
+    """Prometheus text, not JSON: left out of the OpenAPI document."""
+
+    include_in_schema = False
+
+
+def create_app(container: Container) -> Litestar:
+    REQUEST_CENSUS.watch(container.uow, container.now)  # /metrics counts requests by status
+    prometheus = PrometheusConfig(app_name="lethe", prefix="lethe", group_path=True,
+                                  exclude=["^/metrics", "^/healthz"])
+    logging = StructlogPlugin(StructlogConfig(
+        structlog_logging_config=StructLoggingConfig(
+            processors=processors(), log_exceptions="always",
+            disable_stack_trace=QUIET,
+            logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        ),
+        enable_middleware_logging=False,  # request logs would print paths and queries naming users
+    ))
+    app = Litestar(
+        route_handlers=[healthz, readyz, Metrics, DeletionRequestController, CallbackController, AuditController,
+                        EventsController, HooksController, MessagesController, SubjectsController, HoldController,
+                        OfficerController, MetricsController, SuppressionsController, ConsoleController,
+                        create_static_files_router(path="/console-static", directories=[HTTP_DIR / "static"],
+                                                   include_in_schema=False),
+                        create_static_files_router(path=SCHEMA_ASSETS, directories=[swagger_ui_bundle.swagger_ui_path],
+                                                   include_in_schema=False)],
+        template_config=TemplateConfig(directory=HTTP_DIR / "templates", engine=JinjaTemplateEngine),
+        dependencies={"container": Provide(lambda: container, use_cache=True, sync_to_thread=False)},
+        middleware=[prometheus.middleware, RefuseUnstorableInput,
+                    auth_middleware(container.accounts, container.webhooks), *rate_limits(container.policies.limits)],
+        exception_handlers=HANDLERS,
+        plugins=[logging],
+        openapi_config=OpenAPIConfig(
+            title="Lethe", version="0.1.0", description="GDPR data-lifecycle and deletion service",
+            operation_id_creator=operation_id,
+            components=Components(security_schemes={"bearer": SecurityScheme(
+                type="http", scheme="bearer",
+                description="a partner api_key, a webhook_token or an officer token, as each route says")}),
+            # Swagger UI from Lethe itself (the swagger-ui-bundle package), not from a CDN: it works offline
+            render_plugins=[SwaggerRenderPlugin(js_url=f"{SCHEMA_ASSETS}/swagger-ui-bundle.js",
+                                                css_url=f"{SCHEMA_ASSETS}/swagger-ui.css",
+                                                standalone_preset_js_url=f"{SCHEMA_ASSETS}/swagger-ui-standalone-preset.js",
+                                                path=["/", "/swagger"])]),
+        request_max_body_size=MAX_BODY,
+    )
+    document_errors(app)
+    return app
+
+
+class ErrorBody(msgspec.Struct):
+    """Every error answer (CONTRACT §3): `detail` says what is wrong; `extra` names fields."""
+
+    status_code: int
+    detail: str
+    extra: Any = None
+
+
+ERRORS = {
+    401: "no or unknown credentials",
+    403: "a known token of the wrong role, or a method this project does not accept",
+    404: "not found (another project's object is not found either)",
+    409: "conflict with the object's state; `detail` says why",
+    413: "the body is larger than 10 MiB",
+    422: "an Idempotency-Key reused with another body",
+    429: "too many requests for this key; see Retry-After",
+    503: "a store does not answer; see Retry-After",
+}
+
+
+def document_errors(app: Litestar) -> None:
+    """Add the error answers every token-protected route can give to the OpenAPI document
+    (Litestar documents 400 by itself); before the document is first built, at start-up."""
+    for route in app.routes:
+        for handler in getattr(route, "route_handlers", []):
+            if not isinstance(handler, HTTPRouteHandler) or not handler.resolve_security():
+                continue
+            reads = handler.http_methods <= {"GET", "HEAD"}  # no body: no 409, 413 or 422
+            specs = {code: ResponseSpec(data_container=ErrorBody, description=text) for code, text in ERRORS.items()
+                     if not (reads and code in (409, 413, 422))}
+            handler.responses = {**specs, **(handler.responses or {})}

@@ -1,0 +1,318 @@
+"""The officers' web console (`/console`, CONTRACT "Officers"): server-rendered pages and plain
+forms over the same services as the officer API. Every asset is served by Lethe (no CDN).
+
+Sessions: logging in with an officer token starts a server-side session (random id in a cookie:
+HttpOnly, SameSite=Strict, Secure when the request came over https; 30 minutes idle). The token
+stays in this process's memory and is checked again on every page, so a revoked officer is out
+at once (within the 5 s authentication cache). Every form that changes something carries the
+session's CSRF token; a post without it is refused (403). Officers see only their projects.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.enums import RequestEncodingType
+from litestar.exceptions import PermissionDeniedException
+from litestar.params import Body, FromPath
+from litestar.response import Redirect, Stream, Template
+
+from app.domain.holds import Scope
+from app.http.deps import ContainerDep
+from app.services.accounts import Principal, Role
+from app.services.errors import ServiceError
+
+COOKIE = "lethe_console"
+IDLE_SECONDS = 30 * 60
+PAGE = 50
+Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
+
+
+@dataclass
+class _Session:
+    token: str = field(repr=False)
+    csrf: str = field(repr=False)
+    seen: float
+
+
+class Sessions:
+    """Console sessions of this process (in memory: a restart logs everyone out)."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, _Session] = {}
+        self._lock = threading.Lock()
+
+    def start(self, token: str) -> str:
+        sid = secrets.token_urlsafe(32)
+        with self._lock:
+            now = time.monotonic()
+            self._by_id = {k: v for k, v in self._by_id.items() if now - v.seen < IDLE_SECONDS}
+            self._by_id[sid] = _Session(token, secrets.token_urlsafe(32), now)
+        return sid
+
+    def get(self, sid: str | None) -> _Session | None:
+        if not sid:
+            return None
+        with self._lock:
+            session = self._by_id.get(sid)
+            if session is None or time.monotonic() - session.seen >= IDLE_SECONDS:
+                self._by_id.pop(sid, None)
+                return None
+            session.seen = time.monotonic()
+            return session
+
+    def end(self, sid: str | None) -> None:
+        with self._lock:
+            self._by_id.pop(sid or "", None)
+
+
+SESSIONS = Sessions()
+
+
+def _who(request: Request[Any, Any, Any], container: ContainerDep) -> tuple[Principal, _Session] | None:
+    session = SESSIONS.get(request.cookies.get(COOKIE))
+    if session is None:
+        return None
+    principal = container.accounts.authenticate(session.token)
+    if principal is None or principal.role is not Role.OFFICER:
+        SESSIONS.end(request.cookies.get(COOKIE))
+        return None
+    return principal, session
+
+
+class _LoginRequired(Exception):
+    """No live console session: the page sends the browser to the login form."""
+
+
+def _officer(request: Request[Any, Any, Any], container: ContainerDep) -> tuple[Principal, _Session]:
+    """The logged-in officer and their session, or _LoginRequired (a redirect to the login form)."""
+    who = _who(request, container)
+    if who is None:
+        raise _LoginRequired
+    return who
+
+
+def _checked(form: dict[str, str], session: _Session) -> None:
+    if not secrets.compare_digest(form.get("csrf", ""), session.csrf):
+        raise PermissionDeniedException("this form is not from this console session (CSRF token missing or wrong)")
+
+
+def _login() -> Redirect:
+    return Redirect("/console/login", status_code=303)
+
+
+def _page(name: str, principal: Principal, session: _Session, **context: Any) -> Template:
+    return Template(template_name=f"console/{name}.html",
+                    context={"officer": principal.actor.removeprefix("officer:"), "csrf": session.csrf,
+                             "projects": sorted(principal.projects.values()), **context})
+
+
+def _aware(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def chart(points: list[tuple[date, int]], title: str, width: int = 640, height: int = 160) -> str:
+    """A line chart as inline SVG (drawn here: no charting library, no CDN). Values are counts."""
+    if not points:
+        return f'<p class="empty">No {title} for this period yet (aggregates are computed at 00:00 UTC).</p>'
+    top = max(v for _, v in points) or 1
+    step = (width - 40) / max(len(points) - 1, 1)
+    coords = " ".join(f"{30 + i * step:.1f},{height - 20 - (v / top) * (height - 40):.1f}"
+                      for i, (_, v) in enumerate(points))
+    first, last = points[0][0].isoformat(), points[-1][0].isoformat()
+    return (f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" aria-label="{title}">'
+            f'<text x="30" y="12">{title} (max {top})</text>'
+            f'<line x1="30" y1="{height - 20}" x2="{width - 10}" y2="{height - 20}" class="axis"/>'
+            f'<polyline points="{coords}" class="line"/>'
+            f'<text x="30" y="{height - 4}">{first}</text>'
+            f'<text x="{width - 10}" y="{height - 4}" text-anchor="end">{last}</text></svg>')
+
+
+def _refused(request: Request[Any, Any, Any], exc: Exception) -> Template:
+    """Errors in the console are pages with a sentence, never JSON or a stack trace."""
+    status = getattr(exc, "status_code", 400)
+    message = getattr(exc, "detail", "") or str(exc)
+    return Template(template_name="console/error.html", status_code=status,
+                    context={"officer": None, "message": message})
+
+
+class ConsoleController(Controller):
+    path = "/console"
+    include_in_schema = False
+    tags = ["console"]
+    exception_handlers = {PermissionDeniedException: _refused, ServiceError: _refused,
+                          _LoginRequired: lambda _request, _exc: _login()}
+
+    @get("/", sync_to_thread=True)
+    def home(self, request: Request[Any, Any, Any], container: ContainerDep) -> Redirect:
+        return Redirect("/console/queue" if _who(request, container) else "/console/login", status_code=303)
+
+    @get("/login", sync_to_thread=False)
+    def login_form(self) -> Template:
+        return Template(template_name="console/login.html", context={"error": None})
+
+    @post("/login", sync_to_thread=True, status_code=303)
+    def login(self, request: Request[Any, Any, Any], data: Form, container: ContainerDep) -> Response[Any]:
+        token = data.get("token", "").strip()
+        principal = container.accounts.authenticate(token) if token else None
+        if principal is None or principal.role is not Role.OFFICER:
+            return Template(template_name="console/login.html", status_code=401,
+                            context={"error": "That is not a valid officer token (or it was revoked)."})
+        response: Response[Any] = Redirect("/console/queue", status_code=303)
+        response.set_cookie(COOKIE, SESSIONS.start(token), path="/console", httponly=True, samesite="strict",
+                            secure=request.url.scheme == "https", max_age=IDLE_SECONDS)
+        return response
+
+    @post("/logout", sync_to_thread=True, status_code=303)
+    def logout(self, request: Request[Any, Any, Any], data: Form, container: ContainerDep) -> Response[Any]:
+        who = _who(request, container)
+        if who is not None:
+            _checked(data, who[1])
+            SESSIONS.end(request.cookies.get(COOKIE))
+        response: Response[Any] = _login()
+        response.delete_cookie(COOKIE, path="/console")
+        return response
+
+    @get("/queue", sync_to_thread=True)
+    def queue(self, request: Request[Any, Any, Any], container: ContainerDep) -> Template | Redirect:
+        principal, session = _officer(request, container)
+        q = request.query_params
+        project = q.get("project") or None
+        projects = {pid: n for pid, n in principal.projects.items() if project in (None, n)}
+        overdue = {"yes": True, "no": False}.get(q.get("overdue") or "")
+        try:
+            page = container.deletions.officer_page(projects, status=q.get("status") or None,
+                                                    source=q.get("source") or None, overdue=overdue,
+                                                    due_before=None, limit=PAGE, cursor=q.get("cursor") or None)
+            error = None
+        except ServiceError as exc:
+            page, error = {"items": [], "next_cursor": None}, str(exc)
+        # what needs attention first: overdue, then on hold, then by deadline
+        items = sorted(page["items"], key=lambda r: (not r["overdue"], r["status"] != "on_hold", r["due_by"]))
+        return _page("queue", principal, session, items=items, next_cursor=page["next_cursor"], error=error,
+                     filters={k: q.get(k) or "" for k in ("project", "status", "source", "overdue")})
+
+    @get("/requests/{request_id:str}", sync_to_thread=True)
+    def request_detail(self, request: Request[Any, Any, Any], request_id: FromPath[str],
+                       container: ContainerDep) -> Template | Redirect:
+        principal, session = _officer(request, container)
+        try:
+            item = container.deletions.officer_get(principal.projects, request_id)
+        except ServiceError as exc:
+            return _page("request", principal, session, item=None, error=str(exc), holds=[])
+        holds = container.holds.page(principal.projects, active=True, limit=500, cursor=None)["items"]
+        blocking = {h["id"] for h in item["holds"]} | {h["id"] for h in item.get("kept", [])}
+        return _page("request", principal, session, item=item, error=None,
+                     holds=[h for h in holds if h["id"] in blocking])
+
+    @post("/requests/{request_id:str}/extend", sync_to_thread=True, status_code=303)
+    def extend(self, request: Request[Any, Any, Any], request_id: FromPath[str], data: Form,
+               container: ContainerDep) -> Template | Redirect:
+        principal, session = _officer(request, container)
+        _checked(data, session)
+        try:
+            container.deletions.extend_deadline(principal.projects, request_id, int(data.get("months") or 0),
+                                                data.get("reason", "").strip() or "(no reason given)",
+                                                actor=principal.actor)
+        except (ServiceError, ValueError) as exc:
+            return _page("request", principal, session, item=None, error=str(exc), holds=[])
+        return Redirect(f"/console/requests/{request_id}", status_code=303)
+
+    @get("/holds", sync_to_thread=True)
+    def holds(self, request: Request[Any, Any, Any], container: ContainerDep) -> Template | Redirect:
+        principal, session = _officer(request, container)
+        page = container.holds.page(principal.projects, active=None, limit=PAGE,
+                                    cursor=request.query_params.get("cursor") or None)
+        return _page("holds", principal, session, items=page["items"], next_cursor=page["next_cursor"],
+                     scopes=[s.value for s in Scope], error=request.query_params.get("error"))
+
+    @post("/holds", sync_to_thread=True, status_code=303)
+    def place(self, request: Request[Any, Any, Any], data: Form, container: ContainerDep) -> Template | Redirect:
+        principal, session = _officer(request, container)
+        _checked(data, session)
+        name = data.get("project", "")
+        matches = [pid for pid, n in principal.projects.items() if n == name]
+        try:
+            if not matches:
+                raise ValueError("choose one of your projects")
+            scope = Scope(data.get("scope", ""))
+            target = name if scope is Scope.PROJECT else data.get("target", "").strip()
+            if not target or not data.get("reason", "").strip():
+                raise ValueError("a hold needs a target and a reason")
+            container.holds.place(matches[0], name, scope, target, data["reason"].strip(),
+                                  reference=data.get("reference") or None,
+                                  expires_at=_aware(data.get("expires_at")), actor=principal.actor)
+        except (ServiceError, ValueError) as exc:
+            page = container.holds.page(principal.projects, active=None, limit=PAGE, cursor=None)
+            return _page("holds", principal, session, items=page["items"], next_cursor=page["next_cursor"],
+                         scopes=[s.value for s in Scope], error=str(exc))
+        return Redirect("/console/holds", status_code=303)
+
+    @post("/holds/{hold_id:str}/release", sync_to_thread=True, status_code=303)
+    def release(self, request: Request[Any, Any, Any], hold_id: FromPath[str], data: Form,
+                container: ContainerDep) -> Template | Redirect:
+        principal, session = _officer(request, container)
+        _checked(data, session)
+        try:
+            container.holds.release(principal.projects, hold_id, actor=principal.actor)
+        except ServiceError as exc:
+            return Redirect(f"/console/holds?error={exc}", status_code=303)
+        return Redirect("/console/holds", status_code=303)
+
+    @get("/audit", sync_to_thread=True)
+    def audit(self, request: Request[Any, Any, Any], container: ContainerDep) -> Template | Redirect:
+        principal, session = _officer(request, container)
+        q = request.query_params
+        page = container.audit.page(sorted(principal.projects.values()), action=q.get("action") or None,
+                                    limit=PAGE, cursor=q.get("cursor") or None)
+        return _page("audit", principal, session, items=page["items"], next_cursor=page["next_cursor"],
+                     action=q.get("action") or "", verification=None)
+
+    @post("/audit/verify", sync_to_thread=True)
+    def verify(self, request: Request[Any, Any, Any], data: Form, container: ContainerDep) -> Template | Redirect:
+        principal, session = _officer(request, container)
+        _checked(data, session)
+        result = container.audit.verify()
+        page = container.audit.page(sorted(principal.projects.values()), limit=PAGE)
+        return _page("audit", principal, session, items=page["items"], next_cursor=page["next_cursor"],
+                     action="", verification=result)
+
+    @get("/audit/export/{fmt:str}", sync_to_thread=True)
+    def export(self, request: Request[Any, Any, Any], fmt: FromPath[str], container: ContainerDep) -> Stream | Redirect:
+        principal, _session = _officer(request, container)
+        if fmt not in ("csv", "jsonl"):
+            fmt = "csv"
+        lines = container.audit.export(sorted(principal.projects.values()), fmt)
+        return Stream(lines, media_type="text/csv" if fmt == "csv" else "application/x-ndjson",
+                      headers={"Content-Disposition": f'attachment; filename="lethe-audit.{fmt}"'})
+
+    @get("/metrics", sync_to_thread=True)
+    def metrics(self, request: Request[Any, Any, Any], container: ContainerDep) -> Template | Redirect:
+        principal, session = _officer(request, container)
+        names = sorted(principal.projects.values())
+        project = request.query_params.get("project") or (names[0] if names else "")
+        days = 180 if request.query_params.get("days") == "180" else 90
+        charts: list[str] = []
+        error = None
+        if project in names:
+            until = container.now().date() - timedelta(days=1)
+            try:
+                rows = container.metrics.daily(project, until - timedelta(days=days - 1), until)["items"]
+            except Exception:
+                rows, error = [], "The analytics store does not answer right now; try again in a minute."
+            for key, title in (("dau", "DAU"), ("wau", "WAU"), ("mau", "MAU"), ("messages", "messages"),
+                               ("reactions", "reactions")):
+                charts.append(chart([(date.fromisoformat(r["day"]), int(r[key])) for r in rows], title))
+        return _page("metrics", principal, session, project=project, days=days, charts=charts, error=error)

@@ -1,0 +1,96 @@
+"""Every error leaves as {"status_code", "detail", "extra"} with a message saying what is wrong.
+
+Input that cannot even be decoded (bytes that are not UTF-8, JSON nested past the parser's
+depth) is the caller's mistake, so it is a 400 like any other; anything unforeseen is a 500
+with the same body shape and no internals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, MutableMapping
+from typing import Any
+
+import structlog
+from clickhouse_connect.driver import exceptions as ch_errors
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, SerializationException, ValidationException
+from sqlalchemy import exc as sql_errors
+
+from app.services.errors import ServiceError
+from app.stores.sql.repositories import InvalidCursor
+
+log = structlog.get_logger(__name__)
+
+
+def _body(status: int, detail: str, extra: Any = None, headers: dict[str, str] | None = None
+          ) -> Response[dict[str, Any]]:
+    return Response({"status_code": status, "detail": detail, "extra": extra}, status_code=status, headers=headers)
+
+
+def service_error(_: Request[Any, Any, Any], exc: ServiceError) -> Response[dict[str, Any]]:
+    retry_after = getattr(exc, "retry_after", None)
+    return _body(exc.status_code, str(exc), headers={"Retry-After": str(retry_after)} if retry_after else None)
+
+
+def invalid_cursor(_: Request[Any, Any, Any], exc: InvalidCursor) -> Response[dict[str, Any]]:
+    return _body(400, f"cursor: {exc}")
+
+
+def validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
+    """Name the offending fields in `detail`, not only in `extra`."""
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    parts = [f"{e.get('key')}: {e.get('message')}" for e in extra if isinstance(e, dict) and e.get("key")]
+    detail = "; ".join(parts) if parts else str(exc.detail)
+    return _body(400, f"invalid request: {detail}", extra)
+
+
+def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    """Litestar's own errors (401, 403, 404, 405, 413, 429...) in the same shape, headers kept
+    (Allow, Retry-After). A body the JSON decoder refused says so."""
+    detail = str(exc.detail)
+    headers = dict(exc.headers or {})
+    if isinstance(exc.__cause__, SerializationException):
+        detail = f"invalid request: the body is not valid JSON ({detail})"
+    if exc.status_code == 429:  # the rate limiter sends RateLimit-Reset; clients expect Retry-After
+        headers.setdefault("Retry-After", str(max(1, int(headers.get("RateLimit-Reset", "1")))))
+        detail = "too many requests for this credential: slow down and retry after the Retry-After seconds"
+    return _body(exc.status_code, detail, exc.extra or None, headers)
+
+
+def undecodable(_: Request[Any, Any, Any], exc: UnicodeDecodeError | RecursionError) -> Response[dict[str, Any]]:
+    detail = ("the body is not valid UTF-8" if isinstance(exc, UnicodeDecodeError)
+              else "the body nests too deeply to be read")
+    return _body(400, f"invalid request: {detail}")
+
+
+def store_unavailable(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """A store does not answer (connection refused, database locked past every retry): nothing
+    was done, and the caller should retry; never a 500."""
+    store = "ClickHouse" if isinstance(exc, ch_errors.Error) else "the SQL database"
+    log.warning("http.store_unavailable", store=store, error=type(exc).__name__)
+    return _body(503, f"{store} is unavailable right now; nothing was changed, retry later",
+                 headers={"Retry-After": "5"})
+
+
+def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    log.error("http.internal_error", error=type(exc).__name__, path_template=request.scope.get("path_template"))
+    return _body(500, "internal error: the request was not completed; it is safe to send it again")
+
+
+HANDLERS: MutableMapping[int | type[Exception], Callable[[Request[Any, Any, Any], Any], Response[Any]]] = {
+    ServiceError: service_error,
+    InvalidCursor: invalid_cursor,
+    ValidationException: validation_error,
+    HTTPException: http_error,
+    UnicodeDecodeError: undecodable,
+    RecursionError: undecodable,
+    sql_errors.OperationalError: store_unavailable,
+    sql_errors.InterfaceError: store_unavailable,
+    ch_errors.OperationalError: store_unavailable,
+    Exception: internal_error,
+}
+
+# answered by a handler above with a 4xx or 503: expected, so logged without a traceback
+QUIET_ERRORS: tuple[type[Exception], ...] = (UnicodeDecodeError, RecursionError, InvalidCursor, ServiceError,
+                                             sql_errors.OperationalError, sql_errors.InterfaceError,
+                                             ch_errors.OperationalError)

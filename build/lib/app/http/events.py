@@ -1,0 +1,86 @@
+"""The chat platform's events webhook, and the partner's view of what was rejected."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.openapi.spec import Example, OpenAPIFormat, OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
+
+from app.domain.webhooks import URL
+from app.http.auth import BEARER_SECURITY, partner_only, webhook_sender
+from app.http.deps import ContainerDep
+from app.http.schemas import Cursor, Limit, RejectedPage
+from app.services.accounts import Principal
+from app.services.webhooks import HookProject
+
+_ENVELOPE = Schema(
+    type=OpenAPIType.OBJECT, required=["event", "value"],
+    properties={
+        "event": Schema(type=OpenAPIType.STRING, description="the event's name, e.g. message_sent"),
+        "value": Schema(type=OpenAPIType.OBJECT, required=["project"], description=(
+            "the event's properties: `project` (this webhook's project), `user_id` (frontend) or "
+            "`external_user_id` (backend) or an admin's `user_id`, `created_at` (ISO 8601, UTC), and the "
+            "event's own properties (see the platform's event reference)"),
+            properties={"project": Schema(type=OpenAPIType.STRING),
+                        "user_id": Schema(type=OpenAPIType.STRING),
+                        "external_user_id": Schema(type=OpenAPIType.STRING),
+                        "created_at": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.DATE_TIME)}),
+        "key": Schema(type=OpenAPIType.STRING, description="the platform's delivery key (optional)"),
+    },
+)
+_EXAMPLE = {"event": "message_sent", "value": {"project": "acme", "user_id": "u-1", "message_id": "m-1",
+                                               "room": "r-1", "text": "hello", "created_at": "2026-11-21T10:00:00Z"}}
+
+
+@dataclass
+class _EventsOperation(Operation):
+    """The webhook reads its body raw (a body that does not parse is kept as a dead letter), so its
+    schema is documented here: one envelope, or an array of up to 1,000."""
+
+    def __post_init__(self) -> None:
+        schema = Schema(one_of=[_ENVELOPE, Schema(type=OpenAPIType.ARRAY, items=_ENVELOPE, max_items=1000)])
+        self.request_body = RequestBody(required=True, description="one envelope or an array of up to 1,000",
+                                        content={"application/json": OpenAPIMediaType(
+                                            schema=schema, examples={"message_sent": Example(value=_EXAMPLE)})})
+
+
+class EventsController(Controller):
+    security = BEARER_SECURITY
+    path = "/v1/events"
+    tags = ["events"]
+
+    @post("/", status_code=202, operation_class=_EventsOperation)
+    async def ingest(self, request: Request[Principal, Any, Any], container: ContainerDep) -> Response[Any]:
+        """One envelope or a JSON array of up to 1,000. 202 `{"accepted", "duplicates", "rejected"}` once
+        stored; what fails validation is kept (dead letter) and reported by index; 400 if nothing was
+        accepted. Authenticated by the webhook_token (bearer) or a Standard Webhooks signature
+        (webhook-id, webhook-timestamp, webhook-signature; a repeated webhook-id is a duplicate)."""
+        body = await request.body()
+        project, delivery_id = await webhook_sender(request, container.webhooks, body)
+        result = await container.ingest.ingest_async(project.project_id, project.name, body, delivery_id=delivery_id)
+        return Response(result.as_dict(), status_code=result.status_code)
+
+    @get("/rejected", guards=[partner_only], sync_to_thread=True)
+    def rejected(self, request: Request[Principal, Any, Any], container: ContainerDep, limit: Limit = 50,
+                 cursor: Cursor = None) -> RejectedPage:
+        """Dead-letter entries (newest first) with the reason each was rejected."""
+        return msgspec.convert(container.dead_letters.page(request.user.project_id, limit, cursor), RejectedPage)
+
+
+class HooksController(Controller):
+    path = "/v1/hooks"
+    tags = ["events"]
+
+    @post("/{secret:str}", status_code=202)
+    async def ingest_by_secret_url(self, request: Request[Principal, HookProject, Any],
+                                   container: ContainerDep) -> Response[Any]:
+        """The project's secret URL (`webhook_url_path`): the same bodies and answers as `POST /v1/events`,
+        for senders that cannot set headers. The path is the credential: keep it secret."""
+        project = request.auth  # the middleware found it by the path's secret (never logged or echoed)
+        project.require(URL)
+        body = await request.body()
+        result = await container.ingest.ingest_async(project.project_id, project.name, body)
+        return Response(result.as_dict(), status_code=result.status_code)

@@ -1,0 +1,68 @@
+"""Partner view of a chat message, and the officer's access report on a user."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, get, post
+from litestar.exceptions import PermissionDeniedException
+from litestar.params import FromPath, FromQuery
+
+from app.http.auth import BEARER_SECURITY, partner_only, partner_or_officer, scoped_projects
+from app.http.deps import ContainerDep
+from app.http.inputs import raw_segments
+from app.services.accounts import Principal, Role
+from app.services.errors import NotFound
+
+
+class MessagesController(Controller):
+    security = BEARER_SECURITY
+    path = "/v1/messages"
+    guards = [partner_only]
+    tags = ["messages"]
+
+    @get("/{message_id:str}", sync_to_thread=True)
+    def read(self, request: Request[Principal, Any, Any], message_id: FromPath[str],
+             container: ContainerDep) -> dict[str, Any]:
+        return container.messages.get(request.user.project_id, message_id)
+
+    @post("/{message_id:str}/complaints/resolve", sync_to_thread=True, status_code=200)
+    def resolve(self, request: Request[Principal, Any, Any], message_id: FromPath[str],
+                container: ContainerDep) -> dict[str, Any]:
+        """Process every open complaint; a deleted, reported message moves to the archive."""
+        container.message_feed.resolve(request.user.project_id, message_id, actor=request.user.actor,
+                                       now=container.now())
+        return container.messages.get(request.user.project_id, message_id)
+
+
+class SubjectsController(Controller):
+    security = BEARER_SECURITY
+    """`/v1/subjects/{user_id}` (officer: the access report) and `/v1/subjects/{user_id}/export`
+    (partner or officer: everything held, decrypted). User ids may hold any character,
+    `/` included, percent-encoded: the id is read from the raw path, segment by segment, since
+    the router sees `%2F` already decoded into a separator."""
+
+    path = "/v1/subjects"
+    guards = [partner_or_officer]
+    tags = ["subjects"]
+
+    @get("/{rest:path}", sync_to_thread=True)
+    def read(self, request: Request[Principal, Any, Any], rest: FromPath[str], container: ContainerDep,
+             project: FromQuery[str | None] = None) -> dict[str, Any]:
+        user_id, action = _subject_path(raw_segments(request.scope, "/v1/subjects/"))
+        projects = scoped_projects(request.user, project)
+        if action == "export":
+            return container.subjects.export(projects, user_id, actor=request.user.actor)
+        if request.user.role is not Role.OFFICER:
+            raise PermissionDeniedException("the access report needs an officer token")
+        return container.subjects.report(projects, user_id)
+
+
+def _subject_path(segments: list[str]) -> tuple[str, str]:
+    """(user id, "" or "export") from the decoded segments after /v1/subjects/."""
+    if len(segments) == 1 and segments[0]:
+        return segments[0], ""
+    if len(segments) == 2 and segments[0] and segments[1] == "export":
+        return segments[0], "export"
+    raise NotFound("no such route: use /v1/subjects/{user_id} or /v1/subjects/{user_id}/export, "
+                   "with the user id percent-encoded")

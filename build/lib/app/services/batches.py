@@ -1,0 +1,120 @@
+"""A partner's batch of deletion requests: up to 10,000 users in one call (CONTRACT §3).
+
+The whole batch is accepted in one transaction (every request, its audit entry and the batch's
+record) or not at all. Each listed user gets an outcome: `created`, `open` (they already had an
+open request, or were listed before in the same batch) or `invalid` with the reason. The
+requests are then erased by the same jobs as any other, in bulk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from app.domain.audit import AuditRecord
+from app.domain.requests import Mode, user_id_problem
+from app.ports import Clock, UnitOfWorkFactory
+from app.services.deletion import DeletionService
+from app.services.errors import InvalidInput, NotFound
+from app.stores.sql.models import DeletionBatch, new_id
+from app.stores.sql.uow import retry_transient
+
+MAX_BATCH = 10_000  # user ids per call
+
+
+class BatchService:
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock, deletions: DeletionService, secret_key: bytes) -> None:
+        self._uow = uow
+        self._clock = clock
+        self._deletions = deletions
+        self._key = secret_key
+
+    def submit(self, project_id: str, user_ids: Sequence[str], mode: Mode, reason: str | None, *, actor: str,
+               idempotency_key: str | None = None) -> dict[str, Any]:
+        """`{"batch", "outcomes": [{"user_id", "outcome", "request", "detail"?}]}`, one outcome
+        per listed user id, in order. Same Idempotency-Key and body: the same answer."""
+        if not user_ids:
+            raise InvalidInput("user_ids: list at least one user id")
+        if len(user_ids) > MAX_BATCH:
+            raise InvalidInput(f"user_ids: at most {MAX_BATCH} user ids per batch, this one has {len(user_ids)}")
+        if idempotency_key is not None:
+            replay = self._deletions.begin_idempotent(project_id, idempotency_key,
+                                                      self._body_hash(user_ids, mode, reason))
+            if replay is not None:  # stored without the user ids: the same body puts them back
+                return _with_users(replay.body, user_ids)
+        try:
+            answer = retry_transient(lambda: self._submit(project_id, user_ids, mode, reason, actor, idempotency_key))
+        except BaseException:
+            if idempotency_key is not None:
+                self._deletions.abandon_idempotent(project_id, idempotency_key)
+            raise
+        if any(o["outcome"] == "created" for o in answer["outcomes"]):
+            self._deletions.kick_anonymise()
+        return answer
+
+    def _submit(self, project_id: str, user_ids: Sequence[str], mode: Mode, reason: str | None, actor: str,
+                idempotency_key: str | None) -> dict[str, Any]:
+        problems = {u: p for u in user_ids if (p := user_id_problem(u)) is not None}
+        valid = list(dict.fromkeys(u for u in user_ids if u not in problems))
+        with self._uow() as uow:
+            project = uow.projects.by_id(project_id)
+            assert project is not None
+            opened = self._deletions.open_many(uow, project, valid, mode, reason, actor) if valid else {}
+            batch = DeletionBatch(id=new_id(), project_id=project_id, created_at=self._clock(), mode=mode.value,
+                                  listed=len(user_ids), invalid=sum(1 for u in user_ids if u in problems))
+            uow.batches.add(batch, [request_id for request_id, _ in opened.values()])
+            outcomes: list[dict[str, Any]] = []
+            seen: set[str] = set()
+            for user in user_ids:
+                if user in problems:
+                    outcomes.append({"user_id": user, "outcome": "invalid", "request": None, "detail": problems[user]})
+                    continue
+                request_id, created = opened[user]
+                if user in seen:
+                    outcomes.append({"user_id": user, "outcome": "open", "request": request_id,
+                                     "detail": "listed more than once in this batch"})
+                else:
+                    outcomes.append({"user_id": user, "outcome": "created" if created else "open",
+                                     "request": request_id})
+                seen.add(user)
+            counts = {kind: sum(1 for o in outcomes if o["outcome"] == kind) for kind in ("created", "open", "invalid")}
+            uow.audit(AuditRecord(actor, "deletion_batch.created", project.name, None,
+                                  {"batch_id": batch.id, "mode": mode.value, **counts}))
+            answer = {"batch": batch.id, "outcomes": outcomes}
+            if idempotency_key is not None:
+                record = uow.idempotency.get(project_id, idempotency_key)
+                assert record is not None
+                record.status_code = 202
+                record.response = _without_users(answer)
+            uow.commit()
+        return answer
+
+    def progress(self, project_id: str, batch_id: str) -> dict[str, Any]:
+        """`{"batch", "total", "by_status": {status: n}, "invalid"}`: where the batch's requests are now."""
+        with self._uow() as uow:
+            batch = uow.batches.get(project_id, batch_id)
+            if batch is None:
+                raise NotFound(f"deletion batch {batch_id} not found")
+            by_status = uow.batches.by_status(batch.id)
+        return {"batch": batch.id, "total": sum(by_status.values()), "by_status": by_status,
+                "listed": batch.listed, "invalid": batch.invalid, "mode": batch.mode,
+                "created_at": batch.created_at.isoformat()}
+
+    def _body_hash(self, user_ids: Sequence[str], mode: Mode, reason: str | None) -> str:
+        """Keyed, like a single request's: the stored hash cannot be matched against guessed ids."""
+        body = json.dumps(["batch", list(user_ids), mode.value, reason], separators=(",", ":")).encode()
+        return hmac.new(self._key, body, hashlib.sha256).hexdigest()
+
+
+def _without_users(answer: dict[str, Any]) -> dict[str, Any]:
+    """What the idempotency record keeps: the answer without the user ids (only `subjects` may hold them)."""
+    return {"batch": answer["batch"],
+            "outcomes": [{k: v for k, v in o.items() if k != "user_id"} for o in answer["outcomes"]]}
+
+
+def _with_users(stored: dict[str, Any], user_ids: Sequence[str]) -> dict[str, Any]:
+    return {"batch": stored["batch"],
+            "outcomes": [{"user_id": u, **o} for u, o in zip(user_ids, stored["outcomes"], strict=True)]}

@@ -1,0 +1,72 @@
+"""The dead-letter store: webhook bodies that could not be stored, kept with the reason.
+
+A rejected body has no known subject, so it is sealed under its project's key of the day it
+arrived (owner `deadletters:<project>:<YYYY-MM-DD>`, purpose `dead_letters`). Retention deletes
+the entries past `dead_letter_retention_days` and destroys their days' keys; an erasure deletes
+the entries that name the user, matched on the opened body in any escaping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, datetime
+from typing import Any
+
+from app.domain.crypto import Cipher
+from app.domain.events import names, searchable
+from app.ports import UnitOfWorkFactory
+from app.services.keys import DEAD_LETTERS, KeyService, day_key_owner, unsealed
+from app.stores.sql.uow import SqlUnitOfWork
+
+BODY = "body"  # the sealed column, bound into each token
+
+
+def day_owner(project_id: str, day: date) -> str:
+    return day_key_owner(DEAD_LETTERS, project_id, day)
+
+
+class DeadLetterService:
+    def __init__(self, uow: UnitOfWorkFactory, keys: KeyService) -> None:
+        self._uow = uow
+        self._keys = keys
+
+    def add(self, uow: SqlUnitOfWork, project_id: str, received: datetime, reason: str, body: str,
+            index: int | None) -> None:
+        """Within the caller's transaction: the body sealed under the day's key."""
+        owner = day_owner(project_id, received.date())
+        cipher = self._keys.cipher(uow, owner, DEAD_LETTERS)
+        uow.dead_letters.add(project_id, received, reason, cipher.encrypt(body, BODY.encode()), index)
+
+    def page(self, project_id: str, limit: int, cursor: str | None) -> dict[str, Any]:
+        """Newest first, bodies opened (an empty body reads as ""; one whose day key is gone as null)."""
+        with self._uow() as uow:
+            rows, next_cursor = uow.dead_letters.page(project_id, limit, cursor)
+            ciphers = self._ciphers(uow, project_id, [r.received_at for r in rows])
+            items = [{"id": r.id, "received_at": r.received_at.isoformat(), "index": r.batch_index,
+                      "reason": r.reason,
+                      "body": unsealed(ciphers.get(r.received_at.date()), r.body, BODY) if r.body else ""}
+                     for r in rows]
+        return {"items": items, "next_cursor": next_cursor}
+
+    def mentioning(self, uow: SqlUnitOfWork, project_id: str, needles: Sequence[str]) -> dict[str, list[str]]:
+        """Ids of the entries whose opened body names each needle (a user id), by needle."""
+        rows = uow.dead_letters.bodies(project_id)
+        ciphers = self._ciphers(uow, project_id, [received for _, received, _ in rows])
+        found: dict[str, list[str]] = {}
+        for entry_id, received, sealed in rows:
+            texts = searchable(unsealed(ciphers.get(received.date()), sealed, BODY) or "")  # once per body
+            for needle in needles:
+                if names(texts, needle):
+                    found.setdefault(needle, []).append(entry_id)
+        return found
+
+    def expire(self, uow: SqlUnitOfWork, project_id: str, before: datetime | None = None) -> int:
+        """Entries received before `before` (or all) go, and the keys of the days wholly before it."""
+        deleted = uow.dead_letters.delete_before(project_id, before)
+        self._keys.destroy_day_keys(uow, DEAD_LETTERS, project_id, before.date() if before else None)
+        return deleted
+
+    def _ciphers(self, uow: SqlUnitOfWork, project_id: str, received: Sequence[datetime]) -> dict[date, Cipher]:
+        days = sorted({at.date() for at in received})
+        opened = self._keys.ciphers(uow, [day_owner(project_id, d) for d in days], DEAD_LETTERS, create=False)
+        return {d: opened[day_owner(project_id, d)] for d in days if day_owner(project_id, d) in opened}

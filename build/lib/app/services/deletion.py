@@ -1,0 +1,434 @@
+"""Deletion requests: create (idempotently), read, list, restore."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
+
+from anyio import to_thread
+from sqlalchemy.exc import IntegrityError
+
+from app.domain import requests as lifecycle
+from app.domain.audit import AuditRecord, subject_hash
+from app.domain.policy import Handles
+from app.domain.requests import Mode, RequestState, Source, Status, Step, TransitionRefused
+from app.ports import Clock, JobKicker, UnitOfWorkFactory
+from app.services.audit import entry_dict
+from app.services.batching import GroupCommitter
+from app.services.callbacks import CallbackService
+from app.services.errors import Conflict, NotFound, Unprocessable
+from app.services.identities import Identities
+from app.services.keys import GRACE, KeyService
+from app.services.policies import PolicyBook
+from app.services.suppressions import SuppressionService
+from app.stores.sql.models import DeletionRequest, IdempotencyKey, Project, Subject, new_id
+from app.stores.sql.uow import SqlUnitOfWork, retry_transient
+
+IN_FLIGHT_TIMEOUT = timedelta(minutes=2)  # an in-flight key older than this was abandoned by a crash
+
+
+class _NewRequest(NamedTuple):
+    project_id: str
+    user_id: str
+    mode: Mode
+    reason: str | None
+    source: Source
+    actor: str
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the partner sees: 202 for a new request, 200 for the open one they already had."""
+
+    status_code: int
+    body: dict[str, Any]
+
+
+def state_of(row: DeletionRequest) -> RequestState:
+    return RequestState(Status(row.status), Mode(row.mode), row.grace_until, Step(row.next_step))
+
+
+def apply_state(row: DeletionRequest, state: RequestState) -> None:
+    row.status, row.next_step = state.status.value, state.next_step.value
+
+
+def to_dict(row: DeletionRequest, project_name: str, user_id: str | None, now: datetime) -> dict[str, Any]:
+    def iso(value: datetime | None) -> str | None:
+        return value.isoformat() if value else None
+
+    return {
+        "id": row.id, "project": project_name, "user_id": user_id, "mode": row.mode,
+        "source": row.source, "status": row.status, "requested_at": iso(row.requested_at),
+        "grace_until": iso(row.grace_until), "due_by": iso(row.due_by),
+        "overdue": lifecycle.overdue(Status(row.status), row.due_by, now),
+        "due_extended_months": row.due_extended_months,
+        "anonymised_at": iso(row.anonymised_at), "completed_at": iso(row.completed_at),
+        "restored_at": iso(row.restored_at), "holds": list(row.evidence.get("_holds", [])),
+        "kept": list(row.evidence.get("_kept", [])),
+        "evidence": {k: v for k, v in row.evidence.items() if not k.startswith("_")},
+        "detail": row.detail,
+    }
+
+
+class DeletionService:
+    handles: Handles = frozenset({("sql.deletion_requests", "due_extension_reason", "kept_as_legal_record")})
+
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock, policies: PolicyBook, secret_key: bytes,
+                 kick: JobKicker, keys: KeyService, identities: Identities,
+                 suppressions: SuppressionService, callbacks: CallbackService | None = None) -> None:
+        self._callbacks = callbacks
+        self._suppressions = suppressions
+        self._keys = keys
+        self._ids = identities
+        self._uow = uow
+        self._clock = clock
+        self._policies = policies
+        self._key = secret_key
+        self._kick = kick
+        self._batcher: GroupCommitter[_NewRequest, Outcome] = GroupCommitter(self._create_many,
+                                                                            name="deletion-requests")
+
+    # --- create -------------------------------------------------------------------------
+    def request(self, project_id: str, user_id: str, mode: Mode, reason: str | None, *,
+                source: Source = Source.PARTNER_API, actor: str, idempotency_key: str | None = None) -> Outcome:
+        if idempotency_key is None:
+            outcome = self._batcher.submit(_NewRequest(project_id, user_id, mode, reason, source, actor))
+        else:
+            replay = self.begin_idempotent(project_id, idempotency_key, self._body_hash(user_id, mode, reason))
+            if replay is not None:
+                # The stored response leaves the user id out (only `subjects` may hold it);
+                # the same body carries the same user id, so it is put back from there.
+                return Outcome(replay.status_code, {**replay.body, "user_id": user_id})
+            try:
+                outcome = self._create(project_id, user_id, mode, reason, source, actor, idempotency_key)
+            except BaseException:
+                self.abandon_idempotent(project_id, idempotency_key)
+                raise
+        if outcome.status_code == 202:
+            self.kick_anonymise()
+        return outcome
+
+    async def request_async(self, project_id: str, user_id: str, mode: Mode, reason: str | None, *,
+                            actor: str, idempotency_key: str | None = None) -> Outcome:
+        """`request` for the event loop: without an Idempotency-Key the call waits for its
+        group commit without holding a thread."""
+        if idempotency_key is not None:
+            return await to_thread.run_sync(lambda: self.request(
+                project_id, user_id, mode, reason, actor=actor, idempotency_key=idempotency_key))
+        future = self._batcher.enqueue(_NewRequest(project_id, user_id, mode, reason, Source.PARTNER_API, actor))
+        outcome = await asyncio.wrap_future(future)
+        if outcome.status_code == 202:
+            self.kick_anonymise()
+        return outcome
+
+    def kick_anonymise(self) -> None:
+        """A new request committed: anonymise now rather than at the next periodic run."""
+        self._kick("anonymise")
+
+    def _create_many(self, items: Sequence[_NewRequest]) -> list[Outcome | BaseException]:
+        """Many partners' requests in one transaction, with set-based reads and writes.
+
+        If the batch cannot commit (another process opened a request for one of these users
+        meanwhile), every item is retried on its own, so one conflict does not fail the rest.
+        """
+        try:
+            return list(retry_transient(lambda: self._create_batch(items)))
+        except IntegrityError:
+            results: list[Outcome | BaseException] = []
+            for item in items:
+                try:
+                    results.append(self._create(*item))
+                except Exception as exc:
+                    results.append(exc)
+            return results
+
+    def _create_batch(self, items: Sequence[_NewRequest]) -> list[Outcome]:
+        now = self._clock()
+        outcomes: list[Outcome] = []
+        with self._uow() as uow:
+            projects = {pid: uow.projects.by_id(pid) for pid in {i.project_id for i in items}}
+            subjects: dict[tuple[str, str], Subject] = {}
+            for project_id in projects:
+                users = {i.user_id for i in items if i.project_id == project_id}
+                found = self._ids.ensure(uow, project_id, users, now)
+                subjects.update({(project_id, user): s for user, s in found.items()})
+            open_rows = uow.requests.open_for_many([s.id for s in subjects.values()])
+            for item in items:
+                project, subject = projects[item.project_id], subjects[(item.project_id, item.user_id)]
+                assert project is not None
+                existing = open_rows.get(subject.id)
+                if existing is not None:
+                    outcomes.append(Outcome(200, to_dict(existing, project.name, item.user_id, now)))
+                    continue
+                row, _ = self.open_in(uow, project, subject, item.user_id, item.mode, item.reason, item.source,
+                                      item.actor, known_no_open=True)
+                open_rows[subject.id] = row
+                outcomes.append(Outcome(202, to_dict(row, project.name, item.user_id, now)))
+            uow.commit()
+        return outcomes
+
+    def _create(self, project_id: str, user_id: str, mode: Mode, reason: str | None, source: Source,
+                actor: str, idempotency_key: str | None) -> Outcome:
+        # A concurrent request for the same user may win the race for the subject row or the
+        # one open request (both unique in the database): then we answer with theirs.
+        for _attempt in range(3):
+            try:
+                return self._create_once(project_id, user_id, mode, reason, source, actor, idempotency_key)
+            except IntegrityError:
+                continue
+        raise Conflict("concurrent requests for this user; retry")
+
+    def _create_once(self, project_id: str, user_id: str, mode: Mode, reason: str | None, source: Source,
+                     actor: str, idempotency_key: str | None) -> Outcome:
+        now = self._clock()
+        with self._uow() as uow:
+            project = uow.projects.by_id(project_id)
+            assert project is not None
+            subject = self._ids.ensure(uow, project_id, [user_id], now)[user_id]
+            row, created = self.open_in(uow, project, subject, user_id, mode, reason, source, actor)
+            outcome = Outcome(202 if created else 200, to_dict(row, project.name, user_id, now))
+            if idempotency_key is not None:
+                record = uow.idempotency.get(project_id, idempotency_key)
+                assert record is not None
+                record.status_code = outcome.status_code
+                record.response = {k: v for k, v in outcome.body.items() if k != "user_id"}
+            uow.commit()
+        return outcome
+
+    def open_in(self, uow: SqlUnitOfWork, project: Project, subject: Subject, user_id: str, mode: Mode,
+                reason: str | None, source: Source, actor: str, *, known_no_open: bool = False,
+                asked_at: datetime | None = None) -> tuple[DeletionRequest, bool]:
+        """Within the caller's transaction: the subject's open request, or a new one (True).
+        `known_no_open`: the caller already knows the subject has no open request.
+        `asked_at`: when the user asked, if before now (a confirmation event's own time)."""
+        existing = None if known_no_open else uow.requests.open_for(subject.id)
+        if existing is not None:
+            return existing, False
+        now = self._clock()
+        requested_at = asked_at or now
+        grace_until, due_by = lifecycle.deadlines(requested_at, mode,
+                                                  self._policies.for_project(project.name).grace_days, now)
+        row = DeletionRequest(
+            id=new_id(), project_id=project.id, subject_id=subject.id, mode=mode.value, source=source.value,
+            status=Status.PENDING.value, next_step=Step.ANONYMISE.value,
+            reason=self._sealed_reason(uow, subject, reason), requested_at=requested_at, grace_until=grace_until,
+            due_by=due_by, attempts=0, evidence={}, due_extended_months=0,
+        )
+        uow.requests.add(row)
+        uow.audit(AuditRecord(actor, "deletion_request.created", project.name,
+                              subject_hash(self._key, project.name, user_id),
+                              {"request_id": row.id, "mode": mode.value, "source": source.value}))
+        self._suppressions.end_for(uow, project, [user_id], actor)
+        return row, True
+
+    def open_many(self, uow: SqlUnitOfWork, project: Project, user_ids: Sequence[str], mode: Mode,
+                  reason: str | None, actor: str) -> dict[str, tuple[str, bool]]:
+        """`open_in` for many users of one project at once (a partner's batch), set-based:
+        one read of their subjects and of their open requests, one key lookup, one insert.
+        user id -> (the id of their open request, True if it is new)."""
+        now = self._clock()
+        subjects = self._ids.ensure(uow, project.id, user_ids, now)
+        open_rows = uow.requests.open_for_many([s.id for s in subjects.values()])
+        new = [u for u in dict.fromkeys(user_ids) if subjects[u].id not in open_rows]
+        grace = self._keys.ciphers(uow, [subjects[u].id for u in new], GRACE, create=True) if reason and new else {}
+        grace_until, due_by = lifecycle.deadlines(now, mode, self._policies.for_project(project.name).grace_days, now)
+        found = {u: (open_rows[s.id].id, False) for u, s in subjects.items() if s.id in open_rows}
+        rows: list[dict[str, object]] = []
+        for user in new:
+            subject = subjects[user]
+            request_id = new_id()
+            rows.append({
+                "id": request_id, "project_id": project.id, "subject_id": subject.id, "mode": mode.value,
+                "source": Source.PARTNER_API.value, "status": Status.PENDING.value,
+                "next_step": Step.ANONYMISE.value, "requested_at": now, "grace_until": grace_until, "due_by": due_by,
+                "reason": grace[subject.id].encrypt(reason, b"reason") if reason else None, "attempts": 0,
+                "evidence": {}, "due_extended_months": 0})
+            uow.audit(AuditRecord(actor, "deletion_request.created", project.name,
+                                  subject_hash(self._key, project.name, user),
+                                  {"request_id": request_id, "mode": mode.value, "source": Source.PARTNER_API.value}))
+            found[user] = (request_id, True)
+        uow.requests.insert_many(rows)
+        self._suppressions.end_for(uow, project, new, actor)
+        return found
+
+    def _sealed_reason(self, uow: SqlUnitOfWork, subject: Subject, reason: str | None) -> str | None:
+        """The partner's free text may name the person: kept sealed under the subject's grace key."""
+        if not reason:
+            return None
+        return self._keys.cipher(uow, subject.id, GRACE).encrypt(reason, b"reason")
+
+    def restore_in(self, uow: SqlUnitOfWork, project: Project, row: DeletionRequest, actor: str) -> str:
+        """Within the caller's transaction, `row` locked (see DeletionRequests.lock): the one
+        guarded write of a restore. The state machine decides on the row as it is now, after
+        any job that moved it on has committed; the subject is unhidden in the same
+        transaction. Returns the user id; raises Conflict saying why when it is refused."""
+        now = self._clock()
+        subject = uow.subjects.lock(row.subject_id)  # as it is now, not as the caller loaded it
+        user_id = self._ids.user_id(uow, subject)
+        if subject is None or subject.user_key is None or user_id is None:
+            raise Conflict("the user's data was already purged; nothing can be restored")
+        try:
+            state = lifecycle.restore(state_of(row), now)
+        except TransitionRefused as exc:
+            raise Conflict(str(exc)) from exc
+        apply_state(row, state)
+        row.restored_at, row.lease_until = now, None
+        subject.status = "active"
+        uow.audit(AuditRecord(actor, "deletion_request.restored", project.name,
+                              subject_hash(self._key, project.name, user_id), {"request_id": row.id}))
+        if self._callbacks is not None:
+            self._callbacks.record(uow, [row], lambda _ids: {row.subject_id: user_id},
+                                   lambda r, name: to_dict(r, name, None, now))
+        return user_id
+
+    def _body_hash(self, user_id: str, mode: Mode, reason: str | None) -> str:
+        """Keyed, so the stored hash cannot be matched against guessed user ids."""
+        body = json.dumps([user_id, mode.value, reason], separators=(",", ":")).encode()
+        return hmac.new(self._key, body, hashlib.sha256).hexdigest()
+
+    def begin_idempotent(self, project_id: str, key: str, body_hash: str) -> Outcome | None:
+        """Record the key as in flight (own transaction), or answer from what it already did."""
+        now = self._clock()
+        with self._uow() as uow:
+            record = uow.idempotency.get(project_id, key)
+            if record is None:
+                try:
+                    uow.idempotency.add(IdempotencyKey(project_id=project_id, key=key, body_hash=body_hash,
+                                                       status_code=None, response=None, created_at=now))
+                    uow.commit()
+                    return None
+                except IntegrityError:
+                    uow.rollback()
+                    record = uow.idempotency.get(project_id, key)
+                    assert record is not None
+            if record.body_hash != body_hash:
+                raise Unprocessable("Idempotency-Key was already used with a different body")
+            if record.status_code is None:
+                if now - record.created_at < IN_FLIGHT_TIMEOUT:
+                    raise Conflict("a request with this Idempotency-Key is still in flight; retry later")
+                record.created_at = now  # abandoned by a crash: this call takes it over
+                uow.commit()
+                return None
+            return Outcome(record.status_code, dict(record.response or {}))
+
+    def abandon_idempotent(self, project_id: str, key: str) -> None:
+        with self._uow() as uow:
+            record = uow.idempotency.get(project_id, key)
+            if record is not None and record.status_code is None:
+                uow.session.delete(record)
+                uow.commit()
+
+    # --- read ---------------------------------------------------------------------------
+    def get(self, project_id: str, request_id: str) -> dict[str, Any]:
+        with self._uow() as uow:
+            row = self._load(uow, project_id, request_id)
+            return self._render(uow, row)
+
+    def page(self, project_id: str, *, user_id: str | None, status: str | None, limit: int,
+             cursor: str | None) -> dict[str, Any]:
+        with self._uow() as uow:
+            subject_id = None
+            if user_id is not None:
+                subject = self._ids.find(uow, project_id, user_id)
+                if subject is None:
+                    return {"items": [], "next_cursor": None}
+                subject_id = subject.id
+            rows, next_cursor = uow.requests.page(project_id, subject_id=subject_id, status=status,
+                                                  limit=limit, cursor=cursor)
+            return {"items": [self._render(uow, row) for row in rows], "next_cursor": next_cursor}
+
+    # --- officers -----------------------------------------------------------------------
+    def officer_page(self, projects: Mapping[str, str], *, status: str | None, source: str | None,
+                     overdue: bool | None, due_before: datetime | None, limit: int,
+                     cursor: str | None) -> dict[str, Any]:
+        """Requests across an officer's projects, each with its deadline and its timeline (the
+        audit entries that name it). User ids as the partner sent them, like the access report."""
+        with self._uow() as uow:
+            now = uow.now()
+            rows, next_cursor = uow.requests.across(list(projects), now=now, status=status, source=source,
+                                                    overdue=overdue, due_before=due_before, limit=limit,
+                                                    cursor=cursor)
+            users = self._ids.user_ids(uow, uow.subjects.by_ids([r.subject_id for r in rows]))
+            timelines = uow.audit_log.of_requests(sorted(projects.values()), [r.id for r in rows])
+            items = [{**to_dict(r, projects[r.project_id], users.get(r.subject_id), now),
+                      "timeline": [entry_dict(e) for e in timelines.get(r.id, [])]} for r in rows]
+        return {"items": items, "next_cursor": next_cursor}
+
+    def officer_get(self, projects: Mapping[str, str], request_id: str) -> dict[str, Any]:
+        """One request of the officer's projects, with its deadline, its timeline and the user id."""
+        with self._uow() as uow:
+            row = next((r for pid in projects if (r := uow.requests.get(pid, request_id))), None)
+            if row is None:
+                raise NotFound(f"deletion request {request_id} not found")
+            user = self._ids.user_id(uow, uow.subjects.get(row.subject_id))
+            timeline = uow.audit_log.of_requests(sorted(projects.values()), [row.id]).get(row.id, [])
+            return {**to_dict(row, projects[row.project_id], user, uow.now()),
+                    "timeline": [entry_dict(e) for e in timeline]}
+
+    def extend_deadline(self, projects: Mapping[str, str], request_id: str, months: int, reason: str, *,
+                        actor: str) -> dict[str, Any]:
+        """Art. 12(3): an officer extends a request's deadline by 1 or 2 more months (2 in all),
+        with a reason; audited (the reason stays on the request, not in the log)."""
+        def extend() -> dict[str, Any]:
+            with self._uow() as uow:
+                row = next((r for pid in projects if (r := uow.requests.get(pid, request_id, lock=True))), None)
+                if row is None:
+                    raise NotFound(f"deletion request {request_id} not found")
+                if Status(row.status) not in lifecycle.OPEN_STATUSES:
+                    raise Conflict(f"the request is {row.status}: only an open request has a deadline to extend")
+                try:
+                    row.due_by, row.due_extended_months = lifecycle.extended_due_by(
+                        row.requested_at, row.due_by, row.due_extended_months, months)
+                except TransitionRefused as exc:
+                    raise Conflict(str(exc)) from None
+                row.due_extension_reason = reason
+                name = projects[row.project_id]
+                uow.audit(AuditRecord(actor, "deletion_request.deadline_extended", name, None,
+                                      {"request_id": row.id, "months": months, "due_by": row.due_by.isoformat()}))
+                subject = uow.subjects.get(row.subject_id)
+                uow.commit()
+                return to_dict(row, name, self._ids.user_id(uow, subject), uow.now())
+
+        return retry_transient(extend)
+
+    # --- restore ------------------------------------------------------------------------
+    def restore(self, project_id: str, request_id: str | None, *, actor: str,
+                user_id: str | None = None) -> dict[str, Any]:
+        """Restore by request id (partner API) or the user's open request. A restore that loses
+        a race with a job sees the job's outcome and is refused with its reason (409)."""
+        return retry_transient(lambda: self._restore(project_id, request_id, actor, user_id))
+
+    def _restore(self, project_id: str, request_id: str | None, actor: str, user_id: str | None) -> dict[str, Any]:
+        with self._uow() as uow:
+            if request_id is not None:
+                row = self._load(uow, project_id, request_id, lock=True)
+            else:
+                subject = self._ids.find(uow, project_id, user_id or "")
+                found = uow.requests.open_for(subject.id, lock=True) if subject else None
+                if found is None:
+                    raise NotFound("the user has no open deletion request")
+                row = found
+            project = uow.projects.by_id(project_id)
+            assert project is not None
+            user = self.restore_in(uow, project, row, actor)
+            uow.commit()
+            return to_dict(row, project.name, user, uow.now())
+
+    def _load(self, uow: SqlUnitOfWork, project_id: str, request_id: str, *, lock: bool = False) -> DeletionRequest:
+        row = uow.requests.get(project_id, request_id, lock=lock)
+        if row is None:
+            raise NotFound(f"deletion request {request_id} not found")
+        return row
+
+    def _render(self, uow: SqlUnitOfWork, row: DeletionRequest) -> dict[str, Any]:
+        subject = uow.subjects.get(row.subject_id)
+        project = uow.projects.by_id(row.project_id)
+        assert subject is not None and project is not None
+        return to_dict(row, project.name, self._ids.user_id(uow, subject), uow.now())

@@ -1,0 +1,227 @@
+"""Holds keep exactly what they cover (issue 7 §4, CONTRACT "kept").
+
+A room or message hold takes the data it covers under its own data key (owner: the hold id,
+purpose "hold"): the texts of the covered messages in SQL and the sealed values of the covered
+events in ClickHouse are opened with their subjects' keys and sealed again under the hold's.
+From then on a user's erasure goes ahead around the hold: destroying the user's keys leaves the
+held values readable, unchanged, under the hold key (domain.holds.stops).
+
+- `take` seals what standing room and message holds cover and is not under their key yet: at
+  placement, and again at the start of every erasure run (data that arrived since). Rows whose
+  subject key is already gone are left as they are: there is nothing readable to keep.
+- `data` is what an officer reads of a hold (audited).
+- `give_back` runs once a hold no longer stands: its data returns to its subjects' keys where
+  those still exist, and the hold key is destroyed (so what belonged to a user erased meanwhile
+  becomes unreadable, as the erasure meant).
+
+User and project holds cover whole users: they stop the request (`on_hold`) and need no key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import structlog
+
+from app.domain.audit import AuditRecord
+from app.domain.crypto import Cipher, Undecryptable
+from app.domain.events import SEALED_COLUMNS
+from app.domain.holds import Hold, Scope
+from app.ports import Clock, UnitOfWorkFactory
+from app.services.errors import NotFound
+from app.services.holds import HoldService
+from app.services.keys import ANALYTICS, CONTENT, HOLD, MESSAGE_TEXT_AAD, KeyService, day_key_owner
+from app.stores.clickhouse.events import NO_SUBJECT, EventStore
+from app.stores.sql.uow import SqlUnitOfWork
+
+log = structlog.get_logger(__name__)
+_TEXT_AAD = MESSAGE_TEXT_AAD.decode()
+
+
+class HeldDataService:
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock, keys: KeyService, holds: HoldService,
+                 events: EventStore) -> None:
+        self._uow = uow
+        self._clock = clock
+        self._keys = keys
+        self._holds = holds
+        self._events = events
+
+    # --- taking covered data under a hold's key ----------------------------------------
+    def take(self, hold_ids: Sequence[str] | None = None) -> dict[str, int]:
+        """Seal what standing room and message holds (or these) cover under their own keys.
+        Returns how many values were taken, per store."""
+        now = self._clock()
+        taken = {"sql.messages": 0, "clickhouse.events": 0}
+        with self._uow() as uow:
+            projects = uow.projects.names(uow.projects.all_ids())
+            ids = {name: pid for pid, name in projects.items()}
+            holds = [h for h in self._holds.standing(uow, list(projects), now)
+                     if h.scope in (Scope.ROOM, Scope.MESSAGE) and (hold_ids is None or h.id in hold_ids)]
+        for hold in holds:
+            counts = self._take_one(ids[hold.project], hold)
+            for store, n in counts.items():
+                taken[store] += n
+        return taken
+
+    def _take_one(self, project_id: str, hold: Hold) -> dict[str, int]:
+        rooms, messages = _targets(hold)
+        # ClickHouse first: the hold counts as sealed (and stops stopping requests) only once
+        # both stores hold its data under its key.
+        rows = self._events.covered(hold.project, rooms, messages)
+        with self._uow() as uow:
+            key = self._keys.cipher(uow, hold.id, HOLD)
+            owners = self._keys.ciphers(uow, sorted({_owner(project_id, r) for r in rows}), ANALYTICS, create=False)
+            uow.commit()  # the hold key exists before anything is sealed under it
+        resealed: dict[str, dict[str, str]] = {}
+        for row in rows:
+            values = _resealed(row, key, owners.get(_owner(project_id, row)))
+            if values:
+                resealed[row["dedup_key"]] = values
+        self._events.reseal(hold.project, resealed)
+        with self._uow() as uow:
+            record = uow.holds.lock(hold.id)
+            if record is None:
+                return {}
+            texts = 0
+            if record.released_at is None:  # released meanwhile: give_back deals with it
+                texts = self._take_messages(uow, project_id, rooms, messages, key)
+                first = record.sealed_at is None
+                record.sealed_at = record.sealed_at or self._clock()
+                if first or texts or resealed:
+                    uow.audit(AuditRecord("job:holds", "hold.data_sealed", hold.project, None,
+                                          {"hold_id": hold.id, "sql.messages": texts,
+                                           "clickhouse.events": len(resealed)}))
+            uow.commit()
+        return {"sql.messages": texts, "clickhouse.events": len(resealed)}
+
+    def _take_messages(self, uow: SqlUnitOfWork, project_id: str, rooms: Sequence[str], messages: Sequence[str],
+                       key: Cipher) -> int:
+        found = uow.messages.covered(project_id, rooms, messages)
+        authors = self._keys.ciphers(uow, sorted({m.subject_id for m in found if m.subject_id}), CONTENT,
+                                     create=False)
+        taken = 0
+        for message in found:
+            if not message.text or _opens(key, message.text, _TEXT_AAD):
+                continue
+            plain = _open(authors.get(message.subject_id or ""), message.text, _TEXT_AAD)
+            if plain is not None:
+                message.text = key.encrypt(plain, MESSAGE_TEXT_AAD)
+                taken += 1
+        return taken
+
+    # --- what officers read -------------------------------------------------------------
+    def data(self, projects: Mapping[str, str], hold_id: str, *, actor: str) -> dict[str, Any]:
+        """What the hold keeps, opened with its key: messages and events (audited)."""
+        with self._uow() as uow:
+            record = uow.holds.get(hold_id)
+            if record is None or record.project_id not in projects:
+                raise NotFound(f"hold {hold_id} not found")
+            project = projects[record.project_id]
+            hold = Hold(record.id, project, Scope(record.scope), record.target, record.placed_at)
+            key = self._keys.ciphers(uow, [hold_id], HOLD, create=False).get(hold_id)
+            rooms, message_ids = _targets(hold)
+            messages = [{"message_id": m.message_id, "room_id": m.room_id, "sent_at": m.sent_at.isoformat(),
+                         "deleted_at": m.deleted_at.isoformat() if m.deleted_at else None,
+                         "text": _open(key, m.text, _TEXT_AAD) if m.text else None}
+                        for m in uow.messages.covered(record.project_id, rooms, message_ids)]
+            events = [{"event": r["event"], "at": r["at"].isoformat(), "room_id": r["room_id"] or None,
+                       "message_id": r["message_id"] or None,
+                       "personal": {c: v for c in SEALED_COLUMNS if r[c] and (v := _open(key, r[c], c)) is not None}}
+                      for r in (self._events.covered(project, rooms, message_ids) if key else [])]
+            uow.audit(AuditRecord(actor, "hold.data_read", project, None,
+                                  {"hold_id": hold_id, "messages": len(messages), "events": len(events)}))
+            uow.commit()
+        return {"hold": hold_id, "scope": record.scope, "sealed": record.sealed_at is not None,
+                "messages": messages, "events": [e for e in events if e["personal"]]}
+
+    # --- after the hold ----------------------------------------------------------------
+    def give_back(self) -> int:
+        """Holds that no longer stand: their data back under its subjects' keys (where those
+        still exist), then the hold key destroyed. Returns how many holds were settled."""
+        now = self._clock()
+        settled = 0
+        with self._uow() as uow:
+            projects = uow.projects.names(uow.projects.all_ids())
+            standing = {h.id for h in self._holds.standing(uow, list(projects), now)}
+            done = [(r.id, r.project_id, projects[r.project_id], r.scope, r.target)
+                    for r in uow.holds.sealed_not_returned() if r.id not in standing]
+        for hold_id, project_id, project, scope, target in done:
+            self._give_back_one(project_id, Hold(hold_id, project, Scope(scope), target, now))
+            settled += 1
+        return settled
+
+    def _give_back_one(self, project_id: str, hold: Hold) -> None:
+        rooms, messages = _targets(hold)
+        rows = self._events.covered(hold.project, rooms, messages)
+        with self._uow() as uow:
+            key = self._keys.ciphers(uow, [hold.id], HOLD, create=False).get(hold.id)
+            owners = self._keys.ciphers(uow, sorted({_owner(project_id, r) for r in rows}), ANALYTICS, create=False)
+        returned: dict[str, dict[str, str]] = {}
+        for row in rows:
+            owner = owners.get(_owner(project_id, row))
+            if key is not None and owner is not None:
+                values = _resealed(row, owner, key)
+                if values:
+                    returned[row["dedup_key"]] = values
+        self._events.reseal(hold.project, returned)
+        with self._uow() as uow:
+            record = uow.holds.lock(hold.id)
+            if record is None or record.returned_at is not None:
+                return
+            texts = 0
+            if key is not None:
+                found = uow.messages.covered(project_id, rooms, messages)
+                authors = self._keys.ciphers(uow, sorted({m.subject_id for m in found if m.subject_id}), CONTENT,
+                                             create=False)
+                for message in found:
+                    author = authors.get(message.subject_id or "")
+                    plain = _open(key, message.text, _TEXT_AAD) if message.text else None
+                    if plain is not None and author is not None:
+                        message.text = author.encrypt(plain, MESSAGE_TEXT_AAD)
+                        texts += 1
+            destroyed = len(self._keys.destroy(uow, [hold.id], HOLD))
+            record.returned_at = self._clock()
+            uow.audit(AuditRecord("job:holds", "hold.data_returned", hold.project, None,
+                                  {"hold_id": hold.id, "sql.messages": texts, "clickhouse.events": len(returned),
+                                   "keys_destroyed": destroyed}))
+            uow.commit()
+
+
+def _targets(hold: Hold) -> tuple[list[str], list[str]]:
+    """(rooms, message ids) a hold names."""
+    return ([hold.target], []) if hold.scope is Scope.ROOM else ([], [hold.target])
+
+
+def _owner(project_id: str, row: Mapping[str, Any]) -> str:
+    """The owner of the key an event's values are sealed under (see services.ingest._key_owner)."""
+    subject = str(row["subject_id"])
+    return day_key_owner(ANALYTICS, project_id, row["at"].date()) if subject == str(NO_SUBJECT) else subject
+
+
+def _resealed(row: Mapping[str, Any], to: Cipher, source: Cipher | None) -> dict[str, str]:
+    """An event's sealed values moved from `source` to `to`: those already under `to` and
+    those `source` cannot open stay as they are."""
+    moved = {}
+    for column in SEALED_COLUMNS:
+        token = row[column]
+        if not token or _opens(to, token, column):
+            continue
+        plain = _open(source, token, column)
+        if plain is not None:
+            moved[column] = to.encrypt(plain, column.encode())
+    return moved
+
+
+def _open(cipher: Cipher | None, token: str | None, aad: str) -> str | None:
+    if cipher is None or not token:
+        return None
+    try:
+        return cipher.decrypt(token, aad.encode())
+    except Undecryptable:
+        return None
+
+
+def _opens(cipher: Cipher, token: str, aad: str) -> bool:
+    return _open(cipher, token, aad) is not None

@@ -1,0 +1,101 @@
+"""Platform user ids, never stored in plaintext (issue 7, "encrypt at the door").
+
+A subject row links a platform user to Lethe's random subject id in two columns:
+- `user_key`: a keyed hash (HMAC-SHA256 under a key derived from LETHE_SECRET_KEY) of
+  (project id, user id): how a user is found again. Without the secret it reveals nothing, and
+  it cannot be reversed even with it (an attacker would have to guess the id);
+- `user_id`: the id itself, sealed under the subject's grace key (AES-256-GCM), for what must
+  show it: responses, the access report and the export.
+The purge sets both to NULL and destroys the grace key, so even the copies of the row that
+PostgreSQL's pages, its WAL or a backup still hold can no longer be opened.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+
+from app.domain.audit import AuditRecord
+from app.domain.crypto import derive_key
+from app.ports import UnitOfWorkFactory
+from app.services.keys import GRACE, KeyService, unsealed
+from app.stores.sql.models import Subject, new_id
+from app.stores.sql.uow import SqlUnitOfWork
+
+LOOKUP_LABEL = b"lethe/subject-lookup"
+USER_ID_AAD = "subjects.user_id"  # what a sealed user id is bound to
+ADMIN_PREFIX = "admin:"  # admins have their own namespace of subjects (domain.events.Actor.key)
+SEAL_BATCH = 1_000  # legacy subjects sealed per transaction
+
+
+class Identities:
+    def __init__(self, keys: KeyService, secret_key: bytes) -> None:
+        self._keys = keys
+        self._lookup = derive_key(secret_key, LOOKUP_LABEL)
+
+    def lookup(self, project_id: str, user_key: str) -> str:
+        """The keyed hash a user is found by (hex)."""
+        return hmac.new(self._lookup, f"{project_id}\x00{user_key}".encode(), hashlib.sha256).hexdigest()
+
+    def find(self, uow: SqlUnitOfWork, project_id: str, user_key: str) -> Subject | None:
+        return uow.subjects_bulk.find(project_id, [self.lookup(project_id, user_key)]).get(
+            self.lookup(project_id, user_key))
+
+    def ensure(self, uow: SqlUnitOfWork, project_id: str, user_keys: Iterable[str], now: datetime,
+               first_seen: Mapping[str, datetime] | None = None) -> dict[str, Subject]:
+        """The subject of every user key, created on first sight (concurrency-safe), with the
+        user id sealed under the new subject's grace key. `first_seen`: when a new user was
+        last active, if not `now` (an event's own time)."""
+        first_seen = first_seen or {}
+        hashes = {key: self.lookup(project_id, key) for key in sorted(set(user_keys))}
+        if not hashes:
+            return {}
+        found = uow.subjects_bulk.find(project_id, list(hashes.values()))
+        missing = [key for key, digest in hashes.items() if digest not in found]
+        if missing:
+            ids = {key: new_id() for key in missing}
+            ciphers = self._keys.ciphers(uow, list(ids.values()), GRACE, create=True)
+            uow.subjects_bulk.insert_missing([
+                {"id": ids[key], "project_id": project_id, "user_key": hashes[key],
+                 "user_id": ciphers[ids[key]].encrypt(key, USER_ID_AAD.encode()),
+                 "admin": key.startswith(ADMIN_PREFIX), "status": "active", "created_at": now,
+                 "last_seen_at": first_seen.get(key, now)} for key in missing])
+            found.update(uow.subjects_bulk.find(project_id, [hashes[key] for key in missing]))
+            lost = [ids[key] for key in missing if found[hashes[key]].id != ids[key]]
+            if lost:  # a concurrent transaction created these users first: our keys seal nothing
+                self._keys.destroy(uow, lost, GRACE)
+        return {key: found[digest] for key, digest in hashes.items()}
+
+    def user_ids(self, uow: SqlUnitOfWork, subjects: Iterable[Subject]) -> dict[str, str]:
+        """subject id -> the platform user key (admins keep their "admin:" prefix), opened with
+        each subject's grace key. Purged subjects (no link, no key) are absent."""
+        linked = [s for s in subjects if s.user_id is not None]
+        if not linked:
+            return {}
+        ciphers = self._keys.ciphers(uow, [s.id for s in linked], GRACE, create=False)
+        opened = {s.id: unsealed(ciphers.get(s.id), s.user_id, USER_ID_AAD) for s in linked}
+        return {sid: user for sid, user in opened.items() if user is not None}
+
+    def user_id(self, uow: SqlUnitOfWork, subject: Subject | None) -> str | None:
+        return None if subject is None else self.user_ids(uow, [subject]).get(subject.id)
+
+    def seal_legacy(self, uow_factory: UnitOfWorkFactory, batch: int = SEAL_BATCH) -> int:
+        """Seal the user ids that older versions stored in plaintext (run by `lethe migrate`
+        after the schema): a batch per transaction, each audited; safe to run again. Returns
+        how many were sealed."""
+        total = 0
+        while True:
+            with uow_factory() as uow:
+                rows = uow.subjects_bulk.unsealed(batch)
+                if not rows:
+                    return total
+                ciphers = self._keys.ciphers(uow, [s.id for s in rows], GRACE, create=True)
+                for subject in rows:
+                    user = subject.user_id or ""
+                    subject.user_key = self.lookup(subject.project_id, user)
+                    subject.user_id = ciphers[subject.id].encrypt(user, USER_ID_AAD.encode())
+                uow.audit(AuditRecord("operator:migrate", "subjects.sealed", None, None, {"subjects": len(rows)}))
+                uow.commit()
+                total += len(rows)

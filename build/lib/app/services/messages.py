@@ -1,0 +1,90 @@
+"""Chat messages as the partner sees them (CONTRACT §3 "Messages")."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from app.domain.audit import AuditRecord
+from app.domain.holds import Data
+from app.domain.messages import message_state
+from app.ports import UnitOfWorkFactory
+from app.services.errors import NotFound
+from app.services.holds import HoldService
+from app.services.identities import Identities
+from app.services.policies import PolicyBook
+from app.services.summary import JobSummary
+
+
+class MessageService:
+    def __init__(self, uow: UnitOfWorkFactory) -> None:
+        self._uow = uow
+
+    def get(self, project_id: str, message_id: str) -> dict[str, Any]:
+        with self._uow() as uow:
+            message = uow.messages.get(project_id, message_id)
+            if message is None:
+                raise NotFound(f"message {message_id} not found")
+            author = uow.subjects.get(message.subject_id) if message.subject_id else None
+            open_complaints = uow.complaints.open_count(project_id, message_id)
+        state = message_state(deleted_at=message.deleted_at, removed_at=message.removed_at,
+                              archived_at=message.archived_at, open_complaints=open_complaints,
+                              author_erased=author is not None and author.status != "active")
+        return {"message_id": message.message_id, "room_id": message.room_id, "state": state.value,
+                "deleted_at": message.deleted_at.isoformat() if message.deleted_at else None,
+                "open_complaints": open_complaints,
+                "archived_at": message.archived_at.isoformat() if message.archived_at else None}
+
+
+class MessageFeedService:
+    """Job `message_feed`: a deleted message leaves the admin feed `message_feed_days` after its
+    deletion (text erased) unless complaints are open; held messages are left as they are."""
+
+    def __init__(self, uow: UnitOfWorkFactory, policies: PolicyBook, holds: HoldService,
+                 identities: Identities) -> None:
+        self._ids = identities
+        self._uow = uow
+        self._policies = policies
+        self._holds = holds
+
+    def run(self, now: datetime) -> JobSummary:
+        summary = JobSummary("message_feed", now)
+        with self._uow() as uow:
+            projects = uow.projects.names(uow.projects.all_ids())
+            holds = self._holds.standing(uow, list(projects), now)
+            for project_id, name in sorted(projects.items(), key=lambda p: p[1]):
+                cutoff = now - timedelta(days=self._policies.for_project(name).message_feed_days)
+                removable = []
+                leaving = uow.messages.leaving_feed(project_id, cutoff)
+                authors = self._ids.user_ids(uow, [author for _, author in leaving if author is not None])
+                for message, author in leaving:
+                    data = Data.message(name, authors.get(author.id) if author else None, message.room_id,
+                                        message.message_id)
+                    if self._holds.blocking(holds, data, now):
+                        summary.held += 1
+                        continue
+                    removable.append(message.id)
+                uow.messages.remove(removable, now)
+                summary.processed += len(removable)
+                if removable:
+                    uow.audit(AuditRecord("job:message_feed", "messages.removed_from_feed", name, None,
+                                          {"messages": len(removable)}))
+            summary.stores["sql.messages"] = summary.processed
+            uow.commit()
+        return summary
+
+    def resolve(self, project_id: str, message_id: str, *, actor: str, now: datetime) -> dict[str, Any]:
+        """Process every open complaint on the message; a deleted, reported message is archived."""
+        with self._uow() as uow:
+            message = uow.messages.get(project_id, message_id)
+            if message is None:
+                raise NotFound(f"message {message_id} not found")
+            resolved = uow.complaints.resolve(project_id, message_id, now)
+            if message.deleted_at is not None and resolved and message.archived_at is None:
+                message.archived_at = now
+            names = uow.projects.names([project_id])
+            uow.audit(AuditRecord(actor, "message.complaints_resolved", names[project_id], None,
+                                  {"message_id": message_id, "complaints": resolved,
+                                   "archived": message.archived_at is not None}))
+            uow.commit()
+        return {"message_id": message_id, "resolved": resolved}

@@ -1,0 +1,132 @@
+"""Partner offboarding: `lethe project offboard` ends the partnership and revokes the keys;
+job `offboarding` then deletes all the project's data in both stores, except held data."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import delete, select, update
+
+from app.domain.audit import AuditRecord
+from app.domain.holds import Data, Hold, Scope
+from app.ports import Clock, UnitOfWorkFactory
+from app.services.accounts import AccountService
+from app.services.dead_letters import DeadLetterService
+from app.services.errors import Conflict, NotFound
+from app.services.holds import HoldService
+from app.services.identities import Identities
+from app.services.keys import ANALYTICS, KeyService
+from app.services.summary import JobSummary
+from app.stores.clickhouse.lifecycle import EventLifecycle
+from app.stores.sql.models import (
+    Complaint,
+    DeletionRequest,
+    EventReceipt,
+    IdempotencyKey,
+    Login,
+    Message,
+    Profile,
+    Project,
+    Subject,
+    Suppression,
+)
+from app.stores.sql.uow import SqlUnitOfWork
+
+
+class OffboardingService:
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock, holds: HoldService, events: EventLifecycle,
+                 accounts: AccountService, keys: KeyService, dead_letters: DeadLetterService,
+                 identities: Identities) -> None:
+        self._ids = identities
+        self._keys = keys
+        self._dead_letters = dead_letters
+        self._uow = uow
+        self._clock = clock
+        self._holds = holds
+        self._events = events
+        self._accounts = accounts
+
+    def offboard(self, name: str, *, actor: str = "operator:cli") -> dict[str, str]:
+        """End the partnership: keys stop working at once; the job deletes the data."""
+        with self._uow() as uow:
+            project = uow.projects.by_name(name)
+            if project is None:
+                raise NotFound(f"no such project: {name}")
+            if project.status != "active":
+                raise Conflict(f"project {name} is already {project.status}")
+            project.status, project.ended_at = "offboarding", self._clock()
+            uow.audit(AuditRecord(actor, "project.offboarded", name, None, {}))
+            uow.commit()
+        self._accounts.forget()
+        return {"project": name, "status": "offboarding"}
+
+    def run(self, now: datetime) -> JobSummary:
+        summary = JobSummary("offboarding", now)
+        with self._uow() as uow:
+            projects = [(p.id, p.name) for p in uow.projects.with_status("offboarding")]
+        for project_id, name in projects:
+            with self._uow() as uow:
+                holds = self._holds.standing(uow, [project_id], now)
+                held = self._holds.in_events(uow, holds)
+            if any(h.scope is Scope.PROJECT for h in holds):
+                summary.held += 1  # the whole project is frozen: nothing is touched
+                continue
+            events = self._events.delete_project(name, held)
+            with self._uow() as uow:
+                counts = {"clickhouse.events": events, **self._sql(uow, project_id, name, holds, now)}
+                remaining = len(holds)
+                project = uow.session.get(Project, project_id)
+                assert project is not None
+                if not remaining:
+                    project.status = "ended"
+                uow.audit(AuditRecord("job:offboarding", "project.data_deleted", name, None,
+                                      {"evidence": counts, "held_back": remaining}))
+                uow.commit()
+            summary.processed += 1
+            summary.held += int(bool(holds))
+            for key, value in counts.items():
+                summary.stores[key] = summary.stores.get(key, 0) + value
+        return summary
+
+    def _sql(self, uow: SqlUnitOfWork, project_id: str, name: str, holds: Sequence[Hold],
+             now: datetime) -> dict[str, int]:
+        session = uow.session
+        held_users = {self._ids.lookup(project_id, h.target) for h in holds if h.scope is Scope.USER}
+        messages = list(session.execute(
+            select(Message.id, Message.message_id, Message.room_id, Message.subject_id)
+            .where(Message.project_id == project_id)))
+        users = self._ids.user_ids(uow, uow.subjects.by_ids(sorted({m.subject_id for m in messages if m.subject_id})))
+        doomed, kept, authors_of_kept = [], set(), set()
+        for row_id, message_id, room_id, subject_id in messages:
+            data = Data.message(name, users.get(subject_id or ""), room_id, message_id)
+            if self._holds.blocking(holds, data, now):
+                kept.add(message_id)
+                authors_of_kept.add(subject_id)  # a held message keeps its attribution too
+            else:
+                doomed.append(row_id)
+        subjects = list(session.execute(select(Subject.id, Subject.user_key).where(Subject.project_id == project_id)))
+        free_subjects = [sid for sid, user in subjects if user not in held_users and sid not in authors_of_kept]
+
+        def gone(statement: object) -> int:
+            return int(session.execute(statement).rowcount)  # type: ignore[call-overload]
+
+        counts = {
+            "sql.messages": gone(delete(Message).where(Message.id.in_(doomed))) if doomed else 0,
+            "sql.complaints": gone(delete(Complaint).where(Complaint.project_id == project_id,
+                                                           Complaint.message_id.not_in(kept))),
+            "sql.profiles": gone(delete(Profile).where(Profile.subject_id.in_(free_subjects))),
+            "sql.logins": gone(delete(Login).where(Login.subject_id.in_(free_subjects))),
+            "sql.dead_letters": self._dead_letters.expire(uow, project_id),
+            "sql.event_receipts": gone(delete(EventReceipt).where(EventReceipt.project_id == project_id)),
+            "sql.idempotency_keys": gone(delete(IdempotencyKey).where(IdempotencyKey.project_id == project_id)),
+            "sql.suppressions": gone(delete(Suppression).where(Suppression.project_id == project_id)),
+        }
+        session.execute(update(DeletionRequest).where(DeletionRequest.subject_id.in_(free_subjects))
+                        .values(reason=None))
+        # the keys to their events' personal values; the project's day keys once no hold remains
+        counts["sql.data_keys"] = len(self._keys.destroy(uow, free_subjects))  # every purpose
+        if not holds:
+            counts["sql.data_keys"] += self._keys.destroy_day_keys(uow, ANALYTICS, project_id)
+        counts["sql.subjects"] = uow.subjects.destroy_links(free_subjects, now)
+        return counts

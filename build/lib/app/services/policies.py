@@ -1,0 +1,42 @@
+"""Loads `policies/default.toml` and `policies/projects/<name>.toml` into Policy objects."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from app.domain.policy import Column, Limits, Policy, PolicyError, parse_datamap, parse_limits, parse_policy
+
+
+class PolicyBook:
+    """The default policy and per-project overrides, read once at start-up."""
+
+    def __init__(self, default: Policy, projects: dict[str, Policy] | None = None,
+                 datamap: dict[tuple[str, str, str], Column] | None = None, limits: Limits | None = None) -> None:
+        self.default = default
+        self.projects = projects or {}
+        self.datamap = datamap or {}
+        self.limits = limits or Limits()
+
+    @classmethod
+    def load(cls, directory: Path) -> PolicyBook:
+        if not directory.is_dir():
+            raise PolicyError(f"policy directory {directory} does not exist (set LETHE_POLICY_DIR)")
+        default_file = directory / "default.toml"
+        doc = _read(default_file) if default_file.exists() else {}
+        default = parse_policy(doc, origin=str(default_file))
+        projects: dict[str, Policy] = {}
+        for path in sorted((directory / "projects").glob("*.toml")):
+            projects[path.stem] = parse_policy(_read(path), default, origin=str(path))
+        return cls(default, projects, parse_datamap(doc, origin=str(default_file)),
+                   parse_limits(doc, origin=str(default_file)))
+
+    def for_project(self, name: str) -> Policy:
+        return self.projects.get(name, self.default)
+
+
+def _read(path: Path) -> dict[str, object]:
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"{path}: {exc}") from exc

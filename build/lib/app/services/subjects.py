@@ -1,0 +1,137 @@
+"""What Lethe holds about one user, per store and table: the basis of an access request."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import func, select
+
+from app.domain.audit import AuditRecord, subject_hash
+from app.domain.crypto import Cipher
+from app.domain.events import EXTRA, PERSONAL_COLUMNS
+from app.domain.holds import Data, covers
+from app.ports import UnitOfWorkFactory
+from app.services.dead_letters import DeadLetterService
+from app.services.deletion import to_dict
+from app.services.errors import NotFound
+from app.services.holds import to_domain
+from app.services.identities import Identities
+from app.services.keys import ANALYTICS, CONTENT, GRACE, HOLD, MESSAGE_TEXT_AAD, KeyService, unsealed
+from app.stores.clickhouse.events import EventStore
+from app.stores.sql.models import Complaint, DeletionRequest, HoldRecord, Login, Message, Profile, Subject
+
+
+class SubjectService:
+    def __init__(self, uow: UnitOfWorkFactory, events: EventStore, keys: KeyService, secret_key: bytes,
+                 dead_letters: DeadLetterService, identities: Identities) -> None:
+        self._ids = identities
+        self._dead_letters = dead_letters
+        self._uow = uow
+        self._events = events
+        self._keys = keys
+        self._secret = secret_key
+
+    def report(self, projects: Mapping[str, str], user_id: str) -> dict[str, Any]:
+        """`projects`: id -> name of the projects the caller may see."""
+        found: list[dict[str, Any]] = []
+        with self._uow() as uow:
+            for project_id, name, subject in self._subjects(uow, projects, user_id):
+                count = _counter(uow.session)
+                sql: dict[str, Any] = {
+                    "sql.subjects": 1,
+                    "sql.profiles": count(Profile, Profile.subject_id == subject.id),
+                    "sql.messages": count(Message, Message.subject_id == subject.id),
+                    "sql.complaints": count(Complaint, Complaint.reporter_subject_id == subject.id),
+                    "sql.logins": count(Login, Login.subject_id == subject.id),
+                    "sql.dead_letters": len(self._dead_letters.mentioning(uow, project_id, [user_id]).get(user_id, [])),
+                }
+                found.append({**_about(uow, project_id, name, subject, user_id),
+                              "stores": {**sql, "clickhouse.events": self._events.count_for(subject.id)}})
+        if not found:
+            raise NotFound("Lethe holds nothing about this user in your projects")
+        return {"user_id": user_id, "projects": found}
+
+    def _subjects(self, uow: Any, projects: Mapping[str, str], user_id: str) -> Iterator[tuple[str, str, Subject]]:
+        """(project id, name, subject) of the user in each project the caller may see, by name."""
+        for project_id, name in sorted(projects.items(), key=lambda p: p[1]):
+            subject = self._ids.find(uow, project_id, user_id)
+            if subject is not None:
+                yield project_id, name, subject
+
+    def export(self, projects: Mapping[str, str], user_id: str, *, actor: str) -> dict[str, Any]:
+        """Everything Lethe holds about the user, decrypted (GDPR Art. 15/20): profile, messages,
+        events with their personal values, requests and holds, per project. Values whose key is
+        destroyed are gone for everyone, this export included. The export itself is audited."""
+        found: list[dict[str, Any]] = []
+        with self._uow() as uow:
+            for project_id, name, subject in self._subjects(uow, projects, user_id):
+                # what room and message holds took under their own keys opens with those
+                holds = [r.id for r in uow.holds.sealed_not_returned() if r.project_id == project_id]
+                held = list(self._keys.ciphers(uow, holds, HOLD, create=False).values())
+                cipher = [*self._keys.ciphers(uow, [subject.id], ANALYTICS, create=False).values(), *held]
+                grace = self._keys.ciphers(uow, [subject.id], GRACE, create=False).get(subject.id)
+                content = [*self._keys.ciphers(uow, [subject.id], CONTENT, create=False).values(), *held]
+                profile = uow.session.get(Profile, subject.id)
+                messages = uow.session.scalars(select(Message).where(Message.subject_id == subject.id)
+                                               .order_by(Message.sent_at))
+                found.append({
+                    **_about(uow, project_id, name, subject, user_id),
+                    "profile": None if profile is None else {
+                        "display_name": unsealed(grace, profile.display_name, "display_name"),
+                        "avatar_url": unsealed(grace, profile.avatar_url, "avatar_url"),
+                        "updated_at": profile.updated_at.isoformat()},
+                    "messages": [{"message_id": m.message_id, "room_id": m.room_id,
+                                  "text": unsealed(content, m.text, MESSAGE_TEXT_AAD.decode()),
+                                  "sent_at": m.sent_at.isoformat(),
+                                  "deleted_at": m.deleted_at.isoformat() if m.deleted_at else None}
+                                 for m in messages if not m.placeholder],
+                    "events": [_opened(row, cipher) for row in self._events.of_subject(subject.id)],
+                })
+                uow.audit(AuditRecord(actor, "subject.exported", name, subject_hash(self._secret, name, user_id),
+                                      {"events": len(found[-1]["events"])}))
+            if not found:
+                raise NotFound("Lethe holds nothing about this user in your projects")
+            uow.commit()
+        return {"user_id": user_id, "projects": found}
+
+
+
+
+def _about(uow: Any, project_id: str, name: str, subject: Subject, user_id: str) -> dict[str, Any]:
+    """What the report and the export both say of the user in one project."""
+    requests = uow.session.scalars(select(DeletionRequest).where(DeletionRequest.subject_id == subject.id)
+                                   .order_by(DeletionRequest.requested_at))
+    return {"project": name, "status": subject.status, "first_seen": subject.created_at.isoformat(),
+            "last_seen": subject.last_seen_at.isoformat(),
+            "requests": [to_dict(r, name, user_id, uow.now()) for r in requests],
+            "holds": _holds_on(uow, project_id, name, user_id, subject.id)}
+
+
+def _opened(row: Mapping[str, Any], cipher: Sequence[Cipher]) -> dict[str, Any]:
+    """One event for the export: its personal values opened where the key still exists."""
+    opened = {column: unsealed(cipher, row[column], column) for column in PERSONAL_COLUMNS}
+    extra = unsealed(cipher, row[EXTRA], EXTRA)
+    return {"event": row["event"], "at": row["at"].isoformat(), "room_id": row["room_id"] or None,
+            "message_id": row["message_id"] or None, "platform": row["platform"] or None,
+            "personal": {column: value for column, value in opened.items() if value},
+            "properties": {**json.loads(row["properties"] or "{}"), **json.loads(extra or "{}")}}
+
+
+def _holds_on(uow: Any, project_id: str, project: str, user_id: str, subject_id: str) -> list[dict[str, Any]]:
+    """Every hold (standing or released) that names this user, their messages or their rooms."""
+    refs = uow.messages.refs([subject_id]).get(subject_id, (set(), set()))
+    data = Data(project, frozenset({user_id}), frozenset(refs[0]), frozenset(refs[1]))
+    rows = uow.session.scalars(select(HoldRecord).where(HoldRecord.project_id == project_id)
+                               .order_by(HoldRecord.placed_at))
+    return [{"id": r.id, "scope": r.scope, "placed_at": r.placed_at.isoformat(),
+             "released_at": r.released_at.isoformat() if r.released_at else None}
+            for r in rows if covers(to_domain(r, project), data)]
+
+
+def _counter(session: Any) -> Any:
+    def count(model: Any, where: Any) -> int:
+        return int(session.scalar(select(func.count()).select_from(model).where(where)) or 0)
+
+    return count

@@ -1,0 +1,211 @@
+"""The SQL tables' parts of an erasure (see app.ports.SqlErasureStep)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sqlalchemy import delete, func, select, update
+
+from app.domain.policy import Handles
+from app.ports import DeadLetterFinder, ErasureBatch, KeyDestroyer, SqlErasureStep, Suppressor
+from app.stores.sql.models import DeletionRequest, Login, Profile
+from app.stores.sql.operational import Kept
+from app.stores.sql.uow import SqlUnitOfWork
+
+
+def _per_subject(uow: SqlUnitOfWork, column: object, where: object, batch: ErasureBatch) -> dict[str, int]:
+    rows = uow.session.execute(
+        select(column, func.count()).where(where).group_by(column)  # type: ignore[call-overload]
+    )
+    counts = {subject_id: 0 for subject_id in batch.subject_ids}
+    counts.update({str(subject_id): int(n) for subject_id, n in rows})
+    return counts
+
+
+class ProfilesStep:
+    """Display name and avatar: hidden with the subject at once, deleted on purge."""
+
+    name = "sql.profiles"
+    handles: Handles = frozenset(("sql.profiles", c, "delete_on_purge") for c in (
+        "subject_id", "display_name", "display_name_at", "avatar_url", "avatar_at", "updated_at"))
+
+    def anonymise(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+        return {}  # the subject's `hidden` status hides the profile everywhere it is read
+
+    def purge(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+        counts = self.residual(uow, batch)
+        uow.profiles.delete(batch.subject_ids)
+        return {k: v for k, v in counts.items() if v}
+
+    def residual(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+        return _per_subject(uow, Profile.subject_id, Profile.subject_id.in_(batch.subject_ids), batch)
+
+
+class RequestReasonsStep:
+    """The partner's free-text `reason` on the subject's requests may name the person."""
+
+    name = "sql.deletion_requests"
+    handles: Handles = frozenset({("sql.deletion_requests", "reason", "null_on_purge")})
+
+    def anonymise(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+        return {}
+
+    def purge(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+        counts = self.residual(uow, batch)
+        uow.session.execute(
+            update(DeletionRequest).where(DeletionRequest.subject_id.in_(batch.subject_ids))
+            .values(reason=None)
+        )
+        return {k: v for k, v in counts.items() if v}
+
+    def residual(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+        return _per_subject(
+            uow, DeletionRequest.subject_id,
+            DeletionRequest.subject_id.in_(batch.subject_ids) & DeletionRequest.reason.is_not(None), batch,
+        )
+
+
+class MessagesStep:
+    """Messages show as from a deleted user at once (the subject is hidden); in immediate mode
+    they are deleted, except what room and message holds keep; after grace they stay, anonymous
+    (nothing links them to the person)."""
+
+    name = "sql.messages"
+    handles: Handles = frozenset({("sql.messages", "text", "kept_anonymous_deleted_if_immediate")})
+
+    def anonymise(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+        return uow.messages.per_subject(batch.subject_ids)
+
+    def purge(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+        immediate = sorted(batch.immediate)
+        if not immediate:
+            return {}
+        counts = uow.messages.per_subject_except(immediate, _kept(batch))
+        uow.messages.delete_for(immediate, _kept(batch))
+        return counts
+
+    def residual(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+        return uow.messages.per_subject_except(sorted(batch.immediate), _kept(batch)) if batch.immediate else {}
+
+
+def _kept(batch: ErasureBatch) -> Kept:
+    return sorted(batch.kept_rooms), sorted(batch.kept_messages)
+
+
+class LoginsStep:
+    """Login IPs (stored only where the policy allows): deleted on purge."""
+
+    name = "sql.logins"
+    handles: Handles = frozenset(("sql.logins", c, "delete_on_purge") for c in ("subject_id", "ip", "at"))
+
+    def anonymise(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+        return {}
+
+    def purge(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+        counts = self.residual(uow, batch)
+        uow.session.execute(delete(Login).where(Login.subject_id.in_(batch.subject_ids)))
+        return {k: v for k, v in counts.items() if v}
+
+    def residual(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+        return _per_subject(uow, Login.subject_id, Login.subject_id.in_(batch.subject_ids), batch)
+
+
+class DeadLettersStep:
+    """Rejected raw bodies that mention the user id: deleted at once (they are unlinkable
+    only once gone), and again on purge for any that arrived meanwhile."""
+
+    name = "sql.dead_letters"
+    handles: Handles = frozenset({("sql.dead_letters", "body", "delete_on_anonymise")})
+
+    def __init__(self, finder: DeadLetterFinder) -> None:
+        self._finder = finder
+
+    def anonymise(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+        found = self._mentioning(uow, batch)
+        uow.dead_letters.delete(sorted({i for ids in found.values() for i in ids}))
+        return {subject: len(ids) for subject, ids in found.items()}
+
+    purge = anonymise
+
+    def residual(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+        return {subject: len(ids) for subject, ids in self._mentioning(uow, batch).items()}
+
+    def _mentioning(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for project_id in sorted(set(batch.project_of.values())):
+            users = {subject: user.removeprefix("admin:") for subject, user in batch.user_of.items()
+                     if batch.project_of.get(subject) == project_id}
+            by_user = self._finder.mentioning(uow, project_id, sorted(set(users.values())))
+            for subject, user in users.items():
+                if by_user.get(user):
+                    found[subject] = by_user[user]
+        return found
+
+
+class KeysStep:
+    """A subject's data key of one purpose, destroyed in the transaction that records the step.
+
+    - "analytics", at anonymise: every personal value of the subject's events (in ClickHouse,
+      its replicas and backups) becomes unreadable at once: one key row per subject, whatever
+      the size of its history, and nothing outside this transaction to go wrong.
+    - "grace", at purge: what grace keeps restorable (profile, login IPs, the request's
+      reason), so the copies of those rows left in WAL and backups are unreadable too.
+    - "content", at the purge of `immediate` requests only: their message texts, deleted with
+      the messages in the same step (after a grace-mode purge the messages stay, anonymous).
+    Purpose names are app.services.keys.ANALYTICS / GRACE / CONTENT (stores do not import services).
+    """
+
+    handles: Handles = frozenset({("sql.data_keys", "owner", "delete_on_purge")})
+
+    def __init__(self, keys: KeyDestroyer, purpose: str, *, at_anonymise: bool, immediate_only: bool = False) -> None:
+        self._keys = keys
+        self.purpose = purpose
+        self.name = f"keys.{purpose}"
+        self._at_anonymise = at_anonymise
+        self._immediate_only = immediate_only
+
+    def anonymise(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+        return self._destroy(uow, batch) if self._at_anonymise else {}
+
+    def purge(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+        return self._destroy(uow, batch)  # a key made during grace (after a restore) goes too
+
+    def residual(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+        subjects = self._subjects(batch)
+        found = uow.keys.having(subjects, self.purpose)
+        return {subject: int(subject in found) for subject in subjects}
+
+    def _subjects(self, batch: ErasureBatch) -> list[str]:
+        return sorted(batch.immediate) if self._immediate_only else list(batch.subject_ids)
+
+    def _destroy(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+        subjects = self._subjects(batch)
+        return {owner: 1 for owner in self._keys.destroy(uow, subjects, self.purpose)} if subjects else {}
+
+
+class SuppressionStep:
+    """After the purge, the user (a keyed hash of them) is suppressed for a while: late events
+    are dropped at the door. Nothing personal is left behind, so there is no residual."""
+
+    name = "sql.suppressions"
+    handles: Handles = frozenset()  # keyed hashes only; retention expires them (RetentionService)
+
+    def __init__(self, suppressor: Suppressor) -> None:
+        self._suppressor = suppressor
+
+    def anonymise(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+        return {}
+
+    def purge(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+        return self._suppressor.suppress_purged(uow, batch)
+
+    def residual(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+        return {}
+
+
+def sql_steps(keys: KeyDestroyer, dead_letters: DeadLetterFinder, suppressor: Suppressor) -> list[SqlErasureStep]:
+    """Every SQL table that holds personal data (or the keys to it), in the order they are erased."""
+    return [KeysStep(keys, "analytics", at_anonymise=True), KeysStep(keys, "grace", at_anonymise=False),
+            KeysStep(keys, "content", at_anonymise=False, immediate_only=True),
+            ProfilesStep(), RequestReasonsStep(), MessagesStep(), LoginsStep(), DeadLettersStep(dead_letters),
+            SuppressionStep(suppressor)]

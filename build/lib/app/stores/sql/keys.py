@@ -1,0 +1,152 @@
+"""The key table's repository: wrapped data keys per (owner, purpose) and the KEK versions.
+
+Rows come back as plain `StoredKey` values, not ORM objects: keys are read in bulk on every
+ingest batch, rewritten by rotation and deleted by erasure, and an identity map would only
+hold stale copies of key material for longer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, bindparam, delete, func, select, update
+from sqlalchemy.orm import Session
+
+from app.stores.sql.models import DataKey, KeyEncryptionKey
+from app.stores.sql.operational import insert_ignoring_conflicts
+from app.stores.sql.repositories import member_of
+
+CHUNK = 500  # owners per IN (...): far below SQLite's bound-parameter limit
+_KEYS: Table = DataKey.__table__  # type: ignore[assignment]
+_KEKS: Table = KeyEncryptionKey.__table__  # type: ignore[assignment]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredKey:
+    id: str
+    owner: str
+    purpose: str
+    kek_version: int
+    wrapped: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class KekVersion:
+    version: int
+    check: str
+    retired_at: datetime | None
+
+
+def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), CHUNK):
+        yield items[start:start + CHUNK]
+
+
+def _stored(row: Any) -> StoredKey:
+    return StoredKey(row.id, row.owner, row.purpose, row.kek_version, bytes(row.wrapped))
+
+
+class DataKeys:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    # --- data keys -----------------------------------------------------------------------
+
+    def get(self, owners: Sequence[str], purpose: str) -> dict[str, StoredKey]:
+        """owner -> its key of this purpose, for the owners that have one."""
+        found: dict[str, StoredKey] = {}
+        wanted = sorted(set(owners))
+        if wanted and self.session.get_bind().dialect.name == "postgresql":  # one array parameter, any number
+            rows = self.session.execute(select(_KEYS).where(_KEYS.c.purpose == purpose,
+                                                            member_of(self.session, _KEYS.c.owner, wanted)))
+            return {row.owner: _stored(row) for row in rows}
+        for chunk in _chunks(wanted):
+            rows = self.session.execute(select(_KEYS).where(_KEYS.c.purpose == purpose, _KEYS.c.owner.in_(chunk)))
+            found.update((row.owner, _stored(row)) for row in rows)
+        return found
+
+    def having(self, owners: Sequence[str], purpose: str) -> set[str]:
+        """The owners that have a key of this purpose (no key material read: erasure counts)."""
+        found: set[str] = set()
+        for chunk in _chunks(sorted(set(owners))):
+            found.update(self.session.scalars(select(_KEYS.c.owner).where(_KEYS.c.purpose == purpose,
+                                                                          _KEYS.c.owner.in_(chunk))))
+        return found
+
+    def create_missing(self, rows: Sequence[Mapping[str, Any]]) -> list[StoredKey]:
+        """Insert keys (id, owner, purpose, kek_version, wrapped, created_at) unless the owner
+        already has one of that purpose, then return what is stored for those owners. Two
+        processes creating the same owner's key end with one key, and both get that one."""
+        insert_ignoring_conflicts(self.session, _KEYS, rows)
+        stored: list[StoredKey] = []
+        by_purpose: dict[str, list[str]] = {}
+        for row in rows:
+            by_purpose.setdefault(row["purpose"], []).append(row["owner"])
+        for purpose, owners in by_purpose.items():
+            stored.extend(self.get(owners, purpose).values())
+        return stored
+
+    def owners_between(self, low: str, high: str, purpose: str) -> list[str]:
+        """Owners in [low, high) with a key of this purpose: e.g. a project's day keys
+        ("events:<project>:<YYYY-MM-DD>") before a date, as ISO dates sort as strings."""
+        return list(self.session.scalars(select(_KEYS.c.owner).where(
+            _KEYS.c.purpose == purpose, _KEYS.c.owner >= low, _KEYS.c.owner < high)))
+
+    def destroy(self, owners: Sequence[str], purpose: str | None) -> list[str]:
+        """Physically DELETE the owners' keys (of one purpose, or all); the owners of the keys
+        deleted, one entry per key (DELETE ... RETURNING: no separate count query)."""
+        deleted: list[str] = []
+        for chunk in _chunks(sorted(set(owners))):
+            statement = delete(_KEYS).where(_KEYS.c.owner.in_(chunk))
+            if purpose is not None:
+                statement = statement.where(_KEYS.c.purpose == purpose)
+            deleted.extend(self.session.scalars(statement.returning(_KEYS.c.owner)))
+        return deleted
+
+    def under_older_versions(self, version: int, after_id: str | None, limit: int) -> list[StoredKey]:
+        """The next keys (by id, after `after_id`) still wrapped under a version below
+        `version`: rotation walks the table in keyset-paginated batches."""
+        query = select(_KEYS).where(_KEYS.c.kek_version < version).order_by(_KEYS.c.id).limit(limit)
+        if after_id is not None:
+            query = query.where(_KEYS.c.id > after_id)
+        return [_stored(row) for row in self.session.execute(query)]
+
+    def rewrap(self, rows: Sequence[tuple[str, int, int, bytes]]) -> int:
+        """(id, old version, new version, wrapped) per key; a key deleted or already re-wrapped
+        meanwhile is left alone (the old version in the WHERE clause). Rows changed."""
+        if not rows:
+            return 0
+        statement = (update(_KEYS).where(_KEYS.c.id == bindparam("kid"), _KEYS.c.kek_version == bindparam("old"))
+                     .values(kek_version=bindparam("new"), wrapped=bindparam("w")))
+        params = [{"kid": i, "old": o, "new": n, "w": w} for i, o, n, w in rows]
+        result = self.session.connection().execute(statement, params)
+        return int(result.rowcount)
+
+    def count_by_version(self) -> dict[int, int]:
+        rows = self.session.execute(select(_KEYS.c.kek_version, func.count()).group_by(_KEYS.c.kek_version))
+        return {int(v): int(n) for v, n in rows}
+
+    # --- key-encryption key versions -----------------------------------------------------
+
+    def kek_versions(self) -> dict[int, KekVersion]:
+        rows = self.session.execute(select(_KEKS.c.version, _KEKS.c.check, _KEKS.c.retired_at))
+        return {int(r.version): KekVersion(int(r.version), r.check, r.retired_at) for r in rows}
+
+    def current_kek(self) -> KekVersion | None:
+        """The newest version: new keys are wrapped under it."""
+        row = self.session.execute(select(_KEKS.c.version, _KEKS.c.check, _KEKS.c.retired_at)
+                                   .order_by(_KEKS.c.version.desc()).limit(1)).first()
+        return None if row is None else KekVersion(int(row.version), row.check, row.retired_at)
+
+    def add_kek(self, version: int, check: str, now: datetime) -> None:
+        """Record a version unless it exists (two processes starting the first one agree)."""
+        insert_ignoring_conflicts(self.session, _KEKS, [{"version": version, "check": check, "created_at": now,
+                                                         "retired_at": None}])
+
+    def retire_below(self, version: int, now: datetime) -> int:
+        statement = (update(_KEKS).where(_KEKS.c.version < version, _KEKS.c.retired_at.is_(None))
+                     .values(retired_at=now))
+        return int(self.session.execute(statement).rowcount)  # type: ignore[attr-defined]

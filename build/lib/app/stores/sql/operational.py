@@ -1,0 +1,327 @@
+"""Repositories for the operational data events bring: subjects in bulk, receipts, messages,
+complaints, logins, dead letters. Bulk statements: a webhook batch holds up to 1,000 events."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, bindparam, case, delete, func, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from app.stores.sql.models import Complaint, DeadLetter, EventReceipt, Login, Message, Subject, Suppression, new_id
+from app.stores.sql.repositories import decode_time_cursor, encode_cursor, member_of
+
+
+def insert_ignoring_conflicts(session: Session, table: Table, rows: Sequence[Mapping[str, Any]],
+                              returning: Any = None) -> list[Any]:
+    """INSERT ... ON CONFLICT DO NOTHING on both dialects; returns `returning` of inserted rows."""
+    if not rows:
+        return []
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(table).on_conflict_do_nothing()
+    if returning is None:
+        session.execute(statement, list(rows))  # executemany: one cached statement for any count
+        return []
+    return list(session.scalars(statement.returning(returning), list(rows)))
+
+
+def upsert_filling(session: Session, table: Table, rows: Sequence[Mapping[str, Any]], keys: Sequence[str],
+                   fill: Sequence[str], where: Any, keep: Mapping[str, Any] | None = None) -> None:
+    """INSERT, or on a conflict on `keys` overwrite the `fill` columns of the existing row
+    where `where` holds (both dialects); otherwise the existing row is left alone. `keep`:
+    per fill column, a condition under which the existing row keeps its own value."""
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(table)
+    keep = keep or {}
+    values = {c: case((keep[c], table.c[c]), else_=statement.excluded[c]) if c in keep else statement.excluded[c]
+              for c in fill}
+    statement = statement.on_conflict_do_update(index_elements=list(keys), set_=values, where=where)
+    session.execute(statement, list(rows))
+
+
+class SubjectsBulk:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def find(self, project_id: str, user_keys: Sequence[str]) -> dict[str, Subject]:
+        """user key (the keyed hash, see app.services.identities) -> subject, for those known."""
+        if not user_keys:
+            return {}
+        rows = self.session.scalars(select(Subject).where(Subject.project_id == project_id,
+                                                          member_of(self.session, Subject.user_key, user_keys)))
+        return {s.user_key: s for s in rows if s.user_key is not None}
+
+    def unsealed(self, limit: int) -> list[Subject]:
+        """Linked subjects written before user ids were sealed (no keyed hash yet)."""
+        return list(self.session.scalars(select(Subject).where(Subject.user_key.is_(None), Subject.user_id.is_not(None))
+                                         .order_by(Subject.id).limit(limit)))
+
+    def insert_missing(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """New subjects; a user another transaction created first keeps that one (no error)."""
+        insert_ignoring_conflicts(self.session, Subject.__table__, rows)  # type: ignore[arg-type]
+
+    def seen(self, last_seen: Mapping[str, datetime]) -> None:
+        """Move each subject's last activity forward: one executemany, not an ORM update per
+        subject (those re-check every loaded object: quadratic in the batch size)."""
+        if not last_seen:
+            return
+        table = Subject.__table__
+        statement = (table.update()  # type: ignore[attr-defined]
+                     .where(table.c.id == bindparam("sid"), table.c.last_seen_at < bindparam("seen"))
+                     .values(last_seen_at=bindparam("seen")))
+        # in id order: concurrent writers lock the same rows in the same order
+        ordered = [{"sid": sid, "seen": last_seen[sid]} for sid in sorted(last_seen)]
+        self.session.connection().execute(statement, ordered)
+
+
+class Receipts:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def claim(self, project_id: str, keys: Sequence[str], now: datetime) -> set[str]:
+        """Record the keys; returns those seen for the first time (a concurrent duplicate loses)."""
+        rows = [{"project_id": project_id, "dedup_key": k, "received_at": now} for k in dict.fromkeys(keys)]
+        return set(insert_ignoring_conflicts(self.session, EventReceipt.__table__, rows,  # type: ignore[arg-type]
+                                             returning=EventReceipt.dedup_key))
+
+
+class Messages:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """New messages; one whose deletion or edit arrived first (a placeholder) is filled in,
+        stays deleted and keeps its edited text. A message already stored is not changed by a
+        repeated `message_sent`."""
+        table = Message.__table__
+        upsert_filling(self.session, table, [{"id": new_id(), "placeholder": False, **r} for r in rows],  # type: ignore[arg-type]
+                       keys=["project_id", "message_id"],
+                       fill=["room_id", "subject_id", "text", "sent_at", "placeholder"],
+                       where=table.c.placeholder.is_(True),
+                       keep={"text": table.c.edited_at.is_not(None)})
+
+    def edit(self, project_id: str, message_id: str, subject_id: str, text: str, at: datetime) -> bool:
+        """The author changed the message's text at `at`: the latest edit by event time wins,
+        and the old text is overwritten in place. An edit that arrives before its
+        `message_sent` waits in a placeholder. False when nothing changed (an older edit, a
+        message of someone else, or one whose text was already removed)."""
+        edited = self.session.execute(update(Message).where(
+            Message.project_id == project_id, Message.message_id == message_id,
+            Message.subject_id == subject_id, Message.removed_at.is_(None),
+            Message.edited_at.is_(None) | (Message.edited_at < at),
+        ).values(text=text, edited_at=at))
+        if edited.rowcount:  # type: ignore[attr-defined]
+            return True
+        inserted = insert_ignoring_conflicts(self.session, Message.__table__, [{  # type: ignore[arg-type]
+            "id": new_id(), "project_id": project_id, "message_id": message_id, "room_id": None,
+            "subject_id": subject_id, "text": text, "sent_at": at, "edited_at": at, "placeholder": True,
+        }], returning=Message.id)
+        return bool(inserted)
+
+    def get(self, project_id: str, message_id: str) -> Message | None:
+        return self.session.scalar(select(Message).where(Message.project_id == project_id,
+                                                         Message.message_id == message_id))
+
+    def mark_deleted(self, project_id: str, message_id: str, at: datetime) -> None:
+        """The message was deleted at `at` (the earliest deletion wins, whatever the delivery
+        order). Not stored yet: a tombstone waits for its `message_sent`."""
+        self.session.execute(update(Message).where(
+            Message.project_id == project_id, Message.message_id == message_id,
+            Message.deleted_at.is_(None) | (Message.deleted_at > at),
+        ).values(deleted_at=at))
+        self.session.execute(update(Message).where(  # a tombstone is dated by its earliest deletion
+            Message.project_id == project_id, Message.message_id == message_id, Message.placeholder.is_(True),
+            Message.sent_at > at,
+        ).values(sent_at=at))
+        insert_ignoring_conflicts(self.session, Message.__table__, [{  # type: ignore[arg-type]
+            "id": new_id(), "project_id": project_id, "message_id": message_id, "room_id": None,
+            "subject_id": None, "text": None, "sent_at": at, "deleted_at": at, "placeholder": True,
+        }])
+
+    def undelete(self, project_id: str, message_id: str) -> None:
+        """A message hidden by moderation is shown again."""
+        self.session.execute(update(Message).where(Message.project_id == project_id,
+                                                   Message.message_id == message_id).values(deleted_at=None))
+
+    def per_subject(self, subject_ids: Sequence[str]) -> dict[str, int]:
+        rows = self.session.execute(select(Message.subject_id, func.count()).where(Message.subject_id.in_(subject_ids))
+                                    .group_by(Message.subject_id))
+        return {str(s): int(n) for s, n in rows}
+
+    def refs(self, subject_ids: Sequence[str]) -> dict[str, tuple[set[str], set[str]]]:
+        """subject -> (room ids, message ids) of its messages: what room/message holds can name."""
+        found: dict[str, tuple[set[str], set[str]]] = {}
+        if not subject_ids:
+            return found
+        rows = self.session.execute(select(Message.subject_id, Message.room_id, Message.message_id)
+                                    .where(Message.subject_id.in_(subject_ids)))
+        for subject_id, room_id, message_id in rows:
+            rooms, messages = found.setdefault(str(subject_id), (set(), set()))
+            if room_id:
+                rooms.add(room_id)
+            messages.add(message_id)
+        return found
+
+    def leaving_feed(self, project_id: str, deleted_before: datetime) -> list[tuple[Message, Subject | None]]:
+        """Deleted messages due to leave the feed (no open complaint), with their author."""
+        open_complaint = select(Complaint.id).where(
+            Complaint.project_id == Message.project_id, Complaint.message_id == Message.message_id,
+            Complaint.resolved_at.is_(None),
+        ).exists()
+        rows = self.session.execute(
+            select(Message, Subject).outerjoin(Subject, Subject.id == Message.subject_id).where(
+                Message.project_id == project_id, Message.deleted_at.is_not(None),
+                Message.deleted_at <= deleted_before, Message.removed_at.is_(None),
+                Message.archived_at.is_(None), ~open_complaint,
+            )
+        )
+        return [(message, author) for message, author in rows]
+
+    def remove(self, ids: Sequence[str], now: datetime) -> None:
+        """Out of the feed: the text is erased, the row stays as a tombstone."""
+        if ids:
+            self.session.execute(update(Message).where(Message.id.in_(ids)).values(removed_at=now, text=None))
+
+    def covered(self, project_id: str, rooms: Sequence[str], message_ids: Sequence[str]) -> list[Message]:
+        """A project's messages in these rooms or with these ids (what room and message holds keep)."""
+        if not rooms and not message_ids:
+            return []
+        return list(self.session.scalars(select(Message).where(
+            Message.project_id == project_id, Message.room_id.in_(rooms) | Message.message_id.in_(message_ids))
+            .order_by(Message.sent_at, Message.id)))
+
+    def per_subject_except(self, subject_ids: Sequence[str], kept: Kept) -> dict[str, int]:
+        """The subjects' messages that no hold keeps, counted per subject."""
+        rows = self.session.execute(select(Message.subject_id, func.count())
+                                    .where(Message.subject_id.in_(subject_ids), *_not_kept(kept))
+                                    .group_by(Message.subject_id))
+        return {str(s): int(n) for s, n in rows}
+
+    def delete_for(self, subject_ids: Sequence[str], kept: Kept = ((), ())) -> None:
+        """The subjects' messages, except those that holds keep."""
+        self.session.execute(delete(Message).where(Message.subject_id.in_(subject_ids), *_not_kept(kept)))
+
+
+Kept = tuple[Sequence[tuple[str, str]], Sequence[tuple[str, str]]]  # ((project id, room), (project id, message id))
+
+
+def _not_kept(kept: Kept) -> list[Any]:
+    rooms, messages = kept
+    conditions: list[Any] = []
+    if rooms:
+        conditions.append(tuple_(Message.project_id, func.coalesce(Message.room_id, "")).not_in(list(rooms)))
+    if messages:
+        conditions.append(tuple_(Message.project_id, Message.message_id).not_in(list(messages)))
+    return conditions
+
+
+class Complaints:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def open(self, project_id: str, message_id: str, reporter: str | None, report_type: str | None,
+             at: datetime) -> None:
+        self.session.add(Complaint(project_id=project_id, message_id=message_id, reporter_subject_id=reporter,
+                                   report_type=report_type, opened_at=at))
+
+    def resolve(self, project_id: str, message_id: str, now: datetime) -> int:
+        result = self.session.execute(update(Complaint).where(
+            Complaint.project_id == project_id, Complaint.message_id == message_id, Complaint.resolved_at.is_(None),
+        ).values(resolved_at=now))
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def open_count(self, project_id: str, message_id: str) -> int:
+        return self.session.scalar(select(func.count()).select_from(Complaint).where(
+            Complaint.project_id == project_id, Complaint.message_id == message_id, Complaint.resolved_at.is_(None)
+        )) or 0
+
+
+class Logins:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, subject_id: str, ip: str, at: datetime) -> None:
+        self.session.add(Login(subject_id=subject_id, ip=ip, at=at))
+
+
+class DeadLetters:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, project_id: str, received_at: datetime, reason: str, body: str, index: int | None = None) -> None:
+        self.session.add(DeadLetter(project_id=project_id, received_at=received_at, reason=reason, body=body,
+                                    batch_index=index))
+
+    def page(self, project_id: str, limit: int, cursor: str | None) -> tuple[list[DeadLetter], str | None]:
+        query = select(DeadLetter).where(DeadLetter.project_id == project_id)
+        if cursor:
+            after, last_id = decode_time_cursor(cursor)
+            query = query.where((DeadLetter.received_at < after)
+                                | ((DeadLetter.received_at == after) & (DeadLetter.id < last_id)))
+        rows = list(self.session.scalars(query.order_by(DeadLetter.received_at.desc(), DeadLetter.id.desc())
+                                         .limit(limit + 1)))
+        if len(rows) <= limit:
+            return rows, None
+        last = rows[limit - 1]
+        return rows[:limit], encode_cursor(last.received_at.isoformat(), last.id)
+
+    def bodies(self, project_id: str) -> list[tuple[str, datetime, str]]:
+        """(id, received_at, sealed body) of every entry of the project."""
+        rows = self.session.execute(select(DeadLetter.id, DeadLetter.received_at, DeadLetter.body)
+                                    .where(DeadLetter.project_id == project_id))
+        return [(entry_id, received, body) for entry_id, received, body in rows]
+
+    def delete_before(self, project_id: str, before: datetime | None) -> int:
+        """The project's entries received before `before`, or all of them."""
+        statement = delete(DeadLetter).where(DeadLetter.project_id == project_id)
+        if before is not None:
+            statement = statement.where(DeadLetter.received_at < before)
+        result = self.session.execute(statement)
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def delete(self, ids: Sequence[str]) -> None:
+        if ids:
+            self.session.execute(delete(DeadLetter).where(DeadLetter.id.in_(ids)))
+
+
+class Suppressions:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, project_id: str, key_hashes: Sequence[str], now: datetime, until: datetime) -> None:
+        """Suppress these hashes until `until` (a repeat extends an existing entry)."""
+        for key_hash in sorted(set(key_hashes)):
+            found = self.session.get(Suppression, (project_id, key_hash))
+            if found is None:
+                self.session.add(Suppression(project_id=project_id, key_hash=key_hash, created_at=now, until=until))
+            elif found.until < until:
+                found.until = until
+
+    def standing(self, project_id: str, key_hashes: Sequence[str], now: datetime) -> set[str]:
+        if not key_hashes:
+            return set()
+        return set(self.session.scalars(select(Suppression.key_hash).where(
+            Suppression.project_id == project_id, Suppression.key_hash.in_(sorted(set(key_hashes))),
+            Suppression.until > now)))
+
+    def remove(self, project_id: str, key_hash: str, now: datetime) -> bool:
+        return bool(self.remove_many(project_id, [key_hash], now))
+
+    def remove_many(self, project_id: str, key_hashes: Sequence[str], now: datetime) -> set[str]:
+        """End these standing suppressions; returns the hashes that were suppressed."""
+        standing = self.standing(project_id, key_hashes, now)
+        if standing:
+            self.session.execute(delete(Suppression).where(Suppression.project_id == project_id,
+                                                           Suppression.key_hash.in_(sorted(standing))))
+        return standing
+
+    def expire(self, now: datetime) -> int:
+        result = self.session.execute(delete(Suppression).where(Suppression.until <= now))
+        return int(result.rowcount)  # type: ignore[attr-defined]

@@ -1,0 +1,502 @@
+"""Queries, one small repository per aggregate. They never commit: the unit of work does."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import ColumnElement, Select, String, any_, bindparam, delete, func, insert, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import Session
+
+from app.domain.policy import Handles
+from app.domain.requests import OPEN_STATUSES, Status, Step
+from app.stores.sql.models import (
+    CallbackDelivery,
+    DeletionBatch,
+    DeletionBatchItem,
+    DeletionRequest,
+    HoldRecord,
+    IdempotencyKey,
+    JobRun,
+    Officer,
+    OfficerProject,
+    Profile,
+    Project,
+    Subject,
+)
+
+_Row = TypeVar("_Row")
+
+
+def member_of(session: Session, column: Any, values: Sequence[str]) -> ColumnElement[bool]:
+    """`column IN values` for many values: on PostgreSQL one array parameter (`= ANY(:values)`),
+    since sending and parsing 10,000 bind values costs more than the lookup itself."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=ARRAY(String)))  # type: ignore[no-any-return]
+    return column.in_(values)  # type: ignore[no-any-return]
+
+
+class InvalidCursor(ValueError):
+    """A pagination cursor that this API did not issue."""
+
+
+def encode_cursor(*values: str | int) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
+
+
+def decode_time_cursor(cursor: str) -> tuple[datetime, str]:
+    """A keyset cursor of (timestamp, id), as the list routes issue it."""
+    at, last_id = decode_cursor(cursor, 2)
+    try:
+        return datetime.fromisoformat(str(at)), str(last_id)
+    except ValueError:
+        raise InvalidCursor("cursor is not one this API issued") from None
+
+
+def decode_seq_cursor(cursor: str) -> int:
+    """A keyset cursor of one sequence number (the audit log's)."""
+    (seq,) = decode_cursor(cursor, 1)
+    try:
+        return int(seq)
+    except ValueError:
+        raise InvalidCursor("cursor is not one this API issued") from None
+
+
+def decode_cursor(cursor: str, arity: int) -> list[str | int]:
+    try:
+        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, TypeError) as exc:
+        raise InvalidCursor("cursor is not one this API issued") from exc
+    if not isinstance(values, list) or len(values) != arity:
+        raise InvalidCursor("cursor is not one this API issued")
+    return values
+
+
+class Projects:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, project: Project) -> None:
+        self.session.add(project)
+
+    def by_name(self, name: str) -> Project | None:
+        return self.session.scalar(select(Project).where(Project.name == name))
+
+    def by_id(self, project_id: str) -> Project | None:
+        return self.session.get(Project, project_id)
+
+    def all_ids(self) -> list[str]:
+        return list(self.session.scalars(select(Project.id)))
+
+    def with_status(self, status: str) -> list[Project]:
+        return list(self.session.scalars(select(Project).where(Project.status == status).order_by(Project.name)))
+
+    def names(self, project_ids: Iterable[str]) -> dict[str, str]:
+        """id -> name, in one query."""
+        ids = sorted(set(project_ids))
+        if not ids:
+            return {}
+        return {pid: name for pid, name in self.session.execute(
+            select(Project.id, Project.name).where(Project.id.in_(ids)))}
+
+    def by_names(self, names: Sequence[str]) -> list[Project]:
+        return list(self.session.scalars(select(Project).where(Project.name.in_(names))))
+
+    def by_api_key(self, token_hash: str) -> Project | None:
+        return self.session.scalar(select(Project).where(Project.api_key_hash == token_hash))
+
+    def by_webhook_token(self, token_hash: str) -> Project | None:
+        return self.session.scalar(select(Project).where(Project.webhook_token_hash == token_hash))
+
+    def by_webhook_url(self, secret_hash: str) -> Project | None:
+        """The project whose current or previous secret-URL secret has this hash."""
+        return self.session.scalar(select(Project).where(
+            (Project.webhook_url_hash == secret_hash) | (Project.webhook_url_previous_hash == secret_hash)))
+
+    def add_officer(self, officer: Officer, projects: Sequence[Project]) -> None:
+        self.session.add(officer)
+        self.session.flush()
+        for project in projects:
+            self.session.add(OfficerProject(officer_id=officer.id, project_id=project.id))
+
+    def officer_by_name(self, name: str) -> Officer | None:
+        return self.session.scalar(select(Officer).where(Officer.name == name))
+
+    def officer_by_token(self, token_hash: str) -> tuple[Officer, list[Project]] | None:
+        """The officer a token belongs to, unless revoked, with their projects."""
+        officer = self.session.scalar(select(Officer).where(Officer.token_hash == token_hash,
+                                                            Officer.revoked_at.is_(None)))
+        if officer is None:
+            return None
+        return officer, self.officer_projects([officer.id])[officer.id]
+
+    def officer_projects(self, officer_ids: Sequence[str]) -> dict[str, list[Project]]:
+        found: dict[str, list[Project]] = {officer_id: [] for officer_id in officer_ids}
+        rows = self.session.execute(
+            select(OfficerProject.officer_id, Project).join(Project, OfficerProject.project_id == Project.id)
+            .where(OfficerProject.officer_id.in_(officer_ids)).order_by(Project.name))
+        for officer_id, project in rows:
+            found[officer_id].append(project)
+        return found
+
+    def all(self) -> list[Project]:
+        return list(self.session.scalars(select(Project).order_by(Project.name)))
+
+    def officers(self) -> list[Officer]:
+        return list(self.session.scalars(select(Officer).order_by(Officer.name)))
+
+
+class Subjects:
+    # destroy_links: the one link from a user to their subject id goes, and everything that
+    # refers to the subject id is anonymous from then on
+    handles: Handles = frozenset({
+        ("sql.subjects", "user_key", "null_on_purge"), ("sql.subjects", "user_id", "null_on_purge"),
+        *(("sql.subjects", c, "unlinked_on_purge") for c in ("id", "confirmed_event_at", "restored_event_at")),
+        ("sql.messages", "subject_id", "unlinked_on_purge"),
+        ("sql.complaints", "reporter_subject_id", "unlinked_on_purge"),
+        ("sql.deletion_requests", "subject_id", "unlinked_on_purge"),
+        ("clickhouse.events", "subject_id", "unlinked_on_purge"),
+    })
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get(self, subject_id: str) -> Subject | None:
+        return self.session.get(Subject, subject_id)
+
+    def lock(self, subject_id: str) -> Subject | None:
+        """Re-read and lock the subject for a transition (after its request: one lock order)."""
+        return self.session.scalar(_locked(select(Subject).where(Subject.id == subject_id)))
+
+    def by_ids(self, subject_ids: Sequence[str]) -> list[Subject]:
+        if not subject_ids:
+            return []
+        return list(self.session.scalars(select(Subject).where(Subject.id.in_(subject_ids))))
+
+    def add(self, subject: Subject) -> None:
+        self.session.add(subject)
+
+    def set_status(self, subject_ids: Sequence[str], status: str) -> None:
+        if subject_ids:
+            self.session.execute(update(Subject).where(Subject.id.in_(subject_ids)).values(status=status))
+
+    def destroy_links(self, subject_ids: Sequence[str], now: datetime) -> int:
+        """Forget which user each subject was: the step that makes the rest anonymous."""
+        if not subject_ids:
+            return 0
+        result = self.session.execute(
+            update(Subject).where(Subject.id.in_(subject_ids), Subject.user_key.is_not(None))
+            .values(user_key=None, user_id=None, status="erased", erased_at=now)
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def linked(self, subject_ids: Sequence[str]) -> int:
+        return self.session.scalar(
+            select(func.count()).select_from(Subject)
+            .where(Subject.id.in_(subject_ids), Subject.user_key.is_not(None))
+        ) or 0
+
+
+class Profiles:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def upsert(self, profile: Profile) -> None:
+        self.session.merge(profile)
+
+    def delete(self, subject_ids: Sequence[str]) -> int:
+        if not subject_ids:
+            return 0
+        result = self.session.execute(delete(Profile).where(Profile.subject_id.in_(subject_ids)))
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def count(self, subject_ids: Sequence[str]) -> int:
+        return self.session.scalar(
+            select(func.count()).select_from(Profile).where(Profile.subject_id.in_(subject_ids))
+        ) or 0
+
+
+class DeletionRequests:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, request: DeletionRequest) -> None:
+        self.session.add(request)  # written at commit; ids are assigned by the caller
+
+    def insert_many(self, rows: Sequence[dict[str, object]]) -> None:
+        """Many new requests in one executemany (a partner's batch): no ORM object per row."""
+        for i in range(0, len(rows), 5_000):
+            self.session.execute(insert(DeletionRequest), [{"version": 1, **row} for row in rows[i:i + 5_000]])
+
+    def get(self, project_id: str, request_id: str, *, lock: bool = False) -> DeletionRequest | None:
+        """`lock`: for a transition; the row stays locked until the transaction ends."""
+        query = select(DeletionRequest).where(
+            DeletionRequest.id == request_id, DeletionRequest.project_id == project_id
+        )
+        return self.session.scalar(_locked(query) if lock else query)
+
+    def open_for(self, subject_id: str, *, lock: bool = False) -> DeletionRequest | None:
+        query = select(DeletionRequest).where(
+            DeletionRequest.subject_id == subject_id,
+            DeletionRequest.status.in_([s.value for s in OPEN_STATUSES]),
+        )
+        return self.session.scalar(_locked(query) if lock else query)
+
+    def lock(self, request_ids: Sequence[str]) -> list[DeletionRequest]:
+        """The requests, re-read and locked for a transition (in id order, the one lock order
+        every writer uses: request rows first, then subjects). On SQLite the transaction began
+        IMMEDIATE, so it already holds the only write lock."""
+        if not request_ids:
+            return []
+        query = select(DeletionRequest).where(DeletionRequest.id.in_(request_ids)).order_by(DeletionRequest.id)
+        return list(self.session.scalars(_locked(query)))
+
+    def open_for_many(self, subject_ids: Sequence[str]) -> dict[str, DeletionRequest]:
+        if not subject_ids:
+            return {}
+        rows = self.session.scalars(select(DeletionRequest).where(
+            member_of(self.session, DeletionRequest.subject_id, subject_ids),
+            DeletionRequest.status.in_([s.value for s in OPEN_STATUSES]),
+        ))
+        return {row.subject_id: row for row in rows}
+
+    def page(
+        self, project_id: str, *, subject_id: str | None, status: str | None, limit: int, cursor: str | None
+    ) -> tuple[list[DeletionRequest], str | None]:
+        """Newest first, keyset-paginated on (requested_at, id)."""
+        query = select(DeletionRequest).where(DeletionRequest.project_id == project_id)
+        if subject_id is not None:
+            query = query.where(DeletionRequest.subject_id == subject_id)
+        if status is not None:
+            query = query.where(DeletionRequest.status == status)
+        return self._keyset(query, limit, cursor)
+
+    def claim(self, step: Step, now: datetime, wall: datetime, lease: timedelta, limit: int,
+              exclude: Sequence[str] = (), runner: str | None = None) -> list[DeletionRequest]:
+        """Lease requests whose `step` is due so that no other worker takes them.
+
+        `now` is the job's logical instant (what is due); `wall` the real time (leases). The
+        lease is short and renewed while the run lives (`renew`), so a killed run's requests
+        are taken over within a minute. PostgreSQL skips rows another worker is claiming (FOR
+        UPDATE SKIP LOCKED); SQLite's transaction began IMMEDIATE: one claimer at a time.
+        """
+        query = self._due(step, now).where(
+            (DeletionRequest.lease_until.is_(None)) | (DeletionRequest.lease_until < wall))
+        if exclude:
+            query = query.where(DeletionRequest.id.not_in(exclude))
+        query = query.order_by(DeletionRequest.requested_at).limit(limit)
+        rows = list(self.session.scalars(query.with_for_update(skip_locked=True)))
+        for row in rows:
+            row.lease_until, row.leased_by = wall + lease, runner
+        return rows
+
+    def _due(self, step: Step, now: datetime) -> Select[DeletionRequest]:
+        query = select(DeletionRequest).where(
+            DeletionRequest.next_step == step.value,
+            DeletionRequest.status.in_([Status.PENDING.value, Status.IN_GRACE.value, Status.FAILED.value,
+                                        Status.ON_HOLD.value]),
+        )
+        if step is Step.PURGE:
+            query = query.where((DeletionRequest.mode == "immediate") | (DeletionRequest.grace_until <= now))
+        return query
+
+    def across(self, project_ids: Sequence[str], *, now: datetime, status: str | None, source: str | None,
+               overdue: bool | None, due_before: datetime | None, limit: int,
+               cursor: str | None) -> tuple[list[DeletionRequest], str | None]:
+        """An officer's queue over several projects: newest first, keyset-paginated on
+        (requested_at, id). `overdue`: past `due_by` while open (or, False, the others)."""
+        query = select(DeletionRequest).where(DeletionRequest.project_id.in_(project_ids))
+        if status is not None:
+            query = query.where(DeletionRequest.status == status)
+        if source is not None:
+            query = query.where(DeletionRequest.source == source)
+        if due_before is not None:
+            query = query.where(DeletionRequest.due_by < due_before)
+        if overdue is not None:
+            query = query.where(_overdue(now) if overdue else ~_overdue(now))
+        return self._keyset(query, limit, cursor)
+
+    def _keyset(self, query: Select[DeletionRequest], limit: int,
+                cursor: str | None) -> tuple[list[DeletionRequest], str | None]:
+        if cursor:
+            after, last_id = decode_time_cursor(cursor)
+            query = query.where(
+                (DeletionRequest.requested_at < after)
+                | ((DeletionRequest.requested_at == after) & (DeletionRequest.id < last_id))
+            )
+        rows = list(self.session.scalars(
+            query.order_by(DeletionRequest.requested_at.desc(), DeletionRequest.id.desc()).limit(limit + 1)
+        ))
+        if len(rows) <= limit:
+            return rows, None
+        last = rows[limit - 1]
+        return rows[:limit], encode_cursor(last.requested_at.isoformat(), last.id)
+
+    def census(self, now: datetime) -> tuple[dict[str, int], int]:
+        """How many requests are in each status, and how many open ones are past `due_by`."""
+        by_status = {str(status): int(n) for status, n in self.session.execute(
+            select(DeletionRequest.status, func.count()).group_by(DeletionRequest.status))}
+        overdue = self.session.scalar(select(func.count()).select_from(DeletionRequest).where(_overdue(now)))
+        return by_status, int(overdue or 0)
+
+    def oldest_pending(self) -> datetime | None:
+        """When the oldest request still waiting for its anonymisation was made (None: none waits)."""
+        return self.session.scalar(select(func.min(DeletionRequest.requested_at))
+                                   .where(DeletionRequest.status == Status.PENDING.value))
+
+    def renew(self, request_ids: Sequence[str], runner: str, until: datetime) -> int:
+        """A live run's heartbeat: its leases (still held, still its own) last until `until`.
+        A plain UPDATE that leaves the row version alone: renewing is not a state change."""
+        if not request_ids:
+            return 0
+        result = self.session.execute(update(DeletionRequest).where(
+            DeletionRequest.id.in_(request_ids), DeletionRequest.leased_by == runner,
+            DeletionRequest.lease_until.is_not(None),
+        ).values(lease_until=until).execution_options(synchronize_session=False))
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def leased_elsewhere(self, step: Step, now: datetime, wall: datetime) -> list[tuple[str, datetime, int]]:
+        """Due requests another live run holds: (runner, its lease's end, how many)."""
+        due = self._due(step, now).where(DeletionRequest.lease_until >= wall).subquery()
+        rows = self.session.execute(select(func.coalesce(due.c.leased_by, "unknown"), func.max(due.c.lease_until),
+                                           func.count()).group_by(due.c.leased_by))
+        return [(str(by), until, int(n)) for by, until, n in rows]
+
+    def by_ids(self, request_ids: Sequence[str]) -> list[DeletionRequest]:
+        if not request_ids:
+            return []
+        return list(self.session.scalars(select(DeletionRequest).where(DeletionRequest.id.in_(request_ids))))
+
+
+def _overdue(now: datetime) -> ColumnElement[bool]:
+    """Open and past its Art. 12(3) deadline (SQL for domain.requests.overdue)."""
+    return DeletionRequest.status.in_([s.value for s in OPEN_STATUSES]) & (DeletionRequest.due_by < now)
+
+
+def _locked(query: Select[_Row]) -> Select[_Row]:
+    """FOR UPDATE, and the row as it is now even if this session loaded it before."""
+    return query.with_for_update().execution_options(populate_existing=True)
+
+
+class DeletionBatches:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, batch: DeletionBatch, request_ids: Iterable[str]) -> None:
+        self.session.add(batch)
+        self.session.flush()
+        items = [{"batch_id": batch.id, "request_id": rid} for rid in sorted(set(request_ids))]
+        for i in range(0, len(items), 5_000):
+            self.session.execute(insert(DeletionBatchItem), items[i:i + 5_000])
+
+    def get(self, project_id: str, batch_id: str) -> DeletionBatch | None:
+        batch = self.session.get(DeletionBatch, batch_id)
+        return batch if batch is not None and batch.project_id == project_id else None
+
+    def by_status(self, batch_id: str) -> dict[str, int]:
+        """How many of the batch's requests are in each status now."""
+        rows = self.session.execute(
+            select(DeletionRequest.status, func.count()).join(DeletionBatchItem,
+                                                              DeletionBatchItem.request_id == DeletionRequest.id)
+            .where(DeletionBatchItem.batch_id == batch_id).group_by(DeletionRequest.status))
+        return {str(status): int(n) for status, n in rows}
+
+
+class Callbacks:
+    """The callback outbox (app.services.callbacks)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, delivery: CallbackDelivery) -> None:
+        self.session.add(delivery)
+
+    def lease_due(self, now: datetime, until: datetime, limit: int) -> list[CallbackDelivery]:
+        """Due deliveries, oldest first, leased until `until` (SKIP LOCKED: runs do not wait
+        for each other's rows)."""
+        rows = list(self.session.scalars(
+            select(CallbackDelivery).where(CallbackDelivery.delivered_at.is_(None), CallbackDelivery.dead_at.is_(None),
+                                           CallbackDelivery.next_attempt_at <= now)
+            .order_by(CallbackDelivery.created_at, CallbackDelivery.id).limit(limit)
+            .with_for_update(skip_locked=True)))
+        for row in rows:
+            row.next_attempt_at = until
+        return rows
+
+    def fail(self, delivery_id: str, error: str, now: datetime, *, dead: bool, next_attempt: datetime) -> None:
+        row = self.session.get(CallbackDelivery, delivery_id)
+        if row is None:
+            return
+        row.attempts += 1
+        row.last_error = error[:200]
+        row.next_attempt_at = next_attempt
+        if dead:
+            row.dead_at = now
+
+    def delete(self, ids: Sequence[str]) -> None:
+        if ids:
+            self.session.execute(delete(CallbackDelivery).where(CallbackDelivery.id.in_(ids)))
+
+    def page(self, project_id: str, *, dead: bool | None, limit: int,
+             cursor: str | None) -> tuple[list[CallbackDelivery], str | None]:
+        query = select(CallbackDelivery).where(CallbackDelivery.project_id == project_id)
+        if dead is not None:
+            query = query.where(CallbackDelivery.dead_at.is_not(None) if dead else CallbackDelivery.dead_at.is_(None))
+        if cursor:
+            after, last = decode_time_cursor(cursor)
+            query = query.where((CallbackDelivery.created_at < after)
+                                | ((CallbackDelivery.created_at == after) & (CallbackDelivery.id < last)))
+        rows = list(self.session.scalars(query.order_by(CallbackDelivery.created_at.desc(),
+                                                        CallbackDelivery.id.desc()).limit(limit + 1)))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return rows, encode_cursor(rows[-1].created_at.isoformat(), rows[-1].id) if more else None
+
+    def dead_count(self) -> int:
+        return int(self.session.scalar(select(func.count()).select_from(CallbackDelivery)
+                                       .where(CallbackDelivery.dead_at.is_not(None))) or 0)
+
+
+class Holds:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get(self, hold_id: str) -> HoldRecord | None:
+        return self.session.get(HoldRecord, hold_id)
+
+    def lock(self, hold_id: str) -> HoldRecord | None:
+        return self.session.scalar(_locked(select(HoldRecord).where(HoldRecord.id == hold_id)))
+
+    def sealed_not_returned(self) -> list[HoldRecord]:
+        """Holds whose data sits under their own key: what `give_back` settles once they end."""
+        return list(self.session.scalars(select(HoldRecord).where(HoldRecord.sealed_at.is_not(None),
+                                                                  HoldRecord.returned_at.is_(None))))
+
+
+class IdempotencyKeys:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get(self, project_id: str, key: str) -> IdempotencyKey | None:
+        return self.session.get(IdempotencyKey, (project_id, key))
+
+    def add(self, record: IdempotencyKey) -> None:
+        self.session.add(record)
+        self.session.flush()
+
+
+class JobRuns:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, run: JobRun) -> None:
+        self.session.add(run)
+
+    def last(self, job: str) -> JobRun | None:
+        return self.session.scalar(
+            select(JobRun).where(JobRun.job == job).order_by(JobRun.finished_at.desc()).limit(1)
+        )

@@ -1,0 +1,133 @@
+"""The SQL unit of work: one transaction, its repositories, and the audit entries it commits."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from datetime import datetime
+from types import TracebackType
+from typing import TypeVar
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
+
+from app.domain.audit import AuditRecord
+from app.stores.sql.audit_log import AuditLog
+from app.stores.sql.keys import DataKeys
+from app.stores.sql.operational import (
+    Complaints,
+    DeadLetters,
+    Logins,
+    Messages,
+    Receipts,
+    SubjectsBulk,
+    Suppressions,
+)
+from app.stores.sql.repositories import (
+    Callbacks,
+    DeletionBatches,
+    DeletionRequests,
+    Holds,
+    IdempotencyKeys,
+    JobRuns,
+    Profiles,
+    Projects,
+    Subjects,
+)
+
+T = TypeVar("T")
+# Session.info entry: data keys opened in the current transaction, (owner, purpose) -> cipher
+# (app.services.keys). Never shared with other transactions, and dropped at commit or rollback.
+OPENED_IN_TRANSACTION = "lethe.keys_opened"
+
+# PostgreSQL: serialization failure, deadlock detected, lock not available.
+_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A failure that the same transaction, run again, can get past: a deadlock or
+    serialization failure, SQLite's busy database, or a row another writer changed since we
+    read it (the optimistic lock's StaleDataError)."""
+    if isinstance(exc, StaleDataError):
+        return True
+    if isinstance(exc, DBAPIError):
+        if getattr(exc.orig, "sqlstate", None) in _TRANSIENT_SQLSTATES:
+            return True
+        return "database is locked" in str(exc.orig)
+    return False
+
+
+def retry_transient(work: Callable[[], T], attempts: int = 6) -> T:
+    """Run `work` (one whole transaction) again after a transient failure, with a short
+    jittered backoff; anything else, or the last attempt's failure, goes to the caller."""
+    for attempt in range(attempts):
+        try:
+            return work()
+        except Exception as exc:
+            if attempt == attempts - 1 or not is_transient(exc):
+                raise
+            time.sleep(random.uniform(0, 0.005 * 2**attempt))  # noqa: S311 - jitter, not crypto
+    raise AssertionError("unreachable")
+
+
+class SqlUnitOfWork:
+    """`with uow: ...; uow.commit()`. Leaving the block without commit rolls back.
+
+    Audit entries recorded with `audit()` are chained and written inside the same
+    transaction at commit, as late as possible, so the lock on the chain head is held
+    only for the final insert and the commit itself.
+    """
+
+    def __init__(self, session_factory: sessionmaker[Session], clock: Callable[[], datetime], chain_key: bytes) -> None:
+        self._factory = session_factory
+        self._clock = clock
+        self._chain_key = chain_key  # keys the audit chain's hashes (derived from LETHE_SECRET_KEY)
+        self._pending: list[AuditRecord] = []
+
+    def now(self) -> datetime:
+        return self._clock()
+
+    def __enter__(self) -> SqlUnitOfWork:
+        self.session = self._factory()
+        self._pending = []
+        self.projects = Projects(self.session)
+        self.subjects = Subjects(self.session)
+        self.profiles = Profiles(self.session)
+        self.requests = DeletionRequests(self.session)
+        self.idempotency = IdempotencyKeys(self.session)
+        self.audit_log = AuditLog(self.session)
+        self.job_runs = JobRuns(self.session)
+        self.subjects_bulk = SubjectsBulk(self.session)
+        self.receipts = Receipts(self.session)
+        self.messages = Messages(self.session)
+        self.complaints = Complaints(self.session)
+        self.logins = Logins(self.session)
+        self.dead_letters = DeadLetters(self.session)
+        self.suppressions = Suppressions(self.session)
+        self.keys = DataKeys(self.session)
+        self.holds = Holds(self.session)
+        self.batches = DeletionBatches(self.session)
+        self.callbacks = Callbacks(self.session)
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.session.close()  # rolls back anything uncommitted; loaded objects stay readable
+
+    def audit(self, record: AuditRecord) -> None:
+        self._pending.append(record)
+
+    def commit(self) -> None:
+        if self._pending:
+            self.audit_log.append(self._clock(), self._pending, self._chain_key)
+            self._pending = []
+        self.session.commit()
+        self.session.info.pop(OPENED_IN_TRANSACTION, None)
+
+    def rollback(self) -> None:
+        self._pending = []
+        self.session.rollback()
+        self.session.info.pop(OPENED_IN_TRANSACTION, None)

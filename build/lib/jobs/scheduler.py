@@ -1,0 +1,97 @@
+"""APScheduler 3 inside `lethe serve` (unless LETHE_SCHEDULER=off) and `lethe worker`.
+
+Each process keeps its own in-memory schedule (APScheduler 3 cannot share a job store between
+processes); exactly-once comes from the services claiming work in SQL. Stable ids with
+replace_existing, coalesce, max_instances=1, and a misfire grace time (the default of 1 s
+silently skips runs on a busy machine).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from app.bootstrap import Container
+from jobs.registry import JOBS, last_runs, run_job
+
+log = structlog.get_logger(__name__)
+
+TRIGGERS: dict[str, BaseTrigger] = {
+    "anonymise": IntervalTrigger(minutes=1, timezone=UTC),
+    "purge": IntervalTrigger(minutes=15, timezone=UTC),
+    "retention": CronTrigger(hour=0, minute=0, timezone=UTC),  # the platform's daily sync time
+    "message_feed": IntervalTrigger(hours=1, timezone=UTC),
+    "offboarding": IntervalTrigger(minutes=15, timezone=UTC),
+    "audit_verify": CronTrigger(hour=3, minute=0, timezone=UTC),
+    "callbacks": IntervalTrigger(seconds=10, timezone=UTC),
+}
+
+
+KICK_DELAY = 0.2  # seconds: a burst of requests is anonymised in one batch, still within a second
+
+
+@dataclass
+class _Runner:
+    """Runs a job as of the current time; a kick during a run makes it run once more right
+    after, so a request committed while a run is under way never waits for the next interval."""
+
+    container: Container
+    name: str
+
+    def __post_init__(self) -> None:
+        self.kicked = threading.Event()
+        self.last: dict[str, Any] | None = None
+
+    def __call__(self) -> None:
+        while True:
+            self.kicked.clear()
+            try:
+                self.last = run_job(self.container, self.name, self.container.now())
+            except Exception:
+                log.exception("job.crashed", job=self.name)
+                self.kicked.clear()  # the periodic run tries again
+                return
+            if not self.kicked.is_set():
+                return
+            time.sleep(KICK_DELAY)
+
+
+class Scheduler:
+    def __init__(self, container: Container) -> None:
+        self._scheduler = BackgroundScheduler(timezone=UTC)
+        self._runners = {name: _Runner(container, name) for name in JOBS}
+        for name, runner in self._runners.items():
+            self._scheduler.add_job(runner, TRIGGERS[name], id=name, name=name, replace_existing=True,
+                                    coalesce=True, max_instances=1, misfire_grace_time=300)
+
+    def start(self) -> None:
+        self._scheduler.start()
+
+    def shutdown(self) -> None:
+        self._scheduler.shutdown(wait=True)
+
+    def kick(self, job: str) -> None:
+        """Run `job` as soon as possible (thread-safe; cheap enough to call per request)."""
+        runner = self._runners.get(job)
+        if runner is None or not self._scheduler.running:
+            return
+        if runner.kicked.is_set():
+            return  # a run is already due: this kick rides along
+        runner.kicked.set()
+        self._scheduler.modify_job(job, next_run_time=datetime.now(UTC) + timedelta(seconds=KICK_DELAY))
+
+
+
+def describe(container: Container) -> list[dict[str, Any]]:
+    """The schedule and each job's last recorded run (from any process), for `lethe jobs list`."""
+    last = last_runs(container)
+    return [{"job": name, "trigger": str(TRIGGERS[name]), "last_run": last[name]} for name in JOBS]
