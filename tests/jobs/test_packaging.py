@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,9 +26,12 @@ def run(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.Complete
 
 @pytest.mark.slow
 def test_a_wheel_install_migrates_and_runs_from_an_empty_directory(tmp_path: Path) -> None:
-    wheels, venv, work = tmp_path / "wheels", tmp_path / "venv", tmp_path / "work"
+    source, wheels, venv, work = tmp_path / "source", tmp_path / "wheels", tmp_path / "venv", tmp_path / "work"
     work.mkdir()
-    run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)], tmp_path)
+    # built from a copy: setuptools writes build/ and *.egg-info/ beside the sources it builds
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".venv", "var", "build", "dist", "*.egg-info", ".git", "__pycache__", ".*_cache"))
+    run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(source)], tmp_path)
     (wheel,) = wheels.glob("lethe-*.whl")
     run([sys.executable, "-m", "venv", str(venv)], tmp_path)
     run([str(venv / "bin" / "pip"), "install", "-q", str(wheel)], tmp_path)
