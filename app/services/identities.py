@@ -40,8 +40,8 @@ class Identities:
         return hmac.new(self._lookup, f"{project_id}\x00{user_key}".encode(), hashlib.sha256).hexdigest()
 
     def find(self, uow: SqlUnitOfWork, project_id: str, user_key: str) -> Subject | None:
-        return uow.subjects_bulk.find(project_id, [self.lookup(project_id, user_key)]).get(
-            self.lookup(project_id, user_key))
+        digest = self.lookup(project_id, user_key)
+        return uow.subjects_bulk.find(project_id, [digest]).get(digest)
 
     def ensure(self, uow: SqlUnitOfWork, project_id: str, user_keys: Iterable[str], now: datetime,
                first_seen: Mapping[str, datetime] | None = None) -> dict[str, Subject]:

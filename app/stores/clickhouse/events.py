@@ -111,13 +111,16 @@ class EventStore:
         self.ch.command(f"UPDATE events SET {_BLANK} WHERE subject_id IN {{ids:Array(UUID)}} AND ({_PLAINTEXT})",
                         parameters={"ids": ids}, settings={"allow_experimental_lightweight_update": 1})
         if len(partitions) <= TARGETED_PARTITIONS:
-            # a few users: rewrite only the days they were active on (one request's latency)
-            for partition in partitions:
-                if not partition.isdigit():  # ids of toYYYYMMDD partitions are digits
-                    raise ValueError(f"unexpected partition id {partition!r}")
-                self.ch.command(f"ALTER TABLE events APPLY PATCHES IN PARTITION ID '{partition}'", settings=SYNC)
+            self._apply_patches(partitions)  # a few users: rewrite only the days they were active on
         else:
             self.ch.command("ALTER TABLE events APPLY PATCHES", settings=SYNC)
+
+    def _apply_patches(self, partitions: Sequence[str]) -> None:
+        """Make lightweight updates physical, day by day: the values they replace leave the files."""
+        for partition in partitions:
+            if not partition.isdigit():  # ids of toYYYYMMDD partitions are digits
+                raise ValueError(f"unexpected partition id {partition!r}")
+            self.ch.command(f"ALTER TABLE events APPLY PATCHES IN PARTITION ID '{partition}'", settings=SYNC)
 
     def _rows(self, subject_ids: Sequence[str], where: str, *, masks: bool) -> dict[str, int]:
         if not subject_ids:
@@ -168,10 +171,7 @@ class EventStore:
                                                       parameters={"p": project, "keys": keys})]
         self.ch.command(f"UPDATE events SET {', '.join(sets)} WHERE {where}", parameters=parameters,
                         settings={"allow_experimental_lightweight_update": 1})
-        for partition in partitions:  # on disk too: the values they replace leave the files
-            if not partition.isdigit():  # ids of toYYYYMMDD partitions are digits
-                raise ValueError(f"unexpected partition id {partition!r}")
-            self.ch.command(f"ALTER TABLE events APPLY PATCHES IN PARTITION ID '{partition}'", settings=SYNC)
+        self._apply_patches(partitions)
 
     # --- reads ---------------------------------------------------------------------------
     def of_subject(self, subject_id: str) -> list[dict[str, Any]]:
