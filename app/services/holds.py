@@ -17,7 +17,7 @@ from app.services.identities import Identities
 from app.services.policies import PolicyBook
 from app.stores.clickhouse.lifecycle import Held
 from app.stores.sql.models import HoldRecord
-from app.stores.sql.repositories import decode_time_cursor, encode_cursor
+from app.stores.sql.repositories import after_cursor, encode_cursor
 from app.stores.sql.uow import SqlUnitOfWork
 
 
@@ -85,11 +85,8 @@ class HoldService:
 
     def page(self, projects: dict[str, str], *, active: bool | None, limit: int, cursor: str | None) -> dict[str, Any]:
         now = self._clock()
-        query = select(HoldRecord).where(HoldRecord.project_id.in_(projects))
-        if cursor:
-            after, last = decode_time_cursor(cursor)
-            query = query.where((HoldRecord.placed_at < after)
-                                | ((HoldRecord.placed_at == after) & (HoldRecord.id < last)))
+        query = after_cursor(select(HoldRecord).where(HoldRecord.project_id.in_(projects)),
+                             HoldRecord.placed_at, HoldRecord.id, cursor)
         items: list[dict[str, Any]] = []
         next_cursor = None
         with self._uow() as uow:

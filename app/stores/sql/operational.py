@@ -12,7 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.stores.sql.models import Complaint, DeadLetter, EventReceipt, Login, Message, Subject, Suppression, new_id
-from app.stores.sql.repositories import decode_time_cursor, encode_cursor, member_of
+from app.stores.sql.repositories import member_of, newest_first_page
 
 
 def insert_ignoring_conflicts(session: Session, table: Table, rows: Sequence[Mapping[str, Any]],
@@ -261,16 +261,7 @@ class DeadLetters:
 
     def page(self, project_id: str, limit: int, cursor: str | None) -> tuple[list[DeadLetter], str | None]:
         query = select(DeadLetter).where(DeadLetter.project_id == project_id)
-        if cursor:
-            after, last_id = decode_time_cursor(cursor)
-            query = query.where((DeadLetter.received_at < after)
-                                | ((DeadLetter.received_at == after) & (DeadLetter.id < last_id)))
-        rows = list(self.session.scalars(query.order_by(DeadLetter.received_at.desc(), DeadLetter.id.desc())
-                                         .limit(limit + 1)))
-        if len(rows) <= limit:
-            return rows, None
-        last = rows[limit - 1]
-        return rows[:limit], encode_cursor(last.received_at.isoformat(), last.id)
+        return newest_first_page(self.session, query, DeadLetter.received_at, DeadLetter.id, limit, cursor)
 
     def bodies(self, project_id: str) -> list[tuple[str, datetime, str]]:
         """(id, received_at, sealed body) of every entry of the project."""

@@ -57,6 +57,26 @@ def decode_time_cursor(cursor: str) -> tuple[datetime, str]:
         raise InvalidCursor("cursor is not one this API issued") from None
 
 
+def after_cursor(query: Select[_Row], at: Any, row_id: Any, cursor: str | None) -> Select[_Row]:
+    """The rows after a keyset cursor of (timestamp, id), in newest-first order."""
+    if not cursor:
+        return query
+    after, last_id = decode_time_cursor(cursor)
+    return query.where((at < after) | ((at == after) & (row_id < last_id)))
+
+
+def newest_first_page(session: Session, query: Select[_Row], at: Any, row_id: Any, limit: int,
+                      cursor: str | None) -> tuple[list[_Row], str | None]:
+    """One page of `query`, newest first by (at, id), and the cursor of the next page, if any:
+    the one way every list route pages."""
+    rows = list(session.scalars(after_cursor(query, at, row_id, cursor)
+                                .order_by(at.desc(), row_id.desc()).limit(limit + 1)))
+    if len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]
+    return rows[:limit], encode_cursor(getattr(last, at.key).isoformat(), getattr(last, row_id.key))
+
+
 def decode_seq_cursor(cursor: str) -> int:
     """A keyset cursor of one sequence number (the audit log's)."""
     (seq,) = decode_cursor(cursor, 1)
@@ -322,19 +342,7 @@ class DeletionRequests:
 
     def _keyset(self, query: Select[DeletionRequest], limit: int,
                 cursor: str | None) -> tuple[list[DeletionRequest], str | None]:
-        if cursor:
-            after, last_id = decode_time_cursor(cursor)
-            query = query.where(
-                (DeletionRequest.requested_at < after)
-                | ((DeletionRequest.requested_at == after) & (DeletionRequest.id < last_id))
-            )
-        rows = list(self.session.scalars(
-            query.order_by(DeletionRequest.requested_at.desc(), DeletionRequest.id.desc()).limit(limit + 1)
-        ))
-        if len(rows) <= limit:
-            return rows, None
-        last = rows[limit - 1]
-        return rows[:limit], encode_cursor(last.requested_at.isoformat(), last.id)
+        return newest_first_page(self.session, query, DeletionRequest.requested_at, DeletionRequest.id, limit, cursor)
 
     def census(self, now: datetime) -> tuple[dict[str, int], int]:
         """How many requests are in each status, and how many open ones are past `due_by`."""
@@ -446,15 +454,7 @@ class Callbacks:
         query = select(CallbackDelivery).where(CallbackDelivery.project_id == project_id)
         if dead is not None:
             query = query.where(CallbackDelivery.dead_at.is_not(None) if dead else CallbackDelivery.dead_at.is_(None))
-        if cursor:
-            after, last = decode_time_cursor(cursor)
-            query = query.where((CallbackDelivery.created_at < after)
-                                | ((CallbackDelivery.created_at == after) & (CallbackDelivery.id < last)))
-        rows = list(self.session.scalars(query.order_by(CallbackDelivery.created_at.desc(),
-                                                        CallbackDelivery.id.desc()).limit(limit + 1)))
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return rows, encode_cursor(rows[-1].created_at.isoformat(), rows[-1].id) if more else None
+        return newest_first_page(self.session, query, CallbackDelivery.created_at, CallbackDelivery.id, limit, cursor)
 
     def dead_count(self) -> int:
         return int(self.session.scalar(select(func.count()).select_from(CallbackDelivery)
