@@ -215,16 +215,10 @@ class DeletionService:
         requested_at = asked_at or now
         grace_until, due_by = lifecycle.deadlines(requested_at, mode,
                                                   self._policies.for_project(project.name).grace_days, now)
-        row = DeletionRequest(
-            id=new_id(), project_id=project.id, subject_id=subject.id, mode=mode.value, source=source.value,
-            status=Status.PENDING.value, next_step=Step.ANONYMISE.value,
-            reason=self._sealed_reason(uow, subject, reason), requested_at=requested_at, grace_until=grace_until,
-            due_by=due_by, attempts=0, evidence={}, due_extended_months=0,
-        )
+        row = DeletionRequest(**self._created(uow, project, subject.id, user_id, mode, source, actor,
+                                              self._sealed_reason(uow, subject, reason),
+                                              (requested_at, grace_until, due_by)))
         uow.requests.add(row)
-        uow.audit(AuditRecord(actor, "deletion_request.created", project.name,
-                              subject_hash(self._key, project.name, user_id),
-                              {"request_id": row.id, "mode": mode.value, "source": source.value}))
         self._suppressions.end_for(uow, project, [user_id], actor)
         return row, True
 
@@ -240,23 +234,31 @@ class DeletionService:
         grace = self._keys.ciphers(uow, [subjects[u].id for u in new], GRACE, create=True) if reason and new else {}
         grace_until, due_by = lifecycle.deadlines(now, mode, self._policies.for_project(project.name).grace_days, now)
         found = {u: (open_rows[s.id].id, False) for u, s in subjects.items() if s.id in open_rows}
-        rows: list[dict[str, object]] = []
+        rows: list[dict[str, Any]] = []
         for user in new:
-            subject = subjects[user]
-            request_id = new_id()
-            rows.append({
-                "id": request_id, "project_id": project.id, "subject_id": subject.id, "mode": mode.value,
-                "source": Source.PARTNER_API.value, "status": Status.PENDING.value,
-                "next_step": Step.ANONYMISE.value, "requested_at": now, "grace_until": grace_until, "due_by": due_by,
-                "reason": grace[subject.id].encrypt(reason, b"reason") if reason else None, "attempts": 0,
-                "evidence": {}, "due_extended_months": 0})
-            uow.audit(AuditRecord(actor, "deletion_request.created", project.name,
-                                  subject_hash(self._key, project.name, user),
-                                  {"request_id": request_id, "mode": mode.value, "source": Source.PARTNER_API.value}))
-            found[user] = (request_id, True)
+            subject_id = subjects[user].id
+            sealed = grace[subject_id].encrypt(reason, b"reason") if reason else None
+            rows.append(self._created(uow, project, subject_id, user, mode, Source.PARTNER_API, actor, sealed,
+                                      (now, grace_until, due_by)))
+            found[user] = (rows[-1]["id"], True)
         uow.requests.insert_many(rows)
         self._suppressions.end_for(uow, project, new, actor)
         return found
+
+    def _created(self, uow: SqlUnitOfWork, project: Project, subject_id: str, user_id: str, mode: Mode,
+                 source: Source, actor: str, sealed_reason: str | None,
+                 times: tuple[datetime, datetime, datetime]) -> dict[str, Any]:
+        """A new pending request's column values (requested_at, grace_until, due_by in `times`),
+        its audit entry written in the caller's transaction: one request or a batch's."""
+        requested_at, grace_until, due_by = times
+        request_id = new_id()
+        uow.audit(AuditRecord(actor, "deletion_request.created", project.name,
+                              subject_hash(self._key, project.name, user_id),
+                              {"request_id": request_id, "mode": mode.value, "source": source.value}))
+        return {"id": request_id, "project_id": project.id, "subject_id": subject_id, "mode": mode.value,
+                "source": source.value, "status": Status.PENDING.value, "next_step": Step.ANONYMISE.value,
+                "reason": sealed_reason, "requested_at": requested_at, "grace_until": grace_until,
+                "due_by": due_by, "attempts": 0, "evidence": {}, "due_extended_months": 0}
 
     def _sealed_reason(self, uow: SqlUnitOfWork, subject: Subject, reason: str | None) -> str | None:
         """The partner's free text may name the person: kept sealed under the subject's grace key."""

@@ -247,7 +247,7 @@ class DeletionRequests:
     def add(self, request: DeletionRequest) -> None:
         self.session.add(request)  # written at commit; ids are assigned by the caller
 
-    def insert_many(self, rows: Sequence[dict[str, object]]) -> None:
+    def insert_many(self, rows: Sequence[dict[str, Any]]) -> None:
         """Many new requests in one executemany (a partner's batch): no ORM object per row."""
         for i in range(0, len(rows), 5_000):
             self.session.execute(insert(DeletionRequest), [{"version": 1, **row} for row in rows[i:i + 5_000]])
