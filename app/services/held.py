@@ -19,7 +19,7 @@ User and project holds cover whole users: they stop the request (`on_hold`) and 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -33,6 +33,7 @@ from app.services.errors import NotFound
 from app.services.holds import HoldService
 from app.services.keys import ANALYTICS, CONTENT, HOLD, MESSAGE_TEXT_AAD, KeyService, day_key_owner
 from app.stores.clickhouse.events import NO_SUBJECT, EventStore
+from app.stores.sql.models import Message
 from app.stores.sql.uow import SqlUnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -98,18 +99,16 @@ class HeldDataService:
 
     def _take_messages(self, uow: SqlUnitOfWork, project_id: str, rooms: Sequence[str], messages: Sequence[str],
                        key: Cipher) -> int:
+        found, authors = self._covered_texts(uow, project_id, rooms, messages)
+        return _move_texts(found, to=lambda _m: key, source=lambda m: authors.get(m.subject_id or ""))
+
+    def _covered_texts(self, uow: SqlUnitOfWork, project_id: str, rooms: Sequence[str],
+                       messages: Sequence[str]) -> tuple[list[Message], dict[str, Cipher]]:
+        """The covered messages, and their authors' content keys (those that still exist)."""
         found = uow.messages.covered(project_id, rooms, messages)
         authors = self._keys.ciphers(uow, sorted({m.subject_id for m in found if m.subject_id}), CONTENT,
                                      create=False)
-        taken = 0
-        for message in found:
-            if not message.text or _opens(key, message.text, _TEXT_AAD):
-                continue
-            plain = _open(authors.get(message.subject_id or ""), message.text, _TEXT_AAD)
-            if plain is not None:
-                message.text = key.encrypt(plain, MESSAGE_TEXT_AAD)
-                taken += 1
-        return taken
+        return found, authors
 
     # --- what officers read -------------------------------------------------------------
     def data(self, projects: Mapping[str, str], hold_id: str, *, actor: str) -> dict[str, Any]:
@@ -172,15 +171,8 @@ class HeldDataService:
                 return
             texts = 0
             if key is not None:
-                found = uow.messages.covered(project_id, rooms, messages)
-                authors = self._keys.ciphers(uow, sorted({m.subject_id for m in found if m.subject_id}), CONTENT,
-                                             create=False)
-                for message in found:
-                    author = authors.get(message.subject_id or "")
-                    plain = _open(key, message.text, _TEXT_AAD) if message.text else None
-                    if plain is not None and author is not None:
-                        message.text = author.encrypt(plain, MESSAGE_TEXT_AAD)
-                        texts += 1
+                found, authors = self._covered_texts(uow, project_id, rooms, messages)
+                texts = _move_texts(found, to=lambda m: authors.get(m.subject_id or ""), source=lambda _m: key)
             destroyed = len(self._keys.destroy(uow, [hold.id], HOLD))
             record.returned_at = self._clock()
             uow.audit(AuditRecord("job:holds", "hold.data_returned", hold.project, None,
@@ -200,18 +192,30 @@ def _owner(project_id: str, row: Mapping[str, Any]) -> str:
     return day_key_owner(ANALYTICS, project_id, row["at"].date()) if subject == str(NO_SUBJECT) else subject
 
 
+def _moved(token: str | None, to: Cipher | None, source: Cipher | None, aad: str) -> str | None:
+    """`token` sealed again under `to`, or None when it stays as it is: empty, already under
+    `to`, or not opened by `source` (its key is gone: there is nothing readable to move)."""
+    if not token or to is None or _opens(to, token, aad):
+        return None
+    plain = _open(source, token, aad)
+    return None if plain is None else to.encrypt(plain, aad.encode())
+
+
 def _resealed(row: Mapping[str, Any], to: Cipher, source: Cipher | None) -> dict[str, str]:
-    """An event's sealed values moved from `source` to `to`: those already under `to` and
-    those `source` cannot open stay as they are."""
-    moved = {}
-    for column in SEALED_COLUMNS:
-        token = row[column]
-        if not token or _opens(to, token, column):
-            continue
-        plain = _open(source, token, column)
-        if plain is not None:
-            moved[column] = to.encrypt(plain, column.encode())
-    return moved
+    """An event's sealed values moved from `source` to `to` (see `_moved`), by column."""
+    moved = {column: _moved(row[column], to, source, column) for column in SEALED_COLUMNS}
+    return {column: token for column, token in moved.items() if token is not None}
+
+
+def _move_texts(messages: Sequence[Message], to: Callable[[Message], Cipher | None],
+                source: Callable[[Message], Cipher | None]) -> int:
+    """Message texts moved from `source(message)`'s key to `to(message)`'s; returns how many."""
+    count = 0
+    for message in messages:
+        token = _moved(message.text, to(message), source(message), _TEXT_AAD)
+        if token is not None:
+            message.text, count = token, count + 1
+    return count
 
 
 def _open(cipher: Cipher | None, token: str | None, aad: str) -> str | None:
