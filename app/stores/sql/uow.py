@@ -15,6 +15,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from app.domain.audit import AuditRecord
 from app.stores.sql.audit_log import AuditLog
+from app.stores.sql.integration import Callbacks, DeletionBatches
 from app.stores.sql.keys import DataKeys
 from app.stores.sql.operational import (
     Complaints,
@@ -26,8 +27,6 @@ from app.stores.sql.operational import (
     Suppressions,
 )
 from app.stores.sql.repositories import (
-    Callbacks,
-    DeletionBatches,
     DeletionRequests,
     Holds,
     IdempotencyKeys,
