@@ -31,6 +31,7 @@ from app.services.keys import KeyService
 from app.services.messages import MessageFeedService, MessageService
 from app.services.metrics import MetricsService
 from app.services.offboarding import OffboardingService
+from app.services.outbox import OutboxService
 from app.services.policies import PolicyBook
 from app.services.retention import RetentionService
 from app.services.subjects import SubjectService
@@ -141,7 +142,9 @@ class Container:
                               holds=self.holds, before_run=self._settle_holds, callbacks=self.callbacks)
 
     def _settle_holds(self) -> None:
-        """Before each erasure run: ended holds give their data back, standing ones take theirs."""
+        """Before each erasure run: the outbox is drained (what a hold covers, and what an erasure
+        counts, must be in ClickHouse), ended holds give their data back, standing ones take theirs."""
+        self.outbox.drain()
         self.held.give_back()
         self.held.take()
 
@@ -194,8 +197,14 @@ class Container:
 
     @cached_property
     def ingest(self) -> IngestService:
-        return IngestService(self.uow, self.now, self.policies, self.events, self.deletions, self.keys,
-                             self.dead_letters, self.settings.secret_key, self.suppressions, self.identities)
+        return IngestService(self.uow, self.now, self.policies, self.outbox, self.deletions, self.keys,
+                             self.dead_letters, self.settings.secret_key, self.suppressions, self.identities,
+                             lambda job: self.kick(job))
+
+    @cached_property
+    def outbox(self) -> OutboxService:
+        """Webhook calls only write it (SQL); draining it opens ClickHouse (the worker's job)."""
+        return OutboxService(self.uow, self.now, lambda: self.events, self.settings.outbox_max_events)
 
     @cached_property
     def identities(self) -> Identities:

@@ -18,6 +18,7 @@ DEFAULTS = {
     "LETHE_SCHEDULER": "on",
     "LETHE_HOST": "127.0.0.1",
     "LETHE_PORT": "8000",
+    "LETHE_OUTBOX_MAX_EVENTS": "1000000",
 }
 
 
@@ -37,6 +38,8 @@ class Settings:
     scheduler: bool
     host: str = "127.0.0.1"
     port: int = 8000
+    # events waiting for ClickHouse past which webhook calls get 503 + Retry-After (backpressure)
+    outbox_max_events: int = 1_000_000
     # signed heads of the audit chain, kept outside the SQL store (CONTRACT: `lethe audit checkpoint`)
     audit_checkpoints: Path = Path("var/audit-checkpoints.jsonl")
 
@@ -56,6 +59,9 @@ def load_settings(environ: dict[str, str] | None = None, cwd: Path | None = None
     port = values["LETHE_PORT"].strip()
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"LETHE_PORT must be a TCP port number (1-65535), got {port!r}")
+    outbox_max = values["LETHE_OUTBOX_MAX_EVENTS"].strip()
+    if not outbox_max.isdigit() or int(outbox_max) < 1:
+        raise ConfigError(f"LETHE_OUTBOX_MAX_EVENTS must be a positive number of events, got {outbox_max!r}")
     return Settings(
         database_url=_resolve_sqlite(values["LETHE_DATABASE_URL"], cwd),
         clickhouse_url=_resolve_chdb(values["LETHE_CLICKHOUSE_URL"], cwd),
@@ -65,6 +71,7 @@ def load_settings(environ: dict[str, str] | None = None, cwd: Path | None = None
         scheduler=scheduler == "on",
         host=values["LETHE_HOST"].strip(),
         port=int(port),
+        outbox_max_events=int(outbox_max),
         audit_checkpoints=cwd / "var" / "audit-checkpoints.jsonl",
     )
 

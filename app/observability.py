@@ -59,6 +59,7 @@ class RequestCensus(Collector):
                 by_status, overdue = uow.requests.census(now)
                 dead_callbacks = uow.callbacks.dead_count()
                 oldest = uow.requests.oldest_pending()
+                outbox_events, outbox_oldest = uow.outbox.depth()
         except Exception as exc:  # a scrape reports what it can; /readyz says what is down
             log.warning("metrics.census_failed", error=type(exc).__name__)
             return
@@ -72,6 +73,12 @@ class RequestCensus(Collector):
                                 "Age of the oldest request waiting for its anonymisation (0: none waits); "
                                 "growing means the anonymise job is not running",
                                 value=max((now - oldest).total_seconds(), 0.0) if oldest else 0.0)
+        yield GaugeMetricFamily("lethe_outbox_events", "Acknowledged events waiting in the ingest outbox",
+                                value=outbox_events)
+        yield GaugeMetricFamily("lethe_outbox_oldest_age_seconds",
+                                "Age of the oldest entry in the ingest outbox (0: empty); growing means the "
+                                "worker is not draining it (stopped, or ClickHouse down)",
+                                value=max((now - outbox_oldest).total_seconds(), 0.0) if outbox_oldest else 0.0)
         yield GaugeMetricFamily("lethe_callbacks_dead",
                                 "Completion callbacks given up after 3 days of failed deliveries", value=dead_callbacks)
 

@@ -13,6 +13,7 @@ log = structlog.get_logger(__name__)
 
 
 def run(container: Container, now: datetime) -> dict[str, Any]:
+    container.outbox.drain()  # acknowledged events are in ClickHouse before it is read or deleted
     summary = container.offboarding.run(now).as_dict()
     log.info("job.finished", **summary)
     return summary

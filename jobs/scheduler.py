@@ -26,6 +26,7 @@ from jobs.registry import JOBS, last_runs, run_job
 log = structlog.get_logger(__name__)
 
 TRIGGERS: dict[str, BaseTrigger] = {
+    "outbox": IntervalTrigger(seconds=1, timezone=UTC),  # webhook calls kick it sooner (`lethe serve`)
     "anonymise": IntervalTrigger(minutes=1, timezone=UTC),
     "purge": IntervalTrigger(minutes=15, timezone=UTC),
     "retention": CronTrigger(hour=0, minute=0, timezone=UTC),  # the platform's daily sync time

@@ -50,7 +50,9 @@ def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[s
     detail = str(exc.detail)
     headers = dict(exc.headers or {})
     if isinstance(exc.__cause__, SerializationException):
-        detail = f"invalid request: the body is not valid JSON ({detail})"
+        # msgspec >= 0.19 reports bad UTF-8 itself (older ones raised UnicodeDecodeError: `undecodable`)
+        detail = ("invalid request: the body is not valid UTF-8" if "utf-8" in detail.lower()
+                  else f"invalid request: the body is not valid JSON ({detail})")
     if exc.status_code == 429:  # the rate limiter sends RateLimit-Reset; clients expect Retry-After
         headers.setdefault("Retry-After", str(max(1, int(headers.get("RateLimit-Reset", "1")))))
         detail = "too many requests for this credential: slow down and retry after the Retry-After seconds"

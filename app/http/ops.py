@@ -19,7 +19,8 @@ async def healthz() -> dict[str, str]:
 
 @get("/readyz", sync_to_thread=True, tags=["operations"])
 def readyz(container: ContainerDep) -> Response[dict[str, Any]]:
-    """Both stores answer: 200, else 503 naming the one that does not."""
+    """Both stores answer: 200, else 503 naming the one that does not. Also says how many
+    acknowledged events wait in the ingest outbox, and for how long."""
     checks: dict[str, str] = {}
     try:
         with container.engine.connect() as conn:
@@ -32,4 +33,7 @@ def readyz(container: ContainerDep) -> Response[dict[str, Any]]:
     except Exception as exc:
         checks["clickhouse"] = f"unavailable: {type(exc).__name__}"
     ok = all(v == "ok" for v in checks.values())
-    return Response({"status": "ok" if ok else "unavailable", **checks}, status_code=200 if ok else 503)
+    body: dict[str, Any] = {"status": "ok" if ok else "unavailable", **checks}
+    if checks["sql"] == "ok":  # events acknowledged but not yet in ClickHouse
+        body["outbox"] = container.outbox.depth().as_dict()
+    return Response(body, status_code=200 if ok else 503)

@@ -1,16 +1,14 @@
 """The events webhook: validate, dead-letter what cannot be stored, pseudonymise at the door,
-apply the operational effects in SQL and store the events in ClickHouse.
+apply the operational effects in SQL and put the analytics events in the ingest outbox.
 
-Concurrent webhook calls share one SQL transaction around one ClickHouse insert (group
-commit): the insert runs before the commit, so a 2xx means both are durable; a failed commit
-after the insert is retried by the platform with the same payload, and ClickHouse drops the
-repeated block by its dedup token.
+Concurrent webhook calls share one SQL transaction (group commit). The operational effects and
+the outbox entry (app.services.outbox) commit together, so a 2xx means durably stored without
+waiting for ClickHouse: the process that owns ClickHouse moves the entry there moments later.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +17,6 @@ from typing import Any
 
 import structlog
 from anyio import to_thread
-from clickhouse_connect.driver import exceptions as ch_errors
 from sqlalchemy import exc as sql_errors
 
 from app import observability
@@ -38,16 +35,17 @@ from app.domain.events import (
 )
 from app.domain.requests import Mode, Source
 from app.domain.webhooks import delivery_receipt
-from app.ports import Clock, UnitOfWorkFactory
+from app.ports import Clock, JobKicker, UnitOfWorkFactory
 from app.services.batching import GroupCommitter
 from app.services.dead_letters import DeadLetterService
 from app.services.deletion import DeletionService
 from app.services.errors import Conflict, Unavailable
 from app.services.identities import Identities
 from app.services.keys import ANALYTICS, CONTENT, GRACE, MESSAGE_TEXT_AAD, KeyService, day_key_owner, unsealed
+from app.services.outbox import OutboxService
 from app.services.policies import PolicyBook
 from app.services.suppressions import SuppressionService
-from app.stores.clickhouse.events import EventRow, EventStore
+from app.stores.clickhouse.events import EventRow
 from app.stores.sql.models import Profile, Project, Subject
 from app.stores.sql.uow import SqlUnitOfWork, retry_transient
 
@@ -59,8 +57,7 @@ MESSAGE_DELETED = {"message_deleted", "admin_message_deleted"}
 PROFILE_NAME = {"name_set", "name_changed"}
 PROFILE_AVATAR = {"avatar_set", "avatar_changed"}
 # failures caused by a value (a store refuses it), as opposed to a store that is down
-BAD_VALUE = (sql_errors.DataError, sql_errors.IntegrityError, ch_errors.DataError, ValueError, TypeError,
-             OverflowError)
+BAD_VALUE = (sql_errors.DataError, sql_errors.IntegrityError, ValueError, TypeError, OverflowError)
 UNAVAILABLE = ("events cannot be stored right now (a store is unavailable); send them again: any stored meanwhile "
                "are counted as duplicates, never stored twice")
 
@@ -97,9 +94,10 @@ class _Batch:
 
 
 class IngestService:
-    def __init__(self, uow: UnitOfWorkFactory, clock: Clock, policies: PolicyBook, events: EventStore,
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock, policies: PolicyBook, outbox: OutboxService,
                  deletions: DeletionService, keys: KeyService, dead_letters: DeadLetterService,
-                 secret_key: bytes, suppressions: SuppressionService, identities: Identities) -> None:
+                 secret_key: bytes, suppressions: SuppressionService, identities: Identities,
+                 kick: JobKicker) -> None:
         self._identities = identities
         self._suppressions = suppressions
         self._keys = keys
@@ -108,19 +106,22 @@ class IngestService:
         self._uow = uow
         self._clock = clock
         self._policies = policies
-        self._events = events
+        self._outbox = outbox
+        self._kick = kick
         self._deletions = deletions
         self._batcher: GroupCommitter[_Batch, _Batch] = GroupCommitter(self._write_many, max_batch=64,
                                                                       name="events")
 
     def ingest(self, project_id: str, project: str, body: bytes) -> IngestResult:
         """Validate here (the caller's thread), then wait for the group commit that stores it."""
+        self._outbox.check_room()
         return self._finish(self._batcher.submit(self.prepare(project_id, project, body)))
 
     async def ingest_async(self, project_id: str, project: str, body: bytes,
                            delivery_id: str | None = None) -> IngestResult:
         """`ingest` for the event loop: parsing runs on a worker thread (a body may hold 1,000
         events), the wait for the commit holds no thread."""
+        self._outbox.check_room()
         batch = await to_thread.run_sync(self.prepare, project_id, project, body)
         batch.delivery_id = delivery_id
         return self._finish(await asyncio.wrap_future(self._batcher.enqueue(batch)))
@@ -156,6 +157,8 @@ class IngestService:
                                ("rejected", len(result.rejected))):
             if count:
                 observability.EVENTS.labels(batch.project, outcome).inc(count)
+        if result.accepted > result.duplicates + result.suppressed:
+            self._kick("outbox")
         if batch.opened:
             self._deletions.kick_anonymise()
         if batch.result.rejected:
@@ -163,7 +166,7 @@ class IngestService:
         return batch.result
 
     def _write_many(self, batches: Sequence[_Batch]) -> list[_Batch | BaseException]:
-        """Many webhook calls in one SQL transaction around one ClickHouse insert. If that fails,
+        """Many webhook calls in one SQL transaction. If that fails,
         each call is retried on its own, so one bad call does not fail the others."""
         try:
             retry_transient(lambda: self._write(batches))
@@ -216,7 +219,6 @@ class IngestService:
         return batch
 
     def _write(self, batches: Sequence[_Batch]) -> None:
-        rows: list[EventRow] = []
         with self._uow() as uow:
             for batch in batches:
                 project = uow.projects.by_id(batch.project_id)
@@ -231,13 +233,9 @@ class IngestService:
                 new = [e for e in _first_of_each(batch.events) if e.dedup_key in fresh]
                 batch.result.duplicates = len(batch.events) - len(new)
                 new, batch.result.suppressed = self._suppressions.split(uow, project, new)
+                rows: list[EventRow] = []
                 batch.opened = self._store(uow, project, new, batch.received, rows)
-            if rows:
-                # the same rows retried get the same token; another project's identical
-                # payloads must not (their dedup keys match: the key covers the payload only)
-                ids = "".join(b.project_id for b in batches) + "".join(r.dedup_key for r in rows)
-                token = hashlib.sha256(ids.encode()).hexdigest()
-                self._events.insert(rows, token)  # before the commit: a 2xx means both are durable
+                self._outbox.put(uow, project.id, rows)
             uow.commit()
 
     def _store(self, uow: SqlUnitOfWork, project: Project, events: Sequence[Event], received: datetime,

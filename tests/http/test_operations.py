@@ -6,7 +6,8 @@ from litestar.testing import TestClient
 def test_health_ready_metrics(client: TestClient[Any]) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
-    assert ready.status_code == 200 and ready.json() == {"status": "ok", "sql": "ok", "clickhouse": "ok"}
+    assert ready.status_code == 200 and ready.json() == {"status": "ok", "sql": "ok", "clickhouse": "ok",
+                                                     "outbox": {"events": 0, "oldest_age_seconds": 0.0}}
     client.get("/v1/deletion-requests")
     metrics = client.get("/metrics")
     assert metrics.status_code == 200 and "lethe_requests_total" in metrics.text

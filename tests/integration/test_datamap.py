@@ -58,6 +58,7 @@ def handlers() -> dict[str, frozenset[tuple[str, str, str]]]:
     from app.services.callbacks import CallbackService
     from app.services.deletion import DeletionService
     from app.services.holds import HoldService
+    from app.services.outbox import OutboxService
     from app.services.retention import RetentionService
     from app.stores.clickhouse.events import EventStore
     from app.stores.sql.audit_log import AuditLog
@@ -68,7 +69,7 @@ def handlers() -> dict[str, frozenset[tuple[str, str, str]]]:
     found = {f"{type(step).__name__}:{step.name}": step.handles for step in steps}  # type: ignore[attr-defined]
     found.update({cls.__name__: cls.handles for cls in (EventStore, Subjects, AuditLog, AccountService,
                                                           DeletionService, HoldService, RetentionService,
-                                                          CallbackService)})
+                                                          CallbackService, OutboxService)})
     return found
 
 

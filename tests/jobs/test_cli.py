@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 LETHE = str(Path(sys.executable).with_name("lethe"))
-ALL_JOBS = ["anonymise", "purge", "retention", "message_feed", "offboarding", "audit_verify", "callbacks"]
+ALL_JOBS = ["anonymise", "purge", "retention", "message_feed", "offboarding", "audit_verify", "callbacks", "outbox"]
 
 
 @pytest.fixture

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import msgspec
+
 from app.domain.crypto import TOKEN_PREFIX
 from app.domain.events import SEALED_COLUMNS
 from app.domain.policy import Handles
@@ -57,6 +59,19 @@ class EventRow:
                 uuid.UUID(self.subject_id) if self.subject_id else NO_SUBJECT, self.actor_kind, self.dedup_key,
                 self.room_id, self.message_id, self.platform, *(self.personal.get(c, "") for c in SEALED_COLUMNS),
                 json.dumps(self.properties, ensure_ascii=False, sort_keys=True, default=str)]
+
+
+_ENCODE = msgspec.json.Encoder()
+_DECODE = msgspec.json.Decoder(list[EventRow])
+
+
+def encode_rows(rows: Sequence[EventRow]) -> bytes:
+    """Rows for the ingest outbox, exactly as they will be inserted (JSON)."""
+    return _ENCODE.encode(rows)
+
+
+def decode_rows(data: bytes) -> list[EventRow]:
+    return _DECODE.decode(data)
 
 
 class EventStore:

@@ -239,6 +239,25 @@ class CallbackDelivery(Base):
     dead_at: Mapped[datetime | None]
 
 
+class OutboxEntry(Base):
+    """One webhook transaction's analytics events, on their way to ClickHouse (the ingest
+    outbox). Written in the webhook's own transaction, so a 2xx never waits for ClickHouse;
+    `lethe worker` (or `lethe serve`'s scheduler) moves entries into ClickHouse in blocks and
+    deletes them. `rows` holds the events exactly as ClickHouse will: pseudonymous subject ids
+    and personal values already sealed under their subjects' keys. `block` is set when a drain
+    claims the entry: a drain that dies is redone with the same ClickHouse deduplication token."""
+
+    __tablename__ = "event_outbox"
+    __table_args__ = (Index("ix_event_outbox_block", "block"),)
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                     autoincrement=True)
+    project_id: Mapped[str] = mapped_column(String(36))  # no foreign key: offboarding empties it first
+    created_at: Mapped[datetime]
+    count: Mapped[int] = mapped_column(Integer)
+    rows: Mapped[bytes] = mapped_column(LargeBinary)
+    block: Mapped[str | None] = mapped_column(String(32))
+
+
 class IdempotencyKey(Base):
     __tablename__ = "idempotency_keys"
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), primary_key=True)

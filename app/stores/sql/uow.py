@@ -26,6 +26,7 @@ from app.stores.sql.operational import (
     SubjectsBulk,
     Suppressions,
 )
+from app.stores.sql.outbox import EventOutbox
 from app.stores.sql.repositories import (
     DeletionRequests,
     Holds,
@@ -109,6 +110,7 @@ class SqlUnitOfWork:
         self.holds = Holds(self.session)
         self.batches = DeletionBatches(self.session)
         self.callbacks = Callbacks(self.session)
+        self.outbox = EventOutbox(self.session)
         return self
 
     def __exit__(
