@@ -38,7 +38,7 @@ from app.services.subjects import SubjectService
 from app.services.suppressions import SuppressionService
 from app.services.webhooks import WebhookAuthService
 from app.stores.checkpoints import CheckpointFile
-from app.stores.clickhouse.client import ClickHouse
+from app.stores.clickhouse.client import ClickHouse, EmbeddedStoreBusy
 from app.stores.clickhouse.events import EventStore
 from app.stores.clickhouse.lifecycle import EventLifecycle
 from app.stores.clickhouse.schema import migrate as migrate_clickhouse
@@ -72,6 +72,9 @@ class Container:
         self._clickhouse = clickhouse
         self._ch_lock = threading.Lock()
         self._clickhouse_schema_pending = False  # the server was down at start-up: migrate on connect
+        # An API process beside `lethe worker` (LETHE_SCHEDULER=off) on the embedded engine: the
+        # worker owns ClickHouse, so this process never opens it (`lethe serve` sets this).
+        self.clickhouse_in_worker = False
 
     def now(self) -> datetime:
         return self.clock()
@@ -95,6 +98,11 @@ class Container:
         A server that cannot be reached raises here, and the next use tries again."""
         with self._ch_lock:
             if self._clickhouse is None:
+                if self.clickhouse_in_worker:
+                    raise EmbeddedStoreBusy(
+                        "this API process runs beside `lethe worker`, which owns the embedded ClickHouse: the "
+                        "events are drained there, but analytics reads need a ClickHouse server "
+                        "(LETHE_CLICKHOUSE_URL=http://...) or a single `lethe serve`")
                 client = ClickHouse(self.settings.clickhouse_url)
                 if self._clickhouse_schema_pending:
                     migrate_clickhouse(client)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -28,6 +29,12 @@ def _print(obj: Any) -> None:
     print(json.dumps(obj, indent=2, sort_keys=False))
 
 
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"a whole number of at least 1, got {value!r}")
+    return int(value)
+
+
 def _instant(value: str) -> datetime:
     """An ISO 8601 instant with its zone; a bare date with Z (2026-01-01Z) is its midnight UTC."""
     if len(value) == 11 and value.endswith(("Z", "z")):
@@ -47,18 +54,31 @@ def cmd_serve(container: Container, args: argparse.Namespace) -> int:
     from app.http.app import create_app
     from jobs.scheduler import Scheduler
 
-    container.migrate(outage_tolerated=True)
+    settings = container.settings
+    workers = args.workers
+    # With its scheduler off on the embedded engine, this is an API process beside `lethe worker`,
+    # which owns ClickHouse: webhook calls go to the outbox (SQL), ClickHouse is never opened here.
+    container.clickhouse_in_worker = not settings.scheduler and settings.embedded_clickhouse
+    container.migrate(clickhouse=not container.clickhouse_in_worker, outage_tolerated=True)
     scheduler = None
-    if container.settings.scheduler:
+    if settings.scheduler:
         scheduler = Scheduler(container)
-        container.kick = scheduler.kick
+        if workers == 1:
+            container.kick = scheduler.kick  # webhook calls and requests start their job at once
         scheduler.start()
-    host, port = args.host or container.settings.host, args.port or container.settings.port
-    print(f"lethe serve: listening on http://{host}:{port} (SQL: {_store(container.settings.database_url)}; "
-          f"ClickHouse: {_store(container.settings.clickhouse_url)}; "
-          f"scheduler {'on' if container.settings.scheduler else 'off'})", file=sys.stderr, flush=True)
+    host, port = args.host or settings.host, args.port or settings.port
+    print(f"lethe serve: listening on http://{host}:{port} (SQL: {_store(settings.database_url)}; "
+          f"ClickHouse: {_store(settings.clickhouse_url)}; scheduler {'on' if settings.scheduler else 'off'}"
+          f"{f'; {workers} API processes' if workers > 1 else ''})", file=sys.stderr, flush=True)
+    level = settings.log_level if settings.log_level != "info" else "warning"  # uvicorn's own lines
     try:
-        uvicorn.run(create_app(container), host=host, port=port, access_log=False, log_level="warning")
+        if workers > 1:
+            # N API processes (uvicorn's supervisor); this one keeps the scheduler and ClickHouse
+            os.environ["LETHE_SCHEDULER"] = "off"
+            uvicorn.run("app.http.app:serve_app", factory=True, workers=workers, host=host, port=port,
+                        access_log=False, log_level=level)
+        else:
+            uvicorn.run(create_app(container), host=host, port=port, access_log=False, log_level=level)
     finally:
         if scheduler is not None:
             scheduler.shutdown()
@@ -271,6 +291,9 @@ def parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="migrate, serve the API, run the scheduler")
     serve.add_argument("--host", help="default LETHE_HOST (127.0.0.1)")
     serve.add_argument("--port", type=int, help="default LETHE_PORT (8000)")
+    serve.add_argument("--workers", type=_positive, default=1, metavar="N",
+                       help="API processes (default 1). With more than one, this process keeps the scheduler "
+                            "and ClickHouse, and the API processes need PostgreSQL to scale")
     serve.set_defaults(fn=cmd_serve)
     worker = sub.add_parser("worker", help="the scheduler alone, with its own /metrics")
     worker.add_argument("--metrics-port", type=int, default=9464, help="where the worker serves /metrics (9464)")
@@ -358,6 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
     try:
         container = build(get_settings())
+        configure_logging(container.settings.log_level)
     except (ConfigError, PolicyError) as exc:
         print(f"lethe: configuration error: {exc}", file=sys.stderr)
         return 2

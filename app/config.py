@@ -19,7 +19,9 @@ DEFAULTS = {
     "LETHE_HOST": "127.0.0.1",
     "LETHE_PORT": "8000",
     "LETHE_OUTBOX_MAX_EVENTS": "1000000",
+    "LETHE_LOG_LEVEL": "info",
 }
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 MIN_SECRET = 32  # characters; the generated key has 64 (hex of 32 random bytes)
@@ -40,6 +42,7 @@ class Settings:
     port: int = 8000
     # events waiting for ClickHouse past which webhook calls get 503 + Retry-After (backpressure)
     outbox_max_events: int = 1_000_000
+    log_level: str = "info"  # debug | info | warning | error
     # signed heads of the audit chain, kept outside the SQL store (CONTRACT: `lethe audit checkpoint`)
     audit_checkpoints: Path = Path("var/audit-checkpoints.jsonl")
 
@@ -62,6 +65,9 @@ def load_settings(environ: dict[str, str] | None = None, cwd: Path | None = None
     outbox_max = values["LETHE_OUTBOX_MAX_EVENTS"].strip()
     if not outbox_max.isdigit() or int(outbox_max) < 1:
         raise ConfigError(f"LETHE_OUTBOX_MAX_EVENTS must be a positive number of events, got {outbox_max!r}")
+    log_level = values["LETHE_LOG_LEVEL"].strip().lower()
+    if log_level not in LOG_LEVELS:
+        raise ConfigError(f"LETHE_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
     return Settings(
         database_url=_resolve_sqlite(values["LETHE_DATABASE_URL"], cwd),
         clickhouse_url=_resolve_chdb(values["LETHE_CLICKHOUSE_URL"], cwd),
@@ -72,6 +78,7 @@ def load_settings(environ: dict[str, str] | None = None, cwd: Path | None = None
         host=values["LETHE_HOST"].strip(),
         port=int(port),
         outbox_max_events=int(outbox_max),
+        log_level=log_level,
         audit_checkpoints=cwd / "var" / "audit-checkpoints.jsonl",
     )
 

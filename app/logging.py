@@ -42,6 +42,10 @@ def drop_personal_fields(_logger: Any, _method: str, event_dict: MutableMapping[
     return event_dict
 
 
+def bound_logger(level: str) -> type[structlog.typing.FilteringBoundLogger]:
+    return structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()])
+
+
 def processors() -> list[Processor]:
     return [
         structlog.contextvars.merge_contextvars,
@@ -53,11 +57,12 @@ def processors() -> list[Processor]:
     ]
 
 
-def configure_logging(level: int = logging.INFO) -> None:
-    """For the CLI and workers (the HTTP app configures the same chain via Litestar's plugin)."""
+def configure_logging(level: str = "info") -> None:
+    """For the CLI and workers (the HTTP app configures the same chain via Litestar's plugin).
+    `level` is LETHE_LOG_LEVEL: debug, info, warning or error."""
     structlog.configure(
         processors=processors(),
-        wrapper_class=structlog.make_filtering_bound_logger(level),
+        wrapper_class=bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )

@@ -51,7 +51,6 @@ checks accept every legal sequential outcome, so what they count in a real run i
 from __future__ import annotations
 
 import json
-import logging
 import os
 import platform
 import random
@@ -501,7 +500,7 @@ def main() -> int:
 
     from app.logging import configure_logging
 
-    configure_logging(logging.WARNING)  # the jobs' progress lines would drown the bench's own
+    configure_logging("warning")  # the jobs' progress lines would drown the bench's own
 
     per_kind = {k: int(total * SHARE[k]) for k in KINDS}
     per_kind["a"] += total - sum(per_kind.values())

@@ -42,7 +42,7 @@ from app.http.metrics import MetricsController
 from app.http.officer import OfficerController
 from app.http.ops import healthz, readyz
 from app.http.suppressions import SuppressionsController
-from app.logging import processors
+from app.logging import bound_logger, processors
 from app.observability import REQUEST_CENSUS
 
 SCHEMA_ASSETS = "/schema-assets"  # the API docs' scripts and styles, served here (public, like /schema)
@@ -69,6 +69,17 @@ class Metrics(PrometheusController):
     include_in_schema = False
 
 
+def serve_app() -> Litestar:
+    """One of `lethe serve --workers N`'s API processes (uvicorn's factory): settings from the
+    environment, no scheduler (the parent process runs it and owns the embedded ClickHouse)."""
+    from app.bootstrap import build
+    from app.config import get_settings
+
+    container = build(get_settings())
+    container.clickhouse_in_worker = container.settings.embedded_clickhouse
+    return create_app(container)
+
+
 def create_app(container: Container) -> Litestar:
     REQUEST_CENSUS.watch(container.uow, container.now)  # /metrics counts requests by status
     prometheus = PrometheusConfig(app_name="lethe", prefix="lethe", group_path=True,
@@ -76,6 +87,7 @@ def create_app(container: Container) -> Litestar:
     logging = StructlogPlugin(StructlogConfig(
         structlog_logging_config=StructLoggingConfig(
             processors=processors(), log_exceptions="always",
+            wrapper_class=bound_logger(container.settings.log_level),
             disable_stack_trace=QUIET,
             logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         ),

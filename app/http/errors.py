@@ -17,6 +17,7 @@ from litestar.exceptions import HTTPException, SerializationException, Validatio
 from sqlalchemy import exc as sql_errors
 
 from app.services.errors import ServiceError
+from app.stores.clickhouse.client import EmbeddedStoreBusy
 from app.stores.sql.repositories import InvalidCursor
 
 log = structlog.get_logger(__name__)
@@ -79,6 +80,11 @@ def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[
     return _body(500, "internal error: the request was not completed; it is safe to send it again")
 
 
+def clickhouse_elsewhere(_: Request[Any, Any, Any], exc: EmbeddedStoreBusy) -> Response[dict[str, Any]]:
+    """Another process owns the embedded ClickHouse: this read cannot be served here (503, says why)."""
+    return _body(503, str(exc), headers={"Retry-After": "60"})
+
+
 HANDLERS: MutableMapping[int | type[Exception], Callable[[Request[Any, Any, Any], Any], Response[Any]]] = {
     ServiceError: service_error,
     InvalidCursor: invalid_cursor,
@@ -89,10 +95,11 @@ HANDLERS: MutableMapping[int | type[Exception], Callable[[Request[Any, Any, Any]
     sql_errors.OperationalError: store_unavailable,
     sql_errors.InterfaceError: store_unavailable,
     ch_errors.OperationalError: store_unavailable,
+    EmbeddedStoreBusy: clickhouse_elsewhere,
     Exception: internal_error,
 }
 
 # answered by a handler above with a 4xx or 503: expected, so logged without a traceback
 QUIET_ERRORS: tuple[type[Exception], ...] = (UnicodeDecodeError, RecursionError, InvalidCursor, ServiceError,
                                              sql_errors.OperationalError, sql_errors.InterfaceError,
-                                             ch_errors.OperationalError)
+                                             ch_errors.OperationalError, EmbeddedStoreBusy)
