@@ -4,13 +4,24 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint types unit bench install clean browser
+.PHONY: run test lint types unit bench install clean browser lock
 
-$(STAMP): pyproject.toml
+# requirements.lock pins every package's exact version (pip constraints): the same install everywhere.
+$(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
 	@touch $(STAMP)
+
+# After a dependency change in pyproject.toml: resolve afresh in a scratch venv and pin the result.
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet -e '.[dev]'
+	{ echo "# Exact versions for reproducible installs (pip constraints): make and docker/Dockerfile install with"; \
+	  echo "#   pip install -c requirements.lock -e '.[dev]'"; \
+	  echo "# Regenerate after changing dependencies in pyproject.toml: make lock"; \
+	  .venv-lock/bin/python -m pip freeze --exclude-editable | grep -v '^lethe'; } > requirements.lock
+	rm -rf .venv-lock
 
 install: $(STAMP)
 

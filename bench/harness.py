@@ -267,8 +267,9 @@ class LetheProcess:
     def run_json(self, *args: str) -> Any:
         return json.loads(self.run(*args))
 
-    def serve(self, *, startup_timeout: float = 90) -> str:
-        """Start `lethe serve` on a free loopback port; return its base URL once /healthz answers."""
+    def serve(self, *, startup_timeout: float = 90, workers: int = 1) -> str:
+        """Start `lethe serve` (`--workers N` API processes) on a free loopback port; return its
+        base URL once /healthz answers."""
         if self.alive():
             raise RuntimeError("lethe serve is already running; stop() it first")
         self._serves += 1
@@ -276,7 +277,8 @@ class LetheProcess:
         self.log_path = self.cwd / ("serve.log" if self._serves == 1 else f"serve-{self._serves}.log")
         with self.log_path.open("wb") as log:
             self.server = subprocess.Popen(
-                [lethe_executable(), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                [lethe_executable(), "serve", "--host", "127.0.0.1", "--port", str(self.port),
+                 "--workers", str(workers)],
                 cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group, so stop() reaches any child too
             )

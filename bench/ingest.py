@@ -16,9 +16,13 @@ Three measurements, in this order:
     key table, no AES: the path before 7d9d04d). The app's code is not changed;
 (a) batches: a real `lethe serve` (PostgreSQL, embedded chDB in a temporary working directory,
     scheduler on) gets POST /v1/events with arrays of 1,000 realistic envelopes from
-    BENCH_BATCH_CONCURRENCY connections for BENCH_SECONDS; a 202 means both stores committed;
+    BENCH_BATCH_CONCURRENCY connections for BENCH_SECONDS; a 202 means the events and their
+    effects are committed in PostgreSQL (the ingest outbox);
 (c) single events: the same server gets one envelope per request from BENCH_CONCURRENCY
-    connections for BENCH_SECONDS.
+    connections for BENCH_SECONDS;
+(e) the drain: the same server's scheduler moves the outbox into ClickHouse meanwhile. Its rate
+    is what it moved during each phase (the server's /metrics, lethe_job_processed_total for
+    job "outbox"), beside the backlog left at the end of the phase and the time to empty it.
 
 Envelopes follow the platform's reference payloads (tests/fixtures/platform.py): frontend events
 (user_id of ~BENCH_USERS users, names, user agent, source URL), message_sent with a unique
@@ -26,9 +30,10 @@ message_id and text, backend events with external_user_id; every envelope has a 
 created_at (microsecond steps from the start of the run), so deduplication drops none.
 
 Targets (issue): (a) >= 50% of the direct rate; (c) >= 3,000 events/s; (d) with encryption
->= 90% of without (issue 7).
-Afterwards the stored counts are checked: event_receipts in PostgreSQL, rows in the server's
-chDB directory (opened in a child process once the server has stopped) and dead letters.
+>= 90% of without (issue 7); (e) the drain keeps up with what was acknowledged.
+Afterwards the stored counts are checked: event_receipts in PostgreSQL, the outbox empty, rows
+in the server's chDB directory (opened in a child process once the server has stopped) and dead
+letters.
 
 Settings (environment): BENCH_SECONDS (30), BENCH_WARMUP_SECONDS (2), BENCH_BATCH_CONCURRENCY (2),
 BENCH_BATCH_SIZE (1000), BENCH_CONCURRENCY (32, single-event phase), BENCH_USERS (10000),
@@ -46,10 +51,12 @@ import json
 import os
 import platform
 import random
+import re
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -317,6 +324,7 @@ def crypto_child() -> None:
                 for name in order:
                     with _variant(name):
                         ingest_for(seconds / rounds, name)
+            container.outbox.drain()  # ingest acknowledged from the outbox; moved into ClickHouse here, untimed
             stored = int(container.clickhouse.rows("SELECT count() FROM events")[0][0])
             plaintext = int(container.clickhouse.rows(
                 "SELECT countIf(nickname != '' AND NOT startsWith(nickname, 'v1.')) FROM events")[0][0])
@@ -353,18 +361,46 @@ def _stored(database_url: str) -> tuple[int, int]:
     return int(receipts), int(dead)
 
 
+def _backlog(database_url: str) -> int:
+    """Events acknowledged and still waiting in the ingest outbox."""
+    return int(query_database(database_url, "SELECT coalesce(sum(count), 0) FROM event_outbox")[0][0])
+
+
+def _drained(base_url: str) -> int:
+    """Events the server's outbox drain has moved into ClickHouse so far (its /metrics)."""
+    with urllib.request.urlopen(f"{base_url}/metrics", timeout=10) as response:  # noqa: S310 - our own server
+        text = response.read().decode()
+    found = re.search(r'^lethe_job_processed_total\{job="outbox"\} (\S+)$', text, re.MULTILINE)
+    return int(float(found.group(1))) if found else 0
+
+
+def _wait_empty(database_url: str, limit: float = 300) -> float:
+    started = time.perf_counter()
+    while _backlog(database_url) and time.perf_counter() - started < limit:
+        time.sleep(0.1)
+    return time.perf_counter() - started
+
+
+Drain = dict[str, float]
+
+
 def _phase(name: str, base_url: str, make: Callable[[], Request], *, seconds: float, warmup: float,
-           concurrency: int, client: str, lethe: LetheProcess, database_url: str) -> tuple[PhaseResult, int]:
+           concurrency: int, client: str, lethe: LetheProcess, database_url: str) -> tuple[PhaseResult, int, Drain]:
     """run_load with the warm-up done here, so that the events stored during the measured phase
-    can be counted (event_receipts before and after)."""
+    can be counted (event_receipts before and after), and what the drain moved meanwhile."""
     database = database_url.rsplit("/", 1)[1]
     if warmup > 0:
         run_load(f"{name} (warm-up)", base_url, make, seconds=warmup, concurrency=concurrency, client=client)
+        _wait_empty(database_url)
     before, _ = _stored(database_url)
+    drained_before = _drained(base_url)
     result = run_load(name, base_url, make, seconds=seconds, concurrency=concurrency, client=client,
                       server_pid=lethe.pid, database=database)
     after, _ = _stored(database_url)
-    return result, after - before
+    drain = {"moved": _drained(base_url) - drained_before, "backlog": _backlog(database_url)}
+    drain["rate"] = drain["moved"] / result.seconds if result.seconds else 0.0
+    drain["empty_after"] = _wait_empty(database_url)
+    return result, after - before, drain
 
 
 def main() -> int:
@@ -434,19 +470,21 @@ def main() -> int:
             return Request("POST", "/v1/events", headers, json.dumps(factory.envelope()).encode())
 
         print(f"\n(a) POST /v1/events, {batch_size} envelopes per request", flush=True)
-        batches, batch_stored = _phase("POST /v1/events (batches)", base_url, batch_request, seconds=seconds,
-                                       warmup=warmup, concurrency=batch_clients, client=client, lethe=lethe,
-                                       database_url=database_url)
+        batches, batch_stored, batch_drain = _phase("POST /v1/events (batches)", base_url, batch_request,
+                                                    seconds=seconds, warmup=warmup, concurrency=batch_clients,
+                                                    client=client, lethe=lethe, database_url=database_url)
         print(batches.summary(), flush=True)
 
         print("\n(c) POST /v1/events, one envelope per request", flush=True)
-        singles, single_stored = _phase("POST /v1/events (single)", base_url, single_request, seconds=seconds,
-                                        warmup=warmup, concurrency=single_clients, client=client, lethe=lethe,
-                                        database_url=database_url)
+        singles, single_stored, single_drain = _phase("POST /v1/events (single)", base_url, single_request,
+                                                      seconds=seconds, warmup=warmup, concurrency=single_clients,
+                                                      client=client, lethe=lethe, database_url=database_url)
         print(singles.summary(), flush=True)
 
         server_alive = lethe.alive()
+        _wait_empty(database_url)
         receipts, dead_letters = _stored(database_url)
+        backlog = _backlog(database_url)
         errors = lethe.logged_errors()
         lethe.stop()
         clickhouse_rows = _count_clickhouse_rows(str(lethe.cwd / "var" / "clickhouse"))
@@ -458,7 +496,7 @@ def main() -> int:
     print(f"  stored events   (a) {batch_stored:,} receipts for {batches.statuses.get(202, 0) * batch_size:,} "
           f"accepted; (c) {single_stored:,} for {singles.statuses.get(202, 0):,}")
     print(f"  totals          {receipts:,} receipts in PostgreSQL, {clickhouse_rows:,} rows in the server's chDB, "
-          f"{dead_letters} dead letters (warm-ups included)")
+          f"{backlog:,} events left in the outbox, {dead_letters} dead letters (warm-ups included)")
     if errors:
         print(f"  server logged {len(errors)} error line(s); first: {errors[0][:300]}")
     if not server_alive:
@@ -477,18 +515,28 @@ def main() -> int:
           f"p50 {batches.percentile_ms(50):.0f} ms, p99 {batches.percentile_ms(99):.0f} ms, errors {batches.errors})")
     print(f"  (c) POST /v1/events single    {single_eps:10,.0f} events/s   p50 {singles.percentile_ms(50):.1f} ms, "
           f"p99 {singles.percentile_ms(99):.1f} ms, errors {singles.errors}")
+    for label, drain, acked in (("(a)", batch_drain, batch_eps), ("(c)", single_drain, single_eps)):
+        print(f"  (e) drain during {label}          {drain['rate']:10,.0f} events/s   into ClickHouse, for "
+              f"{acked:,.0f}/s acknowledged; backlog at the end {drain['backlog']:,.0f} events, empty "
+              f"{drain['empty_after']:.1f} s later")
+    # keeping up: during each phase the drain moved at least 90 % of what was acknowledged, and the
+    # backlog left at its end was gone within 10 s
+    keeps_up = all(d["moved"] >= 0.9 * stored and d["empty_after"] < 10
+                   for d, stored in ((batch_drain, batch_stored), (single_drain, single_stored)))
     print(f"  target (a) >= {TARGET_RATIO:.0%} of direct:       {_verdict(ratio_ok)} ({ratio:.1%})")
     print(f"  target (c) >= {TARGET_SINGLE_EPS:,.0f} events/s:     {_verdict(single_ok)} ({single_eps:,.0f})")
     print(f"  target (d) with >= {TARGET_CRYPTO:.0%} of without: {_verdict(crypto_ok)} ({crypto_ratio:.1%})")
+    print(f"  target (e) the drain keeps up:  {_verdict(keeps_up)} (moved >= 90 % of what each phase acknowledged, "
+          "backlog gone within 10 s)")
 
-    consistent = receipts == clickhouse_rows and dead_letters == 0
+    consistent = receipts == clickhouse_rows and dead_letters == 0 and backlog == 0
     if not consistent:
-        print("  INCONSISTENT: receipts, ClickHouse rows and dead letters do not agree")
+        print(f"  INCONSISTENT: receipts, ClickHouse rows, the outbox ({backlog} left) and dead letters do not agree")
     broken = (batches.errors > 0 or singles.errors > 0 or not server_alive or batches.timed_out
               or singles.timed_out or not consistent)
     if broken:
         return 1
-    if strict and not (ratio_ok and single_ok and crypto_ok):
+    if strict and not (ratio_ok and single_ok and crypto_ok and keeps_up):
         return 1
     return 0
 

@@ -8,6 +8,7 @@ silently skips runs on a busy machine).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -68,6 +69,9 @@ class _Runner:
 
 class Scheduler:
     def __init__(self, container: Container) -> None:
+        # APScheduler logs every run at INFO ("Running job..."): with the outbox drain every second
+        # that drowns the log. Jobs log their own summaries; APScheduler's warnings still show.
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
         self._scheduler = BackgroundScheduler(timezone=UTC)
         self._runners = {name: _Runner(container, name) for name in JOBS}
         for name, runner in self._runners.items():
