@@ -103,7 +103,7 @@ class Container:
                         "this API process runs beside `lethe worker`, which owns the embedded ClickHouse: the "
                         "events are drained there, but analytics reads need a ClickHouse server "
                         "(LETHE_CLICKHOUSE_URL=http://...) or a single `lethe serve`")
-                client = ClickHouse(self.settings.clickhouse_url)
+                client = ClickHouse(self.settings.clickhouse_url, cluster=self.settings.clickhouse_cluster)
                 if self._clickhouse_schema_pending:
                     migrate_clickhouse(client)
                     self._clickhouse_schema_pending = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import sys
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ class Settings:
     # events waiting for ClickHouse past which webhook calls get 503 + Retry-After (backpressure)
     outbox_max_events: int = 1_000_000
     log_level: str = "info"  # debug | info | warning | error
+    clickhouse_cluster: str | None = None  # a ClickHouse cluster's name: replicated database and tables
     # signed heads of the audit chain, kept outside the SQL store (CONTRACT: `lethe audit checkpoint`)
     audit_checkpoints: Path = Path("var/audit-checkpoints.jsonl")
 
@@ -68,6 +70,12 @@ def load_settings(environ: dict[str, str] | None = None, cwd: Path | None = None
     log_level = values["LETHE_LOG_LEVEL"].strip().lower()
     if log_level not in LOG_LEVELS:
         raise ConfigError(f"LETHE_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
+    cluster = values.get("LETHE_CLICKHOUSE_CLUSTER", "").strip() or None
+    if cluster is not None and not re.fullmatch(r"[A-Za-z0-9_]{1,64}", cluster):
+        raise ConfigError(f"LETHE_CLICKHOUSE_CLUSTER must be a cluster name (letters, digits, _), got {cluster!r}")
+    if cluster is not None and values["LETHE_CLICKHOUSE_URL"].startswith("chdb:"):
+        raise ConfigError("LETHE_CLICKHOUSE_CLUSTER needs a ClickHouse server (LETHE_CLICKHOUSE_URL=http://...), "
+                          "not the embedded engine")
     return Settings(
         database_url=_resolve_sqlite(values["LETHE_DATABASE_URL"], cwd),
         clickhouse_url=_resolve_chdb(values["LETHE_CLICKHOUSE_URL"], cwd),
@@ -79,6 +87,7 @@ def load_settings(environ: dict[str, str] | None = None, cwd: Path | None = None
         port=int(port),
         outbox_max_events=int(outbox_max),
         log_level=log_level,
+        clickhouse_cluster=cluster,
         audit_checkpoints=cwd / "var" / "audit-checkpoints.jsonl",
     )
 

@@ -68,3 +68,28 @@ def test_the_embedded_stores_are_the_owners_only(tmp_path: Path) -> None:
     engine.dispose()
     assert modes["lethe.db"] == 0o600 and modes["lethe.db-wal"] == 0o600 and modes["secret.key"] == 0o600
     assert modes["clickhouse"] == 0o700 and stat.S_IMODE(var.stat().st_mode) == 0o700
+
+
+def test_a_clickhouse_cluster_name_is_checked_and_needs_a_server(tmp_path: Path) -> None:
+    server = {"LETHE_SECRET_KEY": "k" * 32, "LETHE_CLICKHOUSE_URL": "http://ch:8123/lethe"}
+    assert load_settings({**server, "LETHE_CLICKHOUSE_CLUSTER": "lethe_cluster"}, tmp_path).clickhouse_cluster == \
+        "lethe_cluster"
+    assert load_settings(server, tmp_path).clickhouse_cluster is None
+    with pytest.raises(ConfigError, match="cluster name"):
+        load_settings({**server, "LETHE_CLICKHOUSE_CLUSTER": "x'); DROP"}, tmp_path)
+    with pytest.raises(ConfigError, match="needs a ClickHouse server"):
+        load_settings({"LETHE_SECRET_KEY": "k" * 32, "LETHE_CLICKHOUSE_CLUSTER": "c"}, tmp_path)
+
+
+def test_on_a_cluster_the_ddl_uses_replicated_engines_in_a_replicated_database() -> None:
+    from app.stores.clickhouse.client import replicated_database
+    from app.stores.clickhouse.schema import MIGRATIONS, for_cluster
+
+    ddl = [for_cluster(statement, "c1") for _, _, statements in MIGRATIONS for statement in statements]
+    assert "ENGINE = ReplicatedMergeTree\n" in ddl[0] and "ENGINE = ReplicatedReplacingMergeTree(computed_at)" in ddl[1]
+    assert not any("ENGINE = MergeTree" in s or "ENGINE = ReplacingMergeTree" in s for s in ddl)
+    assert [for_cluster(s, None) for _, _, statements in MIGRATIONS for s in statements] == \
+        [s for _, _, statements in MIGRATIONS for s in statements]  # one server: the DDL as released
+    assert replicated_database("lethe", "c1") == \
+        " ENGINE = Replicated('/clickhouse/databases/c1/lethe', '{shard}', '{replica}')"
+    assert replicated_database("lethe", None) == ""

@@ -17,6 +17,14 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 EMBEDDED_DEFAULTS = {"background_pool_size": "16"}
 
 
+def replicated_database(database: str, cluster: str | None) -> str:
+    """The engine clause of Lethe's database on a cluster: the Replicated database engine, keyed in
+    Keeper by the cluster's name; the server's own `shard` and `replica` macros name this replica."""
+    if cluster is None:
+        return ""
+    return f" ENGINE = Replicated('/clickhouse/databases/{cluster}/{database}', '{{shard}}', '{{replica}}')"
+
+
 class EmbeddedStoreBusy(RuntimeError):
     """Another process (usually `lethe serve`) has the embedded ClickHouse data directory open."""
 
@@ -25,10 +33,13 @@ class ClickHouse:
     """Thin wrapper: parameter binding only (values are never formatted into SQL), and one
     statement at a time on the embedded engine, which is a single in-process instance."""
 
-    def __init__(self, url: str, database: str = "lethe") -> None:
+    def __init__(self, url: str, database: str = "lethe", cluster: str | None = None) -> None:
         self.url = url
         self.database = database
         self.embedded = url.startswith("chdb:")
+        # LETHE_CLICKHOUSE_CLUSTER: Lethe's database uses the Replicated database engine (its DDL
+        # reaches every replica through ClickHouse Keeper) and its tables Replicated* engines
+        self.cluster = cluster
         self._lock: AbstractContextManager[Any] = threading.RLock() if self.embedded else nullcontext()
         self._lock_file: IO[str]
         self._client = self._connect()
@@ -47,7 +58,8 @@ class ClickHouse:
             parsed = urlparse(self.url)
             self.database = parsed.path.strip("/") or self.database
             client = clickhouse_connect.get_client(dsn=self.url, autogenerate_session_id=False)
-        client.command(f"CREATE DATABASE IF NOT EXISTS {self.database}")
+        engine = replicated_database(self.database, self.cluster)
+        client.command(f"CREATE DATABASE IF NOT EXISTS {self.database}{engine}")
         client.database = self.database
         return client
 

@@ -5,6 +5,8 @@ Never edit a released version: add a new one. `schema_versions` records what was
 
 from __future__ import annotations
 
+import re
+
 from app.stores.clickhouse.client import ClickHouse
 
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
@@ -77,19 +79,28 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
 ]
 
 
+_ENGINES = re.compile(r"ENGINE = (MergeTree|ReplacingMergeTree)\b")
+
+
+def for_cluster(statement: str, cluster: str | None) -> str:
+    """A migration's DDL as it runs: on a cluster (LETHE_CLICKHOUSE_CLUSTER) the MergeTree family
+    becomes its Replicated* twin. Without arguments: in a Replicated database each table gets
+    its own Keeper path (by uuid), and the database replicates the DDL to every replica."""
+    return statement if cluster is None else _ENGINES.sub(r"ENGINE = Replicated\1", statement)
+
+
 def migrate(ch: ClickHouse) -> list[int]:
     """Apply every migration not yet recorded; returns the versions applied now."""
-    ch.command(
+    ch.command(for_cluster(
         "CREATE TABLE IF NOT EXISTS schema_versions (version UInt32, name String, applied_at DateTime DEFAULT now()) "
-        "ENGINE = MergeTree ORDER BY version"
-    )
+        "ENGINE = MergeTree ORDER BY version", ch.cluster))
     done = {int(row[0]) for row in ch.rows("SELECT version FROM schema_versions")}
     applied = []
     for version, name, statements in MIGRATIONS:
         if version in done:
             continue
         for statement in statements:
-            ch.command(statement)
+            ch.command(for_cluster(statement, ch.cluster))
         ch.insert("schema_versions", [[version, name]], ["version", "name"])
         applied.append(version)
     return applied
