@@ -150,6 +150,8 @@ class DeletionService:
             return results
 
     def _create_batch(self, items: Sequence[_NewRequest]) -> list[Outcome]:
+        """Set-based, as `open_many`: one read of the subjects and of their open requests, one
+        key lookup for the reasons, one insert, one suppression check per project and actor."""
         now = self._clock()
         outcomes: list[Outcome] = []
         with self._uow() as uow:
@@ -160,6 +162,10 @@ class DeletionService:
                 found = self._ids.ensure(uow, project_id, users, now)
                 subjects.update({(project_id, user): s for user, s in found.items()})
             open_rows = uow.requests.open_for_many([s.id for s in subjects.values()])
+            with_reason = sorted({subjects[(i.project_id, i.user_id)].id for i in items if i.reason})
+            grace = self._keys.ciphers(uow, with_reason, GRACE, create=True) if with_reason else {}
+            rows: list[dict[str, Any]] = []
+            new_users: dict[tuple[str, str], list[str]] = {}  # (project id, actor) -> users
             for item in items:
                 project, subject = projects[item.project_id], subjects[(item.project_id, item.user_id)]
                 assert project is not None
@@ -167,10 +173,20 @@ class DeletionService:
                 if existing is not None:
                     outcomes.append(Outcome(200, to_dict(existing, project.name, item.user_id, now)))
                     continue
-                row, _ = self.open_in(uow, project, subject, item.user_id, item.mode, item.reason, item.source,
-                                      item.actor, known_no_open=True)
-                open_rows[subject.id] = row
+                grace_until, due_by = lifecycle.deadlines(now, item.mode,
+                                                          self._policies.for_project(project.name).grace_days, now)
+                sealed = grace[subject.id].encrypt(item.reason, b"reason") if item.reason else None
+                values = self._created(uow, project, subject.id, item.user_id, item.mode, item.source, item.actor,
+                                       sealed, (now, grace_until, due_by))
+                rows.append(values)
+                open_rows[subject.id] = row = DeletionRequest(**values)  # a second item for this user gets it
+                new_users.setdefault((project.id, item.actor), []).append(item.user_id)
                 outcomes.append(Outcome(202, to_dict(row, project.name, item.user_id, now)))
+            uow.requests.insert_many(rows)
+            for (project_id, actor), ended in new_users.items():
+                project = projects[project_id]
+                assert project is not None
+                self._suppressions.end_for(uow, project, ended, actor)
             uow.commit()
         return outcomes
 
