@@ -219,6 +219,7 @@ class IngestService:
         return batch
 
     def _write(self, batches: Sequence[_Batch]) -> None:
+        rows: dict[str, list[EventRow]] = {}  # per project: one outbox entry for the whole group
         with self._uow() as uow:
             for batch in batches:
                 project = uow.projects.by_id(batch.project_id)
@@ -233,9 +234,9 @@ class IngestService:
                 new = [e for e in _first_of_each(batch.events) if e.dedup_key in fresh]
                 batch.result.duplicates = len(batch.events) - len(new)
                 new, batch.result.suppressed = self._suppressions.split(uow, project, new)
-                rows: list[EventRow] = []
-                batch.opened = self._store(uow, project, new, batch.received, rows)
-                self._outbox.put(uow, project.id, rows)
+                batch.opened = self._store(uow, project, new, batch.received, rows.setdefault(project.id, []))
+            for project_id, project_rows in rows.items():
+                self._outbox.put(uow, project_id, project_rows)
             uow.commit()
 
     def _store(self, uow: SqlUnitOfWork, project: Project, events: Sequence[Event], received: datetime,
