@@ -219,7 +219,10 @@ class IngestService:
         return batch
 
     def _write(self, batches: Sequence[_Batch]) -> None:
-        rows: dict[str, list[EventRow]] = {}  # per project: one outbox entry for the whole group
+        """The group's calls in one transaction. Receipts and suppressions are checked call by
+        call; then the new events of all calls for one project are stored together, in arrival
+        order (set-based: one subjects lookup, one key lookup per purpose, one outbox entry)."""
+        groups: dict[str, tuple[Project, list[_Batch], list[tuple[Event, datetime]]]] = {}
         with self._uow() as uow:
             for batch in batches:
                 project = uow.projects.by_id(batch.project_id)
@@ -234,16 +237,25 @@ class IngestService:
                 new = [e for e in _first_of_each(batch.events) if e.dedup_key in fresh]
                 batch.result.duplicates = len(batch.events) - len(new)
                 new, batch.result.suppressed = self._suppressions.split(uow, project, new)
-                batch.opened = self._store(uow, project, new, batch.received, rows.setdefault(project.id, []))
-            for project_id, project_rows in rows.items():
-                self._outbox.put(uow, project_id, project_rows)
+                _, members, events = groups.setdefault(project.id, (project, [], []))
+                members.append(batch)
+                events.extend((event, batch.received) for event in new)
+            for project, members, events in groups.values():
+                rows: list[EventRow] = []
+                opened = self._store(uow, project, events, rows)
+                for batch in members:
+                    batch.opened = opened  # kicks the anonymise job: harmless for the others
+                self._outbox.put(uow, project.id, rows)
             uow.commit()
 
-    def _store(self, uow: SqlUnitOfWork, project: Project, events: Sequence[Event], received: datetime,
+    def _store(self, uow: SqlUnitOfWork, project: Project, received_events: Sequence[tuple[Event, datetime]],
                rows: list[EventRow]) -> bool:
-        """Subjects, operational effects and the ClickHouse rows (appended to `rows`) of new events."""
-        if not events:
+        """Subjects, operational effects and the ClickHouse rows (appended to `rows`) of new
+        events, each with the time its call was received."""
+        if not received_events:
             return False
+        events = [event for event, _ in received_events]
+        received = max(at for _, at in received_events)
         keys = {e.actor.key for e in events if e.actor} | {Actor("user", u).key for e in events
                                                              for refs in e.user_refs.values() for u in refs}
         # A new user's activity time is their earliest event's, not the time we received it.
@@ -260,12 +272,12 @@ class IngestService:
         authors = sorted({subjects[e.actor.key].id for e in events
                           if e.actor and e.personal.get("text") and e.event in MESSAGE_TEXT})
         messages = _Messages(self._keys.ciphers(uow, authors, CONTENT, create=True) if authors else {})
-        for event in events:
+        for event, at in received_events:
             subject = subjects[event.actor.key] if event.actor else None
             if subject is not None:
                 last_seen[subject.id] = max(event.at, last_seen.get(subject.id, event.at))
-            opened |= self._effects(uow, project, event, subject, messages, received)
-            rows.append(self._row(project, event, subject, subjects, received,
+            opened |= self._effects(uow, project, event, subject, messages, at)
+            rows.append(self._row(project, event, subject, subjects, at,
                                   ciphers.get(_key_owner(project, event, subjects)), store_ip))
         messages.flush(uow)
         uow.subjects_bulk.seen(last_seen)
