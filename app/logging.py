@@ -42,6 +42,11 @@ def drop_personal_fields(_logger: Any, _method: str, event_dict: MutableMapping[
     return event_dict
 
 
+def stderr_logger(*_: Any) -> structlog.PrintLogger:
+    """Writes to sys.stderr as it is when the logger is made, not when logging was configured."""
+    return structlog.PrintLogger(sys.stderr)
+
+
 def bound_logger(level: str) -> type[structlog.typing.FilteringBoundLogger]:
     return structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()])
 
@@ -63,7 +68,7 @@ def configure_logging(level: str = "info") -> None:
     structlog.configure(
         processors=processors(),
         wrapper_class=bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=stderr_logger,
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
 import msgspec
-import structlog
 import swagger_ui_bundle  # type: ignore[import-untyped]
 from litestar import Litestar
 from litestar.di import Provide
@@ -42,7 +40,7 @@ from app.http.metrics import MetricsController
 from app.http.officer import OfficerController
 from app.http.ops import healthz, readyz
 from app.http.suppressions import SuppressionsController
-from app.logging import bound_logger, processors
+from app.logging import bound_logger, processors, stderr_logger
 from app.observability import REQUEST_CENSUS
 
 SCHEMA_ASSETS = "/schema-assets"  # the API docs' scripts and styles, served here (public, like /schema)
@@ -89,7 +87,9 @@ def create_app(container: Container) -> Litestar:
             processors=processors(), log_exceptions="always",
             wrapper_class=bound_logger(container.settings.log_level),
             disable_stack_trace=QUIET,
-            logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+            # made on each use, on the stderr of that moment: a logger or factory kept from an
+            # earlier app (in tests, an earlier test's captured stderr) may hold a closed stream
+            logger_factory=stderr_logger, cache_logger_on_first_use=False,
         ),
         enable_middleware_logging=False,  # request logs would print paths and queries naming users
     ))

@@ -219,10 +219,11 @@ class IngestService:
         return batch
 
     def _write(self, batches: Sequence[_Batch]) -> None:
-        """The group's calls in one transaction. Receipts and suppressions are checked call by
-        call; then the new events of all calls for one project are stored together, in arrival
-        order (set-based: one subjects lookup, one key lookup per purpose, one outbox entry)."""
-        groups: dict[str, tuple[Project, list[_Batch], list[tuple[Event, datetime]]]] = {}
+        """The group's calls in one transaction, set-based per project: one receipts claim and
+        one suppression check for all of their events, then the new events stored together in
+        arrival order (one subjects lookup, one key lookup per purpose, one outbox entry). Each
+        call still hears its own duplicates and suppressed events."""
+        calls: dict[str, tuple[Project, list[_Batch]]] = {}
         with self._uow() as uow:
             for batch in batches:
                 project = uow.projects.by_id(batch.project_id)
@@ -233,20 +234,38 @@ class IngestService:
                     continue
                 for index, reason, body in batch.dead:
                     self._dead_letters.add(uow, project.id, batch.received, reason, body, index)
-                fresh = uow.receipts.claim(project.id, [e.dedup_key for e in batch.events], batch.received)
-                new = [e for e in _first_of_each(batch.events) if e.dedup_key in fresh]
-                batch.result.duplicates = len(batch.events) - len(new)
-                new, batch.result.suppressed = self._suppressions.split(uow, project, new)
-                _, members, events = groups.setdefault(project.id, (project, [], []))
-                members.append(batch)
-                events.extend((event, batch.received) for event in new)
-            for project, members, events in groups.values():
+                calls.setdefault(project.id, (project, []))[1].append(batch)
+            for project, members in calls.values():
                 rows: list[EventRow] = []
-                opened = self._store(uow, project, events, rows)
+                opened = self._store(uow, project, self._new_events(uow, project, members), rows)
                 for batch in members:
                     batch.opened = opened  # kicks the anonymise job: harmless for the others
                 self._outbox.put(uow, project.id, rows)
             uow.commit()
+
+    def _new_events(self, uow: SqlUnitOfWork, project: Project,
+                    calls: Sequence[_Batch]) -> list[tuple[Event, datetime]]:
+        """The events of these calls seen for the first time (the first of each, in arrival
+        order) and not suppressed, each with its call's receipt time; counts go to each call."""
+        fresh = uow.receipts.claim(project.id, [e.dedup_key for b in calls for e in b.events],
+                                   max(b.received for b in calls))
+        taken: set[str] = set()
+        firsts: list[tuple[_Batch, list[Event]]] = []
+        for batch in calls:
+            new = []
+            for event in batch.events:
+                if event.dedup_key in fresh and event.dedup_key not in taken:
+                    taken.add(event.dedup_key)
+                    new.append(event)
+            batch.result.duplicates = len(batch.events) - len(new)
+            firsts.append((batch, new))
+        kept, _ = self._suppressions.split(uow, project, [e for _, new in firsts for e in new])
+        stored = {id(e) for e in kept}
+        events: list[tuple[Event, datetime]] = []
+        for batch, new in firsts:
+            batch.result.suppressed = sum(1 for e in new if id(e) not in stored)
+            events.extend((e, batch.received) for e in new if id(e) in stored)
+        return events
 
     def _store(self, uow: SqlUnitOfWork, project: Project, received_events: Sequence[tuple[Event, datetime]],
                rows: list[EventRow]) -> bool:
@@ -447,16 +466,6 @@ def _sealed(personal: Mapping[str, str], cipher: Cipher | None, store_ip: bool) 
 
 def _latest(current: datetime | None, at: datetime) -> datetime:
     return at if current is None or at > current else current
-
-
-def _first_of_each(events: Sequence[Event]) -> list[Event]:
-    seen: set[str] = set()
-    unique = []
-    for event in events:
-        if event.dedup_key not in seen:
-            seen.add(event.dedup_key)
-            unique.append(event)
-    return unique
 
 
 def _dump(envelope: Any) -> str:
