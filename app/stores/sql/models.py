@@ -251,7 +251,7 @@ class OutboxEntry(Base):
     __table_args__ = (Index("ix_event_outbox_block", "block"),)
     seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
                                      autoincrement=True)
-    project_id: Mapped[str] = mapped_column(String(36))  # no foreign key: offboarding empties it first
+    project_id: Mapped[str] = mapped_column(String(36))  # no foreign key: rows only wait here for the drain
     created_at: Mapped[datetime]
     count: Mapped[int] = mapped_column(Integer)
     rows: Mapped[bytes] = mapped_column(LargeBinary)

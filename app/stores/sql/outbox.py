@@ -58,8 +58,3 @@ class EventOutbox:
 
     def remove(self, block: str) -> None:
         self.session.execute(delete(OutboxEntry).where(OutboxEntry.block == block))
-
-    def remove_project(self, project_id: str) -> int:
-        """An offboarded project's events that never reached ClickHouse."""
-        done = self.session.execute(delete(OutboxEntry).where(OutboxEntry.project_id == project_id))
-        return int(done.rowcount)  # type: ignore[attr-defined]
