@@ -150,45 +150,58 @@ class DeletionService:
             return results
 
     def _create_batch(self, items: Sequence[_NewRequest]) -> list[Outcome]:
-        """Set-based, as `open_many`: one read of the subjects and of their open requests, one
-        key lookup for the reasons, one insert, one suppression check per project and actor."""
+        """Set-based, as `open_many`: one read of the subjects and of their open requests, then
+        `_open_new` for the users without one. A user listed twice gets the first one's request."""
         now = self._clock()
-        outcomes: list[Outcome] = []
         with self._uow() as uow:
-            projects = {pid: uow.projects.by_id(pid) for pid in {i.project_id for i in items}}
+            projects: dict[str, Project] = {}
+            for project_id in {i.project_id for i in items}:
+                project = uow.projects.by_id(project_id)
+                assert project is not None
+                projects[project_id] = project
             subjects: dict[tuple[str, str], Subject] = {}
             for project_id in projects:
                 users = {i.user_id for i in items if i.project_id == project_id}
                 found = self._ids.ensure(uow, project_id, users, now)
                 subjects.update({(project_id, user): s for user, s in found.items()})
-            open_rows = uow.requests.open_for_many([s.id for s in subjects.values()])
-            with_reason = sorted({subjects[(i.project_id, i.user_id)].id for i in items if i.reason})
-            grace = self._keys.ciphers(uow, with_reason, GRACE, create=True) if with_reason else {}
-            rows: list[dict[str, Any]] = []
-            new_users: dict[tuple[str, str], list[str]] = {}  # (project id, actor) -> users
-            for item in items:
-                project, subject = projects[item.project_id], subjects[(item.project_id, item.user_id)]
-                assert project is not None
-                existing = open_rows.get(subject.id)
-                if existing is not None:
-                    outcomes.append(Outcome(200, to_dict(existing, project.name, item.user_id, now)))
-                    continue
-                grace_until, due_by = lifecycle.deadlines(now, item.mode,
-                                                          self._policies.for_project(project.name).grace_days, now)
-                sealed = grace[subject.id].encrypt(item.reason, b"reason") if item.reason else None
-                values = self._created(uow, project, subject.id, item.user_id, item.mode, item.source, item.actor,
-                                       sealed, (now, grace_until, due_by))
-                rows.append(values)
-                open_rows[subject.id] = row = DeletionRequest(**values)  # a second item for this user gets it
-                new_users.setdefault((project.id, item.actor), []).append(item.user_id)
-                outcomes.append(Outcome(202, to_dict(row, project.name, item.user_id, now)))
-            uow.requests.insert_many(rows)
-            for (project_id, actor), ended in new_users.items():
-                project = projects[project_id]
-                assert project is not None
-                self._suppressions.end_for(uow, project, ended, actor)
+            subject_ids = [subjects[(i.project_id, i.user_id)].id for i in items]
+            open_rows = uow.requests.open_for_many(subject_ids)
+            taken: set[str] = set()
+            openers: dict[int, str] = {}  # item position -> subject id, for the first item of each user
+            for position, subject_id in enumerate(subject_ids):
+                if subject_id not in open_rows and subject_id not in taken:
+                    openers[position] = subject_id
+                    taken.add(subject_id)
+            rows = self._open_new(uow, projects, [(items[p], sid) for p, sid in openers.items()], now)
+            made = {p: DeletionRequest(**row) for p, row in zip(openers, rows, strict=True)}
+            open_rows.update({row.subject_id: row for row in made.values()})
+            outcomes = [Outcome(202 if p in made else 200,
+                                to_dict(open_rows[subject_ids[p]], projects[item.project_id].name, item.user_id, now))
+                        for p, item in enumerate(items)]
             uow.commit()
         return outcomes
+
+    def _open_new(self, uow: SqlUnitOfWork, projects: Mapping[str, Project],
+                  new: Sequence[tuple[_NewRequest, str]], now: datetime) -> list[dict[str, Any]]:
+        """New pending requests for (item, subject id) pairs whose subjects have none, in the
+        caller's transaction, set-based: one key lookup for the sealed reasons, one insert, one
+        end of suppression per project and actor. Returns each request's values, in order."""
+        with_reason = sorted({subject_id for item, subject_id in new if item.reason})
+        grace = self._keys.ciphers(uow, with_reason, GRACE, create=True) if with_reason else {}
+        rows: list[dict[str, Any]] = []
+        unsuppressed: dict[tuple[str, str], list[str]] = {}  # (project id, actor) -> users
+        for item, subject_id in new:
+            project = projects[item.project_id]
+            grace_until, due_by = lifecycle.deadlines(now, item.mode,
+                                                      self._policies.for_project(project.name).grace_days, now)
+            sealed = grace[subject_id].encrypt(item.reason, b"reason") if item.reason else None
+            rows.append(self._created(uow, project, subject_id, item.user_id, item.mode, item.source, item.actor,
+                                      sealed, (now, grace_until, due_by)))
+            unsuppressed.setdefault((project.id, item.actor), []).append(item.user_id)
+        uow.requests.insert_many(rows)
+        for (project_id, actor), users in unsuppressed.items():
+            self._suppressions.end_for(uow, projects[project_id], users, actor)
+        return rows
 
     def _create(self, project_id: str, user_id: str, mode: Mode, reason: str | None, source: Source,
                 actor: str, idempotency_key: str | None) -> Outcome:
@@ -247,18 +260,10 @@ class DeletionService:
         subjects = self._ids.ensure(uow, project.id, user_ids, now)
         open_rows = uow.requests.open_for_many([s.id for s in subjects.values()])
         new = [u for u in dict.fromkeys(user_ids) if subjects[u].id not in open_rows]
-        grace = self._keys.ciphers(uow, [subjects[u].id for u in new], GRACE, create=True) if reason and new else {}
-        grace_until, due_by = lifecycle.deadlines(now, mode, self._policies.for_project(project.name).grace_days, now)
         found = {u: (open_rows[s.id].id, False) for u, s in subjects.items() if s.id in open_rows}
-        rows: list[dict[str, Any]] = []
-        for user in new:
-            subject_id = subjects[user].id
-            sealed = grace[subject_id].encrypt(reason, b"reason") if reason else None
-            rows.append(self._created(uow, project, subject_id, user, mode, Source.PARTNER_API, actor, sealed,
-                                      (now, grace_until, due_by)))
-            found[user] = (rows[-1]["id"], True)
-        uow.requests.insert_many(rows)
-        self._suppressions.end_for(uow, project, new, actor)
+        asked = [_NewRequest(project.id, user, mode, reason, Source.PARTNER_API, actor) for user in new]
+        rows = self._open_new(uow, {project.id: project}, [(a, subjects[a.user_id].id) for a in asked], now)
+        found.update({user: (row["id"], True) for user, row in zip(new, rows, strict=True)})
         return found
 
     def _created(self, uow: SqlUnitOfWork, project: Project, subject_id: str, user_id: str, mode: Mode,
