@@ -123,6 +123,11 @@ def confirmation_stands(confirmed_at: datetime, last_restored_at: datetime | Non
     return last_restored_at is None or confirmed_at > last_restored_at
 
 
+def latest(current: datetime | None, at: datetime) -> datetime:
+    """The later of a recorded lifecycle instant (None: none yet) and a new one."""
+    return at if current is None or at > current else current
+
+
 def restore_applies(restored_at: datetime, requested_at: datetime) -> bool:
     """An `account_restored` restores the open request only if it is not older than it."""
     return restored_at >= requested_at

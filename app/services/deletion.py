@@ -287,11 +287,17 @@ class DeletionService:
             return None
         return self._keys.cipher(uow, subject.id, GRACE).encrypt(reason, b"reason")
 
-    def restore_in(self, uow: SqlUnitOfWork, project: Project, row: DeletionRequest, actor: str) -> str:
+    def restore_in(self, uow: SqlUnitOfWork, project: Project, row: DeletionRequest, actor: str,
+                   event_at: datetime | None = None) -> str:
         """Within the caller's transaction, `row` locked (see DeletionRequests.lock): the one
         guarded write of a restore. The state machine decides on the row as it is now, after
         any job that moved it on has committed; the subject is unhidden in the same
-        transaction. Returns the user id; raises Conflict saying why when it is refused."""
+        transaction. Returns the user id; raises Conflict saying why when it is refused.
+
+        The restore is recorded as the user's latest restore: at `event_at` (the platform's
+        time of an `account_restored`) or, for a partner's restore, now. A confirmation the
+        user made before it that arrives late then cannot open a new request: of the two, the
+        later wins (domain.requests.confirmation_stands)."""
         now = self._clock()
         subject = uow.subjects.lock(row.subject_id)  # as it is now, not as the caller loaded it
         user_id = self._ids.user_id(uow, subject)
@@ -304,6 +310,7 @@ class DeletionService:
         apply_state(row, state)
         row.restored_at, row.lease_until = now, None
         subject.status = "active"
+        subject.restored_event_at = lifecycle.latest(subject.restored_event_at, event_at or now)
         uow.audit(AuditRecord(actor, "deletion_request.restored", project.name,
                               subject_hash(self._key, project.name, user_id), {"request_id": row.id}))
         if self._callbacks is not None:

@@ -356,7 +356,7 @@ class IngestService:
                    received: datetime) -> bool:
         """A grace request from the user's confirmation, dated by the event, unless the user's
         `account_restored` is later by event time (it arrived first)."""
-        subject.confirmed_event_at = _latest(subject.confirmed_event_at, at)
+        subject.confirmed_event_at = lifecycle.latest(subject.confirmed_event_at, at)
         if not lifecycle.confirmation_stands(at, subject.restored_event_at):
             log.info("events.confirmation_superseded")
             return False
@@ -370,12 +370,12 @@ class IngestService:
         again after this restore (that confirmation arrived first), the deletion starts again
         from that confirmation, as if the events had come in order. Returns True when a request
         was opened."""
-        subject.restored_event_at = _latest(subject.restored_event_at, at)
+        subject.restored_event_at = lifecycle.latest(subject.restored_event_at, at)
         row = uow.requests.open_for(subject.id, lock=True)
         if row is None or not lifecycle.restore_applies(at, row.requested_at):
             return False
         try:
-            self._deletions.restore_in(uow, project, row, "user:webhook")
+            self._deletions.restore_in(uow, project, row, "user:webhook", event_at=at)
         except Conflict as exc:
             log.info("events.restore_refused", detail=str(exc))
             return False
@@ -462,10 +462,6 @@ def _sealed(personal: Mapping[str, str], cipher: Cipher | None, store_ip: bool) 
     if not values or cipher is None:
         return {}
     return {column: cipher.encrypt(value, column.encode()) for column, value in values.items()}
-
-
-def _latest(current: datetime | None, at: datetime) -> datetime:
-    return at if current is None or at > current else current
 
 
 def _dump(envelope: Any) -> str:

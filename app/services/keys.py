@@ -140,6 +140,9 @@ class KeyService:
             for key in self._create(uow, missing, purpose):
                 ciphers[key.owner] = self._open(uow.keys, key)
                 created.add((key.owner, purpose))
+            with self._lock:  # an absence cached by an earlier read no longer holds in this process
+                for owner in missing:
+                    self._cache.pop((owner, purpose), None)
         return ciphers
 
     def _create(self, uow: SqlUnitOfWork, owners: Sequence[str], purpose: str) -> list[StoredKey]:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from app.bootstrap import Container
+from app.domain.requests import Mode
 from app.stores.sql.models import DeletionRequest, Message, Profile, Subject
 from tests.conftest import FakeClock
 from tests.fixtures.platform import frontend
@@ -90,6 +91,25 @@ def test_a_restore_delivered_before_an_older_confirmation_wins(container: Contai
     deliver(container, project, event(project[1], "account_restored", "u-1", 2),
             event(project[1], "delete_profile_confirmed", "u-1", 1))
     assert end_state(container, project[0])["open"] == {}
+
+
+def test_a_partners_restore_wins_over_an_older_confirmation_that_arrives_after_it(
+    container: Container, clock: FakeClock
+) -> None:
+    """The partner restores at 09:10; the user's confirmation of 09:01 is delivered at 09:20. The
+    restore is the later word: no request opens, and the restored user stays whole."""
+    project = new_project(container)
+    clock.now = T0 + timedelta(minutes=10)
+    created = container.deletions.request(project[0], "u-1", Mode.GRACE, None, actor="partner:acme")
+    container.deletions.restore(project[0], created.body["id"], actor="partner:acme")
+    clock.now = T0 + timedelta(minutes=20)
+    deliver(container, project, event(project[1], "delete_profile_confirmed", "u-1", 1))
+    state = end_state(container, project[0])
+    assert state["open"] == {} and state["subjects"] == {"u-1": "active"}
+    # a confirmation made after the partner's restore still stands
+    deliver(container, project, event(project[1], "delete_profile_confirmed", "u-1", 15))
+    ((status, requested_at, _),) = end_state(container, project[0])["open"].values()
+    assert (status, requested_at) == ("pending", T0 + timedelta(minutes=15))
 
 
 def test_a_confirmation_after_a_restore_stands_whichever_arrives_first(container: Container) -> None:

@@ -188,6 +188,17 @@ def test_absence_is_cached_for_readers_but_never_stops_a_writer(
     assert ciphers(here, uow, ["s-1"])["s-1"].decrypt(token) == "x"
 
 
+def test_a_key_this_process_creates_is_readable_here_at_once(
+        uow: UowFactory, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hold's key is read (absent) before the hold's data is taken under it, then created:
+    readers in the same process must not go on seeing the cached absence."""
+    monkeypatch.setattr(keys_module, "KEY_CACHE_SECONDS", 60.0)
+    keys = service(uow, clock)
+    assert ciphers(keys, uow, ["h-1"], "hold") == {}  # "no such key" is now cached
+    token = encrypt_for(keys, uow, "h-1", "x", "hold")
+    assert ciphers(keys, uow, ["h-1"], "hold")["h-1"].decrypt(token) == "x"
+
+
 def test_the_cache_is_bounded(uow: UowFactory, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(keys_module, "KEY_CACHE_SIZE", 10)
     keys = service(uow, clock)

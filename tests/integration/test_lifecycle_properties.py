@@ -23,14 +23,16 @@ from sqlalchemy import select
 
 from app.bootstrap import Container
 from app.config import Settings
+from app.domain.crypto import Cipher
 from app.domain.holds import Scope
 from app.domain.requests import Mode
 from app.services.errors import ServiceError
+from app.services.keys import CONTENT, HOLD, MESSAGE_TEXT_AAD, unsealed
 from app.services.policies import PolicyBook
 from app.stores.clickhouse.client import ClickHouse
 from app.stores.sql import migrations
 from app.stores.sql.engine import make_engine
-from app.stores.sql.models import AuditEntry, DeletionRequest, Message, Subject
+from app.stores.sql.models import AuditEntry, DeletionRequest, HoldRecord, Message, Subject
 from tests.conftest import ROOT, SECRET, FakeClock
 from tests.fixtures.interleave import erasure_with
 from tests.fixtures.platform import PROJECT, frontend
@@ -143,7 +145,8 @@ def test_lifecycle_state_machine(tmp_path_factory: pytest.TempPathFactory, click
             """The held data as it is now: the covered message rows, and for a user the link,
             the profile and the personal values of their events."""
             with self.c.uow() as uow:
-                q = select(Message.message_id, Message.text, Message.deleted_at, Message.removed_at)
+                q = select(Message.message_id, Message.subject_id, Message.text, Message.deleted_at,
+                           Message.removed_at)
                 if scope is Scope.MESSAGE:
                     q = q.where(Message.message_id == target)
                 elif scope is Scope.ROOM:
@@ -151,7 +154,13 @@ def test_lifecycle_state_machine(tmp_path_factory: pytest.TempPathFactory, click
                 else:
                     key = self.c.identities.lookup(self.project_id, target)
                     q = q.join(Subject, Subject.id == Message.subject_id).where(Subject.user_key == key)
-                snap: dict[str, Any] = {"messages": {r[0]: tuple(r[1:]) for r in uow.session.execute(q)}}
+                # A message's text as it reads, not its bytes: a hold takes what it covers under
+                # its own key (services.held), which re-encrypts the same text.
+                hold_keys = list(self.c.keys.ciphers(uow, list(uow.session.scalars(select(HoldRecord.id))), HOLD,
+                                                     create=False).values())
+                snap: dict[str, Any] = {"messages": {
+                    message_id: (self.text(uow, author, text, hold_keys), deleted_at, removed_at)
+                    for message_id, author, text, deleted_at, removed_at in uow.session.execute(q)}}
                 if scope is Scope.USER:
                     subject = self.c.identities.find(uow, self.project_id, target)
                     snap["subject"] = subject.id if subject else None
@@ -164,6 +173,11 @@ def test_lifecycle_state_machine(tmp_path_factory: pytest.TempPathFactory, click
                     "SELECT user_name, text FROM events WHERE subject_id = toUUID({s:String})",
                     parameters={"s": snap["subject"]}, settings={"apply_patch_parts": 0}))
             return snap
+
+        def text(self, uow: Any, author: str | None, stored: str | None, hold_keys: list[Cipher]) -> str | None:
+            """A stored text opened by its author's content key or a hold's key (None: unreadable)."""
+            content = self.c.keys.ciphers(uow, [author or ""], CONTENT, create=False).get(author or "")
+            return unsealed([*([content] if content else []), *hold_keys], stored, MESSAGE_TEXT_AAD.decode())
 
         @invariant()
         def held_data_is_never_altered(self) -> None:
