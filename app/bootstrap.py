@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import Settings
 from app.domain.audit import CHAIN_LABEL, CHECKPOINT_LABEL
 from app.domain.crypto import derive_key
-from app.ports import JobKicker, SqlErasureStep
+from app.ports import EmbeddedStoreBusy, JobKicker, SqlErasureStep
 from app.services.accounts import AccountService
 from app.services.audit import AuditService
 from app.services.batches import BatchService
@@ -38,7 +38,7 @@ from app.services.subjects import SubjectService
 from app.services.suppressions import SuppressionService
 from app.services.webhooks import WebhookAuthService
 from app.stores.checkpoints import CheckpointFile
-from app.stores.clickhouse.client import ClickHouse, EmbeddedStoreBusy
+from app.stores.clickhouse.client import ClickHouse
 from app.stores.clickhouse.events import EventStore
 from app.stores.clickhouse.lifecycle import EventLifecycle
 from app.stores.clickhouse.schema import migrate as migrate_clickhouse

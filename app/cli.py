@@ -20,9 +20,8 @@ from app.bootstrap import Container, build
 from app.config import ConfigError, get_settings
 from app.domain.policy import PolicyError
 from app.logging import configure_logging
+from app.ports import EmbeddedStoreBusy
 from app.services.errors import NotFound, ServiceError
-from app.stores.checkpoints import read_checkpoints
-from app.stores.clickhouse.client import EmbeddedStoreBusy
 
 
 def _print(obj: Any) -> None:
@@ -233,7 +232,7 @@ def cmd_audit_verify(container: Container, args: argparse.Namespace) -> int:
     checkpoints = None
     if args.checkpoint is not None:
         try:
-            checkpoints = read_checkpoints(args.checkpoint)
+            checkpoints = container.audit.checkpoints_in(args.checkpoint)
         except (OSError, ValueError) as exc:
             print(f"lethe: cannot read the checkpoint file: {exc}", file=sys.stderr)
             return 2

@@ -5,13 +5,47 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from app.stores.sql.uow import SqlUnitOfWork
 
 Clock = Callable[[], datetime]
 UnitOfWorkFactory = Callable[[], "SqlUnitOfWork"]
+
+
+# --- what stores raise that callers handle (HTTP and the CLI map them to answers) ----------
+
+class InvalidCursor(ValueError):
+    """A pagination cursor that this API did not issue."""
+
+
+class EmbeddedStoreBusy(RuntimeError):
+    """Another process (usually `lethe serve`) has the embedded ClickHouse data directory open."""
+
+
+# --- data that crosses between services and stores -----------------------------------------
+
+class MessageRef(NamedTuple):
+    """A stored message as holds name it, with its row id."""
+
+    row_id: str
+    message_id: str
+    room_id: str | None
+    subject_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """What standing holds cover, in the terms of the events table."""
+
+    projects: frozenset[str] = frozenset()
+    subjects: frozenset[str] = frozenset()  # subject ids of held users
+    rooms: frozenset[tuple[str, str]] = frozenset()  # (project, room id)
+    messages: frozenset[tuple[str, str]] = frozenset()  # (project, message id)
+
+    def __bool__(self) -> bool:
+        return bool(self.projects or self.subjects or self.rooms or self.messages)
 
 
 @dataclass(frozen=True, slots=True)

@@ -163,7 +163,8 @@ def _day_counts(ch: Any, days: Sequence[date]) -> dict[date, int]:
 
 
 def _main_scenario(ch: Any, events: int, subjects: int, start: datetime, cutoff: date) -> dict[str, Any]:
-    from app.stores.clickhouse.lifecycle import EventLifecycle, Held
+    from app.ports import Held
+    from app.stores.clickhouse.lifecycle import EventLifecycle
 
     generated, optimized = _populate(ch, events, subjects, start)
     state = ch.rows("SELECT count(), uniqExact(subject_id), min(toDate(at)), max(toDate(at)) FROM events")[0]
@@ -276,7 +277,8 @@ def _replace_partitions(ch: Any, cutoff: date, held: Any) -> dict[str, int]:
 def _held_scenario(ch: Any, events: int, subjects: int, start: datetime, cutoff: date,
                    strategy: str) -> dict[str, Any]:
     """`strategy`: "app" (EventLifecycle.expire_before) or "replace" (_replace_partitions)."""
-    from app.stores.clickhouse.lifecycle import EventLifecycle, Held
+    from app.ports import Held
+    from app.stores.clickhouse.lifecycle import EventLifecycle
 
     generated, optimized = _populate(ch, events, subjects, start)
     c = {"c": cutoff}

@@ -8,7 +8,6 @@ from typing import Any
 
 from app import observability
 from app.bootstrap import Container
-from app.stores.sql.models import JobRun
 from jobs import anonymise, audit_verify, callbacks, message_feed, offboarding, outbox, purge, retention
 
 JobFn = Callable[[Container, datetime], dict[str, Any]]
@@ -42,8 +41,7 @@ def run_job(container: Container, name: str, now: datetime) -> dict[str, Any]:
         observability.job_finished(name, summary, finished.timestamp())
         return summary
     with container.uow() as uow:
-        uow.job_runs.add(JobRun(job=name, as_of=now, started_at=started, finished_at=finished,
-                                ok=not summary.get("failed"), summary=summary))
+        uow.job_runs.record(name, as_of=now, started_at=started, finished_at=finished, summary=summary)
         uow.commit()
     observability.job_finished(name, summary, finished.timestamp())
     return summary

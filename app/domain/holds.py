@@ -12,10 +12,13 @@ hold whose data is not sealed yet: those stop the request (`stops`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class Scope(StrEnum):
@@ -86,3 +89,14 @@ def stops(hold: Hold) -> bool:
 def covering(holds: Iterable[Hold], data: Data, now: datetime, release_delay: timedelta = timedelta(0)) -> list[Hold]:
     """The standing holds that cover `data` (empty: the step may go ahead)."""
     return [h for h in holds if h.stands(now, release_delay) and covers(h, data)]
+
+
+def split(pieces: Iterable[tuple[T, Data]], holds: Sequence[Hold], now: datetime,
+          release_delay: timedelta = timedelta(0)) -> tuple[list[T], list[T]]:
+    """(free, held): the pieces no standing hold covers, which a step may alter or delete, and
+    the ones a hold keeps. Every job divides data this way before it touches any."""
+    free: list[T] = []
+    held: list[T] = []
+    for piece, data in pieces:
+        (held if covering(holds, data, now, release_delay) else free).append(piece)
+    return free, held

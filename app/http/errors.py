@@ -16,9 +16,8 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from sqlalchemy import exc as sql_errors
 
+from app.ports import EmbeddedStoreBusy, InvalidCursor
 from app.services.errors import ServiceError
-from app.stores.clickhouse.client import EmbeddedStoreBusy
-from app.stores.sql.repositories import InvalidCursor
 
 log = structlog.get_logger(__name__)
 

@@ -8,6 +8,7 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -23,7 +24,7 @@ from app.domain.audit import (
     verify,
 )
 from app.ports import UnitOfWorkFactory
-from app.stores.checkpoints import CheckpointFile
+from app.stores.checkpoints import CheckpointFile, read_checkpoints
 from app.stores.sql.models import AuditEntry
 from app.stores.sql.repositories import decode_seq_cursor, encode_cursor
 
@@ -81,6 +82,11 @@ class AuditService:
             if len(rows) < batch:
                 return
             after = rows[-1].seq
+
+    def checkpoints_in(self, path: Path) -> list[Any]:
+        """The checkpoints an operator kept in a file of their own (`--checkpoint FILE`).
+        Raises OSError when it cannot be read, ValueError naming a line that is not JSON."""
+        return read_checkpoints(path)
 
     def verify(self, checkpoints: Sequence[Any] | None = None) -> Verification:
         """Walk the whole chain (keyed hashes), check that its last entry is the recorded head,

@@ -352,7 +352,7 @@ class DeletionService:
         with self._uow() as uow:
             record = uow.idempotency.get(project_id, key)
             if record is not None and record.status_code is None:
-                uow.session.delete(record)
+                uow.idempotency.remove(record)
                 uow.commit()
 
     # --- read ---------------------------------------------------------------------------

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
-
 from app.domain.audit import AuditRecord
-from app.domain.holds import Data, Hold, Scope, covering
+from app.domain.holds import Data, Hold, Scope, T, covering, split
 from app.domain.policy import Handles
-from app.ports import Clock, UnitOfWorkFactory
+from app.ports import Clock, Held, MessageRef, UnitOfWorkFactory
 from app.services.errors import Conflict, InvalidInput, NotFound
 from app.services.identities import Identities
 from app.services.policies import PolicyBook
-from app.stores.clickhouse.lifecycle import Held
 from app.stores.sql.models import HoldRecord
-from app.stores.sql.repositories import after_cursor, encode_cursor
 from app.stores.sql.uow import SqlUnitOfWork
 
 
@@ -60,8 +56,7 @@ class HoldService:
         with self._uow() as uow:
             row = HoldRecord(project_id=project_id, scope=scope.value, target=target, reason=reason,
                              reference=reference, placed_by=actor, placed_at=now, expires_at=expires_at)
-            uow.session.add(row)
-            uow.session.flush()
+            uow.holds.add(row)
             # The audit entry names the hold, never its target (which may be a user id).
             uow.audit(AuditRecord(actor, "hold.placed", project, None,
                                   {"hold_id": row.id, "scope": scope.value, "reference": reference}))
@@ -72,7 +67,7 @@ class HoldService:
     def release(self, projects: dict[str, str], hold_id: str, *, actor: str) -> dict[str, Any]:
         now = self._clock()
         with self._uow() as uow:
-            row = uow.session.get(HoldRecord, hold_id)
+            row = uow.holds.get(hold_id)
             if row is None or row.project_id not in projects:
                 raise NotFound(f"hold {hold_id} not found")
             if row.released_at is not None:
@@ -85,21 +80,10 @@ class HoldService:
 
     def page(self, projects: dict[str, str], *, active: bool | None, limit: int, cursor: str | None) -> dict[str, Any]:
         now = self._clock()
-        query = after_cursor(select(HoldRecord).where(HoldRecord.project_id.in_(projects)),
-                             HoldRecord.placed_at, HoldRecord.id, cursor)
-        items: list[dict[str, Any]] = []
-        next_cursor = None
         with self._uow() as uow:
-            for row in uow.session.scalars(query.order_by(HoldRecord.placed_at.desc(), HoldRecord.id.desc())):
-                item = hold_dict(row, projects[row.project_id], now)
-                if active is not None and item["active"] is not active:
-                    continue
-                if len(items) == limit:
-                    last_row = items[-1]
-                    next_cursor = encode_cursor(last_row["placed_at"], last_row["id"])
-                    break
-                items.append(item)
-        return {"items": items, "next_cursor": next_cursor}
+            rows, next_cursor = uow.holds.page(list(projects), active_at=now, active=active, limit=limit,
+                                               cursor=cursor)
+        return {"items": [hold_dict(row, projects[row.project_id], now) for row in rows], "next_cursor": next_cursor}
 
     # --- every destructive step --------------------------------------------------------
     def standing(self, uow: SqlUnitOfWork, project_ids: Sequence[str], now: datetime) -> list[Hold]:
@@ -107,7 +91,7 @@ class HoldService:
         if not project_ids:
             return []
         names = uow.projects.names(project_ids)
-        rows = uow.session.scalars(select(HoldRecord).where(HoldRecord.project_id.in_(project_ids)))
+        rows = uow.holds.in_projects(project_ids)
         holds = [to_domain(r, names[r.project_id]) for r in rows]
         return [h for h in holds if h.stands(now, self.delay(h.project))]
 
@@ -116,6 +100,19 @@ class HoldService:
 
     def blocking(self, holds: Sequence[Hold], data: Data, now: datetime) -> list[Hold]:
         return covering(holds, data, now, self.delay(data.project))
+
+    def split(self, project: str, pieces: Iterable[tuple[T, Data]], holds: Sequence[Hold],
+              now: datetime) -> tuple[list[T], list[T]]:
+        """(free, held) pieces of one project's data, with the project's release delay."""
+        return split(pieces, holds, now, self.delay(project))
+
+    def split_messages(self, uow: SqlUnitOfWork, project: str, project_id: str, messages: Sequence[MessageRef],
+                       holds: Sequence[Hold], now: datetime) -> tuple[list[MessageRef], list[MessageRef]]:
+        """(free, held) messages: holds name a message by its author's user id, room and id."""
+        authors = self._ids.user_ids(uow, uow.subjects.by_ids(sorted({m.subject_id for m in messages
+                                                                      if m.subject_id})))
+        return self.split(project, ((m, Data.message(project, authors.get(m.subject_id or ""), m.room_id,
+                                                     m.message_id)) for m in messages), holds, now)
 
     def in_events(self, uow: SqlUnitOfWork, holds: Sequence[Hold]) -> Held:
         """The standing holds in the terms of the events table (users become subject ids)."""

@@ -41,7 +41,7 @@ class Identities:
 
     def find(self, uow: SqlUnitOfWork, project_id: str, user_key: str) -> Subject | None:
         digest = self.lookup(project_id, user_key)
-        return uow.subjects_bulk.find(project_id, [digest]).get(digest)
+        return uow.subjects.find(project_id, [digest]).get(digest)
 
     def ensure(self, uow: SqlUnitOfWork, project_id: str, user_keys: Iterable[str], now: datetime,
                first_seen: Mapping[str, datetime] | None = None) -> dict[str, Subject]:
@@ -52,17 +52,17 @@ class Identities:
         hashes = {key: self.lookup(project_id, key) for key in sorted(set(user_keys))}
         if not hashes:
             return {}
-        found = uow.subjects_bulk.find(project_id, list(hashes.values()))
+        found = uow.subjects.find(project_id, list(hashes.values()))
         missing = [key for key, digest in hashes.items() if digest not in found]
         if missing:
             ids = {key: new_id() for key in missing}
             ciphers = self._keys.ciphers(uow, list(ids.values()), GRACE, create=True)
-            uow.subjects_bulk.insert_missing([
+            uow.subjects.insert_missing([
                 {"id": ids[key], "project_id": project_id, "user_key": hashes[key],
                  "user_id": ciphers[ids[key]].encrypt(key, USER_ID_AAD.encode()),
                  "admin": key.startswith(ADMIN_PREFIX), "status": "active", "created_at": now,
                  "last_seen_at": first_seen.get(key, now)} for key in missing])
-            found.update(uow.subjects_bulk.find(project_id, [hashes[key] for key in missing]))
+            found.update(uow.subjects.find(project_id, [hashes[key] for key in missing]))
             lost = [ids[key] for key in missing if found[hashes[key]].id != ids[key]]
             if lost:  # a concurrent transaction created these users first: our keys seal nothing
                 self._keys.destroy(uow, lost, GRACE)
@@ -88,7 +88,7 @@ class Identities:
         total = 0
         while True:
             with uow_factory() as uow:
-                rows = uow.subjects_bulk.unsealed(batch)
+                rows = uow.subjects.unsealed(batch)
                 if not rows:
                     return total
                 ciphers = self._keys.ciphers(uow, [s.id for s in rows], GRACE, create=True)

@@ -299,7 +299,7 @@ class IngestService:
             rows.append(self._row(project, event, subject, subjects, at,
                                   ciphers.get(_key_owner(project, event, subjects)), store_ip))
         messages.flush(uow)
-        uow.subjects_bulk.seen(last_seen)
+        uow.subjects.seen(last_seen)
         return opened
 
     def _row(self, project: Project, event: Event, subject: Subject | None, subjects: dict[str, Subject],
@@ -382,7 +382,7 @@ class IngestService:
         confirmed = subject.confirmed_event_at
         if confirmed is None or not lifecycle.confirmation_stands(confirmed, at):
             return False
-        uow.session.flush()  # the restored request is closed before the next one opens
+        uow.flush()  # the restored request is closed before the next one opens
         _, created = self._deletions.open_in(uow, project, subject, user_id, Mode.GRACE, None, Source.USER,
                                              "user:webhook", asked_at=lifecycle.asked_at(confirmed, received),
                                              known_no_open=True)
@@ -407,7 +407,7 @@ class IngestService:
     def _profile(self, uow: SqlUnitOfWork, subject: Subject, event: Event) -> None:
         """Last writer wins per field, by event time; values stored sealed under the grace key."""
         cipher = self._grace(uow, subject)
-        profile = uow.session.get(Profile, subject.id) or Profile(subject_id=subject.id, updated_at=event.at)
+        profile = uow.profiles.get(subject.id) or Profile(subject_id=subject.id, updated_at=event.at)
         for attr, at_field, kinds, column in (("display_name", "display_name_at", PROFILE_NAME, "user_name"),
                                                ("avatar_url", "avatar_at", PROFILE_AVATAR, "url")):
             value = event.personal.get(column) or (event.personal.get("nickname") if attr == "display_name" else "")
@@ -418,7 +418,7 @@ class IngestService:
                 setattr(profile, attr, cipher.encrypt(value, attr.encode()))
                 setattr(profile, at_field, event.at)
         profile.updated_at = max(t for t in (profile.display_name_at, profile.avatar_at, profile.updated_at) if t)
-        uow.session.add(profile)
+        uow.profiles.add(profile)
 
 
 @dataclass

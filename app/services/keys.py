@@ -103,7 +103,7 @@ class KeyService:
         wanted = list(dict.fromkeys(owners))
         found, unknown = self._from_cache(wanted, purpose, trust_absence=not create)
         if unknown:  # keys this transaction created or read already (not shared: it may roll back)
-            mine: dict[tuple[str, str], Cipher] = uow.session.info.setdefault(OPENED_IN_TRANSACTION, {})
+            mine: dict[tuple[str, str], Cipher] = uow.info.setdefault(OPENED_IN_TRANSACTION, {})
             found.update({o: c for o in unknown if (c := mine.get((o, purpose))) is not None})
             unknown = [o for o in unknown if o not in found]
         if unknown:
@@ -131,7 +131,7 @@ class KeyService:
 
     def _load(self, uow: SqlUnitOfWork, owners: Sequence[str], purpose: str, *, create: bool) -> dict[str, Cipher]:
         stored = uow.keys.get(owners, purpose)
-        created: set[tuple[str, str]] = uow.session.info.setdefault(_CREATED, set())
+        created: set[tuple[str, str]] = uow.info.setdefault(_CREATED, set())
         ciphers = {owner: self._open(uow.keys, key) for owner, key in stored.items()}
         self._remember(purpose, {o: c for o, c in ciphers.items() if (o, purpose) not in created},
                        absent=[] if create else [o for o in owners if o not in stored])
@@ -221,7 +221,7 @@ class KeyService:
             _check_purpose(purpose)
         purposes = [purpose] if purpose is not None else sorted(PURPOSES)
         self._dirty = True
-        mine = uow.session.info.get(OPENED_IN_TRANSACTION, {})
+        mine = uow.info.get(OPENED_IN_TRANSACTION, {})
         with self._lock:
             for owner in owners:
                 for each in purposes:

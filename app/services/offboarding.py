@@ -6,10 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
-
 from app.domain.audit import AuditRecord
-from app.domain.holds import Data, Hold, Scope
+from app.domain.holds import Hold, Scope
 from app.ports import Clock, UnitOfWorkFactory
 from app.services.accounts import AccountService
 from app.services.dead_letters import DeadLetterService
@@ -19,18 +17,6 @@ from app.services.identities import Identities
 from app.services.keys import ANALYTICS, KeyService
 from app.services.summary import JobSummary
 from app.stores.clickhouse.lifecycle import EventLifecycle
-from app.stores.sql.models import (
-    Complaint,
-    DeletionRequest,
-    EventReceipt,
-    IdempotencyKey,
-    Login,
-    Message,
-    Profile,
-    Project,
-    Subject,
-    Suppression,
-)
 from app.stores.sql.uow import SqlUnitOfWork
 
 
@@ -76,7 +62,7 @@ class OffboardingService:
             with self._uow() as uow:
                 counts = {"clickhouse.events": events, **self._sql(uow, project_id, name, holds, now)}
                 remaining = len(holds)
-                project = uow.session.get(Project, project_id)
+                project = uow.projects.by_id(project_id)
                 assert project is not None
                 if not remaining:
                     project.status = "ended"
@@ -91,39 +77,23 @@ class OffboardingService:
 
     def _sql(self, uow: SqlUnitOfWork, project_id: str, name: str, holds: Sequence[Hold],
              now: datetime) -> dict[str, int]:
-        session = uow.session
         held_users = {self._ids.lookup(project_id, h.target) for h in holds if h.scope is Scope.USER}
-        messages = list(session.execute(
-            select(Message.id, Message.message_id, Message.room_id, Message.subject_id)
-            .where(Message.project_id == project_id)))
-        users = self._ids.user_ids(uow, uow.subjects.by_ids(sorted({m.subject_id for m in messages if m.subject_id})))
-        doomed, kept, authors_of_kept = [], set(), set()
-        for row_id, message_id, room_id, subject_id in messages:
-            data = Data.message(name, users.get(subject_id or ""), room_id, message_id)
-            if self._holds.blocking(holds, data, now):
-                kept.add(message_id)
-                authors_of_kept.add(subject_id)  # a held message keeps its attribution too
-            else:
-                doomed.append(row_id)
-        subjects = list(session.execute(select(Subject.id, Subject.user_key).where(Subject.project_id == project_id)))
-        free_subjects = [sid for sid, user in subjects if user not in held_users and sid not in authors_of_kept]
-
-        def gone(statement: object) -> int:
-            return int(session.execute(statement).rowcount)  # type: ignore[call-overload]
-
+        doomed, kept = self._holds.split_messages(uow, name, project_id, uow.messages.in_project(project_id),
+                                                  holds, now)
+        authors_of_kept = {m.subject_id for m in kept}  # a held message keeps its attribution too
+        free_subjects = [sid for sid, user in uow.subjects.in_project(project_id)
+                         if user not in held_users and sid not in authors_of_kept]
         counts = {
-            "sql.messages": gone(delete(Message).where(Message.id.in_(doomed))) if doomed else 0,
-            "sql.complaints": gone(delete(Complaint).where(Complaint.project_id == project_id,
-                                                           Complaint.message_id.not_in(kept))),
-            "sql.profiles": gone(delete(Profile).where(Profile.subject_id.in_(free_subjects))),
-            "sql.logins": gone(delete(Login).where(Login.subject_id.in_(free_subjects))),
+            "sql.messages": uow.messages.delete_ids([m.row_id for m in doomed]),
+            "sql.complaints": uow.complaints.delete_in(project_id, keep_messages={m.message_id for m in kept}),
+            "sql.profiles": uow.profiles.delete(free_subjects),
+            "sql.logins": uow.logins.delete_of(free_subjects),
             "sql.dead_letters": self._dead_letters.expire(uow, project_id),
-            "sql.event_receipts": gone(delete(EventReceipt).where(EventReceipt.project_id == project_id)),
-            "sql.idempotency_keys": gone(delete(IdempotencyKey).where(IdempotencyKey.project_id == project_id)),
-            "sql.suppressions": gone(delete(Suppression).where(Suppression.project_id == project_id)),
+            "sql.event_receipts": uow.receipts.delete_in(project_id),
+            "sql.idempotency_keys": uow.idempotency.delete_in(project_id),
+            "sql.suppressions": uow.suppressions.delete_in(project_id),
         }
-        session.execute(update(DeletionRequest).where(DeletionRequest.subject_id.in_(free_subjects))
-                        .values(reason=None))
+        uow.requests.forget_reasons(free_subjects)
         # the keys to their events' personal values; the project's day keys once no hold remains
         counts["sql.data_keys"] = len(self._keys.destroy(uow, free_subjects))  # every purpose
         if not holds:

@@ -6,8 +6,6 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import func, select
-
 from app.domain.audit import AuditRecord, subject_hash
 from app.domain.crypto import Cipher
 from app.domain.events import EXTRA, PERSONAL_COLUMNS
@@ -20,7 +18,7 @@ from app.services.holds import to_domain
 from app.services.identities import Identities
 from app.services.keys import ANALYTICS, CONTENT, GRACE, HOLD, MESSAGE_TEXT_AAD, KeyService, unsealed
 from app.stores.clickhouse.events import EventStore
-from app.stores.sql.models import Complaint, DeletionRequest, HoldRecord, Login, Message, Profile, Subject
+from app.stores.sql.models import Subject
 
 
 class SubjectService:
@@ -38,13 +36,8 @@ class SubjectService:
         found: list[dict[str, Any]] = []
         with self._uow() as uow:
             for project_id, name, subject in self._subjects(uow, projects, user_id):
-                count = _counter(uow.session)
                 sql: dict[str, Any] = {
-                    "sql.subjects": 1,
-                    "sql.profiles": count(Profile, Profile.subject_id == subject.id),
-                    "sql.messages": count(Message, Message.subject_id == subject.id),
-                    "sql.complaints": count(Complaint, Complaint.reporter_subject_id == subject.id),
-                    "sql.logins": count(Login, Login.subject_id == subject.id),
+                    **uow.subjects.footprint(subject.id),
                     "sql.dead_letters": len(self._dead_letters.mentioning(uow, project_id, [user_id]).get(user_id, [])),
                 }
                 found.append({**_about(uow, project_id, name, subject, user_id),
@@ -73,9 +66,8 @@ class SubjectService:
                 cipher = [*self._keys.ciphers(uow, [subject.id], ANALYTICS, create=False).values(), *held]
                 grace = self._keys.ciphers(uow, [subject.id], GRACE, create=False).get(subject.id)
                 content = [*self._keys.ciphers(uow, [subject.id], CONTENT, create=False).values(), *held]
-                profile = uow.session.get(Profile, subject.id)
-                messages = uow.session.scalars(select(Message).where(Message.subject_id == subject.id)
-                                               .order_by(Message.sent_at))
+                profile = uow.profiles.get(subject.id)
+                messages = uow.messages.of_subject(subject.id)
                 found.append({
                     **_about(uow, project_id, name, subject, user_id),
                     "profile": None if profile is None else {
@@ -97,12 +89,9 @@ class SubjectService:
         return {"user_id": user_id, "projects": found}
 
 
-
-
 def _about(uow: Any, project_id: str, name: str, subject: Subject, user_id: str) -> dict[str, Any]:
     """What the report and the export both say of the user in one project."""
-    requests = uow.session.scalars(select(DeletionRequest).where(DeletionRequest.subject_id == subject.id)
-                                   .order_by(DeletionRequest.requested_at))
+    requests = uow.requests.of_subject(subject.id)
     return {"project": name, "status": subject.status, "first_seen": subject.created_at.isoformat(),
             "last_seen": subject.last_seen_at.isoformat(),
             "requests": [to_dict(r, name, user_id, uow.now()) for r in requests],
@@ -123,15 +112,7 @@ def _holds_on(uow: Any, project_id: str, project: str, user_id: str, subject_id:
     """Every hold (standing or released) that names this user, their messages or their rooms."""
     refs = uow.messages.refs([subject_id]).get(subject_id, (set(), set()))
     data = Data(project, frozenset({user_id}), frozenset(refs[0]), frozenset(refs[1]))
-    rows = uow.session.scalars(select(HoldRecord).where(HoldRecord.project_id == project_id)
-                               .order_by(HoldRecord.placed_at))
+    rows = uow.holds.in_projects([project_id])
     return [{"id": r.id, "scope": r.scope, "placed_at": r.placed_at.isoformat(),
              "released_at": r.released_at.isoformat() if r.released_at else None}
             for r in rows if covers(to_domain(r, project), data)]
-
-
-def _counter(session: Any) -> Any:
-    def count(model: Any, where: Any) -> int:
-        return int(session.scalar(select(func.count()).select_from(model).where(where)) or 0)
-
-    return count

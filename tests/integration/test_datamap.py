@@ -63,7 +63,7 @@ def handlers() -> dict[str, frozenset[tuple[str, str, str]]]:
     from app.stores.clickhouse.events import EventStore
     from app.stores.sql.audit_log import AuditLog
     from app.stores.sql.erasure_steps import sql_steps
-    from app.stores.sql.repositories import Subjects
+    from app.stores.sql.subjects import Subjects
 
     steps = sql_steps(None, None, None)  # type: ignore[arg-type]  # what erasure runs; no store needed here
     found = {f"{type(step).__name__}:{step.name}": step.handles for step in steps}  # type: ignore[attr-defined]

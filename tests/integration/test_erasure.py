@@ -19,7 +19,7 @@ def add_profile(container: Container, user: str, clock: FakeClock) -> str:
     project_id = pid(container)  # before the transaction: SQLite has one writer at a time
     with container.uow() as uow:
         subject = container.identities.ensure(uow, project_id, [user], clock.now)[user]
-        uow.profiles.upsert(Profile(subject_id=subject.id, display_name=f"Name of {user}",
+        uow.profiles.add(Profile(subject_id=subject.id, display_name=f"Name of {user}",
                                     avatar_url="https://cdn.example/a.png", updated_at=clock.now))
         uow.commit()
         return subject.id
@@ -60,7 +60,7 @@ def test_purge_waits_for_grace_then_deletes_and_unlinks(container: Container, pr
     assert erased.user_id is None and erased.status == "erased"
     project_id = pid(container)
     with container.uow() as uow:
-        assert uow.profiles.count([sid]) == 0 and uow.profiles.count([keep]) == 1
+        assert uow.profiles.get(sid) is None and uow.profiles.get(keep) is not None
         assert uow.requests.get(project_id, created["id"]).reason is None  # type: ignore[union-attr]
         assert container.identities.find(uow, project_id, "u-2") is not None
 

@@ -199,7 +199,7 @@ def test_lifecycle_state_machine(tmp_path_factory: pytest.TempPathFactory, click
                 for request in done:
                     subject = uow.subjects.get(request.subject_id)
                     assert subject is not None and subject.user_id is None
-                    assert uow.profiles.count([subject.id]) == 0
+                    assert uow.profiles.get(subject.id) is None
                     if request.mode == "immediate":
                         assert uow.messages.per_subject([subject.id]) == {}
                 # its events' personal values are unreadable: the key is gone, no plaintext left

@@ -14,6 +14,8 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
+from app.ports import EmbeddedStoreBusy
+
 EMBEDDED_DEFAULTS = {"background_pool_size": "16"}
 
 
@@ -23,10 +25,6 @@ def replicated_database(database: str, cluster: str | None) -> str:
     if cluster is None:
         return ""
     return f" ENGINE = Replicated('/clickhouse/databases/{cluster}/{database}', '{{shard}}', '{{replica}}')"
-
-
-class EmbeddedStoreBusy(RuntimeError):
-    """Another process (usually `lethe serve`) has the embedded ClickHouse data directory open."""
 
 
 class ClickHouse:

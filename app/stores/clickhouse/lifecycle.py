@@ -7,10 +7,10 @@ are deleted with a lightweight DELETE and `APPLY DELETED MASK` makes that physic
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+from app.ports import Held
 from app.stores.clickhouse.client import ClickHouse
 
 SYNC = {"mutations_sync": 2}
@@ -18,27 +18,15 @@ MESSAGES = ("message_sent", "admin_message_sent")
 REACTIONS = ("message_reaction_sent", "reaction_create", "emoji_sent")
 
 
-@dataclass(frozen=True, slots=True)
-class Held:
-    """What standing holds cover, in the terms of the events table."""
-
-    projects: frozenset[str] = frozenset()
-    subjects: frozenset[str] = frozenset()  # subject ids of held users
-    rooms: frozenset[tuple[str, str]] = frozenset()  # (project, room id)
-    messages: frozenset[tuple[str, str]] = frozenset()  # (project, message id)
-
-    def __bool__(self) -> bool:
-        return bool(self.projects or self.subjects or self.rooms or self.messages)
-
-    def predicate(self) -> tuple[str, dict[str, Any]]:
-        """SQL that is true for held rows, with its bound parameters."""
-        return (
-            "(project IN {hp:Array(String)} OR subject_id IN {hs:Array(UUID)} "
-            "OR (project, room_id) IN {hr:Array(Tuple(String, String))} "
-            "OR (project, message_id) IN {hm:Array(Tuple(String, String))})",
-            {"hp": sorted(self.projects), "hs": [uuid.UUID(s) for s in sorted(self.subjects)],
-             "hr": sorted(self.rooms), "hm": sorted(self.messages)},
-        )
+def held_rows(held: Held) -> tuple[str, dict[str, Any]]:
+    """SQL that is true for the rows standing holds cover, with its bound parameters."""
+    return (
+        "(project IN {hp:Array(String)} OR subject_id IN {hs:Array(UUID)} "
+        "OR (project, room_id) IN {hr:Array(Tuple(String, String))} "
+        "OR (project, message_id) IN {hm:Array(Tuple(String, String))})",
+        {"hp": sorted(held.projects), "hs": [uuid.UUID(s) for s in sorted(held.subjects)],
+         "hr": sorted(held.rooms), "hm": sorted(held.messages)},
+    )
 
 
 class EventLifecycle:
@@ -91,7 +79,7 @@ class EventLifecycle:
         table-wide mutation per partition costs minutes). Returns rows removed, partitions dropped
         and held rows kept.
         """
-        predicate, params = held.predicate()
+        predicate, params = held_rows(held)
         counts = self.ch.rows(
             f"SELECT toYYYYMMDD(at) AS p, count(), countIf({predicate}) FROM events "
             "WHERE toDate(at) < {cutoff:Date} GROUP BY p ORDER BY p",
@@ -126,7 +114,7 @@ class EventLifecycle:
         if before is not None:
             where, params = f"{where} AND at < {{before:DateTime64(3, 'UTC')}}", {**params, "before": before}
         if held:
-            predicate, held_params = held.predicate()
+            predicate, held_params = held_rows(held)
             where, params = f"{where} AND NOT {predicate}", {**params, **held_params}
         count = int(self.ch.rows(f"SELECT count() FROM events WHERE {where}", parameters=params)[0][0])
         if count:

@@ -1,18 +1,19 @@
-"""Repositories for the operational data events bring: subjects in bulk, receipts, messages,
+"""Repositories for the operational data events bring: receipts, messages,
 complaints, logins, dead letters. Bulk statements: a webhook batch holds up to 1,000 events."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, case, delete, func, select, tuple_, update
+from sqlalchemy import Table, case, delete, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from app.ports import MessageRef
 from app.stores.sql.models import Complaint, DeadLetter, EventReceipt, Login, Message, Subject, Suppression, new_id
-from app.stores.sql.repositories import member_of, newest_first_page
+from app.stores.sql.repositories import newest_first_page
 
 
 def insert_ignoring_conflicts(session: Session, table: Table, rows: Sequence[Mapping[str, Any]],
@@ -46,39 +47,9 @@ def upsert_filling(session: Session, table: Table, rows: Sequence[Mapping[str, A
     session.execute(statement, list(rows))
 
 
-class SubjectsBulk:
-    def __init__(self, session: Session) -> None:
-        self.session = session
-
-    def find(self, project_id: str, user_keys: Sequence[str]) -> dict[str, Subject]:
-        """user key (the keyed hash, see app.services.identities) -> subject, for those known."""
-        if not user_keys:
-            return {}
-        rows = self.session.scalars(select(Subject).where(Subject.project_id == project_id,
-                                                          member_of(self.session, Subject.user_key, user_keys)))
-        return {s.user_key: s for s in rows if s.user_key is not None}
-
-    def unsealed(self, limit: int) -> list[Subject]:
-        """Linked subjects written before user ids were sealed (no keyed hash yet)."""
-        return list(self.session.scalars(select(Subject).where(Subject.user_key.is_(None), Subject.user_id.is_not(None))
-                                         .order_by(Subject.id).limit(limit)))
-
-    def insert_missing(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """New subjects; a user another transaction created first keeps that one (no error)."""
-        insert_ignoring_conflicts(self.session, Subject.__table__, rows)  # type: ignore[arg-type]
-
-    def seen(self, last_seen: Mapping[str, datetime]) -> None:
-        """Move each subject's last activity forward: one executemany, not an ORM update per
-        subject (those re-check every loaded object: quadratic in the batch size)."""
-        if not last_seen:
-            return
-        table = Subject.__table__
-        statement = (table.update()  # type: ignore[attr-defined]
-                     .where(table.c.id == bindparam("sid"), table.c.last_seen_at < bindparam("seen"))
-                     .values(last_seen_at=bindparam("seen")))
-        # in id order: concurrent writers lock the same rows in the same order
-        ordered = [{"sid": sid, "seen": last_seen[sid]} for sid in sorted(last_seen)]
-        self.session.connection().execute(statement, ordered)
+def rowcount(result: Any) -> int:
+    """How many rows an UPDATE or DELETE changed."""
+    return int(result.rowcount)
 
 
 class Receipts:
@@ -90,6 +61,13 @@ class Receipts:
         rows = [{"project_id": project_id, "dedup_key": k, "received_at": now} for k in dict.fromkeys(keys)]
         return set(insert_ignoring_conflicts(self.session, EventReceipt.__table__, rows,  # type: ignore[arg-type]
                                              returning=EventReceipt.dedup_key))
+
+    def delete_in(self, project_id: str, before: datetime | None = None) -> int:
+        """The project's dedup records (received before `before`, if given)."""
+        query = delete(EventReceipt).where(EventReceipt.project_id == project_id)
+        if before is not None:
+            query = query.where(EventReceipt.received_at < before)
+        return rowcount(self.session.execute(query))
 
 
 class Messages:
@@ -124,6 +102,25 @@ class Messages:
             "subject_id": subject_id, "text": text, "sent_at": at, "edited_at": at, "placeholder": True,
         }], returning=Message.id)
         return bool(inserted)
+
+    def of_subject(self, subject_id: str) -> list[Message]:
+        """The subject's messages, oldest first (the export)."""
+        return list(self.session.scalars(select(Message).where(Message.subject_id == subject_id)
+                                         .order_by(Message.sent_at)))
+
+    def in_project(self, project_id: str, sent_before: datetime | None = None) -> list[MessageRef]:
+        """(row id, message id, room id, author subject id) of the project's messages, sent
+        before `sent_before` if given: what retention and offboarding ask holds about."""
+        query = select(Message.id, Message.message_id, Message.room_id, Message.subject_id).where(
+            Message.project_id == project_id)
+        if sent_before is not None:
+            query = query.where(Message.sent_at < sent_before)
+        return [MessageRef(*row) for row in self.session.execute(query)]
+
+    def delete_ids(self, row_ids: Sequence[str]) -> int:
+        if not row_ids:
+            return 0
+        return rowcount(self.session.execute(delete(Message).where(Message.id.in_(row_ids))))
 
     def get(self, project_id: str, message_id: str) -> Message | None:
         return self.session.scalar(select(Message).where(Message.project_id == project_id,
@@ -237,6 +234,15 @@ class Complaints:
         ).values(resolved_at=now))
         return int(result.rowcount)  # type: ignore[attr-defined]
 
+    def delete_in(self, project_id: str, *, keep_messages: Iterable[str], before: datetime | None = None) -> int:
+        """The project's complaints (opened before `before`, if given), except those about
+        messages a hold keeps."""
+        query = delete(Complaint).where(Complaint.project_id == project_id,
+                                        Complaint.message_id.not_in(list(keep_messages)))
+        if before is not None:
+            query = query.where(Complaint.opened_at < before)
+        return rowcount(self.session.execute(query))
+
     def open_count(self, project_id: str, message_id: str) -> int:
         return self.session.scalar(select(func.count()).select_from(Complaint).where(
             Complaint.project_id == project_id, Complaint.message_id == message_id, Complaint.resolved_at.is_(None)
@@ -246,6 +252,17 @@ class Complaints:
 class Logins:
     def __init__(self, session: Session) -> None:
         self.session = session
+
+    def delete_of(self, subject_ids: Sequence[str]) -> int:
+        if not subject_ids:
+            return 0
+        return rowcount(self.session.execute(delete(Login).where(Login.subject_id.in_(subject_ids))))
+
+    def delete_older(self, project_id: str, before: datetime, keep_user_keys: Iterable[str]) -> int:
+        """The project's logins before `before`, except those of the users named (held)."""
+        return rowcount(self.session.execute(delete(Login).where(
+            Login.at < before, Login.subject_id.in_(select(Subject.id).where(
+                Subject.project_id == project_id, Subject.user_key.not_in(list(keep_user_keys)))))))
 
     def add(self, subject_id: str, ip: str, at: datetime) -> None:
         self.session.add(Login(subject_id=subject_id, ip=ip, at=at))
@@ -312,6 +329,9 @@ class Suppressions:
             self.session.execute(delete(Suppression).where(Suppression.project_id == project_id,
                                                            Suppression.key_hash.in_(sorted(standing))))
         return standing
+
+    def delete_in(self, project_id: str) -> int:
+        return rowcount(self.session.execute(delete(Suppression).where(Suppression.project_id == project_id)))
 
     def expire(self, now: datetime) -> int:
         result = self.session.execute(delete(Suppression).where(Suppression.until <= now))

@@ -12,8 +12,8 @@ from sqlalchemy import ColumnElement, Select, String, any_, bindparam, delete, f
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
-from app.domain.policy import Handles
 from app.domain.requests import OPEN_STATUSES, Status, Step
+from app.ports import InvalidCursor
 from app.stores.sql.models import (
     DeletionRequest,
     HoldRecord,
@@ -23,7 +23,6 @@ from app.stores.sql.models import (
     OfficerProject,
     Profile,
     Project,
-    Subject,
 )
 
 _Row = TypeVar("_Row")
@@ -35,10 +34,6 @@ def member_of(session: Session, column: Any, values: Sequence[str]) -> ColumnEle
     if session.get_bind().dialect.name == "postgresql":
         return column == any_(bindparam(None, list(values), type_=ARRAY(String)))  # type: ignore[no-any-return]
     return column.in_(values)  # type: ignore[no-any-return]
-
-
-class InvalidCursor(ValueError):
-    """A pagination cursor that this API did not issue."""
 
 
 def encode_cursor(*values: str | int) -> str:
@@ -167,74 +162,21 @@ class Projects:
         return list(self.session.scalars(select(Officer).order_by(Officer.name)))
 
 
-class Subjects:
-    # destroy_links: the one link from a user to their subject id goes, and everything that
-    # refers to the subject id is anonymous from then on
-    handles: Handles = frozenset({
-        ("sql.subjects", "user_key", "null_on_purge"), ("sql.subjects", "user_id", "null_on_purge"),
-        *(("sql.subjects", c, "unlinked_on_purge") for c in ("id", "confirmed_event_at", "restored_event_at")),
-        ("sql.messages", "subject_id", "unlinked_on_purge"),
-        ("sql.complaints", "reporter_subject_id", "unlinked_on_purge"),
-        ("sql.deletion_requests", "subject_id", "unlinked_on_purge"),
-        ("clickhouse.events", "subject_id", "unlinked_on_purge"),
-    })
-
-    def __init__(self, session: Session) -> None:
-        self.session = session
-
-    def get(self, subject_id: str) -> Subject | None:
-        return self.session.get(Subject, subject_id)
-
-    def lock(self, subject_id: str) -> Subject | None:
-        """Re-read and lock the subject for a transition (after its request: one lock order)."""
-        return self.session.scalar(_locked(select(Subject).where(Subject.id == subject_id)))
-
-    def by_ids(self, subject_ids: Sequence[str]) -> list[Subject]:
-        if not subject_ids:
-            return []
-        return list(self.session.scalars(select(Subject).where(Subject.id.in_(subject_ids))))
-
-    def add(self, subject: Subject) -> None:
-        self.session.add(subject)
-
-    def set_status(self, subject_ids: Sequence[str], status: str) -> None:
-        if subject_ids:
-            self.session.execute(update(Subject).where(Subject.id.in_(subject_ids)).values(status=status))
-
-    def destroy_links(self, subject_ids: Sequence[str], now: datetime) -> int:
-        """Forget which user each subject was: the step that makes the rest anonymous."""
-        if not subject_ids:
-            return 0
-        result = self.session.execute(
-            update(Subject).where(Subject.id.in_(subject_ids), Subject.user_key.is_not(None))
-            .values(user_key=None, user_id=None, status="erased", erased_at=now)
-        )
-        return int(result.rowcount)  # type: ignore[attr-defined]
-
-    def linked(self, subject_ids: Sequence[str]) -> int:
-        return self.session.scalar(
-            select(func.count()).select_from(Subject)
-            .where(Subject.id.in_(subject_ids), Subject.user_key.is_not(None))
-        ) or 0
-
-
 class Profiles:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def upsert(self, profile: Profile) -> None:
-        self.session.merge(profile)
+    def get(self, subject_id: str) -> Profile | None:
+        return self.session.get(Profile, subject_id)
+
+    def add(self, profile: Profile) -> None:
+        self.session.add(profile)
 
     def delete(self, subject_ids: Sequence[str]) -> int:
         if not subject_ids:
             return 0
         result = self.session.execute(delete(Profile).where(Profile.subject_id.in_(subject_ids)))
         return int(result.rowcount)  # type: ignore[attr-defined]
-
-    def count(self, subject_ids: Sequence[str]) -> int:
-        return self.session.scalar(
-            select(func.count()).select_from(Profile).where(Profile.subject_id.in_(subject_ids))
-        ) or 0
 
 
 class DeletionRequests:
@@ -254,14 +196,14 @@ class DeletionRequests:
         query = select(DeletionRequest).where(
             DeletionRequest.id == request_id, DeletionRequest.project_id == project_id
         )
-        return self.session.scalar(_locked(query) if lock else query)
+        return self.session.scalar(locked(query) if lock else query)
 
     def open_for(self, subject_id: str, *, lock: bool = False) -> DeletionRequest | None:
         query = select(DeletionRequest).where(
             DeletionRequest.subject_id == subject_id,
             DeletionRequest.status.in_([s.value for s in OPEN_STATUSES]),
         )
-        return self.session.scalar(_locked(query) if lock else query)
+        return self.session.scalar(locked(query) if lock else query)
 
     def lock(self, request_ids: Sequence[str]) -> list[DeletionRequest]:
         """The requests, re-read and locked for a transition (in id order, the one lock order
@@ -270,7 +212,7 @@ class DeletionRequests:
         if not request_ids:
             return []
         query = select(DeletionRequest).where(DeletionRequest.id.in_(request_ids)).order_by(DeletionRequest.id)
-        return list(self.session.scalars(_locked(query)))
+        return list(self.session.scalars(locked(query)))
 
     def open_for_many(self, subject_ids: Sequence[str]) -> dict[str, DeletionRequest]:
         if not subject_ids:
@@ -371,6 +313,17 @@ class DeletionRequests:
                                            func.count()).group_by(due.c.leased_by))
         return [(str(by), until, int(n)) for by, until, n in rows]
 
+    def of_subject(self, subject_id: str) -> list[DeletionRequest]:
+        """Every request about the subject, oldest first (the access report and the export)."""
+        return list(self.session.scalars(select(DeletionRequest).where(DeletionRequest.subject_id == subject_id)
+                                         .order_by(DeletionRequest.requested_at)))
+
+    def forget_reasons(self, subject_ids: Sequence[str]) -> None:
+        """Drop the free-text reasons of the subjects' requests (offboarding)."""
+        if subject_ids:
+            self.session.execute(update(DeletionRequest).where(DeletionRequest.subject_id.in_(subject_ids))
+                                 .values(reason=None))
+
     def by_ids(self, request_ids: Sequence[str]) -> list[DeletionRequest]:
         if not request_ids:
             return []
@@ -382,7 +335,7 @@ def _overdue(now: datetime) -> ColumnElement[bool]:
     return DeletionRequest.status.in_([s.value for s in OPEN_STATUSES]) & (DeletionRequest.due_by < now)
 
 
-def _locked(query: Select[_Row]) -> Select[_Row]:
+def locked(query: Select[_Row]) -> Select[_Row]:
     """FOR UPDATE, and the row as it is now even if this session loaded it before."""
     return query.with_for_update().execution_options(populate_existing=True)
 
@@ -391,11 +344,33 @@ class Holds:
     def __init__(self, session: Session) -> None:
         self.session = session
 
+    def add(self, hold: HoldRecord) -> None:
+        self.session.add(hold)
+        self.session.flush()  # assigns its id, which the audit entry names
+
     def get(self, hold_id: str) -> HoldRecord | None:
         return self.session.get(HoldRecord, hold_id)
 
+    def in_projects(self, project_ids: Sequence[str]) -> list[HoldRecord]:
+        """Every hold (standing or ended) in these projects, oldest first."""
+        if not project_ids:
+            return []
+        return list(self.session.scalars(select(HoldRecord).where(HoldRecord.project_id.in_(project_ids))
+                                         .order_by(HoldRecord.placed_at, HoldRecord.id)))
+
+    def page(self, project_ids: Sequence[str], *, active_at: datetime | None, active: bool | None, limit: int,
+             cursor: str | None) -> tuple[list[HoldRecord], str | None]:
+        """Newest first, keyset-paginated on (placed_at, id). `active`: standing as of
+        `active_at` (not released, not expired), or (False) the others."""
+        query = select(HoldRecord).where(HoldRecord.project_id.in_(project_ids))
+        if active is not None and active_at is not None:
+            standing = (HoldRecord.released_at.is_(None) | (HoldRecord.released_at > active_at)) & (
+                HoldRecord.expires_at.is_(None) | (HoldRecord.expires_at > active_at))
+            query = query.where(standing if active else ~standing)
+        return newest_first_page(self.session, query, HoldRecord.placed_at, HoldRecord.id, limit, cursor)
+
     def lock(self, hold_id: str) -> HoldRecord | None:
-        return self.session.scalar(_locked(select(HoldRecord).where(HoldRecord.id == hold_id)))
+        return self.session.scalar(locked(select(HoldRecord).where(HoldRecord.id == hold_id)))
 
     def sealed_not_returned(self) -> list[HoldRecord]:
         """Holds whose data sits under their own key: what `give_back` settles once they end."""
@@ -414,13 +389,26 @@ class IdempotencyKeys:
         self.session.add(record)
         self.session.flush()
 
+    def remove(self, record: IdempotencyKey) -> None:
+        self.session.delete(record)
+
+    def delete_in(self, project_id: str, before: datetime | None = None) -> int:
+        """The project's idempotency records (created before `before`, if given)."""
+        query = delete(IdempotencyKey).where(IdempotencyKey.project_id == project_id)
+        if before is not None:
+            query = query.where(IdempotencyKey.created_at < before)
+        return int(self.session.execute(query).rowcount)  # type: ignore[attr-defined]
+
 
 class JobRuns:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def add(self, run: JobRun) -> None:
-        self.session.add(run)
+    def record(self, job: str, *, as_of: datetime, started_at: datetime, finished_at: datetime,
+               summary: dict[str, Any]) -> None:
+        """One finished run; it failed if its summary counts failures."""
+        self.session.add(JobRun(job=job, as_of=as_of, started_at=started_at, finished_at=finished_at,
+                                ok=not summary.get("failed"), summary=summary))
 
     def last(self, job: str) -> JobRun | None:
         return self.session.scalar(

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
@@ -23,7 +23,6 @@ from app.stores.sql.operational import (
     Logins,
     Messages,
     Receipts,
-    SubjectsBulk,
     Suppressions,
 )
 from app.stores.sql.outbox import EventOutbox
@@ -34,8 +33,8 @@ from app.stores.sql.repositories import (
     JobRuns,
     Profiles,
     Projects,
-    Subjects,
 )
+from app.stores.sql.subjects import Subjects
 
 T = TypeVar("T")
 # Session.info entry: data keys opened in the current transaction, (owner, purpose) -> cipher
@@ -99,7 +98,6 @@ class SqlUnitOfWork:
         self.idempotency = IdempotencyKeys(self.session)
         self.audit_log = AuditLog(self.session)
         self.job_runs = JobRuns(self.session)
-        self.subjects_bulk = SubjectsBulk(self.session)
         self.receipts = Receipts(self.session)
         self.messages = Messages(self.session)
         self.complaints = Complaints(self.session)
@@ -117,6 +115,15 @@ class SqlUnitOfWork:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.session.close()  # rolls back anything uncommitted; loaded objects stay readable
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """State that lives as long as this transaction's session (app.services.keys)."""
+        return self.session.info
+
+    def flush(self) -> None:
+        """Send pending changes now, inside the transaction (a later statement must see them)."""
+        self.session.flush()
 
     def audit(self, record: AuditRecord) -> None:
         self._pending.append(record)

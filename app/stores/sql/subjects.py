@@ -1,0 +1,121 @@
+"""The subjects repository: the one table that links a platform user to Lethe's subject id.
+
+Single rows for transitions (get, lock, status, destroying links), and bulk statements for
+the ingest path, where a webhook batch names up to 1,000 users."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.orm import Session
+
+from app.domain.policy import Handles
+from app.stores.sql.models import Complaint, Login, Message, Profile, Subject
+from app.stores.sql.operational import insert_ignoring_conflicts
+from app.stores.sql.repositories import locked, member_of
+
+
+class Subjects:
+    # destroy_links: the one link from a user to their subject id goes, and everything that
+    # refers to the subject id is anonymous from then on
+    handles: Handles = frozenset({
+        ("sql.subjects", "user_key", "null_on_purge"), ("sql.subjects", "user_id", "null_on_purge"),
+        *(("sql.subjects", c, "unlinked_on_purge") for c in ("id", "confirmed_event_at", "restored_event_at")),
+        ("sql.messages", "subject_id", "unlinked_on_purge"),
+        ("sql.complaints", "reporter_subject_id", "unlinked_on_purge"),
+        ("sql.deletion_requests", "subject_id", "unlinked_on_purge"),
+        ("clickhouse.events", "subject_id", "unlinked_on_purge"),
+    })
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get(self, subject_id: str) -> Subject | None:
+        return self.session.get(Subject, subject_id)
+
+    def lock(self, subject_id: str) -> Subject | None:
+        """Re-read and lock the subject for a transition (after its request: one lock order)."""
+        return self.session.scalar(locked(select(Subject).where(Subject.id == subject_id)))
+
+    def by_ids(self, subject_ids: Sequence[str]) -> list[Subject]:
+        if not subject_ids:
+            return []
+        return list(self.session.scalars(select(Subject).where(Subject.id.in_(subject_ids))))
+
+    def add(self, subject: Subject) -> None:
+        self.session.add(subject)
+
+    def set_status(self, subject_ids: Sequence[str], status: str) -> None:
+        if subject_ids:
+            self.session.execute(update(Subject).where(Subject.id.in_(subject_ids)).values(status=status))
+
+    def destroy_links(self, subject_ids: Sequence[str], now: datetime) -> int:
+        """Forget which user each subject was: the step that makes the rest anonymous."""
+        if not subject_ids:
+            return 0
+        result = self.session.execute(
+            update(Subject).where(Subject.id.in_(subject_ids), Subject.user_key.is_not(None))
+            .values(user_key=None, user_id=None, status="erased", erased_at=now)
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def in_project(self, project_id: str) -> list[tuple[str, str | None]]:
+        """(subject id, user key) of every subject of the project (None: already unlinked)."""
+        return [(sid, key) for sid, key in self.session.execute(
+            select(Subject.id, Subject.user_key).where(Subject.project_id == project_id))]
+
+    def idle(self, project_id: str, seen_before: datetime) -> list[Subject]:
+        """Active, linked, non-admin subjects of the project last seen before `seen_before`."""
+        return list(self.session.scalars(select(Subject).where(
+            Subject.project_id == project_id, Subject.status == "active", Subject.user_key.is_not(None),
+            Subject.last_seen_at < seen_before, Subject.admin.is_(False))))
+
+    def footprint(self, subject_id: str) -> dict[str, int]:
+        """How many rows of each SQL table hold the subject (the access report)."""
+        def count(model: Any, where: Any) -> int:
+            return int(self.session.scalar(select(func.count()).select_from(model).where(where)) or 0)
+
+        return {"sql.subjects": 1,
+                "sql.profiles": count(Profile, Profile.subject_id == subject_id),
+                "sql.messages": count(Message, Message.subject_id == subject_id),
+                "sql.complaints": count(Complaint, Complaint.reporter_subject_id == subject_id),
+                "sql.logins": count(Login, Login.subject_id == subject_id)}
+
+    def linked(self, subject_ids: Sequence[str]) -> int:
+        return self.session.scalar(
+            select(func.count()).select_from(Subject)
+            .where(Subject.id.in_(subject_ids), Subject.user_key.is_not(None))
+        ) or 0
+
+    def find(self, project_id: str, user_keys: Sequence[str]) -> dict[str, Subject]:
+        """user key (the keyed hash, see app.services.identities) -> subject, for those known."""
+        if not user_keys:
+            return {}
+        rows = self.session.scalars(select(Subject).where(Subject.project_id == project_id,
+                                                          member_of(self.session, Subject.user_key, user_keys)))
+        return {s.user_key: s for s in rows if s.user_key is not None}
+
+    def unsealed(self, limit: int) -> list[Subject]:
+        """Linked subjects written before user ids were sealed (no keyed hash yet)."""
+        return list(self.session.scalars(select(Subject).where(Subject.user_key.is_(None), Subject.user_id.is_not(None))
+                                         .order_by(Subject.id).limit(limit)))
+
+    def insert_missing(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """New subjects; a user another transaction created first keeps that one (no error)."""
+        insert_ignoring_conflicts(self.session, Subject.__table__, rows)  # type: ignore[arg-type]
+
+    def seen(self, last_seen: Mapping[str, datetime]) -> None:
+        """Move each subject's last activity forward: one executemany, not an ORM update per
+        subject (those re-check every loaded object: quadratic in the batch size)."""
+        if not last_seen:
+            return
+        table = Subject.__table__
+        statement = (table.update()  # type: ignore[attr-defined]
+                     .where(table.c.id == bindparam("sid"), table.c.last_seen_at < bindparam("seen"))
+                     .values(last_seen_at=bindparam("seen")))
+        # in id order: concurrent writers lock the same rows in the same order
+        ordered = [{"sid": sid, "seen": last_seen[sid]} for sid in sorted(last_seen)]
+        self.session.connection().execute(statement, ordered)

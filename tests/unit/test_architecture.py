@@ -1,0 +1,152 @@
+"""The layering rules of ARCHITECTURE.md, read from the import graph (no store needed).
+
+- `app.domain` imports nothing of Lethe's outside `app.domain`;
+- `app.services` import no `app.stores` module;
+- `app.http`, `app.cli` and `jobs` import no `app.stores` module (they reach stores through
+  `app.bootstrap` and the services);
+- nothing outside `app.stores` touches a unit of work's SQLAlchemy session.
+
+Imports under `if TYPE_CHECKING:` count too: a type names the layer it depends on.
+
+`KNOWN_OUTWARD` lists the imports that still break a rule (issue 10 is moving them). It only
+shrinks: a new outward import fails the test, and so does an entry that is no longer true,
+so that whoever removes an import also removes it from the list.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+KNOWN_OUTWARD: frozenset[tuple[str, str]] = frozenset({
+    ("app.services.accounts", "app.stores.sql.models"),
+    ("app.services.audit", "app.stores.checkpoints"),
+    ("app.services.audit", "app.stores.sql.models"),
+    ("app.services.audit", "app.stores.sql.repositories"),
+    ("app.services.batches", "app.stores.sql.models"),
+    ("app.services.batches", "app.stores.sql.uow"),
+    ("app.services.callbacks", "app.stores.sql.models"),
+    ("app.services.callbacks", "app.stores.sql.uow"),
+    ("app.services.dead_letters", "app.stores.sql.uow"),
+    ("app.services.deletion", "app.stores.sql.models"),
+    ("app.services.deletion", "app.stores.sql.uow"),
+    ("app.services.erasure", "app.stores.sql.models"),
+    ("app.services.erasure", "app.stores.sql.uow"),
+    ("app.services.held", "app.stores.clickhouse.events"),
+    ("app.services.held", "app.stores.sql.models"),
+    ("app.services.held", "app.stores.sql.uow"),
+    ("app.services.holds", "app.stores.sql.models"),
+    ("app.services.holds", "app.stores.sql.uow"),
+    ("app.services.identities", "app.stores.sql.models"),
+    ("app.services.identities", "app.stores.sql.uow"),
+    ("app.services.ingest", "app.stores.clickhouse.events"),
+    ("app.services.ingest", "app.stores.sql.models"),
+    ("app.services.ingest", "app.stores.sql.uow"),
+    ("app.services.keys", "app.stores.sql.engine"),
+    ("app.services.keys", "app.stores.sql.keys"),
+    ("app.services.keys", "app.stores.sql.models"),
+    ("app.services.keys", "app.stores.sql.uow"),
+    ("app.services.metrics", "app.stores.clickhouse.lifecycle"),
+    ("app.services.offboarding", "app.stores.clickhouse.lifecycle"),
+    ("app.services.offboarding", "app.stores.sql.uow"),
+    ("app.services.outbox", "app.stores.clickhouse.events"),
+    ("app.services.outbox", "app.stores.sql.uow"),
+    ("app.services.retention", "app.stores.clickhouse.lifecycle"),
+    ("app.services.retention", "app.stores.sql.uow"),
+    ("app.services.subjects", "app.stores.clickhouse.events"),
+    ("app.services.subjects", "app.stores.sql.models"),
+    ("app.services.suppressions", "app.stores.sql.models"),
+    ("app.services.suppressions", "app.stores.sql.uow"),
+    ("app.services.webhooks", "app.stores.sql.models"),
+})
+
+
+def modules() -> Iterator[tuple[str, Path]]:
+    for base in ("app", "jobs"):
+        for path in sorted((ROOT / base).rglob("*.py")):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            yield ".".join(parts[:-1] if parts[-1] == "__init__" else parts), path
+
+
+def imported(module: str, path: Path) -> set[str]:
+    """Every Lethe module `module` imports (absolute names; `from x import y` gives x.y when
+    y is a module, else x)."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, *([base] if base else [])])
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names if _is_module(f"{base}.{alias.name}"))
+    return {name for name in found if name.split(".")[0] in ("app", "jobs")}
+
+
+def _is_module(name: str) -> bool:
+    path = ROOT.joinpath(*name.split("."))
+    return path.with_suffix(".py").exists() or (path / "__init__.py").exists()
+
+
+def _within(name: str, layer: str) -> bool:
+    return name == layer or name.startswith(layer + ".")
+
+
+def broken_rule(module: str, target: str) -> str | None:
+    """Which rule importing `target` from `module` breaks, if any."""
+    if _within(module, "app.domain") and not _within(target, "app.domain"):
+        return "domain imports only domain"
+    if _within(module, "app.services") and _within(target, "app.stores"):
+        return "services import no store"
+    if any(_within(module, layer) for layer in ("app.http", "app.cli", "jobs")) and _within(target, "app.stores"):
+        return "http, cli and jobs reach stores only through app.bootstrap"
+    return None
+
+
+def outward_imports() -> set[tuple[str, str]]:
+    return {(module, target) for module, path in modules() for target in imported(module, path)
+            if broken_rule(module, target)}
+
+
+def session_uses() -> list[str]:
+    """`<something>.session` attribute reads outside app/stores (the unit of work's session)."""
+    found = []
+    for module, path in modules():
+        if _within(module, "app.stores"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Attribute) and node.attr == "session":
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    return found
+
+
+def test_the_graph_reader_sees_imports() -> None:
+    """The reader itself: it must find what a module plainly imports, or the rules pass vacuously."""
+    found = imported("app.services.deletion", ROOT / "app/services/deletion.py")
+    assert "app.domain.requests" in found and "app.ports" in found
+    assert broken_rule("app.domain.holds", "app.stores.sql.models") is not None
+    assert broken_rule("app.services.holds", "app.stores.sql.uow") is not None
+    assert broken_rule("jobs.retention", "app.stores.sql.models") is not None
+    assert broken_rule("jobs.retention", "app.bootstrap") is None
+    assert broken_rule("app.services.holds", "app.domain.holds") is None
+
+
+def test_no_new_outward_import() -> None:
+    new = sorted(outward_imports() - KNOWN_OUTWARD)
+    assert not new, "imports against the layering rules:\n" + "\n".join(
+        f"  {m} -> {t}  ({broken_rule(m, t)})" for m, t in new)
+
+
+def test_known_outward_imports_list_is_current() -> None:
+    stale = sorted(KNOWN_OUTWARD - outward_imports())
+    assert not stale, "no longer imported, remove from KNOWN_OUTWARD:\n" + "\n".join(f"  {m} -> {t}" for m, t in stale)
+
+
+def test_no_session_outside_stores() -> None:
+    assert session_uses() == []
