@@ -17,26 +17,11 @@ from typing import Any
 
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.interval import IntervalTrigger
 
 from app.bootstrap import Container
 from jobs.registry import JOBS, last_runs, run_job
 
 log = structlog.get_logger(__name__)
-
-TRIGGERS: dict[str, BaseTrigger] = {
-    "outbox": IntervalTrigger(seconds=1, timezone=UTC),  # webhook calls kick it sooner (`lethe serve`)
-    "anonymise": IntervalTrigger(minutes=1, timezone=UTC),
-    "purge": IntervalTrigger(minutes=15, timezone=UTC),
-    "retention": CronTrigger(hour=0, minute=0, timezone=UTC),  # the platform's daily sync time
-    "message_feed": IntervalTrigger(hours=1, timezone=UTC),
-    "offboarding": IntervalTrigger(minutes=15, timezone=UTC),
-    "audit_verify": CronTrigger(hour=3, minute=0, timezone=UTC),
-    "callbacks": IntervalTrigger(seconds=10, timezone=UTC),
-}
-
 
 KICK_DELAY = 0.2  # seconds: a burst of requests is anonymised in one batch, still within a second
 
@@ -75,7 +60,7 @@ class Scheduler:
         self._scheduler = BackgroundScheduler(timezone=UTC)
         self._runners = {name: _Runner(container, name) for name in JOBS}
         for name, runner in self._runners.items():
-            self._scheduler.add_job(runner, TRIGGERS[name], id=name, name=name, replace_existing=True,
+            self._scheduler.add_job(runner, JOBS[name].trigger, id=name, name=name, replace_existing=True,
                                     coalesce=True, max_instances=1, misfire_grace_time=300)
 
     def start(self) -> None:
@@ -99,4 +84,4 @@ class Scheduler:
 def describe(container: Container) -> list[dict[str, Any]]:
     """The schedule and each job's last recorded run (from any process), for `lethe jobs list`."""
     last = last_runs(container)
-    return [{"job": name, "trigger": str(TRIGGERS[name]), "last_run": last[name]} for name in JOBS]
+    return [{"job": name, "trigger": str(JOBS[name].trigger), "last_run": last[name]} for name in JOBS]
