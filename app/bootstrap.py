@@ -39,8 +39,8 @@ from app.services.suppressions import SuppressionService
 from app.services.webhooks import WebhookAuthService
 from app.stores.checkpoints import CheckpointFile
 from app.stores.clickhouse.client import ClickHouse
-from app.stores.clickhouse.events import EventStore
-from app.stores.clickhouse.lifecycle import EventLifecycle
+from app.stores.clickhouse.events import ClickHouseEventStore
+from app.stores.clickhouse.lifecycle import ClickHouseEventLifecycle
 from app.stores.clickhouse.schema import migrate as migrate_clickhouse
 from app.stores.sql import migrations
 from app.stores.sql.engine import make_engine
@@ -123,7 +123,7 @@ class Container:
     @cached_property
     def deletions(self) -> DeletionService:
         return DeletionService(self.uow, self.now, self.policies, self.settings.secret_key,
-                               lambda job: self.kick(job), self.keys, self.identities, self.suppressions,
+                               lambda: self.kick("anonymise"), self.keys, self.identities, self.suppressions,
                                callbacks=self.callbacks)
 
     @cached_property
@@ -161,8 +161,8 @@ class Container:
         return MetricsService(self.event_lifecycle, self.now)
 
     @cached_property
-    def event_lifecycle(self) -> EventLifecycle:
-        return EventLifecycle(self.clickhouse)
+    def event_lifecycle(self) -> ClickHouseEventLifecycle:
+        return ClickHouseEventLifecycle(self.clickhouse)
 
     @cached_property
     def message_feed(self) -> MessageFeedService:
@@ -191,8 +191,8 @@ class Container:
         return HeldDataService(self.uow, self.now, self.keys, self.holds, self.events)
 
     @cached_property
-    def events(self) -> EventStore:
-        return EventStore(self.clickhouse)
+    def events(self) -> ClickHouseEventStore:
+        return ClickHouseEventStore(self.clickhouse)
 
     @cached_property
     def messages(self) -> MessageService:
@@ -207,7 +207,7 @@ class Container:
     def ingest(self) -> IngestService:
         return IngestService(self.uow, self.now, self.policies, self.outbox, self.deletions, self.keys,
                              self.dead_letters, self.settings.secret_key, self.suppressions, self.identities,
-                             lambda job: self.kick(job))
+                             lambda: self.kick("outbox"))
 
     @cached_property
     def outbox(self) -> OutboxService:

@@ -2,16 +2,112 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from datetime import date, datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, Self
 
-if TYPE_CHECKING:
-    from app.stores.sql.uow import SqlUnitOfWork
+from app.domain.audit import AuditRecord
+
+if TYPE_CHECKING:  # the repositories a unit of work hands out (app.stores.sql)
+    from app.stores.sql.audit_log import AuditLog
+    from app.stores.sql.integration import Callbacks, DeletionBatches
+    from app.stores.sql.keys import DataKeys
+    from app.stores.sql.operational import Complaints, DeadLetters, Logins, Messages, Receipts, Suppressions
+    from app.stores.sql.outbox import EventOutbox
+    from app.stores.sql.repositories import DeletionRequests, Holds, IdempotencyKeys, JobRuns, Profiles, Projects
+    from app.stores.sql.subjects import Subjects
 
 Clock = Callable[[], datetime]
-UnitOfWorkFactory = Callable[[], "SqlUnitOfWork"]
+
+
+class UnitOfWork(Protocol):
+    """One SQL transaction and its repositories (app.stores.sql.uow.SqlUnitOfWork).
+
+    `with factory() as uow: ...; uow.commit()`; leaving the block without commit rolls back.
+    Every query sits in a repository; services read and change the ORM rows they return.
+    Audit entries recorded with `audit()` are written in the same transaction at commit."""
+
+    projects: Projects
+    subjects: Subjects
+    profiles: Profiles
+    requests: DeletionRequests
+    idempotency: IdempotencyKeys
+    audit_log: AuditLog
+    job_runs: JobRuns
+    receipts: Receipts
+    messages: Messages
+    complaints: Complaints
+    logins: Logins
+    dead_letters: DeadLetters
+    suppressions: Suppressions
+    keys: DataKeys
+    holds: Holds
+    batches: DeletionBatches
+    callbacks: Callbacks
+    outbox: EventOutbox
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None: ...
+
+    def now(self) -> datetime: ...
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """State kept for this transaction only (cleared at commit and rollback)."""
+        ...
+
+    def flush(self) -> None: ...
+
+    def audit(self, record: AuditRecord) -> None: ...
+
+    def commit(self) -> None: ...
+
+    def rollback(self) -> None: ...
+
+
+UnitOfWorkFactory = Callable[[], UnitOfWork]
+
+
+class EventStore(Protocol):
+    """The analytics events (app.stores.clickhouse.events.ClickHouseEventStore)."""
+
+    def insert(self, rows: Sequence[EventRow], dedup_token: str) -> None:
+        """Idempotent per `dedup_token`: a retried insert adds nothing."""
+        ...
+
+    def covered(self, project: str, rooms: Sequence[str], messages: Sequence[str]) -> list[dict[str, Any]]:
+        """The rows in these rooms or about these messages (what a room or message hold keeps)."""
+        ...
+
+    def reseal(self, project: str, values: Mapping[str, Mapping[str, str]]) -> None:
+        """Replace sealed personal values: dedup key -> column -> new ciphertext."""
+        ...
+
+    def of_subject(self, subject_id: str) -> list[dict[str, Any]]: ...
+
+    def count_for(self, subject_id: str) -> dict[str, int]: ...
+
+
+class EventLifecycle(Protocol):
+    """Aggregates and whole-table removals of events
+    (app.stores.clickhouse.lifecycle.ClickHouseEventLifecycle)."""
+
+    def days_to_aggregate(self, before: date, recount_days: int = 2) -> list[date]: ...
+
+    def aggregate(self, day: date, now: datetime) -> None: ...
+
+    def metrics(self, project: str, since: date, until: date) -> list[dict[str, Any]]: ...
+
+    def expire_before(self, cutoff: date, held: Held) -> dict[str, Any]:
+        """Every event older than `cutoff` except held ones."""
+        ...
+
+    def delete_project(self, project: str, held: Held, before: datetime | None = None) -> int: ...
 
 
 # --- what stores raise that callers handle (HTTP and the CLI map them to answers) ----------
@@ -33,6 +129,28 @@ class MessageRef(NamedTuple):
     message_id: str
     room_id: str | None
     subject_id: str | None
+
+
+# the events table's subject for events no user is behind (the column is not nullable)
+NO_SUBJECT = uuid.UUID(int=0)
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """One analytics event as the events table stores it (personal values already sealed)."""
+
+    project: str
+    event: str
+    at: datetime
+    received_at: datetime
+    subject_id: str | None
+    actor_kind: str
+    dedup_key: str
+    room_id: str
+    message_id: str
+    platform: str
+    personal: Mapping[str, str]
+    properties: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,11 +193,11 @@ class SqlErasureStep(Protocol):
 
     name: str  # evidence key, e.g. "sql.profiles"
 
-    def anonymise(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]: ...
+    def anonymise(self, uow: UnitOfWork, batch: ErasureBatch) -> Mapping[str, int]: ...
 
-    def purge(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]: ...
+    def purge(self, uow: UnitOfWork, batch: ErasureBatch) -> Mapping[str, int]: ...
 
-    def residual(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]: ...
+    def residual(self, uow: UnitOfWork, batch: ErasureBatch) -> Mapping[str, int]: ...
 
 
 class ExternalErasureStep(Protocol):
@@ -98,19 +216,19 @@ class ExternalErasureStep(Protocol):
 class KeyDestroyer(Protocol):
     """Destroys data keys inside the caller's transaction (app.services.keys.KeyService)."""
 
-    def destroy(self, uow: SqlUnitOfWork, owners: Sequence[str], purpose: str | None = None) -> list[str]: ...
+    def destroy(self, uow: UnitOfWork, owners: Sequence[str], purpose: str | None = None) -> list[str]: ...
 
 
 class DeadLetterFinder(Protocol):
     """Finds dead letters naming users, opening their sealed bodies (app.services.dead_letters)."""
 
-    def mentioning(self, uow: SqlUnitOfWork, project_id: str, needles: Sequence[str]) -> dict[str, list[str]]: ...
+    def mentioning(self, uow: UnitOfWork, project_id: str, needles: Sequence[str]) -> dict[str, list[str]]: ...
 
 
 class Suppressor(Protocol):
     """Lists purged users so their late events are dropped (app.services.suppressions)."""
 
-    def suppress_purged(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]: ...
+    def suppress_purged(self, uow: UnitOfWork, batch: ErasureBatch) -> Mapping[str, int]: ...
 
 
 class JobKicker(Protocol):

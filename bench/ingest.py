@@ -168,7 +168,7 @@ def _rows_for(envelopes: list[dict[str, Any]], subjects: dict[str, str], receive
     personal values as real ciphertext (encrypted here, before the timing starts)."""
     from app.domain.crypto import Cipher, new_data_key
     from app.domain.events import Actor, parse_envelope
-    from app.stores.clickhouse.events import EventRow
+    from app.ports import EventRow
 
     rows = []
     for envelope in envelopes:

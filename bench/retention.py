@@ -1,4 +1,4 @@
-"""Benchmark: the 13-month cap in ClickHouse (EventLifecycle.expire_before) against a full copy of the table.
+"""Benchmark: the 13-month cap in ClickHouse (ClickHouseEventLifecycle.expire_before) against a full copy of the table.
 
 In-process, no server: a fresh embedded chDB directory with Lethe's schema
 (app.stores.clickhouse.schema.migrate) gets BENCH_EVENTS events spread evenly over the 14 months
@@ -7,11 +7,11 @@ ClickHouse itself (`INSERT INTO events SELECT ... FROM numbers(N)`), then `OPTIM
 (one part per partition, the table's settled state). The cap is cutoff = add_months(now, -13), so
 exactly the oldest month (about 1/14 of the rows) is past it. Then:
 
-1. backfill aggregates (informational): EventLifecycle.days_to_aggregate + aggregate for every
+1. backfill aggregates (informational): ClickHouseEventLifecycle.days_to_aggregate + aggregate for every
    day before `now`, the steady state the nightly job keeps (it aggregates yesterday each night);
 2. copy: `CREATE TABLE events_copy AS events` + `INSERT INTO events_copy SELECT * FROM events`
    (timed, then dropped): what rewriting every row once costs on this machine;
-3. retention: `EventLifecycle.expire_before(cutoff.date(), Held())`, timed as a whole and per
+3. retention: `ClickHouseEventLifecycle.expire_before(cutoff.date(), Held())`, timed as a whole and per
    statement: the retention run that removes the oldest month, physically;
 4. checks: no row before the cutoff day is left, on disk too (apply_patch_parts=0,
    apply_deleted_mask=0); the row count dropped by exactly the oldest month; those days'
@@ -164,7 +164,7 @@ def _day_counts(ch: Any, days: Sequence[date]) -> dict[date, int]:
 
 def _main_scenario(ch: Any, events: int, subjects: int, start: datetime, cutoff: date) -> dict[str, Any]:
     from app.ports import Held
-    from app.stores.clickhouse.lifecycle import EventLifecycle
+    from app.stores.clickhouse.lifecycle import ClickHouseEventLifecycle
 
     generated, optimized = _populate(ch, events, subjects, start)
     state = ch.rows("SELECT count(), uniqExact(subject_id), min(toDate(at)), max(toDate(at)) FROM events")[0]
@@ -176,7 +176,7 @@ def _main_scenario(ch: Any, events: int, subjects: int, start: datetime, cutoff:
           f"{parts} parts in {partitions} partitions, {mib(disk)} on disk", flush=True)
 
     # 1. steady state: every day before `now` aggregated (informational)
-    lifecycle = EventLifecycle(ch)
+    lifecycle = ClickHouseEventLifecycle(ch)
     with Phase() as listing:
         days = lifecycle.days_to_aggregate(NOW.date())
     with Phase() as backfill:
@@ -208,8 +208,8 @@ def _main_scenario(ch: Any, events: int, subjects: int, start: datetime, cutoff:
     # 3. the retention run
     timed = TimedClickHouse(ch)
     with Phase() as retention:
-        result = EventLifecycle(timed).expire_before(cutoff, Held())  # type: ignore[arg-type]
-    print(f"retention: {retention.wall:8.2f} s  EventLifecycle.expire_before({cutoff}, Held()): {result}  "
+        result = ClickHouseEventLifecycle(timed).expire_before(cutoff, Held())  # type: ignore[arg-type]
+    print(f"retention: {retention.wall:8.2f} s  ClickHouseEventLifecycle.expire_before({cutoff}, Held()): {result}  "
           f"{retention.cpu()}; its statements:", flush=True)
     for line in _summarise_calls(timed.calls):
         print(line)
@@ -234,7 +234,7 @@ def _main_scenario(ch: Any, events: int, subjects: int, start: datetime, cutoff:
         "their part directories left the disk" + (f" {gone_after:.1f} s after the run" if gone_after is not None
                                                    else ": NOT within 60 s"): gone_after is not None,
         f"daily_metrics keeps {metric_days} removed days, sum(events) {int(metric_events):,} = rows removed; "
-        f"EventLifecycle.metrics returns {queryable} rows for them": int(metric_days) == old_partitions
+        f"ClickHouseEventLifecycle.metrics returns {queryable} rows for them": int(metric_days) == old_partitions
         and int(metric_events) == expected and queryable > 0,
     }
     day_ok = (earliest == cutoff and edge_before[before_day] > 0 and edge_after[before_day] == 0
@@ -276,9 +276,9 @@ def _replace_partitions(ch: Any, cutoff: date, held: Any) -> dict[str, int]:
 
 def _held_scenario(ch: Any, events: int, subjects: int, start: datetime, cutoff: date,
                    strategy: str) -> dict[str, Any]:
-    """`strategy`: "app" (EventLifecycle.expire_before) or "replace" (_replace_partitions)."""
+    """`strategy`: "app" (ClickHouseEventLifecycle.expire_before) or "replace" (_replace_partitions)."""
     from app.ports import Held
-    from app.stores.clickhouse.lifecycle import EventLifecycle
+    from app.stores.clickhouse.lifecycle import ClickHouseEventLifecycle
 
     generated, optimized = _populate(ch, events, subjects, start)
     c = {"c": cutoff}
@@ -301,8 +301,8 @@ def _held_scenario(ch: Any, events: int, subjects: int, start: datetime, cutoff:
     held = Held(subjects=frozenset({sid}))
     with Phase() as phase:
         if strategy == "app":
-            result = EventLifecycle(timed).expire_before(cutoff, held)  # type: ignore[arg-type]
-            label = "EventLifecycle.expire_before"
+            result = ClickHouseEventLifecycle(timed).expire_before(cutoff, held)  # type: ignore[arg-type]
+            label = "ClickHouseEventLifecycle.expire_before"
         else:
             result = _replace_partitions(timed, cutoff, held)
             label = "staging table + REPLACE PARTITION (diagnostic)"

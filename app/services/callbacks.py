@@ -28,12 +28,11 @@ import structlog
 from app.domain import webhooks as hooks
 from app.domain.audit import AuditRecord
 from app.domain.policy import Handles
-from app.ports import Clock, UnitOfWorkFactory
+from app.ports import Clock, UnitOfWork, UnitOfWorkFactory
 from app.services.errors import InvalidInput, NotFound
 from app.services.keys import CALLBACK, KeyService, unsealed
 from app.services.summary import JobSummary
 from app.stores.sql.models import CallbackDelivery, DeletionRequest, new_id
-from app.stores.sql.uow import SqlUnitOfWork
 
 log = structlog.get_logger(__name__)
 NOTIFIED = frozenset({"in_grace", "on_hold", "completed", "restored", "failed"})  # CONTRACT "Callbacks"
@@ -111,7 +110,7 @@ class CallbackService:
         return {"items": items, "next_cursor": next_cursor}
 
     # --- the outbox ---------------------------------------------------------------------
-    def record(self, uow: SqlUnitOfWork, rows: Sequence[DeletionRequest],
+    def record(self, uow: UnitOfWork, rows: Sequence[DeletionRequest],
                users_of: Callable[[Sequence[str]], Mapping[str, str]],
                render: Callable[[DeletionRequest, str], dict[str, Any]]) -> int:
         """In the transition's own transaction: a delivery for each row (in a notified status)

@@ -14,9 +14,8 @@ from typing import Any
 
 from app.domain.crypto import Cipher
 from app.domain.events import names, searchable
-from app.ports import UnitOfWorkFactory
+from app.ports import UnitOfWork, UnitOfWorkFactory
 from app.services.keys import DEAD_LETTERS, KeyService, day_key_owner, unsealed
-from app.stores.sql.uow import SqlUnitOfWork
 
 BODY = "body"  # the sealed column, bound into each token
 
@@ -30,7 +29,7 @@ class DeadLetterService:
         self._uow = uow
         self._keys = keys
 
-    def add(self, uow: SqlUnitOfWork, project_id: str, received: datetime, reason: str, body: str,
+    def add(self, uow: UnitOfWork, project_id: str, received: datetime, reason: str, body: str,
             index: int | None) -> None:
         """Within the caller's transaction: the body sealed under the day's key."""
         owner = day_owner(project_id, received.date())
@@ -48,7 +47,7 @@ class DeadLetterService:
                      for r in rows]
         return {"items": items, "next_cursor": next_cursor}
 
-    def mentioning(self, uow: SqlUnitOfWork, project_id: str, needles: Sequence[str]) -> dict[str, list[str]]:
+    def mentioning(self, uow: UnitOfWork, project_id: str, needles: Sequence[str]) -> dict[str, list[str]]:
         """Ids of the entries whose opened body names each needle (a user id), by needle."""
         rows = uow.dead_letters.bodies(project_id)
         ciphers = self._ciphers(uow, project_id, [received for _, received, _ in rows])
@@ -60,13 +59,13 @@ class DeadLetterService:
                     found.setdefault(needle, []).append(entry_id)
         return found
 
-    def expire(self, uow: SqlUnitOfWork, project_id: str, before: datetime | None = None) -> int:
+    def expire(self, uow: UnitOfWork, project_id: str, before: datetime | None = None) -> int:
         """Entries received before `before` (or all) go, and the keys of the days wholly before it."""
         deleted = uow.dead_letters.delete_before(project_id, before)
         self._keys.destroy_day_keys(uow, DEAD_LETTERS, project_id, before.date() if before else None)
         return deleted
 
-    def _ciphers(self, uow: SqlUnitOfWork, project_id: str, received: Sequence[datetime]) -> dict[date, Cipher]:
+    def _ciphers(self, uow: UnitOfWork, project_id: str, received: Sequence[datetime]) -> dict[date, Cipher]:
         days = sorted({at.date() for at in received})
         opened = self._keys.ciphers(uow, [day_owner(project_id, d) for d in days], DEAD_LETTERS, create=False)
         return {d: opened[day_owner(project_id, d)] for d in days if day_owner(project_id, d) in opened}

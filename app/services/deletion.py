@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
@@ -18,7 +18,8 @@ from app.domain import requests as lifecycle
 from app.domain.audit import AuditRecord, subject_hash
 from app.domain.policy import Handles
 from app.domain.requests import Mode, RequestState, Source, Status, Step, TransitionRefused
-from app.ports import Clock, JobKicker, UnitOfWorkFactory
+from app.ports import Clock, UnitOfWork, UnitOfWorkFactory
+from app.retry import retry_transient
 from app.services.audit import entry_dict
 from app.services.batching import GroupCommitter
 from app.services.callbacks import CallbackService
@@ -28,7 +29,6 @@ from app.services.keys import GRACE, KeyService
 from app.services.policies import PolicyBook
 from app.services.suppressions import SuppressionService
 from app.stores.sql.models import DeletionRequest, IdempotencyKey, Project, Subject, new_id
-from app.stores.sql.uow import SqlUnitOfWork, retry_transient
 
 IN_FLIGHT_TIMEOUT = timedelta(minutes=2)  # an in-flight key older than this was abandoned by a crash
 
@@ -81,7 +81,7 @@ class DeletionService:
     handles: Handles = frozenset({("sql.deletion_requests", "due_extension_reason", "kept_as_legal_record")})
 
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock, policies: PolicyBook, secret_key: bytes,
-                 kick: JobKicker, keys: KeyService, identities: Identities,
+                 erasure_due: Callable[[], None], keys: KeyService, identities: Identities,
                  suppressions: SuppressionService, callbacks: CallbackService | None = None) -> None:
         self._callbacks = callbacks
         self._suppressions = suppressions
@@ -91,7 +91,7 @@ class DeletionService:
         self._clock = clock
         self._policies = policies
         self._key = secret_key
-        self._kick = kick
+        self._erasure_due = erasure_due  # asks for an erasure run now (the scheduler's anonymise job)
         self._batcher: GroupCommitter[_NewRequest, Outcome] = GroupCommitter(self._create_many,
                                                                             name="deletion-requests")
 
@@ -130,7 +130,7 @@ class DeletionService:
 
     def kick_anonymise(self) -> None:
         """A new request committed: anonymise now rather than at the next periodic run."""
-        self._kick("anonymise")
+        self._erasure_due()
 
     def _create_many(self, items: Sequence[_NewRequest]) -> list[Outcome | BaseException]:
         """Many partners' requests in one transaction, with set-based reads and writes.
@@ -181,7 +181,7 @@ class DeletionService:
             uow.commit()
         return outcomes
 
-    def _open_new(self, uow: SqlUnitOfWork, projects: Mapping[str, Project],
+    def _open_new(self, uow: UnitOfWork, projects: Mapping[str, Project],
                   new: Sequence[tuple[_NewRequest, str]], now: datetime) -> list[dict[str, Any]]:
         """New pending requests for (item, subject id) pairs whose subjects have none, in the
         caller's transaction, set-based: one key lookup for the sealed reasons, one insert, one
@@ -231,7 +231,7 @@ class DeletionService:
             uow.commit()
         return outcome
 
-    def open_in(self, uow: SqlUnitOfWork, project: Project, subject: Subject, user_id: str, mode: Mode,
+    def open_in(self, uow: UnitOfWork, project: Project, subject: Subject, user_id: str, mode: Mode,
                 reason: str | None, source: Source, actor: str, *, known_no_open: bool = False,
                 asked_at: datetime | None = None) -> tuple[DeletionRequest, bool]:
         """Within the caller's transaction: the subject's open request, or a new one (True).
@@ -251,7 +251,7 @@ class DeletionService:
         self._suppressions.end_for(uow, project, [user_id], actor)
         return row, True
 
-    def open_many(self, uow: SqlUnitOfWork, project: Project, user_ids: Sequence[str], mode: Mode,
+    def open_many(self, uow: UnitOfWork, project: Project, user_ids: Sequence[str], mode: Mode,
                   reason: str | None, actor: str) -> dict[str, tuple[str, bool]]:
         """`open_in` for many users of one project at once (a partner's batch), set-based:
         one read of their subjects and of their open requests, one key lookup, one insert.
@@ -266,7 +266,7 @@ class DeletionService:
         found.update({user: (row["id"], True) for user, row in zip(new, rows, strict=True)})
         return found
 
-    def _created(self, uow: SqlUnitOfWork, project: Project, subject_id: str, user_id: str, mode: Mode,
+    def _created(self, uow: UnitOfWork, project: Project, subject_id: str, user_id: str, mode: Mode,
                  source: Source, actor: str, sealed_reason: str | None,
                  times: tuple[datetime, datetime, datetime]) -> dict[str, Any]:
         """A new pending request's column values (requested_at, grace_until, due_by in `times`),
@@ -281,13 +281,13 @@ class DeletionService:
                 "reason": sealed_reason, "requested_at": requested_at, "grace_until": grace_until,
                 "due_by": due_by, "attempts": 0, "evidence": {}, "due_extended_months": 0}
 
-    def _sealed_reason(self, uow: SqlUnitOfWork, subject: Subject, reason: str | None) -> str | None:
+    def _sealed_reason(self, uow: UnitOfWork, subject: Subject, reason: str | None) -> str | None:
         """The partner's free text may name the person: kept sealed under the subject's grace key."""
         if not reason:
             return None
         return self._keys.cipher(uow, subject.id, GRACE).encrypt(reason, b"reason")
 
-    def restore_in(self, uow: SqlUnitOfWork, project: Project, row: DeletionRequest, actor: str,
+    def restore_in(self, uow: UnitOfWork, project: Project, row: DeletionRequest, actor: str,
                    event_at: datetime | None = None) -> str:
         """Within the caller's transaction, `row` locked (see DeletionRequests.lock): the one
         guarded write of a restore. The state machine decides on the row as it is now, after
@@ -451,13 +451,13 @@ class DeletionService:
             uow.commit()
             return to_dict(row, project.name, user, uow.now())
 
-    def _load(self, uow: SqlUnitOfWork, project_id: str, request_id: str, *, lock: bool = False) -> DeletionRequest:
+    def _load(self, uow: UnitOfWork, project_id: str, request_id: str, *, lock: bool = False) -> DeletionRequest:
         row = uow.requests.get(project_id, request_id, lock=lock)
         if row is None:
             raise NotFound(f"deletion request {request_id} not found")
         return row
 
-    def _render(self, uow: SqlUnitOfWork, row: DeletionRequest) -> dict[str, Any]:
+    def _render(self, uow: UnitOfWork, row: DeletionRequest) -> dict[str, Any]:
         subject = uow.subjects.get(row.subject_id)
         project = uow.projects.by_id(row.project_id)
         assert subject is not None and project is not None

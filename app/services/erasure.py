@@ -30,14 +30,14 @@ from app.domain import requests as lifecycle
 from app.domain.audit import AuditRecord, subject_hash
 from app.domain.holds import Data, Hold, Scope, stops
 from app.domain.requests import Mode, Source, Status, Step, TransitionRefused
-from app.ports import Clock, ErasureBatch, ExternalErasureStep, SqlErasureStep, UnitOfWorkFactory
+from app.ports import Clock, ErasureBatch, ExternalErasureStep, SqlErasureStep, UnitOfWork, UnitOfWorkFactory
+from app.retry import retry_transient
 from app.services.callbacks import CallbackService
 from app.services.deletion import apply_state, state_of, to_dict
 from app.services.holds import HoldService
 from app.services.identities import Identities
 from app.services.summary import JobSummary
 from app.stores.sql.models import DeletionRequest
-from app.stores.sql.uow import SqlUnitOfWork, retry_transient
 
 log = structlog.get_logger(__name__)
 LEASE = timedelta(seconds=60)  # a killed run's requests are taken over within a minute...
@@ -167,7 +167,7 @@ class ErasureService:
         for entry in summary.leased_elsewhere:
             log.info("erasure.leased_elsewhere", job=step.value, **entry)
 
-    def _sort_by_holds(self, uow: SqlUnitOfWork, rows: Sequence[DeletionRequest], now: datetime,
+    def _sort_by_holds(self, uow: UnitOfWork, rows: Sequence[DeletionRequest], now: datetime,
                        settled: bool) -> tuple[list[DeletionRequest], list[DeletionRequest], list[Hold]]:
         """Holds win. A request whose user a standing user or project hold covers (or any hold
         whose data is not under its own key yet, or any at all when `settled` is false) goes (or
@@ -221,13 +221,13 @@ class ErasureService:
         self._notify(uow, moved, lambda _ids: users)
         return free, held, keeping
 
-    def _user_ids(self, uow: SqlUnitOfWork, subject_ids: Sequence[str]) -> dict[str, str]:
+    def _user_ids(self, uow: UnitOfWork, subject_ids: Sequence[str]) -> dict[str, str]:
         """subject -> platform user id, opened (purged subjects have none)."""
         if not subject_ids:
             return {}
         return self._ids.user_ids(uow, uow.subjects.by_ids(subject_ids))
 
-    def _batch(self, uow: SqlUnitOfWork, rows: Sequence[DeletionRequest], keeping: Sequence[Hold]) -> ErasureBatch:
+    def _batch(self, uow: UnitOfWork, rows: Sequence[DeletionRequest], keeping: Sequence[Hold]) -> ErasureBatch:
         """What the stores need to find the requests' rows (read before any link goes), and
         what the keeping holds leave in place."""
         rooms, messages = _kept(uow, keeping)
@@ -307,13 +307,13 @@ class ErasureService:
             except Exception as exc:
                 raise StepFailed(f"{phase} ({store.name})", exc) from exc
 
-    def _residual(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> dict[str, int]:
+    def _residual(self, uow: UnitOfWork, batch: ErasureBatch) -> dict[str, int]:
         residual = {step.name: sum(step.residual(uow, batch).values()) for step in self._sql_steps}
         residual.update({store.name: sum(store.residual(batch).values()) for store in self._external})
         residual["sql.subjects"] = uow.subjects.linked(batch.subject_ids)
         return residual
 
-    def _advance(self, uow: SqlUnitOfWork, row: DeletionRequest, project: str, step: Step, now: datetime,
+    def _advance(self, uow: UnitOfWork, row: DeletionRequest, project: str, step: Step, now: datetime,
                  evidence: Evidence, batch: ErasureBatch, purged: ErasureBatch) -> dict[str, dict[str, int]]:
         """Move a locked, due request on, with its evidence and one audit entry per step that
         ran. Returns its own evidence counts."""
@@ -366,7 +366,7 @@ class ErasureService:
             self._notify(uow, newly_failed, lambda ids: self._user_ids(uow, ids))
             uow.commit()
 
-    def _notify(self, uow: SqlUnitOfWork, rows: Sequence[DeletionRequest],
+    def _notify(self, uow: UnitOfWork, rows: Sequence[DeletionRequest],
                 users_of: Callable[[Sequence[str]], Mapping[str, str]]) -> None:
         """The rows' transitions into their partners' callback outbox (same transaction)."""
         if self._callbacks is not None and rows:
@@ -374,7 +374,7 @@ class ErasureService:
             self._callbacks.record(uow, rows, users_of, lambda row, name: to_dict(row, name, None, now))
 
 
-def _kept(uow: SqlUnitOfWork, keeping: Sequence[Hold]) -> tuple[frozenset[tuple[str, str]], frozenset[tuple[str, str]]]:
+def _kept(uow: UnitOfWork, keeping: Sequence[Hold]) -> tuple[frozenset[tuple[str, str]], frozenset[tuple[str, str]]]:
     """((project id, room), (project id, message id)) that keeping holds leave in place."""
     ids = {name: pid for pid, name in uow.projects.names(uow.projects.all_ids()).items()} if keeping else {}
     kept = [(ids[h.project], h.scope, h.target) for h in keeping if h.project in ids]

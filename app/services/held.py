@@ -28,13 +28,11 @@ from app.domain.audit import AuditRecord
 from app.domain.crypto import Cipher, Undecryptable
 from app.domain.events import SEALED_COLUMNS
 from app.domain.holds import Hold, Scope
-from app.ports import Clock, UnitOfWorkFactory
+from app.ports import NO_SUBJECT, Clock, EventStore, UnitOfWork, UnitOfWorkFactory
 from app.services.errors import NotFound
 from app.services.holds import HoldService
 from app.services.keys import ANALYTICS, CONTENT, HOLD, MESSAGE_TEXT_AAD, KeyService, day_key_owner
-from app.stores.clickhouse.events import NO_SUBJECT, EventStore
 from app.stores.sql.models import Message
-from app.stores.sql.uow import SqlUnitOfWork
 
 log = structlog.get_logger(__name__)
 _TEXT_AAD = MESSAGE_TEXT_AAD.decode()
@@ -97,12 +95,12 @@ class HeldDataService:
             uow.commit()
         return {"sql.messages": texts, "clickhouse.events": len(resealed)}
 
-    def _take_messages(self, uow: SqlUnitOfWork, project_id: str, rooms: Sequence[str], messages: Sequence[str],
+    def _take_messages(self, uow: UnitOfWork, project_id: str, rooms: Sequence[str], messages: Sequence[str],
                        key: Cipher) -> int:
         found, authors = self._covered_texts(uow, project_id, rooms, messages)
         return _move_texts(found, to=lambda _m: key, source=lambda m: authors.get(m.subject_id or ""))
 
-    def _covered_texts(self, uow: SqlUnitOfWork, project_id: str, rooms: Sequence[str],
+    def _covered_texts(self, uow: UnitOfWork, project_id: str, rooms: Sequence[str],
                        messages: Sequence[str]) -> tuple[list[Message], dict[str, Cipher]]:
         """The covered messages, and their authors' content keys (those that still exist)."""
         found = uow.messages.covered(project_id, rooms, messages)

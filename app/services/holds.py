@@ -9,12 +9,11 @@ from typing import Any
 from app.domain.audit import AuditRecord
 from app.domain.holds import Data, Hold, Scope, T, covering, split
 from app.domain.policy import Handles
-from app.ports import Clock, Held, MessageRef, UnitOfWorkFactory
+from app.ports import Clock, Held, MessageRef, UnitOfWork, UnitOfWorkFactory
 from app.services.errors import Conflict, InvalidInput, NotFound
 from app.services.identities import Identities
 from app.services.policies import PolicyBook
 from app.stores.sql.models import HoldRecord
-from app.stores.sql.uow import SqlUnitOfWork
 
 
 def hold_dict(row: HoldRecord, project: str, now: datetime) -> dict[str, Any]:
@@ -86,7 +85,7 @@ class HoldService:
         return {"items": [hold_dict(row, projects[row.project_id], now) for row in rows], "next_cursor": next_cursor}
 
     # --- every destructive step --------------------------------------------------------
-    def standing(self, uow: SqlUnitOfWork, project_ids: Sequence[str], now: datetime) -> list[Hold]:
+    def standing(self, uow: UnitOfWork, project_ids: Sequence[str], now: datetime) -> list[Hold]:
         """Holds that may still block work in these projects (release delay included)."""
         if not project_ids:
             return []
@@ -106,7 +105,7 @@ class HoldService:
         """(free, held) pieces of one project's data, with the project's release delay."""
         return split(pieces, holds, now, self.delay(project))
 
-    def split_messages(self, uow: SqlUnitOfWork, project: str, project_id: str, messages: Sequence[MessageRef],
+    def split_messages(self, uow: UnitOfWork, project: str, project_id: str, messages: Sequence[MessageRef],
                        holds: Sequence[Hold], now: datetime) -> tuple[list[MessageRef], list[MessageRef]]:
         """(free, held) messages: holds name a message by its author's user id, room and id."""
         authors = self._ids.user_ids(uow, uow.subjects.by_ids(sorted({m.subject_id for m in messages
@@ -114,7 +113,7 @@ class HoldService:
         return self.split(project, ((m, Data.message(project, authors.get(m.subject_id or ""), m.room_id,
                                                      m.message_id)) for m in messages), holds, now)
 
-    def in_events(self, uow: SqlUnitOfWork, holds: Sequence[Hold]) -> Held:
+    def in_events(self, uow: UnitOfWork, holds: Sequence[Hold]) -> Held:
         """The standing holds in the terms of the events table (users become subject ids)."""
         ids = {name: pid for pid, name in uow.projects.names(uow.projects.all_ids()).items()}
         subjects: set[str] = set()

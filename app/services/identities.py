@@ -19,10 +19,9 @@ from datetime import datetime
 
 from app.domain.audit import AuditRecord
 from app.domain.crypto import derive_key
-from app.ports import UnitOfWorkFactory
+from app.ports import UnitOfWork, UnitOfWorkFactory
 from app.services.keys import GRACE, KeyService, unsealed
 from app.stores.sql.models import Subject, new_id
-from app.stores.sql.uow import SqlUnitOfWork
 
 LOOKUP_LABEL = b"lethe/subject-lookup"
 USER_ID_AAD = "subjects.user_id"  # what a sealed user id is bound to
@@ -39,11 +38,11 @@ class Identities:
         """The keyed hash a user is found by (hex)."""
         return hmac.new(self._lookup, f"{project_id}\x00{user_key}".encode(), hashlib.sha256).hexdigest()
 
-    def find(self, uow: SqlUnitOfWork, project_id: str, user_key: str) -> Subject | None:
+    def find(self, uow: UnitOfWork, project_id: str, user_key: str) -> Subject | None:
         digest = self.lookup(project_id, user_key)
         return uow.subjects.find(project_id, [digest]).get(digest)
 
-    def ensure(self, uow: SqlUnitOfWork, project_id: str, user_keys: Iterable[str], now: datetime,
+    def ensure(self, uow: UnitOfWork, project_id: str, user_keys: Iterable[str], now: datetime,
                first_seen: Mapping[str, datetime] | None = None) -> dict[str, Subject]:
         """The subject of every user key, created on first sight (concurrency-safe), with the
         user id sealed under the new subject's grace key. `first_seen`: when a new user was
@@ -68,7 +67,7 @@ class Identities:
                 self._keys.destroy(uow, lost, GRACE)
         return {key: found[digest] for key, digest in hashes.items()}
 
-    def user_ids(self, uow: SqlUnitOfWork, subjects: Iterable[Subject]) -> dict[str, str]:
+    def user_ids(self, uow: UnitOfWork, subjects: Iterable[Subject]) -> dict[str, str]:
         """subject id -> the platform user key (admins keep their "admin:" prefix), opened with
         each subject's grace key. Purged subjects (no link, no key) are absent."""
         linked = [s for s in subjects if s.user_id is not None]
@@ -78,7 +77,7 @@ class Identities:
         opened = {s.id: unsealed(ciphers.get(s.id), s.user_id, USER_ID_AAD) for s in linked}
         return {sid: user for sid, user in opened.items() if user is not None}
 
-    def user_id(self, uow: SqlUnitOfWork, subject: Subject | None) -> str | None:
+    def user_id(self, uow: UnitOfWork, subject: Subject | None) -> str | None:
         return None if subject is None else self.user_ids(uow, [subject]).get(subject.id)
 
     def seal_legacy(self, uow_factory: UnitOfWorkFactory, batch: int = SEAL_BATCH) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -35,7 +35,8 @@ from app.domain.events import (
 )
 from app.domain.requests import Mode, Source
 from app.domain.webhooks import delivery_receipt
-from app.ports import Clock, JobKicker, UnitOfWorkFactory
+from app.ports import Clock, EventRow, UnitOfWork, UnitOfWorkFactory
+from app.retry import retry_transient
 from app.services.batching import GroupCommitter
 from app.services.dead_letters import DeadLetterService
 from app.services.deletion import DeletionService
@@ -45,9 +46,7 @@ from app.services.keys import ANALYTICS, CONTENT, GRACE, MESSAGE_TEXT_AAD, KeySe
 from app.services.outbox import OutboxService
 from app.services.policies import PolicyBook
 from app.services.suppressions import SuppressionService
-from app.stores.clickhouse.events import EventRow
 from app.stores.sql.models import Profile, Project, Subject
-from app.stores.sql.uow import SqlUnitOfWork, retry_transient
 
 log = structlog.get_logger(__name__)
 
@@ -97,7 +96,7 @@ class IngestService:
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock, policies: PolicyBook, outbox: OutboxService,
                  deletions: DeletionService, keys: KeyService, dead_letters: DeadLetterService,
                  secret_key: bytes, suppressions: SuppressionService, identities: Identities,
-                 kick: JobKicker) -> None:
+                 events_waiting: Callable[[], None]) -> None:
         self._identities = identities
         self._suppressions = suppressions
         self._keys = keys
@@ -107,7 +106,7 @@ class IngestService:
         self._clock = clock
         self._policies = policies
         self._outbox = outbox
-        self._kick = kick
+        self._events_waiting = events_waiting  # asks for the outbox to be drained into ClickHouse now
         self._deletions = deletions
         self._batcher: GroupCommitter[_Batch, _Batch] = GroupCommitter(self._write_many, max_batch=64,
                                                                       name="events")
@@ -158,7 +157,7 @@ class IngestService:
             if count:
                 observability.EVENTS.labels(batch.project, outcome).inc(count)
         if result.accepted > result.duplicates + result.suppressed:
-            self._kick("outbox")
+            self._events_waiting()
         if batch.opened:
             self._deletions.kick_anonymise()
         if batch.result.rejected:
@@ -243,7 +242,7 @@ class IngestService:
                 self._outbox.put(uow, project.id, rows)
             uow.commit()
 
-    def _new_events(self, uow: SqlUnitOfWork, project: Project,
+    def _new_events(self, uow: UnitOfWork, project: Project,
                     calls: Sequence[_Batch]) -> list[tuple[Event, datetime]]:
         """The events of these calls seen for the first time (the first of each, in arrival
         order) and not suppressed, each with its call's receipt time; counts go to each call."""
@@ -267,7 +266,7 @@ class IngestService:
             events.extend((e, batch.received) for e in new if id(e) in stored)
         return events
 
-    def _store(self, uow: SqlUnitOfWork, project: Project, received_events: Sequence[tuple[Event, datetime]],
+    def _store(self, uow: UnitOfWork, project: Project, received_events: Sequence[tuple[Event, datetime]],
                rows: list[EventRow]) -> bool:
         """Subjects, operational effects and the ClickHouse rows (appended to `rows`) of new
         events, each with the time its call was received."""
@@ -315,7 +314,7 @@ class IngestService:
             personal={} if hidden else _sealed(event.personal, cipher, store_ip), properties=others,
         )
 
-    def _effects(self, uow: SqlUnitOfWork, project: Project, event: Event, subject: Subject | None,
+    def _effects(self, uow: UnitOfWork, project: Project, event: Event, subject: Subject | None,
                  messages: _Messages, received: datetime) -> bool:
         """Operational data in SQL (CONTRACT "Lifecycle effects"); True when a request was opened.
         Effects resolve by event time, not by delivery order (see each branch)."""
@@ -352,7 +351,7 @@ class IngestService:
             return self._restored(uow, project, subject, event.actor.user_id, at, received)
         return False
 
-    def _confirmed(self, uow: SqlUnitOfWork, project: Project, subject: Subject, user_id: str, at: datetime,
+    def _confirmed(self, uow: UnitOfWork, project: Project, subject: Subject, user_id: str, at: datetime,
                    received: datetime) -> bool:
         """A grace request from the user's confirmation, dated by the event, unless the user's
         `account_restored` is later by event time (it arrived first)."""
@@ -364,7 +363,7 @@ class IngestService:
                                              "user:webhook", asked_at=lifecycle.asked_at(at, received))
         return created
 
-    def _restored(self, uow: SqlUnitOfWork, project: Project, subject: Subject, user_id: str, at: datetime,
+    def _restored(self, uow: UnitOfWork, project: Project, subject: Subject, user_id: str, at: datetime,
                   received: datetime) -> bool:
         """Restores the open request if the restore is not older than it. If the user confirmed
         again after this restore (that confirmation arrived first), the deletion starts again
@@ -388,7 +387,7 @@ class IngestService:
                                              known_no_open=True)
         return created
 
-    def _edited(self, uow: SqlUnitOfWork, project: Project, subject: Subject, event: Event,
+    def _edited(self, uow: UnitOfWork, project: Project, subject: Subject, event: Event,
                 messages: _Messages) -> None:
         """The author edited a message: the stored text becomes the new one (latest edit by
         event time wins). Audited without the text. A hidden author's edits change nothing."""
@@ -400,11 +399,11 @@ class IngestService:
                                   subject_hash(self._secret, project.name, event.actor.user_id),
                                   {"message_id": event.message_id}))
 
-    def _grace(self, uow: SqlUnitOfWork, subject: Subject) -> Cipher:
+    def _grace(self, uow: UnitOfWork, subject: Subject) -> Cipher:
         """The subject's grace key: what a restore must find again (profile, IPs), destroyed at purge."""
         return self._keys.cipher(uow, subject.id, GRACE)
 
-    def _profile(self, uow: SqlUnitOfWork, subject: Subject, event: Event) -> None:
+    def _profile(self, uow: UnitOfWork, subject: Subject, event: Event) -> None:
         """Last writer wins per field, by event time; values stored sealed under the grace key."""
         cipher = self._grace(uow, subject)
         profile = uow.profiles.get(subject.id) or Profile(subject_id=subject.id, updated_at=event.at)
@@ -433,7 +432,7 @@ class _Messages:
         cipher = self.content.get(author)
         return cipher.encrypt(text, MESSAGE_TEXT_AAD) if text and cipher is not None else None
 
-    def flush(self, uow: SqlUnitOfWork) -> None:
+    def flush(self, uow: UnitOfWork) -> None:
         if self.new:
             uow.messages.add(self.new)
             self.new.clear()

@@ -34,12 +34,11 @@ from app.domain.crypto import (
     unwrap,
     wrap,
 )
-from app.ports import Clock, UnitOfWorkFactory
+from app.ports import Clock, UnitOfWork, UnitOfWorkFactory
 from app.services.errors import ServiceError
 from app.stores.sql.engine import checkpoint
 from app.stores.sql.keys import DataKeys, KekVersion, StoredKey
 from app.stores.sql.models import new_id
-from app.stores.sql.uow import OPENED_IN_TRANSACTION, SqlUnitOfWork
 
 log = structlog.get_logger(__name__)
 ANALYTICS = "analytics"  # a subject's events' personal values: destroyed when it is anonymised
@@ -64,7 +63,9 @@ COMPACT_EVERY_SECONDS = 15 * 60.0  # PostgreSQL: VACUUM FULL at most this often 
 _OLDER_TRANSACTIONS = text(
     "SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
     "AND (backend_xmin IS NOT NULL OR backend_xid IS NOT NULL) AND xact_start < :since ORDER BY pid")
-_CREATED = "lethe.keys_created"  # Session.info entry: (owner, purpose) created in this transaction
+# uow.info entries (this transaction only): keys opened, (owner, purpose) -> Cipher; keys created
+OPENED_IN_TRANSACTION = "lethe.keys_opened"
+_CREATED = "lethe.keys_created"
 
 Progress = Callable[[int, int], None]
 
@@ -94,7 +95,7 @@ class KeyService:
 
     # --- reading and creating keys -------------------------------------------------------
 
-    def ciphers(self, uow: SqlUnitOfWork, owners: Sequence[str], purpose: str, *,
+    def ciphers(self, uow: UnitOfWork, owners: Sequence[str], purpose: str, *,
                 create: bool) -> dict[str, Cipher]:
         """owner -> Cipher under its `purpose` key, inside the caller's transaction. With
         `create`, owners without a key get one (wrapped under the current KEK); without it they
@@ -112,7 +113,7 @@ class KeyService:
             found.update(loaded)
         return found
 
-    def cipher(self, uow: SqlUnitOfWork, owner: str, purpose: str) -> Cipher:
+    def cipher(self, uow: UnitOfWork, owner: str, purpose: str) -> Cipher:
         """One owner's Cipher, its key created if it has none (inside the caller's transaction)."""
         return self.ciphers(uow, [owner], purpose, create=True)[owner]
 
@@ -129,7 +130,7 @@ class KeyService:
                 found[owner] = entry[1]
         return found, unknown
 
-    def _load(self, uow: SqlUnitOfWork, owners: Sequence[str], purpose: str, *, create: bool) -> dict[str, Cipher]:
+    def _load(self, uow: UnitOfWork, owners: Sequence[str], purpose: str, *, create: bool) -> dict[str, Cipher]:
         stored = uow.keys.get(owners, purpose)
         created: set[tuple[str, str]] = uow.info.setdefault(_CREATED, set())
         ciphers = {owner: self._open(uow.keys, key) for owner, key in stored.items()}
@@ -145,7 +146,7 @@ class KeyService:
                     self._cache.pop((owner, purpose), None)
         return ciphers
 
-    def _create(self, uow: SqlUnitOfWork, owners: Sequence[str], purpose: str) -> list[StoredKey]:
+    def _create(self, uow: UnitOfWork, owners: Sequence[str], purpose: str) -> list[StoredKey]:
         """New keys for `owners`; where a concurrent transaction won, its key is returned."""
         version = self._current_version(uow.keys)
         kek = self._keks[version]
@@ -213,7 +214,7 @@ class KeyService:
 
     # --- destruction, rotation, compaction -----------------------------------------------
 
-    def destroy(self, uow: SqlUnitOfWork, owners: Sequence[str], purpose: str | None = None) -> list[str]:
+    def destroy(self, uow: UnitOfWork, owners: Sequence[str], purpose: str | None = None) -> list[str]:
         """Delete the owners' keys (one purpose, or all) in the caller's transaction, which
         audits and commits. This process forgets them at once; others within the cache TTL.
         Returns the owners of the keys deleted (one entry per key)."""
@@ -329,7 +330,7 @@ class KeyService:
             conn.execute(text(f"SET lock_timeout = '{COMPACT_LOCK_TIMEOUT}'"))
             conn.execute(text("VACUUM FULL data_keys"))
 
-    def destroy_day_keys(self, uow: SqlUnitOfWork, purpose: str, project_id: str, before: date | None = None,
+    def destroy_day_keys(self, uow: UnitOfWork, purpose: str, project_id: str, before: date | None = None,
                          keep: Collection[date] = ()) -> int:
         """A project's per-day keys of `purpose` (see `day_key_owner`: actor-less events,
         dead letters) for the days before `before`, or all of them, except the days in `keep`

@@ -7,9 +7,8 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Any
 
-from app.ports import Clock
+from app.ports import Clock, EventLifecycle
 from app.services.errors import InvalidInput
-from app.stores.clickhouse.lifecycle import EventLifecycle
 
 DEFAULT_DAYS = 90
 MAX_DAYS = 800  # a little over two years per call

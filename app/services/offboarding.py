@@ -8,7 +8,7 @@ from datetime import datetime
 
 from app.domain.audit import AuditRecord
 from app.domain.holds import Hold, Scope
-from app.ports import Clock, UnitOfWorkFactory
+from app.ports import Clock, EventLifecycle, UnitOfWork, UnitOfWorkFactory
 from app.services.accounts import AccountService
 from app.services.dead_letters import DeadLetterService
 from app.services.errors import Conflict, NotFound
@@ -16,8 +16,6 @@ from app.services.holds import HoldService
 from app.services.identities import Identities
 from app.services.keys import ANALYTICS, KeyService
 from app.services.summary import JobSummary
-from app.stores.clickhouse.lifecycle import EventLifecycle
-from app.stores.sql.uow import SqlUnitOfWork
 
 
 class OffboardingService:
@@ -75,7 +73,7 @@ class OffboardingService:
                 summary.stores[key] = summary.stores.get(key, 0) + value
         return summary
 
-    def _sql(self, uow: SqlUnitOfWork, project_id: str, name: str, holds: Sequence[Hold],
+    def _sql(self, uow: UnitOfWork, project_id: str, name: str, holds: Sequence[Hold],
              now: datetime) -> dict[str, int]:
         held_users = {self._ids.lookup(project_id, h.target) for h in holds if h.scope is Scope.USER}
         doomed, kept = self._holds.split_messages(uow, name, project_id, uow.messages.in_project(project_id),

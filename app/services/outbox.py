@@ -25,10 +25,8 @@ from dataclasses import dataclass
 import structlog
 
 from app.domain.policy import Handles
-from app.ports import Clock, UnitOfWorkFactory
+from app.ports import Clock, EventRow, EventStore, UnitOfWork, UnitOfWorkFactory
 from app.services.errors import Unavailable
-from app.stores.clickhouse.events import EventRow, EventStore, decode_rows, encode_rows
-from app.stores.sql.uow import SqlUnitOfWork
 
 log = structlog.get_logger(__name__)
 
@@ -64,10 +62,10 @@ class OutboxService:
         self._depth_checked = -DEPTH_CACHE_SECONDS
         self._depth = 0  # as last read, plus what this process has put since
 
-    def put(self, uow: SqlUnitOfWork, project_id: str, rows: Sequence[EventRow]) -> None:
+    def put(self, uow: UnitOfWork, project_id: str, rows: Sequence[EventRow]) -> None:
         """In the webhook's transaction: the events are durable when it commits."""
         if rows:
-            uow.outbox.add(project_id, uow.now(), len(rows), encode_rows(rows))
+            uow.outbox.add(project_id, uow.now(), rows)
             self._depth += len(rows)
 
     def check_room(self) -> None:
@@ -110,7 +108,7 @@ class OutboxService:
 
     def _move(self, block: str) -> int:
         with self._uow() as uow:
-            rows = [row for data in uow.outbox.block(block) for row in decode_rows(data)]
+            rows = uow.outbox.block(block)
         # the same block redone after a crash carries the same token: ClickHouse keeps it once
         self._events().insert(rows, f"outbox-{block}")
         with self._uow() as uow:

@@ -13,7 +13,7 @@ from app.domain.holds import Hold, Scope
 from app.domain.policy import Handles
 from app.domain.requests import Mode, Source
 from app.domain.retention import Cutoffs, cutoffs, partition_cutoff, rows_before
-from app.ports import Clock, UnitOfWorkFactory
+from app.ports import Clock, EventLifecycle, UnitOfWork, UnitOfWorkFactory
 from app.services.dead_letters import DeadLetterService
 from app.services.deletion import DeletionService
 from app.services.holds import HoldService
@@ -21,8 +21,6 @@ from app.services.identities import Identities
 from app.services.keys import ANALYTICS, KeyService
 from app.services.policies import PolicyBook
 from app.services.summary import JobSummary
-from app.stores.clickhouse.lifecycle import EventLifecycle
-from app.stores.sql.uow import SqlUnitOfWork
 
 
 class RetentionService:
@@ -94,7 +92,7 @@ class RetentionService:
             self._deletions.kick_anonymise()
         return summary
 
-    def _sql(self, uow: SqlUnitOfWork, project_id: str, name: str, due: Cutoffs, now: datetime,
+    def _sql(self, uow: UnitOfWork, project_id: str, name: str, due: Cutoffs, now: datetime,
              holds: Sequence[Hold], summary: JobSummary) -> dict[str, int]:
         project_holds = [h for h in holds if h.project == name]
         doomed, kept = self._holds.split_messages(uow, name, project_id,
@@ -115,7 +113,7 @@ class RetentionService:
         return {"sql.messages": messages, "sql.complaints": complaints, "sql.logins": logins,
                 "sql.dead_letters": dead, "sql.retention_requests": opened}
 
-    def _inactive_users(self, uow: SqlUnitOfWork, project_id: str, cutoff: datetime) -> int:
+    def _inactive_users(self, uow: UnitOfWork, project_id: str, cutoff: datetime) -> int:
         """Users with no activity for the whole cap are erased like an immediate request."""
         project = uow.projects.by_id(project_id)
         assert project is not None

@@ -10,14 +10,13 @@ from app.domain.audit import AuditRecord, subject_hash
 from app.domain.crypto import Cipher
 from app.domain.events import EXTRA, PERSONAL_COLUMNS
 from app.domain.holds import Data, covers
-from app.ports import UnitOfWorkFactory
+from app.ports import EventStore, UnitOfWorkFactory
 from app.services.dead_letters import DeadLetterService
 from app.services.deletion import to_dict
 from app.services.errors import NotFound
 from app.services.holds import to_domain
 from app.services.identities import Identities
 from app.services.keys import ANALYTICS, CONTENT, GRACE, HOLD, MESSAGE_TEXT_AAD, KeyService, unsealed
-from app.stores.clickhouse.events import EventStore
 from app.stores.sql.models import Subject
 
 

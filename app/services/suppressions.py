@@ -12,11 +12,10 @@ from typing import Any
 from app.domain.audit import AuditRecord, subject_hash
 from app.domain.crypto import derive_key
 from app.domain.events import Event
-from app.ports import ErasureBatch, UnitOfWorkFactory
+from app.ports import ErasureBatch, UnitOfWork, UnitOfWorkFactory
 from app.services.errors import NotFound
 from app.services.policies import PolicyBook
 from app.stores.sql.models import Project
-from app.stores.sql.uow import SqlUnitOfWork
 
 SUPPRESSION_LABEL = b"lethe suppression v1"
 
@@ -31,7 +30,7 @@ class SuppressionService:
     def key_hash(self, project: str, user_id: str) -> str:
         return subject_hash(self._key, project, user_id)
 
-    def suppress_purged(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+    def suppress_purged(self, uow: UnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
         """In the purge's own transaction: list the purged users, per their project's policy."""
         names = uow.projects.names(batch.project_of.values())
         for project_id in sorted(set(batch.project_of.values())):
@@ -45,7 +44,7 @@ class SuppressionService:
                                       {"suppressions": len(users), "until": until.isoformat()}))
         return {}
 
-    def end_for(self, uow: SqlUnitOfWork, project: Project, user_ids: Sequence[str], actor: str) -> int:
+    def end_for(self, uow: UnitOfWork, project: Project, user_ids: Sequence[str], actor: str) -> int:
         """A new deletion request for a suppressed user ends the suppression (the request takes
         over), in the caller's transaction; audited under each user's keyed subject hash."""
         hashes = {self.key_hash(project.name, u): u for u in user_ids}
@@ -56,7 +55,7 @@ class SuppressionService:
                                   {"by": "deletion_request"}))
         return len(ended)
 
-    def split(self, uow: SqlUnitOfWork, project: Project, events: Sequence[Event]) -> tuple[list[Event], int]:
+    def split(self, uow: UnitOfWork, project: Project, events: Sequence[Event]) -> tuple[list[Event], int]:
         """(the events to store, how many were dropped because their user is suppressed)."""
         users = {e.actor.user_id for e in events if e.actor and e.actor.kind == "user"}
         hashes = {u: self.key_hash(project.name, u) for u in users}

@@ -156,8 +156,8 @@ def test_legacy_plaintext_is_blanked_on_disk_day_by_day_or_table_wide(
     """Events stored before encryption at the door hold plaintext: erasure blanks those on disk."""
     from datetime import UTC, datetime, timedelta
 
+    from app.ports import EventRow
     from app.stores.clickhouse import events
-    from app.stores.clickhouse.events import EventRow
 
     monkeypatch.setattr(events, "TARGETED_PARTITIONS", targeted)
     post(client, keys, [frontend("session_started"), frontend("session_started", user_id="bystander")])

@@ -14,8 +14,9 @@ from litestar.testing import TestClient
 
 from app.bootstrap import Container
 from app.http.app import create_app
+from app.ports import EventRow
 from app.services.outbox import OutboxService
-from app.stores.clickhouse.events import EventRow, EventStore
+from app.stores.clickhouse.events import ClickHouseEventStore
 from jobs.registry import run_job
 from tests.conftest import FakeClock
 from tests.fixtures.platform import frontend
@@ -48,7 +49,7 @@ class Dies:
     """An event store whose insert dies before or after ClickHouse took the block (a worker
     killed at that instant): the drain's claim stays behind in SQL."""
 
-    def __init__(self, real: EventStore, after_insert: bool) -> None:
+    def __init__(self, real: ClickHouseEventStore, after_insert: bool) -> None:
         self.real, self.after_insert = real, after_insert
 
     def insert(self, rows: Sequence[EventRow], dedup_token: str) -> None:

@@ -60,14 +60,14 @@ def handlers() -> dict[str, frozenset[tuple[str, str, str]]]:
     from app.services.holds import HoldService
     from app.services.outbox import OutboxService
     from app.services.retention import RetentionService
-    from app.stores.clickhouse.events import EventStore
+    from app.stores.clickhouse.events import ClickHouseEventStore
     from app.stores.sql.audit_log import AuditLog
     from app.stores.sql.erasure_steps import sql_steps
     from app.stores.sql.subjects import Subjects
 
     steps = sql_steps(None, None, None)  # type: ignore[arg-type]  # what erasure runs; no store needed here
     found = {f"{type(step).__name__}:{step.name}": step.handles for step in steps}  # type: ignore[attr-defined]
-    found.update({cls.__name__: cls.handles for cls in (EventStore, Subjects, AuditLog, AccountService,
+    found.update({cls.__name__: cls.handles for cls in (ClickHouseEventStore, Subjects, AuditLog, AccountService,
                                                           DeletionService, HoldService, RetentionService,
                                                           CallbackService, OutboxService)})
     return found

@@ -17,19 +17,14 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
-
-import msgspec
 
 from app.domain.crypto import TOKEN_PREFIX
 from app.domain.events import SEALED_COLUMNS
 from app.domain.policy import Handles
-from app.ports import ErasureBatch
+from app.ports import NO_SUBJECT, ErasureBatch, EventRow
 from app.stores.clickhouse.client import ClickHouse
 
-NO_SUBJECT = uuid.UUID(int=0)
 COLUMNS = ["project", "event", "at", "received_at", "subject_id", "actor_kind", "dedup_key", "room_id",
            "message_id", "platform", *SEALED_COLUMNS, "properties"]
 _ANY_PERSONAL = " OR ".join(f"{c} != ''" for c in SEALED_COLUMNS)
@@ -39,42 +34,17 @@ SYNC = {"mutations_sync": 2}
 TARGETED_PARTITIONS = 16  # up to this many affected days, patches are applied day by day
 
 
-@dataclass(frozen=True, slots=True)
-class EventRow:
-    project: str
-    event: str
-    at: datetime
-    received_at: datetime
-    subject_id: str | None
-    actor_kind: str
-    dedup_key: str
-    room_id: str
-    message_id: str
-    platform: str
-    personal: Mapping[str, str]
-    properties: Mapping[str, Any]
-
-    def values(self) -> list[Any]:
-        return [self.project, self.event, self.at, self.received_at,
-                uuid.UUID(self.subject_id) if self.subject_id else NO_SUBJECT, self.actor_kind, self.dedup_key,
-                self.room_id, self.message_id, self.platform, *(self.personal.get(c, "") for c in SEALED_COLUMNS),
-                json.dumps(self.properties, ensure_ascii=False, sort_keys=True, default=str)]
+def _values(row: EventRow) -> list[Any]:
+    """An event row as the events table's columns (COLUMNS)."""
+    return [row.project, row.event, row.at, row.received_at,
+            uuid.UUID(row.subject_id) if row.subject_id else NO_SUBJECT, row.actor_kind, row.dedup_key,
+            row.room_id, row.message_id, row.platform, *(row.personal.get(c, "") for c in SEALED_COLUMNS),
+            json.dumps(row.properties, ensure_ascii=False, sort_keys=True, default=str)]
 
 
-_ENCODE = msgspec.json.Encoder()
-_DECODE = msgspec.json.Decoder(list[EventRow])
+class ClickHouseEventStore:
+    """The events table (app.ports.EventStore)."""
 
-
-def encode_rows(rows: Sequence[EventRow]) -> bytes:
-    """Rows for the ingest outbox, exactly as they will be inserted (JSON)."""
-    return _ENCODE.encode(rows)
-
-
-def decode_rows(data: bytes) -> list[EventRow]:
-    return _DECODE.decode(data)
-
-
-class EventStore:
     name = "clickhouse.events"
     # personal values are sealed under the subject's analytics key (destroyed at anonymise, see
     # KeysStep); plaintext ones left by older versions are blanked here
@@ -88,7 +58,7 @@ class EventStore:
         """One block; a retry with the same token (after a failed SQL commit) is deduplicated."""
         if rows:
             # max_partitions_per_insert_block: a backfill may span more than 100 days
-            self.ch.insert("events", [r.values() for r in rows], COLUMNS,
+            self.ch.insert("events", [_values(r) for r in rows], COLUMNS,
                            settings={"insert_deduplication_token": dedup_token, "max_partitions_per_insert_block": 0})
 
     # --- erasure -------------------------------------------------------------------------

@@ -29,7 +29,9 @@ def held_rows(held: Held) -> tuple[str, dict[str, Any]]:
     )
 
 
-class EventLifecycle:
+class ClickHouseEventLifecycle:
+    """Aggregates and removals in the events table (app.ports.EventLifecycle)."""
+
     def __init__(self, ch: ClickHouse) -> None:
         self.ch = ch
 

@@ -4,22 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sqlalchemy import delete, func, select, update
-
 from app.domain.policy import Handles
-from app.ports import DeadLetterFinder, ErasureBatch, KeyDestroyer, SqlErasureStep, Suppressor
-from app.stores.sql.models import DeletionRequest, Login, Profile
+from app.ports import DeadLetterFinder, ErasureBatch, KeyDestroyer, SqlErasureStep, Suppressor, UnitOfWork
 from app.stores.sql.operational import Kept
-from app.stores.sql.uow import SqlUnitOfWork
-
-
-def _per_subject(uow: SqlUnitOfWork, column: object, where: object, batch: ErasureBatch) -> dict[str, int]:
-    rows = uow.session.execute(
-        select(column, func.count()).where(where).group_by(column)  # type: ignore[call-overload]
-    )
-    counts = {subject_id: 0 for subject_id in batch.subject_ids}
-    counts.update({str(subject_id): int(n) for subject_id, n in rows})
-    return counts
 
 
 class ProfilesStep:
@@ -29,16 +16,16 @@ class ProfilesStep:
     handles: Handles = frozenset(("sql.profiles", c, "delete_on_purge") for c in (
         "subject_id", "display_name", "display_name_at", "avatar_url", "avatar_at", "updated_at"))
 
-    def anonymise(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+    def anonymise(self, uow: UnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
         return {}  # the subject's `hidden` status hides the profile everywhere it is read
 
-    def purge(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+    def purge(self, uow: UnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
         counts = self.residual(uow, batch)
         uow.profiles.delete(batch.subject_ids)
         return {k: v for k, v in counts.items() if v}
 
-    def residual(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
-        return _per_subject(uow, Profile.subject_id, Profile.subject_id.in_(batch.subject_ids), batch)
+    def residual(self, uow: UnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+        return uow.profiles.per_subject(batch.subject_ids)
 
 
 class RequestReasonsStep:
@@ -47,22 +34,16 @@ class RequestReasonsStep:
     name = "sql.deletion_requests"
     handles: Handles = frozenset({("sql.deletion_requests", "reason", "null_on_purge")})
 
-    def anonymise(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+    def anonymise(self, uow: UnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
         return {}
 
-    def purge(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+    def purge(self, uow: UnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
         counts = self.residual(uow, batch)
-        uow.session.execute(
-            update(DeletionRequest).where(DeletionRequest.subject_id.in_(batch.subject_ids))
-            .values(reason=None)
-        )
+        uow.requests.forget_reasons(batch.subject_ids)
         return {k: v for k, v in counts.items() if v}
 
-    def residual(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
-        return _per_subject(
-            uow, DeletionRequest.subject_id,
-            DeletionRequest.subject_id.in_(batch.subject_ids) & DeletionRequest.reason.is_not(None), batch,
-        )
+    def residual(self, uow: UnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+        return uow.requests.reasons_per_subject(batch.subject_ids)
 
 
 class MessagesStep:
@@ -73,10 +54,10 @@ class MessagesStep:
     name = "sql.messages"
     handles: Handles = frozenset({("sql.messages", "text", "kept_anonymous_deleted_if_immediate")})
 
-    def anonymise(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+    def anonymise(self, uow: UnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
         return uow.messages.per_subject(batch.subject_ids)
 
-    def purge(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+    def purge(self, uow: UnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
         immediate = sorted(batch.immediate)
         if not immediate:
             return {}
@@ -84,7 +65,7 @@ class MessagesStep:
         uow.messages.delete_for(immediate, _kept(batch))
         return counts
 
-    def residual(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+    def residual(self, uow: UnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
         return uow.messages.per_subject_except(sorted(batch.immediate), _kept(batch)) if batch.immediate else {}
 
 
@@ -98,16 +79,16 @@ class LoginsStep:
     name = "sql.logins"
     handles: Handles = frozenset(("sql.logins", c, "delete_on_purge") for c in ("subject_id", "ip", "at"))
 
-    def anonymise(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+    def anonymise(self, uow: UnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
         return {}
 
-    def purge(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+    def purge(self, uow: UnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
         counts = self.residual(uow, batch)
-        uow.session.execute(delete(Login).where(Login.subject_id.in_(batch.subject_ids)))
+        uow.logins.delete_of(batch.subject_ids)
         return {k: v for k, v in counts.items() if v}
 
-    def residual(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
-        return _per_subject(uow, Login.subject_id, Login.subject_id.in_(batch.subject_ids), batch)
+    def residual(self, uow: UnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+        return uow.logins.per_subject(batch.subject_ids)
 
 
 class DeadLettersStep:
@@ -120,17 +101,17 @@ class DeadLettersStep:
     def __init__(self, finder: DeadLetterFinder) -> None:
         self._finder = finder
 
-    def anonymise(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+    def anonymise(self, uow: UnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
         found = self._mentioning(uow, batch)
         uow.dead_letters.delete(sorted({i for ids in found.values() for i in ids}))
         return {subject: len(ids) for subject, ids in found.items()}
 
     purge = anonymise
 
-    def residual(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+    def residual(self, uow: UnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
         return {subject: len(ids) for subject, ids in self._mentioning(uow, batch).items()}
 
-    def _mentioning(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> dict[str, list[str]]:
+    def _mentioning(self, uow: UnitOfWork, batch: ErasureBatch) -> dict[str, list[str]]:
         found: dict[str, list[str]] = {}
         for project_id in sorted(set(batch.project_of.values())):
             users = {subject: user.removeprefix("admin:") for subject, user in batch.user_of.items()
@@ -164,13 +145,13 @@ class KeysStep:
         self._at_anonymise = at_anonymise
         self._immediate_only = immediate_only
 
-    def anonymise(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+    def anonymise(self, uow: UnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
         return self._destroy(uow, batch) if self._at_anonymise else {}
 
-    def purge(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+    def purge(self, uow: UnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
         return self._destroy(uow, batch)  # a key made during grace (after a restore) goes too
 
-    def residual(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+    def residual(self, uow: UnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
         subjects = self._subjects(batch)
         found = uow.keys.having(subjects, self.purpose)
         return {subject: int(subject in found) for subject in subjects}
@@ -178,7 +159,7 @@ class KeysStep:
     def _subjects(self, batch: ErasureBatch) -> list[str]:
         return sorted(batch.immediate) if self._immediate_only else list(batch.subject_ids)
 
-    def _destroy(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+    def _destroy(self, uow: UnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
         subjects = self._subjects(batch)
         return {owner: 1 for owner in self._keys.destroy(uow, subjects, self.purpose)} if subjects else {}
 
@@ -193,13 +174,13 @@ class SuppressionStep:
     def __init__(self, suppressor: Suppressor) -> None:
         self._suppressor = suppressor
 
-    def anonymise(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+    def anonymise(self, uow: UnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
         return {}
 
-    def purge(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+    def purge(self, uow: UnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
         return self._suppressor.suppress_purged(uow, batch)
 
-    def residual(self, uow: SqlUnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
+    def residual(self, uow: UnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
         return {}
 
 

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from app.ports import MessageRef
 from app.stores.sql.models import Complaint, DeadLetter, EventReceipt, Login, Message, Subject, Suppression, new_id
-from app.stores.sql.repositories import newest_first_page
+from app.stores.sql.repositories import newest_first_page, per_subject
 
 
 def insert_ignoring_conflicts(session: Session, table: Table, rows: Sequence[Mapping[str, Any]],
@@ -252,6 +252,9 @@ class Complaints:
 class Logins:
     def __init__(self, session: Session) -> None:
         self.session = session
+
+    def per_subject(self, subject_ids: Sequence[str]) -> dict[str, int]:
+        return per_subject(self.session, Login.subject_id, Login.subject_id.in_(subject_ids), subject_ids)
 
     def delete_of(self, subject_ids: Sequence[str]) -> int:
         if not subject_ids:

@@ -5,19 +5,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+import msgspec
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from app.ports import EventRow
 from app.stores.sql.models import OutboxEntry
+
+# an entry holds its rows exactly as they will be inserted into ClickHouse, as JSON
+_ENCODE = msgspec.json.Encoder()
+_DECODE = msgspec.json.Decoder(list[EventRow])
 
 
 class EventOutbox:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def add(self, project_id: str, created_at: datetime, count: int, rows: bytes) -> None:
-        self.session.execute(insert(OutboxEntry).values(project_id=project_id, created_at=created_at, count=count,
-                                                        rows=rows))
+    def add(self, project_id: str, created_at: datetime, rows: Sequence[EventRow]) -> None:
+        self.session.execute(insert(OutboxEntry).values(project_id=project_id, created_at=created_at, count=len(rows),
+                                                        rows=_ENCODE.encode(rows)))
 
     def depth(self) -> tuple[int, datetime | None]:
         """(events waiting, when the oldest entry was written)."""
@@ -51,10 +57,10 @@ class EventOutbox:
                                     .values(block=block).execution_options(synchronize_session=False))
         return int(done.rowcount) == len(seqs)  # type: ignore[attr-defined]
 
-    def block(self, block: str) -> list[bytes]:
+    def block(self, block: str) -> list[EventRow]:
         """A block's entries' rows, in the order they were written."""
-        return list(self.session.scalars(select(OutboxEntry.rows).where(OutboxEntry.block == block)
-                                         .order_by(OutboxEntry.seq)))
+        return [row for data in self.session.scalars(select(OutboxEntry.rows).where(OutboxEntry.block == block)
+                                                     .order_by(OutboxEntry.seq)) for row in _DECODE.decode(data)]
 
     def remove(self, block: str) -> None:
         self.session.execute(delete(OutboxEntry).where(OutboxEntry.block == block))

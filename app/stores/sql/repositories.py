@@ -172,6 +172,9 @@ class Profiles:
     def add(self, profile: Profile) -> None:
         self.session.add(profile)
 
+    def per_subject(self, subject_ids: Sequence[str]) -> dict[str, int]:
+        return per_subject(self.session, Profile.subject_id, Profile.subject_id.in_(subject_ids), subject_ids)
+
     def delete(self, subject_ids: Sequence[str]) -> int:
         if not subject_ids:
             return 0
@@ -318,6 +321,12 @@ class DeletionRequests:
         return list(self.session.scalars(select(DeletionRequest).where(DeletionRequest.subject_id == subject_id)
                                          .order_by(DeletionRequest.requested_at)))
 
+    def reasons_per_subject(self, subject_ids: Sequence[str]) -> dict[str, int]:
+        """subject id -> how many of its requests still carry a free-text reason."""
+        return per_subject(self.session, DeletionRequest.subject_id,
+                           DeletionRequest.subject_id.in_(subject_ids) & DeletionRequest.reason.is_not(None),
+                           subject_ids)
+
     def forget_reasons(self, subject_ids: Sequence[str]) -> None:
         """Drop the free-text reasons of the subjects' requests (offboarding)."""
         if subject_ids:
@@ -333,6 +342,17 @@ class DeletionRequests:
 def _overdue(now: datetime) -> ColumnElement[bool]:
     """Open and past its Art. 12(3) deadline (SQL for domain.requests.overdue)."""
     return DeletionRequest.status.in_([s.value for s in OPEN_STATUSES]) & (DeletionRequest.due_by < now)
+
+
+def per_subject(session: Session, column: Any, where: ColumnElement[bool],
+                subject_ids: Sequence[str]) -> dict[str, int]:
+    """subject id -> how many rows `where` matches, grouped by `column` (0 for each subject
+    with none): what an erasure step reports and then checks is gone."""
+    counts = dict.fromkeys(subject_ids, 0)
+    if subject_ids:
+        rows = session.execute(select(column, func.count()).where(where).group_by(column))
+        counts.update({str(subject_id): int(n) for subject_id, n in rows})
+    return counts
 
 
 def locked(query: Select[_Row]) -> Select[_Row]:

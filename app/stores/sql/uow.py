@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Callable
 from datetime import datetime
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.orm.exc import StaleDataError
 
 from app.domain.audit import AuditRecord
 from app.stores.sql.audit_log import AuditLog
@@ -35,40 +31,6 @@ from app.stores.sql.repositories import (
     Projects,
 )
 from app.stores.sql.subjects import Subjects
-
-T = TypeVar("T")
-# Session.info entry: data keys opened in the current transaction, (owner, purpose) -> cipher
-# (app.services.keys). Never shared with other transactions, and dropped at commit or rollback.
-OPENED_IN_TRANSACTION = "lethe.keys_opened"
-
-# PostgreSQL: serialization failure, deadlock detected, lock not available.
-_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
-
-
-def is_transient(exc: BaseException) -> bool:
-    """A failure that the same transaction, run again, can get past: a deadlock or
-    serialization failure, SQLite's busy database, or a row another writer changed since we
-    read it (the optimistic lock's StaleDataError)."""
-    if isinstance(exc, StaleDataError):
-        return True
-    if isinstance(exc, DBAPIError):
-        if getattr(exc.orig, "sqlstate", None) in _TRANSIENT_SQLSTATES:
-            return True
-        return "database is locked" in str(exc.orig)
-    return False
-
-
-def retry_transient(work: Callable[[], T], attempts: int = 6) -> T:
-    """Run `work` (one whole transaction) again after a transient failure, with a short
-    jittered backoff; anything else, or the last attempt's failure, goes to the caller."""
-    for attempt in range(attempts):
-        try:
-            return work()
-        except Exception as exc:
-            if attempt == attempts - 1 or not is_transient(exc):
-                raise
-            time.sleep(random.uniform(0, 0.005 * 2**attempt))  # noqa: S311 - jitter, not crypto
-    raise AssertionError("unreachable")
 
 
 class SqlUnitOfWork:
@@ -118,7 +80,8 @@ class SqlUnitOfWork:
 
     @property
     def info(self) -> dict[str, Any]:
-        """State that lives as long as this transaction's session (app.services.keys)."""
+        """State kept for this transaction only, cleared at commit and rollback (the data keys
+        it opened or created: app.services.keys)."""
         return self.session.info
 
     def flush(self) -> None:
@@ -133,9 +96,9 @@ class SqlUnitOfWork:
             self.audit_log.append(self._clock(), self._pending, self._chain_key)
             self._pending = []
         self.session.commit()
-        self.session.info.pop(OPENED_IN_TRANSACTION, None)
+        self.session.info.clear()  # transaction-scoped state (see `info`)
 
     def rollback(self) -> None:
         self._pending = []
         self.session.rollback()
-        self.session.info.pop(OPENED_IN_TRANSACTION, None)
+        self.session.info.clear()  # transaction-scoped state (see `info`)
