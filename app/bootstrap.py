@@ -23,6 +23,7 @@ from app.services.callbacks import CallbackService
 from app.services.dead_letters import DeadLetterService
 from app.services.deletion import DeletionService
 from app.services.erasure import ErasureService
+from app.services.health import HealthService
 from app.services.held import HeldDataService
 from app.services.holds import HoldService
 from app.services.identities import Identities
@@ -43,7 +44,7 @@ from app.stores.clickhouse.events import ClickHouseEventStore
 from app.stores.clickhouse.lifecycle import ClickHouseEventLifecycle
 from app.stores.clickhouse.schema import migrate as migrate_clickhouse
 from app.stores.sql import migrations
-from app.stores.sql.engine import make_engine
+from app.stores.sql.engine import make_engine, ping
 from app.stores.sql.erasure_steps import sql_steps
 from app.stores.sql.uow import SqlUnitOfWork
 
@@ -208,6 +209,11 @@ class Container:
         return IngestService(self.uow, self.now, self.policies, self.outbox, self.deletions, self.keys,
                              self.dead_letters, self.settings.secret_key, self.suppressions, self.identities,
                              lambda: self.kick("outbox"))
+
+    @cached_property
+    def health(self) -> HealthService:
+        return HealthService(lambda: ping(self.engine), lambda: self.clickhouse.ping(),
+                             lambda: self.clickhouse_in_worker, self.outbox)
 
     @cached_property
     def outbox(self) -> OutboxService:

@@ -269,9 +269,9 @@ def _request_all(container: Any, project_id: str, subjects: Mapping[int, str]) -
 
     started = time.perf_counter()
     outcomes = asyncio.run(send())
-    bad = [o.status_code for o in outcomes if o.status_code != 202]
+    bad = [o.body for o in outcomes if not o.created]
     if bad:
-        raise RuntimeError(f"{len(bad)} deletion requests were not created (status {bad[0]})")
+        raise RuntimeError(f"{len(bad)} deletion requests found one already open (first: {bad[0]})")
     return time.perf_counter() - started, [o.body["id"] for o in outcomes]
 
 

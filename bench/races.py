@@ -155,9 +155,10 @@ def _describe(exc: BaseException) -> str:
 
 
 def _classify(exc: BaseException) -> int:
+    from app.http.errors import status_of
     from app.services.errors import ServiceError
 
-    return exc.status_code if isinstance(exc, ServiceError) else 500
+    return status_of(exc) if isinstance(exc, ServiceError) else 500
 
 
 class Bench:
@@ -201,7 +202,7 @@ class Bench:
         for i in range(0, len(users), 500):
             body = [_envelope("name_set", u, PROFILES_AT, user_name=f"Name {u}") for u in users[i:i + 500]]
             result = self.api.ingest.ingest(self.project_id, PROJECT, json.dumps(body).encode())
-            if result.status_code != 202 or result.rejected:
+            if result.rejected:
                 raise RuntimeError(f"profile events not accepted: {result.as_dict()}")
 
     def _open(self, user: str, at: datetime) -> dict[str, Any]:
@@ -209,8 +210,8 @@ class Bench:
 
         self.api_clock.set(at)
         outcome = self.api.deletions.request(self.project_id, user, Mode.GRACE, None, actor="partner:bench")
-        if outcome.status_code != 202:
-            raise RuntimeError(f"a new request answered {outcome.status_code}")
+        if not outcome.created:
+            raise RuntimeError("a new request found one already open")
         return outcome.body
 
     def _jitter(self, job: str) -> float:
@@ -268,7 +269,7 @@ class Bench:
         self.api_clock.set(base)
         body = [_envelope("delete_profile_confirmed", u, base) for u in users]
         result = self.api.ingest.ingest(self.project_id, PROJECT, json.dumps(body).encode())
-        if result.status_code != 202 or result.rejected:
+        if result.rejected:
             raise RuntimeError(f"delete_profile_confirmed not accepted: {result.as_dict()}")
         from sqlalchemy import select
 
@@ -299,7 +300,7 @@ class Bench:
         at = self.api_clock()
         body = json.dumps([_envelope("account_restored", race.user, at)]).encode()
         result = self.api.ingest.ingest(self.project_id, PROJECT, body)
-        race.answer = result.status_code
+        race.answer = 400 if result.nothing_accepted else 202
         if result.rejected:
             race.detail = str(result.rejected)[:200]
 

@@ -9,7 +9,6 @@ from typing import Any
 import msgspec
 import swagger_ui_bundle  # type: ignore[import-untyped]
 from litestar import Litestar
-from litestar.di import Provide
 from litestar.handlers import HTTPRouteHandler
 from litestar.logging.config import StructLoggingConfig
 from litestar.openapi.config import OpenAPIConfig
@@ -30,6 +29,7 @@ from app.http.auth import auth_middleware
 from app.http.callbacks import CallbackController
 from app.http.console import ConsoleController
 from app.http.deletion_requests import DeletionRequestController
+from app.http.deps import dependencies
 from app.http.errors import HANDLERS, QUIET_ERRORS
 from app.http.events import EventsController, HooksController
 from app.http.holds import HoldController
@@ -102,7 +102,7 @@ def create_app(container: Container) -> Litestar:
                         create_static_files_router(path=SCHEMA_ASSETS, directories=[swagger_ui_bundle.swagger_ui_path],
                                                    include_in_schema=False)],
         template_config=TemplateConfig(directory=HTTP_DIR / "templates", engine=JinjaTemplateEngine),
-        dependencies={"container": Provide(lambda: container, use_cache=True, sync_to_thread=False)},
+        dependencies=dependencies(container),
         middleware=[prometheus.middleware, RefuseUnstorableInput,
                     auth_middleware(container.accounts, container.webhooks), *rate_limits(container.policies.limits)],
         exception_handlers=HANDLERS,

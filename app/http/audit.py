@@ -13,7 +13,7 @@ from litestar.params import FromQuery
 from litestar.response import Stream
 
 from app.http.auth import BEARER_SECURITY, officer_only, scoped_projects
-from app.http.deps import ContainerDep
+from app.http.deps import AuditDep
 from app.http.schemas import AuditPage, CheckpointPage, Cursor, Limit, VerifyOut, aware
 from app.services.accounts import Principal
 
@@ -41,37 +41,38 @@ class AuditController(Controller):
 
     @get("/", sync_to_thread=True)
     def list(
-        self, request: Request[Principal, Any, Any], container: ContainerDep, user_id: FromQuery[str | None] = None,
+        self, request: Request[Principal, Any, Any], audit_service: AuditDep, user_id: FromQuery[str | None] = None,
         action: FromQuery[str | None] = None, since: FromQuery[datetime | None] = None,
         until: FromQuery[datetime | None] = None, project: FromQuery[str | None] = None, limit: Limit = 50,
         cursor: Cursor = None,
     ) -> AuditPage:
         """Entries oldest first. `user_id` is hashed the way the log stores subjects."""
-        page = container.audit.page(_projects(request.user, project), user_id=user_id, action=action,
-                                    since=aware(since, "since"), until=aware(until, "until"), limit=limit,
-                                    cursor=cursor)
+        page = audit_service.page(_projects(request.user, project), user_id=user_id, action=action,
+                                  since=aware(since, "since"), until=aware(until, "until"), limit=limit,
+                                  cursor=cursor)
         return msgspec.convert(page, AuditPage)
 
     @get("/verify", sync_to_thread=True)
-    def verify(self, container: ContainerDep) -> VerifyOut:
-        result = container.audit.verify()
+    def verify(self, audit_service: AuditDep) -> VerifyOut:
+        result = audit_service.verify()
         return VerifyOut(result.ok, result.entries, result.head, result.first_bad_seq, result.problem)
 
     @get("/checkpoints", sync_to_thread=True)
-    def checkpoints(self, container: ContainerDep, limit: Limit = 50, cursor: Cursor = None) -> CheckpointPage:
+    def checkpoints(self, audit_service: AuditDep, limit: Limit = 50,
+                    cursor: Cursor = None) -> CheckpointPage:
         """The signed heads of the chain (newest first): keep them outside Lethe, then
         `lethe audit verify --checkpoint FILE` proves the log was not truncated or rewritten."""
-        return msgspec.convert(container.audit.checkpoints(limit, cursor), CheckpointPage)
+        return msgspec.convert(audit_service.checkpoints(limit, cursor), CheckpointPage)
 
     @get("/export", sync_to_thread=True, operation_class=_ExportOperation)
     def export(
-        self, request: Request[Principal, Any, Any], container: ContainerDep,
+        self, request: Request[Principal, Any, Any], audit_service: AuditDep,
         format: FromQuery[Literal["jsonl", "csv"]] = "jsonl", since: FromQuery[datetime | None] = None,
         until: FromQuery[datetime | None] = None, project: FromQuery[str | None] = None,
     ) -> Stream:
         # checked here, before the stream starts: a bad parameter is a 400, not a broken download
-        lines = container.audit.export(_projects(request.user, project), format, since=aware(since, "since"),
-                                       until=aware(until, "until"))
+        lines = audit_service.export(_projects(request.user, project), format, since=aware(since, "since"),
+                                     until=aware(until, "until"))
         media = "text/csv" if format == "csv" else "application/x-ndjson"
         return Stream(lines, media_type=media,
                       headers={"Content-Disposition": f'attachment; filename="lethe-audit.{format}"'})

@@ -9,7 +9,7 @@ from litestar import Controller, Request, get, put
 from litestar.params import JSONBody, QueryParameter
 
 from app.http.auth import BEARER_SECURITY, partner_only
-from app.http.deps import ContainerDep
+from app.http.deps import CallbacksDep
 from app.http.schemas import Cursor, Limit
 from app.services.accounts import Principal
 
@@ -35,17 +35,17 @@ class CallbackController(Controller):
 
     @put("/", sync_to_thread=True, status_code=200)
     def register(self, request: Request[Principal, Any, Any], data: JSONBody[CallbackIn],
-                 container: ContainerDep) -> CallbackOut:
+                 callback_service: CallbacksDep) -> CallbackOut:
         """Each transition of the project's requests (`in_grace`, `on_hold`, `completed`,
         `restored`, `failed`) is POSTed to this URL as `{"type": "deletion_request.<status>",
         "request": DeletionRequest}`, signed with the Standard Webhooks scheme under the
         returned `callback_secret` (shown once; registering again replaces both), at least once,
         with a stable `webhook-id` per transition, retried with backoff for 3 days."""
-        answer = container.callbacks.register(request.user.project_id, data.url, actor=request.user.actor)
+        answer = callback_service.register(request.user.project_id, data.url, actor=request.user.actor)
         return msgspec.convert(answer, CallbackOut)
 
     @get("/deliveries", sync_to_thread=True)
-    def deliveries(self, request: Request[Principal, Any, Any], container: ContainerDep,
+    def deliveries(self, request: Request[Principal, Any, Any], callback_service: CallbacksDep,
                    delivery_state: State = None, limit: Limit = 50, cursor: Cursor = None) -> dict[str, Any]:
         """Callbacks not delivered yet: retrying (`pending`) or given up after 3 days (`dead`)."""
-        return container.callbacks.page(request.user.project_id, state=delivery_state, limit=limit, cursor=cursor)
+        return callback_service.page(request.user.project_id, state=delivery_state, limit=limit, cursor=cursor)

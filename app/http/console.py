@@ -24,8 +24,9 @@ from litestar.params import Body, FromPath
 from litestar.response import Redirect, Stream, Template
 
 from app.domain.holds import Scope
-from app.http.deps import ContainerDep
-from app.services.accounts import Principal, Role
+from app.http.deps import AccountsDep, AuditDep, ClockDep, DeletionsDep, HoldsDep, MetricsDep
+from app.http.errors import status_of
+from app.services.accounts import AccountService, Principal, Role
 from app.services.errors import ServiceError
 
 COOKIE = "lethe_console"
@@ -75,11 +76,11 @@ class Sessions:
 SESSIONS = Sessions()
 
 
-def _who(request: Request[Any, Any, Any], container: ContainerDep) -> tuple[Principal, _Session] | None:
+def _who(request: Request[Any, Any, Any], accounts: AccountService) -> tuple[Principal, _Session] | None:
     session = SESSIONS.get(request.cookies.get(COOKIE))
     if session is None:
         return None
-    principal = container.accounts.authenticate(session.token)
+    principal = accounts.authenticate(session.token)
     if principal is None or principal.role is not Role.OFFICER:
         SESSIONS.end(request.cookies.get(COOKIE))
         return None
@@ -90,9 +91,9 @@ class _LoginRequired(Exception):
     """No live console session: the page sends the browser to the login form."""
 
 
-def _officer(request: Request[Any, Any, Any], container: ContainerDep) -> tuple[Principal, _Session]:
+def _officer(request: Request[Any, Any, Any], accounts: AccountService) -> tuple[Principal, _Session]:
     """The logged-in officer and their session, or _LoginRequired (a redirect to the login form)."""
-    who = _who(request, container)
+    who = _who(request, accounts)
     if who is None:
         raise _LoginRequired
     return who
@@ -142,7 +143,7 @@ def chart(points: list[tuple[date, int]], title: str, width: int = 640, height: 
 
 def _refused(request: Request[Any, Any, Any], exc: Exception) -> Template:
     """Errors in the console are pages with a sentence, never JSON or a stack trace."""
-    status = getattr(exc, "status_code", 400)
+    status = status_of(exc) if isinstance(exc, ServiceError) else getattr(exc, "status_code", 400)
     message = getattr(exc, "detail", "") or str(exc)
     return Template(template_name="console/error.html", status_code=status,
                     context={"officer": None, "message": message})
@@ -156,17 +157,18 @@ class ConsoleController(Controller):
                           _LoginRequired: lambda _request, _exc: _login()}
 
     @get("/", sync_to_thread=True)
-    def home(self, request: Request[Any, Any, Any], container: ContainerDep) -> Redirect:
-        return Redirect("/console/queue" if _who(request, container) else "/console/login", status_code=303)
+    def home(self, request: Request[Any, Any, Any], accounts: AccountsDep) -> Redirect:
+        return Redirect("/console/queue" if _who(request, accounts) else "/console/login", status_code=303)
 
     @get("/login", sync_to_thread=False)
     def login_form(self) -> Template:
         return Template(template_name="console/login.html", context={"error": None})
 
     @post("/login", sync_to_thread=True, status_code=303)
-    def login(self, request: Request[Any, Any, Any], data: Form, container: ContainerDep) -> Response[Any]:
+    def login(self, request: Request[Any, Any, Any], data: Form,
+              accounts: AccountsDep) -> Response[Any]:
         token = data.get("token", "").strip()
-        principal = container.accounts.authenticate(token) if token else None
+        principal = accounts.authenticate(token) if token else None
         if principal is None or principal.role is not Role.OFFICER:
             return Template(template_name="console/login.html", status_code=401,
                             context={"error": "That is not a valid officer token (or it was revoked)."})
@@ -176,8 +178,9 @@ class ConsoleController(Controller):
         return response
 
     @post("/logout", sync_to_thread=True, status_code=303)
-    def logout(self, request: Request[Any, Any, Any], data: Form, container: ContainerDep) -> Response[Any]:
-        who = _who(request, container)
+    def logout(self, request: Request[Any, Any, Any], data: Form,
+               accounts: AccountsDep) -> Response[Any]:
+        who = _who(request, accounts)
         if who is not None:
             _checked(data, who[1])
             SESSIONS.end(request.cookies.get(COOKIE))
@@ -186,16 +189,17 @@ class ConsoleController(Controller):
         return response
 
     @get("/queue", sync_to_thread=True)
-    def queue(self, request: Request[Any, Any, Any], container: ContainerDep) -> Template | Redirect:
-        principal, session = _officer(request, container)
+    def queue(self, request: Request[Any, Any, Any], accounts: AccountsDep,
+              deletions: DeletionsDep) -> Template | Redirect:
+        principal, session = _officer(request, accounts)
         q = request.query_params
         project = q.get("project") or None
         projects = {pid: n for pid, n in principal.projects.items() if project in (None, n)}
         overdue = {"yes": True, "no": False}.get(q.get("overdue") or "")
         try:
-            page = container.deletions.officer_page(projects, status=q.get("status") or None,
-                                                    source=q.get("source") or None, overdue=overdue,
-                                                    due_before=None, limit=PAGE, cursor=q.get("cursor") or None)
+            page = deletions.officer_page(projects, status=q.get("status") or None,
+                                          source=q.get("source") or None, overdue=overdue,
+                                          due_before=None, limit=PAGE, cursor=q.get("cursor") or None)
             error = None
         except ServiceError as exc:
             page, error = {"items": [], "next_cursor": None}, str(exc)
@@ -206,41 +210,45 @@ class ConsoleController(Controller):
 
     @get("/requests/{request_id:str}", sync_to_thread=True)
     def request_detail(self, request: Request[Any, Any, Any], request_id: FromPath[str],
-                       container: ContainerDep) -> Template | Redirect:
-        principal, session = _officer(request, container)
+                       accounts: AccountsDep, deletions: DeletionsDep,
+                       hold_service: HoldsDep) -> Template | Redirect:
+        principal, session = _officer(request, accounts)
         try:
-            item = container.deletions.officer_get(principal.projects, request_id)
+            item = deletions.officer_get(principal.projects, request_id)
         except ServiceError as exc:
             return _page("request", principal, session, item=None, error=str(exc), holds=[])
-        holds = container.holds.page(principal.projects, active=True, limit=500, cursor=None)["items"]
+        holds = hold_service.page(principal.projects, active=True, limit=500, cursor=None)["items"]
         blocking = {h["id"] for h in item["holds"]} | {h["id"] for h in item.get("kept", [])}
         return _page("request", principal, session, item=item, error=None,
                      holds=[h for h in holds if h["id"] in blocking])
 
     @post("/requests/{request_id:str}/extend", sync_to_thread=True, status_code=303)
     def extend(self, request: Request[Any, Any, Any], request_id: FromPath[str], data: Form,
-               container: ContainerDep) -> Template | Redirect:
-        principal, session = _officer(request, container)
+               accounts: AccountsDep,
+               deletions: DeletionsDep) -> Template | Redirect:
+        principal, session = _officer(request, accounts)
         _checked(data, session)
         try:
-            container.deletions.extend_deadline(principal.projects, request_id, int(data.get("months") or 0),
-                                                data.get("reason", "").strip() or "(no reason given)",
-                                                actor=principal.actor)
+            deletions.extend_deadline(principal.projects, request_id, int(data.get("months") or 0),
+                                      data.get("reason", "").strip() or "(no reason given)",
+                                      actor=principal.actor)
         except (ServiceError, ValueError) as exc:
             return _page("request", principal, session, item=None, error=str(exc), holds=[])
         return Redirect(f"/console/requests/{request_id}", status_code=303)
 
     @get("/holds", sync_to_thread=True)
-    def holds(self, request: Request[Any, Any, Any], container: ContainerDep) -> Template | Redirect:
-        principal, session = _officer(request, container)
-        page = container.holds.page(principal.projects, active=None, limit=PAGE,
-                                    cursor=request.query_params.get("cursor") or None)
+    def holds(self, request: Request[Any, Any, Any], accounts: AccountsDep,
+              hold_service: HoldsDep) -> Template | Redirect:
+        principal, session = _officer(request, accounts)
+        page = hold_service.page(principal.projects, active=None, limit=PAGE,
+                                 cursor=request.query_params.get("cursor") or None)
         return _page("holds", principal, session, items=page["items"], next_cursor=page["next_cursor"],
                      scopes=[s.value for s in Scope], error=request.query_params.get("error"))
 
     @post("/holds", sync_to_thread=True, status_code=303)
-    def place(self, request: Request[Any, Any, Any], data: Form, container: ContainerDep) -> Template | Redirect:
-        principal, session = _officer(request, container)
+    def place(self, request: Request[Any, Any, Any], data: Form, accounts: AccountsDep,
+              hold_service: HoldsDep) -> Template | Redirect:
+        principal, session = _officer(request, accounts)
         _checked(data, session)
         name = data.get("project", "")
         matches = [pid for pid, n in principal.projects.items() if n == name]
@@ -251,65 +259,71 @@ class ConsoleController(Controller):
             target = name if scope is Scope.PROJECT else data.get("target", "").strip()
             if not target or not data.get("reason", "").strip():
                 raise ValueError("a hold needs a target and a reason")
-            container.holds.place(matches[0], name, scope, target, data["reason"].strip(),
-                                  reference=data.get("reference") or None,
-                                  expires_at=_aware(data.get("expires_at")), actor=principal.actor)
+            hold_service.place(matches[0], name, scope, target, data["reason"].strip(),
+                               reference=data.get("reference") or None,
+                               expires_at=_aware(data.get("expires_at")), actor=principal.actor)
         except (ServiceError, ValueError) as exc:
-            page = container.holds.page(principal.projects, active=None, limit=PAGE, cursor=None)
+            page = hold_service.page(principal.projects, active=None, limit=PAGE, cursor=None)
             return _page("holds", principal, session, items=page["items"], next_cursor=page["next_cursor"],
                          scopes=[s.value for s in Scope], error=str(exc))
         return Redirect("/console/holds", status_code=303)
 
     @post("/holds/{hold_id:str}/release", sync_to_thread=True, status_code=303)
     def release(self, request: Request[Any, Any, Any], hold_id: FromPath[str], data: Form,
-                container: ContainerDep) -> Template | Redirect:
-        principal, session = _officer(request, container)
+                accounts: AccountsDep,
+                hold_service: HoldsDep) -> Template | Redirect:
+        principal, session = _officer(request, accounts)
         _checked(data, session)
         try:
-            container.holds.release(principal.projects, hold_id, actor=principal.actor)
+            hold_service.release(principal.projects, hold_id, actor=principal.actor)
         except ServiceError as exc:
             return Redirect(f"/console/holds?error={exc}", status_code=303)
         return Redirect("/console/holds", status_code=303)
 
     @get("/audit", sync_to_thread=True)
-    def audit(self, request: Request[Any, Any, Any], container: ContainerDep) -> Template | Redirect:
-        principal, session = _officer(request, container)
+    def audit(self, request: Request[Any, Any, Any], accounts: AccountsDep,
+              audit_service: AuditDep) -> Template | Redirect:
+        principal, session = _officer(request, accounts)
         q = request.query_params
-        page = container.audit.page(sorted(principal.projects.values()), action=q.get("action") or None,
-                                    limit=PAGE, cursor=q.get("cursor") or None)
+        page = audit_service.page(sorted(principal.projects.values()), action=q.get("action") or None,
+                                  limit=PAGE, cursor=q.get("cursor") or None)
         return _page("audit", principal, session, items=page["items"], next_cursor=page["next_cursor"],
                      action=q.get("action") or "", verification=None)
 
     @post("/audit/verify", sync_to_thread=True)
-    def verify(self, request: Request[Any, Any, Any], data: Form, container: ContainerDep) -> Template | Redirect:
-        principal, session = _officer(request, container)
+    def verify(self, request: Request[Any, Any, Any], data: Form, accounts: AccountsDep,
+               audit_service: AuditDep) -> Template | Redirect:
+        principal, session = _officer(request, accounts)
         _checked(data, session)
-        result = container.audit.verify()
-        page = container.audit.page(sorted(principal.projects.values()), limit=PAGE)
+        result = audit_service.verify()
+        page = audit_service.page(sorted(principal.projects.values()), limit=PAGE)
         return _page("audit", principal, session, items=page["items"], next_cursor=page["next_cursor"],
                      action="", verification=result)
 
     @get("/audit/export/{fmt:str}", sync_to_thread=True)
-    def export(self, request: Request[Any, Any, Any], fmt: FromPath[str], container: ContainerDep) -> Stream | Redirect:
-        principal, _session = _officer(request, container)
+    def export(self, request: Request[Any, Any, Any], fmt: FromPath[str], accounts: AccountsDep,
+               audit_service: AuditDep) -> Stream | Redirect:
+        principal, _session = _officer(request, accounts)
         if fmt not in ("csv", "jsonl"):
             fmt = "csv"
-        lines = container.audit.export(sorted(principal.projects.values()), fmt)
+        lines = audit_service.export(sorted(principal.projects.values()), fmt)
         return Stream(lines, media_type="text/csv" if fmt == "csv" else "application/x-ndjson",
                       headers={"Content-Disposition": f'attachment; filename="lethe-audit.{fmt}"'})
 
     @get("/metrics", sync_to_thread=True)
-    def metrics(self, request: Request[Any, Any, Any], container: ContainerDep) -> Template | Redirect:
-        principal, session = _officer(request, container)
+    def metrics(self, request: Request[Any, Any, Any], accounts: AccountsDep,
+                clock: ClockDep,
+                metrics_service: MetricsDep) -> Template | Redirect:
+        principal, session = _officer(request, accounts)
         names = sorted(principal.projects.values())
         project = request.query_params.get("project") or (names[0] if names else "")
         days = 180 if request.query_params.get("days") == "180" else 90
         charts: list[str] = []
         error = None
         if project in names:
-            until = container.now().date() - timedelta(days=1)
+            until = clock().date() - timedelta(days=1)
             try:
-                rows = container.metrics.daily(project, until - timedelta(days=days - 1), until)["items"]
+                rows = metrics_service.daily(project, until - timedelta(days=days - 1), until)["items"]
             except Exception:
                 rows, error = [], "The analytics store does not answer right now; try again in a minute."
             for key, title in (("dau", "DAU"), ("wau", "WAU"), ("mau", "MAU"), ("messages", "messages"),

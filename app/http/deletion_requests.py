@@ -11,7 +11,7 @@ from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, Quer
 
 from app.domain.requests import Status
 from app.http.auth import BEARER_SECURITY, partner_only
-from app.http.deps import ContainerDep
+from app.http.deps import BatchesDep, DeletionsDep
 from app.http.schemas import (
     BatchIn,
     BatchOut,
@@ -37,57 +37,57 @@ class DeletionRequestController(Controller):
         200: ResponseSpec(data_container=DeletionRequestOut, description="the user's already open request"),
     })
     async def create(
-        self, request: Request[Principal, Any, Any], data: JSONBody[DeletionRequestIn], container: ContainerDep,
+        self, request: Request[Principal, Any, Any], data: JSONBody[DeletionRequestIn], deletions: DeletionsDep,
         idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key", max_length=200)] = None,
     ) -> Response[DeletionRequestOut]:
         """Erase a user: `grace` (30 days, restorable) or `immediate`. 200 with the open request
         when the user already has one. Same Idempotency-Key and body give the same response."""
         principal = request.user
-        outcome = await container.deletions.request_async(
+        outcome = await deletions.request_async(
             principal.project_id, data.user_id, data.mode, data.reason, actor=principal.actor,
             idempotency_key=idempotency_key,
         )
-        return Response(msgspec.convert(outcome.body, DeletionRequestOut), status_code=outcome.status_code)
+        return Response(msgspec.convert(outcome.body, DeletionRequestOut), status_code=202 if outcome.created else 200)
 
     @post("/batch", status_code=202, sync_to_thread=True)
     def create_batch(
-        self, request: Request[Principal, Any, Any], data: JSONBody[BatchIn], container: ContainerDep,
+        self, request: Request[Principal, Any, Any], data: JSONBody[BatchIn], batches: BatchesDep,
         idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key", max_length=200)] = None,
     ) -> BatchOut:
         """Erase up to 10,000 users in one call, in one transaction. Each listed user id gets an
         outcome: `created`, `open` (already had an open request) or `invalid` with the reason.
         More than 10,000 ids, or none, rejects the whole batch (400). Same Idempotency-Key and
         body give the same response."""
-        answer = container.batches.submit(request.user.project_id, data.user_ids, data.mode, data.reason,
-                                          actor=request.user.actor, idempotency_key=idempotency_key)
+        answer = batches.submit(request.user.project_id, data.user_ids, data.mode, data.reason,
+                                actor=request.user.actor, idempotency_key=idempotency_key)
         return msgspec.convert(answer, BatchOut)
 
     @get("/batch/{batch_id:str}", sync_to_thread=True)
     def batch_progress(self, request: Request[Principal, Any, Any], batch_id: FromPath[str],
-                       container: ContainerDep) -> BatchProgress:
+                       batches: BatchesDep) -> BatchProgress:
         """Where a batch's requests are now: how many in each status."""
-        return msgspec.convert(container.batches.progress(request.user.project_id, batch_id), BatchProgress)
+        return msgspec.convert(batches.progress(request.user.project_id, batch_id), BatchProgress)
 
     @get("/{request_id:str}", sync_to_thread=True)
     def read(
-        self, request: Request[Principal, Any, Any], request_id: FromPath[str], container: ContainerDep
+        self, request: Request[Principal, Any, Any], request_id: FromPath[str], deletions: DeletionsDep
     ) -> DeletionRequestOut:
         """One request of this project: status, deadlines, holds, what holds keep, and evidence."""
-        return msgspec.convert(container.deletions.get(request.user.project_id, request_id), DeletionRequestOut)
+        return msgspec.convert(deletions.get(request.user.project_id, request_id), DeletionRequestOut)
 
     @get("/", sync_to_thread=True)
     def list(
-        self, request: Request[Principal, Any, Any], container: ContainerDep, user_id: FromQuery[str | None] = None,
+        self, request: Request[Principal, Any, Any], deletions: DeletionsDep, user_id: FromQuery[str | None] = None,
         status: StatusFilter = None, limit: Limit = 50, cursor: Cursor = None,
     ) -> DeletionRequestPage:
         """This project's requests, newest first; filter by user id or status; keyset pages."""
-        page = container.deletions.page(request.user.project_id, user_id=user_id,
-                                        status=status.value if status else None, limit=limit, cursor=cursor)
+        page = deletions.page(request.user.project_id, user_id=user_id,
+                              status=status.value if status else None, limit=limit, cursor=cursor)
         return msgspec.convert(page, DeletionRequestPage)
 
     @post("/{request_id:str}/restore", sync_to_thread=True, status_code=200)
     def restore(self, request: Request[Principal, Any, Any], request_id: FromPath[str],
-                container: ContainerDep) -> DeletionRequestOut:
+                deletions: DeletionsDep) -> DeletionRequestOut:
         """Restore a user during grace; 409 saying why otherwise."""
-        body = container.deletions.restore(request.user.project_id, request_id, actor=request.user.actor)
+        body = deletions.restore(request.user.project_id, request_id, actor=request.user.actor)
         return msgspec.convert(body, DeletionRequestOut)

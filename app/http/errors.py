@@ -17,7 +17,18 @@ from litestar.exceptions import HTTPException, SerializationException, Validatio
 from sqlalchemy import exc as sql_errors
 
 from app.ports import EmbeddedStoreBusy, InvalidCursor
-from app.services.errors import ServiceError
+from app.services.errors import (
+    AlreadyExists,
+    Broken,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    ServiceError,
+    Unauthenticated,
+    Unavailable,
+    Unprocessable,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -27,9 +38,20 @@ def _body(status: int, detail: str, extra: Any = None, headers: dict[str, str] |
     return Response({"status_code": status, "detail": detail, "extra": extra}, status_code=status, headers=headers)
 
 
+# What each service error means in HTTP; the most specific class wins (OutboxFull is Unavailable).
+STATUS_OF: dict[type[ServiceError], int] = {
+    InvalidInput: 400, Unauthenticated: 401, Forbidden: 403, NotFound: 404, Conflict: 409, AlreadyExists: 409,
+    Unprocessable: 422, Broken: 500, Unavailable: 503,
+}
+
+
+def status_of(exc: ServiceError) -> int:
+    return next((STATUS_OF[c] for c in type(exc).__mro__ if c in STATUS_OF), 400)
+
+
 def service_error(_: Request[Any, Any, Any], exc: ServiceError) -> Response[dict[str, Any]]:
     retry_after = getattr(exc, "retry_after", None)
-    return _body(exc.status_code, str(exc), headers={"Retry-After": str(retry_after)} if retry_after else None)
+    return _body(status_of(exc), str(exc), headers={"Retry-After": str(retry_after)} if retry_after else None)
 
 
 def invalid_cursor(_: Request[Any, Any, Any], exc: InvalidCursor) -> Response[dict[str, Any]]:

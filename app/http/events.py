@@ -11,9 +11,10 @@ from litestar.openapi.spec import Example, OpenAPIFormat, OpenAPIMediaType, Open
 
 from app.domain.webhooks import URL
 from app.http.auth import BEARER_SECURITY, partner_only, webhook_sender
-from app.http.deps import ContainerDep
+from app.http.deps import DeadLettersDep, IngestDep, WebhooksDep
 from app.http.schemas import Cursor, Limit, RejectedPage
 from app.services.accounts import Principal
+from app.services.ingest import IngestResult
 from app.services.webhooks import HookProject
 
 _ENVELOPE = Schema(
@@ -47,27 +48,34 @@ class _EventsOperation(Operation):
                                             schema=schema, examples={"message_sent": Example(value=_EXAMPLE)})})
 
 
+def _answer(result: IngestResult) -> Response[Any]:
+    """202 once stored; 400 when every envelope was rejected (all kept as dead letters)."""
+    return Response(result.as_dict(), status_code=400 if result.nothing_accepted else 202)
+
+
 class EventsController(Controller):
     security = BEARER_SECURITY
     path = "/v1/events"
     tags = ["events"]
 
     @post("/", status_code=202, operation_class=_EventsOperation)
-    async def ingest(self, request: Request[Principal, Any, Any], container: ContainerDep) -> Response[Any]:
+    async def ingest(self, request: Request[Principal, Any, Any], ingest: IngestDep,
+                     webhooks: WebhooksDep) -> Response[Any]:
         """One envelope or a JSON array of up to 1,000. 202 `{"accepted", "duplicates", "rejected"}` once
         stored; what fails validation is kept (dead letter) and reported by index; 400 if nothing was
         accepted. Authenticated by the webhook_token (bearer) or a Standard Webhooks signature
         (webhook-id, webhook-timestamp, webhook-signature; a repeated webhook-id is a duplicate)."""
         body = await request.body()
-        project, delivery_id = await webhook_sender(request, container.webhooks, body)
-        result = await container.ingest.ingest_async(project.project_id, project.name, body, delivery_id=delivery_id)
-        return Response(result.as_dict(), status_code=result.status_code)
+        project, delivery_id = await webhook_sender(request, webhooks, body)
+        result = await ingest.ingest_async(project.project_id, project.name, body, delivery_id=delivery_id)
+        return _answer(result)
 
     @get("/rejected", guards=[partner_only], sync_to_thread=True)
-    def rejected(self, request: Request[Principal, Any, Any], container: ContainerDep, limit: Limit = 50,
+    def rejected(self, request: Request[Principal, Any, Any], dead_letters: DeadLettersDep,
+                 limit: Limit = 50,
                  cursor: Cursor = None) -> RejectedPage:
         """Dead-letter entries (newest first) with the reason each was rejected."""
-        return msgspec.convert(container.dead_letters.page(request.user.project_id, limit, cursor), RejectedPage)
+        return msgspec.convert(dead_letters.page(request.user.project_id, limit, cursor), RejectedPage)
 
 
 class HooksController(Controller):
@@ -76,11 +84,11 @@ class HooksController(Controller):
 
     @post("/{secret:str}", status_code=202)
     async def ingest_by_secret_url(self, request: Request[Principal, HookProject, Any],
-                                   container: ContainerDep) -> Response[Any]:
+                                   ingest: IngestDep) -> Response[Any]:
         """The project's secret URL (`webhook_url_path`): the same bodies and answers as `POST /v1/events`,
         for senders that cannot set headers. The path is the credential: keep it secret."""
         project = request.auth  # the middleware found it by the path's secret (never logged or echoed)
         project.require(URL)
         body = await request.body()
-        result = await container.ingest.ingest_async(project.project_id, project.name, body)
-        return Response(result.as_dict(), status_code=result.status_code)
+        result = await ingest.ingest_async(project.project_id, project.name, body)
+        return _answer(result)

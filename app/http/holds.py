@@ -11,7 +11,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 
 from app.domain.holds import Scope
 from app.http.auth import BEARER_SECURITY, officer_only
-from app.http.deps import ContainerDep
+from app.http.deps import HeldDataDep, HoldsDep
 from app.http.schemas import Cursor, Limit, Reason, Reference, UserId, aware
 from app.services.accounts import Principal
 from app.services.errors import InvalidInput, NotFound
@@ -34,7 +34,7 @@ class HoldController(Controller):
 
     @post("/", sync_to_thread=True, status_code=201)
     def place(self, request: Request[Principal, Any, Any], data: JSONBody[HoldIn],
-              container: ContainerDep) -> dict[str, Any]:
+              hold_service: HoldsDep) -> dict[str, Any]:
         """Freeze data: nothing it covers is altered or deleted until the hold is released."""
         projects = request.user.projects
         if data.project is None:
@@ -46,24 +46,24 @@ class HoldController(Controller):
             if not matches:
                 raise NotFound(f"project {data.project} not found")
             project_id, name = matches[0], data.project
-        return container.holds.place(project_id, name, data.scope, data.target, data.reason,
-                                     reference=data.reference, expires_at=aware(data.expires_at, "expires_at"),
-                                     actor=request.user.actor)
+        return hold_service.place(project_id, name, data.scope, data.target, data.reason,
+                                  reference=data.reference, expires_at=aware(data.expires_at, "expires_at"),
+                                  actor=request.user.actor)
 
     @get("/", sync_to_thread=True)
-    def list(self, request: Request[Principal, Any, Any], container: ContainerDep,
+    def list(self, request: Request[Principal, Any, Any], hold_service: HoldsDep,
              active: FromQuery[bool | None] = None, limit: Limit = 50, cursor: Cursor = None) -> dict[str, Any]:
-        return container.holds.page(request.user.projects, active=active, limit=limit, cursor=cursor)
+        return hold_service.page(request.user.projects, active=active, limit=limit, cursor=cursor)
 
     @get("/{hold_id:str}/data", sync_to_thread=True)
     def data(self, request: Request[Principal, Any, Any], hold_id: FromPath[str],
-             container: ContainerDep) -> dict[str, Any]:
+             held: HeldDataDep) -> dict[str, Any]:
         """What the hold keeps, opened with its key: the messages and event values it covers.
         Each read is audited (`hold.data_read`)."""
-        return container.held.data(request.user.projects, hold_id, actor=request.user.actor)
+        return held.data(request.user.projects, hold_id, actor=request.user.actor)
 
     @delete("/{hold_id:str}", sync_to_thread=True, status_code=200)
     def release(self, request: Request[Principal, Any, Any], hold_id: FromPath[str],
-                container: ContainerDep) -> dict[str, Any]:
+                hold_service: HoldsDep) -> dict[str, Any]:
         """Release the hold (audited; the record stays). Held work resumes on its own."""
-        return container.holds.release(request.user.projects, hold_id, actor=request.user.actor)
+        return hold_service.release(request.user.projects, hold_id, actor=request.user.actor)

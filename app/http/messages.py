@@ -9,7 +9,7 @@ from litestar.exceptions import PermissionDeniedException
 from litestar.params import FromPath, FromQuery
 
 from app.http.auth import BEARER_SECURITY, partner_only, partner_or_officer, scoped_projects
-from app.http.deps import ContainerDep
+from app.http.deps import ClockDep, MessageFeedDep, MessagesDep, SubjectsDep
 from app.http.inputs import raw_segments
 from app.services.accounts import Principal, Role
 from app.services.errors import NotFound
@@ -23,16 +23,17 @@ class MessagesController(Controller):
 
     @get("/{message_id:str}", sync_to_thread=True)
     def read(self, request: Request[Principal, Any, Any], message_id: FromPath[str],
-             container: ContainerDep) -> dict[str, Any]:
-        return container.messages.get(request.user.project_id, message_id)
+             message_service: MessagesDep) -> dict[str, Any]:
+        return message_service.get(request.user.project_id, message_id)
 
     @post("/{message_id:str}/complaints/resolve", sync_to_thread=True, status_code=200)
     def resolve(self, request: Request[Principal, Any, Any], message_id: FromPath[str],
-                container: ContainerDep) -> dict[str, Any]:
+                clock: ClockDep, message_feed: MessageFeedDep,
+                message_service: MessagesDep) -> dict[str, Any]:
         """Process every open complaint; a deleted, reported message moves to the archive."""
-        container.message_feed.resolve(request.user.project_id, message_id, actor=request.user.actor,
-                                       now=container.now())
-        return container.messages.get(request.user.project_id, message_id)
+        message_feed.resolve(request.user.project_id, message_id, actor=request.user.actor,
+                             now=clock())
+        return message_service.get(request.user.project_id, message_id)
 
 
 class SubjectsController(Controller):
@@ -47,15 +48,16 @@ class SubjectsController(Controller):
     tags = ["subjects"]
 
     @get("/{rest:path}", sync_to_thread=True)
-    def read(self, request: Request[Principal, Any, Any], rest: FromPath[str], container: ContainerDep,
+    def read(self, request: Request[Principal, Any, Any], rest: FromPath[str],
+             subjects: SubjectsDep,
              project: FromQuery[str | None] = None) -> dict[str, Any]:
         user_id, action = _subject_path(raw_segments(request.scope, "/v1/subjects/"))
         projects = scoped_projects(request.user, project)
         if action == "export":
-            return container.subjects.export(projects, user_id, actor=request.user.actor)
+            return subjects.export(projects, user_id, actor=request.user.actor)
         if request.user.role is not Role.OFFICER:
             raise PermissionDeniedException("the access report needs an officer token")
-        return container.subjects.report(projects, user_id)
+        return subjects.report(projects, user_id)
 
 
 def _subject_path(segments: list[str]) -> tuple[str, str]:

@@ -10,7 +10,7 @@ from litestar import Controller, Request, get
 from litestar.params import FromQuery
 
 from app.http.auth import BEARER_SECURITY, partner_only
-from app.http.deps import ContainerDep
+from app.http.deps import MetricsDep
 from app.http.schemas import DailyMetricsPage
 from app.services.accounts import Principal
 
@@ -22,11 +22,11 @@ class MetricsController(Controller):
     tags = ["metrics"]
 
     @get("/daily", sync_to_thread=True)
-    def daily(self, request: Request[Principal, Any, Any], container: ContainerDep,
+    def daily(self, request: Request[Principal, Any, Any], metrics_service: MetricsDep,
               since: FromQuery[date | None] = None, until: FromQuery[date | None] = None) -> DailyMetricsPage:
         """DAU/WAU/MAU, messages, reactions and events per day, `since` to `until` included
         (default: the last 90 finished days). Anonymous aggregates: they outlive the 13-month
         cap; refreshed at 00:00 UTC."""
         principal = request.user
-        page = container.metrics.daily(principal.projects[principal.project_id], since, until)
+        page = metrics_service.daily(principal.projects[principal.project_id], since, until)
         return msgspec.convert(page, DailyMetricsPage)

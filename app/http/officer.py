@@ -13,7 +13,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from app.domain.requests import Source
 from app.http.auth import BEARER_SECURITY, officer_only, scoped_projects
 from app.http.deletion_requests import StatusFilter
-from app.http.deps import ContainerDep
+from app.http.deps import DeletionsDep
 from app.http.schemas import Cursor, DeletionRequestOut, ExtensionIn, Limit, OfficerRequestPage, aware
 from app.services.accounts import Principal
 
@@ -25,14 +25,14 @@ class OfficerController(Controller):
     tags = ["officers"]
 
     @get("/", sync_to_thread=True)
-    def queue(self, request: Request[Principal, Any, Any], container: ContainerDep,
+    def queue(self, request: Request[Principal, Any, Any], deletions: DeletionsDep,
               project: FromQuery[str | None] = None, status: StatusFilter = None,
               source: FromQuery[Source | None] = None, overdue: FromQuery[bool | None] = None,
               due_before: FromQuery[datetime | None] = None, limit: Limit = 50,
               cursor: Cursor = None) -> OfficerRequestPage:
         """Requests of the officer's projects, newest first, each with `due_by`, `overdue` and
         its `timeline` (the audit entries of that request)."""
-        page = container.deletions.officer_page(
+        page = deletions.officer_page(
             scoped_projects(request.user, project), status=status.value if status else None,
             source=source.value if source else None, overdue=overdue,
             due_before=aware(due_before, "due_before"), limit=limit, cursor=cursor)
@@ -40,8 +40,8 @@ class OfficerController(Controller):
 
     @post("/{request_id:str}/extend", sync_to_thread=True, status_code=200)
     def extend(self, request: Request[Principal, Any, Any], request_id: FromPath[str], data: JSONBody[ExtensionIn],
-               container: ContainerDep) -> DeletionRequestOut:
+               deletions: DeletionsDep) -> DeletionRequestOut:
         """Extend the Art. 12(3) deadline by 1 or 2 months (2 in all), with a reason; audited."""
-        body = container.deletions.extend_deadline(request.user.projects, request_id, data.months, data.reason,
-                                                   actor=request.user.actor)
+        body = deletions.extend_deadline(request.user.projects, request_id, data.months, data.reason,
+                                         actor=request.user.actor)
         return msgspec.convert(body, DeletionRequestOut)

@@ -8,7 +8,7 @@ from litestar import Controller, Request, delete
 from litestar.params import FromPath
 
 from app.http.auth import BEARER_SECURITY, partner_only
-from app.http.deps import ContainerDep
+from app.http.deps import SuppressionsDep
 from app.http.inputs import raw_segments
 from app.services.accounts import Principal
 from app.services.errors import NotFound
@@ -22,9 +22,9 @@ class SuppressionsController(Controller):
 
     @delete("/{rest:path}", sync_to_thread=True, status_code=200)
     def lift(self, request: Request[Principal, Any, Any], rest: FromPath[str],
-             container: ContainerDep) -> dict[str, Any]:
+             suppressions: SuppressionsDep) -> dict[str, Any]:
         """Events of this user are stored again (the user id percent-encoded; any character)."""
         segments = raw_segments(request.scope, "/v1/suppressions/")
         if len(segments) != 1 or not segments[0]:
             raise NotFound("no such route: use /v1/suppressions/{user_id} with the user id percent-encoded")
-        return container.suppressions.lift(request.user.project_id, segments[0], actor=request.user.actor)
+        return suppressions.lift(request.user.project_id, segments[0], actor=request.user.actor)

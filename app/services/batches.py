@@ -87,8 +87,7 @@ class BatchService:
             if idempotency_key is not None:
                 record = uow.idempotency.get(project_id, idempotency_key)
                 assert record is not None
-                record.status_code = 202
-                record.response = _without_users(answer)
+                uow.idempotency.settle(record, created=True, response=_without_users(answer))
             uow.commit()
         return answer
 

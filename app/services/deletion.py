@@ -45,9 +45,9 @@ class _NewRequest(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What the partner sees: 202 for a new request, 200 for the open one they already had."""
+    """What the partner asked for: a new request (`created`), or the open one they already had."""
 
-    status_code: int
+    created: bool
     body: dict[str, Any]
 
 
@@ -105,13 +105,13 @@ class DeletionService:
             if replay is not None:
                 # The stored response leaves the user id out (only `subjects` may hold it);
                 # the same body carries the same user id, so it is put back from there.
-                return Outcome(replay.status_code, {**replay.body, "user_id": user_id})
+                return Outcome(replay.created, {**replay.body, "user_id": user_id})
             try:
                 outcome = self._create(project_id, user_id, mode, reason, source, actor, idempotency_key)
             except BaseException:
                 self.abandon_idempotent(project_id, idempotency_key)
                 raise
-        if outcome.status_code == 202:
+        if outcome.created:
             self.kick_anonymise()
         return outcome
 
@@ -124,7 +124,7 @@ class DeletionService:
                 project_id, user_id, mode, reason, actor=actor, idempotency_key=idempotency_key))
         future = self._batcher.enqueue(_NewRequest(project_id, user_id, mode, reason, Source.PARTNER_API, actor))
         outcome = await asyncio.wrap_future(future)
-        if outcome.status_code == 202:
+        if outcome.created:
             self.kick_anonymise()
         return outcome
 
@@ -175,7 +175,7 @@ class DeletionService:
             rows = self._open_new(uow, projects, [(items[p], sid) for p, sid in openers.items()], now)
             made = {p: DeletionRequest(**row) for p, row in zip(openers, rows, strict=True)}
             open_rows.update({row.subject_id: row for row in made.values()})
-            outcomes = [Outcome(202 if p in made else 200,
+            outcomes = [Outcome(p in made,
                                 to_dict(open_rows[subject_ids[p]], projects[item.project_id].name, item.user_id, now))
                         for p, item in enumerate(items)]
             uow.commit()
@@ -222,12 +222,12 @@ class DeletionService:
             assert project is not None
             subject = self._ids.ensure(uow, project_id, [user_id], now)[user_id]
             row, created = self.open_in(uow, project, subject, user_id, mode, reason, source, actor)
-            outcome = Outcome(202 if created else 200, to_dict(row, project.name, user_id, now))
+            outcome = Outcome(created, to_dict(row, project.name, user_id, now))
             if idempotency_key is not None:
                 record = uow.idempotency.get(project_id, idempotency_key)
                 assert record is not None
-                record.status_code = outcome.status_code
-                record.response = {k: v for k, v in outcome.body.items() if k != "user_id"}
+                uow.idempotency.settle(record, created=created,
+                                       response={k: v for k, v in outcome.body.items() if k != "user_id"})
             uow.commit()
         return outcome
 
@@ -340,18 +340,19 @@ class DeletionService:
                     assert record is not None
             if record.body_hash != body_hash:
                 raise Unprocessable("Idempotency-Key was already used with a different body")
-            if record.status_code is None:
+            answer = uow.idempotency.answer(record)
+            if answer is None:
                 if now - record.created_at < IN_FLIGHT_TIMEOUT:
                     raise Conflict("a request with this Idempotency-Key is still in flight; retry later")
                 record.created_at = now  # abandoned by a crash: this call takes it over
                 uow.commit()
                 return None
-            return Outcome(record.status_code, dict(record.response or {}))
+            return Outcome(*answer)
 
     def abandon_idempotent(self, project_id: str, key: str) -> None:
         with self._uow() as uow:
             record = uow.idempotency.get(project_id, key)
-            if record is not None and record.status_code is None:
+            if record is not None and uow.idempotency.answer(record) is None:
                 uow.idempotency.remove(record)
                 uow.commit()
 

@@ -1,44 +1,44 @@
-"""Errors the services raise; the HTTP layer maps each to one status code."""
+"""Errors the services raise. They say what went wrong in the terms of the use case; the HTTP
+layer alone maps each to a status code (app.http.errors.STATUS_OF)."""
 
 
 class ServiceError(Exception):
-    status_code = 400
+    """A refusal a caller can act on; its message says what is wrong."""
 
 
 class NotFound(ServiceError):
-    status_code = 404
+    """The thing named does not exist (or is not the caller's to see)."""
 
 
 class Conflict(ServiceError):
-    status_code = 409
+    """The thing exists but its state refuses the change (e.g. restoring a purged request)."""
 
 
 class Unprocessable(ServiceError):
-    status_code = 422
+    """Well-formed input that cannot be applied (e.g. an Idempotency-Key reused with another body)."""
 
 
 class InvalidInput(ServiceError):
-    status_code = 400
+    """Input that is wrong in itself; the message names the field."""
 
 
 class AlreadyExists(ServiceError):
-    status_code = 409
+    """Creating something whose name is taken."""
 
 
 class Unavailable(ServiceError):
     """A store Lethe depends on is down: nothing was done; the caller should retry."""
 
-    status_code = 503
-    retry_after = 5
+    retry_after = 5  # seconds
 
 
 class Unauthenticated(ServiceError):
     """No valid credential (a webhook signature or secret URL that does not verify)."""
 
-    status_code = 401
-
 
 class Forbidden(ServiceError):
     """A valid credential that may not do this (e.g. a webhook auth method the project refuses)."""
 
-    status_code = 403
+
+class Broken(ServiceError):
+    """Lethe itself cannot work as configured (an operator must act); never the caller's fault."""

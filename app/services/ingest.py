@@ -69,8 +69,9 @@ class IngestResult:
     suppressed: int = 0  # events of users erased moments ago: dropped, never stored
 
     @property
-    def status_code(self) -> int:
-        return 400 if self.rejected and not self.accepted else 202
+    def nothing_accepted(self) -> bool:
+        """Every envelope was rejected (and kept as a dead letter): the call as a whole failed."""
+        return bool(self.rejected) and not self.accepted
 
     def as_dict(self) -> dict[str, Any]:
         return {"accepted": self.accepted, "duplicates": self.duplicates, "rejected": self.rejected,

@@ -35,7 +35,7 @@ from app.domain.crypto import (
     wrap,
 )
 from app.ports import Clock, UnitOfWork, UnitOfWorkFactory
-from app.services.errors import ServiceError
+from app.services.errors import Broken
 from app.stores.sql.engine import checkpoint
 from app.stores.sql.keys import DataKeys, KekVersion, StoredKey
 from app.stores.sql.models import new_id
@@ -70,11 +70,9 @@ _CREATED = "lethe.keys_created"
 Progress = Callable[[int, int], None]
 
 
-class KeyringError(ServiceError):
+class KeyringError(Broken):
     """The keyring cannot work as configured (e.g. LETHE_SECRET_KEY is not the one that
     wrapped the keys). Named plainly; never carries key material."""
-
-    status_code = 500
 
 
 def key_aad(key_id: str, owner: str, purpose: str) -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
 
@@ -64,3 +64,9 @@ def checkpoint(engine: Engine) -> None:
         raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # type: ignore[union-attr]
     finally:
         raw.close()
+
+
+def ping(engine: Engine) -> None:
+    """One round trip to the database (raises when it does not answer)."""
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))

@@ -412,6 +412,18 @@ class IdempotencyKeys:
     def remove(self, record: IdempotencyKey) -> None:
         self.session.delete(record)
 
+    # The first answer is kept as the HTTP status it had (202: created, 200: the open request
+    # already there), so a replay answers exactly as the first call did.
+    def settle(self, record: IdempotencyKey, *, created: bool, response: dict[str, Any]) -> None:
+        record.status_code, record.response = (202 if created else 200), response
+
+    @staticmethod
+    def answer(record: IdempotencyKey) -> tuple[bool, dict[str, Any]] | None:
+        """(created, response) of a settled record; None while its first call is in flight."""
+        if record.status_code is None:
+            return None
+        return record.status_code == 202, dict(record.response or {})
+
     def delete_in(self, project_id: str, before: datetime | None = None) -> int:
         """The project's idempotency records (created before `before`, if given)."""
         query = delete(IdempotencyKey).where(IdempotencyKey.project_id == project_id)
