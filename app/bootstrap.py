@@ -6,6 +6,8 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cached_property
+from pathlib import Path
+from typing import Any
 
 import structlog
 from clickhouse_connect.driver import exceptions as ch_errors
@@ -38,7 +40,7 @@ from app.services.retention import RetentionService
 from app.services.subjects import SubjectService
 from app.services.suppressions import SuppressionService
 from app.services.webhooks import WebhookAuthService
-from app.stores.checkpoints import CheckpointFile
+from app.stores.checkpoints import CheckpointFile, read_checkpoints
 from app.stores.clickhouse.client import ClickHouse
 from app.stores.clickhouse.events import ClickHouseEventStore
 from app.stores.clickhouse.lifecycle import ClickHouseEventLifecycle
@@ -260,3 +262,9 @@ class Container:
 def build(settings: Settings) -> Container:
     return Container(settings=settings, engine=make_engine(settings.database_url),
                      policies=PolicyBook.load(settings.policy_dir))
+
+
+def read_checkpoint_file(path: Path) -> list[Any]:
+    """Checkpoints an operator kept in a file of their own (`lethe audit verify --checkpoint`).
+    Raises OSError when it cannot be read, ValueError naming a line that is not JSON."""
+    return read_checkpoints(path)

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
-from app.bootstrap import Container, build
+from app.bootstrap import Container, build, read_checkpoint_file
 from app.config import ConfigError, get_settings
 from app.domain.policy import PolicyError
 from app.logging import configure_logging
@@ -232,7 +232,7 @@ def cmd_audit_verify(container: Container, args: argparse.Namespace) -> int:
     checkpoints = None
     if args.checkpoint is not None:
         try:
-            checkpoints = container.audit.checkpoints_in(args.checkpoint)
+            checkpoints = read_checkpoint_file(args.checkpoint)
         except (OSError, ValueError) as exc:
             print(f"lethe: cannot read the checkpoint file: {exc}", file=sys.stderr)
             return 2

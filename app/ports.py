@@ -73,6 +73,17 @@ class UnitOfWork(Protocol):
 UnitOfWorkFactory = Callable[[], UnitOfWork]
 
 
+class CheckpointStore(Protocol):
+    """Where signed audit checkpoints are kept outside the SQL store
+    (app.stores.checkpoints.CheckpointFile)."""
+
+    def append(self, checkpoint: dict[str, Any]) -> None: ...
+
+    def read(self) -> list[Any]:
+        """Every checkpoint kept, oldest first ([] before the first)."""
+        ...
+
+
 class EventStore(Protocol):
     """The analytics events (app.stores.clickhouse.events.ClickHouseEventStore)."""
 
@@ -151,6 +162,26 @@ class EventRow:
     platform: str
     personal: Mapping[str, str]
     properties: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredKey:
+    """A data key as stored: wrapped under a key-encryption key (KEK) version."""
+
+    id: str
+    owner: str
+    purpose: str
+    kek_version: int
+    wrapped: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class KekVersion:
+    """A KEK version on record: `check` proves which secret derived it."""
+
+    version: int
+    check: str
+    retired_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,10 +14,11 @@ from sqlalchemy.exc import IntegrityError
 
 from app.domain import webhooks
 from app.domain.audit import AuditRecord
+from app.domain.ids import new_id
 from app.domain.policy import Handles
 from app.ports import Clock, UnitOfWorkFactory
 from app.services.errors import AlreadyExists, InvalidInput, NotFound
-from app.stores.sql.models import Officer, Project, new_id
+from app.stores.sql.models import Officer, Project
 
 
 class Role(StrEnum):

@@ -8,7 +8,6 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -23,10 +22,9 @@ from app.domain.audit import (
     subject_hash,
     verify,
 )
-from app.ports import UnitOfWorkFactory
-from app.stores.checkpoints import CheckpointFile, read_checkpoints
+from app.paging import decode_seq_cursor, encode_cursor
+from app.ports import CheckpointStore, UnitOfWorkFactory
 from app.stores.sql.models import AuditEntry
-from app.stores.sql.repositories import decode_seq_cursor, encode_cursor
 
 log = structlog.get_logger(__name__)
 EXPORT_FIELDS = ["seq", "at", "actor", "action", "project", "subject", "details", "hash", "prev_hash"]
@@ -44,7 +42,7 @@ CHECKPOINT_EVERY = timedelta(hours=1)
 
 class AuditService:
     def __init__(self, uow: UnitOfWorkFactory, secret_key: bytes, keys: tuple[bytes, bytes],
-                 checkpoints: CheckpointFile) -> None:
+                 checkpoints: CheckpointStore) -> None:
         self._uow = uow
         self._key = secret_key
         self._chain_key, self._checkpoint_key = keys
@@ -82,11 +80,6 @@ class AuditService:
             if len(rows) < batch:
                 return
             after = rows[-1].seq
-
-    def checkpoints_in(self, path: Path) -> list[Any]:
-        """The checkpoints an operator kept in a file of their own (`--checkpoint FILE`).
-        Raises OSError when it cannot be read, ValueError naming a line that is not JSON."""
-        return read_checkpoints(path)
 
     def verify(self, checkpoints: Sequence[Any] | None = None) -> Verification:
         """Walk the whole chain (keyed hashes), check that its last entry is the recorded head,

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.domain import requests as lifecycle
 from app.domain.audit import AuditRecord, subject_hash
+from app.domain.ids import new_id
 from app.domain.policy import Handles
 from app.domain.requests import Mode, RequestState, Source, Status, Step, TransitionRefused
 from app.ports import Clock, UnitOfWork, UnitOfWorkFactory
@@ -28,7 +29,7 @@ from app.services.identities import Identities
 from app.services.keys import GRACE, KeyService
 from app.services.policies import PolicyBook
 from app.services.suppressions import SuppressionService
-from app.stores.sql.models import DeletionRequest, IdempotencyKey, Project, Subject, new_id
+from app.stores.sql.models import DeletionRequest, IdempotencyKey, Project, Subject
 
 IN_FLIGHT_TIMEOUT = timedelta(minutes=2)  # an in-flight key older than this was abandoned by a crash
 

@@ -19,9 +19,10 @@ from datetime import datetime
 
 from app.domain.audit import AuditRecord
 from app.domain.crypto import derive_key
+from app.domain.ids import new_id
 from app.ports import UnitOfWork, UnitOfWorkFactory
 from app.services.keys import GRACE, KeyService, unsealed
-from app.stores.sql.models import Subject, new_id
+from app.stores.sql.models import Subject
 
 LOOKUP_LABEL = b"lethe/subject-lookup"
 USER_ID_AAD = "subjects.user_id"  # what a sealed user id is bound to

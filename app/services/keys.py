@@ -34,11 +34,10 @@ from app.domain.crypto import (
     unwrap,
     wrap,
 )
-from app.ports import Clock, UnitOfWork, UnitOfWorkFactory
+from app.domain.ids import new_id
+from app.ports import Clock, KekVersion, StoredKey, UnitOfWork, UnitOfWorkFactory
 from app.services.errors import Broken
 from app.stores.sql.engine import checkpoint
-from app.stores.sql.keys import DataKeys, KekVersion, StoredKey
-from app.stores.sql.models import new_id
 
 log = structlog.get_logger(__name__)
 ANALYTICS = "analytics"  # a subject's events' personal values: destroyed when it is anonymised
@@ -131,13 +130,13 @@ class KeyService:
     def _load(self, uow: UnitOfWork, owners: Sequence[str], purpose: str, *, create: bool) -> dict[str, Cipher]:
         stored = uow.keys.get(owners, purpose)
         created: set[tuple[str, str]] = uow.info.setdefault(_CREATED, set())
-        ciphers = {owner: self._open(uow.keys, key) for owner, key in stored.items()}
+        ciphers = {owner: self._open(uow, key) for owner, key in stored.items()}
         self._remember(purpose, {o: c for o, c in ciphers.items() if (o, purpose) not in created},
                        absent=[] if create else [o for o in owners if o not in stored])
         missing = [o for o in owners if o not in stored]
         if create and missing:
             for key in self._create(uow, missing, purpose):
-                ciphers[key.owner] = self._open(uow.keys, key)
+                ciphers[key.owner] = self._open(uow, key)
                 created.add((key.owner, purpose))
             with self._lock:  # an absence cached by an earlier read no longer holds in this process
                 for owner in missing:
@@ -146,7 +145,7 @@ class KeyService:
 
     def _create(self, uow: UnitOfWork, owners: Sequence[str], purpose: str) -> list[StoredKey]:
         """New keys for `owners`; where a concurrent transaction won, its key is returned."""
-        version = self._current_version(uow.keys)
+        version = self._current_version(uow)
         kek = self._keks[version]
         now = self._clock()
         rows = []
@@ -156,8 +155,8 @@ class KeyService:
                          "wrapped": wrap(kek, new_data_key(), key_aad(key_id, owner, purpose)), "created_at": now})
         return uow.keys.create_missing(rows)
 
-    def _open(self, keys: DataKeys, key: StoredKey) -> Cipher:
-        kek = self._kek(keys, key.kek_version)
+    def _open(self, uow: UnitOfWork, key: StoredKey) -> Cipher:
+        kek = self._kek(uow, key.kek_version)
         try:
             return Cipher(unwrap(kek, key.wrapped, key_aad(key.id, key.owner, key.purpose)))
         except Undecryptable:
@@ -180,11 +179,11 @@ class KeyService:
 
     # --- key-encryption keys -------------------------------------------------------------
 
-    def _kek(self, keys: DataKeys, version: int) -> bytes:
+    def _kek(self, uow: UnitOfWork, version: int) -> bytes:
         """The KEK of a version on record, checked once against its row's HMAC."""
         kek = self._keks.get(version)
         if kek is None:
-            record = keys.kek_versions().get(version)
+            record = uow.keys.kek_versions().get(version)
             if record is None:
                 raise KeyringError(f"key-encryption key version {version} is not on record")
             kek = self._verified(record)
@@ -198,12 +197,12 @@ class KeyService:
         self._keks[record.version] = kek
         return kek
 
-    def _current_version(self, keys: DataKeys) -> int:
+    def _current_version(self, uow: UnitOfWork) -> int:
         """The newest KEK version, recorded on first use (concurrency-safe), and checked."""
-        record = keys.current_kek()
+        record = uow.keys.current_kek()
         if record is None:
-            keys.add_kek(1, kek_check(derive_kek(self._secret, 1)), self._clock())
-            record = keys.current_kek()
+            uow.keys.add_kek(1, kek_check(derive_kek(self._secret, 1)), self._clock())
+            record = uow.keys.current_kek()
             if record is None:  # just inserted, or a concurrent insert won: never happens
                 raise KeyringError("no key-encryption key version on record after creating one")
         if record.version not in self._keks:
@@ -248,7 +247,7 @@ class KeyService:
 
     def _add_next_version(self) -> int:
         with self._uow() as uow:
-            current = self._current_version(uow.keys)  # also checks the secret before anything changes
+            current = self._current_version(uow)  # also checks the secret before anything changes
             for record in uow.keys.kek_versions().values():
                 if record.version not in self._keks:
                     self._verified(record)
@@ -269,7 +268,7 @@ class KeyService:
                 batch = uow.keys.under_older_versions(version, after, REWRAP_BATCH)
                 if not batch:
                     return done
-                rows = [(k.id, k.kek_version, version, self._rewrapped(uow.keys, k, kek)) for k in batch]
+                rows = [(k.id, k.kek_version, version, self._rewrapped(uow, k, kek)) for k in batch]
                 done += uow.keys.rewrap(rows)
                 uow.commit()
             after = batch[-1].id
@@ -278,12 +277,12 @@ class KeyService:
 
     def _kek_for(self, version: int) -> bytes:
         with self._uow() as uow:
-            return self._kek(uow.keys, version)
+            return self._kek(uow, version)
 
-    def _rewrapped(self, keys: DataKeys, key: StoredKey, kek: bytes) -> bytes:
+    def _rewrapped(self, uow: UnitOfWork, key: StoredKey, kek: bytes) -> bytes:
         aad = key_aad(key.id, key.owner, key.purpose)
         try:
-            data_key = unwrap(self._kek(keys, key.kek_version), key.wrapped, aad)
+            data_key = unwrap(self._kek(uow, key.kek_version), key.wrapped, aad)
         except Undecryptable:
             raise KeyringError(f"data key {key.id} does not unwrap under key-encryption key version "
                                f"{key.kek_version}: the key row was altered") from None

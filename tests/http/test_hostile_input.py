@@ -157,6 +157,9 @@ def test_deletion_request_bodies_that_cannot_be_stored_are_400(
     ("api_key", "/v1/callback/deliveries?cursor=WyJub3QgYSB0aW1lIiwgIngiXQ", "cursor"),
     ("officer", "/v1/holds?cursor=WyJub3QgYSB0aW1lIiwgIngiXQ", "cursor"),
     ("officer", "/v1/audit?cursor=WyJ4Il0", "cursor"),
+    # a number cursor holding null or a list (int() of those is a TypeError, not a ValueError)
+    ("officer", "/v1/audit?cursor=W251bGxd", "cursor"),
+    ("officer", "/v1/audit/checkpoints?cursor=W1sxXV0", "cursor"),
 ])
 def test_query_and_path_values_that_cannot_be_used_are_400(
     client: TestClient[Any], keys: dict[str, str], who: str, path: str, detail: str

@@ -23,9 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 KNOWN_OUTWARD: frozenset[tuple[str, str]] = frozenset({
     ("app.services.accounts", "app.stores.sql.models"),
-    ("app.services.audit", "app.stores.checkpoints"),
     ("app.services.audit", "app.stores.sql.models"),
-    ("app.services.audit", "app.stores.sql.repositories"),
     ("app.services.batches", "app.stores.sql.models"),
     ("app.services.callbacks", "app.stores.sql.models"),
     ("app.services.deletion", "app.stores.sql.models"),
@@ -35,8 +33,6 @@ KNOWN_OUTWARD: frozenset[tuple[str, str]] = frozenset({
     ("app.services.identities", "app.stores.sql.models"),
     ("app.services.ingest", "app.stores.sql.models"),
     ("app.services.keys", "app.stores.sql.engine"),
-    ("app.services.keys", "app.stores.sql.keys"),
-    ("app.services.keys", "app.stores.sql.models"),
     ("app.services.subjects", "app.stores.sql.models"),
     ("app.services.suppressions", "app.stores.sql.models"),
     ("app.services.webhooks", "app.stores.sql.models"),

@@ -8,13 +8,13 @@ hold stale copies of key material for longer.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
+from app.ports import KekVersion, StoredKey
 from app.stores.sql.models import DataKey, KeyEncryptionKey
 from app.stores.sql.operational import insert_ignoring_conflicts
 from app.stores.sql.repositories import member_of
@@ -22,22 +22,6 @@ from app.stores.sql.repositories import member_of
 CHUNK = 500  # owners per IN (...): far below SQLite's bound-parameter limit
 _KEYS: Table = DataKey.__table__  # type: ignore[assignment]
 _KEKS: Table = KeyEncryptionKey.__table__  # type: ignore[assignment]
-
-
-@dataclass(frozen=True, slots=True)
-class StoredKey:
-    id: str
-    owner: str
-    purpose: str
-    kek_version: int
-    wrapped: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class KekVersion:
-    version: int
-    check: str
-    retired_at: datetime | None
 
 
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:

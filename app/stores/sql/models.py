@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from app.domain.ids import new_id
 from app.domain.requests import OPEN_STATUSES
 from app.domain.webhooks import DEFAULT_METHODS
 
@@ -51,10 +51,6 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         return None if value is None else value.replace(tzinfo=UTC)
-
-
-def new_id() -> str:
-    return str(uuid.uuid4())
 
 
 class Base(DeclarativeBase):

@@ -11,8 +11,9 @@ from sqlalchemy import Table, case, delete, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from app.domain.ids import new_id
 from app.ports import MessageRef
-from app.stores.sql.models import Complaint, DeadLetter, EventReceipt, Login, Message, Subject, Suppression, new_id
+from app.stores.sql.models import Complaint, DeadLetter, EventReceipt, Login, Message, Subject, Suppression
 from app.stores.sql.repositories import newest_first_page, per_subject
 
 

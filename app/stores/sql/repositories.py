@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -13,7 +11,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from app.domain.requests import OPEN_STATUSES, Status, Step
-from app.ports import InvalidCursor
+from app.paging import decode_time_cursor, encode_cursor
 from app.stores.sql.models import (
     DeletionRequest,
     HoldRecord,
@@ -36,19 +34,6 @@ def member_of(session: Session, column: Any, values: Sequence[str]) -> ColumnEle
     return column.in_(values)  # type: ignore[no-any-return]
 
 
-def encode_cursor(*values: str | int) -> str:
-    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
-
-
-def decode_time_cursor(cursor: str) -> tuple[datetime, str]:
-    """A keyset cursor of (timestamp, id), as the list routes issue it."""
-    at, last_id = decode_cursor(cursor, 2)
-    try:
-        return datetime.fromisoformat(str(at)), str(last_id)
-    except ValueError:
-        raise InvalidCursor("cursor is not one this API issued") from None
-
-
 def after_cursor(query: Select[_Row], at: Any, row_id: Any, cursor: str | None) -> Select[_Row]:
     """The rows after a keyset cursor of (timestamp, id), in newest-first order."""
     if not cursor:
@@ -67,25 +52,6 @@ def newest_first_page(session: Session, query: Select[_Row], at: Any, row_id: An
         return rows, None
     last = rows[limit - 1]
     return rows[:limit], encode_cursor(getattr(last, at.key).isoformat(), getattr(last, row_id.key))
-
-
-def decode_seq_cursor(cursor: str) -> int:
-    """A keyset cursor of one sequence number (the audit log's)."""
-    (seq,) = decode_cursor(cursor, 1)
-    try:
-        return int(seq)
-    except ValueError:
-        raise InvalidCursor("cursor is not one this API issued") from None
-
-
-def decode_cursor(cursor: str, arity: int) -> list[str | int]:
-    try:
-        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (ValueError, TypeError) as exc:
-        raise InvalidCursor("cursor is not one this API issued") from exc
-    if not isinstance(values, list) or len(values) != arity:
-        raise InvalidCursor("cursor is not one this API issued")
-    return values
 
 
 class Projects:

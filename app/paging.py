@@ -1,0 +1,42 @@
+"""The keyset cursors every list route issues: an opaque token (base64 of JSON) holding the
+last row's sort keys. A cursor this API did not issue is an InvalidCursor (400)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+
+from app.ports import InvalidCursor
+
+
+def encode_cursor(*values: str | int) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
+
+
+def decode_time_cursor(cursor: str) -> tuple[datetime, str]:
+    """A keyset cursor of (timestamp, id), as the list routes issue it."""
+    at, last_id = decode_cursor(cursor, 2)
+    try:
+        return datetime.fromisoformat(str(at)), str(last_id)
+    except ValueError:
+        raise InvalidCursor("cursor is not one this API issued") from None
+
+
+def decode_seq_cursor(cursor: str) -> int:
+    """A keyset cursor of one sequence number (the audit log's)."""
+    (seq,) = decode_cursor(cursor, 1)
+    try:
+        return int(seq)
+    except (ValueError, TypeError):  # e.g. a forged [null] or [[1]]
+        raise InvalidCursor("cursor is not one this API issued") from None
+
+
+def decode_cursor(cursor: str, arity: int) -> list[str | int]:
+    try:
+        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, TypeError) as exc:
+        raise InvalidCursor("cursor is not one this API issued") from exc
+    if not isinstance(values, list) or len(values) != arity:
+        raise InvalidCursor("cursor is not one this API issued")
+    return values
