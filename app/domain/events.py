@@ -55,6 +55,19 @@ class EnvelopeError(ValueError):
     """The envelope cannot be stored; the message says what is wrong (it names no values)."""
 
 
+ADMIN_PREFIX = "admin:"  # admins have their own namespace of subjects: "admin:<user_id>"
+
+
+def is_admin_key(key: str) -> bool:
+    """A subject's user key (Actor.key) that names a platform admin, not a chat user."""
+    return key.startswith(ADMIN_PREFIX)
+
+
+def platform_user_id(key: str) -> str:
+    """The id the platform itself uses for the person behind a user key (the prefix removed)."""
+    return key.removeprefix(ADMIN_PREFIX)
+
+
 @dataclass(frozen=True, slots=True)
 class Actor:
     """Who did it: a chat user (frontend `user_id` or backend `external_user_id`) or an admin."""
@@ -65,7 +78,7 @@ class Actor:
     @property
     def key(self) -> str:
         """How the actor is looked up in `subjects`: admins get their own namespace."""
-        return self.user_id if self.kind == "user" else f"admin:{self.user_id}"
+        return self.user_id if self.kind == "user" else f"{ADMIN_PREFIX}{self.user_id}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,14 +12,14 @@ from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType
 from litestar.params import FromQuery
 from litestar.response import Stream
 
-from app.http.auth import BEARER_SECURITY, officer_only, scoped_projects
+from app.http.auth import BEARER_SECURITY, officer_only
 from app.http.deps import AuditDep
 from app.http.schemas import AuditPage, CheckpointPage, Cursor, Limit, VerifyOut, aware
 from app.services.accounts import Principal
 
 
 def _projects(principal: Principal, project: str | None) -> list[str]:
-    return sorted(scoped_projects(principal, project).values())
+    return sorted(principal.scoped(project).values())
 
 
 @dataclass

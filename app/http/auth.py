@@ -22,7 +22,7 @@ from litestar.middleware.base import DefineMiddleware
 
 from app.domain.webhooks import BEARER, HOOKS_PATH
 from app.services.accounts import AccountService, Principal, Role
-from app.services.errors import NotFound, Unauthenticated
+from app.services.errors import Unauthenticated
 from app.services.webhooks import HookProject, WebhookAuthService
 
 # OpenAPI: the routes that take `Authorization: Bearer <token>` (partner api_key, webhook_token
@@ -128,12 +128,3 @@ officer_only = _require(Role.OFFICER)
 webhook_only = _require(Role.WEBHOOK)
 
 
-def scoped_projects(principal: Principal, project: str | None) -> dict[str, str]:
-    """The projects (id -> name) a request means: all of the token's, or the one named (404
-    when the token does not cover it: never reveal that it exists)."""
-    if project is None:
-        return dict(principal.projects)
-    chosen = {pid: name for pid, name in principal.projects.items() if name == project}
-    if not chosen:
-        raise NotFound(f"project {project} not found")
-    return chosen

@@ -250,16 +250,15 @@ class ConsoleController(Controller):
               hold_service: HoldsDep) -> Template | Redirect:
         principal, session = _officer(request, accounts)
         _checked(data, session)
-        name = data.get("project", "")
-        matches = [pid for pid, n in principal.projects.items() if n == name]
         try:
-            if not matches:
+            if not data.get("project"):
                 raise ValueError("choose one of your projects")
+            project_id, name = principal.one(data["project"])
             scope = Scope(data.get("scope", ""))
             target = name if scope is Scope.PROJECT else data.get("target", "").strip()
             if not target or not data.get("reason", "").strip():
                 raise ValueError("a hold needs a target and a reason")
-            hold_service.place(matches[0], name, scope, target, data["reason"].strip(),
+            hold_service.place(project_id, name, scope, target, data["reason"].strip(),
                                reference=data.get("reference") or None,
                                expires_at=_aware(data.get("expires_at")), actor=principal.actor)
         except (ServiceError, ValueError) as exc:

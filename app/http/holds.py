@@ -14,7 +14,6 @@ from app.http.auth import BEARER_SECURITY, officer_only
 from app.http.deps import HeldDataDep, HoldsDep
 from app.http.schemas import Cursor, Limit, Reason, Reference, UserId, aware
 from app.services.accounts import Principal
-from app.services.errors import InvalidInput, NotFound
 
 
 class HoldIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -36,16 +35,7 @@ class HoldController(Controller):
     def place(self, request: Request[Principal, Any, Any], data: JSONBody[HoldIn],
               hold_service: HoldsDep) -> dict[str, Any]:
         """Freeze data: nothing it covers is altered or deleted until the hold is released."""
-        projects = request.user.projects
-        if data.project is None:
-            if len(projects) != 1:
-                raise InvalidInput("project: required, this token covers several projects")
-            (project_id, name), = projects.items()
-        else:
-            matches = [pid for pid, n in projects.items() if n == data.project]
-            if not matches:
-                raise NotFound(f"project {data.project} not found")
-            project_id, name = matches[0], data.project
+        project_id, name = request.user.one(data.project)
         return hold_service.place(project_id, name, data.scope, data.target, data.reason,
                                   reference=data.reference, expires_at=aware(data.expires_at, "expires_at"),
                                   actor=request.user.actor)

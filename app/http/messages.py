@@ -8,7 +8,7 @@ from litestar import Controller, Request, get, post
 from litestar.exceptions import PermissionDeniedException
 from litestar.params import FromPath, FromQuery
 
-from app.http.auth import BEARER_SECURITY, partner_only, partner_or_officer, scoped_projects
+from app.http.auth import BEARER_SECURITY, partner_only, partner_or_officer
 from app.http.deps import ClockDep, MessageFeedDep, MessagesDep, SubjectsDep
 from app.http.inputs import raw_segments
 from app.services.accounts import Principal, Role
@@ -52,7 +52,7 @@ class SubjectsController(Controller):
              subjects: SubjectsDep,
              project: FromQuery[str | None] = None) -> dict[str, Any]:
         user_id, action = _subject_path(raw_segments(request.scope, "/v1/subjects/"))
-        projects = scoped_projects(request.user, project)
+        projects = request.user.scoped(project)
         if action == "export":
             return subjects.export(projects, user_id, actor=request.user.actor)
         if request.user.role is not Role.OFFICER:

@@ -11,7 +11,7 @@ from litestar import Controller, Request, get, post
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from app.domain.requests import Source
-from app.http.auth import BEARER_SECURITY, officer_only, scoped_projects
+from app.http.auth import BEARER_SECURITY, officer_only
 from app.http.deletion_requests import StatusFilter
 from app.http.deps import DeletionsDep
 from app.http.schemas import Cursor, DeletionRequestOut, ExtensionIn, Limit, OfficerRequestPage, aware
@@ -33,7 +33,7 @@ class OfficerController(Controller):
         """Requests of the officer's projects, newest first, each with `due_by`, `overdue` and
         its `timeline` (the audit entries of that request)."""
         page = deletions.officer_page(
-            scoped_projects(request.user, project), status=status.value if status else None,
+            request.user.scoped(project), status=status.value if status else None,
             source=source.value if source else None, overdue=overdue,
             due_before=aware(due_before, "due_before"), limit=limit, cursor=cursor)
         return msgspec.convert(page, OfficerRequestPage)

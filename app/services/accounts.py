@@ -16,6 +16,7 @@ from app.domain import webhooks
 from app.domain.audit import AuditRecord
 from app.domain.ids import new_id
 from app.domain.policy import Handles
+from app.domain.statuses import ProjectStatus
 from app.ports import Clock, UnitOfWorkFactory
 from app.services.errors import AlreadyExists, InvalidInput, NotFound
 from app.stores.sql.models import Officer, Project
@@ -44,6 +45,24 @@ class Principal:
         """The single project of a partner key or webhook token."""
         (project_id,) = self.projects
         return project_id
+
+    def scoped(self, project: str | None) -> dict[str, str]:
+        """The projects (id -> name) a request means: all of the token's, or the one named
+        (NotFound when the token does not cover it: never reveal that it exists)."""
+        if project is None:
+            return dict(self.projects)
+        chosen = {pid: name for pid, name in self.projects.items() if name == project}
+        if not chosen:
+            raise NotFound(f"project {project} not found")
+        return chosen
+
+    def one(self, project: str | None) -> tuple[str, str]:
+        """The one project (id, name) a change is made in: the one named, or the token's only
+        project (InvalidInput when it covers several and none is named)."""
+        if project is None and len(self.projects) != 1:
+            raise InvalidInput("project: required, this token covers several projects")
+        ((project_id, name),) = self.scoped(project).items()
+        return project_id, name
 
 
 def hash_token(token: str) -> str:
@@ -184,6 +203,6 @@ class AccountService:
 
 
 def _principal(role: Role, project: Project) -> Principal | None:
-    if project.status != "active":
+    if project.status != ProjectStatus.ACTIVE:
         return None  # an offboarded partner's keys are revoked
     return Principal(role, project.name, {project.id: project.name})

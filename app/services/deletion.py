@@ -19,6 +19,7 @@ from app.domain.audit import AuditRecord, subject_hash
 from app.domain.ids import new_id
 from app.domain.policy import Handles
 from app.domain.requests import Mode, RequestState, Source, Status, Step, TransitionRefused
+from app.domain.statuses import SubjectStatus
 from app.ports import Clock, UnitOfWork, UnitOfWorkFactory
 from app.retry import retry_transient
 from app.services.audit import entry_dict
@@ -310,7 +311,7 @@ class DeletionService:
             raise Conflict(str(exc)) from exc
         apply_state(row, state)
         row.restored_at, row.lease_until = now, None
-        subject.status = "active"
+        subject.status = SubjectStatus.ACTIVE.value
         subject.restored_event_at = lifecycle.latest(subject.restored_event_at, event_at or now)
         uow.audit(AuditRecord(actor, "deletion_request.restored", project.name,
                               subject_hash(self._key, project.name, user_id), {"request_id": row.id}))

@@ -30,6 +30,7 @@ from app.domain import requests as lifecycle
 from app.domain.audit import AuditRecord, subject_hash
 from app.domain.holds import Data, Hold, Scope, stops
 from app.domain.requests import Mode, Source, Status, Step, TransitionRefused
+from app.domain.statuses import SubjectStatus
 from app.ports import Clock, ErasureBatch, ExternalErasureStep, SqlErasureStep, UnitOfWork, UnitOfWorkFactory
 from app.retry import retry_transient
 from app.services.callbacks import CallbackService
@@ -278,7 +279,7 @@ class ErasureService:
             if step is Step.ANONYMISE:
                 for sql_step in self._sql_steps:
                     counts.setdefault(sql_step.name, {})["anonymised"] = sql_step.anonymise(uow, proceed)
-                uow.subjects.set_status(proceed.subject_ids, "hidden")
+                uow.subjects.set_status(proceed.subject_ids, SubjectStatus.HIDDEN)
             if purge_now.project_of:
                 for sql_step in self._sql_steps:
                     counts.setdefault(sql_step.name, {})["deleted"] = sql_step.purge(uow, purge_now)

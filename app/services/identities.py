@@ -19,14 +19,15 @@ from datetime import datetime
 
 from app.domain.audit import AuditRecord
 from app.domain.crypto import derive_key
+from app.domain.events import is_admin_key
 from app.domain.ids import new_id
+from app.domain.statuses import SubjectStatus
 from app.ports import UnitOfWork, UnitOfWorkFactory
 from app.services.keys import GRACE, KeyService, unsealed
 from app.stores.sql.models import Subject
 
 LOOKUP_LABEL = b"lethe/subject-lookup"
 USER_ID_AAD = "subjects.user_id"  # what a sealed user id is bound to
-ADMIN_PREFIX = "admin:"  # admins have their own namespace of subjects (domain.events.Actor.key)
 SEAL_BATCH = 1_000  # legacy subjects sealed per transaction
 
 
@@ -60,7 +61,7 @@ class Identities:
             uow.subjects.insert_missing([
                 {"id": ids[key], "project_id": project_id, "user_key": hashes[key],
                  "user_id": ciphers[ids[key]].encrypt(key, USER_ID_AAD.encode()),
-                 "admin": key.startswith(ADMIN_PREFIX), "status": "active", "created_at": now,
+                 "admin": is_admin_key(key), "status": SubjectStatus.ACTIVE.value, "created_at": now,
                  "last_seen_at": first_seen.get(key, now)} for key in missing])
             found.update(uow.subjects.find(project_id, [hashes[key] for key in missing]))
             lost = [ids[key] for key in missing if found[hashes[key]].id != ids[key]]

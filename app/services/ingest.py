@@ -34,6 +34,7 @@ from app.domain.events import (
     time_problem,
 )
 from app.domain.requests import Mode, Source
+from app.domain.statuses import SubjectStatus
 from app.domain.webhooks import delivery_receipt
 from app.ports import Clock, EventRow, UnitOfWork, UnitOfWorkFactory
 from app.retry import retry_transient
@@ -304,7 +305,7 @@ class IngestService:
 
     def _row(self, project: Project, event: Event, subject: Subject | None, subjects: dict[str, Subject],
              received: datetime, cipher: Cipher | None, store_ip: bool) -> EventRow:
-        hidden = subject is not None and subject.status != "active"
+        hidden = subject is not None and subject.status != SubjectStatus.ACTIVE
         others = {k: _subject_ids(refs, subjects, event.raw_value.get(k)) for k, refs in event.user_refs.items()}
         return EventRow(
             project=project.name, event=event.event, at=event.at, received_at=received,
@@ -392,7 +393,7 @@ class IngestService:
                 messages: _Messages) -> None:
         """The author edited a message: the stored text becomes the new one (latest edit by
         event time wins). Audited without the text. A hidden author's edits change nothing."""
-        if subject.status != "active" or event.actor is None:
+        if subject.status != SubjectStatus.ACTIVE or event.actor is None:
             return
         text = messages.sealed(subject.id, event.personal["text"]) or ""
         if uow.messages.edit(project.id, event.message_id, subject.id, text, event.at):
@@ -452,7 +453,7 @@ def _key_owner(project: Project, event: Event, subjects: dict[str, Subject]) -> 
     if event.actor is None:
         return day_key_owner(ANALYTICS, project.id, event.at.date())
     subject = subjects[event.actor.key]
-    return subject.id if subject.status == "active" else ""
+    return subject.id if subject.status == SubjectStatus.ACTIVE else ""
 
 
 def _sealed(personal: Mapping[str, str], cipher: Cipher | None, store_ip: bool) -> dict[str, str]:

@@ -8,6 +8,7 @@ from typing import Any
 from app.domain.audit import AuditRecord
 from app.domain.holds import Data
 from app.domain.messages import message_state
+from app.domain.statuses import SubjectStatus
 from app.ports import UnitOfWorkFactory
 from app.services.errors import NotFound
 from app.services.holds import HoldService
@@ -29,7 +30,7 @@ class MessageService:
             open_complaints = uow.complaints.open_count(project_id, message_id)
         state = message_state(deleted_at=message.deleted_at, removed_at=message.removed_at,
                               archived_at=message.archived_at, open_complaints=open_complaints,
-                              author_erased=author is not None and author.status != "active")
+                              author_erased=author is not None and author.status != SubjectStatus.ACTIVE)
         return {"message_id": message.message_id, "room_id": message.room_id, "state": state.value,
                 "deleted_at": message.deleted_at.isoformat() if message.deleted_at else None,
                 "open_complaints": open_complaints,

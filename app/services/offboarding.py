@@ -8,6 +8,7 @@ from datetime import datetime
 
 from app.domain.audit import AuditRecord
 from app.domain.holds import Hold, Scope
+from app.domain.statuses import ProjectStatus
 from app.ports import Clock, EventLifecycle, UnitOfWork, UnitOfWorkFactory
 from app.services.accounts import AccountService
 from app.services.dead_letters import DeadLetterService
@@ -37,18 +38,18 @@ class OffboardingService:
             project = uow.projects.by_name(name)
             if project is None:
                 raise NotFound(f"no such project: {name}")
-            if project.status != "active":
+            if project.status != ProjectStatus.ACTIVE:
                 raise Conflict(f"project {name} is already {project.status}")
-            project.status, project.ended_at = "offboarding", self._clock()
+            project.status, project.ended_at = ProjectStatus.OFFBOARDING.value, self._clock()
             uow.audit(AuditRecord(actor, "project.offboarded", name, None, {}))
             uow.commit()
         self._accounts.forget()
-        return {"project": name, "status": "offboarding"}
+        return {"project": name, "status": ProjectStatus.OFFBOARDING.value}
 
     def run(self, now: datetime) -> JobSummary:
         summary = JobSummary("offboarding", now)
         with self._uow() as uow:
-            projects = [(p.id, p.name) for p in uow.projects.with_status("offboarding")]
+            projects = [(p.id, p.name) for p in uow.projects.with_status(ProjectStatus.OFFBOARDING)]
         for project_id, name in projects:
             with self._uow() as uow:
                 holds = self._holds.standing(uow, [project_id], now)
@@ -63,14 +64,13 @@ class OffboardingService:
                 project = uow.projects.by_id(project_id)
                 assert project is not None
                 if not remaining:
-                    project.status = "ended"
+                    project.status = ProjectStatus.ENDED.value
                 uow.audit(AuditRecord("job:offboarding", "project.data_deleted", name, None,
                                       {"evidence": counts, "held_back": remaining}))
                 uow.commit()
             summary.processed += 1
             summary.held += int(bool(holds))
-            for key, value in counts.items():
-                summary.stores[key] = summary.stores.get(key, 0) + value
+            summary.add(counts)
         return summary
 
     def _sql(self, uow: UnitOfWork, project_id: str, name: str, holds: Sequence[Hold],

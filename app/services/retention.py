@@ -47,7 +47,7 @@ class RetentionService:
         # 1. aggregates first: a day is counted while its raw events are all still there
         for day in self._events.days_to_aggregate(now.date()):
             self._events.aggregate(day, self._clock())
-            summary.stores["clickhouse.daily_metrics"] = summary.stores.get("clickhouse.daily_metrics", 0) + 1
+            summary.add({"clickhouse.daily_metrics": 1})
         with self._uow() as uow:
             projects = uow.projects.names(uow.projects.all_ids())
             holds = self._holds.standing(uow, list(projects), now)
@@ -76,8 +76,7 @@ class RetentionService:
                 if any(counts.values()):
                     uow.audit(AuditRecord("job:retention", "retention.applied", name, None, counts))
                 uow.commit()
-            for key, value in counts.items():
-                summary.stores[key] = summary.stores.get(key, 0) + value
+            summary.add(counts)
             summary.processed += sum(counts.values())
         # 4. suppressions whose time is up (keyed hashes only; audited as a count)
         with self._uow() as uow:

@@ -20,9 +20,14 @@ class JobSummary:
     # due work another live run holds: [{"by", "until", "requests"}] (say why nothing ran)
     leased_elsewhere: list[dict[str, Any]] = field(default_factory=list)
 
+    def add(self, counts: Mapping[str, int]) -> None:
+        """Add rows per store (e.g. {"sql.messages": 3}) to what the run has counted so far."""
+        for store, n in counts.items():
+            self.stores[store] = self.stores.get(store, 0) + n
+
     def count(self, evidence: Mapping[str, Mapping[str, int]]) -> None:
-        for store, counts in evidence.items():
-            self.stores[store] = self.stores.get(store, 0) + sum(counts.values())
+        """Add an erasure's evidence (store -> subject -> rows)."""
+        self.add({store: sum(counts.values()) for store, counts in evidence.items()})
 
     def as_dict(self) -> dict[str, Any]:
         out = {"job": self.job, "now": self.now.isoformat(), "processed": self.processed,

@@ -11,7 +11,7 @@ from typing import Any
 
 from app.domain.audit import AuditRecord, subject_hash
 from app.domain.crypto import derive_key
-from app.domain.events import Event
+from app.domain.events import Event, is_admin_key
 from app.ports import ErasureBatch, UnitOfWork, UnitOfWorkFactory
 from app.services.errors import NotFound
 from app.services.policies import PolicyBook
@@ -36,7 +36,7 @@ class SuppressionService:
         for project_id in sorted(set(batch.project_of.values())):
             days = self._policies.for_project(names[project_id]).suppress_after_erasure_days
             users = [u for s, u in batch.user_of.items()  # users who asked (not idle ones, not admins)
-                     if batch.project_of.get(s) == project_id and s in batch.asked and not u.startswith("admin:")]
+                     if batch.project_of.get(s) == project_id and s in batch.asked and not is_admin_key(u)]
             if days and users:
                 until = uow.now() + timedelta(days=days)
                 uow.suppressions.add(project_id, [self.key_hash(names[project_id], u) for u in users], uow.now(), until)

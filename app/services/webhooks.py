@@ -21,6 +21,7 @@ import structlog
 from app.domain import webhooks as hooks
 from app.domain.audit import AuditRecord
 from app.domain.crypto import Undecryptable
+from app.domain.statuses import ProjectStatus
 from app.ports import Clock, UnitOfWorkFactory
 from app.services.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 from app.stores.sql.models import Project
@@ -123,7 +124,7 @@ class WebhookAuthService:
                 project = uow.projects.by_name(value)
             else:
                 project = uow.projects.by_webhook_url(value)
-            if project is None or project.status != "active":
+            if project is None or project.status != ProjectStatus.ACTIVE:
                 return None
             url_until = None
             if kind == "url" and project.webhook_url_hash != value:  # found by the rotated-out secret
@@ -194,6 +195,6 @@ class WebhookAuthService:
     def _active(project: Project | None, name: str) -> Project:
         if project is None:
             raise NotFound(f"project {name!r} not found")
-        if project.status != "active":
+        if project.status != ProjectStatus.ACTIVE:
             raise Conflict(f"project {name!r} is {project.status}: its webhooks are closed")
         return project

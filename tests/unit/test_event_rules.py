@@ -2,7 +2,7 @@
 
 from datetime import UTC, datetime, timedelta
 
-from app.domain.events import supersedes
+from app.domain.events import Actor, is_admin_key, platform_user_id, supersedes
 
 T1 = datetime(2026, 1, 1, tzinfo=UTC)
 T2 = T1 + timedelta(seconds=1)
@@ -40,3 +40,11 @@ def test_a_dead_letter_names_a_user_only_as_a_whole_token() -> None:
     assert not mentions('{"value": {"user_id": "user_12"}}', "user_1")
     assert not mentions("garbage user_12 garbage", "user_1")
     assert mentions('{"value": {"source_url": "https://chat/u/user_1/profile"}}', "user_1")
+
+
+def test_admins_have_their_own_namespace_of_user_keys() -> None:
+    admin, user = Actor("admin", "42"), Actor("user", "42")
+    assert (admin.key, user.key) == ("admin:42", "42")  # the same platform id, two different people
+    assert is_admin_key(admin.key) and not is_admin_key(user.key)
+    assert platform_user_id(admin.key) == platform_user_id(user.key) == "42"
+    assert platform_user_id("admin-not-a-prefix") == "admin-not-a-prefix"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from app.domain.events import platform_user_id
 from app.domain.policy import Handles
 from app.ports import DeadLetterFinder, ErasureBatch, KeyDestroyer, SqlErasureStep, Suppressor, UnitOfWork
 from app.stores.sql.operational import Kept
@@ -114,7 +115,7 @@ class DeadLettersStep:
     def _mentioning(self, uow: UnitOfWork, batch: ErasureBatch) -> dict[str, list[str]]:
         found: dict[str, list[str]] = {}
         for project_id in sorted(set(batch.project_of.values())):
-            users = {subject: user.removeprefix("admin:") for subject, user in batch.user_of.items()
+            users = {subject: platform_user_id(user) for subject, user in batch.user_of.items()
                      if batch.project_of.get(subject) == project_id}
             by_user = self._finder.mentioning(uow, project_id, sorted(set(users.values())))
             for subject, user in users.items():

@@ -25,6 +25,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from app.domain.ids import new_id
 from app.domain.requests import OPEN_STATUSES
+from app.domain.statuses import ProjectStatus, SubjectStatus
 from app.domain.webhooks import DEFAULT_METHODS
 
 NAMING = {
@@ -63,7 +64,7 @@ class Project(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     region: Mapped[str] = mapped_column(String(20))
-    status: Mapped[str] = mapped_column(String(20), default="active")  # active | offboarding | ended
+    status: Mapped[str] = mapped_column(String(20), default=ProjectStatus.ACTIVE.value)  # ProjectStatus
     api_key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     webhook_token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime]
@@ -117,7 +118,7 @@ class Subject(Base):
     user_key: Mapped[str | None] = mapped_column(String(64))
     user_id: Mapped[str | None] = mapped_column(Text)  # sealed under the subject's grace key
     admin: Mapped[bool] = mapped_column(default=False, server_default=false())  # a platform admin, not a chat user
-    status: Mapped[str] = mapped_column(String(20), default="active")  # active | hidden | erased
+    status: Mapped[str] = mapped_column(String(20), default=SubjectStatus.ACTIVE.value)  # SubjectStatus
     created_at: Mapped[datetime]
     last_seen_at: Mapped[datetime]
     erased_at: Mapped[datetime | None]

@@ -10,7 +10,8 @@ from sqlalchemy import ColumnElement, Select, String, any_, bindparam, delete, f
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
-from app.domain.requests import OPEN_STATUSES, Status, Step
+from app.domain.requests import OPEN_STATUSES, Mode, Status, Step
+from app.domain.statuses import ProjectStatus
 from app.paging import decode_time_cursor, encode_cursor
 from app.stores.sql.models import (
     DeletionRequest,
@@ -70,8 +71,9 @@ class Projects:
     def all_ids(self) -> list[str]:
         return list(self.session.scalars(select(Project.id)))
 
-    def with_status(self, status: str) -> list[Project]:
-        return list(self.session.scalars(select(Project).where(Project.status == status).order_by(Project.name)))
+    def with_status(self, status: ProjectStatus) -> list[Project]:
+        return list(self.session.scalars(select(Project).where(Project.status == status.value)
+                                         .order_by(Project.name)))
 
     def names(self, project_ids: Iterable[str]) -> dict[str, str]:
         """id -> name, in one query."""
@@ -223,13 +225,14 @@ class DeletionRequests:
         return rows
 
     def _due(self, step: Step, now: datetime) -> Select[DeletionRequest]:
+        """The SQL form of domain.requests.step_due, to find candidates with an index; the
+        erasure service decides on each claimed row with step_due itself."""
         query = select(DeletionRequest).where(
             DeletionRequest.next_step == step.value,
-            DeletionRequest.status.in_([Status.PENDING.value, Status.IN_GRACE.value, Status.FAILED.value,
-                                        Status.ON_HOLD.value]),
+            DeletionRequest.status.in_([s.value for s in OPEN_STATUSES]),
         )
         if step is Step.PURGE:
-            query = query.where((DeletionRequest.mode == "immediate") | (DeletionRequest.grace_until <= now))
+            query = query.where((DeletionRequest.mode == Mode.IMMEDIATE.value) | (DeletionRequest.grace_until <= now))
         return query
 
     def across(self, project_ids: Sequence[str], *, now: datetime, status: str | None, source: str | None,

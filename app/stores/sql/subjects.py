@@ -13,6 +13,7 @@ from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from app.domain.policy import Handles
+from app.domain.statuses import SubjectStatus
 from app.stores.sql.models import Complaint, Login, Message, Profile, Subject
 from app.stores.sql.operational import insert_ignoring_conflicts
 from app.stores.sql.repositories import locked, member_of
@@ -48,9 +49,9 @@ class Subjects:
     def add(self, subject: Subject) -> None:
         self.session.add(subject)
 
-    def set_status(self, subject_ids: Sequence[str], status: str) -> None:
+    def set_status(self, subject_ids: Sequence[str], status: SubjectStatus) -> None:
         if subject_ids:
-            self.session.execute(update(Subject).where(Subject.id.in_(subject_ids)).values(status=status))
+            self.session.execute(update(Subject).where(Subject.id.in_(subject_ids)).values(status=status.value))
 
     def destroy_links(self, subject_ids: Sequence[str], now: datetime) -> int:
         """Forget which user each subject was: the step that makes the rest anonymous."""
@@ -58,7 +59,7 @@ class Subjects:
             return 0
         result = self.session.execute(
             update(Subject).where(Subject.id.in_(subject_ids), Subject.user_key.is_not(None))
-            .values(user_key=None, user_id=None, status="erased", erased_at=now)
+            .values(user_key=None, user_id=None, status=SubjectStatus.ERASED.value, erased_at=now)
         )
         return int(result.rowcount)  # type: ignore[attr-defined]
 
@@ -70,8 +71,8 @@ class Subjects:
     def idle(self, project_id: str, seen_before: datetime) -> list[Subject]:
         """Active, linked, non-admin subjects of the project last seen before `seen_before`."""
         return list(self.session.scalars(select(Subject).where(
-            Subject.project_id == project_id, Subject.status == "active", Subject.user_key.is_not(None),
-            Subject.last_seen_at < seen_before, Subject.admin.is_(False))))
+            Subject.project_id == project_id, Subject.status == SubjectStatus.ACTIVE.value,
+            Subject.user_key.is_not(None), Subject.last_seen_at < seen_before, Subject.admin.is_(False))))
 
     def footprint(self, subject_id: str) -> dict[str, int]:
         """How many rows of each SQL table hold the subject (the access report)."""
