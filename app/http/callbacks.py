@@ -10,7 +10,7 @@ from litestar.params import JSONBody, QueryParameter
 
 from app.http.auth import BEARER_SECURITY, partner_only
 from app.http.deps import CallbacksDep
-from app.http.schemas import Cursor, Limit
+from app.http.schemas import Cursor, DeliveryPage, Limit
 from app.services.accounts import Principal
 
 
@@ -46,6 +46,7 @@ class CallbackController(Controller):
 
     @get("/deliveries", sync_to_thread=True)
     def deliveries(self, request: Request[Principal, Any, Any], callback_service: CallbacksDep,
-                   delivery_state: State = None, limit: Limit = 50, cursor: Cursor = None) -> dict[str, Any]:
+                   delivery_state: State = None, limit: Limit = 50, cursor: Cursor = None) -> DeliveryPage:
         """Callbacks not delivered yet: retrying (`pending`) or given up after 3 days (`dead`)."""
-        return callback_service.page(request.user.project_id, state=delivery_state, limit=limit, cursor=cursor)
+        return msgspec.convert(callback_service.page(request.user.project_id, state=delivery_state, limit=limit,
+                                                     cursor=cursor), DeliveryPage)

@@ -12,7 +12,7 @@ from litestar.openapi.spec import Example, OpenAPIFormat, OpenAPIMediaType, Open
 from app.domain.webhooks import URL
 from app.http.auth import BEARER_SECURITY, partner_only, webhook_sender
 from app.http.deps import DeadLettersDep, IngestDep, WebhooksDep
-from app.http.schemas import Cursor, Limit, RejectedPage
+from app.http.schemas import Cursor, IngestOut, Limit, RejectedPage
 from app.services.accounts import Principal
 from app.services.ingest import IngestResult
 from app.services.webhooks import HookProject
@@ -48,9 +48,9 @@ class _EventsOperation(Operation):
                                             schema=schema, examples={"message_sent": Example(value=_EXAMPLE)})})
 
 
-def _answer(result: IngestResult) -> Response[Any]:
+def _answer(result: IngestResult) -> Response[IngestOut]:
     """202 once stored; 400 when every envelope was rejected (all kept as dead letters)."""
-    return Response(result.as_dict(), status_code=400 if result.nothing_accepted else 202)
+    return Response(msgspec.convert(result.as_dict(), IngestOut), status_code=400 if result.nothing_accepted else 202)
 
 
 class EventsController(Controller):
@@ -60,7 +60,7 @@ class EventsController(Controller):
 
     @post("/", status_code=202, operation_class=_EventsOperation)
     async def ingest(self, request: Request[Principal, Any, Any], ingest: IngestDep,
-                     webhooks: WebhooksDep) -> Response[Any]:
+                     webhooks: WebhooksDep) -> Response[IngestOut]:
         """One envelope or a JSON array of up to 1,000. 202 `{"accepted", "duplicates", "rejected"}` once
         stored; what fails validation is kept (dead letter) and reported by index; 400 if nothing was
         accepted. Authenticated by the webhook_token (bearer) or a Standard Webhooks signature
@@ -84,7 +84,7 @@ class HooksController(Controller):
 
     @post("/{secret:str}", status_code=202)
     async def ingest_by_secret_url(self, request: Request[Principal, HookProject, Any],
-                                   ingest: IngestDep) -> Response[Any]:
+                                   ingest: IngestDep) -> Response[IngestOut]:
         """The project's secret URL (`webhook_url_path`): the same bodies and answers as `POST /v1/events`,
         for senders that cannot set headers. The path is the credential: keep it secret."""
         project = request.auth  # the middleware found it by the path's secret (never logged or echoed)

@@ -12,7 +12,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from app.domain.holds import Scope
 from app.http.auth import BEARER_SECURITY, officer_only
 from app.http.deps import HeldDataDep, HoldsDep
-from app.http.schemas import Cursor, Limit, Reason, Reference, UserId, aware
+from app.http.schemas import Cursor, HeldDataOut, HoldOut, HoldPage, Limit, Reason, Reference, UserId, aware
 from app.services.accounts import Principal
 
 
@@ -33,27 +33,29 @@ class HoldController(Controller):
 
     @post("/", sync_to_thread=True, status_code=201)
     def place(self, request: Request[Principal, Any, Any], data: JSONBody[HoldIn],
-              hold_service: HoldsDep) -> dict[str, Any]:
+              hold_service: HoldsDep) -> HoldOut:
         """Freeze data: nothing it covers is altered or deleted until the hold is released."""
         project_id, name = request.user.one(data.project)
-        return hold_service.place(project_id, name, data.scope, data.target, data.reason,
-                                  reference=data.reference, expires_at=aware(data.expires_at, "expires_at"),
-                                  actor=request.user.actor)
+        return msgspec.convert(hold_service.place(project_id, name, data.scope, data.target, data.reason,
+                                                  reference=data.reference,
+                                                  expires_at=aware(data.expires_at, "expires_at"),
+                                                  actor=request.user.actor), HoldOut)
 
     @get("/", sync_to_thread=True)
     def list(self, request: Request[Principal, Any, Any], hold_service: HoldsDep,
-             active: FromQuery[bool | None] = None, limit: Limit = 50, cursor: Cursor = None) -> dict[str, Any]:
-        return hold_service.page(request.user.projects, active=active, limit=limit, cursor=cursor)
+             active: FromQuery[bool | None] = None, limit: Limit = 50, cursor: Cursor = None) -> HoldPage:
+        return msgspec.convert(hold_service.page(request.user.projects, active=active, limit=limit, cursor=cursor),
+                               HoldPage)
 
     @get("/{hold_id:str}/data", sync_to_thread=True)
     def data(self, request: Request[Principal, Any, Any], hold_id: FromPath[str],
-             held: HeldDataDep) -> dict[str, Any]:
+             held: HeldDataDep) -> HeldDataOut:
         """What the hold keeps, opened with its key: the messages and event values it covers.
         Each read is audited (`hold.data_read`)."""
-        return held.data(request.user.projects, hold_id, actor=request.user.actor)
+        return msgspec.convert(held.data(request.user.projects, hold_id, actor=request.user.actor), HeldDataOut)
 
     @delete("/{hold_id:str}", sync_to_thread=True, status_code=200)
     def release(self, request: Request[Principal, Any, Any], hold_id: FromPath[str],
-                hold_service: HoldsDep) -> dict[str, Any]:
+                hold_service: HoldsDep) -> HoldOut:
         """Release the hold (audited; the record stays). Held work resumes on its own."""
-        return hold_service.release(request.user.projects, hold_id, actor=request.user.actor)
+        return msgspec.convert(hold_service.release(request.user.projects, hold_id, actor=request.user.actor), HoldOut)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from litestar import Controller, Request, get, post
 from litestar.exceptions import PermissionDeniedException
 from litestar.params import FromPath, FromQuery
@@ -11,6 +12,7 @@ from litestar.params import FromPath, FromQuery
 from app.http.auth import BEARER_SECURITY, partner_only, partner_or_officer
 from app.http.deps import ClockDep, MessageFeedDep, MessagesDep, SubjectsDep
 from app.http.inputs import raw_segments
+from app.http.schemas import MessageOut
 from app.services.accounts import Principal, Role
 from app.services.errors import NotFound
 
@@ -23,17 +25,17 @@ class MessagesController(Controller):
 
     @get("/{message_id:str}", sync_to_thread=True)
     def read(self, request: Request[Principal, Any, Any], message_id: FromPath[str],
-             message_service: MessagesDep) -> dict[str, Any]:
-        return message_service.get(request.user.project_id, message_id)
+             message_service: MessagesDep) -> MessageOut:
+        return msgspec.convert(message_service.get(request.user.project_id, message_id), MessageOut)
 
     @post("/{message_id:str}/complaints/resolve", sync_to_thread=True, status_code=200)
     def resolve(self, request: Request[Principal, Any, Any], message_id: FromPath[str],
                 clock: ClockDep, message_feed: MessageFeedDep,
-                message_service: MessagesDep) -> dict[str, Any]:
+                message_service: MessagesDep) -> MessageOut:
         """Process every open complaint; a deleted, reported message moves to the archive."""
         message_feed.resolve(request.user.project_id, message_id, actor=request.user.actor,
                              now=clock())
-        return message_service.get(request.user.project_id, message_id)
+        return msgspec.convert(message_service.get(request.user.project_id, message_id), MessageOut)
 
 
 class SubjectsController(Controller):

@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+import msgspec
 from litestar import get
 from litestar.response import Response
 
 from app.http.deps import HealthDep
+from app.http.schemas import HealthOut, ReadinessOut
 
 
 @get("/healthz", tags=["operations"])
-async def healthz() -> dict[str, str]:
+async def healthz() -> HealthOut:
     """The process is up."""
-    return {"status": "ok"}
+    return HealthOut("ok")
 
 
 @get("/readyz", sync_to_thread=True, tags=["operations"])
-def readyz(health: HealthDep) -> Response[dict[str, Any]]:
+def readyz(health: HealthDep) -> Response[ReadinessOut]:
     """Both stores answer: 200, else 503 naming the one that does not. Also says how many
     acknowledged events wait in the ingest outbox, and for how long."""
     readiness = health.readiness()
-    return Response(readiness.as_dict(), status_code=200 if readiness.ok else 503)
+    return Response(msgspec.convert(readiness.as_dict(), ReadinessOut), status_code=200 if readiness.ok else 503)

@@ -172,3 +172,103 @@ class DailyMetricsOut(msgspec.Struct):
 
 class DailyMetricsPage(msgspec.Struct):
     items: list[DailyMetricsOut]
+
+
+class IngestOut(msgspec.Struct):
+    """What a webhook call stored: accepted (duplicates included), rejected by index with why."""
+
+    accepted: int
+    duplicates: int
+    rejected: list[dict[str, Any]]  # {"index": int, "detail": str}
+    suppressed: int  # events of users erased moments ago: dropped, never stored
+
+
+class HoldOut(msgspec.Struct):
+    id: str
+    project: str
+    scope: str  # user | room | message | project
+    target: str
+    reason: str
+    reference: str | None
+    placed_by: str
+    placed_at: str
+    expires_at: str | None
+    released_by: str | None
+    released_at: str | None
+    active: bool  # stands now (not released, not expired)
+
+
+class HoldPage(msgspec.Struct):
+    items: list[HoldOut]
+    next_cursor: str | None
+
+
+class HeldMessageOut(msgspec.Struct):
+    message_id: str
+    room_id: str | None
+    sent_at: str
+    deleted_at: str | None
+    text: str | None  # opened with the hold's key (None: not readable)
+
+
+class HeldEventOut(msgspec.Struct):
+    event: str
+    at: str
+    room_id: str | None
+    message_id: str | None
+    personal: dict[str, str]
+
+
+class HeldDataOut(msgspec.Struct):
+    hold: str
+    scope: str
+    sealed: bool  # the hold's data is under its own key
+    messages: list[HeldMessageOut]
+    events: list[HeldEventOut]
+
+
+class MessageOut(msgspec.Struct):
+    message_id: str
+    room_id: str | None
+    state: str  # visible | deleted | removed | reported | archived | anonymised
+    deleted_at: str | None
+    open_complaints: int
+    archived_at: str | None
+
+
+class SuppressionOut(msgspec.Struct):
+    user_id: str
+    suppressed: bool
+
+
+class DeliveryOut(msgspec.Struct):
+    id: str
+    request: str
+    type: str  # deletion_request.<status>
+    state: str  # pending | dead
+    attempts: int
+    created_at: str
+    next_attempt_at: str
+    last_error: str | None
+    dead_at: str | None
+
+
+class DeliveryPage(msgspec.Struct):
+    items: list[DeliveryOut]
+    next_cursor: str | None
+
+
+class HealthOut(msgspec.Struct):
+    status: str  # ok
+
+
+class OutboxDepthOut(msgspec.Struct):
+    events: int  # acknowledged, not yet in ClickHouse
+    oldest_age_seconds: float
+
+
+class ReadinessOut(msgspec.Struct, omit_defaults=True):
+    status: str  # ok | unavailable
+    sql: str  # "ok" or "unavailable: <error type>"
+    clickhouse: str  # "ok", "ok (owned by lethe worker)" or "unavailable…"
+    outbox: OutboxDepthOut | None = None  # absent when SQL does not answer

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from litestar import Controller, Request, delete
 from litestar.params import FromPath
 
 from app.http.auth import BEARER_SECURITY, partner_only
 from app.http.deps import SuppressionsDep
 from app.http.inputs import raw_segments
+from app.http.schemas import SuppressionOut
 from app.services.accounts import Principal
 from app.services.errors import NotFound
 
@@ -22,9 +24,10 @@ class SuppressionsController(Controller):
 
     @delete("/{rest:path}", sync_to_thread=True, status_code=200)
     def lift(self, request: Request[Principal, Any, Any], rest: FromPath[str],
-             suppressions: SuppressionsDep) -> dict[str, Any]:
+             suppressions: SuppressionsDep) -> SuppressionOut:
         """Events of this user are stored again (the user id percent-encoded; any character)."""
         segments = raw_segments(request.scope, "/v1/suppressions/")
         if len(segments) != 1 or not segments[0]:
             raise NotFound("no such route: use /v1/suppressions/{user_id} with the user id percent-encoded")
-        return suppressions.lift(request.user.project_id, segments[0], actor=request.user.actor)
+        return msgspec.convert(suppressions.lift(request.user.project_id, segments[0], actor=request.user.actor),
+                               SuppressionOut)
