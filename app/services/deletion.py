@@ -35,7 +35,9 @@ from app.stores.sql.models import DeletionRequest, IdempotencyKey, Project, Subj
 IN_FLIGHT_TIMEOUT = timedelta(minutes=2)  # an in-flight key older than this was abandoned by a crash
 
 
-class _NewRequest(NamedTuple):
+class NewRequest(NamedTuple):
+    """What someone asked for: erase this user of this project, in this mode, for this reason."""
+
     project_id: str
     user_id: str
     mode: Mode
@@ -94,14 +96,14 @@ class DeletionService:
         self._policies = policies
         self._key = secret_key
         self._erasure_due = erasure_due  # asks for an erasure run now (the scheduler's anonymise job)
-        self._batcher: GroupCommitter[_NewRequest, Outcome] = GroupCommitter(self._create_many,
+        self._batcher: GroupCommitter[NewRequest, Outcome] = GroupCommitter(self._create_many,
                                                                             name="deletion-requests")
 
     # --- create -------------------------------------------------------------------------
     def request(self, project_id: str, user_id: str, mode: Mode, reason: str | None, *,
                 source: Source = Source.PARTNER_API, actor: str, idempotency_key: str | None = None) -> Outcome:
         if idempotency_key is None:
-            outcome = self._batcher.submit(_NewRequest(project_id, user_id, mode, reason, source, actor))
+            outcome = self._batcher.submit(NewRequest(project_id, user_id, mode, reason, source, actor))
         else:
             replay = self.begin_idempotent(project_id, idempotency_key, self._body_hash(user_id, mode, reason))
             if replay is not None:
@@ -124,7 +126,7 @@ class DeletionService:
         if idempotency_key is not None:
             return await to_thread.run_sync(lambda: self.request(
                 project_id, user_id, mode, reason, actor=actor, idempotency_key=idempotency_key))
-        future = self._batcher.enqueue(_NewRequest(project_id, user_id, mode, reason, Source.PARTNER_API, actor))
+        future = self._batcher.enqueue(NewRequest(project_id, user_id, mode, reason, Source.PARTNER_API, actor))
         outcome = await asyncio.wrap_future(future)
         if outcome.created:
             self.kick_anonymise()
@@ -134,7 +136,7 @@ class DeletionService:
         """A new request committed: anonymise now rather than at the next periodic run."""
         self._erasure_due()
 
-    def _create_many(self, items: Sequence[_NewRequest]) -> list[Outcome | BaseException]:
+    def _create_many(self, items: Sequence[NewRequest]) -> list[Outcome | BaseException]:
         """Many partners' requests in one transaction, with set-based reads and writes.
 
         If the batch cannot commit (another process opened a request for one of these users
@@ -151,7 +153,7 @@ class DeletionService:
                     results.append(exc)
             return results
 
-    def _create_batch(self, items: Sequence[_NewRequest]) -> list[Outcome]:
+    def _create_batch(self, items: Sequence[NewRequest]) -> list[Outcome]:
         """Set-based, as `open_many`: one read of the subjects and of their open requests, then
         `_open_new` for the users without one. A user listed twice gets the first one's request."""
         now = self._clock()
@@ -184,7 +186,7 @@ class DeletionService:
         return outcomes
 
     def _open_new(self, uow: UnitOfWork, projects: Mapping[str, Project],
-                  new: Sequence[tuple[_NewRequest, str]], now: datetime) -> list[dict[str, Any]]:
+                  new: Sequence[tuple[NewRequest, str]], now: datetime) -> list[dict[str, Any]]:
         """New pending requests for (item, subject id) pairs whose subjects have none, in the
         caller's transaction, set-based: one key lookup for the sealed reasons, one insert, one
         end of suppression per project and actor. Returns each request's values, in order."""
@@ -197,8 +199,7 @@ class DeletionService:
             grace_until, due_by = lifecycle.deadlines(now, item.mode,
                                                       self._policies.for_project(project.name).grace_days, now)
             sealed = grace[subject_id].encrypt(item.reason, b"reason") if item.reason else None
-            rows.append(self._created(uow, project, subject_id, item.user_id, item.mode, item.source, item.actor,
-                                      sealed, (now, grace_until, due_by)))
+            rows.append(self._created(uow, project, subject_id, item, sealed, (now, grace_until, due_by)))
             unsuppressed.setdefault((project.id, item.actor), []).append(item.user_id)
         uow.requests.insert_many(rows)
         for (project_id, actor), users in unsuppressed.items():
@@ -223,7 +224,8 @@ class DeletionService:
             project = uow.projects.by_id(project_id)
             assert project is not None
             subject = self._ids.ensure(uow, project_id, [user_id], now)[user_id]
-            row, created = self.open_in(uow, project, subject, user_id, mode, reason, source, actor)
+            row, created = self.open_in(uow, project, subject,
+                                        NewRequest(project_id, user_id, mode, reason, source, actor))
             outcome = Outcome(created, to_dict(row, project.name, user_id, now))
             if idempotency_key is not None:
                 record = uow.idempotency.get(project_id, idempotency_key)
@@ -233,9 +235,8 @@ class DeletionService:
             uow.commit()
         return outcome
 
-    def open_in(self, uow: UnitOfWork, project: Project, subject: Subject, user_id: str, mode: Mode,
-                reason: str | None, source: Source, actor: str, *, known_no_open: bool = False,
-                asked_at: datetime | None = None) -> tuple[DeletionRequest, bool]:
+    def open_in(self, uow: UnitOfWork, project: Project, subject: Subject, asked: NewRequest, *,
+                known_no_open: bool = False, asked_at: datetime | None = None) -> tuple[DeletionRequest, bool]:
         """Within the caller's transaction: the subject's open request, or a new one (True).
         `known_no_open`: the caller already knows the subject has no open request.
         `asked_at`: when the user asked, if before now (a confirmation event's own time)."""
@@ -244,13 +245,13 @@ class DeletionService:
             return existing, False
         now = self._clock()
         requested_at = asked_at or now
-        grace_until, due_by = lifecycle.deadlines(requested_at, mode,
+        grace_until, due_by = lifecycle.deadlines(requested_at, asked.mode,
                                                   self._policies.for_project(project.name).grace_days, now)
-        row = DeletionRequest(**self._created(uow, project, subject.id, user_id, mode, source, actor,
-                                              self._sealed_reason(uow, subject, reason),
+        row = DeletionRequest(**self._created(uow, project, subject.id, asked,
+                                              self._sealed_reason(uow, subject, asked.reason),
                                               (requested_at, grace_until, due_by)))
         uow.requests.add(row)
-        self._suppressions.end_for(uow, project, [user_id], actor)
+        self._suppressions.end_for(uow, project, [asked.user_id], asked.actor)
         return row, True
 
     def open_many(self, uow: UnitOfWork, project: Project, user_ids: Sequence[str], mode: Mode,
@@ -263,23 +264,22 @@ class DeletionService:
         open_rows = uow.requests.open_for_many([s.id for s in subjects.values()])
         new = [u for u in dict.fromkeys(user_ids) if subjects[u].id not in open_rows]
         found = {u: (open_rows[s.id].id, False) for u, s in subjects.items() if s.id in open_rows}
-        asked = [_NewRequest(project.id, user, mode, reason, Source.PARTNER_API, actor) for user in new]
+        asked = [NewRequest(project.id, user, mode, reason, Source.PARTNER_API, actor) for user in new]
         rows = self._open_new(uow, {project.id: project}, [(a, subjects[a.user_id].id) for a in asked], now)
         found.update({user: (row["id"], True) for user, row in zip(new, rows, strict=True)})
         return found
 
-    def _created(self, uow: UnitOfWork, project: Project, subject_id: str, user_id: str, mode: Mode,
-                 source: Source, actor: str, sealed_reason: str | None,
-                 times: tuple[datetime, datetime, datetime]) -> dict[str, Any]:
+    def _created(self, uow: UnitOfWork, project: Project, subject_id: str, asked: NewRequest,
+                 sealed_reason: str | None, times: tuple[datetime, datetime, datetime]) -> dict[str, Any]:
         """A new pending request's column values (requested_at, grace_until, due_by in `times`),
         its audit entry written in the caller's transaction: one request or a batch's."""
         requested_at, grace_until, due_by = times
         request_id = new_id()
-        uow.audit(AuditRecord(actor, "deletion_request.created", project.name,
-                              subject_hash(self._key, project.name, user_id),
-                              {"request_id": request_id, "mode": mode.value, "source": source.value}))
-        return {"id": request_id, "project_id": project.id, "subject_id": subject_id, "mode": mode.value,
-                "source": source.value, "status": Status.PENDING.value, "next_step": Step.ANONYMISE.value,
+        uow.audit(AuditRecord(asked.actor, "deletion_request.created", project.name,
+                              subject_hash(self._key, project.name, asked.user_id),
+                              {"request_id": request_id, "mode": asked.mode.value, "source": asked.source.value}))
+        return {"id": request_id, "project_id": project.id, "subject_id": subject_id, "mode": asked.mode.value,
+                "source": asked.source.value, "status": Status.PENDING.value, "next_step": Step.ANONYMISE.value,
                 "reason": sealed_reason, "requested_at": requested_at, "grace_until": grace_until,
                 "due_by": due_by, "attempts": 0, "evidence": {}, "due_extended_months": 0}
 

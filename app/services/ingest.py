@@ -40,7 +40,7 @@ from app.ports import Clock, EventRow, UnitOfWork, UnitOfWorkFactory
 from app.retry import retry_transient
 from app.services.batching import GroupCommitter
 from app.services.dead_letters import DeadLetterService
-from app.services.deletion import DeletionService
+from app.services.deletion import DeletionService, NewRequest
 from app.services.errors import Conflict, Unavailable
 from app.services.identities import Identities
 from app.services.keys import ANALYTICS, CONTENT, GRACE, MESSAGE_TEXT_AAD, KeyService, day_key_owner, unsealed
@@ -361,8 +361,8 @@ class IngestService:
         if not lifecycle.confirmation_stands(at, subject.restored_event_at):
             log.info("events.confirmation_superseded")
             return False
-        _, created = self._deletions.open_in(uow, project, subject, user_id, Mode.GRACE, None, Source.USER,
-                                             "user:webhook", asked_at=lifecycle.asked_at(at, received))
+        _, created = self._deletions.open_in(uow, project, subject, _confirmed(project, user_id),
+                                             asked_at=lifecycle.asked_at(at, received))
         return created
 
     def _restored(self, uow: UnitOfWork, project: Project, subject: Subject, user_id: str, at: datetime,
@@ -384,9 +384,8 @@ class IngestService:
         if confirmed is None or not lifecycle.confirmation_stands(confirmed, at):
             return False
         uow.flush()  # the restored request is closed before the next one opens
-        _, created = self._deletions.open_in(uow, project, subject, user_id, Mode.GRACE, None, Source.USER,
-                                             "user:webhook", asked_at=lifecycle.asked_at(confirmed, received),
-                                             known_no_open=True)
+        _, created = self._deletions.open_in(uow, project, subject, _confirmed(project, user_id),
+                                             asked_at=lifecycle.asked_at(confirmed, received), known_no_open=True)
         return created
 
     def _edited(self, uow: UnitOfWork, project: Project, subject: Subject, event: Event,
@@ -463,6 +462,11 @@ def _sealed(personal: Mapping[str, str], cipher: Cipher | None, store_ip: bool) 
     if not values or cipher is None:
         return {}
     return {column: cipher.encrypt(value, column.encode()) for column, value in values.items()}
+
+
+def _confirmed(project: Project, user_id: str) -> NewRequest:
+    """The request a user's own `delete_profile_confirmed` opens: grace mode, no reason."""
+    return NewRequest(project.id, user_id, Mode.GRACE, None, Source.USER, "user:webhook")
 
 
 def _dump(envelope: Any) -> str:

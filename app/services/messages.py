@@ -55,16 +55,13 @@ class MessageFeedService:
             holds = self._holds.standing(uow, list(projects), now)
             for project_id, name in sorted(projects.items(), key=lambda p: p[1]):
                 cutoff = now - timedelta(days=self._policies.for_project(name).message_feed_days)
-                removable = []
                 leaving = uow.messages.leaving_feed(project_id, cutoff)
                 authors = self._ids.user_ids(uow, [author for _, author in leaving if author is not None])
-                for message, author in leaving:
-                    data = Data.message(name, authors.get(author.id) if author else None, message.room_id,
-                                        message.message_id)
-                    if self._holds.blocking(holds, data, now):
-                        summary.held += 1
-                        continue
-                    removable.append(message.id)
+                free, held = self._holds.split(name, ((message, Data.message(
+                    name, authors.get(author.id) if author else None, message.room_id, message.message_id))
+                    for message, author in leaving), holds, now)
+                summary.held += len(held)
+                removable = [message.id for message in free]
                 uow.messages.remove(removable, now)
                 summary.processed += len(removable)
                 if removable:

@@ -15,7 +15,7 @@ from app.domain.requests import Mode, Source
 from app.domain.retention import Cutoffs, cutoffs, partition_cutoff, rows_before
 from app.ports import Clock, EventLifecycle, UnitOfWork, UnitOfWorkFactory
 from app.services.dead_letters import DeadLetterService
-from app.services.deletion import DeletionService
+from app.services.deletion import DeletionService, NewRequest
 from app.services.holds import HoldService
 from app.services.identities import Identities
 from app.services.keys import ANALYTICS, KeyService
@@ -122,7 +122,7 @@ class RetentionService:
         for subject in idle:
             if subject.id not in users:
                 continue  # its id does not open: nothing to name it by (never expected)
-            _, created = self._deletions.open_in(uow, project, subject, users[subject.id], Mode.IMMEDIATE, None,
-                                                 Source.RETENTION, "job:retention")
+            _, created = self._deletions.open_in(uow, project, subject, NewRequest(
+                project.id, users[subject.id], Mode.IMMEDIATE, None, Source.RETENTION, "job:retention"))
             opened += int(created)
         return opened
