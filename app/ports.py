@@ -17,7 +17,8 @@ if TYPE_CHECKING:  # the repositories a unit of work hands out (app.stores.sql)
     from app.stores.sql.keys import DataKeys
     from app.stores.sql.operational import Complaints, DeadLetters, Logins, Messages, Receipts, Suppressions
     from app.stores.sql.outbox import EventOutbox
-    from app.stores.sql.repositories import DeletionRequests, Holds, IdempotencyKeys, JobRuns, Profiles, Projects
+    from app.stores.sql.repositories import Holds, IdempotencyKeys, JobRuns, Profiles, Projects
+    from app.stores.sql.requests import DeletionRequests
     from app.stores.sql.subjects import Subjects
 
 Clock = Callable[[], datetime]

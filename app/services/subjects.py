@@ -10,7 +10,7 @@ from app.domain.audit import AuditRecord, subject_hash
 from app.domain.crypto import Cipher
 from app.domain.events import EXTRA, PERSONAL_COLUMNS
 from app.domain.holds import Data, covers
-from app.ports import EventStore, UnitOfWorkFactory
+from app.ports import EventStore, UnitOfWork, UnitOfWorkFactory
 from app.services.dead_letters import DeadLetterService
 from app.services.deletion import to_dict
 from app.services.errors import NotFound
@@ -45,7 +45,8 @@ class SubjectService:
             raise NotFound("Lethe holds nothing about this user in your projects")
         return {"user_id": user_id, "projects": found}
 
-    def _subjects(self, uow: Any, projects: Mapping[str, str], user_id: str) -> Iterator[tuple[str, str, Subject]]:
+    def _subjects(self, uow: UnitOfWork, projects: Mapping[str, str],
+                  user_id: str) -> Iterator[tuple[str, str, Subject]]:
         """(project id, name, subject) of the user in each project the caller may see, by name."""
         for project_id, name in sorted(projects.items(), key=lambda p: p[1]):
             subject = self._ids.find(uow, project_id, user_id)
@@ -88,7 +89,7 @@ class SubjectService:
         return {"user_id": user_id, "projects": found}
 
 
-def _about(uow: Any, project_id: str, name: str, subject: Subject, user_id: str) -> dict[str, Any]:
+def _about(uow: UnitOfWork, project_id: str, name: str, subject: Subject, user_id: str) -> dict[str, Any]:
     """What the report and the export both say of the user in one project."""
     requests = uow.requests.of_subject(subject.id)
     return {"project": name, "status": subject.status, "first_seen": subject.created_at.isoformat(),
@@ -107,7 +108,7 @@ def _opened(row: Mapping[str, Any], cipher: Sequence[Cipher]) -> dict[str, Any]:
             "properties": {**json.loads(row["properties"] or "{}"), **json.loads(extra or "{}")}}
 
 
-def _holds_on(uow: Any, project_id: str, project: str, user_id: str, subject_id: str) -> list[dict[str, Any]]:
+def _holds_on(uow: UnitOfWork, project_id: str, project: str, user_id: str, subject_id: str) -> list[dict[str, Any]]:
     """Every hold (standing or released) that names this user, their messages or their rooms."""
     refs = uow.messages.refs([subject_id]).get(subject_id, (set(), set()))
     data = Data(project, frozenset({user_id}), frozenset(refs[0]), frozenset(refs[1]))

@@ -1,7 +1,7 @@
 """The layering rules of ARCHITECTURE.md, read from the import graph (no store needed).
 
 - `app.domain` imports nothing of Lethe's outside `app.domain`;
-- `app.services` import no `app.stores` module;
+- `app.services` and `app.ports` import no `app.stores` module;
 - `app.http`, `app.cli` and `jobs` import no `app.stores` module (they reach stores through
   `app.bootstrap` and the services);
 - nothing outside `app.stores` touches a unit of work's SQLAlchemy session.
@@ -22,6 +22,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 KNOWN_OUTWARD: frozenset[tuple[str, str]] = frozenset({
+    ("app.ports", "app.stores.sql.audit_log"),
+    ("app.ports", "app.stores.sql.integration"),
+    ("app.ports", "app.stores.sql.keys"),
+    ("app.ports", "app.stores.sql.operational"),
+    ("app.ports", "app.stores.sql.outbox"),
+    ("app.ports", "app.stores.sql.repositories"),
+    ("app.ports", "app.stores.sql.requests"),
+    ("app.ports", "app.stores.sql.subjects"),
     ("app.services.accounts", "app.stores.sql.models"),
     ("app.services.audit", "app.stores.sql.models"),
     ("app.services.batches", "app.stores.sql.models"),
@@ -79,6 +87,8 @@ def broken_rule(module: str, target: str) -> str | None:
         return "domain imports only domain"
     if _within(module, "app.services") and _within(target, "app.stores"):
         return "services import no store"
+    if module == "app.ports" and _within(target, "app.stores"):
+        return "ports import no store"
     if any(_within(module, layer) for layer in ("app.http", "app.cli", "jobs")) and _within(target, "app.stores"):
         return "http, cli and jobs reach stores only through app.bootstrap"
     return None
@@ -110,6 +120,7 @@ def test_the_graph_reader_sees_imports() -> None:
     assert broken_rule("jobs.retention", "app.stores.sql.models") is not None
     assert broken_rule("jobs.retention", "app.bootstrap") is None
     assert broken_rule("app.services.holds", "app.domain.holds") is None
+    assert broken_rule("app.ports", "app.stores.sql.subjects") is not None
 
 
 def test_no_new_outward_import() -> None:

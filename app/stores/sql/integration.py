@@ -10,7 +10,7 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from app.stores.sql.models import CallbackDelivery, DeletionBatch, DeletionBatchItem, DeletionRequest
-from app.stores.sql.repositories import newest_first_page
+from app.stores.sql.queries import newest_first_page
 
 
 class DeletionBatches:

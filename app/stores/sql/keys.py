@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from app.ports import KekVersion, StoredKey
 from app.stores.sql.models import DataKey, KeyEncryptionKey
 from app.stores.sql.operational import insert_ignoring_conflicts
-from app.stores.sql.repositories import member_of
+from app.stores.sql.queries import member_of, rowcount
 
 CHUNK = 500  # owners per IN (...): far below SQLite's bound-parameter limit
 _KEYS: Table = DataKey.__table__  # type: ignore[assignment]
@@ -107,7 +107,7 @@ class DataKeys:
                      .values(kek_version=bindparam("new"), wrapped=bindparam("w")))
         params = [{"kid": i, "old": o, "new": n, "w": w} for i, o, n, w in rows]
         result = self.session.connection().execute(statement, params)
-        return int(result.rowcount)
+        return rowcount(result)
 
     def count_by_version(self) -> dict[int, int]:
         rows = self.session.execute(select(_KEYS.c.kek_version, func.count()).group_by(_KEYS.c.kek_version))
@@ -133,4 +133,4 @@ class DataKeys:
     def retire_below(self, version: int, now: datetime) -> int:
         statement = (update(_KEKS).where(_KEKS.c.version < version, _KEKS.c.retired_at.is_(None))
                      .values(retired_at=now))
-        return int(self.session.execute(statement).rowcount)  # type: ignore[attr-defined]
+        return rowcount(self.session.execute(statement))

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from app.domain.ids import new_id
 from app.ports import MessageRef
 from app.stores.sql.models import Complaint, DeadLetter, EventReceipt, Login, Message, Subject, Suppression
-from app.stores.sql.repositories import newest_first_page, per_subject
+from app.stores.sql.queries import newest_first_page, per_subject, rowcount
 
 
 def insert_ignoring_conflicts(session: Session, table: Table, rows: Sequence[Mapping[str, Any]],
@@ -46,11 +46,6 @@ def upsert_filling(session: Session, table: Table, rows: Sequence[Mapping[str, A
               for c in fill}
     statement = statement.on_conflict_do_update(index_elements=list(keys), set_=values, where=where)
     session.execute(statement, list(rows))
-
-
-def rowcount(result: Any) -> int:
-    """How many rows an UPDATE or DELETE changed."""
-    return int(result.rowcount)
 
 
 class Receipts:
@@ -233,7 +228,7 @@ class Complaints:
         result = self.session.execute(update(Complaint).where(
             Complaint.project_id == project_id, Complaint.message_id == message_id, Complaint.resolved_at.is_(None),
         ).values(resolved_at=now))
-        return int(result.rowcount)  # type: ignore[attr-defined]
+        return rowcount(result)
 
     def delete_in(self, project_id: str, *, keep_messages: Iterable[str], before: datetime | None = None) -> int:
         """The project's complaints (opened before `before`, if given), except those about
@@ -296,7 +291,7 @@ class DeadLetters:
         if before is not None:
             statement = statement.where(DeadLetter.received_at < before)
         result = self.session.execute(statement)
-        return int(result.rowcount)  # type: ignore[attr-defined]
+        return rowcount(result)
 
     def delete(self, ids: Sequence[str]) -> None:
         if ids:
@@ -339,4 +334,4 @@ class Suppressions:
 
     def expire(self, now: datetime) -> int:
         result = self.session.execute(delete(Suppression).where(Suppression.until <= now))
-        return int(result.rowcount)  # type: ignore[attr-defined]
+        return rowcount(result)

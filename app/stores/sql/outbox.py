@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from app.ports import EventRow
 from app.stores.sql.models import OutboxEntry
+from app.stores.sql.queries import rowcount
 
 # an entry holds its rows exactly as they will be inserted into ClickHouse, as JSON
 _ENCODE = msgspec.json.Encoder()
@@ -55,7 +56,7 @@ class EventOutbox:
         """Mark these entries as one block; False when another drain claimed any of them first."""
         done = self.session.execute(update(OutboxEntry).where(OutboxEntry.seq.in_(seqs), OutboxEntry.block.is_(None))
                                     .values(block=block).execution_options(synchronize_session=False))
-        return int(done.rowcount) == len(seqs)  # type: ignore[attr-defined]
+        return rowcount(done) == len(seqs)
 
     def block(self, block: str) -> list[EventRow]:
         """A block's entries' rows, in the order they were written."""

@@ -16,7 +16,7 @@ from app.domain.policy import Handles
 from app.domain.statuses import SubjectStatus
 from app.stores.sql.models import Complaint, Login, Message, Profile, Subject
 from app.stores.sql.operational import insert_ignoring_conflicts
-from app.stores.sql.repositories import locked, member_of
+from app.stores.sql.queries import locked, member_of, rowcount
 
 
 class Subjects:
@@ -61,7 +61,7 @@ class Subjects:
             update(Subject).where(Subject.id.in_(subject_ids), Subject.user_key.is_not(None))
             .values(user_key=None, user_id=None, status=SubjectStatus.ERASED.value, erased_at=now)
         )
-        return int(result.rowcount)  # type: ignore[attr-defined]
+        return rowcount(result)
 
     def in_project(self, project_id: str) -> list[tuple[str, str | None]]:
         """(subject id, user key) of every subject of the project (None: already unlinked)."""

@@ -22,14 +22,8 @@ from app.stores.sql.operational import (
     Suppressions,
 )
 from app.stores.sql.outbox import EventOutbox
-from app.stores.sql.repositories import (
-    DeletionRequests,
-    Holds,
-    IdempotencyKeys,
-    JobRuns,
-    Profiles,
-    Projects,
-)
+from app.stores.sql.repositories import Holds, IdempotencyKeys, JobRuns, Profiles, Projects
+from app.stores.sql.requests import DeletionRequests
 from app.stores.sql.subjects import Subjects
 
 

@@ -1,0 +1,178 @@
+"""The deletion requests repository: one row per request, its lease while a job works on it,
+and the queues partners and officers page through."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from app.domain.requests import OPEN_STATUSES, Mode, Status, Step
+from app.stores.sql.models import DeletionRequest
+from app.stores.sql.queries import locked, member_of, newest_first_page, per_subject, rowcount
+
+
+class DeletionRequests:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, request: DeletionRequest) -> None:
+        self.session.add(request)  # written at commit; ids are assigned by the caller
+
+    def insert_many(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Many new requests in one executemany (a partner's batch): no ORM object per row."""
+        for i in range(0, len(rows), 5_000):
+            self.session.execute(insert(DeletionRequest), [{"version": 1, **row} for row in rows[i:i + 5_000]])
+
+    def get(self, project_id: str, request_id: str, *, lock: bool = False) -> DeletionRequest | None:
+        """`lock`: for a transition; the row stays locked until the transaction ends."""
+        query = select(DeletionRequest).where(
+            DeletionRequest.id == request_id, DeletionRequest.project_id == project_id
+        )
+        return self.session.scalar(locked(query) if lock else query)
+
+    def open_for(self, subject_id: str, *, lock: bool = False) -> DeletionRequest | None:
+        query = select(DeletionRequest).where(
+            DeletionRequest.subject_id == subject_id,
+            DeletionRequest.status.in_([s.value for s in OPEN_STATUSES]),
+        )
+        return self.session.scalar(locked(query) if lock else query)
+
+    def lock(self, request_ids: Sequence[str]) -> list[DeletionRequest]:
+        """The requests, re-read and locked for a transition (in id order, the one lock order
+        every writer uses: request rows first, then subjects). On SQLite the transaction began
+        IMMEDIATE, so it already holds the only write lock."""
+        if not request_ids:
+            return []
+        query = select(DeletionRequest).where(DeletionRequest.id.in_(request_ids)).order_by(DeletionRequest.id)
+        return list(self.session.scalars(locked(query)))
+
+    def open_for_many(self, subject_ids: Sequence[str]) -> dict[str, DeletionRequest]:
+        if not subject_ids:
+            return {}
+        rows = self.session.scalars(select(DeletionRequest).where(
+            member_of(self.session, DeletionRequest.subject_id, subject_ids),
+            DeletionRequest.status.in_([s.value for s in OPEN_STATUSES]),
+        ))
+        return {row.subject_id: row for row in rows}
+
+    def page(
+        self, project_id: str, *, subject_id: str | None, status: str | None, limit: int, cursor: str | None
+    ) -> tuple[list[DeletionRequest], str | None]:
+        """Newest first, keyset-paginated on (requested_at, id)."""
+        query = select(DeletionRequest).where(DeletionRequest.project_id == project_id)
+        if subject_id is not None:
+            query = query.where(DeletionRequest.subject_id == subject_id)
+        if status is not None:
+            query = query.where(DeletionRequest.status == status)
+        return self._keyset(query, limit, cursor)
+
+    def claim(self, step: Step, now: datetime, wall: datetime, lease: timedelta, limit: int,
+              exclude: Sequence[str] = (), runner: str | None = None) -> list[DeletionRequest]:
+        """Lease requests whose `step` is due so that no other worker takes them.
+
+        `now` is the job's logical instant (what is due); `wall` the real time (leases). The
+        lease is short and renewed while the run lives (`renew`), so a killed run's requests
+        are taken over within a minute. PostgreSQL skips rows another worker is claiming (FOR
+        UPDATE SKIP LOCKED); SQLite's transaction began IMMEDIATE: one claimer at a time.
+        """
+        query = self._due(step, now).where(
+            (DeletionRequest.lease_until.is_(None)) | (DeletionRequest.lease_until < wall))
+        if exclude:
+            query = query.where(DeletionRequest.id.not_in(exclude))
+        query = query.order_by(DeletionRequest.requested_at).limit(limit)
+        rows = list(self.session.scalars(query.with_for_update(skip_locked=True)))
+        for row in rows:
+            row.lease_until, row.leased_by = wall + lease, runner
+        return rows
+
+    def _due(self, step: Step, now: datetime) -> Select[DeletionRequest]:
+        """The SQL form of domain.requests.step_due, to find candidates with an index; the
+        erasure service decides on each claimed row with step_due itself."""
+        query = select(DeletionRequest).where(
+            DeletionRequest.next_step == step.value,
+            DeletionRequest.status.in_([s.value for s in OPEN_STATUSES]),
+        )
+        if step is Step.PURGE:
+            query = query.where((DeletionRequest.mode == Mode.IMMEDIATE.value) | (DeletionRequest.grace_until <= now))
+        return query
+
+    def across(self, project_ids: Sequence[str], *, now: datetime, status: str | None, source: str | None,
+               overdue: bool | None, due_before: datetime | None, limit: int,
+               cursor: str | None) -> tuple[list[DeletionRequest], str | None]:
+        """An officer's queue over several projects: newest first, keyset-paginated on
+        (requested_at, id). `overdue`: past `due_by` while open (or, False, the others)."""
+        query = select(DeletionRequest).where(DeletionRequest.project_id.in_(project_ids))
+        if status is not None:
+            query = query.where(DeletionRequest.status == status)
+        if source is not None:
+            query = query.where(DeletionRequest.source == source)
+        if due_before is not None:
+            query = query.where(DeletionRequest.due_by < due_before)
+        if overdue is not None:
+            query = query.where(_overdue(now) if overdue else ~_overdue(now))
+        return self._keyset(query, limit, cursor)
+
+    def _keyset(self, query: Select[DeletionRequest], limit: int,
+                cursor: str | None) -> tuple[list[DeletionRequest], str | None]:
+        return newest_first_page(self.session, query, DeletionRequest.requested_at, DeletionRequest.id, limit, cursor)
+
+    def census(self, now: datetime) -> tuple[dict[str, int], int]:
+        """How many requests are in each status, and how many open ones are past `due_by`."""
+        by_status = {str(status): int(n) for status, n in self.session.execute(
+            select(DeletionRequest.status, func.count()).group_by(DeletionRequest.status))}
+        overdue = self.session.scalar(select(func.count()).select_from(DeletionRequest).where(_overdue(now)))
+        return by_status, int(overdue or 0)
+
+    def oldest_pending(self) -> datetime | None:
+        """When the oldest request still waiting for its anonymisation was made (None: none waits)."""
+        return self.session.scalar(select(func.min(DeletionRequest.requested_at))
+                                   .where(DeletionRequest.status == Status.PENDING.value))
+
+    def renew(self, request_ids: Sequence[str], runner: str, until: datetime) -> int:
+        """A live run's heartbeat: its leases (still held, still its own) last until `until`.
+        A plain UPDATE that leaves the row version alone: renewing is not a state change."""
+        if not request_ids:
+            return 0
+        result = self.session.execute(update(DeletionRequest).where(
+            DeletionRequest.id.in_(request_ids), DeletionRequest.leased_by == runner,
+            DeletionRequest.lease_until.is_not(None),
+        ).values(lease_until=until).execution_options(synchronize_session=False))
+        return rowcount(result)
+
+    def leased_elsewhere(self, step: Step, now: datetime, wall: datetime) -> list[tuple[str, datetime, int]]:
+        """Due requests another live run holds: (runner, its lease's end, how many)."""
+        due = self._due(step, now).where(DeletionRequest.lease_until >= wall).subquery()
+        rows = self.session.execute(select(func.coalesce(due.c.leased_by, "unknown"), func.max(due.c.lease_until),
+                                           func.count()).group_by(due.c.leased_by))
+        return [(str(by), until, int(n)) for by, until, n in rows]
+
+    def of_subject(self, subject_id: str) -> list[DeletionRequest]:
+        """Every request about the subject, oldest first (the access report and the export)."""
+        return list(self.session.scalars(select(DeletionRequest).where(DeletionRequest.subject_id == subject_id)
+                                         .order_by(DeletionRequest.requested_at)))
+
+    def reasons_per_subject(self, subject_ids: Sequence[str]) -> dict[str, int]:
+        """subject id -> how many of its requests still carry a free-text reason."""
+        return per_subject(self.session, DeletionRequest.subject_id,
+                           DeletionRequest.subject_id.in_(subject_ids) & DeletionRequest.reason.is_not(None),
+                           subject_ids)
+
+    def forget_reasons(self, subject_ids: Sequence[str]) -> None:
+        """Drop the free-text reasons of the subjects' requests (offboarding)."""
+        if subject_ids:
+            self.session.execute(update(DeletionRequest).where(DeletionRequest.subject_id.in_(subject_ids))
+                                 .values(reason=None))
+
+    def by_ids(self, request_ids: Sequence[str]) -> list[DeletionRequest]:
+        if not request_ids:
+            return []
+        return list(self.session.scalars(select(DeletionRequest).where(DeletionRequest.id.in_(request_ids))))
+
+
+def _overdue(now: datetime) -> ColumnElement[bool]:
+    """Open and past its Art. 12(3) deadline (SQL for domain.requests.overdue)."""
+    return DeletionRequest.status.in_([s.value for s in OPEN_STATUSES]) & (DeletionRequest.due_by < now)
