@@ -8,9 +8,6 @@ requests are then erased by the same jobs as any other, in bulk.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +18,7 @@ from app.ports import Clock, UnitOfWorkFactory
 from app.retry import retry_transient
 from app.services.deletion import DeletionService
 from app.services.errors import InvalidInput, NotFound
+from app.services.idempotency import Idempotency
 from app.stores.sql.models import DeletionBatch
 
 MAX_BATCH = 10_000  # user ids per call
@@ -31,7 +29,7 @@ class BatchService:
         self._uow = uow
         self._clock = clock
         self._deletions = deletions
-        self._key = secret_key
+        self._idempotency = Idempotency(uow, clock, secret_key)
 
     def submit(self, project_id: str, user_ids: Sequence[str], mode: Mode, reason: str | None, *, actor: str,
                idempotency_key: str | None = None) -> dict[str, Any]:
@@ -42,15 +40,15 @@ class BatchService:
         if len(user_ids) > MAX_BATCH:
             raise InvalidInput(f"user_ids: at most {MAX_BATCH} user ids per batch, this one has {len(user_ids)}")
         if idempotency_key is not None:
-            replay = self._deletions.begin_idempotent(project_id, idempotency_key,
-                                                      self._body_hash(user_ids, mode, reason))
+            replay = self._idempotency.begin(project_id, idempotency_key,
+                                             self._idempotency.body_hash("batch", list(user_ids), mode.value, reason))
             if replay is not None:  # stored without the user ids: the same body puts them back
-                return _with_users(replay.body, user_ids)
+                return _with_users(replay[1], user_ids)
         try:
             answer = retry_transient(lambda: self._submit(project_id, user_ids, mode, reason, actor, idempotency_key))
         except BaseException:
             if idempotency_key is not None:
-                self._deletions.abandon_idempotent(project_id, idempotency_key)
+                self._idempotency.abandon(project_id, idempotency_key)
             raise
         if any(o["outcome"] == "created" for o in answer["outcomes"]):
             self._deletions.kick_anonymise()
@@ -102,11 +100,6 @@ class BatchService:
         return {"batch": batch.id, "total": sum(by_status.values()), "by_status": by_status,
                 "listed": batch.listed, "invalid": batch.invalid, "mode": batch.mode,
                 "created_at": batch.created_at.isoformat()}
-
-    def _body_hash(self, user_ids: Sequence[str], mode: Mode, reason: str | None) -> str:
-        """Keyed, like a single request's: the stored hash cannot be matched against guessed ids."""
-        body = json.dumps(["batch", list(user_ids), mode.value, reason], separators=(",", ":")).encode()
-        return hmac.new(self._key, body, hashlib.sha256).hexdigest()
 
 
 def _without_users(answer: dict[str, Any]) -> dict[str, Any]:

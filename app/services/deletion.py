@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from anyio import to_thread
@@ -25,14 +22,13 @@ from app.retry import retry_transient
 from app.services.audit import entry_dict
 from app.services.batching import GroupCommitter
 from app.services.callbacks import CallbackService
-from app.services.errors import Conflict, NotFound, Unprocessable
+from app.services.errors import Conflict, NotFound
+from app.services.idempotency import Idempotency
 from app.services.identities import Identities
 from app.services.keys import GRACE, KeyService
 from app.services.policies import PolicyBook
 from app.services.suppressions import SuppressionService
-from app.stores.sql.models import DeletionRequest, IdempotencyKey, Project, Subject
-
-IN_FLIGHT_TIMEOUT = timedelta(minutes=2)  # an in-flight key older than this was abandoned by a crash
+from app.stores.sql.models import DeletionRequest, Project, Subject
 
 
 class NewRequest(NamedTuple):
@@ -95,6 +91,7 @@ class DeletionService:
         self._clock = clock
         self._policies = policies
         self._key = secret_key
+        self._idempotency = Idempotency(uow, clock, secret_key)
         self._erasure_due = erasure_due  # asks for an erasure run now (the scheduler's anonymise job)
         self._batcher: GroupCommitter[NewRequest, Outcome] = GroupCommitter(self._create_many,
                                                                             name="deletion-requests")
@@ -105,15 +102,16 @@ class DeletionService:
         if idempotency_key is None:
             outcome = self._batcher.submit(NewRequest(project_id, user_id, mode, reason, source, actor))
         else:
-            replay = self.begin_idempotent(project_id, idempotency_key, self._body_hash(user_id, mode, reason))
+            replay = self._idempotency.begin(project_id, idempotency_key, self._body_hash(user_id, mode, reason))
             if replay is not None:
                 # The stored response leaves the user id out (only `subjects` may hold it);
                 # the same body carries the same user id, so it is put back from there.
-                return Outcome(replay.created, {**replay.body, "user_id": user_id})
+                created, body = replay
+                return Outcome(created, {**body, "user_id": user_id})
             try:
                 outcome = self._create(project_id, user_id, mode, reason, source, actor, idempotency_key)
             except BaseException:
-                self.abandon_idempotent(project_id, idempotency_key)
+                self._idempotency.abandon(project_id, idempotency_key)
                 raise
         if outcome.created:
             self.kick_anonymise()
@@ -321,42 +319,7 @@ class DeletionService:
         return user_id
 
     def _body_hash(self, user_id: str, mode: Mode, reason: str | None) -> str:
-        """Keyed, so the stored hash cannot be matched against guessed user ids."""
-        body = json.dumps([user_id, mode.value, reason], separators=(",", ":")).encode()
-        return hmac.new(self._key, body, hashlib.sha256).hexdigest()
-
-    def begin_idempotent(self, project_id: str, key: str, body_hash: str) -> Outcome | None:
-        """Record the key as in flight (own transaction), or answer from what it already did."""
-        now = self._clock()
-        with self._uow() as uow:
-            record = uow.idempotency.get(project_id, key)
-            if record is None:
-                try:
-                    uow.idempotency.add(IdempotencyKey(project_id=project_id, key=key, body_hash=body_hash,
-                                                       status_code=None, response=None, created_at=now))
-                    uow.commit()
-                    return None
-                except IntegrityError:
-                    uow.rollback()
-                    record = uow.idempotency.get(project_id, key)
-                    assert record is not None
-            if record.body_hash != body_hash:
-                raise Unprocessable("Idempotency-Key was already used with a different body")
-            answer = uow.idempotency.answer(record)
-            if answer is None:
-                if now - record.created_at < IN_FLIGHT_TIMEOUT:
-                    raise Conflict("a request with this Idempotency-Key is still in flight; retry later")
-                record.created_at = now  # abandoned by a crash: this call takes it over
-                uow.commit()
-                return None
-            return Outcome(*answer)
-
-    def abandon_idempotent(self, project_id: str, key: str) -> None:
-        with self._uow() as uow:
-            record = uow.idempotency.get(project_id, key)
-            if record is not None and uow.idempotency.answer(record) is None:
-                uow.idempotency.remove(record)
-                uow.commit()
+        return self._idempotency.body_hash(user_id, mode.value, reason)
 
     # --- read ---------------------------------------------------------------------------
     def get(self, project_id: str, request_id: str) -> dict[str, Any]:

@@ -65,14 +65,10 @@ def test_idempotency_key_with_another_body_is_422(container: Container, project:
 def test_idempotency_key_in_flight_is_409_and_abandoned_after_timeout(
     container: Container, project: dict[str, str], clock: FakeClock
 ) -> None:
-    from app.stores.sql.models import IdempotencyKey
-
     # Another call with this key and body is under way (or crashed) and has not answered yet.
     with container.uow() as uow:
-        uow.idempotency.add(IdempotencyKey(
-            project_id=pid(container), key="k-1", body_hash=container.deletions._body_hash("u-1", Mode.GRACE, None),
-            status_code=None, response=None, created_at=clock.now,
-        ))
+        uow.idempotency.start(pid(container), "k-1", container.deletions._body_hash("u-1", Mode.GRACE, None),
+                              clock.now)
         uow.commit()
     with pytest.raises(Conflict, match="in flight"):
         request(container, key="k-1")

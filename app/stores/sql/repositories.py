@@ -164,8 +164,11 @@ class IdempotencyKeys:
     def get(self, project_id: str, key: str) -> IdempotencyKey | None:
         return self.session.get(IdempotencyKey, (project_id, key))
 
-    def add(self, record: IdempotencyKey) -> None:
-        self.session.add(record)
+    def start(self, project_id: str, key: str, body_hash: str, now: datetime) -> None:
+        """Record a key whose first call is in flight (no answer yet). A key already there
+        raises IntegrityError at once (flushed): another call took it first."""
+        self.session.add(IdempotencyKey(project_id=project_id, key=key, body_hash=body_hash, status_code=None,
+                                        response=None, created_at=now))
         self.session.flush()
 
     def remove(self, record: IdempotencyKey) -> None:
