@@ -36,6 +36,7 @@ KNOWN_OUTWARD: frozenset[tuple[str, str]] = frozenset({
     ("app.services.callbacks", "app.stores.sql.models"),
     ("app.services.deletion", "app.stores.sql.models"),
     ("app.services.erasure", "app.stores.sql.models"),
+    ("app.services.event_effects", "app.stores.sql.models"),
     ("app.services.held", "app.stores.sql.models"),
     ("app.services.holds", "app.stores.sql.models"),
     ("app.services.identities", "app.stores.sql.models"),
