@@ -6,8 +6,8 @@ from alembic import context
 from sqlalchemy import Connection
 
 from app.config import get_settings
+from app.models import Base
 from app.stores.sql.engine import make_engine
-from app.stores.sql.models import Base
 
 config = context.config
 target_metadata = Base.metadata

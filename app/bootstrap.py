@@ -48,6 +48,7 @@ from app.stores.clickhouse.schema import migrate as migrate_clickhouse
 from app.stores.sql import migrations
 from app.stores.sql.engine import make_engine, ping
 from app.stores.sql.erasure_steps import sql_steps
+from app.stores.sql.keys import KeyTableCompaction
 from app.stores.sql.uow import SqlUnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -149,7 +150,7 @@ class Container:
     @cached_property
     def erasure(self) -> ErasureService:
         return ErasureService(self.uow, self.now, self.settings.secret_key, self.identities, self.sql_steps,
-                              [self.events], after_run=lambda: self.keys.compact_when_due(self.engine),
+                              [self.events], after_run=self.keys.compact_when_due,
                               holds=self.holds, before_run=self._settle_holds, callbacks=self.callbacks)
 
     def _settle_holds(self) -> None:
@@ -228,7 +229,7 @@ class Container:
 
     @cached_property
     def keys(self) -> KeyService:
-        return KeyService(self.uow, self.now, self.settings.secret_key)
+        return KeyService(self.uow, self.now, self.settings.secret_key, KeyTableCompaction(self.engine))
 
     @cached_property
     def audit(self) -> AuditService:

@@ -122,10 +122,26 @@ class EventLifecycle(Protocol):
     def delete_project(self, project: str, held: Held, before: datetime | None = None) -> int: ...
 
 
+class KeyTableCompactor(Protocol):
+    """Makes deleted key rows leave the key table's files, not only its query results
+    (app.stores.sql.keys.KeyTableCompaction)."""
+
+    cheap: bool  # cheap enough to run after every job (SQLite's checkpoint); else rate-limited
+
+    def compact(self, wait_seconds: float) -> None:
+        """Raises CompactionBlocked when it cannot run now."""
+        ...
+
+
 # --- what stores raise that callers handle (HTTP and the CLI map them to answers) ----------
 
 class InvalidCursor(ValueError):
     """A pagination cursor that this API did not issue."""
+
+
+class CompactionBlocked(RuntimeError):
+    """The key table could not be compacted now (older transactions still open, or its lock
+    not granted in time); the next run retries. Names what blocked it, never key material."""
 
 
 class EmbeddedStoreBusy(RuntimeError):

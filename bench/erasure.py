@@ -163,9 +163,9 @@ def _make_subjects(container: Any, project_id: str, ids: Mapping[int, str], now:
     subject's grace key (a real key per subject through the app's keyring)."""
     from sqlalchemy import insert
 
+    from app.models import Subject
     from app.services.identities import USER_ID_AAD
     from app.services.keys import GRACE
-    from app.stores.sql.models import Subject
 
     started = time.perf_counter()
     items = list(ids.items())
@@ -432,7 +432,7 @@ def main() -> int:
                 print(f"     ClickHouse {seconds:7.3f} s  {statement[:160]}")
             print(f"     the rest (SQL: lease, holds, steps incl. the keys, transitions, evidence, audit; Python): "
                   f"{job_meter.seconds - ch_seconds:.3f} s", flush=True)
-            compacted, _ = _timed(lambda: container.keys.compact(engine))
+            compacted, _ = _timed(lambda: container.keys.compact())
             print(f"  KeyService.compact after the job (information): {compacted:.3f} s", flush=True)
 
             # --- checks by reading -----------------------------------------------------

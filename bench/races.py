@@ -273,7 +273,7 @@ class Bench:
             raise RuntimeError(f"delete_profile_confirmed not accepted: {result.as_dict()}")
         from sqlalchemy import select
 
-        from app.stores.sql.models import DeletionRequest, Subject
+        from app.models import DeletionRequest, Subject
 
         by_key = {self.api.identities.lookup(self.project_id, user): user for user in users}  # ids are sealed
         with self.api.uow() as uow:
@@ -379,8 +379,8 @@ class Bench:
         """Every request against the stores; returns how many were newly found inconsistent."""
         from sqlalchemy import select
 
+        from app.models import AuditEntry, DeletionRequest, Profile, Subject
         from app.stores.clickhouse.events import _PLAINTEXT
-        from app.stores.sql.models import AuditEntry, DeletionRequest, Profile, Subject
 
         with self.api.uow() as uow:
             rows = uow.session.execute(
@@ -433,7 +433,7 @@ class Bench:
     def statuses(self) -> dict[str, Counter[str]]:
         from sqlalchemy import select
 
-        from app.stores.sql.models import DeletionRequest
+        from app.models import DeletionRequest
 
         with self.api.uow() as uow:
             rows = uow.session.execute(select(DeletionRequest.id, DeletionRequest.status)).all()

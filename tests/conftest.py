@@ -18,12 +18,12 @@ from sqlalchemy import Engine, create_engine, text
 
 from app.bootstrap import Container
 from app.config import Settings
+from app.models import Base
 from app.services.policies import PolicyBook
 from app.stores.clickhouse.client import ClickHouse
 from app.stores.clickhouse.schema import migrate as migrate_clickhouse
 from app.stores.sql import migrations
 from app.stores.sql.engine import make_engine
-from app.stores.sql.models import Base
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN = os.environ.get("LETHE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import app.stores.sql.models
+import app.models
 
 revision: str = '39e9036baa41'
 down_revision: str | None = 'aeba5ec1cdce'
@@ -23,7 +23,7 @@ def upgrade() -> None:
     op.create_table('dead_letters',
     sa.Column('id', sa.String(length=36), nullable=False),
     sa.Column('project_id', sa.String(length=36), nullable=False),
-    sa.Column('received_at', app.stores.sql.models.UTCDateTime(), nullable=False),
+    sa.Column('received_at', app.models.UTCDateTime(), nullable=False),
     sa.Column('batch_index', sa.Integer(), nullable=True),
     sa.Column('reason', sa.Text(), nullable=False),
     sa.Column('body', sa.Text(), nullable=False),
@@ -36,7 +36,7 @@ def upgrade() -> None:
     op.create_table('event_receipts',
     sa.Column('project_id', sa.String(length=36), nullable=False),
     sa.Column('dedup_key', sa.String(length=32), nullable=False),
-    sa.Column('received_at', app.stores.sql.models.UTCDateTime(), nullable=False),
+    sa.Column('received_at', app.models.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['project_id'], ['projects.id'], name=op.f('fk_event_receipts_project_id_projects')),
     sa.PrimaryKeyConstraint('project_id', 'dedup_key', name=op.f('pk_event_receipts'))
     )
@@ -46,8 +46,8 @@ def upgrade() -> None:
     sa.Column('message_id', sa.String(length=200), nullable=False),
     sa.Column('reporter_subject_id', sa.String(length=36), nullable=True),
     sa.Column('report_type', sa.String(length=100), nullable=True),
-    sa.Column('opened_at', app.stores.sql.models.UTCDateTime(), nullable=False),
-    sa.Column('resolved_at', app.stores.sql.models.UTCDateTime(), nullable=True),
+    sa.Column('opened_at', app.models.UTCDateTime(), nullable=False),
+    sa.Column('resolved_at', app.models.UTCDateTime(), nullable=True),
     sa.ForeignKeyConstraint(['project_id'], ['projects.id'], name=op.f('fk_complaints_project_id_projects')),
     sa.ForeignKeyConstraint(['reporter_subject_id'], ['subjects.id'], name=op.f('fk_complaints_reporter_subject_id_subjects')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_complaints'))
@@ -59,7 +59,7 @@ def upgrade() -> None:
     sa.Column('id', sa.String(length=36), nullable=False),
     sa.Column('subject_id', sa.String(length=36), nullable=False),
     sa.Column('ip', sa.String(length=100), nullable=False),
-    sa.Column('at', app.stores.sql.models.UTCDateTime(), nullable=False),
+    sa.Column('at', app.models.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['subject_id'], ['subjects.id'], name=op.f('fk_logins_subject_id_subjects')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_logins'))
     )
@@ -73,10 +73,10 @@ def upgrade() -> None:
     sa.Column('room_id', sa.String(length=200), nullable=True),
     sa.Column('subject_id', sa.String(length=36), nullable=True),
     sa.Column('text', sa.Text(), nullable=True),
-    sa.Column('sent_at', app.stores.sql.models.UTCDateTime(), nullable=False),
-    sa.Column('deleted_at', app.stores.sql.models.UTCDateTime(), nullable=True),
-    sa.Column('removed_at', app.stores.sql.models.UTCDateTime(), nullable=True),
-    sa.Column('archived_at', app.stores.sql.models.UTCDateTime(), nullable=True),
+    sa.Column('sent_at', app.models.UTCDateTime(), nullable=False),
+    sa.Column('deleted_at', app.models.UTCDateTime(), nullable=True),
+    sa.Column('removed_at', app.models.UTCDateTime(), nullable=True),
+    sa.Column('archived_at', app.models.UTCDateTime(), nullable=True),
     sa.ForeignKeyConstraint(['project_id'], ['projects.id'], name=op.f('fk_messages_project_id_projects')),
     sa.ForeignKeyConstraint(['subject_id'], ['subjects.id'], name=op.f('fk_messages_subject_id_subjects')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_messages'))

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import app.stores.sql.models
+import app.models
 
 revision: str = 'b81d1d551187'
 down_revision: str | None = '39e9036baa41'
@@ -28,10 +28,10 @@ def upgrade() -> None:
     sa.Column('reason', sa.Text(), nullable=False),
     sa.Column('reference', sa.String(length=200), nullable=True),
     sa.Column('placed_by', sa.String(length=200), nullable=False),
-    sa.Column('placed_at', app.stores.sql.models.UTCDateTime(), nullable=False),
-    sa.Column('expires_at', app.stores.sql.models.UTCDateTime(), nullable=True),
+    sa.Column('placed_at', app.models.UTCDateTime(), nullable=False),
+    sa.Column('expires_at', app.models.UTCDateTime(), nullable=True),
     sa.Column('released_by', sa.String(length=200), nullable=True),
-    sa.Column('released_at', app.stores.sql.models.UTCDateTime(), nullable=True),
+    sa.Column('released_at', app.models.UTCDateTime(), nullable=True),
     sa.ForeignKeyConstraint(['project_id'], ['projects.id'], name=op.f('fk_holds_project_id_projects')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_holds'))
     )

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import app.stores.sql.models
+import app.models
 
 revision: str = 'aeba5ec1cdce'
 down_revision: str | None = None
@@ -28,7 +28,7 @@ def upgrade() -> None:
     )
     op.create_table('audit_log',
     sa.Column('seq', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=False, nullable=False),
-    sa.Column('at', app.stores.sql.models.UTCDateTime(), nullable=False),
+    sa.Column('at', app.models.UTCDateTime(), nullable=False),
     sa.Column('actor', sa.String(length=200), nullable=False),
     sa.Column('action', sa.String(length=100), nullable=False),
     sa.Column('project', sa.String(length=100), nullable=True),
@@ -45,9 +45,9 @@ def upgrade() -> None:
     op.create_table('job_runs',
     sa.Column('id', sa.String(length=36), nullable=False),
     sa.Column('job', sa.String(length=50), nullable=False),
-    sa.Column('as_of', app.stores.sql.models.UTCDateTime(), nullable=False),
-    sa.Column('started_at', app.stores.sql.models.UTCDateTime(), nullable=False),
-    sa.Column('finished_at', app.stores.sql.models.UTCDateTime(), nullable=False),
+    sa.Column('as_of', app.models.UTCDateTime(), nullable=False),
+    sa.Column('started_at', app.models.UTCDateTime(), nullable=False),
+    sa.Column('finished_at', app.models.UTCDateTime(), nullable=False),
     sa.Column('ok', sa.Boolean(), nullable=False),
     sa.Column('summary', sa.JSON(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_job_runs'))
@@ -59,7 +59,7 @@ def upgrade() -> None:
     sa.Column('id', sa.String(length=36), nullable=False),
     sa.Column('name', sa.String(length=100), nullable=False),
     sa.Column('token_hash', sa.String(length=64), nullable=False),
-    sa.Column('created_at', app.stores.sql.models.UTCDateTime(), nullable=False),
+    sa.Column('created_at', app.models.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_officers')),
     sa.UniqueConstraint('name', name=op.f('uq_officers_name')),
     sa.UniqueConstraint('token_hash', name=op.f('uq_officers_token_hash'))
@@ -71,8 +71,8 @@ def upgrade() -> None:
     sa.Column('status', sa.String(length=20), nullable=False),
     sa.Column('api_key_hash', sa.String(length=64), nullable=False),
     sa.Column('webhook_token_hash', sa.String(length=64), nullable=False),
-    sa.Column('created_at', app.stores.sql.models.UTCDateTime(), nullable=False),
-    sa.Column('ended_at', app.stores.sql.models.UTCDateTime(), nullable=True),
+    sa.Column('created_at', app.models.UTCDateTime(), nullable=False),
+    sa.Column('ended_at', app.models.UTCDateTime(), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_projects')),
     sa.UniqueConstraint('api_key_hash', name=op.f('uq_projects_api_key_hash')),
     sa.UniqueConstraint('name', name=op.f('uq_projects_name')),
@@ -84,7 +84,7 @@ def upgrade() -> None:
     sa.Column('body_hash', sa.String(length=64), nullable=False),
     sa.Column('status_code', sa.Integer(), nullable=True),
     sa.Column('response', sa.JSON(), nullable=True),
-    sa.Column('created_at', app.stores.sql.models.UTCDateTime(), nullable=False),
+    sa.Column('created_at', app.models.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['project_id'], ['projects.id'], name=op.f('fk_idempotency_keys_project_id_projects')),
     sa.PrimaryKeyConstraint('project_id', 'key', name=op.f('pk_idempotency_keys'))
     )
@@ -100,9 +100,9 @@ def upgrade() -> None:
     sa.Column('project_id', sa.String(length=36), nullable=False),
     sa.Column('user_id', sa.String(length=200), nullable=True),
     sa.Column('status', sa.String(length=20), nullable=False),
-    sa.Column('created_at', app.stores.sql.models.UTCDateTime(), nullable=False),
-    sa.Column('last_seen_at', app.stores.sql.models.UTCDateTime(), nullable=False),
-    sa.Column('erased_at', app.stores.sql.models.UTCDateTime(), nullable=True),
+    sa.Column('created_at', app.models.UTCDateTime(), nullable=False),
+    sa.Column('last_seen_at', app.models.UTCDateTime(), nullable=False),
+    sa.Column('erased_at', app.models.UTCDateTime(), nullable=True),
     sa.ForeignKeyConstraint(['project_id'], ['projects.id'], name=op.f('fk_subjects_project_id_projects')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_subjects'))
     )
@@ -119,14 +119,14 @@ def upgrade() -> None:
     sa.Column('status', sa.String(length=20), nullable=False),
     sa.Column('next_step', sa.String(length=20), nullable=False),
     sa.Column('reason', sa.Text(), nullable=True),
-    sa.Column('requested_at', app.stores.sql.models.UTCDateTime(), nullable=False),
-    sa.Column('grace_until', app.stores.sql.models.UTCDateTime(), nullable=False),
-    sa.Column('due_by', app.stores.sql.models.UTCDateTime(), nullable=False),
-    sa.Column('anonymised_at', app.stores.sql.models.UTCDateTime(), nullable=True),
-    sa.Column('completed_at', app.stores.sql.models.UTCDateTime(), nullable=True),
-    sa.Column('restored_at', app.stores.sql.models.UTCDateTime(), nullable=True),
+    sa.Column('requested_at', app.models.UTCDateTime(), nullable=False),
+    sa.Column('grace_until', app.models.UTCDateTime(), nullable=False),
+    sa.Column('due_by', app.models.UTCDateTime(), nullable=False),
+    sa.Column('anonymised_at', app.models.UTCDateTime(), nullable=True),
+    sa.Column('completed_at', app.models.UTCDateTime(), nullable=True),
+    sa.Column('restored_at', app.models.UTCDateTime(), nullable=True),
     sa.Column('attempts', sa.Integer(), nullable=False),
-    sa.Column('lease_until', app.stores.sql.models.UTCDateTime(), nullable=True),
+    sa.Column('lease_until', app.models.UTCDateTime(), nullable=True),
     sa.Column('detail', sa.Text(), nullable=True),
     sa.Column('evidence', sa.JSON(), nullable=False),
     sa.ForeignKeyConstraint(['project_id'], ['projects.id'], name=op.f('fk_deletion_requests_project_id_projects')),
@@ -142,7 +142,7 @@ def upgrade() -> None:
     sa.Column('subject_id', sa.String(length=36), nullable=False),
     sa.Column('display_name', sa.String(length=500), nullable=True),
     sa.Column('avatar_url', sa.Text(), nullable=True),
-    sa.Column('updated_at', app.stores.sql.models.UTCDateTime(), nullable=False),
+    sa.Column('updated_at', app.models.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['subject_id'], ['subjects.id'], name=op.f('fk_profiles_subject_id_subjects')),
     sa.PrimaryKeyConstraint('subject_id', name=op.f('pk_profiles'))
     )

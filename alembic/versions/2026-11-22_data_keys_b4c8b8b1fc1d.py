@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import app.stores.sql.models
+import app.models
 
 revision: str = 'b4c8b8b1fc1d'
 down_revision: str | None = '43a6b905d8f8'
@@ -21,8 +21,8 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     op.create_table('kek_versions',
     sa.Column('version', sa.Integer(), autoincrement=False, nullable=False),
-    sa.Column('created_at', app.stores.sql.models.UTCDateTime(), nullable=False),
-    sa.Column('retired_at', app.stores.sql.models.UTCDateTime(), nullable=True),
+    sa.Column('created_at', app.models.UTCDateTime(), nullable=False),
+    sa.Column('retired_at', app.models.UTCDateTime(), nullable=True),
     sa.Column('check', sa.String(length=64), nullable=False),
     sa.PrimaryKeyConstraint('version', name=op.f('pk_kek_versions'))
     )
@@ -32,7 +32,7 @@ def upgrade() -> None:
     sa.Column('purpose', sa.String(length=20), nullable=False),
     sa.Column('kek_version', sa.Integer(), nullable=False),
     sa.Column('wrapped', sa.LargeBinary(), nullable=False),
-    sa.Column('created_at', app.stores.sql.models.UTCDateTime(), nullable=False),
+    sa.Column('created_at', app.models.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['kek_version'], ['kek_versions.version'], name=op.f('fk_data_keys_kek_version_kek_versions')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_data_keys'))
     )

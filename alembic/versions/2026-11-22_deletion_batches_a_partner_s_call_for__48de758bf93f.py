@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from app.stores.sql.models import UTCDateTime
+from app.models import UTCDateTime
 
 revision: str = '48de758bf93f'
 down_revision: str | None = 'b1f9022cd839'

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from app.stores.sql.models import UTCDateTime
+from app.models import UTCDateTime
 
 revision: str = '138f18214334'
 down_revision: str | None = '313f1d45e009'

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import app.stores.sql.models
+import app.models
 
 revision: str = '43a6b905d8f8'
 down_revision: str | None = 'b81d1d551187'
@@ -28,15 +28,15 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('placeholder', sa.Boolean(), server_default=sa.false(), nullable=False))
 
     with op.batch_alter_table('profiles', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('display_name_at', app.stores.sql.models.UTCDateTime(), nullable=True))
-        batch_op.add_column(sa.Column('avatar_at', app.stores.sql.models.UTCDateTime(), nullable=True))
+        batch_op.add_column(sa.Column('display_name_at', app.models.UTCDateTime(), nullable=True))
+        batch_op.add_column(sa.Column('avatar_at', app.models.UTCDateTime(), nullable=True))
     # profiles written before: each field's time is the profile's last update
     op.execute("UPDATE profiles SET display_name_at = updated_at WHERE display_name IS NOT NULL")
     op.execute("UPDATE profiles SET avatar_at = updated_at WHERE avatar_url IS NOT NULL")
 
     with op.batch_alter_table('subjects', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('confirmed_event_at', app.stores.sql.models.UTCDateTime(), nullable=True))
-        batch_op.add_column(sa.Column('restored_event_at', app.stores.sql.models.UTCDateTime(), nullable=True))
+        batch_op.add_column(sa.Column('confirmed_event_at', app.models.UTCDateTime(), nullable=True))
+        batch_op.add_column(sa.Column('restored_event_at', app.models.UTCDateTime(), nullable=True))
 
     # ### end Alembic commands ###
 

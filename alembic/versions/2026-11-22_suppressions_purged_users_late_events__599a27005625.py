@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from app.stores.sql.models import UTCDateTime
+from app.models import UTCDateTime
 
 revision: str = '599a27005625'
 down_revision: str | None = 'd9acf1fc1ae5'

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from app.stores.sql.models import UTCDateTime
+from app.models import UTCDateTime
 
 revision: str = 'd9acf1fc1ae5'
 down_revision: str | None = '138f18214334'

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from app.stores.sql.models import UTCDateTime
+from app.models import UTCDateTime
 
 revision: str = 'da6d2440c3dc'
 down_revision: str | None = 'b05da5057de8'

@@ -17,9 +17,9 @@ from app.domain.audit import AuditRecord
 from app.domain.ids import new_id
 from app.domain.policy import Handles
 from app.domain.statuses import ProjectStatus
+from app.models import Officer, Project
 from app.ports import Clock, UnitOfWorkFactory
 from app.services.errors import AlreadyExists, InvalidInput, NotFound
-from app.stores.sql.models import Officer, Project
 
 
 class Role(StrEnum):

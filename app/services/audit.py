@@ -22,9 +22,9 @@ from app.domain.audit import (
     subject_hash,
     verify,
 )
+from app.models import AuditEntry
 from app.paging import decode_seq_cursor, encode_cursor
 from app.ports import CheckpointStore, UnitOfWorkFactory
-from app.stores.sql.models import AuditEntry
 
 log = structlog.get_logger(__name__)
 EXPORT_FIELDS = ["seq", "at", "actor", "action", "project", "subject", "details", "hash", "prev_hash"]

@@ -14,12 +14,12 @@ from typing import Any
 from app.domain.audit import AuditRecord
 from app.domain.ids import new_id
 from app.domain.requests import Mode, user_id_problem
+from app.models import DeletionBatch
 from app.ports import Clock, UnitOfWorkFactory
 from app.retry import retry_transient
 from app.services.deletion import DeletionService
 from app.services.errors import InvalidInput, NotFound
 from app.services.idempotency import Idempotency
-from app.stores.sql.models import DeletionBatch
 
 MAX_BATCH = 10_000  # user ids per call
 

@@ -29,11 +29,11 @@ from app.domain import webhooks as hooks
 from app.domain.audit import AuditRecord
 from app.domain.ids import new_id
 from app.domain.policy import Handles
+from app.models import CallbackDelivery, DeletionRequest
 from app.ports import Clock, UnitOfWork, UnitOfWorkFactory
 from app.services.errors import InvalidInput, NotFound
 from app.services.keys import CALLBACK, KeyService, unsealed
 from app.services.summary import JobSummary
-from app.stores.sql.models import CallbackDelivery, DeletionRequest
 
 log = structlog.get_logger(__name__)
 NOTIFIED = frozenset({"in_grace", "on_hold", "completed", "restored", "failed"})  # CONTRACT "Callbacks"

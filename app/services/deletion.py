@@ -17,6 +17,7 @@ from app.domain.ids import new_id
 from app.domain.policy import Handles
 from app.domain.requests import Mode, RequestState, Source, Status, Step, TransitionRefused
 from app.domain.statuses import SubjectStatus
+from app.models import DeletionRequest, Project, Subject
 from app.ports import Clock, UnitOfWork, UnitOfWorkFactory
 from app.retry import retry_transient
 from app.services.audit import entry_dict
@@ -28,7 +29,6 @@ from app.services.identities import Identities
 from app.services.keys import GRACE, KeyService
 from app.services.policies import PolicyBook
 from app.services.suppressions import SuppressionService
-from app.stores.sql.models import DeletionRequest, Project, Subject
 
 
 class NewRequest(NamedTuple):

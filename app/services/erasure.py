@@ -31,6 +31,7 @@ from app.domain.audit import AuditRecord, subject_hash
 from app.domain.holds import Data, Hold, Scope, stops
 from app.domain.requests import Mode, Source, Status, Step, TransitionRefused
 from app.domain.statuses import SubjectStatus
+from app.models import DeletionRequest
 from app.ports import Clock, ErasureBatch, ExternalErasureStep, SqlErasureStep, UnitOfWork, UnitOfWorkFactory
 from app.retry import retry_transient
 from app.services.callbacks import CallbackService
@@ -38,7 +39,6 @@ from app.services.deletion import apply_state, state_of, to_dict
 from app.services.holds import HoldService
 from app.services.identities import Identities
 from app.services.summary import JobSummary
-from app.stores.sql.models import DeletionRequest
 
 log = structlog.get_logger(__name__)
 LEASE = timedelta(seconds=60)  # a killed run's requests are taken over within a minute...

@@ -18,12 +18,12 @@ from app.domain.crypto import Cipher
 from app.domain.events import Event, report_type, supersedes
 from app.domain.requests import Mode, Source
 from app.domain.statuses import SubjectStatus
+from app.models import Profile, Project, Subject
 from app.ports import UnitOfWork
 from app.services.deletion import DeletionService, NewRequest
 from app.services.errors import Conflict
 from app.services.keys import CONTENT, GRACE, MESSAGE_TEXT_AAD, KeyService, unsealed
 from app.services.policies import PolicyBook
-from app.stores.sql.models import Profile, Project, Subject
 
 log = structlog.get_logger(__name__)
 

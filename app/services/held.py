@@ -28,11 +28,11 @@ from app.domain.audit import AuditRecord
 from app.domain.crypto import Cipher, Undecryptable
 from app.domain.events import SEALED_COLUMNS
 from app.domain.holds import Hold, Scope
+from app.models import Message
 from app.ports import NO_SUBJECT, Clock, EventStore, UnitOfWork, UnitOfWorkFactory
 from app.services.errors import NotFound
 from app.services.holds import HoldService
 from app.services.keys import ANALYTICS, CONTENT, HOLD, MESSAGE_TEXT_AAD, KeyService, day_key_owner
-from app.stores.sql.models import Message
 
 log = structlog.get_logger(__name__)
 _TEXT_AAD = MESSAGE_TEXT_AAD.decode()

@@ -9,11 +9,11 @@ from typing import Any
 from app.domain.audit import AuditRecord
 from app.domain.holds import Data, Hold, Scope, T, covering, split
 from app.domain.policy import Handles
+from app.models import HoldRecord
 from app.ports import Clock, Held, MessageRef, UnitOfWork, UnitOfWorkFactory
 from app.services.errors import Conflict, InvalidInput, NotFound
 from app.services.identities import Identities
 from app.services.policies import PolicyBook
-from app.stores.sql.models import HoldRecord
 
 
 def hold_dict(row: HoldRecord, project: str, now: datetime) -> dict[str, Any]:

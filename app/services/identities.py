@@ -22,9 +22,9 @@ from app.domain.crypto import derive_key
 from app.domain.events import is_admin_key
 from app.domain.ids import new_id
 from app.domain.statuses import SubjectStatus
+from app.models import Subject
 from app.ports import UnitOfWork, UnitOfWorkFactory
 from app.services.keys import GRACE, KeyService, unsealed
-from app.stores.sql.models import Subject
 
 LOOKUP_LABEL = b"lethe/subject-lookup"
 USER_ID_AAD = "subjects.user_id"  # what a sealed user id is bound to

@@ -31,6 +31,7 @@ from app.domain.events import (
 )
 from app.domain.statuses import SubjectStatus
 from app.domain.webhooks import delivery_receipt
+from app.models import Project, Subject
 from app.ports import Clock, EventRow, UnitOfWork, UnitOfWorkFactory
 from app.retry import retry_transient
 from app.services.batching import GroupCommitter
@@ -43,7 +44,6 @@ from app.services.keys import ANALYTICS, KeyService, day_key_owner
 from app.services.outbox import OutboxService
 from app.services.policies import PolicyBook
 from app.services.suppressions import SuppressionService
-from app.stores.sql.models import Project, Subject
 
 log = structlog.get_logger(__name__)
 

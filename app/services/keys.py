@@ -19,8 +19,6 @@ from datetime import date
 from typing import Any
 
 import structlog
-from sqlalchemy import Engine, text
-from sqlalchemy.exc import DBAPIError
 
 from app.domain.audit import AuditRecord
 from app.domain.crypto import (
@@ -35,9 +33,16 @@ from app.domain.crypto import (
     wrap,
 )
 from app.domain.ids import new_id
-from app.ports import Clock, KekVersion, StoredKey, UnitOfWork, UnitOfWorkFactory
+from app.ports import (
+    Clock,
+    CompactionBlocked,
+    KekVersion,
+    KeyTableCompactor,
+    StoredKey,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
 from app.services.errors import Broken
-from app.stores.sql.engine import checkpoint
 
 log = structlog.get_logger(__name__)
 ANALYTICS = "analytics"  # a subject's events' personal values: destroyed when it is anonymised
@@ -52,16 +57,9 @@ PURPOSES = frozenset({ANALYTICS, GRACE, CONTENT, HOLD, DEAD_LETTERS, CALLBACK})
 KEY_CACHE_SECONDS = 5.0  # a destroyed key is unusable in every process within this long
 KEY_CACHE_SIZE = 100_000  # entries; the cache is emptied when full (each entry lives 5 s anyway)
 REWRAP_BATCH = 1_000  # keys per rotation transaction
-COMPACT_LOCK_TIMEOUT = "10s"  # VACUUM FULL gives up rather than queue the service behind it
 COMPACT_WAIT_SECONDS = 30.0  # for transactions that can still see deleted keys to end
 COMPACT_EVERY_SECONDS = 15 * 60.0  # PostgreSQL: VACUUM FULL at most this often (the anonymise job
 # runs every minute, so a destroyed key leaves the table's file within ~16 minutes, well within the hour)
-# Other sessions whose transaction (and so possibly snapshot) predates `since`. Any database: the
-# test suite found VACUUM FULL keeping a deleted key while only another database's sessions were
-# busy (some backends hold back the horizon of every database), so we wait for those too.
-_OLDER_TRANSACTIONS = text(
-    "SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
-    "AND (backend_xmin IS NOT NULL OR backend_xid IS NOT NULL) AND xact_start < :since ORDER BY pid")
 # uow.info entries (this transaction only): keys opened, (owner, purpose) -> Cipher; keys created
 OPENED_IN_TRANSACTION = "lethe.keys_opened"
 _CREATED = "lethe.keys_created"
@@ -80,8 +78,10 @@ def key_aad(key_id: str, owner: str, purpose: str) -> bytes:
 
 
 class KeyService:
-    def __init__(self, uow: UnitOfWorkFactory, clock: Clock, secret_key: bytes) -> None:
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock, secret_key: bytes,
+                 compactor: KeyTableCompactor | None = None) -> None:
         self._uow = uow
+        self._compactor = compactor
         self._clock = clock
         self._secret = secret_key
         self._keks: dict[int, bytes] = {}  # version -> KEK, once checked against its row
@@ -288,44 +288,15 @@ class KeyService:
                                f"{key.kek_version}: the key row was altered") from None
         return wrap(kek, data_key, aad)
 
-    def compact(self, engine: Engine, *, wait_seconds: float = COMPACT_WAIT_SECONDS) -> None:
-        """Make destroyed key rows leave the key table's files, not only its query results.
-        Call it after the destroying transactions have committed.
-
-        SQLite: `secure_delete=ON` (set on every connection) zeroes a deleted row in its page;
-        the WAL still holds earlier copies of that page until a TRUNCATE checkpoint folds it in.
-
-        PostgreSQL (measured on 15 with `pg_read_binary_file(pg_relation_filepath(...))` after
-        CHECKPOINT, 60-byte wrapped keys, tables of 1 to 500 rows): a DELETE leaves the tuple
-        in its page; plain `VACUUM` compacts the page but does not zero the space it frees, so
-        a deleted tuple that sat next to the free space (the last one written on its page) stays
-        readable in the file: found after VACUUM in 2 of 7 layouts. `VACUUM FULL` writes a new
-        file with the live rows only (the old file is emptied at commit) and left no deleted
-        key in any layout: the cheapest statement that works. Two limits, both measured:
-        - it copies "recently dead" rows, those a snapshot older than the DELETE can still see
-          (an open transaction, an autovacuum ANALYZE): the key stayed in the new file. So we
-          first wait, up to `wait_seconds`, for every such transaction in this database to end,
-          and raise KeyringError (naming the pids) if one does not; the next run retries.
-          Replication slots / hot_standby_feedback hold rows the same way and are not checked.
-        - it holds an ACCESS EXCLUSIVE lock for its run (~9 µs per live key: 0.9 s for 98k
-          keys, 1.7 s for 198k), hence the lock_timeout.
-        No CHECKPOINT here (it needs superuser or pg_checkpoint): the new file is written
-        directly. PostgreSQL's WAL and base backups keep wrapped copies: rotation then retiring
-        the old KEK deals with those, not this.
-        """
-        if engine.dialect.name == "sqlite":
-            checkpoint(engine)
-            return
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            since = conn.execute(text("SELECT clock_timestamp()")).scalar()
-            deadline = time.monotonic() + wait_seconds
-            while blockers := list(conn.execute(_OLDER_TRANSACTIONS, {"since": since}).scalars()):
-                if time.monotonic() >= deadline:
-                    raise KeyringError(f"key table not compacted: transactions older than the key deletion are "
-                                       f"still open (pids {', '.join(map(str, blockers))}); retry later")
-                time.sleep(0.05)
-            conn.execute(text(f"SET lock_timeout = '{COMPACT_LOCK_TIMEOUT}'"))
-            conn.execute(text("VACUUM FULL data_keys"))
+    def compact(self, *, wait_seconds: float = COMPACT_WAIT_SECONDS) -> None:
+        """Make destroyed key rows leave the key table's files (see KeyTableCompaction for what
+        each database needs). Call it after the destroying transactions have committed."""
+        if self._compactor is None:
+            raise KeyringError("no key table compactor configured")
+        try:
+            self._compactor.compact(wait_seconds)
+        except CompactionBlocked as exc:
+            raise KeyringError(f"key table not compacted: {exc}") from None
 
     def destroy_day_keys(self, uow: UnitOfWork, purpose: str, project_id: str, before: date | None = None,
                          keep: Collection[date] = ()) -> int:
@@ -338,7 +309,7 @@ class KeyService:
         owners = [o for o in uow.keys.owners_between(low, high, purpose) if o not in kept]
         return len(self.destroy(uow, owners, purpose)) if owners else 0
 
-    def compact_when_due(self, engine: Engine) -> bool:
+    def compact_when_due(self) -> bool:
         """After a job run: compact if keys were destroyed since the last compaction, on
         SQLite at once (a checkpoint is cheap), on PostgreSQL at most every
         COMPACT_EVERY_SECONDS (VACUUM FULL locks the key table while it runs). A compaction
@@ -346,13 +317,15 @@ class KeyService:
         now = time.monotonic()
         if not self._dirty:
             return False
-        if engine.dialect.name != "sqlite" and self._compacted_at is not None \
+        if self._compactor is None:
+            return False
+        if not self._compactor.cheap and self._compacted_at is not None \
                 and now - self._compacted_at < COMPACT_EVERY_SECONDS:
             return False
         self._dirty = False
         try:
-            self.compact(engine)
-        except (KeyringError, DBAPIError) as exc:
+            self.compact()
+        except KeyringError as exc:
             self._dirty, self._compacted_at = True, now  # try again next interval, not every run
             log.warning("keys.compact_postponed", reason=str(exc).splitlines()[0])
             return False

@@ -10,6 +10,7 @@ from app.domain.audit import AuditRecord, subject_hash
 from app.domain.crypto import Cipher
 from app.domain.events import EXTRA, PERSONAL_COLUMNS
 from app.domain.holds import Data, covers
+from app.models import Subject
 from app.ports import EventStore, UnitOfWork, UnitOfWorkFactory
 from app.services.dead_letters import DeadLetterService
 from app.services.deletion import to_dict
@@ -17,7 +18,6 @@ from app.services.errors import NotFound
 from app.services.holds import to_domain
 from app.services.identities import Identities
 from app.services.keys import ANALYTICS, CONTENT, GRACE, HOLD, MESSAGE_TEXT_AAD, KeyService, unsealed
-from app.stores.sql.models import Subject
 
 
 class SubjectService:

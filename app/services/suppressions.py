@@ -12,10 +12,10 @@ from typing import Any
 from app.domain.audit import AuditRecord, subject_hash
 from app.domain.crypto import derive_key
 from app.domain.events import Event, is_admin_key
+from app.models import Project
 from app.ports import ErasureBatch, UnitOfWork, UnitOfWorkFactory
 from app.services.errors import NotFound
 from app.services.policies import PolicyBook
-from app.stores.sql.models import Project
 
 SUPPRESSION_LABEL = b"lethe suppression v1"
 

@@ -22,9 +22,9 @@ from app.domain import webhooks as hooks
 from app.domain.audit import AuditRecord
 from app.domain.crypto import Undecryptable
 from app.domain.statuses import ProjectStatus
+from app.models import Project
 from app.ports import Clock, UnitOfWorkFactory
 from app.services.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
-from app.stores.sql.models import Project
 
 log = structlog.get_logger(__name__)
 

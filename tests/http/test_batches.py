@@ -11,7 +11,7 @@ from litestar.testing import TestClient
 from sqlalchemy import func, select
 
 from app.bootstrap import Container
-from app.stores.sql.models import AuditEntry, DeletionBatch, DeletionRequest, Suppression
+from app.models import AuditEntry, DeletionBatch, DeletionRequest, Suppression
 from tests.conftest import FakeClock
 from tests.http.conftest import bearer
 from tests.http.test_suppression import USER, erase, late_event

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 from app.bootstrap import Container
 from app.domain import webhooks as hooks
-from app.stores.sql.models import CallbackDelivery
+from app.models import CallbackDelivery
 from tests.conftest import FakeClock
 from tests.http.conftest import bearer
 

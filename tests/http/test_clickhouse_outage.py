@@ -15,9 +15,9 @@ from sqlalchemy import Engine, func, select
 from app.bootstrap import Container
 from app.config import Settings
 from app.http.app import create_app
+from app.models import Message
 from app.services.policies import PolicyBook
 from app.stores.clickhouse.client import ClickHouse
-from app.stores.sql.models import Message
 from jobs.registry import run_job
 from tests.conftest import ROOT, FakeClock
 from tests.fixtures.platform import frontend

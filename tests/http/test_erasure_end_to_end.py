@@ -16,9 +16,9 @@ from litestar.testing import TestClient
 from sqlalchemy import Engine, text
 
 from app.bootstrap import Container
+from app.models import Base
 from app.stores.clickhouse.client import ClickHouse
 from app.stores.sql.engine import checkpoint
-from app.stores.sql.models import Base
 from tests.conftest import FakeClock
 from tests.fixtures.platform import PROJECT, frontend
 from tests.http.conftest import bearer

@@ -61,8 +61,8 @@ def readable(container: Container, rows: list[dict[str, Any]]) -> list[dict[str,
 
 def opened_profile(container: Container, subject: str) -> tuple[str | None, str | None] | None:
     """(display name, avatar url) of a subject's profile, opened with its grace key."""
+    from app.models import Profile
     from app.services.keys import GRACE, unsealed
-    from app.stores.sql.models import Profile
 
     with container.uow() as uow:
         profile = uow.session.get(Profile, subject)
@@ -75,7 +75,7 @@ def opened_profile(container: Container, subject: str) -> tuple[str | None, str 
 
 def opened_text(container: Container, message_id: str, project_id: str | None = None) -> str | None:
     """A stored message's text, opened with its author's content key (it is stored sealed)."""
-    from app.stores.sql.models import Message
+    from app.models import Message
 
     with container.uow() as uow:
         query = select(Message).where(Message.message_id == message_id)
@@ -85,7 +85,7 @@ def opened_text(container: Container, message_id: str, project_id: str | None = 
 
 def linked_users(container: Container, uow: Any) -> dict[str, str]:
     """subject id -> platform user id of every subject still linked (ids are stored sealed)."""
-    from app.stores.sql.models import Subject
+    from app.models import Subject
 
     return container.identities.user_ids(uow, uow.session.scalars(select(Subject).where(Subject.user_key.is_not(None))))
 

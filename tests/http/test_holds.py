@@ -65,7 +65,7 @@ def held_tokens(container: Container) -> tuple[list[tuple[str, str]], str | None
     """What is stored of message m-1 and the events of room r-7 (sealed), as bytes on record."""
     from sqlalchemy import select
 
-    from app.stores.sql.models import Message
+    from app.models import Message
 
     events = sorted((r["dedup_key"], r["text"]) for r in container.events.covered(PROJECT, ["r-7"], ["m-1"]))
     with container.uow() as uow:

@@ -15,7 +15,7 @@ from litestar.testing import TestClient
 from sqlalchemy import select
 
 from app.bootstrap import Container
-from app.stores.sql.models import DeadLetter
+from app.models import DeadLetter
 from tests.conftest import FakeClock
 from tests.fixtures.platform import PROJECT, frontend
 from tests.http.conftest import bearer

@@ -66,7 +66,7 @@ def test_login_ip_is_stored_only_when_the_policy_allows(client: TestClient[Any],
                                                         container: Container, tmp_path: Path) -> None:
     from sqlalchemy import func, select
 
-    from app.stores.sql.models import Login
+    from app.models import Login
 
     def logins() -> int:
         with container.uow() as uow:

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from app.bootstrap import Container
 from app.domain.requests import add_months
-from app.stores.sql.models import DeadLetter, DeletionRequest, Message
+from app.models import DeadLetter, DeletionRequest, Message
 from tests.conftest import FakeClock
 from tests.fixtures.platform import PROJECT, frontend
 from tests.http.conftest import bearer

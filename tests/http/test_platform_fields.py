@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from app.bootstrap import Container
 from app.domain.audit import subject_hash
-from app.stores.sql.models import AuditEntry, Complaint, Message
+from app.models import AuditEntry, Complaint, Message
 from tests.conftest import SECRET
 from tests.fixtures.platform import PROJECT, frontend
 from tests.http.test_events_api import opened_profile, opened_text, post, subject_id
@@ -101,7 +101,7 @@ def test_the_old_text_of_an_edited_message_leaves_the_sqlite_file(
         old = uow.session.scalar(select(Message.text).where(Message.message_id == "m-1"))
     assert old is not None and old.startswith("v1.")
     post(client, keys, edit("new text", "2026-01-14T10:05:00Z"))
-    container.keys.compact(container.engine)  # the WAL is checkpointed into the main file, as the jobs do
+    container.keys.compact()  # the WAL is checkpointed into the main file, as the jobs do
     database = Path(str(container.engine.url.database))
     for path in (database, database.with_name(database.name + "-wal")):
         if path.exists():

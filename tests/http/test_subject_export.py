@@ -9,7 +9,7 @@ from litestar.testing import TestClient
 from sqlalchemy import select
 
 from app.bootstrap import Container
-from app.stores.sql.models import AuditEntry
+from app.models import AuditEntry
 from tests.conftest import FakeClock
 from tests.fixtures.platform import frontend
 from tests.http.conftest import bearer

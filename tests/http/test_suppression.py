@@ -11,7 +11,7 @@ from litestar.testing import TestClient
 from sqlalchemy import func, select
 
 from app.bootstrap import Container
-from app.stores.sql.models import Subject, Suppression
+from app.models import Subject, Suppression
 from tests.conftest import FakeClock
 from tests.fixtures.platform import PROJECT, frontend
 from tests.http.conftest import bearer

@@ -7,8 +7,8 @@ import pytest
 
 from app.domain.events import SEALED_COLUMNS
 from app.domain.policy import PolicyError, parse_datamap
+from app.models import Base
 from app.stores.clickhouse.client import ClickHouse
-from app.stores.sql.models import Base
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,9 +8,9 @@ from sqlalchemy import Engine, select
 
 from app.bootstrap import Container
 from app.domain.requests import Mode
+from app.models import AuditEntry, Profile, Subject
 from app.ports import ErasureBatch
 from app.services.erasure import ErasureService
-from app.stores.sql.models import AuditEntry, Profile, Subject
 from tests.conftest import FakeClock
 from tests.integration.test_deletion_requests import pid, request
 

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from app.bootstrap import Container
 from app.domain.requests import Mode
-from app.stores.sql.models import DeletionRequest, Message, Profile, Subject
+from app.models import DeletionRequest, Message, Profile, Subject
 from tests.conftest import FakeClock
 from tests.fixtures.platform import frontend
 from tests.http.test_events_api import open_text, opened_profile

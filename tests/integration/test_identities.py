@@ -7,7 +7,7 @@ from sqlalchemy import insert, select
 
 from app.bootstrap import Container
 from app.domain.ids import new_id
-from app.stores.sql.models import AuditEntry, Subject
+from app.models import AuditEntry, Subject
 from tests.conftest import FakeClock
 from tests.integration.test_deletion_requests import pid, request
 

@@ -8,8 +8,8 @@ from datetime import timedelta
 
 from app.bootstrap import Container
 from app.domain.requests import Step
+from app.models import DeletionRequest
 from app.services.erasure import LEASE, RUNNER
-from app.stores.sql.models import DeletionRequest
 from tests.conftest import FakeClock
 from tests.fixtures.interleave import erasure_with
 from tests.integration.test_deletion_requests import pid, request

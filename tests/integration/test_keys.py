@@ -13,9 +13,10 @@ from sqlalchemy.orm import sessionmaker
 
 from app.domain.audit import CHAIN_LABEL
 from app.domain.crypto import Cipher, Undecryptable, derive_key
+from app.models import AuditEntry, KeyEncryptionKey
 from app.services import keys as keys_module
 from app.services.keys import KeyringError, KeyService
-from app.stores.sql.models import AuditEntry, KeyEncryptionKey
+from app.stores.sql.keys import KeyTableCompaction
 from app.stores.sql.uow import SqlUnitOfWork
 from tests.conftest import SECRET, FakeClock
 
@@ -29,9 +30,9 @@ def uow(engine: Engine, clock: FakeClock) -> UowFactory:
     return lambda: SqlUnitOfWork(factory, clock, CHAIN_KEY)
 
 
-def service(uow: UowFactory, clock: FakeClock, secret: bytes = SECRET) -> KeyService:
+def service(uow: UowFactory, clock: FakeClock, secret: bytes = SECRET, engine: Engine | None = None) -> KeyService:
     """A new KeyService stands for another process: its own cache, same database."""
-    return KeyService(uow, clock, secret)
+    return KeyService(uow, clock, secret, KeyTableCompaction(engine) if engine is not None else None)
 
 
 def ciphers(keys: KeyService, uow: UowFactory, owners: list[str], purpose: str = "analytics", *,
@@ -317,7 +318,7 @@ def _pg_path(engine: Engine) -> str:
 
 def test_compact_removes_destroyed_keys_from_the_table_files(uow: UowFactory, clock: FakeClock,
                                                              engine: Engine) -> None:
-    keys = service(uow, clock)
+    keys = service(uow, clock, engine=engine)
     ciphers(keys, uow, [f"bystander-{i}" for i in range(20)], create=True)
     ciphers(keys, uow, ["victim"], create=True)  # written last: the layout plain VACUUM leaves readable
     rows = key_rows(uow)
@@ -333,7 +334,7 @@ def test_compact_removes_destroyed_keys_from_the_table_files(uow: UowFactory, cl
     assert (victim in before, bystander in before) == (True, True)  # the check sees a key that is there
 
     destroy(keys, uow, ["victim"])
-    keys.compact(engine)
+    keys.compact()
 
     after = stored()
     assert (victim in after, bystander in after) == (False, True)  # (no file dump in the failure)
@@ -347,7 +348,7 @@ def test_compact_waits_for_older_snapshots_that_would_keep_a_destroyed_key(
     """Measured: VACUUM FULL copies a deleted row that an older open snapshot can still see."""
     if engine.dialect.name != "postgresql":
         pytest.skip("snapshots holding deleted rows are PostgreSQL's MVCC")
-    keys = service(uow, clock)
+    keys = service(uow, clock, engine=engine)
     ciphers(keys, uow, ["bystander", "victim"], create=True)
     victim = key_rows(uow)[("victim", "analytics")][1]
     with engine.connect() as reader:  # e.g. a long report, or an autovacuum ANALYZE
@@ -355,6 +356,6 @@ def test_compact_waits_for_older_snapshots_that_would_keep_a_destroyed_key(
         reader.execute(text("SELECT count(*) FROM audit_head")).scalar()
         destroy(keys, uow, ["victim"])
         with pytest.raises(KeyringError, match="transactions older than the key deletion"):
-            keys.compact(engine, wait_seconds=0.2)
-    keys.compact(engine, wait_seconds=5)
+            keys.compact(wait_seconds=0.2)
+    keys.compact(wait_seconds=5)
     assert victim not in _pg_bytes(engine, _pg_path(engine))

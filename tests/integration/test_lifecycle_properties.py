@@ -26,13 +26,13 @@ from app.config import Settings
 from app.domain.crypto import Cipher
 from app.domain.holds import Scope
 from app.domain.requests import Mode
+from app.models import AuditEntry, DeletionRequest, HoldRecord, Message, Subject
 from app.services.errors import ServiceError
 from app.services.keys import CONTENT, HOLD, MESSAGE_TEXT_AAD, unsealed
 from app.services.policies import PolicyBook
 from app.stores.clickhouse.client import ClickHouse
 from app.stores.sql import migrations
 from app.stores.sql.engine import make_engine
-from app.stores.sql.models import AuditEntry, DeletionRequest, HoldRecord, Message, Subject
 from tests.conftest import ROOT, SECRET, FakeClock
 from tests.fixtures.interleave import erasure_with
 from tests.fixtures.platform import PROJECT, frontend

@@ -4,8 +4,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine
 
+from app.models import Base
 from app.stores.sql import migrations
-from app.stores.sql.models import Base
 
 
 def test_models_and_migrations_do_not_differ(engine: Engine) -> None:

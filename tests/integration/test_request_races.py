@@ -21,9 +21,9 @@ from sqlalchemy import Engine, select, text
 from app.bootstrap import Container
 from app.domain.holds import Scope
 from app.domain.requests import Mode
+from app.models import AuditEntry, DeletionRequest, Profile, Subject
 from app.retry import is_transient, retry_transient
 from app.services.errors import Conflict, ServiceError
-from app.stores.sql.models import AuditEntry, DeletionRequest, Profile, Subject
 from tests.conftest import FakeClock
 from tests.fixtures.interleave import erasure_with
 from tests.integration.test_deletion_requests import pid, request

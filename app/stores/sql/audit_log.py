@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from app.domain.audit import GENESIS, AuditRecord, ChainedEntry, chain
 from app.domain.policy import Handles
-from app.stores.sql.models import AuditEntry, AuditHead
+from app.models import AuditEntry, AuditHead
 
 
 class AuditLog:

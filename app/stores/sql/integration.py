@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
-from app.stores.sql.models import CallbackDelivery, DeletionBatch, DeletionBatchItem, DeletionRequest
+from app.models import CallbackDelivery, DeletionBatch, DeletionBatchItem, DeletionRequest
 from app.stores.sql.queries import newest_first_page
 
 

@@ -7,15 +7,18 @@ hold stale copies of key material for longer.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, func, select, update
+from sqlalchemy import Engine, Table, bindparam, delete, func, select, text, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from app.ports import KekVersion, StoredKey
-from app.stores.sql.models import DataKey, KeyEncryptionKey
+from app.models import DataKey, KeyEncryptionKey
+from app.ports import CompactionBlocked, KekVersion, StoredKey
+from app.stores.sql.engine import checkpoint
 from app.stores.sql.operational import insert_ignoring_conflicts
 from app.stores.sql.queries import member_of, rowcount
 
@@ -134,3 +137,63 @@ class DataKeys:
         statement = (update(_KEKS).where(_KEKS.c.version < version, _KEKS.c.retired_at.is_(None))
                      .values(retired_at=now))
         return rowcount(self.session.execute(statement))
+
+
+COMPACT_LOCK_TIMEOUT = "10s"  # VACUUM FULL gives up rather than queue the service behind it
+# Other sessions whose transaction (and so possibly snapshot) predates `since`. Any database: the
+# test suite found VACUUM FULL keeping a deleted key while only another database's sessions were
+# busy (some backends hold back the horizon of every database), so we wait for those too.
+_OLDER_TRANSACTIONS = text(
+    "SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+    "AND (backend_xmin IS NOT NULL OR backend_xid IS NOT NULL) AND xact_start < :since ORDER BY pid")
+
+
+class KeyTableCompaction:
+    """Makes destroyed key rows leave the key table's files, not only its query results.
+Make destroyed key rows leave the key table's files, not only its query results.
+        SQLite: `secure_delete=ON` (set on every connection) zeroes a deleted row in its page;
+        the WAL still holds earlier copies of that page until a TRUNCATE checkpoint folds it in.
+
+        PostgreSQL (measured on 15 with `pg_read_binary_file(pg_relation_filepath(...))` after
+        CHECKPOINT, 60-byte wrapped keys, tables of 1 to 500 rows): a DELETE leaves the tuple
+        in its page; plain `VACUUM` compacts the page but does not zero the space it frees, so
+        a deleted tuple that sat next to the free space (the last one written on its page) stays
+        readable in the file: found after VACUUM in 2 of 7 layouts. `VACUUM FULL` writes a new
+        file with the live rows only (the old file is emptied at commit) and left no deleted
+        key in any layout: the cheapest statement that works. Two limits, both measured:
+        - it copies "recently dead" rows, those a snapshot older than the DELETE can still see
+          (an open transaction, an autovacuum ANALYZE): the key stayed in the new file. So we
+          first wait, up to `wait_seconds`, for every such transaction in this database to end,
+          and raise CompactionBlocked (naming the pids) if one does not; the next run retries.
+          Replication slots / hot_standby_feedback hold rows the same way and are not checked.
+        - it holds an ACCESS EXCLUSIVE lock for its run (~9 µs per live key: 0.9 s for 98k
+          keys, 1.7 s for 198k), hence the lock_timeout.
+        No CHECKPOINT here (it needs superuser or pg_checkpoint): the new file is written
+        directly. PostgreSQL's WAL and base backups keep wrapped copies: rotation then retiring
+        the old KEK deals with those, not this.
+        """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self.cheap = engine.dialect.name == "sqlite"
+
+    def compact(self, wait_seconds: float) -> None:
+        if self._engine.dialect.name == "sqlite":
+            checkpoint(self._engine)
+            return
+        try:
+            self._vacuum_full(wait_seconds)
+        except DBAPIError as exc:  # lock_timeout, or the server went away: the next run retries
+            raise CompactionBlocked(str(exc.orig).splitlines()[0]) from None
+
+    def _vacuum_full(self, wait_seconds: float) -> None:
+        with self._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            since = conn.execute(text("SELECT clock_timestamp()")).scalar()
+            deadline = time.monotonic() + wait_seconds
+            while blockers := list(conn.execute(_OLDER_TRANSACTIONS, {"since": since}).scalars()):
+                if time.monotonic() >= deadline:
+                    raise CompactionBlocked(f"transactions older than the key deletion are still open "
+                                            f"(pids {', '.join(map(str, blockers))}); retry later")
+                time.sleep(0.05)
+            conn.execute(text(f"SET lock_timeout = '{COMPACT_LOCK_TIMEOUT}'"))
+            conn.execute(text("VACUUM FULL data_keys"))

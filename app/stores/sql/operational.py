@@ -12,8 +12,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.domain.ids import new_id
+from app.models import Complaint, DeadLetter, EventReceipt, Login, Message, Subject, Suppression
 from app.ports import MessageRef
-from app.stores.sql.models import Complaint, DeadLetter, EventReceipt, Login, Message, Subject, Suppression
 from app.stores.sql.queries import newest_first_page, per_subject, rowcount
 
 

@@ -9,8 +9,8 @@ import msgspec
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from app.models import OutboxEntry
 from app.ports import EventRow
-from app.stores.sql.models import OutboxEntry
 from app.stores.sql.queries import rowcount
 
 # an entry holds its rows exactly as they will be inserted into ClickHouse, as JSON

@@ -12,7 +12,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from app.domain.statuses import ProjectStatus
-from app.stores.sql.models import (
+from app.models import (
     HoldRecord,
     IdempotencyKey,
     JobRun,

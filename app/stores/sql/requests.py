@@ -11,7 +11,7 @@ from sqlalchemy import ColumnElement, Select, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.domain.requests import OPEN_STATUSES, Mode, Status, Step
-from app.stores.sql.models import DeletionRequest
+from app.models import DeletionRequest
 from app.stores.sql.queries import locked, member_of, newest_first_page, per_subject, rowcount
 
 

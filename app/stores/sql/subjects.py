@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from app.domain.policy import Handles
 from app.domain.statuses import SubjectStatus
-from app.stores.sql.models import Complaint, Login, Message, Profile, Subject
+from app.models import Complaint, Login, Message, Profile, Subject
 from app.stores.sql.operational import insert_ignoring_conflicts
 from app.stores.sql.queries import locked, member_of, rowcount
 
