@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from app.domain.events import platform_user_id
 from app.domain.policy import Handles
 from app.ports import DeadLetterFinder, ErasureBatch, KeyDestroyer, SqlErasureStep, Suppressor, UnitOfWork
-from app.stores.sql.operational import Kept
+from app.ports.repositories import Kept
 
 
 class ProfilesStep:

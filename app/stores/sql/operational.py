@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from app.domain.ids import new_id
 from app.models import Complaint, DeadLetter, EventReceipt, Login, Message, Subject, Suppression
 from app.ports import MessageRef
+from app.ports.repositories import Kept
 from app.stores.sql.queries import newest_first_page, per_subject, rowcount
 
 
@@ -202,7 +203,6 @@ class Messages:
         self.session.execute(delete(Message).where(Message.subject_id.in_(subject_ids), *_not_kept(kept)))
 
 
-Kept = tuple[Sequence[tuple[str, str]], Sequence[tuple[str, str]]]  # ((project id, room), (project id, message id))
 
 
 def _not_kept(kept: Kept) -> list[Any]:

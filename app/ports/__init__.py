@@ -11,44 +11,92 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, Self
 
 from app.domain.audit import AuditRecord
 
-if TYPE_CHECKING:  # the repositories a unit of work hands out (app.stores.sql)
-    from app.stores.sql.audit_log import AuditLog
-    from app.stores.sql.integration import Callbacks, DeletionBatches
-    from app.stores.sql.keys import DataKeys
-    from app.stores.sql.operational import Complaints, DeadLetters, Logins, Messages, Receipts, Suppressions
-    from app.stores.sql.outbox import EventOutbox
-    from app.stores.sql.repositories import Holds, IdempotencyKeys, JobRuns, Profiles, Projects
-    from app.stores.sql.requests import DeletionRequests
-    from app.stores.sql.subjects import Subjects
+if TYPE_CHECKING:  # the repositories a unit of work hands out
+    from app.ports.repositories import (
+        AuditLogRepository,
+        CallbacksRepository,
+        ComplaintsRepository,
+        DataKeysRepository,
+        DeadLettersRepository,
+        DeletionBatchesRepository,
+        DeletionRequestsRepository,
+        EventOutboxRepository,
+        HoldsRepository,
+        IdempotencyKeysRepository,
+        JobRunsRepository,
+        LoginsRepository,
+        MessagesRepository,
+        ProfilesRepository,
+        ProjectsRepository,
+        ReceiptsRepository,
+        SubjectsRepository,
+        SuppressionsRepository,
+    )
 
 Clock = Callable[[], datetime]
 
 
 class UnitOfWork(Protocol):
-    """One SQL transaction and its repositories (app.stores.sql.uow.SqlUnitOfWork).
+    """One SQL transaction and its repositories (app.stores.sql.uow.SqlUnitOfWork; the
+    repositories' protocols are in app.ports.repositories).
 
     `with factory() as uow: ...; uow.commit()`; leaving the block without commit rolls back.
     Every query sits in a repository; services read and change the ORM rows they return.
     Audit entries recorded with `audit()` are written in the same transaction at commit."""
 
-    projects: Projects
-    subjects: Subjects
-    profiles: Profiles
-    requests: DeletionRequests
-    idempotency: IdempotencyKeys
-    audit_log: AuditLog
-    job_runs: JobRuns
-    receipts: Receipts
-    messages: Messages
-    complaints: Complaints
-    logins: Logins
-    dead_letters: DeadLetters
-    suppressions: Suppressions
-    keys: DataKeys
-    holds: Holds
-    batches: DeletionBatches
-    callbacks: Callbacks
-    outbox: EventOutbox
+    @property
+    def projects(self) -> ProjectsRepository: ...
+
+    @property
+    def subjects(self) -> SubjectsRepository: ...
+
+    @property
+    def profiles(self) -> ProfilesRepository: ...
+
+    @property
+    def requests(self) -> DeletionRequestsRepository: ...
+
+    @property
+    def idempotency(self) -> IdempotencyKeysRepository: ...
+
+    @property
+    def audit_log(self) -> AuditLogRepository: ...
+
+    @property
+    def job_runs(self) -> JobRunsRepository: ...
+
+    @property
+    def receipts(self) -> ReceiptsRepository: ...
+
+    @property
+    def messages(self) -> MessagesRepository: ...
+
+    @property
+    def complaints(self) -> ComplaintsRepository: ...
+
+    @property
+    def logins(self) -> LoginsRepository: ...
+
+    @property
+    def dead_letters(self) -> DeadLettersRepository: ...
+
+    @property
+    def suppressions(self) -> SuppressionsRepository: ...
+
+    @property
+    def keys(self) -> DataKeysRepository: ...
+
+    @property
+    def holds(self) -> HoldsRepository: ...
+
+    @property
+    def batches(self) -> DeletionBatchesRepository: ...
+
+    @property
+    def callbacks(self) -> CallbacksRepository: ...
+
+    @property
+    def outbox(self) -> EventOutboxRepository: ...
 
     def __enter__(self) -> Self: ...
 
