@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import msgspec
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from app.bootstrap import Container, build, read_checkpoint_file
@@ -25,7 +26,8 @@ from app.services.errors import NotFound, ServiceError
 
 
 def _print(obj: Any) -> None:
-    print(json.dumps(obj, indent=2, sort_keys=False))
+    """JSON on stdout: services' typed results (msgspec Structs) and plain dicts alike."""
+    print(json.dumps(msgspec.to_builtins(obj), indent=2, sort_keys=False))
 
 
 def _positive(value: str) -> int:

@@ -45,14 +45,14 @@ def main() -> int:
             answer = container.batches.submit(project_id, users, Mode.GRACE, "bench: market closed",
                                               actor="partner:bench")
             acks.append(time.perf_counter() - started)
-            created = sum(1 for o in answer["outcomes"] if o["outcome"] == "created")
+            created = sum(1 for o in answer.outcomes if o.outcome == "created")
             started = time.perf_counter()
             summary = container.erasure.anonymise(datetime.now(UTC))
             runs.append(time.perf_counter() - started)
-            progress = container.batches.progress(project_id, answer["batch"])
-            ok = created == size and progress["by_status"] == {"in_grace": size}
+            progress = container.batches.progress(project_id, answer.batch)
+            ok = created == size and progress.by_status == {"in_grace": size}
             print(f"  batch {n + 1}: acknowledged in {acks[-1]:.3f} s ({created:,} created); next anonymise "
-                  f"run {runs[-1]:.3f} s ({summary.processed:,} processed); progress {progress['by_status']}"
+                  f"run {runs[-1]:.3f} s ({summary.processed:,} processed); progress {progress.by_status}"
                   f" {'ok' if ok else 'FAIL'}", flush=True)
             if not ok:
                 return 1

@@ -40,7 +40,7 @@ def main() -> int:
         project_id = new_project(container, "bench")
         container.batches.submit(project_id, [f"console-user-{i}" for i in range(size)], Mode.GRACE, None,
                                  actor="partner:bench")
-        token = container.accounts.create_officer("bench-officer", ["bench"])["token"]
+        token = container.accounts.create_officer("bench-officer", ["bench"]).token
         with TestClient(create_app(container)) as client:
             client.post("/console/login", data={"token": token})
             timings = []

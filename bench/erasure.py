@@ -272,7 +272,7 @@ def _request_all(container: Any, project_id: str, subjects: Mapping[int, str]) -
     bad = [o.body for o in outcomes if not o.created]
     if bad:
         raise RuntimeError(f"{len(bad)} deletion requests found one already open (first: {bad[0]})")
-    return time.perf_counter() - started, [o.body["id"] for o in outcomes]
+    return time.perf_counter() - started, [o.body.id for o in outcomes]
 
 
 def _read_back(container: Any, ch: Any, ids: Sequence[str], plain: Mapping[str, Mapping[str, str]]

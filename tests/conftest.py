@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import msgspec
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
@@ -119,4 +120,6 @@ def container(settings: Settings, engine: Engine, clock: FakeClock, clickhouse: 
 
 @pytest.fixture
 def project(container: Container) -> dict[str, str]:
-    return container.accounts.create_project("acme")
+    """The partner's credentials, as `lethe project create` prints them."""
+    created: dict[str, str] = msgspec.to_builtins(container.accounts.create_project("acme"))
+    return created

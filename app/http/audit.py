@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-import msgspec
 from litestar import Controller, Request, get
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Operation, Schema
 from litestar.params import FromQuery
@@ -14,8 +13,9 @@ from litestar.response import Stream
 
 from app.http.auth import BEARER_SECURITY, officer_only
 from app.http.deps import AuditDep
-from app.http.schemas import AuditPage, CheckpointPage, Cursor, Limit, VerifyOut, aware
+from app.http.schemas import Cursor, Limit, aware
 from app.services.accounts import Principal
+from app.services.views import AuditPage, CheckpointPage, VerifyOut
 
 
 def _projects(principal: Principal, project: str | None) -> list[str]:
@@ -50,7 +50,7 @@ class AuditController(Controller):
         page = audit_service.page(_projects(request.user, project), user_id=user_id, action=action,
                                   since=aware(since, "since"), until=aware(until, "until"), limit=limit,
                                   cursor=cursor)
-        return msgspec.convert(page, AuditPage)
+        return page
 
     @get("/verify", sync_to_thread=True)
     def verify(self, audit_service: AuditDep) -> VerifyOut:
@@ -62,7 +62,7 @@ class AuditController(Controller):
                     cursor: Cursor = None) -> CheckpointPage:
         """The signed heads of the chain (newest first): keep them outside Lethe, then
         `lethe audit verify --checkpoint FILE` proves the log was not truncated or rewritten."""
-        return msgspec.convert(audit_service.checkpoints(limit, cursor), CheckpointPage)
+        return audit_service.checkpoints(limit, cursor)
 
     @get("/export", sync_to_thread=True, operation_class=_ExportOperation)
     def export(

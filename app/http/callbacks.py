@@ -10,18 +10,14 @@ from litestar.params import JSONBody, QueryParameter
 
 from app.http.auth import BEARER_SECURITY, partner_only
 from app.http.deps import CallbacksDep
-from app.http.schemas import Cursor, DeliveryPage, Limit
+from app.http.schemas import Cursor, Limit
 from app.services.accounts import Principal
+from app.services.views import CallbackOut, DeliveryPage
 
 
 class CallbackIn(msgspec.Struct, forbid_unknown_fields=True):
     url: Annotated[str, msgspec.Meta(min_length=1, max_length=2000, pattern=r"^https?://[^\x00\s]+$",
                                      examples=["https://partner.example/lethe/callbacks"])]
-
-
-class CallbackOut(msgspec.Struct):
-    url: str
-    callback_secret: str  # shown once: it signs every callback (Standard Webhooks)
 
 
 State = Annotated[str | None, QueryParameter(name="state", description="pending or dead (failed for 3 days)")]
@@ -41,12 +37,10 @@ class CallbackController(Controller):
         "request": DeletionRequest}`, signed with the Standard Webhooks scheme under the
         returned `callback_secret` (shown once; registering again replaces both), at least once,
         with a stable `webhook-id` per transition, retried with backoff for 3 days."""
-        answer = callback_service.register(request.user.project_id, data.url, actor=request.user.actor)
-        return msgspec.convert(answer, CallbackOut)
+        return callback_service.register(request.user.project_id, data.url, actor=request.user.actor)
 
     @get("/deliveries", sync_to_thread=True)
     def deliveries(self, request: Request[Principal, Any, Any], callback_service: CallbacksDep,
                    delivery_state: State = None, limit: Limit = 50, cursor: Cursor = None) -> DeliveryPage:
         """Callbacks not delivered yet: retrying (`pending`) or given up after 3 days (`dead`)."""
-        return msgspec.convert(callback_service.page(request.user.project_id, state=delivery_state, limit=limit,
-                                                     cursor=cursor), DeliveryPage)
+        return callback_service.page(request.user.project_id, state=delivery_state, limit=limit, cursor=cursor)

@@ -28,6 +28,7 @@ from app.http.deps import AccountsDep, AuditDep, ClockDep, DeletionsDep, HoldsDe
 from app.http.errors import status_of
 from app.services.accounts import AccountService, Principal, Role
 from app.services.errors import ServiceError
+from app.services.views import OfficerRequestPage
 
 COOKIE = "lethe_console"
 IDLE_SECONDS = 30 * 60
@@ -202,10 +203,10 @@ class ConsoleController(Controller):
                                           due_before=None, limit=PAGE, cursor=q.get("cursor") or None)
             error = None
         except ServiceError as exc:
-            page, error = {"items": [], "next_cursor": None}, str(exc)
+            page, error = OfficerRequestPage([], None), str(exc)
         # what needs attention first: overdue, then on hold, then by deadline
-        items = sorted(page["items"], key=lambda r: (not r["overdue"], r["status"] != "on_hold", r["due_by"]))
-        return _page("queue", principal, session, items=items, next_cursor=page["next_cursor"], error=error,
+        items = sorted(page.items, key=lambda r: (not r.overdue, r.status != "on_hold", r.due_by))
+        return _page("queue", principal, session, items=items, next_cursor=page.next_cursor, error=error,
                      filters={k: q.get(k) or "" for k in ("project", "status", "source", "overdue")})
 
     @get("/requests/{request_id:str}", sync_to_thread=True)
@@ -217,10 +218,10 @@ class ConsoleController(Controller):
             item = deletions.officer_get(principal.projects, request_id)
         except ServiceError as exc:
             return _page("request", principal, session, item=None, error=str(exc), holds=[])
-        holds = hold_service.page(principal.projects, active=True, limit=500, cursor=None)["items"]
-        blocking = {h["id"] for h in item["holds"]} | {h["id"] for h in item.get("kept", [])}
+        holds = hold_service.page(principal.projects, active=True, limit=500, cursor=None).items
+        blocking = {h["id"] for h in item.holds} | {h["id"] for h in item.kept}
         return _page("request", principal, session, item=item, error=None,
-                     holds=[h for h in holds if h["id"] in blocking])
+                     holds=[h for h in holds if h.id in blocking])
 
     @post("/requests/{request_id:str}/extend", sync_to_thread=True, status_code=303)
     def extend(self, request: Request[Any, Any, Any], request_id: FromPath[str], data: Form,
@@ -242,7 +243,7 @@ class ConsoleController(Controller):
         principal, session = _officer(request, accounts)
         page = hold_service.page(principal.projects, active=None, limit=PAGE,
                                  cursor=request.query_params.get("cursor") or None)
-        return _page("holds", principal, session, items=page["items"], next_cursor=page["next_cursor"],
+        return _page("holds", principal, session, items=page.items, next_cursor=page.next_cursor,
                      scopes=[s.value for s in Scope], error=request.query_params.get("error"))
 
     @post("/holds", sync_to_thread=True, status_code=303)
@@ -263,7 +264,7 @@ class ConsoleController(Controller):
                                expires_at=_aware(data.get("expires_at")), actor=principal.actor)
         except (ServiceError, ValueError) as exc:
             page = hold_service.page(principal.projects, active=None, limit=PAGE, cursor=None)
-            return _page("holds", principal, session, items=page["items"], next_cursor=page["next_cursor"],
+            return _page("holds", principal, session, items=page.items, next_cursor=page.next_cursor,
                          scopes=[s.value for s in Scope], error=str(exc))
         return Redirect("/console/holds", status_code=303)
 
@@ -286,7 +287,7 @@ class ConsoleController(Controller):
         q = request.query_params
         page = audit_service.page(sorted(principal.projects.values()), action=q.get("action") or None,
                                   limit=PAGE, cursor=q.get("cursor") or None)
-        return _page("audit", principal, session, items=page["items"], next_cursor=page["next_cursor"],
+        return _page("audit", principal, session, items=page.items, next_cursor=page.next_cursor,
                      action=q.get("action") or "", verification=None)
 
     @post("/audit/verify", sync_to_thread=True)
@@ -296,7 +297,7 @@ class ConsoleController(Controller):
         _checked(data, session)
         result = audit_service.verify()
         page = audit_service.page(sorted(principal.projects.values()), limit=PAGE)
-        return _page("audit", principal, session, items=page["items"], next_cursor=page["next_cursor"],
+        return _page("audit", principal, session, items=page.items, next_cursor=page.next_cursor,
                      action="", verification=result)
 
     @get("/audit/export/{fmt:str}", sync_to_thread=True)
@@ -322,10 +323,10 @@ class ConsoleController(Controller):
         if project in names:
             until = clock().date() - timedelta(days=1)
             try:
-                rows = metrics_service.daily(project, until - timedelta(days=days - 1), until)["items"]
+                rows = metrics_service.daily(project, until - timedelta(days=days - 1), until).items
             except Exception:
                 rows, error = [], "The analytics store does not answer right now; try again in a minute."
             for key, title in (("dau", "DAU"), ("wau", "WAU"), ("mau", "MAU"), ("messages", "messages"),
                                ("reactions", "reactions")):
-                charts.append(chart([(date.fromisoformat(r["day"]), int(r[key])) for r in rows], title))
+                charts.append(chart([(date.fromisoformat(r.day), int(getattr(r, key))) for r in rows], title))
         return _page("metrics", principal, session, project=project, days=days, charts=charts, error=error)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
@@ -12,17 +11,9 @@ from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, Quer
 from app.domain.requests import Status
 from app.http.auth import BEARER_SECURITY, partner_only
 from app.http.deps import BatchesDep, DeletionsDep
-from app.http.schemas import (
-    BatchIn,
-    BatchOut,
-    BatchProgress,
-    Cursor,
-    DeletionRequestIn,
-    DeletionRequestOut,
-    DeletionRequestPage,
-    Limit,
-)
+from app.http.schemas import BatchIn, Cursor, DeletionRequestIn, Limit
 from app.services.accounts import Principal
+from app.services.views import BatchOut, BatchProgress, DeletionRequestOut, DeletionRequestPage
 
 StatusFilter = Annotated[Status | None, QueryParameter(description="only requests in this status")]
 
@@ -47,7 +38,7 @@ class DeletionRequestController(Controller):
             principal.project_id, data.user_id, data.mode, data.reason, actor=principal.actor,
             idempotency_key=idempotency_key,
         )
-        return Response(msgspec.convert(outcome.body, DeletionRequestOut), status_code=202 if outcome.created else 200)
+        return Response(outcome.body, status_code=202 if outcome.created else 200)
 
     @post("/batch", status_code=202, sync_to_thread=True)
     def create_batch(
@@ -60,20 +51,20 @@ class DeletionRequestController(Controller):
         body give the same response."""
         answer = batches.submit(request.user.project_id, data.user_ids, data.mode, data.reason,
                                 actor=request.user.actor, idempotency_key=idempotency_key)
-        return msgspec.convert(answer, BatchOut)
+        return answer
 
     @get("/batch/{batch_id:str}", sync_to_thread=True)
     def batch_progress(self, request: Request[Principal, Any, Any], batch_id: FromPath[str],
                        batches: BatchesDep) -> BatchProgress:
         """Where a batch's requests are now: how many in each status."""
-        return msgspec.convert(batches.progress(request.user.project_id, batch_id), BatchProgress)
+        return batches.progress(request.user.project_id, batch_id)
 
     @get("/{request_id:str}", sync_to_thread=True)
     def read(
         self, request: Request[Principal, Any, Any], request_id: FromPath[str], deletions: DeletionsDep
     ) -> DeletionRequestOut:
         """One request of this project: status, deadlines, holds, what holds keep, and evidence."""
-        return msgspec.convert(deletions.get(request.user.project_id, request_id), DeletionRequestOut)
+        return deletions.get(request.user.project_id, request_id)
 
     @get("/", sync_to_thread=True)
     def list(
@@ -83,11 +74,11 @@ class DeletionRequestController(Controller):
         """This project's requests, newest first; filter by user id or status; keyset pages."""
         page = deletions.page(request.user.project_id, user_id=user_id,
                               status=status.value if status else None, limit=limit, cursor=cursor)
-        return msgspec.convert(page, DeletionRequestPage)
+        return page
 
     @post("/{request_id:str}/restore", sync_to_thread=True, status_code=200)
     def restore(self, request: Request[Principal, Any, Any], request_id: FromPath[str],
                 deletions: DeletionsDep) -> DeletionRequestOut:
         """Restore a user during grace; 409 saying why otherwise."""
         body = deletions.restore(request.user.project_id, request_id, actor=request.user.actor)
-        return msgspec.convert(body, DeletionRequestOut)
+        return body

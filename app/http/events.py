@@ -12,9 +12,10 @@ from litestar.openapi.spec import Example, OpenAPIFormat, OpenAPIMediaType, Open
 from app.domain.webhooks import URL
 from app.http.auth import BEARER_SECURITY, partner_only, webhook_sender
 from app.http.deps import DeadLettersDep, IngestDep, WebhooksDep
-from app.http.schemas import Cursor, IngestOut, Limit, RejectedPage
+from app.http.schemas import Cursor, Limit
 from app.services.accounts import Principal
 from app.services.ingest import IngestResult
+from app.services.views import IngestOut, RejectedPage
 from app.services.webhooks import HookProject
 
 _ENVELOPE = Schema(
@@ -75,7 +76,7 @@ class EventsController(Controller):
                  limit: Limit = 50,
                  cursor: Cursor = None) -> RejectedPage:
         """Dead-letter entries (newest first) with the reason each was rejected."""
-        return msgspec.convert(dead_letters.page(request.user.project_id, limit, cursor), RejectedPage)
+        return dead_letters.page(request.user.project_id, limit, cursor)
 
 
 class HooksController(Controller):

@@ -12,8 +12,9 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from app.domain.holds import Scope
 from app.http.auth import BEARER_SECURITY, officer_only
 from app.http.deps import HeldDataDep, HoldsDep
-from app.http.schemas import Cursor, HeldDataOut, HoldOut, HoldPage, Limit, Reason, Reference, UserId, aware
+from app.http.schemas import Cursor, Limit, Reason, Reference, UserId, aware
 from app.services.accounts import Principal
+from app.services.views import HeldDataOut, HoldOut, HoldPage
 
 
 class HoldIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -36,26 +37,25 @@ class HoldController(Controller):
               hold_service: HoldsDep) -> HoldOut:
         """Freeze data: nothing it covers is altered or deleted until the hold is released."""
         project_id, name = request.user.one(data.project)
-        return msgspec.convert(hold_service.place(project_id, name, data.scope, data.target, data.reason,
+        return hold_service.place(project_id, name, data.scope, data.target, data.reason,
                                                   reference=data.reference,
                                                   expires_at=aware(data.expires_at, "expires_at"),
-                                                  actor=request.user.actor), HoldOut)
+                                                  actor=request.user.actor)
 
     @get("/", sync_to_thread=True)
     def list(self, request: Request[Principal, Any, Any], hold_service: HoldsDep,
              active: FromQuery[bool | None] = None, limit: Limit = 50, cursor: Cursor = None) -> HoldPage:
-        return msgspec.convert(hold_service.page(request.user.projects, active=active, limit=limit, cursor=cursor),
-                               HoldPage)
+        return hold_service.page(request.user.projects, active=active, limit=limit, cursor=cursor)
 
     @get("/{hold_id:str}/data", sync_to_thread=True)
     def data(self, request: Request[Principal, Any, Any], hold_id: FromPath[str],
              held: HeldDataDep) -> HeldDataOut:
         """What the hold keeps, opened with its key: the messages and event values it covers.
         Each read is audited (`hold.data_read`)."""
-        return msgspec.convert(held.data(request.user.projects, hold_id, actor=request.user.actor), HeldDataOut)
+        return held.data(request.user.projects, hold_id, actor=request.user.actor)
 
     @delete("/{hold_id:str}", sync_to_thread=True, status_code=200)
     def release(self, request: Request[Principal, Any, Any], hold_id: FromPath[str],
                 hold_service: HoldsDep) -> HoldOut:
         """Release the hold (audited; the record stays). Held work resumes on its own."""
-        return msgspec.convert(hold_service.release(request.user.projects, hold_id, actor=request.user.actor), HoldOut)
+        return hold_service.release(request.user.projects, hold_id, actor=request.user.actor)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
 from litestar import Controller, Request, get, post
 from litestar.exceptions import PermissionDeniedException
 from litestar.params import FromPath, FromQuery
@@ -12,9 +11,9 @@ from litestar.params import FromPath, FromQuery
 from app.http.auth import BEARER_SECURITY, partner_only, partner_or_officer
 from app.http.deps import ClockDep, MessageFeedDep, MessagesDep, SubjectsDep
 from app.http.inputs import raw_segments
-from app.http.schemas import MessageOut
 from app.services.accounts import Principal, Role
 from app.services.errors import NotFound
+from app.services.views import MessageOut, SubjectExport, SubjectReport
 
 
 class MessagesController(Controller):
@@ -26,7 +25,7 @@ class MessagesController(Controller):
     @get("/{message_id:str}", sync_to_thread=True)
     def read(self, request: Request[Principal, Any, Any], message_id: FromPath[str],
              message_service: MessagesDep) -> MessageOut:
-        return msgspec.convert(message_service.get(request.user.project_id, message_id), MessageOut)
+        return message_service.get(request.user.project_id, message_id)
 
     @post("/{message_id:str}/complaints/resolve", sync_to_thread=True, status_code=200)
     def resolve(self, request: Request[Principal, Any, Any], message_id: FromPath[str],
@@ -35,7 +34,7 @@ class MessagesController(Controller):
         """Process every open complaint; a deleted, reported message moves to the archive."""
         message_feed.resolve(request.user.project_id, message_id, actor=request.user.actor,
                              now=clock())
-        return msgspec.convert(message_service.get(request.user.project_id, message_id), MessageOut)
+        return message_service.get(request.user.project_id, message_id)
 
 
 class SubjectsController(Controller):
@@ -52,7 +51,7 @@ class SubjectsController(Controller):
     @get("/{rest:path}", sync_to_thread=True)
     def read(self, request: Request[Principal, Any, Any], rest: FromPath[str],
              subjects: SubjectsDep,
-             project: FromQuery[str | None] = None) -> dict[str, Any]:
+             project: FromQuery[str | None] = None) -> SubjectReport | SubjectExport:
         user_id, action = _subject_path(raw_segments(request.scope, "/v1/subjects/"))
         projects = request.user.scoped(project)
         if action == "export":

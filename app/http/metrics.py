@@ -5,14 +5,13 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-import msgspec
 from litestar import Controller, Request, get
 from litestar.params import FromQuery
 
 from app.http.auth import BEARER_SECURITY, partner_only
 from app.http.deps import MetricsDep
-from app.http.schemas import DailyMetricsPage
 from app.services.accounts import Principal
+from app.services.views import DailyMetricsPage
 
 
 class MetricsController(Controller):
@@ -29,4 +28,4 @@ class MetricsController(Controller):
         cap; refreshed at 00:00 UTC."""
         principal = request.user
         page = metrics_service.daily(principal.projects[principal.project_id], since, until)
-        return msgspec.convert(page, DailyMetricsPage)
+        return page

@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import msgspec
 from litestar import Controller, Request, get, post
 from litestar.params import FromPath, FromQuery, JSONBody
 
@@ -14,8 +13,9 @@ from app.domain.requests import Source
 from app.http.auth import BEARER_SECURITY, officer_only
 from app.http.deletion_requests import StatusFilter
 from app.http.deps import DeletionsDep
-from app.http.schemas import Cursor, DeletionRequestOut, ExtensionIn, Limit, OfficerRequestPage, aware
+from app.http.schemas import Cursor, ExtensionIn, Limit, aware
 from app.services.accounts import Principal
+from app.services.views import DeletionRequestOut, OfficerRequestPage
 
 
 class OfficerController(Controller):
@@ -36,7 +36,7 @@ class OfficerController(Controller):
             request.user.scoped(project), status=status.value if status else None,
             source=source.value if source else None, overdue=overdue,
             due_before=aware(due_before, "due_before"), limit=limit, cursor=cursor)
-        return msgspec.convert(page, OfficerRequestPage)
+        return page
 
     @post("/{request_id:str}/extend", sync_to_thread=True, status_code=200)
     def extend(self, request: Request[Principal, Any, Any], request_id: FromPath[str], data: JSONBody[ExtensionIn],
@@ -44,4 +44,4 @@ class OfficerController(Controller):
         """Extend the Art. 12(3) deadline by 1 or 2 months (2 in all), with a reason; audited."""
         body = deletions.extend_deadline(request.user.projects, request_id, data.months, data.reason,
                                          actor=request.user.actor)
-        return msgspec.convert(body, DeletionRequestOut)
+        return body

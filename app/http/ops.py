@@ -7,7 +7,7 @@ from litestar import get
 from litestar.response import Response
 
 from app.http.deps import HealthDep
-from app.http.schemas import HealthOut, ReadinessOut
+from app.services.views import HealthOut, ReadinessOut
 
 
 @get("/healthz", tags=["operations"])

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
 from litestar import Controller, Request, delete
 from litestar.params import FromPath
 
 from app.http.auth import BEARER_SECURITY, partner_only
 from app.http.deps import SuppressionsDep
 from app.http.inputs import raw_segments
-from app.http.schemas import SuppressionOut
 from app.services.accounts import Principal
 from app.services.errors import NotFound
+from app.services.views import SuppressionOut
 
 
 class SuppressionsController(Controller):
@@ -29,5 +28,4 @@ class SuppressionsController(Controller):
         segments = raw_segments(request.scope, "/v1/suppressions/")
         if len(segments) != 1 or not segments[0]:
             raise NotFound("no such route: use /v1/suppressions/{user_id} with the user id percent-encoded")
-        return msgspec.convert(suppressions.lift(request.user.project_id, segments[0], actor=request.user.actor),
-                               SuppressionOut)
+        return suppressions.lift(request.user.project_id, segments[0], actor=request.user.actor)

@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
@@ -20,6 +19,7 @@ from app.domain.statuses import ProjectStatus
 from app.models import Officer, Project
 from app.ports import Clock, UnitOfWorkFactory
 from app.services.errors import AlreadyExists, InvalidInput, NotFound
+from app.services.views import OfficerCreated, OfficerOut, OfficerRevoked, ProjectCreated, ProjectOut, iso
 
 
 class Role(StrEnum):
@@ -88,7 +88,7 @@ class AccountService:
         self._also_forget: list[Callable[[], None]] = []
         self._cache: dict[str, tuple[float, Principal | None]] = {}
 
-    def create_project(self, name: str, region: str = "eu", *, actor: str = "operator:cli") -> dict[str, str]:
+    def create_project(self, name: str, region: str = "eu", *, actor: str = "operator:cli") -> ProjectCreated:
         if not name or len(name) > 100:
             raise InvalidInput("project name must be 1-100 characters")
         api_key, webhook_token = _new_token("lth_key"), _new_token("lth_hook")
@@ -106,10 +106,10 @@ class AccountService:
                 uow.commit()
             except IntegrityError as exc:
                 raise AlreadyExists(f"project {name!r} already exists") from exc
-        return {"project": name, "api_key": api_key, "webhook_token": webhook_token,
-                "webhook_secret": webhook_secret, "webhook_url_path": webhooks.url_path(url_secret)}
+        return ProjectCreated(project=name, api_key=api_key, webhook_token=webhook_token,
+                              webhook_secret=webhook_secret, webhook_url_path=webhooks.url_path(url_secret))
 
-    def create_officer(self, name: str, project_names: list[str], *, actor: str = "operator:cli") -> dict[str, str]:
+    def create_officer(self, name: str, project_names: list[str], *, actor: str = "operator:cli") -> OfficerCreated:
         if not project_names:
             raise InvalidInput("an officer needs at least one --project")
         token = _new_token("lth_off")
@@ -125,22 +125,21 @@ class AccountService:
             for project in projects:
                 uow.audit(AuditRecord(actor, "officer.created", project.name, None, {"officer": name}))
             uow.commit()
-        return {"officer": name, "token": token}
+        return OfficerCreated(officer=name, token=token)
 
-    def list_projects(self) -> list[dict[str, Any]]:
+    def list_projects(self) -> list[ProjectOut]:
         with self._uow() as uow:
-            return [{"project": p.name, "region": p.region, "status": p.status,
-                     "created_at": p.created_at.isoformat()} for p in uow.projects.all()]
+            return [ProjectOut(project=p.name, region=p.region, status=p.status, created_at=p.created_at.isoformat())
+                    for p in uow.projects.all()]
 
-    def list_officers(self) -> list[dict[str, Any]]:
+    def list_officers(self) -> list[OfficerOut]:
         with self._uow() as uow:
             officers = uow.projects.officers()
             projects = uow.projects.officer_projects([o.id for o in officers])
-            return [{"officer": o.name, "projects": [p.name for p in projects[o.id]],
-                     "created_at": o.created_at.isoformat(),
-                     "revoked_at": o.revoked_at.isoformat() if o.revoked_at else None} for o in officers]
+            return [OfficerOut(officer=o.name, projects=[p.name for p in projects[o.id]],
+                               created_at=o.created_at.isoformat(), revoked_at=iso(o.revoked_at)) for o in officers]
 
-    def revoke_officer(self, name: str, *, actor: str = "operator:cli") -> dict[str, Any]:
+    def revoke_officer(self, name: str, *, actor: str = "operator:cli") -> OfficerRevoked:
         """The officer's token stops working: here at once, in every other process within
         AUTH_CACHE_SECONDS. Audited per project; the officer's record stays."""
         with self._uow() as uow:
@@ -154,7 +153,7 @@ class AccountService:
             revoked_at = officer.revoked_at
             uow.commit()
         self.forget()
-        return {"officer": name, "revoked_at": revoked_at.isoformat()}
+        return OfficerRevoked(officer=name, revoked_at=revoked_at.isoformat())
 
     def authenticate(self, token: str) -> Principal | None:
         """The token's principal, remembered for a few seconds: every API call authenticates,

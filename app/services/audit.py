@@ -10,6 +10,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
+import msgspec
 import structlog
 
 from app.domain.audit import (
@@ -25,15 +26,16 @@ from app.domain.audit import (
 from app.models import AuditEntry
 from app.paging import decode_seq_cursor, encode_cursor
 from app.ports import CheckpointStore, UnitOfWorkFactory
+from app.services.views import AuditEntryOut, AuditPage, CheckpointOut, CheckpointPage
 
 log = structlog.get_logger(__name__)
 EXPORT_FIELDS = ["seq", "at", "actor", "action", "project", "subject", "details", "hash", "prev_hash"]
 
 
-def entry_dict(entry: AuditEntry) -> dict[str, Any]:
-    return {"seq": entry.seq, "at": entry.at.isoformat(), "actor": entry.actor, "action": entry.action,
-            "project": entry.project, "subject": entry.subject, "details": entry.details,
-            "hash": entry.hash, "prev_hash": entry.prev_hash}
+def entry_view(entry: AuditEntry) -> AuditEntryOut:
+    return AuditEntryOut(seq=entry.seq, at=entry.at.isoformat(), actor=entry.actor, action=entry.action,
+                         project=entry.project, subject=entry.subject, details=entry.details,
+                         hash=entry.hash, prev_hash=entry.prev_hash)
 
 
 CHECKPOINT_EVERY_ENTRIES = 1000
@@ -50,16 +52,16 @@ class AuditService:
 
     def page(self, projects: Sequence[str], *, user_id: str | None = None, action: str | None = None,
              since: datetime | None = None, until: datetime | None = None, limit: int = 50,
-             cursor: str | None = None) -> dict[str, Any]:
+             cursor: str | None = None) -> AuditPage:
         after = decode_seq_cursor(cursor) if cursor else 0
         # The log holds keyed hashes only: a user id filter is hashed per project the same way.
         subjects = [subject_hash(self._key, p, user_id) for p in projects] if user_id is not None else None
         with self._uow() as uow:
             rows = uow.audit_log.page(projects, subjects=subjects, action=action, since=since, until=until,
                                       limit=limit + 1, after_seq=after)
-        items = [entry_dict(r) for r in rows[:limit]]
+        items = [entry_view(r) for r in rows[:limit]]
         next_cursor = encode_cursor(rows[limit - 1].seq) if len(rows) > limit else None
-        return {"items": items, "next_cursor": next_cursor}
+        return AuditPage(items, next_cursor)
 
     def export(self, projects: Sequence[str] | None, fmt: str, *, since: datetime | None = None,
                until: datetime | None = None, batch: int = 2000) -> Iterator[str]:
@@ -70,7 +72,7 @@ class AuditService:
         while True:
             with self._uow() as uow:
                 rows = uow.audit_log.page(projects, since=since, until=until, limit=batch, after_seq=after)
-                items = [entry_dict(r) for r in rows]
+                items = [msgspec.to_builtins(entry_view(r)) for r in rows]
             for item in items:
                 if fmt == "csv":
                     yield _csv_row([json.dumps(item[f], sort_keys=True) if f == "details" else item[f]
@@ -144,13 +146,13 @@ class AuditService:
             return self.checkpoint(now)
         return None
 
-    def checkpoints(self, limit: int, cursor: str | None) -> dict[str, Any]:
+    def checkpoints(self, limit: int, cursor: str | None) -> CheckpointPage:
         """The signed heads kept, newest first; the cursor is the last seq seen."""
         before = decode_seq_cursor(cursor) if cursor else None
         kept = [c for c in reversed(self._kept()) if before is None or c.seq < before]
         items = kept[:limit]
-        return {"items": [c.as_dict() for c in items],
-                "next_cursor": encode_cursor(items[-1].seq) if len(kept) > limit else None}
+        return CheckpointPage([CheckpointOut(c.seq, c.hash, c.at, c.signature) for c in items],
+                              encode_cursor(items[-1].seq) if len(kept) > limit else None)
 
     def _kept(self) -> list[Checkpoint]:
         kept = []

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
+
 from app.domain.audit import AuditRecord
 from app.domain.ids import new_id
 from app.domain.requests import Mode, user_id_problem
@@ -20,6 +22,7 @@ from app.retry import retry_transient
 from app.services.deletion import DeletionService
 from app.services.errors import InvalidInput, NotFound
 from app.services.idempotency import Idempotency
+from app.services.views import BatchOut, BatchOutcome, BatchProgress
 
 MAX_BATCH = 10_000  # user ids per call
 
@@ -32,9 +35,9 @@ class BatchService:
         self._idempotency = Idempotency(uow, clock, secret_key)
 
     def submit(self, project_id: str, user_ids: Sequence[str], mode: Mode, reason: str | None, *, actor: str,
-               idempotency_key: str | None = None) -> dict[str, Any]:
-        """`{"batch", "outcomes": [{"user_id", "outcome", "request", "detail"?}]}`, one outcome
-        per listed user id, in order. Same Idempotency-Key and body: the same answer."""
+               idempotency_key: str | None = None) -> BatchOut:
+        """The batch's id and one outcome per listed user id, in order. Same Idempotency-Key and
+        body: the same answer."""
         if not user_ids:
             raise InvalidInput("user_ids: list at least one user id")
         if len(user_ids) > MAX_BATCH:
@@ -50,12 +53,12 @@ class BatchService:
             if idempotency_key is not None:
                 self._idempotency.abandon(project_id, idempotency_key)
             raise
-        if any(o["outcome"] == "created" for o in answer["outcomes"]):
+        if any(o.outcome == "created" for o in answer.outcomes):
             self._deletions.kick_anonymise()
         return answer
 
     def _submit(self, project_id: str, user_ids: Sequence[str], mode: Mode, reason: str | None, actor: str,
-                idempotency_key: str | None) -> dict[str, Any]:
+                idempotency_key: str | None) -> BatchOut:
         problems = {u: p for u in user_ids if (p := user_id_problem(u)) is not None}
         valid = list(dict.fromkeys(u for u in user_ids if u not in problems))
         with self._uow() as uow:
@@ -65,24 +68,22 @@ class BatchService:
             batch = DeletionBatch(id=new_id(), project_id=project_id, created_at=self._clock(), mode=mode.value,
                                   listed=len(user_ids), invalid=sum(1 for u in user_ids if u in problems))
             uow.batches.add(batch, [request_id for request_id, _ in opened.values()])
-            outcomes: list[dict[str, Any]] = []
+            outcomes: list[BatchOutcome] = []
             seen: set[str] = set()
             for user in user_ids:
                 if user in problems:
-                    outcomes.append({"user_id": user, "outcome": "invalid", "request": None, "detail": problems[user]})
+                    outcomes.append(BatchOutcome(user, "invalid", None, problems[user]))
                     continue
                 request_id, created = opened[user]
                 if user in seen:
-                    outcomes.append({"user_id": user, "outcome": "open", "request": request_id,
-                                     "detail": "listed more than once in this batch"})
+                    outcomes.append(BatchOutcome(user, "open", request_id, "listed more than once in this batch"))
                 else:
-                    outcomes.append({"user_id": user, "outcome": "created" if created else "open",
-                                     "request": request_id})
+                    outcomes.append(BatchOutcome(user, "created" if created else "open", request_id))
                 seen.add(user)
-            counts = {kind: sum(1 for o in outcomes if o["outcome"] == kind) for kind in ("created", "open", "invalid")}
+            counts = {kind: sum(1 for o in outcomes if o.outcome == kind) for kind in ("created", "open", "invalid")}
             uow.audit(AuditRecord(actor, "deletion_batch.created", project.name, None,
                                   {"batch_id": batch.id, "mode": mode.value, **counts}))
-            answer = {"batch": batch.id, "outcomes": outcomes}
+            answer = BatchOut(batch.id, outcomes)
             if idempotency_key is not None:
                 record = uow.idempotency.get(project_id, idempotency_key)
                 assert record is not None
@@ -90,24 +91,24 @@ class BatchService:
             uow.commit()
         return answer
 
-    def progress(self, project_id: str, batch_id: str) -> dict[str, Any]:
-        """`{"batch", "total", "by_status": {status: n}, "invalid"}`: where the batch's requests are now."""
+    def progress(self, project_id: str, batch_id: str) -> BatchProgress:
+        """Where the batch's requests are now."""
         with self._uow() as uow:
             batch = uow.batches.get(project_id, batch_id)
             if batch is None:
                 raise NotFound(f"deletion batch {batch_id} not found")
             by_status = uow.batches.by_status(batch.id)
-        return {"batch": batch.id, "total": sum(by_status.values()), "by_status": by_status,
-                "listed": batch.listed, "invalid": batch.invalid, "mode": batch.mode,
-                "created_at": batch.created_at.isoformat()}
+        return BatchProgress(batch=batch.id, total=sum(by_status.values()), by_status=by_status,
+                             listed=batch.listed, invalid=batch.invalid, mode=batch.mode,
+                             created_at=batch.created_at.isoformat())
 
 
-def _without_users(answer: dict[str, Any]) -> dict[str, Any]:
+def _without_users(answer: BatchOut) -> dict[str, Any]:
     """What the idempotency record keeps: the answer without the user ids (only `subjects` may hold them)."""
-    return {"batch": answer["batch"],
-            "outcomes": [{k: v for k, v in o.items() if k != "user_id"} for o in answer["outcomes"]]}
+    return {"batch": answer.batch,
+            "outcomes": [{k: v for k, v in msgspec.to_builtins(o).items() if k != "user_id"} for o in answer.outcomes]}
 
 
-def _with_users(stored: dict[str, Any], user_ids: Sequence[str]) -> dict[str, Any]:
-    return {"batch": stored["batch"],
-            "outcomes": [{"user_id": u, **o} for u, o in zip(user_ids, stored["outcomes"], strict=True)]}
+def _with_users(stored: dict[str, Any], user_ids: Sequence[str]) -> BatchOut:
+    return BatchOut(stored["batch"], [msgspec.convert({"user_id": u, **o}, BatchOutcome)
+                                      for u, o in zip(user_ids, stored["outcomes"], strict=True)])

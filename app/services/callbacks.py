@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import msgspec
 import structlog
 
 from app.domain import webhooks as hooks
@@ -34,6 +35,7 @@ from app.ports import Clock, UnitOfWork, UnitOfWorkFactory
 from app.services.errors import InvalidInput, NotFound
 from app.services.keys import CALLBACK, KeyService, unsealed
 from app.services.summary import JobSummary
+from app.services.views import CallbackOut, DeletionRequestOut, DeliveryOut, DeliveryPage, iso
 
 log = structlog.get_logger(__name__)
 NOTIFIED = frozenset({"in_grace", "on_hold", "completed", "restored", "failed"})  # CONTRACT "Callbacks"
@@ -80,7 +82,7 @@ class CallbackService:
         self._client = client
 
     # --- partners -----------------------------------------------------------------------
-    def register(self, project_id: str | None, url: str, *, actor: str, name: str | None = None) -> dict[str, Any]:
+    def register(self, project_id: str | None, url: str, *, actor: str, name: str | None = None) -> CallbackOut:
         """Set the project's callback URL (by id, or by `name`) and a new signing secret,
         shown this once. Registering again replaces both."""
         check_url(url)
@@ -94,26 +96,26 @@ class CallbackService:
             uow.audit(AuditRecord(actor, "project.callback_registered", project.name, None,
                                   {"host": urlsplit(url).hostname}))
             uow.commit()
-        return {"url": url, "callback_secret": secret}
+        return CallbackOut(url, secret)
 
-    def page(self, project_id: str, *, state: str | None, limit: int, cursor: str | None) -> dict[str, Any]:
+    def page(self, project_id: str, *, state: str | None, limit: int, cursor: str | None) -> DeliveryPage:
         """The project's deliveries not yet delivered (pending or dead), newest first."""
         if state not in (None, "pending", "dead"):
             raise InvalidInput("state: pending or dead")
         with self._uow() as uow:
             rows, next_cursor = uow.callbacks.page(project_id, dead=None if state is None else state == "dead",
                                                    limit=limit, cursor=cursor)
-            items = [{"id": r.id, "request": r.request_id, "type": f"deletion_request.{r.status}",
-                      "state": "dead" if r.dead_at else "pending", "attempts": r.attempts,
-                      "created_at": r.created_at.isoformat(), "next_attempt_at": r.next_attempt_at.isoformat(),
-                      "last_error": r.last_error, "dead_at": r.dead_at.isoformat() if r.dead_at else None}
+            items = [DeliveryOut(id=r.id, request=r.request_id, type=f"deletion_request.{r.status}",
+                                 state="dead" if r.dead_at else "pending", attempts=r.attempts,
+                                 created_at=r.created_at.isoformat(), next_attempt_at=r.next_attempt_at.isoformat(),
+                                 last_error=r.last_error, dead_at=iso(r.dead_at))
                      for r in rows]
-        return {"items": items, "next_cursor": next_cursor}
+        return DeliveryPage(items, next_cursor)
 
     # --- the outbox ---------------------------------------------------------------------
     def record(self, uow: UnitOfWork, rows: Sequence[DeletionRequest],
                users_of: Callable[[Sequence[str]], Mapping[str, str]],
-               render: Callable[[DeletionRequest, str], dict[str, Any]]) -> int:
+               render: Callable[[DeletionRequest, str], DeletionRequestOut]) -> int:
         """In the transition's own transaction: a delivery for each row (in a notified status)
         whose project has a callback URL. `users_of(subject ids)`: their user ids (asked only
         when there is something to send; read before any link went); `render(row, project
@@ -133,7 +135,7 @@ class CallbackService:
             project = projects[row.project_id]
             assert project is not None
             user = users.get(row.subject_id)
-            payload = {k: v for k, v in render(row, project.name).items() if k != "user_id"}
+            payload = {k: v for k, v in msgspec.to_builtins(render(row, project.name)).items() if k != "user_id"}
             uow.callbacks.add(CallbackDelivery(
                 id=ids[row.id], project_id=row.project_id, request_id=row.id, status=row.status, payload=payload,
                 user_id=ciphers[ids[row.id]].encrypt(user, _USER_AAD) if user else None, created_at=now,

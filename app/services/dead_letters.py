@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime
-from typing import Any
 
 from app.domain.crypto import Cipher
 from app.domain.events import names, searchable
 from app.ports import UnitOfWork, UnitOfWorkFactory
 from app.services.keys import DEAD_LETTERS, KeyService, day_key_owner, unsealed
+from app.services.views import RejectedOut, RejectedPage
 
 BODY = "body"  # the sealed column, bound into each token
 
@@ -36,16 +36,16 @@ class DeadLetterService:
         cipher = self._keys.cipher(uow, owner, DEAD_LETTERS)
         uow.dead_letters.add(project_id, received, reason, cipher.encrypt(body, BODY.encode()), index)
 
-    def page(self, project_id: str, limit: int, cursor: str | None) -> dict[str, Any]:
+    def page(self, project_id: str, limit: int, cursor: str | None) -> RejectedPage:
         """Newest first, bodies opened (an empty body reads as ""; one whose day key is gone as null)."""
         with self._uow() as uow:
             rows, next_cursor = uow.dead_letters.page(project_id, limit, cursor)
             ciphers = self._ciphers(uow, project_id, [r.received_at for r in rows])
-            items = [{"id": r.id, "received_at": r.received_at.isoformat(), "index": r.batch_index,
-                      "reason": r.reason,
-                      "body": unsealed(ciphers.get(r.received_at.date()), r.body, BODY) if r.body else ""}
+            items = [RejectedOut(id=r.id, received_at=r.received_at.isoformat(), index=r.batch_index,
+                                 reason=r.reason,
+                                 body=unsealed(ciphers.get(r.received_at.date()), r.body, BODY) if r.body else "")
                      for r in rows]
-        return {"items": items, "next_cursor": next_cursor}
+        return RejectedPage(items, next_cursor)
 
     def mentioning(self, uow: UnitOfWork, project_id: str, needles: Sequence[str]) -> dict[str, list[str]]:
         """Ids of the entries whose opened body names each needle (a user id), by needle."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
+import msgspec
 from anyio import to_thread
 from sqlalchemy.exc import IntegrityError
 
@@ -17,10 +18,10 @@ from app.domain.ids import new_id
 from app.domain.policy import Handles
 from app.domain.requests import Mode, RequestState, Source, Status, Step, TransitionRefused
 from app.domain.statuses import SubjectStatus
-from app.models import DeletionRequest, Project, Subject
+from app.models import AuditEntry, DeletionRequest, Project, Subject
 from app.ports import Clock, UnitOfWork, UnitOfWorkFactory
 from app.retry import retry_transient
-from app.services.audit import entry_dict
+from app.services.audit import entry_view
 from app.services.batching import GroupCommitter
 from app.services.callbacks import CallbackService
 from app.services.errors import Conflict, NotFound
@@ -29,6 +30,7 @@ from app.services.identities import Identities
 from app.services.keys import GRACE, KeyService
 from app.services.policies import PolicyBook
 from app.services.suppressions import SuppressionService
+from app.services.views import DeletionRequestOut, DeletionRequestPage, OfficerRequestOut, OfficerRequestPage, iso
 
 
 class NewRequest(NamedTuple):
@@ -48,7 +50,7 @@ class Outcome:
     """What the partner asked for: a new request (`created`), or the open one they already had."""
 
     created: bool
-    body: dict[str, Any]
+    body: DeletionRequestOut
 
 
 def state_of(row: DeletionRequest) -> RequestState:
@@ -59,22 +61,22 @@ def apply_state(row: DeletionRequest, state: RequestState) -> None:
     row.status, row.next_step = state.status.value, state.next_step.value
 
 
-def to_dict(row: DeletionRequest, project_name: str, user_id: str | None, now: datetime) -> dict[str, Any]:
-    def iso(value: datetime | None) -> str | None:
-        return value.isoformat() if value else None
+def to_view(row: DeletionRequest, project_name: str, user_id: str | None, now: datetime) -> DeletionRequestOut:
+    """The request as the API shows it (`user_id` None where the caller must not see it)."""
+    return DeletionRequestOut(
+        id=row.id, project=project_name, user_id=user_id, mode=row.mode, source=row.source, status=row.status,
+        requested_at=row.requested_at.isoformat(), grace_until=row.grace_until.isoformat(),
+        due_by=row.due_by.isoformat(), overdue=lifecycle.overdue(Status(row.status), row.due_by, now),
+        due_extended_months=row.due_extended_months, anonymised_at=iso(row.anonymised_at),
+        completed_at=iso(row.completed_at), restored_at=iso(row.restored_at),
+        holds=list(row.evidence.get("_holds", [])), kept=list(row.evidence.get("_kept", [])),
+        evidence={k: v for k, v in row.evidence.items() if not k.startswith("_")}, detail=row.detail)
 
-    return {
-        "id": row.id, "project": project_name, "user_id": user_id, "mode": row.mode,
-        "source": row.source, "status": row.status, "requested_at": iso(row.requested_at),
-        "grace_until": iso(row.grace_until), "due_by": iso(row.due_by),
-        "overdue": lifecycle.overdue(Status(row.status), row.due_by, now),
-        "due_extended_months": row.due_extended_months,
-        "anonymised_at": iso(row.anonymised_at), "completed_at": iso(row.completed_at),
-        "restored_at": iso(row.restored_at), "holds": list(row.evidence.get("_holds", [])),
-        "kept": list(row.evidence.get("_kept", [])),
-        "evidence": {k: v for k, v in row.evidence.items() if not k.startswith("_")},
-        "detail": row.detail,
-    }
+
+def _officer_view(row: DeletionRequest, project_name: str, user_id: str | None, now: datetime,
+                  timeline: Sequence[AuditEntry]) -> OfficerRequestOut:
+    return OfficerRequestOut(**msgspec.structs.asdict(to_view(row, project_name, user_id, now)),
+                             timeline=[entry_view(e) for e in timeline])
 
 
 class DeletionService:
@@ -107,7 +109,7 @@ class DeletionService:
                 # The stored response leaves the user id out (only `subjects` may hold it);
                 # the same body carries the same user id, so it is put back from there.
                 created, body = replay
-                return Outcome(created, {**body, "user_id": user_id})
+                return Outcome(created, msgspec.convert({**body, "user_id": user_id}, DeletionRequestOut))
             try:
                 outcome = self._create(project_id, user_id, mode, reason, source, actor, idempotency_key)
             except BaseException:
@@ -178,7 +180,7 @@ class DeletionService:
             made = {p: DeletionRequest(**row) for p, row in zip(openers, rows, strict=True)}
             open_rows.update({row.subject_id: row for row in made.values()})
             outcomes = [Outcome(p in made,
-                                to_dict(open_rows[subject_ids[p]], projects[item.project_id].name, item.user_id, now))
+                                to_view(open_rows[subject_ids[p]], projects[item.project_id].name, item.user_id, now))
                         for p, item in enumerate(items)]
             uow.commit()
         return outcomes
@@ -224,12 +226,12 @@ class DeletionService:
             subject = self._ids.ensure(uow, project_id, [user_id], now)[user_id]
             row, created = self.open_in(uow, project, subject,
                                         NewRequest(project_id, user_id, mode, reason, source, actor))
-            outcome = Outcome(created, to_dict(row, project.name, user_id, now))
+            outcome = Outcome(created, to_view(row, project.name, user_id, now))
             if idempotency_key is not None:
                 record = uow.idempotency.get(project_id, idempotency_key)
                 assert record is not None
-                uow.idempotency.settle(record, created=created,
-                                       response={k: v for k, v in outcome.body.items() if k != "user_id"})
+                stored = msgspec.structs.replace(outcome.body, user_id=None)  # only `subjects` holds user ids
+                uow.idempotency.settle(record, created=created, response=msgspec.to_builtins(stored))
             uow.commit()
         return outcome
 
@@ -315,35 +317,35 @@ class DeletionService:
                               subject_hash(self._key, project.name, user_id), {"request_id": row.id}))
         if self._callbacks is not None:
             self._callbacks.record(uow, [row], lambda _ids: {row.subject_id: user_id},
-                                   lambda r, name: to_dict(r, name, None, now))
+                                   lambda r, name: to_view(r, name, None, now))
         return user_id
 
     def _body_hash(self, user_id: str, mode: Mode, reason: str | None) -> str:
         return self._idempotency.body_hash(user_id, mode.value, reason)
 
     # --- read ---------------------------------------------------------------------------
-    def get(self, project_id: str, request_id: str) -> dict[str, Any]:
+    def get(self, project_id: str, request_id: str) -> DeletionRequestOut:
         with self._uow() as uow:
             row = self._load(uow, project_id, request_id)
             return self._render(uow, row)
 
     def page(self, project_id: str, *, user_id: str | None, status: str | None, limit: int,
-             cursor: str | None) -> dict[str, Any]:
+             cursor: str | None) -> DeletionRequestPage:
         with self._uow() as uow:
             subject_id = None
             if user_id is not None:
                 subject = self._ids.find(uow, project_id, user_id)
                 if subject is None:
-                    return {"items": [], "next_cursor": None}
+                    return DeletionRequestPage([], None)
                 subject_id = subject.id
             rows, next_cursor = uow.requests.page(project_id, subject_id=subject_id, status=status,
                                                   limit=limit, cursor=cursor)
-            return {"items": [self._render(uow, row) for row in rows], "next_cursor": next_cursor}
+            return DeletionRequestPage([self._render(uow, row) for row in rows], next_cursor)
 
     # --- officers -----------------------------------------------------------------------
     def officer_page(self, projects: Mapping[str, str], *, status: str | None, source: str | None,
                      overdue: bool | None, due_before: datetime | None, limit: int,
-                     cursor: str | None) -> dict[str, Any]:
+                     cursor: str | None) -> OfficerRequestPage:
         """Requests across an officer's projects, each with its deadline and its timeline (the
         audit entries that name it). User ids as the partner sent them, like the access report."""
         with self._uow() as uow:
@@ -353,11 +355,11 @@ class DeletionService:
                                                     cursor=cursor)
             users = self._ids.user_ids(uow, uow.subjects.by_ids([r.subject_id for r in rows]))
             timelines = uow.audit_log.of_requests(sorted(projects.values()), [r.id for r in rows])
-            items = [{**to_dict(r, projects[r.project_id], users.get(r.subject_id), now),
-                      "timeline": [entry_dict(e) for e in timelines.get(r.id, [])]} for r in rows]
-        return {"items": items, "next_cursor": next_cursor}
+            items = [_officer_view(r, projects[r.project_id], users.get(r.subject_id), now, timelines.get(r.id, []))
+                     for r in rows]
+        return OfficerRequestPage(items, next_cursor)
 
-    def officer_get(self, projects: Mapping[str, str], request_id: str) -> dict[str, Any]:
+    def officer_get(self, projects: Mapping[str, str], request_id: str) -> OfficerRequestOut:
         """One request of the officer's projects, with its deadline, its timeline and the user id."""
         with self._uow() as uow:
             row = next((r for pid in projects if (r := uow.requests.get(pid, request_id))), None)
@@ -365,14 +367,13 @@ class DeletionService:
                 raise NotFound(f"deletion request {request_id} not found")
             user = self._ids.user_id(uow, uow.subjects.get(row.subject_id))
             timeline = uow.audit_log.of_requests(sorted(projects.values()), [row.id]).get(row.id, [])
-            return {**to_dict(row, projects[row.project_id], user, uow.now()),
-                    "timeline": [entry_dict(e) for e in timeline]}
+            return _officer_view(row, projects[row.project_id], user, uow.now(), timeline)
 
     def extend_deadline(self, projects: Mapping[str, str], request_id: str, months: int, reason: str, *,
-                        actor: str) -> dict[str, Any]:
+                        actor: str) -> DeletionRequestOut:
         """Art. 12(3): an officer extends a request's deadline by 1 or 2 more months (2 in all),
         with a reason; audited (the reason stays on the request, not in the log)."""
-        def extend() -> dict[str, Any]:
+        def extend() -> DeletionRequestOut:
             with self._uow() as uow:
                 row = next((r for pid in projects if (r := uow.requests.get(pid, request_id, lock=True))), None)
                 if row is None:
@@ -390,18 +391,18 @@ class DeletionService:
                                       {"request_id": row.id, "months": months, "due_by": row.due_by.isoformat()}))
                 subject = uow.subjects.get(row.subject_id)
                 uow.commit()
-                return to_dict(row, name, self._ids.user_id(uow, subject), uow.now())
+                return to_view(row, name, self._ids.user_id(uow, subject), uow.now())
 
         return retry_transient(extend)
 
     # --- restore ------------------------------------------------------------------------
     def restore(self, project_id: str, request_id: str | None, *, actor: str,
-                user_id: str | None = None) -> dict[str, Any]:
+                user_id: str | None = None) -> DeletionRequestOut:
         """Restore by request id (partner API) or the user's open request. A restore that loses
         a race with a job sees the job's outcome and is refused with its reason (409)."""
         return retry_transient(lambda: self._restore(project_id, request_id, actor, user_id))
 
-    def _restore(self, project_id: str, request_id: str | None, actor: str, user_id: str | None) -> dict[str, Any]:
+    def _restore(self, project_id: str, request_id: str | None, actor: str, user_id: str | None) -> DeletionRequestOut:
         with self._uow() as uow:
             if request_id is not None:
                 row = self._load(uow, project_id, request_id, lock=True)
@@ -415,7 +416,7 @@ class DeletionService:
             assert project is not None
             user = self.restore_in(uow, project, row, actor)
             uow.commit()
-            return to_dict(row, project.name, user, uow.now())
+            return to_view(row, project.name, user, uow.now())
 
     def _load(self, uow: UnitOfWork, project_id: str, request_id: str, *, lock: bool = False) -> DeletionRequest:
         row = uow.requests.get(project_id, request_id, lock=lock)
@@ -423,8 +424,8 @@ class DeletionService:
             raise NotFound(f"deletion request {request_id} not found")
         return row
 
-    def _render(self, uow: UnitOfWork, row: DeletionRequest) -> dict[str, Any]:
+    def _render(self, uow: UnitOfWork, row: DeletionRequest) -> DeletionRequestOut:
         subject = uow.subjects.get(row.subject_id)
         project = uow.projects.by_id(row.project_id)
         assert subject is not None and project is not None
-        return to_dict(row, project.name, self._ids.user_id(uow, subject), uow.now())
+        return to_view(row, project.name, self._ids.user_id(uow, subject), uow.now())

@@ -35,7 +35,7 @@ from app.models import DeletionRequest
 from app.ports import Clock, ErasureBatch, ExternalErasureStep, SqlErasureStep, UnitOfWork, UnitOfWorkFactory
 from app.retry import retry_transient
 from app.services.callbacks import CallbackService
-from app.services.deletion import apply_state, state_of, to_dict
+from app.services.deletion import apply_state, state_of, to_view
 from app.services.holds import HoldService
 from app.services.identities import Identities
 from app.services.summary import JobSummary
@@ -372,7 +372,7 @@ class ErasureService:
         """The rows' transitions into their partners' callback outbox (same transaction)."""
         if self._callbacks is not None and rows:
             now = self._clock()
-            self._callbacks.record(uow, rows, users_of, lambda row, name: to_dict(row, name, None, now))
+            self._callbacks.record(uow, rows, users_of, lambda row, name: to_view(row, name, None, now))
 
 
 def _kept(uow: UnitOfWork, keeping: Sequence[Hold]) -> tuple[frozenset[tuple[str, str]], frozenset[tuple[str, str]]]:

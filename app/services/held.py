@@ -33,6 +33,7 @@ from app.ports import NO_SUBJECT, Clock, EventStore, UnitOfWork, UnitOfWorkFacto
 from app.services.errors import NotFound
 from app.services.holds import HoldService
 from app.services.keys import ANALYTICS, CONTENT, HOLD, MESSAGE_TEXT_AAD, KeyService, day_key_owner
+from app.services.views import HeldDataOut, HeldEventOut, HeldMessageOut, iso
 
 log = structlog.get_logger(__name__)
 _TEXT_AAD = MESSAGE_TEXT_AAD.decode()
@@ -109,7 +110,7 @@ class HeldDataService:
         return found, authors
 
     # --- what officers read -------------------------------------------------------------
-    def data(self, projects: Mapping[str, str], hold_id: str, *, actor: str) -> dict[str, Any]:
+    def data(self, projects: Mapping[str, str], hold_id: str, *, actor: str) -> HeldDataOut:
         """What the hold keeps, opened with its key: messages and events (audited)."""
         with self._uow() as uow:
             record = uow.holds.get(hold_id)
@@ -119,19 +120,20 @@ class HeldDataService:
             hold = Hold(record.id, project, Scope(record.scope), record.target, record.placed_at)
             key = self._keys.ciphers(uow, [hold_id], HOLD, create=False).get(hold_id)
             rooms, message_ids = _targets(hold)
-            messages = [{"message_id": m.message_id, "room_id": m.room_id, "sent_at": m.sent_at.isoformat(),
-                         "deleted_at": m.deleted_at.isoformat() if m.deleted_at else None,
-                         "text": _open(key, m.text, _TEXT_AAD) if m.text else None}
+            messages = [HeldMessageOut(message_id=m.message_id, room_id=m.room_id, sent_at=m.sent_at.isoformat(),
+                                       deleted_at=iso(m.deleted_at),
+                                       text=_open(key, m.text, _TEXT_AAD) if m.text else None)
                         for m in uow.messages.covered(record.project_id, rooms, message_ids)]
-            events = [{"event": r["event"], "at": r["at"].isoformat(), "room_id": r["room_id"] or None,
-                       "message_id": r["message_id"] or None,
-                       "personal": {c: v for c in SEALED_COLUMNS if r[c] and (v := _open(key, r[c], c)) is not None}}
+            events = [HeldEventOut(event=r["event"], at=r["at"].isoformat(), room_id=r["room_id"] or None,
+                                   message_id=r["message_id"] or None,
+                                   personal={c: v for c in SEALED_COLUMNS
+                                             if r[c] and (v := _open(key, r[c], c)) is not None})
                       for r in (self._events.covered(project, rooms, message_ids) if key else [])]
             uow.audit(AuditRecord(actor, "hold.data_read", project, None,
                                   {"hold_id": hold_id, "messages": len(messages), "events": len(events)}))
             uow.commit()
-        return {"hold": hold_id, "scope": record.scope, "sealed": record.sealed_at is not None,
-                "messages": messages, "events": [e for e in events if e["personal"]]}
+        return HeldDataOut(hold=hold_id, scope=record.scope, sealed=record.sealed_at is not None,
+                           messages=messages, events=[e for e in events if e.personal])
 
     # --- after the hold ----------------------------------------------------------------
     def give_back(self) -> int:

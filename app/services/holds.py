@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
 
 from app.domain.audit import AuditRecord
 from app.domain.holds import Data, Hold, Scope, T, covering, split
@@ -14,17 +13,14 @@ from app.ports import Clock, Held, MessageRef, UnitOfWork, UnitOfWorkFactory
 from app.services.errors import Conflict, InvalidInput, NotFound
 from app.services.identities import Identities
 from app.services.policies import PolicyBook
+from app.services.views import HoldOut, HoldPage, iso
 
 
-def hold_dict(row: HoldRecord, project: str, now: datetime) -> dict[str, Any]:
-    def iso(value: datetime | None) -> str | None:
-        return value.isoformat() if value else None
-
-    hold = to_domain(row, project)
-    return {"id": row.id, "project": project, "scope": row.scope, "target": row.target, "reason": row.reason,
-            "reference": row.reference, "placed_by": row.placed_by, "placed_at": iso(row.placed_at),
-            "expires_at": iso(row.expires_at), "released_by": row.released_by,
-            "released_at": iso(row.released_at), "active": hold.stands(now)}
+def hold_view(row: HoldRecord, project: str, now: datetime) -> HoldOut:
+    return HoldOut(id=row.id, project=project, scope=row.scope, target=row.target, reason=row.reason,
+                   reference=row.reference, placed_by=row.placed_by, placed_at=row.placed_at.isoformat(),
+                   expires_at=iso(row.expires_at), released_by=row.released_by, released_at=iso(row.released_at),
+                   active=to_domain(row, project).stands(now))
 
 
 def to_domain(row: HoldRecord, project: str) -> Hold:
@@ -46,7 +42,7 @@ class HoldService:
 
     # --- officers ----------------------------------------------------------------------
     def place(self, project_id: str, project: str, scope: Scope, target: str, reason: str, *,
-              reference: str | None, expires_at: datetime | None, actor: str) -> dict[str, Any]:
+              reference: str | None, expires_at: datetime | None, actor: str) -> HoldOut:
         now = self._clock()
         if expires_at is not None and expires_at <= now:
             raise InvalidInput("expires_at: must be in the future")
@@ -61,9 +57,9 @@ class HoldService:
                                   {"hold_id": row.id, "scope": scope.value, "reference": reference}))
             uow.commit()
         self._on_change()
-        return hold_dict(row, project, now)
+        return hold_view(row, project, now)
 
-    def release(self, projects: dict[str, str], hold_id: str, *, actor: str) -> dict[str, Any]:
+    def release(self, projects: dict[str, str], hold_id: str, *, actor: str) -> HoldOut:
         now = self._clock()
         with self._uow() as uow:
             row = uow.holds.get(hold_id)
@@ -75,14 +71,14 @@ class HoldService:
             uow.audit(AuditRecord(actor, "hold.released", projects[row.project_id], None, {"hold_id": row.id}))
             uow.commit()
         self._on_change()
-        return hold_dict(row, projects[row.project_id], now)
+        return hold_view(row, projects[row.project_id], now)
 
-    def page(self, projects: dict[str, str], *, active: bool | None, limit: int, cursor: str | None) -> dict[str, Any]:
+    def page(self, projects: dict[str, str], *, active: bool | None, limit: int, cursor: str | None) -> HoldPage:
         now = self._clock()
         with self._uow() as uow:
             rows, next_cursor = uow.holds.page(list(projects), active_at=now, active=active, limit=limit,
                                                cursor=cursor)
-        return {"items": [hold_dict(row, projects[row.project_id], now) for row in rows], "next_cursor": next_cursor}
+        return HoldPage([hold_view(row, projects[row.project_id], now) for row in rows], next_cursor)
 
     # --- every destructive step --------------------------------------------------------
     def standing(self, uow: UnitOfWork, project_ids: Sequence[str], now: datetime) -> list[Hold]:

@@ -43,6 +43,7 @@ from app.ports import (
     UnitOfWorkFactory,
 )
 from app.services.errors import Broken
+from app.services.views import KeysRotated
 
 log = structlog.get_logger(__name__)
 ANALYTICS = "analytics"  # a subject's events' personal values: destroyed when it is anonymised
@@ -227,7 +228,7 @@ class KeyService:
                     mine.pop((owner, each), None)
         return uow.keys.destroy(owners, purpose)
 
-    def rotate(self, progress: Progress | None = None, *, actor: str = "operator:cli") -> dict[str, int]:
+    def rotate(self, progress: Progress | None = None, *, actor: str = "operator:cli") -> KeysRotated:
         """Add KEK version n+1 and re-wrap every data key under it, a batch per transaction.
         A crash leaves keys under mixed versions, all readable; running again finishes the job
         (it adds one more version and re-wraps whatever is not under it yet)."""
@@ -243,7 +244,7 @@ class KeyService:
             uow.audit(AuditRecord(actor, "keys.rotated", None, None,
                                   {"kek_version": version, "rewrapped": rewrapped, "retired_versions": retired}))
             uow.commit()
-        return {"kek_version": version, "rewrapped": rewrapped}
+        return KeysRotated(kek_version=version, rewrapped=rewrapped)
 
     def _add_next_version(self) -> int:
         with self._uow() as uow:

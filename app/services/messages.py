@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
 
 from app.domain.audit import AuditRecord
 from app.domain.holds import Data
@@ -15,13 +14,14 @@ from app.services.holds import HoldService
 from app.services.identities import Identities
 from app.services.policies import PolicyBook
 from app.services.summary import JobSummary
+from app.services.views import MessageOut, iso
 
 
 class MessageService:
     def __init__(self, uow: UnitOfWorkFactory) -> None:
         self._uow = uow
 
-    def get(self, project_id: str, message_id: str) -> dict[str, Any]:
+    def get(self, project_id: str, message_id: str) -> MessageOut:
         with self._uow() as uow:
             message = uow.messages.get(project_id, message_id)
             if message is None:
@@ -31,10 +31,9 @@ class MessageService:
         state = message_state(deleted_at=message.deleted_at, removed_at=message.removed_at,
                               archived_at=message.archived_at, open_complaints=open_complaints,
                               author_erased=author is not None and author.status != SubjectStatus.ACTIVE)
-        return {"message_id": message.message_id, "room_id": message.room_id, "state": state.value,
-                "deleted_at": message.deleted_at.isoformat() if message.deleted_at else None,
-                "open_complaints": open_complaints,
-                "archived_at": message.archived_at.isoformat() if message.archived_at else None}
+        return MessageOut(message_id=message.message_id, room_id=message.room_id, state=state.value,
+                          deleted_at=iso(message.deleted_at), open_complaints=open_complaints,
+                          archived_at=iso(message.archived_at))
 
 
 class MessageFeedService:
@@ -71,8 +70,9 @@ class MessageFeedService:
             uow.commit()
         return summary
 
-    def resolve(self, project_id: str, message_id: str, *, actor: str, now: datetime) -> dict[str, Any]:
-        """Process every open complaint on the message; a deleted, reported message is archived."""
+    def resolve(self, project_id: str, message_id: str, *, actor: str, now: datetime) -> int:
+        """Process every open complaint on the message; a deleted, reported message is archived.
+        Returns how many complaints were resolved."""
         with self._uow() as uow:
             message = uow.messages.get(project_id, message_id)
             if message is None:
@@ -85,4 +85,4 @@ class MessageFeedService:
                                   {"message_id": message_id, "complaints": resolved,
                                    "archived": message.archived_at is not None}))
             uow.commit()
-        return {"message_id": message_id, "resolved": resolved}
+        return resolved

@@ -5,10 +5,12 @@ for every finished day."""
 from __future__ import annotations
 
 from datetime import date, timedelta
-from typing import Any
+
+import msgspec
 
 from app.ports import Clock, EventLifecycle
 from app.services.errors import InvalidInput
+from app.services.views import DailyMetricsOut, DailyMetricsPage
 
 DEFAULT_DAYS = 90
 MAX_DAYS = 800  # a little over two years per call
@@ -20,7 +22,7 @@ class MetricsService:
         self._lifecycle = lifecycle
         self._clock = clock
 
-    def daily(self, project: str, since: date | None, until: date | None) -> dict[str, Any]:
+    def daily(self, project: str, since: date | None, until: date | None) -> DailyMetricsPage:
         """Days from `since` to `until`, both included; by default the last 90 finished days."""
         for name, day in (("since", since), ("until", until)):
             if day is not None and not FIRST_DAY <= day <= LAST_DAY:
@@ -32,4 +34,5 @@ class MetricsService:
         if (until - since).days >= MAX_DAYS:
             raise InvalidInput(f"since/until: at most {MAX_DAYS} days per call")
         rows = self._lifecycle.metrics(project, since, until + timedelta(days=1))
-        return {"items": [{**row, "day": row["day"].isoformat()} for row in rows]}
+        return DailyMetricsPage([msgspec.convert({**row, "day": row["day"].isoformat()}, DailyMetricsOut)
+                                 for row in rows])

@@ -17,6 +17,7 @@ from app.services.holds import HoldService
 from app.services.identities import Identities
 from app.services.keys import ANALYTICS, KeyService
 from app.services.summary import JobSummary
+from app.services.views import ProjectStatusOut
 
 
 class OffboardingService:
@@ -32,7 +33,7 @@ class OffboardingService:
         self._events = events
         self._accounts = accounts
 
-    def offboard(self, name: str, *, actor: str = "operator:cli") -> dict[str, str]:
+    def offboard(self, name: str, *, actor: str = "operator:cli") -> ProjectStatusOut:
         """End the partnership: keys stop working at once; the job deletes the data."""
         with self._uow() as uow:
             project = uow.projects.by_name(name)
@@ -44,7 +45,7 @@ class OffboardingService:
             uow.audit(AuditRecord(actor, "project.offboarded", name, None, {}))
             uow.commit()
         self._accounts.forget()
-        return {"project": name, "status": ProjectStatus.OFFBOARDING.value}
+        return ProjectStatusOut(project=name, status=ProjectStatus.OFFBOARDING.value)
 
     def run(self, now: datetime) -> JobSummary:
         summary = JobSummary("offboarding", now)

@@ -13,11 +13,22 @@ from app.domain.holds import Data, covers
 from app.models import Subject
 from app.ports import EventStore, UnitOfWork, UnitOfWorkFactory
 from app.services.dead_letters import DeadLetterService
-from app.services.deletion import to_dict
+from app.services.deletion import to_view
 from app.services.errors import NotFound
 from app.services.holds import to_domain
 from app.services.identities import Identities
 from app.services.keys import ANALYTICS, CONTENT, GRACE, HOLD, MESSAGE_TEXT_AAD, KeyService, unsealed
+from app.services.views import (
+    ExportedEventOut,
+    ExportedMessageOut,
+    ExportProjectOut,
+    ProfileOut,
+    ReportProjectOut,
+    SubjectExport,
+    SubjectHoldOut,
+    SubjectReport,
+    iso,
+)
 
 
 class SubjectService:
@@ -30,20 +41,20 @@ class SubjectService:
         self._keys = keys
         self._secret = secret_key
 
-    def report(self, projects: Mapping[str, str], user_id: str) -> dict[str, Any]:
+    def report(self, projects: Mapping[str, str], user_id: str) -> SubjectReport:
         """`projects`: id -> name of the projects the caller may see."""
-        found: list[dict[str, Any]] = []
+        found: list[ReportProjectOut] = []
         with self._uow() as uow:
             for project_id, name, subject in self._subjects(uow, projects, user_id):
                 sql: dict[str, Any] = {
                     **uow.subjects.footprint(subject.id),
                     "sql.dead_letters": len(self._dead_letters.mentioning(uow, project_id, [user_id]).get(user_id, [])),
                 }
-                found.append({**_about(uow, project_id, name, subject, user_id),
-                              "stores": {**sql, "clickhouse.events": self._events.count_for(subject.id)}})
+                found.append(ReportProjectOut(**_about(uow, project_id, name, subject, user_id),
+                                              stores={**sql, "clickhouse.events": self._events.count_for(subject.id)}))
         if not found:
             raise NotFound("Lethe holds nothing about this user in your projects")
-        return {"user_id": user_id, "projects": found}
+        return SubjectReport(user_id, found)
 
     def _subjects(self, uow: UnitOfWork, projects: Mapping[str, str],
                   user_id: str) -> Iterator[tuple[str, str, Subject]]:
@@ -53,11 +64,11 @@ class SubjectService:
             if subject is not None:
                 yield project_id, name, subject
 
-    def export(self, projects: Mapping[str, str], user_id: str, *, actor: str) -> dict[str, Any]:
+    def export(self, projects: Mapping[str, str], user_id: str, *, actor: str) -> SubjectExport:
         """Everything Lethe holds about the user, decrypted (GDPR Art. 15/20): profile, messages,
         events with their personal values, requests and holds, per project. Values whose key is
         destroyed are gone for everyone, this export included. The export itself is audited."""
-        found: list[dict[str, Any]] = []
+        found: list[ExportProjectOut] = []
         with self._uow() as uow:
             for project_id, name, subject in self._subjects(uow, projects, user_id):
                 # what room and message holds took under their own keys opens with those
@@ -68,51 +79,50 @@ class SubjectService:
                 content = [*self._keys.ciphers(uow, [subject.id], CONTENT, create=False).values(), *held]
                 profile = uow.profiles.get(subject.id)
                 messages = uow.messages.of_subject(subject.id)
-                found.append({
+                found.append(ExportProjectOut(
                     **_about(uow, project_id, name, subject, user_id),
-                    "profile": None if profile is None else {
-                        "display_name": unsealed(grace, profile.display_name, "display_name"),
-                        "avatar_url": unsealed(grace, profile.avatar_url, "avatar_url"),
-                        "updated_at": profile.updated_at.isoformat()},
-                    "messages": [{"message_id": m.message_id, "room_id": m.room_id,
-                                  "text": unsealed(content, m.text, MESSAGE_TEXT_AAD.decode()),
-                                  "sent_at": m.sent_at.isoformat(),
-                                  "deleted_at": m.deleted_at.isoformat() if m.deleted_at else None}
-                                 for m in messages if not m.placeholder],
-                    "events": [_opened(row, cipher) for row in self._events.of_subject(subject.id)],
-                })
+                    profile=None if profile is None else ProfileOut(
+                        display_name=unsealed(grace, profile.display_name, "display_name"),
+                        avatar_url=unsealed(grace, profile.avatar_url, "avatar_url"),
+                        updated_at=profile.updated_at.isoformat()),
+                    messages=[ExportedMessageOut(message_id=m.message_id, room_id=m.room_id,
+                                                 text=unsealed(content, m.text, MESSAGE_TEXT_AAD.decode()),
+                                                 sent_at=m.sent_at.isoformat(), deleted_at=iso(m.deleted_at))
+                              for m in messages if not m.placeholder],
+                    events=[_opened(row, cipher) for row in self._events.of_subject(subject.id)],
+                ))
                 uow.audit(AuditRecord(actor, "subject.exported", name, subject_hash(self._secret, name, user_id),
-                                      {"events": len(found[-1]["events"])}))
+                                      {"events": len(found[-1].events)}))
             if not found:
                 raise NotFound("Lethe holds nothing about this user in your projects")
             uow.commit()
-        return {"user_id": user_id, "projects": found}
+        return SubjectExport(user_id, found)
 
 
 def _about(uow: UnitOfWork, project_id: str, name: str, subject: Subject, user_id: str) -> dict[str, Any]:
-    """What the report and the export both say of the user in one project."""
+    """What the report and the export both say of the user in one project (SubjectProjectOut's fields)."""
     requests = uow.requests.of_subject(subject.id)
     return {"project": name, "status": subject.status, "first_seen": subject.created_at.isoformat(),
             "last_seen": subject.last_seen_at.isoformat(),
-            "requests": [to_dict(r, name, user_id, uow.now()) for r in requests],
+            "requests": [to_view(r, name, user_id, uow.now()) for r in requests],
             "holds": _holds_on(uow, project_id, name, user_id, subject.id)}
 
 
-def _opened(row: Mapping[str, Any], cipher: Sequence[Cipher]) -> dict[str, Any]:
+def _opened(row: Mapping[str, Any], cipher: Sequence[Cipher]) -> ExportedEventOut:
     """One event for the export: its personal values opened where the key still exists."""
     opened = {column: unsealed(cipher, row[column], column) for column in PERSONAL_COLUMNS}
     extra = unsealed(cipher, row[EXTRA], EXTRA)
-    return {"event": row["event"], "at": row["at"].isoformat(), "room_id": row["room_id"] or None,
-            "message_id": row["message_id"] or None, "platform": row["platform"] or None,
-            "personal": {column: value for column, value in opened.items() if value},
-            "properties": {**json.loads(row["properties"] or "{}"), **json.loads(extra or "{}")}}
+    return ExportedEventOut(event=row["event"], at=row["at"].isoformat(), room_id=row["room_id"] or None,
+                            message_id=row["message_id"] or None, platform=row["platform"] or None,
+                            personal={column: value for column, value in opened.items() if value},
+                            properties={**json.loads(row["properties"] or "{}"), **json.loads(extra or "{}")})
 
 
-def _holds_on(uow: UnitOfWork, project_id: str, project: str, user_id: str, subject_id: str) -> list[dict[str, Any]]:
+def _holds_on(uow: UnitOfWork, project_id: str, project: str, user_id: str,
+              subject_id: str) -> list[SubjectHoldOut]:
     """Every hold (standing or released) that names this user, their messages or their rooms."""
     refs = uow.messages.refs([subject_id]).get(subject_id, (set(), set()))
     data = Data(project, frozenset({user_id}), frozenset(refs[0]), frozenset(refs[1]))
     rows = uow.holds.in_projects([project_id])
-    return [{"id": r.id, "scope": r.scope, "placed_at": r.placed_at.isoformat(),
-             "released_at": r.released_at.isoformat() if r.released_at else None}
+    return [SubjectHoldOut(id=r.id, scope=r.scope, placed_at=r.placed_at.isoformat(), released_at=iso(r.released_at))
             for r in rows if covers(to_domain(r, project), data)]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from typing import Any
 
 from app.domain.audit import AuditRecord, subject_hash
 from app.domain.crypto import derive_key
@@ -16,6 +15,7 @@ from app.models import Project
 from app.ports import ErasureBatch, UnitOfWork, UnitOfWorkFactory
 from app.services.errors import NotFound
 from app.services.policies import PolicyBook
+from app.services.views import SuppressionOut
 
 SUPPRESSION_LABEL = b"lethe suppression v1"
 
@@ -66,7 +66,7 @@ class SuppressionService:
                 if not (e.actor and e.actor.kind == "user" and hashes[e.actor.user_id] in standing)]
         return kept, len(events) - len(kept)
 
-    def lift(self, project_id: str, user_id: str, *, actor: str) -> dict[str, Any]:
+    def lift(self, project_id: str, user_id: str, *, actor: str) -> SuppressionOut:
         """The partner ends a user's suppression (audited under the user's keyed subject hash)."""
         with self._uow() as uow:
             project = uow.projects.by_id(project_id)
@@ -76,4 +76,4 @@ class SuppressionService:
             uow.audit(AuditRecord(actor, "suppression.lifted", project.name,
                                   subject_hash(self._secret, project.name, user_id), {}))
             uow.commit()
-        return {"user_id": user_id, "suppressed": False}
+        return SuppressionOut(user_id, suppressed=False)

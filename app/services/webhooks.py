@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Literal
 
 import structlog
 
@@ -25,6 +25,7 @@ from app.domain.statuses import ProjectStatus
 from app.models import Project
 from app.ports import Clock, UnitOfWorkFactory
 from app.services.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
+from app.services.views import SigningSecretRotated, WebhookAuthOut, WebhookUrlRotated, iso
 
 log = structlog.get_logger(__name__)
 
@@ -147,7 +148,7 @@ class WebhookAuthService:
 
     # --- operator commands ----------------------------------------------------------------
 
-    def rotate_signing_secret(self, name: str, *, actor: str = "operator:cli") -> dict[str, Any]:
+    def rotate_signing_secret(self, name: str, *, actor: str = "operator:cli") -> SigningSecretRotated:
         """A new signing secret (shown once); the one it replaces verifies for ROTATION_OVERLAP more."""
         secret = hooks.new_signing_secret()
         with self._uow() as uow:
@@ -159,10 +160,9 @@ class WebhookAuthService:
                                   {"previous_valid_until": until.isoformat() if until else None}))
             uow.commit()
         self.forget()
-        return {"project": name, "webhook_secret": secret,
-                "previous_valid_until": until.isoformat() if until else None}
+        return SigningSecretRotated(project=name, webhook_secret=secret, previous_valid_until=iso(until))
 
-    def rotate_url(self, name: str, *, actor: str = "operator:cli") -> dict[str, Any]:
+    def rotate_url(self, name: str, *, actor: str = "operator:cli") -> WebhookUrlRotated:
         """A new secret URL (shown once); the one it replaces works for ROTATION_OVERLAP more."""
         url_secret = hooks.new_url_secret()
         with self._uow() as uow:
@@ -174,10 +174,10 @@ class WebhookAuthService:
                                   {"previous_valid_until": until.isoformat() if until else None}))
             uow.commit()
         self.forget()
-        return {"project": name, "webhook_url_path": hooks.url_path(url_secret),
-                "previous_valid_until": until.isoformat() if until else None}
+        return WebhookUrlRotated(project=name, webhook_url_path=hooks.url_path(url_secret),
+                                 previous_valid_until=iso(until))
 
-    def set_methods(self, name: str, allow: str, *, actor: str = "operator:cli") -> dict[str, Any]:
+    def set_methods(self, name: str, allow: str, *, actor: str = "operator:cli") -> WebhookAuthOut:
         """Which of signed, bearer, url the project accepts from now on (every process within CACHE_SECONDS)."""
         try:
             methods = hooks.format_methods(hooks.parse_methods(allow))
@@ -189,7 +189,7 @@ class WebhookAuthService:
             uow.audit(AuditRecord(actor, "project.webhook_auth_set", name, None, {"methods": methods.split(",")}))
             uow.commit()
         self.forget()
-        return {"project": name, "webhook_auth": methods.split(",")}
+        return WebhookAuthOut(project=name, webhook_auth=methods.split(","))
 
     @staticmethod
     def _active(project: Project | None, name: str) -> Project:

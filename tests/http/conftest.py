@@ -1,5 +1,6 @@
 from collections.abc import Iterator
 
+import msgspec
 import pytest
 from litestar.testing import TestClient
 
@@ -22,6 +23,6 @@ def keys(container: Container) -> dict[str, str]:
     """The platform's example project ("partner-prod"): its keys and an officer's token."""
     from tests.fixtures.platform import PROJECT
 
-    keys = container.accounts.create_project(PROJECT)
-    keys["officer"] = container.accounts.create_officer("olga", [PROJECT])["token"]
+    keys: dict[str, str] = msgspec.to_builtins(container.accounts.create_project(PROJECT))
+    keys["officer"] = container.accounts.create_officer("olga", [PROJECT]).token
     return keys

@@ -31,8 +31,8 @@ def role_for(path: str, method: str) -> str:
 
 def test_no_generated_request_gets_a_server_error_or_breaks_the_schema(container: Container) -> None:
     keys = container.accounts.create_project(PROJECT)
-    tokens = {"partner": keys["api_key"], "webhook": keys["webhook_token"],
-              "officer": container.accounts.create_officer("olga", [PROJECT])["token"]}
+    tokens = {"partner": keys.api_key, "webhook": keys.webhook_token,
+              "officer": container.accounts.create_officer("olga", [PROJECT]).token}
     schema = schemathesis.openapi.from_asgi("/schema/openapi.json", create_app(container))
     failures: list[str] = []
     operations = 0

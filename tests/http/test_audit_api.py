@@ -13,7 +13,7 @@ from tests.http.conftest import bearer
 
 def setup(client: TestClient[Any], container: Container, project: dict[str, str]) -> str:
     container.accounts.create_project("other")
-    officer = container.accounts.create_officer("olga", ["acme"])["token"]
+    officer = container.accounts.create_officer("olga", ["acme"]).token
     for user in ("u-1", "u-2"):
         client.post("/v1/deletion-requests", json={"user_id": user}, headers=bearer(project["api_key"]))
     return officer
@@ -57,7 +57,7 @@ def test_partner_cannot_read_the_audit_log(client: TestClient[Any], project: dic
 
 def test_officers_read_the_signed_checkpoints_newest_first(client: TestClient[Any], container: Container,
                                                             project: dict[str, str]) -> None:
-    officer = container.accounts.create_officer("olga", ["acme"])["token"]
+    officer = container.accounts.create_officer("olga", ["acme"]).token
     first = container.audit.checkpoint(container.now())
     container.accounts.create_project("beta")
     second = container.audit.checkpoint(container.now())

@@ -40,7 +40,7 @@ def test_daily_metrics_are_served_per_project_and_range(client: TestClient[Any],
     assert [i["day"] for i in by_default] == [day1.date().isoformat(), day2.date().isoformat()]
 
     other = container.accounts.create_project("other")
-    assert client.get("/v1/metrics/daily", headers=bearer(other["api_key"])).json() == {"items": []}
+    assert client.get("/v1/metrics/daily", headers=bearer(other.api_key)).json() == {"items": []}
     backwards = client.get("/v1/metrics/daily", params={"since": "2026-03-09", "until": "2026-03-01"},
                            headers=bearer(keys["api_key"]))
     assert backwards.status_code == 400 and "since" in backwards.json()["detail"]

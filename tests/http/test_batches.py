@@ -84,7 +84,7 @@ def test_another_projects_batch_is_not_found(client: TestClient[Any], keys: dict
                                              container: Container) -> None:
     other = container.accounts.create_project("other-partner")
     made = batch(client, keys, {"user_ids": ["u-1"]}).json()
-    hidden = client.get(f"/v1/deletion-requests/batch/{made['batch']}", headers=bearer(other["api_key"]))
+    hidden = client.get(f"/v1/deletion-requests/batch/{made['batch']}", headers=bearer(other.api_key))
     assert hidden.status_code == 404
     assert client.get("/v1/deletion-requests/batch/nope", headers=bearer(keys["api_key"])).status_code == 404
     assert client.post("/v1/deletion-requests/batch", json={"user_ids": ["u"]},

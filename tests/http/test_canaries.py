@@ -145,15 +145,15 @@ def test_no_canary_reaches_any_store_file_or_log(client: TestClient[Any], contai
     container.policies.projects[PROJECT] = replace(container.policies.default, store_ip=store_ip)
     canaries = Canaries()
     batch = envelopes(canaries)
-    answer = client.post("/v1/events", json=batch, headers=bearer(keys["webhook_token"])).json()
+    answer = client.post("/v1/events", json=batch, headers=bearer(keys.webhook_token)).json()
     assert answer["rejected"] == [] and answer["accepted"] == len(batch), answer
     # a deletion request's free-text reason, and a body that cannot be parsed (a dead letter)
     reason = canaries.new()
     client.post("/v1/deletion-requests", json={"user_id": canaries.new(), "reason": reason},
-                headers=bearer(keys["api_key"]))
+                headers=bearer(keys.api_key))
     dead = canaries.new()
     client.post("/v1/events", content=f'{{"event": "x", "value": "{dead}"'.encode(),
-                headers=bearer(keys["webhook_token"]))
+                headers=bearer(keys.webhook_token))
     container.keys.forget()
 
     out, err = capfd.readouterr()

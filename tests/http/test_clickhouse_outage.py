@@ -38,15 +38,15 @@ def test_a_clickhouse_outage_delays_analytics_only(settings: Settings, engine: E
         ready = client.get("/readyz")
         assert ready.status_code == 503 and ready.json()["sql"] == "ok"
         assert ready.json()["clickhouse"].startswith("unavailable")
-        answer: Any = client.post("/v1/events", json=events, headers=bearer(keys["webhook_token"]))
+        answer: Any = client.post("/v1/events", json=events, headers=bearer(keys.webhook_token))
         assert answer.status_code == 202 and answer.json()["accepted"] == 2, answer.text
         assert client.get("/readyz").json()["outbox"]["events"] == 2
         assert run_job(container, "outbox", clock())["failed"] == 1  # the drain waits for ClickHouse
         with container.uow() as uow:  # the operational effect did not wait
             assert uow.session.scalar(select(func.count()).select_from(Message)) == 1
-        created = client.post("/v1/deletion-requests", json={"user_id": "u-2"}, headers=bearer(keys["api_key"]))
+        created = client.post("/v1/deletion-requests", json={"user_id": "u-2"}, headers=bearer(keys.api_key))
         assert created.status_code == 202, created.text  # SQL-only work goes on
-        again = client.post("/v1/events", json=events, headers=bearer(keys["webhook_token"]))
+        again = client.post("/v1/events", json=events, headers=bearer(keys.webhook_token))
         assert again.json()["duplicates"] == 2  # the platform's retry has no second effect
     container.close()
 

@@ -105,7 +105,7 @@ def test_an_officer_sees_only_their_projects(client: TestClient[Any], keys: dict
                                              container: Container) -> None:
     theirs = client.post("/v1/deletion-requests", json={"user_id": "u-1"}, headers=bearer(keys["api_key"])).json()
     container.accounts.create_project("other-partner")
-    second = container.accounts.create_officer("oscar", ["other-partner"])["token"]
+    second = container.accounts.create_officer("oscar", ["other-partner"]).token
     log_in(client, second)
     assert theirs["id"][:8] not in client.get("/console/queue").text
     detail = client.get(f"/console/requests/{theirs['id']}")

@@ -120,7 +120,7 @@ def test_a_second_officer_cannot_see_the_first_ones_project(server: str, page: P
     made = _api(server).post("/v1/deletion-requests", json={"user_id": "secret-user"},
                              headers=bearer(keys["api_key"])).json()
     container.accounts.create_project("other-partner")
-    token = container.accounts.create_officer("oscar", ["other-partner"])["token"]
+    token = container.accounts.create_officer("oscar", ["other-partner"]).token
     log_in(page, server, token)
     assert made["id"][:8] not in page.inner_text("main")
     page.goto(f"{server}/console/requests/{made['id']}")

@@ -82,7 +82,7 @@ def test_missing_or_bad_token_is_401(client: TestClient[Any], project: dict[str,
 def test_webhook_and_officer_tokens_cannot_use_the_partner_api(client: TestClient[Any], project: dict[str, str],
                                                                container: Container) -> None:
     officer = container.accounts.create_officer("olga", ["acme"])
-    for token in (project["webhook_token"], officer["token"]):
+    for token in (project["webhook_token"], officer.token):
         assert client.get(URL, headers=bearer(token)).status_code == 403
         assert post(client, token, {"user_id": "u-1"}).status_code == 403
 
@@ -91,9 +91,9 @@ def test_another_projects_request_is_404(client: TestClient[Any], project: dict[
                                          container: Container) -> None:
     other = container.accounts.create_project("other")
     body = post(client, project["api_key"], {"user_id": "u-1"}).json()
-    assert client.get(f"{URL}/{body['id']}", headers=bearer(other["api_key"])).status_code == 404
-    assert client.post(f"{URL}/{body['id']}/restore", headers=bearer(other["api_key"])).status_code == 404
-    assert client.get(URL, headers=bearer(other["api_key"])).json()["items"] == []
+    assert client.get(f"{URL}/{body['id']}", headers=bearer(other.api_key)).status_code == 404
+    assert client.post(f"{URL}/{body['id']}/restore", headers=bearer(other.api_key)).status_code == 404
+    assert client.get(URL, headers=bearer(other.api_key)).json()["items"] == []
 
 
 def test_pagination_limits(client: TestClient[Any], project: dict[str, str], clock: FakeClock) -> None:

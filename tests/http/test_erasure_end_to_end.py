@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from litestar.testing import TestClient
 from sqlalchemy import Engine, text
@@ -73,7 +74,7 @@ def files_with(directory: Path, marker: bytes) -> list[Path]:
 def test_erased_user_leaves_no_marker_anywhere(client: TestClient[Any], container: Container, engine: Engine,
                                                clickhouse: ClickHouse, clock: FakeClock,
                                                capfd: pytest.CaptureFixture[str], mode: str) -> None:
-    keys = container.accounts.create_project(PROJECT)
+    keys: dict[str, str] = msgspec.to_builtins(container.accounts.create_project(PROJECT))
     seed(client, keys, USER, M, f"hello from {M}" if mode == "immediate" else "hello everyone")
     seed(client, keys, OTHER, "KEEPME", "hello from KEEPME")
     ch_dir = Path(clickhouse.url.removeprefix("chdb://"))

@@ -221,7 +221,7 @@ def test_invalid_envelopes_are_rejected_by_index_and_kept(client: TestClient[Any
 def test_only_the_webhook_token_of_the_events_project_posts_events(client: TestClient[Any], keys: dict[str, str],
                                                                     container: Container) -> None:
     other = container.accounts.create_project("other")
-    cross = client.post("/v1/events", json=BACKEND[2], headers=bearer(other["webhook_token"]))
+    cross = client.post("/v1/events", json=BACKEND[2], headers=bearer(other.webhook_token))
     assert cross.status_code == 400 and "project" in cross.json()["rejected"][0]["detail"]
     assert client.post("/v1/events", json=BACKEND[2], headers=bearer(keys["api_key"])).status_code == 403
     assert client.post("/v1/events", json=BACKEND[2]).status_code == 401

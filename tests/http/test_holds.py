@@ -215,10 +215,10 @@ def test_hold_validation_and_access(client: TestClient[Any], keys: dict[str, str
     assert client.post("/v1/holds", json={"scope": "user", "target": "x", "reason": "r"},
                        headers=bearer(keys["api_key"])).status_code == 403
     other = container.accounts.create_project("other")
-    stranger = container.accounts.create_officer("oscar", ["other"])["token"]
+    stranger = container.accounts.create_officer("oscar", ["other"]).token
     placed = hold(client, keys, scope="user", target=USER)
     assert client.delete(f"/v1/holds/{placed['id']}", headers=bearer(stranger)).status_code == 404
-    assert other["api_key"]
+    assert other.api_key
     past = client.post("/v1/holds", json={"scope": "user", "target": "x", "reason": "r",
                                           "expires_at": "2000-01-01T00:00:00Z"}, headers=bearer(keys["officer"]))
     assert past.status_code == 400 and "expires_at" in past.json()["detail"]

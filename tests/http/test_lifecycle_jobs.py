@@ -182,7 +182,7 @@ def test_offboarding_revokes_keys_and_deletes_everything_but_held_data(client: T
                         frontend("name_set", "u-a", user_name="A")])
     client.post("/v1/events", json={"event": "session_started", "value": {"project": "other-partner",
                                                                           "user_id": "x"}},
-                headers=bearer(other["webhook_token"]))
+                headers=bearer(other.webhook_token))
     client.post("/v1/holds", json={"scope": "user", "target": "u-b", "reason": "regulator"},
                 headers=bearer(keys["officer"]))
     container.offboarding.offboard(PROJECT)

@@ -27,11 +27,11 @@ def test_officers_see_their_projects_requests_with_deadlines_and_timelines(
     acme = container.accounts.create_project("acme")
     beta = container.accounts.create_project("beta")
     hidden = container.accounts.create_project("not-mine")
-    officer = container.accounts.create_officer("olga", ["acme", "beta"])["token"]
-    first = ask(client, acme["api_key"], "u-1")
+    officer = container.accounts.create_officer("olga", ["acme", "beta"]).token
+    first = ask(client, acme.api_key, "u-1")
     clock.advance(minutes=1)
-    second = ask(client, beta["api_key"], "u-2")
-    ask(client, hidden["api_key"], "u-3")
+    second = ask(client, beta.api_key, "u-2")
+    ask(client, hidden.api_key, "u-3")
     container.erasure.anonymise(clock.now)
 
     page = client.get(QUEUE, headers=bearer(officer)).json()
@@ -51,7 +51,7 @@ def test_officers_see_their_projects_requests_with_deadlines_and_timelines(
     assert [r["id"] for r in first_page["items"] + rest["items"]] == [second["id"], first["id"]]
     by_source = client.get(QUEUE, params={"source": "user"}, headers=bearer(officer)).json()["items"]
     assert by_source == []
-    assert client.get(QUEUE, headers=bearer(acme["api_key"])).status_code == 403
+    assert client.get(QUEUE, headers=bearer(acme.api_key)).status_code == 403
     assert client.get(QUEUE).status_code == 401
 
 
@@ -59,10 +59,10 @@ def test_overdue_requests_are_flagged_filtered_and_extended_by_at_most_two_month
     client: TestClient[Any], container: Container, clock: FakeClock
 ) -> None:
     acme = container.accounts.create_project("acme")
-    officer = container.accounts.create_officer("olga", ["acme"])["token"]
-    late = ask(client, acme["api_key"], "u-late")
+    officer = container.accounts.create_officer("olga", ["acme"]).token
+    late = ask(client, acme.api_key, "u-late")
     clock.advance(days=40)  # no job ran: still pending, past its one-month deadline
-    fresh = ask(client, acme["api_key"], "u-fresh")
+    fresh = ask(client, acme.api_key, "u-fresh")
     overdue = client.get(QUEUE, params={"overdue": "true"}, headers=bearer(officer)).json()["items"]
     assert [r["id"] for r in overdue] == [late["id"]] and overdue[0]["overdue"] is True
     on_time = client.get(QUEUE, params={"overdue": "false"}, headers=bearer(officer)).json()["items"]
@@ -70,7 +70,7 @@ def test_overdue_requests_are_flagged_filtered_and_extended_by_at_most_two_month
     due_soon = client.get(QUEUE, params={"due_before": (clock.now + timedelta(days=1)).isoformat()},
                           headers=bearer(officer)).json()["items"]
     assert [r["id"] for r in due_soon] == [late["id"]]
-    partner_view = client.get(f"/v1/deletion-requests/{late['id']}", headers=bearer(acme["api_key"])).json()
+    partner_view = client.get(f"/v1/deletion-requests/{late['id']}", headers=bearer(acme.api_key)).json()
     assert partner_view["overdue"] is True  # partners see the same deadline fields
 
     extend = f"{QUEUE}/{late['id']}/extend"
@@ -90,7 +90,7 @@ def test_overdue_requests_are_flagged_filtered_and_extended_by_at_most_two_month
 
 def test_a_revoked_officer_token_stops_working(client: TestClient[Any], container: Container) -> None:
     container.accounts.create_project("acme")
-    token = container.accounts.create_officer("olga", ["acme"])["token"]
+    token = container.accounts.create_officer("olga", ["acme"]).token
     assert client.get(QUEUE, headers=bearer(token)).status_code == 200
     container.accounts.revoke_officer("olga")
     assert client.get(QUEUE, headers=bearer(token)).status_code == 401

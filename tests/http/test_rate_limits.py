@@ -25,7 +25,7 @@ def test_a_caller_over_its_rate_gets_429_with_retry_after_and_others_do_not(
     with TestClient(create_app(container)) as client:
         answers = []
         for _ in range(30):  # a busy machine may cross a one-second window between two calls
-            answers.append(client.get("/v1/deletion-requests", headers=bearer(acme["api_key"])))
+            answers.append(client.get("/v1/deletion-requests", headers=bearer(acme.api_key)))
             if answers[-1].status_code == 429:
                 break
         statuses = [r.status_code for r in answers]
@@ -34,7 +34,7 @@ def test_a_caller_over_its_rate_gets_429_with_retry_after_and_others_do_not(
         assert int(refused.headers["retry-after"]) >= 1
         assert set(refused.json()) == {"status_code", "detail", "extra"} and "too many requests" in refused.json()[
             "detail"]
-        assert client.get("/v1/deletion-requests", headers=bearer(other["api_key"])).status_code == 200
+        assert client.get("/v1/deletion-requests", headers=bearer(other.api_key)).status_code == 200
         assert client.get("/healthz").status_code == 200  # operations endpoints are not limited
         assert client.get("/v1/deletion-requests").status_code == 401  # no credential: 401, not 429
     assert "Traceback" not in capfd.readouterr().err  # a refusal is not a fault: no traceback logged

@@ -13,6 +13,7 @@ from litestar.testing import TestClient
 
 from app.bootstrap import Container
 from app.domain import webhooks as hooks
+from app.services.views import WebhookAuthOut
 from tests.conftest import FakeClock
 from tests.fixtures.platform import BACKEND, PROJECT, frontend
 from tests.http.conftest import bearer
@@ -74,7 +75,7 @@ def test_a_signed_delivery_is_accepted_without_a_bearer_token(
 def test_a_wrong_or_missing_signature_is_401(client: TestClient[Any], container: Container,
                                               keys: dict[str, str], clock: FakeClock) -> None:
     body = frontend("message_sent", text="hello", message_id="m-1")
-    other = container.accounts.create_project("other")["webhook_secret"]
+    other = container.accounts.create_project("other").webhook_secret
     assert_error(signed_post(client, other, body, clock), 401, "no webhook-signature matches")
     assert_error(signed_post(client, keys["webhook_secret"], body, clock, signature="v1,AAAA"), 401)
     assert_error(signed_post(client, keys["webhook_secret"], body, clock, signature="v2,AAAA"), 401,
@@ -168,7 +169,7 @@ def test_the_secret_url_accepts_events_and_a_wrong_one_is_401(client: TestClient
 def test_a_project_accepts_only_the_methods_it_allows(client: TestClient[Any], container: Container,
                                                       keys: dict[str, str], clock: FakeClock) -> None:
     body = frontend("session_started")
-    assert container.webhooks.set_methods(PROJECT, "signed") == {"project": PROJECT, "webhook_auth": ["signed"]}
+    assert container.webhooks.set_methods(PROJECT, "signed") == WebhookAuthOut(PROJECT, ["signed"])
     assert_error(client.post("/v1/events", json=body, headers=bearer(keys["webhook_token"])), 403,
                  "does not accept webhooks by bearer", "it accepts: signed")
     assert_error(client.post(keys["webhook_url_path"], json=body), 403, "does not accept webhooks by url")
@@ -187,9 +188,9 @@ def test_after_a_rotation_both_secrets_verify_for_24_hours(client: TestClient[An
                                                           keys: dict[str, str], clock: FakeClock) -> None:
     old = keys["webhook_secret"]
     rotated = container.webhooks.rotate_signing_secret(PROJECT)
-    new = rotated["webhook_secret"]
-    assert new != old and rotated["project"] == PROJECT
-    old_url, new_url = keys["webhook_url_path"], container.webhooks.rotate_url(PROJECT)["webhook_url_path"]
+    new = rotated.webhook_secret
+    assert new != old and rotated.project == PROJECT
+    old_url, new_url = keys["webhook_url_path"], container.webhooks.rotate_url(PROJECT).webhook_url_path
     body = frontend("session_started")
     for secret in (old, new):
         assert signed_post(client, secret, body, clock).status_code == 202

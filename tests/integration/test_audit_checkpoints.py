@@ -9,6 +9,7 @@ import json
 import stat
 from datetime import timedelta
 
+import msgspec
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
@@ -33,7 +34,7 @@ def test_checkpoints_are_signed_kept_outside_and_verified(container: Container, 
     assert [json.loads(line) for line in path.read_text().splitlines()] == [checkpoint]
     grow(container, 1)
     assert container.audit.verify().ok
-    assert container.audit.checkpoints(10, None)["items"] == [checkpoint]
+    assert [msgspec.to_builtins(c) for c in container.audit.checkpoints(10, None).items] == [checkpoint]
 
 
 @pytest.mark.parametrize("attack", ["wipe everything", "truncate the tail and fix the head",

@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import msgspec
 import pytest
 from sqlalchemy import Connection, Engine, text
 
@@ -30,9 +31,9 @@ def test_filter_by_user_id_hashes_it(container: Container, project: dict[str, st
     request(container, "u-1")
     request(container, "u-2")
     page = container.audit.page(["acme"], user_id="u-1")
-    assert [e["action"] for e in page["items"]] == ["deletion_request.created"]
-    assert page["items"][0]["subject"] == subject_hash(SECRET, "acme", "u-1")
-    assert "u-1" not in json.dumps(page)
+    assert [e.action for e in page.items] == ["deletion_request.created"]
+    assert page.items[0].subject == subject_hash(SECRET, "acme", "u-1")
+    assert b"u-1" not in msgspec.json.encode(page)
 
 
 def test_filters_and_pagination(container: Container, project: dict[str, str]) -> None:
@@ -41,12 +42,12 @@ def test_filters_and_pagination(container: Container, project: dict[str, str]) -
     seqs, cursor = [], None
     while True:
         page = container.audit.page(["acme"], action="deletion_request.created", limit=2, cursor=cursor)
-        seqs += [e["seq"] for e in page["items"]]
-        cursor = page["next_cursor"]
+        seqs += [e.seq for e in page.items]
+        cursor = page.next_cursor
         if not cursor:
             break
     assert len(seqs) == 5 and seqs == sorted(seqs)
-    assert container.audit.page(["other"])["items"] == []
+    assert container.audit.page(["other"]).items == []
 
 
 @contextmanager

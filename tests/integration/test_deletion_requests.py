@@ -29,24 +29,24 @@ def test_new_request_is_pending_with_deadlines(container: Container, project: di
     outcome = request(container)
     assert outcome.created
     body = outcome.body
-    assert body["status"] == "pending" and body["mode"] == "grace" and body["source"] == "partner_api"
-    assert body["user_id"] == "u-1" and body["project"] == "acme"
-    assert body["grace_until"] == (clock.now + timedelta(days=30)).isoformat()
-    assert body["due_by"] >= body["grace_until"]
+    assert body.status == "pending" and body.mode == "grace" and body.source == "partner_api"
+    assert body.user_id == "u-1" and body.project == "acme"
+    assert body.grace_until == (clock.now + timedelta(days=30)).isoformat()
+    assert body.due_by >= body.grace_until
 
 
 def test_second_request_for_the_same_user_returns_the_open_one(container: Container, project: dict[str, str]) -> None:
     first = request(container)
     second = request(container, mode=Mode.IMMEDIATE)
     assert not second.created
-    assert second.body["id"] == first.body["id"]
-    assert second.body["mode"] == "grace"
+    assert second.body.id == first.body.id
+    assert second.body.mode == "grace"
 
 
 def test_concurrent_requests_for_one_user_open_one_request(container: Container, project: dict[str, str]) -> None:
     with ThreadPoolExecutor(8) as pool:
         outcomes = list(pool.map(lambda _: request(container, "u-race"), range(8)))
-    assert len({o.body["id"] for o in outcomes}) == 1
+    assert len({o.body.id for o in outcomes}) == 1
     assert [o.created for o in outcomes].count(True) == 1
 
 
@@ -87,10 +87,10 @@ def test_idempotency_record_does_not_store_the_user_id(container: Container, pro
 def test_restore_in_grace_then_refusals(container: Container, project: dict[str, str], clock: FakeClock) -> None:
     created = request(container).body
     container.erasure.anonymise(clock.now)
-    restored = container.deletions.restore(pid(container), created["id"], actor="partner:acme")
-    assert restored["status"] == "restored" and restored["restored_at"] == clock.now.isoformat()
+    restored = container.deletions.restore(pid(container), created.id, actor="partner:acme")
+    assert restored.status == "restored" and restored.restored_at == clock.now.isoformat()
     with pytest.raises(Conflict, match="already restored"):
-        container.deletions.restore(pid(container), created["id"], actor="partner:acme")
+        container.deletions.restore(pid(container), created.id, actor="partner:acme")
     with container.uow() as uow:
         subject = container.identities.find(uow, pid(container), "u-1")
         assert subject is not None and subject.status == "active"
@@ -99,7 +99,7 @@ def test_restore_in_grace_then_refusals(container: Container, project: dict[str,
 def test_restore_of_immediate_request_is_refused(container: Container, project: dict[str, str]) -> None:
     created = request(container, mode=Mode.IMMEDIATE).body
     with pytest.raises(Conflict, match="immediate"):
-        container.deletions.restore(pid(container), created["id"], actor="partner:acme")
+        container.deletions.restore(pid(container), created.id, actor="partner:acme")
 
 
 def test_restore_after_grace_is_refused(container: Container, project: dict[str, str], clock: FakeClock) -> None:
@@ -107,14 +107,14 @@ def test_restore_after_grace_is_refused(container: Container, project: dict[str,
     container.erasure.anonymise(clock.now)
     clock.advance(days=30)
     with pytest.raises(Conflict, match="grace period has ended"):
-        container.deletions.restore(pid(container), created["id"], actor="partner:acme")
+        container.deletions.restore(pid(container), created.id, actor="partner:acme")
 
 
 def test_another_projects_request_is_not_found(container: Container, project: dict[str, str]) -> None:
     container.accounts.create_project("other")
     created = request(container).body
     with pytest.raises(NotFound):
-        container.deletions.get(pid(container, "other"), created["id"])
+        container.deletions.get(pid(container, "other"), created.id)
 
 
 def test_list_is_paginated_newest_first_and_filtered(container: Container, project: dict[str, str],
@@ -122,16 +122,16 @@ def test_list_is_paginated_newest_first_and_filtered(container: Container, proje
     ids = []
     for i in range(7):
         clock.advance(seconds=1)
-        ids.append(request(container, f"u-{i}").body["id"])
+        ids.append(request(container, f"u-{i}").body.id)
     seen, cursor = [], None
     while True:
         page = container.deletions.page(pid(container), user_id=None, status=None, limit=3, cursor=cursor)
-        seen += [item["id"] for item in page["items"]]
-        cursor = page["next_cursor"]
+        seen += [item.id for item in page.items]
+        cursor = page.next_cursor
         if cursor is None:
             break
     assert seen == list(reversed(ids))
     only = container.deletions.page(pid(container), user_id="u-3", status=None, limit=50, cursor=None)
-    assert [i["id"] for i in only["items"]] == [ids[3]]
+    assert [i.id for i in only.items] == [ids[3]]
     assert container.deletions.page(pid(container), user_id=None, status="completed", limit=50,
-                                    cursor=None)["items"] == []
+                                    cursor=None).items == []

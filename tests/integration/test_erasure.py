@@ -38,8 +38,8 @@ def test_anonymise_hides_the_subject_and_moves_to_grace(container: Container, pr
     created = request(container, "u-1").body
     summary = container.erasure.anonymise(clock.now)
     assert (summary.processed, summary.failed) == (1, 0)
-    body = container.deletions.get(pid(container), created["id"])
-    assert body["status"] == "in_grace" and body["anonymised_at"] == clock.now.isoformat()
+    body = container.deletions.get(pid(container), created.id)
+    assert body.status == "in_grace" and body.anonymised_at == clock.now.isoformat()
     assert subject(container, sid).status == "hidden"
     assert container.erasure.anonymise(clock.now).processed == 0  # idempotent: nothing left to do
 
@@ -53,15 +53,15 @@ def test_purge_waits_for_grace_then_deletes_and_unlinks(container: Container, pr
     assert container.erasure.purge(clock.now + timedelta(days=29)).processed == 0
     summary = container.erasure.purge(clock.now + timedelta(days=30))
     assert summary.processed == 1 and summary.stores["sql.profiles"] == 1
-    body = container.deletions.get(pid(container), created["id"])
-    assert body["status"] == "completed" and body["user_id"] is None
-    assert body["evidence"]["sql.profiles"] == {"anonymised": 0, "deleted": 1, "residual": 0}
+    body = container.deletions.get(pid(container), created.id)
+    assert body.status == "completed" and body.user_id is None
+    assert body.evidence["sql.profiles"] == {"anonymised": 0, "deleted": 1, "residual": 0}
     erased = subject(container, sid)
     assert erased.user_id is None and erased.status == "erased"
     project_id = pid(container)
     with container.uow() as uow:
         assert uow.profiles.get(sid) is None and uow.profiles.get(keep) is not None
-        assert uow.requests.get(project_id, created["id"]).reason is None  # type: ignore[union-attr]
+        assert uow.requests.get(project_id, created.id).reason is None  # type: ignore[union-attr]
         assert container.identities.find(uow, project_id, "u-2") is not None
 
 
@@ -71,8 +71,8 @@ def test_immediate_request_completes_in_one_anonymise_run(container: Container, 
     created = request(container, "u-1", Mode.IMMEDIATE).body
     summary = container.erasure.anonymise(clock.now)
     assert summary.processed == 1
-    body = container.deletions.get(pid(container), created["id"])
-    assert body["status"] == "completed" and body["completed_at"] == clock.now.isoformat()
+    body = container.deletions.get(pid(container), created.id)
+    assert body.status == "completed" and body.completed_at == clock.now.isoformat()
     assert subject(container, sid).user_id is None
 
 
@@ -115,14 +115,14 @@ def test_failed_store_marks_requests_failed_and_next_run_retries(container: Cont
     created = request(container, "u-1").body
     summary = erasure.anonymise(clock.now)
     assert (summary.processed, summary.failed) == (0, 1)
-    body = container.deletions.get(pid(container), created["id"])
-    assert body["status"] == "failed" and "clickhouse.events" in body["detail"]
-    assert "u-1" not in body["detail"]
+    body = container.deletions.get(pid(container), created.id)
+    assert body.status == "failed" and "clickhouse.events" in body.detail
+    assert "u-1" not in body.detail
     store.broken = False
     assert erasure.anonymise(clock.now).processed == 1
-    body = container.deletions.get(pid(container), created["id"])
-    assert body["status"] == "in_grace" and body["detail"] is None
-    assert body["evidence"]["clickhouse.events"] == {"anonymised": 1}
+    body = container.deletions.get(pid(container), created.id)
+    assert body.status == "in_grace" and body.detail is None
+    assert body.evidence["clickhouse.events"] == {"anonymised": 1}
 
 
 def test_restore_during_a_run_is_not_overwritten(container: Container, project: dict[str, str],
@@ -134,14 +134,14 @@ def test_restore_during_a_run_is_not_overwritten(container: Container, project: 
         name = "clickhouse.events"
 
         def anonymise(self, batch: ErasureBatch) -> Mapping[str, int]:
-            restore(pid(container), created["id"], actor="partner:acme")  # the user came back meanwhile
+            restore(pid(container), created.id, actor="partner:acme")  # the user came back meanwhile
             return {}
 
         purge = residual = anonymise
 
     ErasureService(container.uow, clock, b"k", container.identities, container.sql_steps,
                    [RestoreMidway()]).anonymise(clock.now)
-    assert container.deletions.get(pid(container), created["id"])["status"] == "restored"
+    assert container.deletions.get(pid(container), created.id).status == "restored"
 
 
 def test_two_workers_never_claim_the_same_request(container: Container, project: dict[str, str],

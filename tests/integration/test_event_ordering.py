@@ -27,7 +27,7 @@ _projects = itertools.count()
 def new_project(container: Container) -> tuple[str, str]:
     name = f"order-{next(_projects)}"
     keys = container.accounts.create_project(name)
-    principal = container.accounts.authenticate(keys["api_key"])
+    principal = container.accounts.authenticate(keys.api_key)
     assert principal is not None
     return principal.project_id, name
 
@@ -75,7 +75,7 @@ def test_message_deleted_before_it_was_sent_stays_deleted(container: Container) 
             event(project[1], "message_sent", "u-1", 1, message_id="m-1", room="r-1", text="oops"))
     (message,) = end_state(container, project[0])["messages"].values()
     assert message == ("u-1", "oops", T0 + timedelta(minutes=1), T0 + timedelta(minutes=2), False)
-    assert container.messages.get(project[0], "m-1")["state"] == "deleted"
+    assert container.messages.get(project[0], "m-1").state == "deleted"
 
 
 def test_an_older_avatar_is_kept_beside_a_newer_name(container: Container) -> None:
@@ -101,7 +101,7 @@ def test_a_partners_restore_wins_over_an_older_confirmation_that_arrives_after_i
     project = new_project(container)
     clock.now = T0 + timedelta(minutes=10)
     created = container.deletions.request(project[0], "u-1", Mode.GRACE, None, actor="partner:acme")
-    container.deletions.restore(project[0], created.body["id"], actor="partner:acme")
+    container.deletions.restore(project[0], created.body.id, actor="partner:acme")
     clock.now = T0 + timedelta(minutes=20)
     deliver(container, project, event(project[1], "delete_profile_confirmed", "u-1", 1))
     state = end_state(container, project[0])

@@ -22,11 +22,11 @@ def stored(container: Container) -> list[Subject]:
 def test_a_user_id_is_stored_sealed_and_found_by_its_keyed_hash(container: Container, project: dict[str, str],
                                                                clock: FakeClock) -> None:
     body = request(container, USER, reason="asked").body
-    assert body["user_id"] == USER  # what the partner sees is the id, opened
+    assert body.user_id == USER  # what the partner sees is the id, opened
     (subject,) = stored(container)
     assert subject.user_id is not None and subject.user_id.startswith("v1.") and USER not in subject.user_id
     assert subject.user_key == container.identities.lookup(pid(container), USER) and len(subject.user_key) == 64
-    assert container.deletions.page(pid(container), user_id=USER, status=None, limit=10, cursor=None)["items"]
+    assert container.deletions.page(pid(container), user_id=USER, status=None, limit=10, cursor=None).items
     # another project's same user is another subject with an unrelated key
     assert container.identities.lookup("other-project", USER) != subject.user_key
 
@@ -38,7 +38,7 @@ def test_the_purge_leaves_neither_hash_nor_sealed_id_nor_key(container: Containe
     (hidden,) = stored(container)
     assert hidden.user_key is not None  # restorable during grace: still found
     container.erasure.purge(clock.now + timedelta(days=31))
-    assert container.deletions.get(pid(container), created["id"])["status"] == "completed"
+    assert container.deletions.get(pid(container), created.id).status == "completed"
     (erased,) = stored(container)
     assert (erased.user_key, erased.user_id, erased.status) == (None, None, "erased")
     project_id = pid(container)

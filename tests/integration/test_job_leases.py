@@ -35,7 +35,7 @@ def test_a_killed_runs_requests_are_taken_over_within_a_minute(container: Contai
     clock.advance(seconds=LEASE.total_seconds() + 1)
     taken_over = container.erasure.anonymise(clock.now)
     assert taken_over.processed == 1 and "leased_elsewhere" not in taken_over.as_dict()
-    assert container.deletions.get(pid(container), created["id"])["status"] == "in_grace"
+    assert container.deletions.get(pid(container), created.id).status == "in_grace"
 
 
 def test_a_live_run_renews_its_leases_so_no_one_takes_its_batch(container: Container, project: dict[str, str],
@@ -46,7 +46,7 @@ def test_a_live_run_renews_its_leases_so_no_one_takes_its_batch(container: Conta
     def meanwhile() -> None:  # the run is inside its batch: its leases would have expired twice over
         clock.advance(seconds=2 * LEASE.total_seconds())
         time.sleep(0.3)  # several heartbeats
-        seen["lease"] = lease_of(container, created["id"])
+        seen["lease"] = lease_of(container, created.id)
         seen["other"] = container.erasure.anonymise(clock.now).as_dict()
 
     slow = erasure_with(container, meanwhile)
@@ -57,4 +57,4 @@ def test_a_live_run_renews_its_leases_so_no_one_takes_its_batch(container: Conta
     other = seen["other"]
     assert other["processed"] == 0 and other["leased_elsewhere"][0]["by"] == RUNNER  # type: ignore[index]
     assert summary.processed == 1
-    assert lease_of(container, created["id"])[1] is None  # released when the step committed
+    assert lease_of(container, created.id)[1] is None  # released when the step committed

@@ -16,6 +16,7 @@ from app.domain.crypto import Cipher, Undecryptable, derive_key
 from app.models import AuditEntry, KeyEncryptionKey
 from app.services import keys as keys_module
 from app.services.keys import KeyringError, KeyService
+from app.services.views import KeysRotated
 from app.stores.sql.keys import KeyTableCompaction
 from app.stores.sql.uow import SqlUnitOfWork
 from tests.conftest import SECRET, FakeClock
@@ -239,7 +240,7 @@ def test_rotate_rewraps_every_key_and_old_tokens_still_decrypt(
 
     summary = service(uow, clock).rotate(lambda done, total: steps.append((done, total)))
 
-    assert summary == {"kek_version": 2, "rewrapped": 11}
+    assert summary == KeysRotated(kek_version=2, rewrapped=11)
     after = key_rows(uow)
     assert set(after) == set(before)
     assert {v for v, _ in after.values()} == {2}
@@ -268,7 +269,7 @@ def test_rotation_interrupted_midway_is_readable_and_finished_by_running_it_agai
     _assert_all_decrypt(uow, clock, tokens)
 
     summary = service(uow, clock).rotate()
-    assert summary == {"kek_version": 3, "rewrapped": 10}
+    assert summary == KeysRotated(kek_version=3, rewrapped=10)
     assert {v for v, _ in key_rows(uow).values()} == {3}
     _assert_all_decrypt(uow, clock, tokens)
 

@@ -59,7 +59,7 @@ def test_lifecycle_state_machine(tmp_path_factory: pytest.TempPathFactory, click
             self.c = build(tmp_path_factory.mktemp("sm"), clickhouse)
             self.clock: FakeClock = self.c.clock  # type: ignore[assignment]
             keys = self.c.accounts.create_project(PROJECT)
-            self.project_id = self.c.accounts.authenticate(keys["api_key"]).project_id  # type: ignore[union-attr]
+            self.project_id = self.c.accounts.authenticate(keys.api_key).project_id  # type: ignore[union-attr]
             self.holds: dict[str, tuple[Scope, str, dict[str, Any]]] = {}  # id -> scope, target, snapshot
             self.messages = 0
 
@@ -91,7 +91,7 @@ def test_lifecycle_state_machine(tmp_path_factory: pytest.TempPathFactory, click
                       Scope.MESSAGE: f"m{pick % max(self.messages, 1) + 1}"}[scope]
             hold = self.c.holds.place(self.project_id, PROJECT, scope, target, "inquiry", reference=None,
                                       expires_at=None, actor="officer:olga")
-            self.holds[hold["id"]] = (scope, target, self.snapshot(scope, target))
+            self.holds[hold.id] = (scope, target, self.snapshot(scope, target))
 
         @rule(data=st.data())
         def officer_releases_hold(self, data: st.DataObject) -> None:

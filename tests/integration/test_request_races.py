@@ -72,12 +72,12 @@ def test_restore_between_claim_and_commit_of_anonymise_wins(container: Container
     created = request(container, "u-1").body
 
     def restore() -> None:
-        container.deletions.restore(pid(container), created["id"], actor="partner:acme")
+        container.deletions.restore(pid(container), created.id, actor="partner:acme")
 
     summary = erasure_with(container, restore).anonymise(clock.now)
     assert summary.processed == 0 and summary.failed == 0
-    assert assert_consistent(container, created["id"]) == "restored"
-    assert actions(container, created["id"]) == ["deletion_request.created", "deletion_request.restored"]
+    assert assert_consistent(container, created.id) == "restored"
+    assert actions(container, created.id) == ["deletion_request.created", "deletion_request.restored"]
 
 
 def test_restore_between_claim_and_commit_of_purge_wins_over_a_clock_ahead(
@@ -89,12 +89,12 @@ def test_restore_between_claim_and_commit_of_purge_wins_over_a_clock_ahead(
     clock.advance(days=30, seconds=-1)  # the API: one second of grace left
 
     def restore() -> None:
-        container.deletions.restore(pid(container), created["id"], actor="partner:acme")
+        container.deletions.restore(pid(container), created.id, actor="partner:acme")
 
     # the purging worker's clock is 2 s ahead: for it, grace has ended
     summary = erasure_with(container, restore).purge(clock.now + timedelta(seconds=2))
     assert summary.purged == 0 and summary.failed == 0
-    assert assert_consistent(container, created["id"]) == "restored"
+    assert assert_consistent(container, created.id) == "restored"
 
 
 def test_restore_after_the_purge_committed_is_refused(container: Container, project: dict[str, str],
@@ -105,8 +105,8 @@ def test_restore_after_the_purge_committed_is_refused(container: Container, proj
     clock.advance(days=30, seconds=-1)
     assert container.erasure.purge(clock.now + timedelta(seconds=2)).purged == 1
     with pytest.raises(Conflict, match="purged"):
-        container.deletions.restore(pid(container), created["id"], actor="partner:acme")
-    assert assert_consistent(container, created["id"]) == "completed"
+        container.deletions.restore(pid(container), created.id, actor="partner:acme")
+    assert assert_consistent(container, created.id) == "completed"
 
 
 def test_hold_placed_between_claim_and_commit_stops_the_step(container: Container, project: dict[str, str],
@@ -120,7 +120,7 @@ def test_hold_placed_between_claim_and_commit_stops_the_step(container: Containe
 
     summary = erasure_with(container, hold).anonymise(clock.now)
     assert (summary.processed, summary.held) == (0, 1)
-    assert assert_consistent(container, created["id"]) == "on_hold"
+    assert assert_consistent(container, created.id) == "on_hold"
 
 
 def test_confirmation_then_restore_webhooks_racing_anonymise(container: Container, project: dict[str, str],
@@ -158,9 +158,9 @@ def test_threads_racing_restore_anonymise_and_purge_stay_consistent(container: C
     users = [f"u-{i}" for i in range(12)]
     for user in users:
         add_profile(container, user, clock)
-    ids = [request(container, user).body["id"] for user in users]
+    ids = [request(container, user).body.id for user in users]
     container.erasure.anonymise(clock.now)  # half of them will race the purge, half the anonymise
-    later = [request(container, f"v-{i}").body["id"] for i in range(12)]
+    later = [request(container, f"v-{i}").body.id for i in range(12)]
     for i in range(12):
         add_profile(container, f"v-{i}", clock)
     clock.advance(days=30, seconds=-1)

@@ -1,0 +1,377 @@
+"""What the services answer: typed results (msgspec Structs).
+
+HTTP declares them as its response types, so they are also the OpenAPI document's schemas; the
+CLI prints them as JSON (`msgspec.to_builtins`). Timestamps are ISO 8601 strings as the
+contract shows them (Python's `isoformat()`, `+00:00`), made by `iso()`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+class DeletionRequestOut(msgspec.Struct):
+    id: str
+    project: str
+    user_id: str | None
+    mode: str
+    source: str
+    status: str
+    requested_at: str
+    grace_until: str
+    due_by: str
+    anonymised_at: str | None
+    completed_at: str | None
+    restored_at: str | None
+    holds: list[Any]
+    evidence: dict[str, Any]
+    detail: str | None
+    overdue: bool = False  # past due_by while open (an idempotent replay from before it existed: false)
+    due_extended_months: int = 0
+    kept: list[Any] = msgspec.field(default_factory=list)  # room and message holds that keep part of the data
+
+
+class BatchOutcome(msgspec.Struct):
+    user_id: str
+    outcome: str  # created | open | invalid
+    request: str | None
+    detail: str | None = None
+
+
+class BatchOut(msgspec.Struct):
+    batch: str
+    outcomes: list[BatchOutcome]
+
+
+class BatchProgress(msgspec.Struct):
+    batch: str
+    total: int  # requests the batch created or found open
+    by_status: dict[str, int]
+    listed: int  # user ids in the call
+    invalid: int
+    mode: str
+    created_at: str
+
+
+class DeletionRequestPage(msgspec.Struct):
+    items: list[DeletionRequestOut]
+    next_cursor: str | None
+
+
+class AuditEntryOut(msgspec.Struct):
+    seq: int
+    at: str
+    actor: str
+    action: str
+    project: str | None
+    subject: str | None
+    details: dict[str, Any]
+    hash: str
+    prev_hash: str
+
+
+class AuditPage(msgspec.Struct):
+    items: list[AuditEntryOut]
+    next_cursor: str | None
+
+
+class VerifyOut(msgspec.Struct):
+    ok: bool
+    entries: int
+    head: str
+    first_bad_seq: int | None
+    problem: str | None = None  # what is wrong, in a sentence
+
+
+class CheckpointOut(msgspec.Struct):
+    seq: int
+    hash: str
+    at: str
+    signature: str
+
+
+class CheckpointPage(msgspec.Struct):
+    items: list[CheckpointOut]
+    next_cursor: str | None
+
+
+class RejectedOut(msgspec.Struct):
+    id: str
+    received_at: str
+    index: int | None
+    reason: str
+    body: str | None  # null once the day's key is destroyed (the entry goes with it)
+
+
+class RejectedPage(msgspec.Struct):
+    items: list[RejectedOut]
+    next_cursor: str | None
+
+
+class OfficerRequestOut(DeletionRequestOut):
+    timeline: list[AuditEntryOut] = []
+
+
+class OfficerRequestPage(msgspec.Struct):
+    items: list[OfficerRequestOut]
+    next_cursor: str | None
+
+
+class DailyMetricsOut(msgspec.Struct):
+    day: str
+    dau: int
+    wau: int
+    mau: int
+    messages: int
+    reactions: int
+    events: int
+
+
+class DailyMetricsPage(msgspec.Struct):
+    items: list[DailyMetricsOut]
+
+
+class IngestOut(msgspec.Struct):
+    """What a webhook call stored: accepted (duplicates included), rejected by index with why."""
+
+    accepted: int
+    duplicates: int
+    rejected: list[dict[str, Any]]  # {"index": int, "detail": str}
+    suppressed: int  # events of users erased moments ago: dropped, never stored
+
+
+class HoldOut(msgspec.Struct):
+    id: str
+    project: str
+    scope: str  # user | room | message | project
+    target: str
+    reason: str
+    reference: str | None
+    placed_by: str
+    placed_at: str
+    expires_at: str | None
+    released_by: str | None
+    released_at: str | None
+    active: bool  # stands now (not released, not expired)
+
+
+class HoldPage(msgspec.Struct):
+    items: list[HoldOut]
+    next_cursor: str | None
+
+
+class HeldMessageOut(msgspec.Struct):
+    message_id: str
+    room_id: str | None
+    sent_at: str
+    deleted_at: str | None
+    text: str | None  # opened with the hold's key (None: not readable)
+
+
+class HeldEventOut(msgspec.Struct):
+    event: str
+    at: str
+    room_id: str | None
+    message_id: str | None
+    personal: dict[str, str]
+
+
+class HeldDataOut(msgspec.Struct):
+    hold: str
+    scope: str
+    sealed: bool  # the hold's data is under its own key
+    messages: list[HeldMessageOut]
+    events: list[HeldEventOut]
+
+
+class MessageOut(msgspec.Struct):
+    message_id: str
+    room_id: str | None
+    state: str  # visible | deleted | removed | reported | archived | anonymised
+    deleted_at: str | None
+    open_complaints: int
+    archived_at: str | None
+
+
+class SuppressionOut(msgspec.Struct):
+    user_id: str
+    suppressed: bool
+
+
+class DeliveryOut(msgspec.Struct):
+    id: str
+    request: str
+    type: str  # deletion_request.<status>
+    state: str  # pending | dead
+    attempts: int
+    created_at: str
+    next_attempt_at: str
+    last_error: str | None
+    dead_at: str | None
+
+
+class DeliveryPage(msgspec.Struct):
+    items: list[DeliveryOut]
+    next_cursor: str | None
+
+
+class HealthOut(msgspec.Struct):
+    status: str  # ok
+
+
+class OutboxDepthOut(msgspec.Struct):
+    events: int  # acknowledged, not yet in ClickHouse
+    oldest_age_seconds: float
+
+
+class ReadinessOut(msgspec.Struct, omit_defaults=True):
+    status: str  # ok | unavailable
+    sql: str  # "ok" or "unavailable: <error type>"
+    clickhouse: str  # "ok", "ok (owned by lethe worker)" or "unavailable…"
+    outbox: OutboxDepthOut | None = None  # absent when SQL does not answer
+
+
+
+class CallbackOut(msgspec.Struct):
+    url: str
+    callback_secret: str  # shown once: it signs every callback (Standard Webhooks)
+
+
+# --- what Lethe holds about one user (GET /v1/subjects/{user_id}[/export]) -----------------
+
+class SubjectHoldOut(msgspec.Struct):
+    """A hold (standing or released) that names the user, their messages or their rooms."""
+
+    id: str
+    scope: str
+    placed_at: str
+    released_at: str | None
+
+
+class SubjectProjectOut(msgspec.Struct):
+    """What the report and the export both say of the user in one project."""
+
+    project: str
+    status: str  # active | hidden | erased
+    first_seen: str
+    last_seen: str
+    requests: list[DeletionRequestOut]
+    holds: list[SubjectHoldOut]
+
+
+class ReportProjectOut(SubjectProjectOut):
+    stores: dict[str, Any]  # per store and table: the rows that still name the user
+
+
+class SubjectReport(msgspec.Struct):
+    """The access report for officers: where the user's data is, not the data."""
+
+    user_id: str
+    projects: list[ReportProjectOut]
+
+
+class ProfileOut(msgspec.Struct):
+    display_name: str | None
+    avatar_url: str | None
+    updated_at: str
+
+
+class ExportedMessageOut(msgspec.Struct):
+    message_id: str
+    room_id: str | None
+    text: str | None  # None once its key is destroyed
+    sent_at: str
+    deleted_at: str | None
+
+
+class ExportedEventOut(msgspec.Struct):
+    event: str
+    at: str
+    room_id: str | None
+    message_id: str | None
+    platform: str | None
+    personal: dict[str, str]  # the personal values whose key still exists, opened
+    properties: dict[str, Any]
+
+
+class ExportProjectOut(SubjectProjectOut):
+    profile: ProfileOut | None
+    messages: list[ExportedMessageOut]
+    events: list[ExportedEventOut]
+
+
+class SubjectExport(msgspec.Struct):
+    """Everything Lethe holds about the user, decrypted (GDPR Art. 15/20)."""
+
+    user_id: str
+    projects: list[ExportProjectOut]
+
+
+# --- operator commands (`lethe ...`: printed as JSON) --------------------------------------
+
+class ProjectCreated(msgspec.Struct):
+    """A new project's credentials, shown this once."""
+
+    project: str
+    api_key: str
+    webhook_token: str
+    webhook_secret: str
+    webhook_url_path: str
+
+
+class ProjectOut(msgspec.Struct):
+    project: str
+    region: str
+    status: str  # active | offboarding | offboarded
+    created_at: str
+
+
+class OfficerCreated(msgspec.Struct):
+    officer: str
+    token: str  # shown this once
+
+
+class OfficerOut(msgspec.Struct):
+    officer: str
+    projects: list[str]
+    created_at: str
+    revoked_at: str | None
+
+
+class OfficerRevoked(msgspec.Struct):
+    officer: str
+    revoked_at: str
+
+
+class ProjectStatusOut(msgspec.Struct):
+    project: str
+    status: str
+
+
+class SigningSecretRotated(msgspec.Struct):
+    project: str
+    webhook_secret: str  # shown this once
+    previous_valid_until: str | None  # the replaced secret still verifies until then
+
+
+class WebhookUrlRotated(msgspec.Struct):
+    project: str
+    webhook_url_path: str  # shown this once
+    previous_valid_until: str | None
+
+
+class WebhookAuthOut(msgspec.Struct):
+    project: str
+    webhook_auth: list[str]  # signed | bearer | url
+
+
+class KeysRotated(msgspec.Struct):
+    kek_version: int
+    rewrapped: int
