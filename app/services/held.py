@@ -28,8 +28,9 @@ from app.domain.audit import AuditRecord
 from app.domain.crypto import Cipher, Undecryptable
 from app.domain.events import SEALED_COLUMNS
 from app.domain.holds import Hold, Scope
+from app.domain.statuses import SubjectStatus
 from app.models import Message
-from app.ports import NO_SUBJECT, Clock, EventStore, UnitOfWork, UnitOfWorkFactory
+from app.ports import NO_SUBJECT, Clock, EventStore, MessageRef, UnitOfWork, UnitOfWorkFactory
 from app.services.errors import NotFound
 from app.services.holds import HoldService
 from app.services.keys import ANALYTICS, CONTENT, HOLD, MESSAGE_TEXT_AAD, KeyService, day_key_owner
@@ -170,15 +171,34 @@ class HeldDataService:
             if record is None or record.returned_at is not None:
                 return
             texts = 0
+            found, authors = self._covered_texts(uow, project_id, rooms, messages)
             if key is not None:
-                found, authors = self._covered_texts(uow, project_id, rooms, messages)
                 texts = _move_texts(found, to=lambda m: authors.get(m.subject_id or ""), source=lambda _m: key)
+            deleted = self._delete_if_author_erased(uow, hold.project, project_id, found, authors)
             destroyed = len(self._keys.destroy(uow, [hold.id], HOLD))
             record.returned_at = self._clock()
             uow.audit(AuditRecord("job:holds", "hold.data_returned", hold.project, None,
                                   {"hold_id": hold.id, "sql.messages": texts, "clickhouse.events": len(returned),
-                                   "keys_destroyed": destroyed}))
+                                   "sql.messages_deleted": deleted, "keys_destroyed": destroyed}))
             uow.commit()
+
+
+    def _delete_if_author_erased(self, uow: UnitOfWork, project: str, project_id: str, found: Sequence[Message],
+                                 authors: Mapping[str, Cipher]) -> int:
+        """The covered messages whose author was erased in `immediate` mode while the hold stood
+        (the subject is no longer active and its content key is destroyed): the hold alone kept
+        them, so they are deleted now, as the erasure would have done, unless another standing
+        hold still covers them. Returns how many."""
+        orphaned = [m for m in found if m.subject_id and m.subject_id not in authors]
+        if not orphaned:
+            return 0
+        erased = {s.id for s in uow.subjects.by_ids(sorted({m.subject_id for m in orphaned if m.subject_id}))
+                  if s.status != SubjectStatus.ACTIVE}
+        refs = [MessageRef(m.id, m.message_id, m.room_id, m.subject_id) for m in orphaned if m.subject_id in erased]
+        now = self._clock()
+        free, _held = self._holds.split_messages(uow, project, project_id, refs,
+                                                 self._holds.standing(uow, [project_id], now), now)
+        return uow.messages.delete_ids([m.row_id for m in free])
 
 
 def _targets(hold: Hold) -> tuple[list[str], list[str]]:

@@ -98,13 +98,32 @@ def test_a_room_or_message_hold_keeps_exactly_what_it_covers(client: TestClient[
     assert officer_get(client, keys, "/v1/audit", action="hold.data_read")["items"][0]["details"] == {
         "hold_id": placed["id"], "messages": 1, "events": 1}
 
-    # released: the user was erased meanwhile, so the hold key goes and what it kept with it
+    # released: the user was erased (immediate) meanwhile, so the hold key goes, and the message
+    # the hold alone kept is deleted as the erasure would have done; its events stay, anonymous
     client.delete(f"/v1/holds/{placed['id']}", headers=bearer(keys["officer"]))
     assert container.held.give_back() == 1
     after = officer_get(client, keys, f"/v1/holds/{placed['id']}/data")
-    assert [m["text"] for m in after["messages"]] == [None] and after["events"] == []
-    assert officer_get(client, keys, "/v1/audit", action="hold.data_returned")["items"][0]["details"][
-        "keys_destroyed"] == 1
+    assert after["messages"] == [] and after["events"] == []
+    assert client.get("/v1/messages/m-1", headers=bearer(keys["api_key"])).status_code == 404
+    assert {r["message_id"] for r in ch_rows(container)} == {"m-1", "m-2"}
+    details = officer_get(client, keys, "/v1/audit", action="hold.data_returned")["items"][0]["details"]
+    assert (details["keys_destroyed"], details["sql.messages_deleted"]) == (1, 1)
+
+
+def test_a_message_another_standing_hold_covers_stays_when_one_hold_ends(client: TestClient[Any],
+                                                                         keys: dict[str, str],
+                                                                         container: Container,
+                                                                         clock: FakeClock) -> None:
+    post(client, keys, frontend("message_sent", text="evidence", message_id="m-1", room="r-7"))
+    room = hold(client, keys, scope="room", target="r-7")
+    hold(client, keys, scope="message", target="m-1")
+    container.held.take()
+    created = request(client, keys, "immediate")
+    container.erasure.anonymise(clock.now)
+    assert status(client, keys, created["id"])["status"] == "completed"
+    client.delete(f"/v1/holds/{room['id']}", headers=bearer(keys["officer"]))
+    assert container.held.give_back() == 1
+    assert client.get("/v1/messages/m-1", headers=bearer(keys["api_key"])).status_code == 200  # still held
 
 
 def test_a_released_hold_gives_an_active_users_data_back_to_their_keys(client: TestClient[Any],
