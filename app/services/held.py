@@ -145,8 +145,12 @@ class HeldDataService:
         with self._uow() as uow:
             projects = uow.projects.names(uow.projects.all_ids())
             standing = {h.id for h in self._holds.standing(uow, list(projects), now)}
+            ended = [r for r in uow.holds.not_returned() if r.id not in standing]
+            # a sealing that never finished (a crash between the key and `sealed_at`) may have
+            # sealed values under the key already: settled the same way
+            keyed = uow.keys.having([r.id for r in ended], HOLD)
             done = [(r.id, r.project_id, projects[r.project_id], r.scope, r.target)
-                    for r in uow.holds.sealed_not_returned() if r.id not in standing]
+                    for r in ended if r.sealed_at is not None or r.id in keyed]
         for hold_id, project_id, project, scope, target in done:
             self._give_back_one(project_id, Hold(hold_id, project, Scope(scope), target, now))
             settled += 1

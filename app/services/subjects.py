@@ -72,7 +72,7 @@ class SubjectService:
         with self._uow() as uow:
             for project_id, name, subject in self._subjects(uow, projects, user_id):
                 # what room and message holds took under their own keys opens with those
-                holds = [r.id for r in uow.holds.sealed_not_returned() if r.project_id == project_id]
+                holds = [r.id for r in uow.holds.not_returned() if r.project_id == project_id]
                 held = list(self._keys.ciphers(uow, holds, HOLD, create=False).values())
                 cipher = [*self._keys.ciphers(uow, [subject.id], ANALYTICS, create=False).values(), *held]
                 grace = self._keys.ciphers(uow, [subject.id], GRACE, create=False).get(subject.id)

@@ -142,6 +142,31 @@ def test_a_released_hold_gives_an_active_users_data_back_to_their_keys(client: T
     assert container.held.give_back() == 0  # settled once
 
 
+def test_a_sealing_that_never_finished_is_settled_when_the_hold_ends(client: TestClient[Any],
+                                                                     keys: dict[str, str], container: Container,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crash after the hold's key was made and the events sealed under it, before the hold
+    was marked sealed: once the hold ends, those values still go back to their subject's key,
+    and the hold key is destroyed (else they would stay readable under it for good)."""
+    post(client, keys, frontend("message_sent", text="evidence", message_id="m-1", room="r-7"))
+    placed = hold(client, keys, scope="room", target="r-7")
+
+    def crash(*_args: Any) -> int:
+        raise RuntimeError("killed mid-sealing")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(container.held, "_take_messages", crash)
+        with pytest.raises(RuntimeError, match="killed mid-sealing"):
+            container.held.take()
+    assert [r["text"] for r in readable(container, ch_rows(container))] == [UNREADABLE]  # under the hold's key
+    client.delete(f"/v1/holds/{placed['id']}", headers=bearer(keys["officer"]))
+    assert container.held.give_back() == 1
+    assert [r["text"] for r in readable(container, ch_rows(container))] == ["evidence"]
+    with container.uow() as uow:
+        assert uow.keys.having([placed["id"]], "hold") == set()
+    assert container.held.give_back() == 0
+
+
 def test_data_arriving_in_a_held_room_is_taken_before_the_users_erasure(client: TestClient[Any],
                                                                        keys: dict[str, str],
                                                                        container: Container,

@@ -151,10 +151,10 @@ class Holds:
     def lock(self, hold_id: str) -> HoldRecord | None:
         return self.session.scalar(locked(select(HoldRecord).where(HoldRecord.id == hold_id)))
 
-    def sealed_not_returned(self) -> list[HoldRecord]:
-        """Holds whose data sits under their own key: what `give_back` settles once they end."""
-        return list(self.session.scalars(select(HoldRecord).where(HoldRecord.sealed_at.is_not(None),
-                                                                  HoldRecord.returned_at.is_(None))))
+    def not_returned(self) -> list[HoldRecord]:
+        """Holds whose data may sit under their own key (not given back yet): what `give_back`
+        settles once they end, sealed or with a key left by a sealing that never finished."""
+        return list(self.session.scalars(select(HoldRecord).where(HoldRecord.returned_at.is_(None))))
 
 
 class IdempotencyKeys:
