@@ -192,7 +192,8 @@ class Container:
 
     @cached_property
     def held(self) -> HeldDataService:
-        return HeldDataService(self.uow, self.now, self.keys, self.holds, self.events)
+        return HeldDataService(self.uow, self.now, self.keys, self.holds, self.events, self.subjects,
+                               self.identities)
 
     @cached_property
     def events(self) -> ClickHouseEventStore:

@@ -49,10 +49,12 @@ class HoldController(Controller):
 
     @get("/{hold_id:str}/data", sync_to_thread=True)
     def data(self, request: Request[Principal, Any, Any], hold_id: FromPath[str],
-             held: HeldDataDep) -> HeldDataOut:
-        """What the hold keeps, opened with its key: the messages and event values it covers.
-        Each read is audited (`hold.data_read`)."""
-        return held.data(request.user.projects, hold_id, actor=request.user.actor)
+             held: HeldDataDep, limit: Limit = 50, cursor: Cursor = None) -> HeldDataOut:
+        """What the hold keeps, decrypted, for the regulator: a room or message hold's messages
+        and event values (under its own key); a user hold's user, a project hold's users (a page
+        of `limit`, then `next_cursor`), each with profile, messages and events. Each read is
+        audited (`hold.data_read`)."""
+        return held.data(request.user.projects, hold_id, actor=request.user.actor, limit=limit, cursor=cursor)
 
     @delete("/{hold_id:str}", sync_to_thread=True, status_code=200)
     def release(self, request: Request[Principal, Any, Any], hold_id: FromPath[str],

@@ -30,10 +30,13 @@ from app.domain.events import SEALED_COLUMNS
 from app.domain.holds import Hold, Scope
 from app.domain.statuses import SubjectStatus
 from app.models import Message
+from app.paging import decode_cursor, encode_cursor
 from app.ports import NO_SUBJECT, Clock, EventStore, MessageRef, UnitOfWork, UnitOfWorkFactory
 from app.services.errors import NotFound
 from app.services.holds import HoldService
+from app.services.identities import Identities
 from app.services.keys import ANALYTICS, CONTENT, HOLD, MESSAGE_TEXT_AAD, KeyService, day_key_owner
+from app.services.subjects import SubjectService
 from app.services.views import HeldDataOut, HeldEventOut, HeldMessageOut, iso
 
 log = structlog.get_logger(__name__)
@@ -42,7 +45,9 @@ _TEXT_AAD = MESSAGE_TEXT_AAD.decode()
 
 class HeldDataService:
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock, keys: KeyService, holds: HoldService,
-                 events: EventStore) -> None:
+                 events: EventStore, subjects: SubjectService, identities: Identities) -> None:
+        self._subjects = subjects
+        self._ids = identities
         self._uow = uow
         self._clock = clock
         self._keys = keys
@@ -111,14 +116,19 @@ class HeldDataService:
         return found, authors
 
     # --- what officers read -------------------------------------------------------------
-    def data(self, projects: Mapping[str, str], hold_id: str, *, actor: str) -> HeldDataOut:
-        """What the hold keeps, opened with its key: messages and events (audited)."""
+    def data(self, projects: Mapping[str, str], hold_id: str, *, actor: str, limit: int = 50,
+             cursor: str | None = None) -> HeldDataOut:
+        """What the hold keeps, opened (audited): a room or message hold's messages and events,
+        under its key; a user hold's user, or a project hold's users (`limit` a page, from
+        `cursor`), with their profiles, messages and events under their own keys."""
         with self._uow() as uow:
             record = uow.holds.get(hold_id)
             if record is None or record.project_id not in projects:
                 raise NotFound(f"hold {hold_id} not found")
             project = projects[record.project_id]
             hold = Hold(record.id, project, Scope(record.scope), record.target, record.placed_at)
+            if hold.scope in (Scope.USER, Scope.PROJECT):
+                return self._users_data(uow, record.project_id, hold, actor, limit, cursor)
             key = self._keys.ciphers(uow, [hold_id], HOLD, create=False).get(hold_id)
             rooms, message_ids = _targets(hold)
             messages = [HeldMessageOut(message_id=m.message_id, room_id=m.room_id, sent_at=m.sent_at.isoformat(),
@@ -135,6 +145,25 @@ class HeldDataService:
             uow.commit()
         return HeldDataOut(hold=hold_id, scope=record.scope, sealed=record.sealed_at is not None,
                            messages=messages, events=[e for e in events if e.personal])
+
+    def _users_data(self, uow: UnitOfWork, project_id: str, hold: Hold, actor: str, limit: int,
+                    cursor: str | None) -> HeldDataOut:
+        if hold.scope is Scope.USER:
+            found = self._ids.find(uow, project_id, hold.target)
+            subjects, next_cursor = ([found] if found is not None else []), None
+        else:
+            after = str(decode_cursor(cursor, 1)[0]) if cursor else None
+            subjects = uow.subjects.linked_page(project_id, after, limit + 1)
+            next_cursor = encode_cursor(subjects[limit - 1].id) if len(subjects) > limit else None
+            subjects = subjects[:limit]
+        users = [self._subjects.opened(uow, project_id, subject) for subject in subjects]
+        uow.audit(AuditRecord(actor, "hold.data_read", hold.project, None,
+                              {"hold_id": hold.id, "users": len(users),
+                               "messages": sum(len(u.messages) for u in users),
+                               "events": sum(len(u.events) for u in users)}))
+        uow.commit()
+        return HeldDataOut(hold=hold.id, scope=hold.scope.value, sealed=False, messages=[], events=[],
+                           users=users, next_cursor=next_cursor)
 
     # --- after the hold ----------------------------------------------------------------
     def give_back(self) -> int:

@@ -27,6 +27,7 @@ from app.services.views import (
     SubjectExport,
     SubjectHoldOut,
     SubjectReport,
+    UserDataOut,
     iso,
 )
 
@@ -71,32 +72,37 @@ class SubjectService:
         found: list[ExportProjectOut] = []
         with self._uow() as uow:
             for project_id, name, subject in self._subjects(uow, projects, user_id):
-                # what room and message holds took under their own keys opens with those
-                holds = [r.id for r in uow.holds.not_returned() if r.project_id == project_id]
-                held = list(self._keys.ciphers(uow, holds, HOLD, create=False).values())
-                cipher = [*self._keys.ciphers(uow, [subject.id], ANALYTICS, create=False).values(), *held]
-                grace = self._keys.ciphers(uow, [subject.id], GRACE, create=False).get(subject.id)
-                content = [*self._keys.ciphers(uow, [subject.id], CONTENT, create=False).values(), *held]
-                profile = uow.profiles.get(subject.id)
-                messages = uow.messages.of_subject(subject.id)
-                found.append(ExportProjectOut(
-                    **_about(uow, project_id, name, subject, user_id),
-                    profile=None if profile is None else ProfileOut(
-                        display_name=unsealed(grace, profile.display_name, "display_name"),
-                        avatar_url=unsealed(grace, profile.avatar_url, "avatar_url"),
-                        updated_at=profile.updated_at.isoformat()),
-                    messages=[ExportedMessageOut(message_id=m.message_id, room_id=m.room_id,
-                                                 text=unsealed(content, m.text, MESSAGE_TEXT_AAD.decode()),
-                                                 sent_at=m.sent_at.isoformat(), deleted_at=iso(m.deleted_at))
-                              for m in messages if not m.placeholder],
-                    events=[_opened(row, cipher) for row in self._events.of_subject(subject.id)],
-                ))
+                data = self.opened(uow, project_id, subject)
+                found.append(ExportProjectOut(**_about(uow, project_id, name, subject, user_id),
+                                              profile=data.profile, messages=data.messages, events=data.events))
                 uow.audit(AuditRecord(actor, "subject.exported", name, subject_hash(self._secret, name, user_id),
                                       {"events": len(found[-1].events)}))
             if not found:
                 raise NotFound("Lethe holds nothing about this user in your projects")
             uow.commit()
         return SubjectExport(user_id, found)
+
+
+    def opened(self, uow: UnitOfWork, project_id: str, subject: Subject) -> UserDataOut:
+        """The subject's profile, messages and events, opened with the keys that still exist: its
+        own, and those of the room and message holds that took part of its data."""
+        holds = [r.id for r in uow.holds.not_returned() if r.project_id == project_id]
+        held = list(self._keys.ciphers(uow, holds, HOLD, create=False).values())
+        cipher = [*self._keys.ciphers(uow, [subject.id], ANALYTICS, create=False).values(), *held]
+        grace = self._keys.ciphers(uow, [subject.id], GRACE, create=False).get(subject.id)
+        content = [*self._keys.ciphers(uow, [subject.id], CONTENT, create=False).values(), *held]
+        profile = uow.profiles.get(subject.id)
+        return UserDataOut(
+            user_id=self._ids.user_id(uow, subject),
+            profile=None if profile is None else ProfileOut(
+                display_name=unsealed(grace, profile.display_name, "display_name"),
+                avatar_url=unsealed(grace, profile.avatar_url, "avatar_url"),
+                updated_at=profile.updated_at.isoformat()),
+            messages=[ExportedMessageOut(message_id=m.message_id, room_id=m.room_id,
+                                         text=unsealed(content, m.text, MESSAGE_TEXT_AAD.decode()),
+                                         sent_at=m.sent_at.isoformat(), deleted_at=iso(m.deleted_at))
+                      for m in uow.messages.of_subject(subject.id) if not m.placeholder],
+            events=[_opened(row, cipher) for row in self._events.of_subject(subject.id)])
 
 
 def _about(uow: UnitOfWork, project_id: str, name: str, subject: Subject, user_id: str) -> dict[str, Any]:

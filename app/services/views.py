@@ -186,9 +186,11 @@ class HeldEventOut(msgspec.Struct):
 class HeldDataOut(msgspec.Struct):
     hold: str
     scope: str
-    sealed: bool  # the hold's data is under its own key
-    messages: list[HeldMessageOut]
-    events: list[HeldEventOut]
+    sealed: bool  # the hold's data is under its own key (room and message holds)
+    messages: list[HeldMessageOut]  # room and message holds: the messages they cover
+    events: list[HeldEventOut]  # room and message holds: the events they cover
+    users: list[UserDataOut] = msgspec.field(default_factory=list)  # user and project holds: each user kept
+    next_cursor: str | None = None  # project holds list their users a page at a time
 
 
 class MessageOut(msgspec.Struct):
@@ -299,6 +301,16 @@ class ExportedEventOut(msgspec.Struct):
     platform: str | None
     personal: dict[str, str]  # the personal values whose key still exists, opened
     properties: dict[str, Any]
+
+
+class UserDataOut(msgspec.Struct):
+    """One user's data, opened: what the export lists per project, and what a user or project
+    hold keeps (`GET /v1/holds/{id}/data`)."""
+
+    user_id: str | None
+    profile: ProfileOut | None
+    messages: list[ExportedMessageOut]
+    events: list[ExportedEventOut]
 
 
 class ExportProjectOut(SubjectProjectOut):

@@ -266,3 +266,28 @@ def test_hold_validation_and_access(client: TestClient[Any], keys: dict[str, str
     past = client.post("/v1/holds", json={"scope": "user", "target": "x", "reason": "r",
                                           "expires_at": "2000-01-01T00:00:00Z"}, headers=bearer(keys["officer"]))
     assert past.status_code == 400 and "expires_at" in past.json()["detail"]
+
+
+@pytest.mark.parametrize("scope", ["user", "project"])
+def test_a_user_or_project_hold_shows_the_users_it_keeps(client: TestClient[Any], keys: dict[str, str],
+                                                        container: Container, scope: str) -> None:
+    post(client, keys, [frontend("name_set"),
+                        frontend("message_sent", text="evidence", message_id="m-1", room="r-7"),
+                        frontend("message_sent", "u-other", text="chatter", message_id="m-2", room="r-8")])
+    placed = hold(client, keys, scope=scope, target=USER if scope == "user" else PROJECT)
+    path = f"/v1/holds/{placed['id']}/data"
+    if scope == "user":
+        (user,) = officer_get(client, keys, path)["users"]
+    else:  # a page at a time: both users, each once
+        first = officer_get(client, keys, path, limit=1)
+        second = officer_get(client, keys, path, limit=1, cursor=first["next_cursor"])
+        assert second["next_cursor"] is None and len(first["users"]) == len(second["users"]) == 1
+        by_id = {u["user_id"]: u for u in first["users"] + second["users"]}
+        assert set(by_id) == {USER, "u-other"}
+        assert [m["text"] for m in by_id["u-other"]["messages"]] == ["chatter"]
+        user = by_id[USER]
+    assert user["user_id"] == USER and user["profile"]["display_name"] == "John Doe"
+    assert [m["text"] for m in user["messages"]] == ["evidence"]
+    assert "John Doe" in {e["personal"].get("user_name") for e in user["events"]}  # opened, not ciphertext
+    read = officer_get(client, keys, "/v1/audit", action="hold.data_read")["items"]
+    assert read and read[-1]["details"]["hold_id"] == placed["id"] and "evidence" not in str(read)

@@ -68,6 +68,13 @@ class Subjects:
         return [(sid, key) for sid, key in self.session.execute(
             select(Subject.id, Subject.user_key).where(Subject.project_id == project_id))]
 
+    def linked_page(self, project_id: str, after_id: str | None, limit: int) -> list[Subject]:
+        """The project's subjects still linked to a user id, by id, after `after_id`."""
+        query = select(Subject).where(Subject.project_id == project_id, Subject.user_key.is_not(None))
+        if after_id is not None:
+            query = query.where(Subject.id > after_id)
+        return list(self.session.scalars(query.order_by(Subject.id).limit(limit)))
+
     def idle(self, project_id: str, seen_before: datetime) -> list[Subject]:
         """Active, linked, non-admin subjects of the project last seen before `seen_before`."""
         return list(self.session.scalars(select(Subject).where(
