@@ -100,8 +100,10 @@ def auth_middleware(accounts: AccountService, webhooks: WebhookAuthService) -> D
     return DefineMiddleware(BearerAuthMiddleware, accounts=accounts, webhooks=webhooks, exclude=PUBLIC_PATHS)
 
 
+# Guards are `async def` although they do no I/O: Litestar runs a sync guard in a worker
+# thread, one thread hop per request for a few attribute reads.
 def _require(role: Role) -> Any:
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         _allow(connection, role)
 
     guard.__name__ = f"require_{role.value}"
@@ -119,7 +121,7 @@ def _allow(connection: ASGIConnection[Any, Any, Any, Any], *roles: Role) -> None
         raise PermissionDeniedException(f"this endpoint needs a {wanted} token, not a {connection.user.role} token")
 
 
-def partner_or_officer(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def partner_or_officer(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     _allow(connection, Role.PARTNER, Role.OFFICER)
 
 

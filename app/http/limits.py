@@ -59,7 +59,7 @@ def rate_limits(limits: Limits) -> list[DefineMiddleware]:
 
 
 def _limiter(role: Role, per_second: int) -> DefineMiddleware:
-    def applies(request: Request[Any, Any, Any]) -> bool:
+    async def applies(request: Request[Any, Any, Any]) -> bool:  # async: Litestar runs a sync one in a thread
         user = request.scope.get("user")
         return isinstance(user, Principal) and user.role is role
 
