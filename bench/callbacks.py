@@ -56,7 +56,7 @@ def main() -> int:
     try:
         with in_process("lethe-bench-callbacks", db_kind, SECRET) as container:
             project_id = new_project(container, "bench")
-            secret = container.callbacks.register(project_id, url, actor="partner:bench")["callback_secret"]
+            secret = container.callbacks.register(project_id, url, actor="partner:bench").callback_secret
             container.batches.submit(project_id, [f"cb-user-{i}" for i in range(size)], Mode.GRACE, None,
                                      actor="partner:bench")
             container.erasure.anonymise(datetime.now(UTC))

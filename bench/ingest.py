@@ -169,13 +169,17 @@ def _rows_for(envelopes: list[dict[str, Any]], subjects: dict[str, str], receive
     from app.domain.crypto import Cipher, new_data_key
     from app.domain.events import Actor, parse_envelope
     from app.ports import EventRow
+    from app.stores.clickhouse.events import column_values
 
     rows = []
     for envelope in envelopes:
         event = parse_envelope(envelope, PROJECT, received)
         for key in [event.actor.key] if event.actor else []:
             subjects.setdefault(key, str(uuid.uuid4()))
-        refs = {k: subjects.setdefault(Actor("user", u).key, str(uuid.uuid4())) for k, u in event.user_refs.items()}
+        refs: dict[str, str | list[str]] = {}  # as IngestService stores them: one id, or a list for a list
+        for k, users in event.user_refs.items():
+            ids = [subjects.setdefault(Actor("user", u).key, str(uuid.uuid4())) for u in users]
+            refs[k] = ids if isinstance(event.raw_value.get(k), list) or len(ids) != 1 else ids[0]
         # sealed as IngestService seals them (the default policy stores no IP), one key per actor
         owner = event.actor.key if event.actor else "no-actor"
         cipher = ciphers.get(owner) or ciphers.setdefault(owner, Cipher(new_data_key()))
@@ -187,7 +191,7 @@ def _rows_for(envelopes: list[dict[str, Any]], subjects: dict[str, str], receive
             message_id=event.message_id, platform=event.platform, personal=personal,
             properties=refs,
         )
-        rows.append(row.values())
+        rows.append(column_values(row))
     return rows
 
 

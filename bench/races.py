@@ -250,7 +250,7 @@ class Bench:
             # the API clock (grace_until - 1 s) + skew = the worker clock
             body = self._open(user, worker_now - grace + timedelta(seconds=1 - skew))
             race = Race("b", user, body.id)
-            grace_until = datetime.fromisoformat(body["grace_until"])
+            grace_until = datetime.fromisoformat(body.grace_until)
             api_now[race.request_id] = grace_until - timedelta(seconds=1)
             race.skew = (worker_now - api_now[race.request_id]).total_seconds()
             race.due = grace_until <= worker_now

@@ -1,4 +1,5 @@
-"""Request bodies and response shapes (msgspec: Litestar validates and documents them)."""
+"""Request bodies and query parameters (msgspec: Litestar validates and documents them). The
+answers are the services' own Structs (app/services/views.py)."""
 
 from __future__ import annotations
 

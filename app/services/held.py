@@ -215,7 +215,6 @@ class HeldDataService:
                                    "sql.messages_deleted": deleted, "keys_destroyed": destroyed}))
             uow.commit()
 
-
     def _delete_if_author_erased(self, uow: UnitOfWork, project: str, project_id: str, found: Sequence[Message],
                                  authors: Mapping[str, Cipher]) -> int:
         """The covered messages whose author was erased in `immediate` mode while the hold stood

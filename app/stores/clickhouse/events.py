@@ -34,7 +34,7 @@ SYNC = {"mutations_sync": 2}
 TARGETED_PARTITIONS = 16  # up to this many affected days, patches are applied day by day
 
 
-def _values(row: EventRow) -> list[Any]:
+def column_values(row: EventRow) -> list[Any]:
     """An event row as the events table's columns (COLUMNS)."""
     return [row.project, row.event, row.at, row.received_at,
             uuid.UUID(row.subject_id) if row.subject_id else NO_SUBJECT, row.actor_kind, row.dedup_key,
@@ -58,7 +58,7 @@ class ClickHouseEventStore:
         """One block; a retry with the same token (after a failed SQL commit) is deduplicated."""
         if rows:
             # max_partitions_per_insert_block: a backfill may span more than 100 days
-            self.ch.insert("events", [_values(r) for r in rows], COLUMNS,
+            self.ch.insert("events", [column_values(r) for r in rows], COLUMNS,
                            settings={"insert_deduplication_token": dedup_token, "max_partitions_per_insert_block": 0})
 
     # --- erasure -------------------------------------------------------------------------
