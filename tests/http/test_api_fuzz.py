@@ -7,6 +7,7 @@ under pytest 9)."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import schemathesis
@@ -18,7 +19,7 @@ from app.bootstrap import Container
 from app.http.app import create_app
 from tests.fixtures.platform import PROJECT
 
-EXAMPLES = 50  # per operation and store: well under a minute in all
+EXAMPLES = int(os.environ.get("LETHE_FUZZ_EXAMPLES", "50"))  # per operation and store: well under a minute in all
 
 
 def role_for(path: str, method: str) -> str:
