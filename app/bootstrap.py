@@ -151,7 +151,8 @@ class Container:
     def erasure(self) -> ErasureService:
         return ErasureService(self.uow, self.now, self.settings.secret_key, self.identities, self.sql_steps,
                               [self.events], after_run=self.keys.compact_when_due,
-                              holds=self.holds, before_run=self._settle_holds, callbacks=self.callbacks)
+                              holds=self.holds, before_run=self._settle_holds, callbacks=self.callbacks,
+                              keep_in=self.held.take_in)
 
     def _settle_holds(self) -> None:
         """Before each erasure run: the outbox is drained (what a hold covers, and what an erasure

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -45,6 +45,8 @@ LEASE = timedelta(seconds=60)  # a killed run's requests are taken over within a
 HEARTBEAT = timedelta(seconds=15)  # ...while a live run renews its leases this often
 RUNNER = f"{socket.gethostname()}:{os.getpid()}"
 Evidence = dict[str, dict[str, Mapping[str, int]]]  # store -> kind ("anonymised"...) -> subject -> rows
+# (transaction, keeping holds, subject ids): take those subjects' held messages under the holds' keys
+KeepIn = Callable[[UnitOfWork, Sequence[Hold], Collection[str]], object]
 
 
 class StepFailed(Exception):
@@ -58,8 +60,9 @@ class ErasureService:
                  sql_steps: Sequence[SqlErasureStep], external_steps: Sequence[ExternalErasureStep],
                  after_run: Callable[[], object] = lambda: None, batch_size: int = 10_000,
                  holds: HoldService | None = None, before_run: Callable[[], object] = lambda: None,
-                 callbacks: CallbackService | None = None) -> None:
+                 callbacks: CallbackService | None = None, keep_in: KeepIn | None = None) -> None:
         self._callbacks = callbacks
+        self._keep_in = keep_in
         self._before_run = before_run
         self._ids = identities
         self._uow = uow
@@ -280,6 +283,10 @@ class ErasureService:
                 for sql_step in self._sql_steps:
                     counts.setdefault(sql_step.name, {})["anonymised"] = sql_step.anonymise(uow, proceed)
                 uow.subjects.set_status(proceed.subject_ids, SubjectStatus.HIDDEN)
+            if purge_now.immediate and keeping and self._keep_in is not None:
+                # what arrived since the run took held data (before_run) goes under the holds'
+                # keys too, in this transaction, before the steps destroy the content keys
+                self._keep_in(uow, keeping, purge_now.immediate)
             if purge_now.project_of:
                 for sql_step in self._sql_steps:
                     counts.setdefault(sql_step.name, {})["deleted"] = sql_step.purge(uow, purge_now)

@@ -19,7 +19,7 @@ User and project holds cover whole users: they stop the request (`on_hold`) and 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -102,9 +102,27 @@ class HeldDataService:
             uow.commit()
         return {"sql.messages": texts, "clickhouse.events": len(resealed)}
 
+    def take_in(self, uow: UnitOfWork, holds: Sequence[Hold], subject_ids: Collection[str]) -> int:
+        """Inside an erasure's transaction, just before its subjects' content keys are destroyed:
+        their messages that these (room and message) holds cover but that arrived after the
+        holds took their data are taken under the holds' keys now, so the erasure cannot make
+        them unreadable. Returns how many texts moved."""
+        ids = {name: pid for pid, name in uow.projects.names(uow.projects.all_ids()).items()}
+        moved = 0
+        for hold in holds:
+            key = self._keys.ciphers(uow, [hold.id], HOLD, create=False).get(hold.id)
+            if key is None or hold.project not in ids or hold.scope not in (Scope.ROOM, Scope.MESSAGE):
+                continue
+            rooms, messages = _targets(hold)
+            moved += self._take_messages(uow, ids[hold.project], rooms, messages, key, only=subject_ids)
+        return moved
+
     def _take_messages(self, uow: UnitOfWork, project_id: str, rooms: Sequence[str], messages: Sequence[str],
-                       key: Cipher) -> int:
+                       key: Cipher, only: Collection[str] | None = None) -> int:
+        """The covered messages' texts (of `only` these authors, or all) moved under `key`."""
         found, authors = self._covered_texts(uow, project_id, rooms, messages)
+        if only is not None:
+            found = [m for m in found if m.subject_id in only]
         return _move_texts(found, to=lambda _m: key, source=lambda m: authors.get(m.subject_id or ""))
 
     def _covered_texts(self, uow: UnitOfWork, project_id: str, rooms: Sequence[str],

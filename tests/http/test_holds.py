@@ -181,6 +181,28 @@ def test_data_arriving_in_a_held_room_is_taken_before_the_users_erasure(client: 
     assert [m["text"] for m in data["messages"]] == ["late evidence"]
 
 
+def test_a_message_arriving_during_the_run_that_erases_its_author_is_kept(client: TestClient[Any],
+                                                                          keys: dict[str, str],
+                                                                          container: Container,
+                                                                          clock: FakeClock) -> None:
+    """After the run took what the hold covers and before it destroys the author's keys, a
+    message arrives in the held room: the erasure's own transaction takes it too."""
+    placed = hold(client, keys, scope="room", target="r-7")
+    container.held.take()
+    created = request(client, keys, "immediate")
+    settle = container.erasure._before_run
+
+    def settle_then_a_message_arrives() -> None:
+        settle()
+        post(client, keys, frontend("message_sent", text="in-flight evidence", message_id="m-8", room="r-7"))
+
+    container.erasure._before_run = settle_then_a_message_arrives
+    container.erasure.anonymise(clock.now)
+    assert status(client, keys, created["id"])["status"] == "completed"
+    data = officer_get(client, keys, f"/v1/holds/{placed['id']}/data")
+    assert [m["text"] for m in data["messages"]] == ["in-flight evidence"]
+
+
 def test_a_hold_whose_data_is_not_sealed_yet_stops_the_request(client: TestClient[Any], keys: dict[str, str],
                                                                container: Container, clock: FakeClock) -> None:
     post(client, keys, frontend("message_sent", text="evidence", message_id="m-1", room="r-7"))
