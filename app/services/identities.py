@@ -57,7 +57,7 @@ class Identities:
         missing = [key for key, digest in hashes.items() if digest not in found]
         if missing:
             ids = {key: new_id() for key in missing}
-            ciphers = self._keys.ciphers(uow, list(ids.values()), GRACE, create=True)
+            ciphers = self._keys.new_ciphers(uow, list(ids.values()), GRACE)  # fresh ids: no key to look for
             uow.subjects.insert_missing([
                 {"id": ids[key], "project_id": project_id, "user_key": hashes[key],
                  "user_id": ciphers[ids[key]].encrypt(key, USER_ID_AAD.encode()),

@@ -111,6 +111,15 @@ class KeyService:
             found.update(loaded)
         return found
 
+    def new_ciphers(self, uow: UnitOfWork, owners: Sequence[str], purpose: str) -> dict[str, Cipher]:
+        """Keys for owners that cannot have one yet (ids this transaction has just made up): as
+        `ciphers(create=True)` without looking for existing keys first."""
+        _check_purpose(purpose)
+        made = self._made(uow, list(dict.fromkeys(owners)), purpose)
+        mine: dict[tuple[str, str], Cipher] = uow.info.setdefault(OPENED_IN_TRANSACTION, {})
+        mine.update({(o, purpose): c for o, c in made.items()})
+        return made
+
     def cipher(self, uow: UnitOfWork, owner: str, purpose: str) -> Cipher:
         """One owner's Cipher, its key created if it has none (inside the caller's transaction)."""
         return self.ciphers(uow, [owner], purpose, create=True)[owner]
@@ -136,25 +145,30 @@ class KeyService:
                        absent=[] if create else [o for o in owners if o not in stored])
         missing = [o for o in owners if o not in stored]
         if create and missing:
-            for key in self._create(uow, missing, purpose):
-                ciphers[key.owner] = self._open(uow, key)
-                created.add((key.owner, purpose))
-            with self._lock:  # an absence cached by an earlier read no longer holds in this process
-                for owner in missing:
-                    self._cache.pop((owner, purpose), None)
+            ciphers.update(self._made(uow, missing, purpose))
         return ciphers
 
-    def _create(self, uow: UnitOfWork, owners: Sequence[str], purpose: str) -> list[StoredKey]:
-        """New keys for `owners`; where a concurrent transaction won, its key is returned."""
+    def _made(self, uow: UnitOfWork, owners: Sequence[str], purpose: str) -> dict[str, Cipher]:
+        """New keys for `owners` (where a concurrent transaction won, its key), as Ciphers:
+        ours from the data key we have just made, not by unwrapping it again."""
+        created: set[tuple[str, str]] = uow.info.setdefault(_CREATED, set())
         version = self._current_version(uow)
         kek = self._keks[version]
         now = self._clock()
-        rows = []
+        rows, plain = [], {}
         for owner in sorted(owners):  # one lock order for every writer: no deadlock between batches
-            key_id = new_id()
+            key_id, data_key = new_id(), new_data_key()
+            plain[key_id] = data_key
             rows.append({"id": key_id, "owner": owner, "purpose": purpose, "kek_version": version,
-                         "wrapped": wrap(kek, new_data_key(), key_aad(key_id, owner, purpose)), "created_at": now})
-        return uow.keys.create_missing(rows)
+                         "wrapped": wrap(kek, data_key, key_aad(key_id, owner, purpose)), "created_at": now})
+        ciphers = {}
+        for key in uow.keys.create_missing(rows):
+            ciphers[key.owner] = Cipher(plain[key.id]) if key.id in plain else self._open(uow, key)
+            created.add((key.owner, purpose))
+        with self._lock:  # an absence cached by an earlier read no longer holds in this process
+            for owner in owners:
+                self._cache.pop((owner, purpose), None)
+        return ciphers
 
     def _open(self, uow: UnitOfWork, key: StoredKey) -> Cipher:
         kek = self._kek(uow, key.kek_version)
