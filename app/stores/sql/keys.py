@@ -66,16 +66,12 @@ class DataKeys:
     def create_missing(self, rows: Sequence[Mapping[str, Any]]) -> list[StoredKey]:
         """Insert keys (id, owner, purpose, kek_version, wrapped, created_at) unless the owner
         already has one of that purpose, then return what is stored for those owners. Two
-        processes creating the same owner's key end with one key, and both get that one.
-        The rows inserted come back from the INSERT itself; only the owners another transaction
-        served first are read again."""
-        inserted = set(insert_ignoring_conflicts(self.session, _KEYS, rows, returning=_KEYS.c.id))
-        stored = [StoredKey(row["id"], row["owner"], row["purpose"], row["kek_version"], bytes(row["wrapped"]))
-                  for row in rows if row["id"] in inserted]
+        processes creating the same owner's key end with one key, and both get that one."""
+        insert_ignoring_conflicts(self.session, _KEYS, rows)
+        stored: list[StoredKey] = []
         by_purpose: dict[str, list[str]] = {}
         for row in rows:
-            if row["id"] not in inserted:
-                by_purpose.setdefault(row["purpose"], []).append(row["owner"])
+            by_purpose.setdefault(row["purpose"], []).append(row["owner"])
         for purpose, owners in by_purpose.items():
             stored.extend(self.get(owners, purpose).values())
         return stored
