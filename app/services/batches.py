@@ -22,7 +22,7 @@ from app.retry import retry_transient
 from app.services.deletion import DeletionService
 from app.services.errors import InvalidInput, NotFound
 from app.services.idempotency import Idempotency
-from app.services.views import BatchOut, BatchOutcome, BatchProgress
+from app.services.views import BatchOut, BatchOutcome, BatchProgress, without_user
 
 MAX_BATCH = 10_000  # user ids per call
 
@@ -106,7 +106,7 @@ class BatchService:
 def _without_users(answer: BatchOut) -> dict[str, Any]:
     """What the idempotency record keeps: the answer without the user ids (only `subjects` may hold them)."""
     return {"batch": answer.batch,
-            "outcomes": [{k: v for k, v in msgspec.to_builtins(o).items() if k != "user_id"} for o in answer.outcomes]}
+            "outcomes": [without_user(o) for o in answer.outcomes]}
 
 
 def _with_users(stored: dict[str, Any], user_ids: Sequence[str]) -> BatchOut:

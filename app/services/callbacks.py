@@ -23,7 +23,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-import msgspec
 import structlog
 
 from app.domain import webhooks as hooks
@@ -35,7 +34,7 @@ from app.ports import Clock, UnitOfWork, UnitOfWorkFactory
 from app.services.errors import InvalidInput, NotFound
 from app.services.keys import CALLBACK, KeyService, unsealed
 from app.services.summary import JobSummary
-from app.services.views import CallbackOut, DeletionRequestOut, DeliveryOut, DeliveryPage, iso
+from app.services.views import CallbackOut, DeletionRequestOut, DeliveryOut, DeliveryPage, iso, without_user
 
 log = structlog.get_logger(__name__)
 NOTIFIED = frozenset({"in_grace", "on_hold", "completed", "restored", "failed"})  # CONTRACT "Callbacks"
@@ -135,7 +134,7 @@ class CallbackService:
             project = projects[row.project_id]
             assert project is not None
             user = users.get(row.subject_id)
-            payload = {k: v for k, v in msgspec.to_builtins(render(row, project.name)).items() if k != "user_id"}
+            payload = without_user(render(row, project.name))
             uow.callbacks.add(CallbackDelivery(
                 id=ids[row.id], project_id=row.project_id, request_id=row.id, status=row.status, payload=payload,
                 user_id=ciphers[ids[row.id]].encrypt(user, _USER_AAD) if user else None, created_at=now,

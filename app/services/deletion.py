@@ -30,7 +30,14 @@ from app.services.identities import Identities
 from app.services.keys import GRACE, KeyService
 from app.services.policies import PolicyBook
 from app.services.suppressions import SuppressionService
-from app.services.views import DeletionRequestOut, DeletionRequestPage, OfficerRequestOut, OfficerRequestPage, iso
+from app.services.views import (
+    DeletionRequestOut,
+    DeletionRequestPage,
+    OfficerRequestOut,
+    OfficerRequestPage,
+    iso,
+    without_user,
+)
 
 
 class NewRequest(NamedTuple):
@@ -230,8 +237,7 @@ class DeletionService:
             if idempotency_key is not None:
                 record = uow.idempotency.get(project_id, idempotency_key)
                 assert record is not None
-                stored = msgspec.structs.replace(outcome.body, user_id=None)  # only `subjects` holds user ids
-                uow.idempotency.settle(record, created=created, response=msgspec.to_builtins(stored))
+                uow.idempotency.settle(record, created=created, response=without_user(outcome.body))
             uow.commit()
         return outcome
 

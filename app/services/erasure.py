@@ -384,7 +384,7 @@ class ErasureService:
 
 def _kept(uow: UnitOfWork, keeping: Sequence[Hold]) -> tuple[frozenset[tuple[str, str]], frozenset[tuple[str, str]]]:
     """((project id, room), (project id, message id)) that keeping holds leave in place."""
-    ids = {name: pid for pid, name in uow.projects.names(uow.projects.all_ids()).items()} if keeping else {}
+    ids = {name: pid for pid, name in uow.projects.all_names().items()} if keeping else {}
     kept = [(ids[h.project], h.scope, h.target) for h in keeping if h.project in ids]
     return (frozenset((pid, target) for pid, scope, target in kept if scope is Scope.ROOM),
             frozenset((pid, target) for pid, scope, target in kept if scope is Scope.MESSAGE))

@@ -61,7 +61,7 @@ class HeldDataService:
         now = self._clock()
         taken = {"sql.messages": 0, "clickhouse.events": 0}
         with self._uow() as uow:
-            projects = uow.projects.names(uow.projects.all_ids())
+            projects = uow.projects.all_names()
             ids = {name: pid for pid, name in projects.items()}
             holds = [h for h in self._holds.standing(uow, list(projects), now)
                      if h.scope in (Scope.ROOM, Scope.MESSAGE) and (hold_ids is None or h.id in hold_ids)]
@@ -107,11 +107,13 @@ class HeldDataService:
         their messages that these (room and message) holds cover but that arrived after the
         holds took their data are taken under the holds' keys now, so the erasure cannot make
         them unreadable. Returns how many texts moved."""
-        ids = {name: pid for pid, name in uow.projects.names(uow.projects.all_ids()).items()}
+        ids = {name: pid for pid, name in uow.projects.all_names().items()}
         moved = 0
         for hold in holds:
+            if hold.scope not in (Scope.ROOM, Scope.MESSAGE) or hold.project not in ids:
+                continue
             key = self._keys.ciphers(uow, [hold.id], HOLD, create=False).get(hold.id)
-            if key is None or hold.project not in ids or hold.scope not in (Scope.ROOM, Scope.MESSAGE):
+            if key is None:
                 continue
             rooms, messages = _targets(hold)
             moved += self._take_messages(uow, ids[hold.project], rooms, messages, key, only=subject_ids)
@@ -174,7 +176,7 @@ class HeldDataService:
             subjects = uow.subjects.linked_page(project_id, after, limit + 1)
             next_cursor = encode_cursor(subjects[limit - 1].id) if len(subjects) > limit else None
             subjects = subjects[:limit]
-        users = [self._subjects.opened(uow, project_id, subject) for subject in subjects]
+        users = self._subjects.opened(uow, project_id, subjects)
         uow.audit(AuditRecord(actor, "hold.data_read", hold.project, None,
                               {"hold_id": hold.id, "users": len(users),
                                "messages": sum(len(u.messages) for u in users),
@@ -190,7 +192,7 @@ class HeldDataService:
         now = self._clock()
         settled = 0
         with self._uow() as uow:
-            projects = uow.projects.names(uow.projects.all_ids())
+            projects = uow.projects.all_names()
             standing = {h.id for h in self._holds.standing(uow, list(projects), now)}
             ended = [r for r in uow.holds.not_returned() if r.id not in standing]
             # a sealing that never finished (a crash between the key and `sealed_at`) may have

@@ -111,7 +111,7 @@ class HoldService:
 
     def in_events(self, uow: UnitOfWork, holds: Sequence[Hold]) -> Held:
         """The standing holds in the terms of the events table (users become subject ids)."""
-        ids = {name: pid for pid, name in uow.projects.names(uow.projects.all_ids()).items()}
+        ids = {name: pid for pid, name in uow.projects.all_names().items()}
         subjects: set[str] = set()
         for h in holds:
             if h.scope is Scope.USER and h.project in ids:

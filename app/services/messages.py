@@ -50,7 +50,7 @@ class MessageFeedService:
     def run(self, now: datetime) -> JobSummary:
         summary = JobSummary("message_feed", now)
         with self._uow() as uow:
-            projects = uow.projects.names(uow.projects.all_ids())
+            projects = uow.projects.all_names()
             holds = self._holds.standing(uow, list(projects), now)
             for project_id, name in sorted(projects.items(), key=lambda p: p[1]):
                 cutoff = now - timedelta(days=self._policies.for_project(name).message_feed_days)

@@ -49,7 +49,7 @@ class RetentionService:
             self._events.aggregate(day, self._clock())
             summary.add({"clickhouse.daily_metrics": 1})
         with self._uow() as uow:
-            projects = uow.projects.names(uow.projects.all_ids())
+            projects = uow.projects.all_names()
             holds = self._holds.standing(uow, list(projects), now)
             held = self._holds.in_events(uow, holds)
             due = {pid: cutoffs(self._policies.for_project(name), now) for pid, name in projects.items()}

@@ -72,7 +72,7 @@ class SubjectService:
         found: list[ExportProjectOut] = []
         with self._uow() as uow:
             for project_id, name, subject in self._subjects(uow, projects, user_id):
-                data = self.opened(uow, project_id, subject)
+                (data,) = self.opened(uow, project_id, [subject])
                 found.append(ExportProjectOut(**_about(uow, project_id, name, subject, user_id),
                                               profile=data.profile, messages=data.messages, events=data.events))
                 uow.audit(AuditRecord(actor, "subject.exported", name, subject_hash(self._secret, name, user_id),
@@ -83,26 +83,35 @@ class SubjectService:
         return SubjectExport(user_id, found)
 
 
-    def opened(self, uow: UnitOfWork, project_id: str, subject: Subject) -> UserDataOut:
-        """The subject's profile, messages and events, opened with the keys that still exist: its
-        own, and those of the room and message holds that took part of its data."""
+    def opened(self, uow: UnitOfWork, project_id: str, subjects: Sequence[Subject]) -> list[UserDataOut]:
+        """The subjects' profiles, messages and events, opened with the keys that still exist:
+        their own, and those of the project's room and message holds that took part of their
+        data. The keys are looked up once for all of them."""
         holds = [r.id for r in uow.holds.not_returned() if r.project_id == project_id]
         held = list(self._keys.ciphers(uow, holds, HOLD, create=False).values())
-        cipher = [*self._keys.ciphers(uow, [subject.id], ANALYTICS, create=False).values(), *held]
-        grace = self._keys.ciphers(uow, [subject.id], GRACE, create=False).get(subject.id)
-        content = [*self._keys.ciphers(uow, [subject.id], CONTENT, create=False).values(), *held]
-        profile = uow.profiles.get(subject.id)
-        return UserDataOut(
-            user_id=self._ids.user_id(uow, subject),
-            profile=None if profile is None else ProfileOut(
-                display_name=unsealed(grace, profile.display_name, "display_name"),
-                avatar_url=unsealed(grace, profile.avatar_url, "avatar_url"),
-                updated_at=profile.updated_at.isoformat()),
-            messages=[ExportedMessageOut(message_id=m.message_id, room_id=m.room_id,
-                                         text=unsealed(content, m.text, MESSAGE_TEXT_AAD.decode()),
-                                         sent_at=m.sent_at.isoformat(), deleted_at=iso(m.deleted_at))
-                      for m in uow.messages.of_subject(subject.id) if not m.placeholder],
-            events=[_opened(row, cipher) for row in self._events.of_subject(subject.id)])
+        ids = [s.id for s in subjects]
+        analytics = self._keys.ciphers(uow, ids, ANALYTICS, create=False)
+        grace = self._keys.ciphers(uow, ids, GRACE, create=False)
+        content = self._keys.ciphers(uow, ids, CONTENT, create=False)
+        users = self._ids.user_ids(uow, subjects)
+        opened = []
+        for subject in subjects:
+            own = subject.id
+            cipher = [*([analytics[own]] if own in analytics else []), *held]
+            texts = [*([content[own]] if own in content else []), *held]
+            profile = uow.profiles.get(own)
+            opened.append(UserDataOut(
+                user_id=users.get(own),
+                profile=None if profile is None else ProfileOut(
+                    display_name=unsealed(grace.get(own), profile.display_name, "display_name"),
+                    avatar_url=unsealed(grace.get(own), profile.avatar_url, "avatar_url"),
+                    updated_at=profile.updated_at.isoformat()),
+                messages=[ExportedMessageOut(message_id=m.message_id, room_id=m.room_id,
+                                             text=unsealed(texts, m.text, MESSAGE_TEXT_AAD.decode()),
+                                             sent_at=m.sent_at.isoformat(), deleted_at=iso(m.deleted_at))
+                          for m in uow.messages.of_subject(own) if not m.placeholder],
+                events=[_opened(row, cipher) for row in self._events.of_subject(own)]))
+        return opened
 
 
 def _about(uow: UnitOfWork, project_id: str, name: str, subject: Subject, user_id: str) -> dict[str, Any]:

@@ -17,6 +17,12 @@ def iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+def without_user(view: msgspec.Struct) -> dict[str, Any]:
+    """A result as stored (idempotent replays, callback payloads): its builtins without the
+    user id, which only `subjects` may hold; it is put back, or sent sealed, beside it."""
+    return {k: v for k, v in msgspec.to_builtins(view).items() if k != "user_id"}
+
+
 class DeletionRequestOut(msgspec.Struct):
     id: str
     project: str

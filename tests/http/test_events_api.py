@@ -37,7 +37,7 @@ def readable(container: Container, rows: list[dict[str, Any]]) -> list[dict[str,
     from app.domain.events import SEALED_COLUMNS
 
     with container.uow() as uow:
-        projects = {name: pid for pid, name in uow.projects.names(uow.projects.all_ids()).items()}
+        projects = {name: pid for pid, name in uow.projects.all_names().items()}
 
         def owner(row: dict[str, Any]) -> str:
             if row["subject_id"].int:

@@ -150,35 +150,35 @@ _OLDER_TRANSACTIONS = text(
 
 class KeyTableCompaction:
     """Makes destroyed key rows leave the key table's files, not only its query results.
-Make destroyed key rows leave the key table's files, not only its query results.
-        SQLite: `secure_delete=ON` (set on every connection) zeroes a deleted row in its page;
-        the WAL still holds earlier copies of that page until a TRUNCATE checkpoint folds it in.
 
-        PostgreSQL (measured on 15 with `pg_read_binary_file(pg_relation_filepath(...))` after
-        CHECKPOINT, 60-byte wrapped keys, tables of 1 to 500 rows): a DELETE leaves the tuple
-        in its page; plain `VACUUM` compacts the page but does not zero the space it frees, so
-        a deleted tuple that sat next to the free space (the last one written on its page) stays
-        readable in the file: found after VACUUM in 2 of 7 layouts. `VACUUM FULL` writes a new
-        file with the live rows only (the old file is emptied at commit) and left no deleted
-        key in any layout: the cheapest statement that works. Two limits, both measured:
-        - it copies "recently dead" rows, those a snapshot older than the DELETE can still see
-          (an open transaction, an autovacuum ANALYZE): the key stayed in the new file. So we
-          first wait, up to `wait_seconds`, for every such transaction in this database to end,
-          and raise CompactionBlocked (naming the pids) if one does not; the next run retries.
-          Replication slots / hot_standby_feedback hold rows the same way and are not checked.
-        - it holds an ACCESS EXCLUSIVE lock for its run (~9 µs per live key: 0.9 s for 98k
-          keys, 1.7 s for 198k), hence the lock_timeout.
-        No CHECKPOINT here (it needs superuser or pg_checkpoint): the new file is written
-        directly. PostgreSQL's WAL and base backups keep wrapped copies: rotation then retiring
-        the old KEK deals with those, not this.
-        """
+    SQLite: `secure_delete=ON` (set on every connection) zeroes a deleted row in its page;
+    the WAL still holds earlier copies of that page until a TRUNCATE checkpoint folds it in.
+
+    PostgreSQL (measured on 15 with `pg_read_binary_file(pg_relation_filepath(...))` after
+    CHECKPOINT, 60-byte wrapped keys, tables of 1 to 500 rows): a DELETE leaves the tuple
+    in its page; plain `VACUUM` compacts the page but does not zero the space it frees, so
+    a deleted tuple that sat next to the free space (the last one written on its page) stays
+    readable in the file: found after VACUUM in 2 of 7 layouts. `VACUUM FULL` writes a new
+    file with the live rows only (the old file is emptied at commit) and left no deleted
+    key in any layout: the cheapest statement that works. Two limits, both measured:
+    - it copies "recently dead" rows, those a snapshot older than the DELETE can still see
+      (an open transaction, an autovacuum ANALYZE): the key stayed in the new file. So we
+      first wait, up to `wait_seconds`, for every such transaction in this database to end,
+      and raise CompactionBlocked (naming the pids) if one does not; the next run retries.
+      Replication slots / hot_standby_feedback hold rows the same way and are not checked.
+    - it holds an ACCESS EXCLUSIVE lock for its run (~9 µs per live key: 0.9 s for 98k
+      keys, 1.7 s for 198k), hence the lock_timeout.
+    No CHECKPOINT here (it needs superuser or pg_checkpoint): the new file is written
+    directly. PostgreSQL's WAL and base backups keep wrapped copies: rotation then retiring
+    the old KEK deals with those, not this.
+    """
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self.cheap = engine.dialect.name == "sqlite"
+        self.cheap = engine.dialect.name == "sqlite"  # a checkpoint: cheap enough after every job
 
     def compact(self, wait_seconds: float) -> None:
-        if self._engine.dialect.name == "sqlite":
+        if self.cheap:
             checkpoint(self._engine)
             return
         try:

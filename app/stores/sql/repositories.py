@@ -37,12 +37,13 @@ class Projects:
     def by_id(self, project_id: str) -> Project | None:
         return self.session.get(Project, project_id)
 
-    def all_ids(self) -> list[str]:
-        return list(self.session.scalars(select(Project.id)))
-
     def with_status(self, status: ProjectStatus) -> list[Project]:
         return list(self.session.scalars(select(Project).where(Project.status == status.value)
                                          .order_by(Project.name)))
+
+    def all_names(self) -> dict[str, str]:
+        """id -> name of every project, in one query."""
+        return {pid: name for pid, name in self.session.execute(select(Project.id, Project.name))}
 
     def names(self, project_ids: Iterable[str]) -> dict[str, str]:
         """id -> name, in one query."""
