@@ -30,7 +30,6 @@ from app.domain.events import SEALED_COLUMNS
 from app.domain.holds import Hold, Scope
 from app.domain.statuses import SubjectStatus
 from app.models import Message
-from app.paging import decode_cursor, encode_cursor
 from app.ports import NO_SUBJECT, Clock, EventStore, MessageRef, UnitOfWork, UnitOfWorkFactory
 from app.services.errors import NotFound
 from app.services.holds import HoldService
@@ -172,10 +171,7 @@ class HeldDataService:
             found = self._ids.find(uow, project_id, hold.target)
             subjects, next_cursor = ([found] if found is not None else []), None
         else:
-            after = str(decode_cursor(cursor, 1)[0]) if cursor else None
-            subjects = uow.subjects.linked_page(project_id, after, limit + 1)
-            next_cursor = encode_cursor(subjects[limit - 1].id) if len(subjects) > limit else None
-            subjects = subjects[:limit]
+            subjects, next_cursor = uow.subjects.linked_page(project_id, limit, cursor)
         users = self._subjects.opened(uow, project_id, subjects)
         uow.audit(AuditRecord(actor, "hold.data_read", hold.project, None,
                               {"hold_id": hold.id, "users": len(users),

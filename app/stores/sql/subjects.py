@@ -16,7 +16,7 @@ from app.domain.policy import Handles
 from app.domain.statuses import SubjectStatus
 from app.models import Complaint, Login, Message, Profile, Subject
 from app.stores.sql.operational import insert_ignoring_conflicts
-from app.stores.sql.queries import locked, member_of, rowcount
+from app.stores.sql.queries import locked, member_of, newest_first_page, rowcount
 
 
 class Subjects:
@@ -68,12 +68,10 @@ class Subjects:
         return [(sid, key) for sid, key in self.session.execute(
             select(Subject.id, Subject.user_key).where(Subject.project_id == project_id))]
 
-    def linked_page(self, project_id: str, after_id: str | None, limit: int) -> list[Subject]:
-        """The project's subjects still linked to a user id, by id, after `after_id`."""
+    def linked_page(self, project_id: str, limit: int, cursor: str | None) -> tuple[list[Subject], str | None]:
+        """A page of the project's subjects still linked to a user id, newest first."""
         query = select(Subject).where(Subject.project_id == project_id, Subject.user_key.is_not(None))
-        if after_id is not None:
-            query = query.where(Subject.id > after_id)
-        return list(self.session.scalars(query.order_by(Subject.id).limit(limit)))
+        return newest_first_page(self.session, query, Subject.created_at, Subject.id, limit, cursor)
 
     def idle(self, project_id: str, seen_before: datetime) -> list[Subject]:
         """Active, linked, non-admin subjects of the project last seen before `seen_before`."""
