@@ -84,10 +84,7 @@ class BatchService:
             uow.audit(AuditRecord(actor, "deletion_batch.created", project.name, None,
                                   {"batch_id": batch.id, "mode": mode.value, **counts}))
             answer = BatchOut(batch.id, outcomes)
-            if idempotency_key is not None:
-                record = uow.idempotency.get(project_id, idempotency_key)
-                assert record is not None
-                uow.idempotency.settle(record, created=True, response=_without_users(answer))
+            self._idempotency.settle(uow, project_id, idempotency_key, created=True, response=_without_users(answer))
             uow.commit()
         return answer
 

@@ -234,10 +234,8 @@ class DeletionService:
             row, created = self.open_in(uow, project, subject,
                                         NewRequest(project_id, user_id, mode, reason, source, actor))
             outcome = Outcome(created, to_view(row, project.name, user_id, now))
-            if idempotency_key is not None:
-                record = uow.idempotency.get(project_id, idempotency_key)
-                assert record is not None
-                uow.idempotency.settle(record, created=created, response=without_user(outcome.body))
+            self._idempotency.settle(uow, project_id, idempotency_key, created=created,
+                                     response=without_user(outcome.body))
             uow.commit()
         return outcome
 

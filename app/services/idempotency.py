@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from app.ports import Clock, UnitOfWorkFactory
+from app.ports import Clock, UnitOfWork, UnitOfWorkFactory
 from app.services.errors import Conflict, Unprocessable
 
 IN_FLIGHT_TIMEOUT = timedelta(minutes=2)  # an in-flight key older than this was abandoned by a crash
@@ -56,6 +56,16 @@ class Idempotency:
                 uow.commit()
                 return None
             return answer
+
+    @staticmethod
+    def settle(uow: UnitOfWork, project_id: str, key: str | None, *, created: bool,
+               response: dict[str, Any]) -> None:
+        """Keep the first call's answer, in the transaction that did the work (no key: nothing)."""
+        if key is None:
+            return
+        record = uow.idempotency.get(project_id, key)
+        assert record is not None  # begin() recorded it
+        uow.idempotency.settle(record, created=created, response=response)
 
     def abandon(self, project_id: str, key: str) -> None:
         """The work failed: the key is free again (unless the first call's answer is kept)."""
