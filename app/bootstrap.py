@@ -213,7 +213,7 @@ class Container:
     def ingest(self) -> IngestService:
         return IngestService(self.uow, self.now, self.policies, self.outbox, self.deletions, self.keys,
                              self.dead_letters, self.settings.secret_key, self.suppressions, self.identities,
-                             lambda: self.kick("outbox"))
+                             self.holds, lambda: self.kick("outbox"))
 
     @cached_property
     def health(self) -> HealthService:

@@ -91,6 +91,14 @@ def covering(holds: Iterable[Hold], data: Data, now: datetime, release_delay: ti
     return [h for h in holds if h.stands(now, release_delay) and covers(h, data)]
 
 
+def keeper(holds: Iterable[Hold], data: Data, now: datetime,
+           release_delay: timedelta = timedelta(0)) -> Hold | None:
+    """The room or message hold whose key takes new `data` at the door: the first standing one
+    that covers it, in the order holds take their data (placement), or None."""
+    return next((h for h in covering(holds, data, now, release_delay) if h.scope in (Scope.ROOM, Scope.MESSAGE)),
+                None)
+
+
 def split(pieces: Iterable[tuple[T, Data]], holds: Sequence[Hold], now: datetime,
           release_delay: timedelta = timedelta(0)) -> tuple[list[T], list[T]]:
     """(free, held): the pieces no standing hold covers, which a step may alter or delete, and

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 
 from app.domain.audit import AuditRecord
-from app.domain.holds import Data, Hold, Scope, T, covering, split
+from app.domain.holds import Data, Hold, Scope, T, covering, keeper, split
 from app.domain.policy import Handles
 from app.models import HoldRecord
 from app.ports import Clock, Held, MessageRef, UnitOfWork, UnitOfWorkFactory
@@ -89,6 +89,15 @@ class HoldService:
         rows = uow.holds.in_projects(project_ids)
         holds = [to_domain(r, names[r.project_id]) for r in rows]
         return [h for h in holds if h.stands(now, self.delay(h.project))]
+
+    def keeping(self, uow: UnitOfWork, project_id: str, project: str, now: datetime) -> list[Hold]:
+        """A project's standing room and message holds: new data they cover goes under their keys."""
+        delay = self.delay(project)
+        return [h for h in (to_domain(r, project) for r in uow.holds.keeping(project_id)) if h.stands(now, delay)]
+
+    def keeper(self, holds: Sequence[Hold], data: Data, now: datetime) -> Hold | None:
+        """Which of `keeping`'s holds takes `data` (domain.holds.keeper)."""
+        return keeper(holds, data, now, self.delay(data.project))
 
     def delay(self, project: str) -> timedelta:
         return timedelta(hours=self._policies.for_project(project).hold_release_delay_hours)

@@ -29,6 +29,7 @@ from app.domain.events import (
     split_body,
     time_problem,
 )
+from app.domain.holds import Data
 from app.domain.statuses import SubjectStatus
 from app.domain.webhooks import delivery_receipt
 from app.models import Project, Subject
@@ -39,8 +40,9 @@ from app.services.dead_letters import DeadLetterService
 from app.services.deletion import DeletionService
 from app.services.errors import Unavailable
 from app.services.event_effects import EventEffects
+from app.services.holds import HoldService
 from app.services.identities import Identities
-from app.services.keys import ANALYTICS, KeyService, day_key_owner
+from app.services.keys import ANALYTICS, HOLD, KeyService, day_key_owner
 from app.services.outbox import OutboxService
 from app.services.policies import PolicyBook
 from app.services.suppressions import SuppressionService
@@ -88,8 +90,9 @@ class _Batch:
 class IngestService:
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock, policies: PolicyBook, outbox: OutboxService,
                  deletions: DeletionService, keys: KeyService, dead_letters: DeadLetterService,
-                 secret_key: bytes, suppressions: SuppressionService, identities: Identities,
+                 secret_key: bytes, suppressions: SuppressionService, identities: Identities, holds: HoldService,
                  events_waiting: Callable[[], None]) -> None:
+        self._holds = holds
         self._identities = identities
         self._suppressions = suppressions
         self._keys = keys
@@ -277,6 +280,7 @@ class IngestService:
         subjects = self._identities.ensure(uow, project.id, keys, received, earliest)
         ciphers = self._keys.ciphers(uow, sorted({_key_owner(project, e, subjects) for e in events
                                                   if any(e.personal.values())} - {""}), ANALYTICS, create=True)
+        held = self._held_ciphers(uow, project, received)
         store_ip = self._policies.for_project(project.name).store_ip
         last_seen: dict[str, datetime] = {}
         opened = False
@@ -286,11 +290,30 @@ class IngestService:
             if subject is not None:
                 last_seen[subject.id] = max(event.at, last_seen.get(subject.id, event.at))
             opened |= self._effects.apply(uow, project, event, subject, messages, at)
-            rows.append(self._row(project, event, subject, subjects, at,
-                                  ciphers.get(_key_owner(project, event, subjects)), store_ip))
+            cipher = held(event) or ciphers.get(_key_owner(project, event, subjects))
+            rows.append(self._row(project, event, subject, subjects, at, cipher, store_ip))
         messages.flush(uow)
         uow.subjects.seen(last_seen)
         return opened
+
+    def _held_ciphers(self, uow: UnitOfWork, project: Project, now: datetime) -> Callable[[Event], Cipher | None]:
+        """The key of the room or message hold that covers an event, if any (else None). New
+        data a hold covers goes under its key at the door: an erasure of the event's user that
+        runs before the outbox reaches ClickHouse (and before the hold takes it there) destroys
+        their analytics key, and the hold must still keep the event readable. A hold whose
+        taking has not begun has no key yet: its first `take` seals what arrived until then."""
+        holds = self._holds.keeping(uow, project.id, project.name, now)
+        keys = self._keys.ciphers(uow, [h.id for h in holds], HOLD, create=False) if holds else {}
+        if not keys:
+            return lambda _event: None
+
+        def held(event: Event) -> Cipher | None:
+            data = Data(project.name, rooms=frozenset({event.room_id} if event.room_id else ()),
+                        messages=frozenset({event.message_id} if event.message_id else ()))
+            hold = self._holds.keeper([h for h in holds if h.id in keys], data, now)
+            return keys[hold.id] if hold is not None else None
+
+        return held
 
     def _row(self, project: Project, event: Event, subject: Subject | None, subjects: dict[str, Subject],
              received: datetime, cipher: Cipher | None, store_ip: bool) -> EventRow:

@@ -203,6 +203,34 @@ def test_a_message_arriving_during_the_run_that_erases_its_author_is_kept(client
     assert [m["text"] for m in data["messages"]] == ["in-flight evidence"]
 
 
+@pytest.mark.parametrize("mode", ["grace", "immediate"])
+def test_an_event_arriving_during_the_run_that_erases_its_user_is_kept(client: TestClient[Any],
+                                                                       keys: dict[str, str],
+                                                                       container: Container,
+                                                                       clock: FakeClock, mode: str) -> None:
+    """The same window for analytics events: they wait in the outbox, which the run drained
+    before it started. An event in a held room is sealed under the hold's key at the door, so
+    the user's erasure (which destroys their analytics key) leaves it readable to the officer."""
+    placed = hold(client, keys, scope="room", target="r-7")
+    container.held.take()
+    created = request(client, keys, mode)
+    settle = container.erasure._before_run
+
+    def settle_then_an_event_arrives() -> None:
+        settle()
+        post(client, keys, [frontend("message_sent", text="in-flight evidence", message_id="m-8", room="r-7"),
+                            frontend("message_sent", text="chatter", message_id="m-9", room="r-8")])
+
+    container.erasure._before_run = settle_then_an_event_arrives
+    container.erasure.anonymise(clock.now)
+    assert status(client, keys, created["id"])["kept"] == [{"id": placed["id"], "scope": "room"}]
+    container.outbox.drain()
+    data = officer_get(client, keys, f"/v1/holds/{placed['id']}/data")
+    assert [e["personal"].get("text") for e in data["events"]] == ["in-flight evidence"]
+    # exactly what the hold covers: the user's event elsewhere is unreadable with their key gone
+    assert sorted(r["text"] for r in readable(container, ch_rows(container))) == [UNREADABLE, UNREADABLE]
+
+
 def test_a_hold_whose_data_is_not_sealed_yet_stops_the_request(client: TestClient[Any], keys: dict[str, str],
                                                                container: Container, clock: FakeClock) -> None:
     post(client, keys, frontend("message_sent", text="evidence", message_id="m-1", room="r-7"))

@@ -2,7 +2,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from app.domain.holds import Data, Hold, Scope, covering, covers, stops
+from app.domain.holds import Data, Hold, Scope, covering, covers, keeper, stops
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
 DATA = Data("acme", frozenset({"u-1"}), frozenset({"room-9"}), frozenset({"m-3"}))
@@ -50,3 +50,16 @@ def test_covering_lists_only_standing_holds_that_cover() -> None:
 def test_which_holds_stop_a_users_erasure_and_which_keep_their_part(scope: Scope, sealed: bool,
                                                                    expected: bool) -> None:
     assert stops(Hold("h", "acme", scope, "x", T0, sealed=sealed)) is expected
+
+
+def test_the_keeper_of_new_data_is_the_first_standing_room_or_message_hold_covering_it() -> None:
+    user = Hold("u", "acme", Scope.USER, "u-1", T0)  # covers the user, but keeps no data under a key
+    ended = Hold("r0", "acme", Scope.ROOM, "room-9", T0, released_at=T0 + timedelta(minutes=1))
+    room = Hold("r", "acme", Scope.ROOM, "room-9", T0 + timedelta(minutes=2))
+    message = Hold("m", "acme", Scope.MESSAGE, "m-3", T0 + timedelta(minutes=3))
+    later = T0 + timedelta(hours=1)
+    assert keeper([user, ended, room, message], DATA, later) == room
+    assert keeper([user, ended, message], DATA, later) == message
+    assert keeper([user, ended], DATA, later) is None
+    assert keeper([ended], DATA, T0, release_delay=timedelta(hours=1)) == ended  # the delay counts
+    assert keeper([room], Data("acme", rooms=frozenset({"room-1"})), later) is None

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from app.domain.holds import Scope
 from app.domain.statuses import ProjectStatus
 from app.models import (
     HoldRecord,
@@ -151,6 +152,14 @@ class Holds:
 
     def lock(self, hold_id: str) -> HoldRecord | None:
         return self.session.scalar(locked(select(HoldRecord).where(HoldRecord.id == hold_id)))
+
+    def keeping(self, project_id: str) -> list[HoldRecord]:
+        """A project's room and message holds whose data is not given back yet, oldest first:
+        those that may take new data under their key."""
+        return list(self.session.scalars(
+            select(HoldRecord).where(HoldRecord.project_id == project_id, HoldRecord.returned_at.is_(None),
+                                     HoldRecord.scope.in_((Scope.ROOM.value, Scope.MESSAGE.value)))
+            .order_by(HoldRecord.placed_at, HoldRecord.id)))
 
     def not_returned(self) -> list[HoldRecord]:
         """Holds whose data may sit under their own key (not given back yet): what `give_back`
