@@ -169,11 +169,13 @@ def _rows_for(envelopes: list[dict[str, Any]], subjects: dict[str, str], receive
     from app.domain.crypto import Cipher, new_data_key
     from app.domain.events import Actor, parse_envelope
     from app.ports import EventRow
+    from app.services.policies import PolicyBook
     from app.stores.clickhouse.events import column_values
 
+    properties = PolicyBook.load(REPO / "policies").properties  # the data map, as ingest reads it
     rows = []
     for envelope in envelopes:
-        event = parse_envelope(envelope, PROJECT, received)
+        event = parse_envelope(envelope, PROJECT, received, properties)
         for key in [event.actor.key] if event.actor else []:
             subjects.setdefault(key, str(uuid.uuid4()))
         refs: dict[str, str | list[str]] = {}  # as IngestService stores them: one id, or a list for a list

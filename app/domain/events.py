@@ -26,29 +26,51 @@ MAX_ID = 200  # user, message and room ids: the width of their SQL columns
 MAX_REPORT_TYPE = 100
 FUTURE_SLACK = timedelta(days=1)  # platform clocks run a little ahead; a year-9999 event never
 
-# value keys whose content is personal: the event's column -> the keys it is read from
-PERSONAL_COLUMNS: dict[str, tuple[str, ...]] = {
-    "user_name": ("user_name", "name"),
-    "nickname": ("nickname",),
-    "decrypted_user_id": ("decrypted_user_id",),
-    "text": ("text",),
-    "source_url": ("source_url",),
-    "user_agent": ("platformUserAgent",),
-    "ip": ("ip",),
-    "url": ("url", "link"),
-}
+# The events table's columns for personal values (its schema), each sealed under a key of its
+# subject. Which properties of `value` go into which is the data map's to say (PropertyMap).
+PERSONAL_SEALED: tuple[str, ...] = ("user_name", "nickname", "decrypted_user_id", "text", "source_url",
+                                    "user_agent", "ip", "url")
 # Every other key of `value` (the event's unknown and structural properties) goes, as one JSON
 # object, to this column, sealed like the personal ones: what an unknown property holds cannot
 # be known, so none is ever stored in plaintext. Only the other users an event names stay
 # readable in `properties`, as subject ids.
 EXTRA = "extra"
-SEALED_COLUMNS: tuple[str, ...] = (*PERSONAL_COLUMNS, EXTRA)
-# value keys that name another user of the chat: replaced by that user's subject id
-USER_REFERENCE_KEYS = frozenset({
-    "profile_user_id", "blocked_user_id", "replyedUserId", "followed_user_id", "unfollowed_user_id",
-    "chat_user_id", "banned_user_id", "unbanned_user_id", "message_author_id",
-})
-_IDENTITY_KEYS = frozenset({"user_id", "external_user_id", "project", "created_at", "event_name"})
+SEALED_COLUMNS: tuple[str, ...] = (*PERSONAL_SEALED, EXTRA)
+# Where else a property can go: it names the actor (replaced by the actor's subject id), or
+# another user (replaced by that user's subject id, in the `properties` column).
+SUBJECT = "subject"
+OTHER_USER = "properties"
+ACTOR_KEYS = ("user_id", "external_user_id")  # frontend and admin `user_id`, backend `external_user_id`
+_IDENTITY_KEYS = frozenset({*ACTOR_KEYS, "project", "created_at", "event_name"})
+
+
+@dataclass(frozen=True, slots=True)
+class PropertyMap:
+    """Where the known properties of an event's `value` go: built from the data map
+    (`[datamap."event.value"]` in policies/default.toml), the one register of personal data.
+
+    A property the map sends to a sealed column is read into it (the first present, in map
+    order, when several feed one column); one it calls another user becomes a subject id in
+    `properties`, as does any `*user_ids` / `*UserIds` list. Everything else, known or not, is
+    sealed in `extra`: no entry, and no missing entry, can make a value plaintext."""
+
+    columns: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # sealed column -> keys, in order
+    user_refs: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, into: Mapping[str, str]) -> PropertyMap:
+        """From `{property: where}` in map order; where is a PERSONAL_SEALED column, OTHER_USER,
+        SUBJECT or EXTRA (the last two need no table: ACTOR_KEYS name the actor, the rest is extra)."""
+        columns: dict[str, list[str]] = {}
+        for key, where in into.items():
+            if where in PERSONAL_SEALED:
+                columns.setdefault(where, []).append(key)
+        return cls({column: tuple(keys) for column, keys in columns.items()},
+                   frozenset(key for key, where in into.items() if where == OTHER_USER))
+
+    def names_users(self, key: str) -> bool:
+        """A value key naming other users: the mapped ones, and any `*user_ids` / `*UserIds` list."""
+        return key in self.user_refs or key.lower().replace("_", "").endswith("userids")
 
 
 class EnvelopeError(ValueError):
@@ -95,7 +117,7 @@ class Event:
     raw_value: Mapping[str, Any] = field(default_factory=dict)
 
 
-def parse_envelope(envelope: Any, project: str, received_at: datetime) -> Event:
+def parse_envelope(envelope: Any, project: str, received_at: datetime, properties: PropertyMap) -> Event:
     if not isinstance(envelope, Mapping):
         raise EnvelopeError("an envelope must be a JSON object with `event` and `value`")
     check_storable(envelope)
@@ -111,9 +133,9 @@ def parse_envelope(envelope: Any, project: str, received_at: datetime) -> Event:
     if name == "report_sent":
         report_type(value)  # a complaint's type has a column of its own: checked here, not at the store
     actor = _actor(name, value)
-    personal = {column: _text(value, keys) for column, keys in PERSONAL_COLUMNS.items()}
-    user_refs = {k: refs for k, v in value.items() if _names_users(k) and (refs := _user_ids(k, v))}
-    consumed = _IDENTITY_KEYS | set(user_refs) | {k for keys in PERSONAL_COLUMNS.values() for k in keys}
+    personal = {column: _text(value, keys) for column, keys in properties.columns.items()}
+    user_refs = {k: refs for k, v in value.items() if properties.names_users(k) and (refs := _user_ids(k, v))}
+    consumed = _IDENTITY_KEYS | set(user_refs) | {k for keys in properties.columns.values() for k in keys}
     extra = {k: v for k, v in value.items() if k not in consumed}
     if extra:
         personal[EXTRA] = json.dumps(extra, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
@@ -162,7 +184,7 @@ def _actor(name: str, value: Mapping[str, Any]) -> Actor | None:
     if name.startswith("admin_"):
         admin = value.get("user_id")
         return Actor("admin", _id(admin, "user_id")) if admin not in (None, "") else None
-    for key in ("user_id", "external_user_id"):
+    for key in ACTOR_KEYS:
         if value.get(key) not in (None, ""):
             return Actor("user", _id(value[key], key))
     return None
@@ -195,9 +217,6 @@ def _text(value: Mapping[str, Any], keys: tuple[str, ...]) -> str:
     return ""
 
 
-def _names_users(key: str) -> bool:
-    """A value key naming other users: the known ones, and any `*user_ids` / `*UserIds` list."""
-    return key in USER_REFERENCE_KEYS or key.lower().replace("_", "").endswith("userids")
 
 
 def _user_ids(key: str, raw: Any) -> tuple[str, ...]:

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from app.domain.events import ACTOR_KEYS, OTHER_USER, SEALED_COLUMNS, SUBJECT, PropertyMap
+
 
 class PolicyError(ValueError):
     """A policy document is invalid; the message names the key."""
@@ -83,15 +85,45 @@ Handles = frozenset[tuple[str, str, str]]
 
 @dataclass(frozen=True, slots=True)
 class Column:
-    store: str  # "sql" | "clickhouse"
+    store: str  # "sql" | "clickhouse" | "event" (a property of the platform's events, table "value")
     table: str
     column: str
     category: str | None  # None: not personal
     erasure: str | None
+    into: str | None = None  # an event property's place (see domain.events.PropertyMap)
 
     @property
     def personal(self) -> bool:
         return self.category is not None
+
+
+# The platform's event properties (keys of an envelope's `value`): where each goes, and so how
+# it is erased. `{ category, into }`, into: a sealed column of clickhouse.events (erased with
+# the subject's analytics key), "extra" (sealed likewise, with every unmapped property),
+# "properties" (another user, stored as a subject id), or "subject" (the actor).
+EVENT_PROPERTIES = "event.value"
+_INTO_ERASURE = {**{column: "blank_on_anonymise" for column in SEALED_COLUMNS},
+                 OTHER_USER: "unlinked_on_purge", SUBJECT: "unlinked_on_purge"}
+
+
+def _event_property(key: str, spec: Any, where: str) -> Column:
+    if not isinstance(spec, Mapping) or set(spec) != {"category", "into"}:
+        raise PolicyError(f'{where} must be "not_personal" or {{ category = ..., into = ... }}')
+    if spec["category"] not in CATEGORIES:
+        raise PolicyError(f"{where}: unknown category {spec['category']!r}")
+    into = spec["into"]
+    if into not in _INTO_ERASURE:
+        raise PolicyError(f"{where}: unknown place {into!r} (one of: {', '.join(sorted(_INTO_ERASURE))})")
+    if (into == SUBJECT) != (key in ACTOR_KEYS):
+        raise PolicyError(f'{where}: only {" and ".join(ACTOR_KEYS)} name the actor ("subject")')
+    store, _, table = EVENT_PROPERTIES.partition(".")
+    return Column(store, table, key, spec["category"], _INTO_ERASURE[into], into)
+
+
+def property_map(datamap: Mapping[tuple[str, str, str], Column]) -> PropertyMap:
+    """The event properties' part of the data map, as the ingest reads it."""
+    return PropertyMap.of({c.column: c.into for c in datamap.values()
+                           if f"{c.store}.{c.table}" == EVENT_PROPERTIES and c.into})
 
 
 def parse_datamap(doc: Mapping[str, Any], *, origin: str = "policy") -> dict[tuple[str, str, str], Column]:
@@ -102,12 +134,17 @@ def parse_datamap(doc: Mapping[str, Any], *, origin: str = "policy") -> dict[tup
     columns: dict[tuple[str, str, str], Column] = {}
     for qualified, table in section.items():
         store, _, name = qualified.partition(".")
-        if store not in {"sql", "clickhouse"} or not name or not isinstance(table, Mapping):
-            raise PolicyError(f'{origin}: datamap."{qualified}" must be a table named "sql.<t>" or "clickhouse.<t>"')
+        if (store not in {"sql", "clickhouse"} or not name or not isinstance(table, Mapping)) \
+                and qualified != EVENT_PROPERTIES:
+            raise PolicyError(f'{origin}: datamap."{qualified}" must be a table named "sql.<t>" or "clickhouse.<t>" '
+                              f'(or "{EVENT_PROPERTIES}")')
         for column, spec in table.items():
             where = f'{origin}: datamap."{qualified}".{column}'
             if spec == "not_personal":
                 columns[(store, name, column)] = Column(store, name, column, None, None)
+                continue
+            if qualified == EVENT_PROPERTIES:
+                columns[(store, name, column)] = _event_property(column, spec, where)
                 continue
             if not isinstance(spec, Mapping) or set(spec) != {"category", "erasure"}:
                 raise PolicyError(f'{where} must be "not_personal" or {{ category = ..., erasure = ... }}')

@@ -135,7 +135,7 @@ class IngestService:
         cap = self._policies.for_project(project).retention_months
         for index, envelope in enumerate(envelopes):
             try:
-                event = parse_envelope(envelope, project, batch.received)
+                event = parse_envelope(envelope, project, batch.received, self._policies.properties)
                 if problem := time_problem(event.at, batch.received, cap):
                     raise EnvelopeError(problem)
                 batch.events.append(event)

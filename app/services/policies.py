@@ -5,7 +5,17 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from app.domain.policy import Column, Limits, Policy, PolicyError, parse_datamap, parse_limits, parse_policy
+from app.domain.events import PropertyMap
+from app.domain.policy import (
+    Column,
+    Limits,
+    Policy,
+    PolicyError,
+    parse_datamap,
+    parse_limits,
+    parse_policy,
+    property_map,
+)
 
 
 class PolicyBook:
@@ -16,6 +26,7 @@ class PolicyBook:
         self.default = default
         self.projects = projects or {}
         self.datamap = datamap or {}
+        self.properties: PropertyMap = property_map(self.datamap)  # where ingest puts each event property
         self.limits = limits or Limits()
 
     @classmethod

@@ -8,7 +8,7 @@ from typing import Any
 
 from app.domain.audit import AuditRecord, subject_hash
 from app.domain.crypto import Cipher
-from app.domain.events import EXTRA, PERSONAL_COLUMNS
+from app.domain.events import EXTRA, PERSONAL_SEALED
 from app.domain.holds import Data, covers
 from app.models import Subject
 from app.ports import EventStore, UnitOfWork, UnitOfWorkFactory
@@ -125,7 +125,7 @@ def _about(uow: UnitOfWork, project_id: str, name: str, subject: Subject, user_i
 
 def _opened(row: Mapping[str, Any], cipher: Sequence[Cipher]) -> ExportedEventOut:
     """One event for the export: its personal values opened where the key still exists."""
-    opened = {column: unsealed(cipher, row[column], column) for column in PERSONAL_COLUMNS}
+    opened = {column: unsealed(cipher, row[column], column) for column in PERSONAL_SEALED}
     extra = unsealed(cipher, row[EXTRA], EXTRA)
     return ExportedEventOut(event=row["event"], at=row["at"].isoformat(), room_id=row["room_id"] or None,
                             message_id=row["message_id"] or None, platform=row["platform"] or None,

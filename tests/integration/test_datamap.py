@@ -45,6 +45,11 @@ def test_the_columns_erasure_blanks_are_the_ones_marked_so(datamap) -> None:  # 
     ({"datamap": {"sql.t": {"c": {"category": "name", "erasure": "burn"}}}}, "unknown erasure"),
     ({"datamap": {"sql.t": {"c": {"category": "shoe size", "erasure": "manual"}}}}, "unknown category"),
     ({"datamap": {"redis.t": {"c": "not_personal"}}}, "sql.<t>"),
+    ({"datamap": {"event.value": {"p": {"category": "name", "erasure": "blank_on_anonymise"}}}}, "into = ..."),
+    ({"datamap": {"event.value": {"p": {"category": "name", "into": "bio"}}}}, "unknown place 'bio'"),
+    ({"datamap": {"event.value": {"p": {"category": "shoe size", "into": "extra"}}}}, "unknown category"),
+    ({"datamap": {"event.value": {"p": {"category": "identifier", "into": "subject"}}}}, "name the actor"),
+    ({"datamap": {"event.value": {"user_id": {"category": "identifier", "into": "extra"}}}}, "name the actor"),
 ])
 def test_invalid_datamap_entries_are_named(doc: dict[str, object], message: str) -> None:
     with pytest.raises(PolicyError, match=message):
@@ -79,12 +84,84 @@ def test_every_personal_column_has_a_handler_that_does_what_the_map_says(datamap
     the map does not know."""
     declared = {h for handles in handlers().values() for h in handles}
     mapped = {(f"{store}.{table}", column, entry.erasure) for (store, table, column), entry in datamap.items()
-              if entry.personal}
+              if entry.personal and store != "event"}  # event properties: see test_event_properties below
     assert mapped - declared == set(), "personal data no handler takes care of (as the data map says)"
     assert declared - mapped == set(), "handlers declaring data the map does not list (or lists otherwise)"
 
 
 def test_every_handling_the_map_names_has_a_handler(datamap) -> None:  # type: ignore[no-untyped-def]
     implemented = {erasure for handles in handlers().values() for _, _, erasure in handles}
-    used = {entry.erasure for entry in datamap.values() if entry.personal}
+    used = {entry.erasure for entry in datamap.values() if entry.personal and entry.store != "event"}
     assert used <= implemented
+
+
+# --- the platform's event properties ---------------------------------------------------------
+def reference_properties() -> dict[str, str]:
+    """Every property the platform's event reference names (shared/seeds, as copied into
+    tests/fixtures): each with one event type that carries it."""
+    from tests.fixtures.platform import ADMIN, BACKEND, frontend
+    from tests.http.test_canaries import frontend_reference
+
+    found: dict[str, str] = {}
+    for event, properties in frontend_reference().items():
+        for key in frontend(event, **{p: "x" for p in properties})["value"]:
+            found.setdefault(key, event)
+    for envelope in BACKEND + ADMIN:
+        for key in envelope["value"]:
+            found.setdefault(key, envelope["event"])
+    return found
+
+
+def test_every_property_of_the_platforms_events_is_in_the_data_map(datamap) -> None:  # type: ignore[no-untyped-def]
+    known = reference_properties()
+    assert len(known) > 100, "the event reference was not read"
+    mapped = {column for store, _, column in datamap if store == "event"}
+    assert set(known) - mapped == set(), 'event properties missing from [datamap."event.value"]'
+
+
+def test_each_event_property_goes_where_the_data_map_says(datamap) -> None:  # type: ignore[no-untyped-def]
+    """The map drives the door: a canary in each mapped property of an event that carries it
+    is found exactly where the entry says, and nowhere in plaintext."""
+    from datetime import UTC, datetime
+
+    from app.domain.events import EXTRA, OTHER_USER, SUBJECT, parse_envelope
+    from app.domain.policy import property_map
+    from tests.fixtures.platform import PROJECT
+
+    properties = property_map(datamap)
+    known = reference_properties()
+    structural = {"project", "created_at", "event_name"}
+    checked = 0
+    for (store, _, key), entry in datamap.items():
+        if store != "event" or key in structural:
+            continue
+        canary = f"cnry-{key}"
+        actor = {} if key in ("user_id", "external_user_id") else {"user_id": "someone"}
+        value = {"project": PROJECT, **actor, key: canary}
+        event = parse_envelope({"event": known.get(key, "custom_event"), "value": value}, PROJECT,
+                               datetime(2026, 2, 1, tzinfo=UTC), properties)
+        where = entry.into
+        if where == SUBJECT:
+            assert event.actor is not None and event.actor.user_id == canary, key
+        elif where == OTHER_USER:
+            assert event.user_refs[key] == (canary,), key
+        elif where == EXTRA or where is None:  # not personal: stored as the code needs it, and sealed in extra
+            assert canary in event.personal[EXTRA], key
+        else:
+            assert event.personal[where] == canary, key
+            assert canary not in event.personal.get(EXTRA, ""), key
+        checked += 1
+    assert checked > 100
+
+
+def test_without_an_entry_a_property_is_sealed_never_plaintext() -> None:
+    """A missing or empty map costs structure (values land in `extra`), never confidentiality."""
+    from datetime import UTC, datetime
+
+    from app.domain.events import EXTRA, PropertyMap, parse_envelope
+    from tests.fixtures.platform import PROJECT
+
+    event = parse_envelope({"event": "session_started", "value": {"project": PROJECT, "user_id": "u-1",
+                                                                  "user_name": "cnry-name"}},
+                           PROJECT, datetime(2026, 2, 1, tzinfo=UTC), PropertyMap())
+    assert "cnry-name" in event.personal[EXTRA] and event.user_refs == {}
