@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import Settings
 from app.domain.audit import CHAIN_LABEL, CHECKPOINT_LABEL
 from app.domain.crypto import derive_key
+from app.domain.policy import Handles, PolicyError, datamap_problems
 from app.ports import EmbeddedStoreBusy, JobKicker, SqlErasureStep
 from app.services.accounts import AccountService
 from app.services.audit import AuditService
@@ -46,9 +47,11 @@ from app.stores.clickhouse.events import ClickHouseEventStore
 from app.stores.clickhouse.lifecycle import ClickHouseEventLifecycle
 from app.stores.clickhouse.schema import migrate as migrate_clickhouse
 from app.stores.sql import migrations
+from app.stores.sql.audit_log import AuditLog
 from app.stores.sql.engine import make_engine, ping
 from app.stores.sql.erasure_steps import sql_steps
 from app.stores.sql.keys import KeyTableCompaction
+from app.stores.sql.subjects import Subjects
 from app.stores.sql.uow import SqlUnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -263,8 +266,24 @@ class Container:
 
 
 def build(settings: Settings) -> Container:
-    return Container(settings=settings, engine=make_engine(settings.database_url),
-                     policies=PolicyBook.load(settings.policy_dir))
+    """The container for a process; refuses (PolicyError) a data map the code does not match."""
+    container = Container(settings=settings, engine=make_engine(settings.database_url),
+                          policies=PolicyBook.load(settings.policy_dir))
+    if problems := datamap_problems(container.policies.datamap, personal_data_handlers(container.sql_steps)):
+        container.close()
+        raise PolicyError(f"{settings.policy_dir}: the data map and Lethe disagree: {'; '.join(problems)}")
+    return container
+
+
+def personal_data_handlers(steps: Sequence[SqlErasureStep]) -> dict[str, Handles]:
+    """Every part of Lethe that erases, keeps or expires personal data, with what it declares
+    it does (`handles`): the erasure's SQL steps, and the stores and services that keep or
+    expire the rest. `build` and the suite hold the data map to it."""
+    found = {f"{type(step).__name__}:{step.name}": step.handles for step in steps}
+    found.update({cls.__name__: cls.handles for cls in (
+        ClickHouseEventStore, Subjects, AuditLog, AccountService, DeletionService, HoldService, RetentionService,
+        CallbackService, OutboxService)})
+    return found
 
 
 def read_checkpoint_file(path: Path) -> list[Any]:

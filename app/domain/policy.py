@@ -120,6 +120,21 @@ def _event_property(key: str, spec: Any, where: str) -> Column:
     return Column(store, table, key, spec["category"], _INTO_ERASURE[into], into)
 
 
+def datamap_problems(datamap: Mapping[tuple[str, str, str], Column], handlers: Mapping[str, Handles]) -> list[str]:
+    """Where the data map and the code disagree, one sentence each (empty: they agree). Every
+    part of Lethe that erases, keeps or expires personal data declares what it does as
+    `handles`; each personal column of the map must be handled as the map says, and nothing may
+    be handled that the map does not list so. (Event properties are checked apart: their place
+    decides their handling.)"""
+    declared = {entry for handles in handlers.values() for entry in handles}
+    mapped = {(f"{c.store}.{c.table}", c.column, c.erasure or "") for c in datamap.values()
+              if c.personal and f"{c.store}.{c.table}" != EVENT_PROPERTIES}
+    return ([f"{table}.{column}: the data map says {erasure!r}, and no part of Lethe does that"
+             for table, column, erasure in sorted(mapped - declared)]
+            + [f"{table}.{column}: Lethe treats it as {erasure!r}, and the data map does not say so"
+               for table, column, erasure in sorted(declared - mapped)])
+
+
 def property_map(datamap: Mapping[tuple[str, str, str], Column]) -> PropertyMap:
     """The event properties' part of the data map, as the ingest reads it."""
     return PropertyMap.of({c.column: c.into for c in datamap.values()

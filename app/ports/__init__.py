@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, Self
 
 from app.domain.audit import AuditRecord
+from app.domain.policy import Handles
 
 if TYPE_CHECKING:  # the repositories a unit of work hands out
     from app.ports.repositories import (
@@ -288,6 +289,7 @@ class SqlErasureStep(Protocol):
     """
 
     name: str  # evidence key, e.g. "sql.profiles"
+    handles: Handles  # what it does to which personal data (checked against the data map)
 
     def anonymise(self, uow: UnitOfWork, batch: ErasureBatch) -> Mapping[str, int]: ...
 

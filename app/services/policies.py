@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import tomllib
 from pathlib import Path
 
@@ -39,11 +40,22 @@ class PolicyBook:
         projects: dict[str, Policy] = {}
         for path in sorted((directory / "projects").glob("*.toml")):
             projects[path.stem] = parse_policy(_read(path), default, origin=str(path))
-        return cls(default, projects, parse_datamap(doc, origin=str(default_file)),
-                   parse_limits(doc, origin=str(default_file)))
+        map_file = default_file if "datamap" in doc else shipped_default()
+        datamap = parse_datamap(_read(map_file) if map_file != default_file else doc, origin=str(map_file))
+        return cls(default, projects, datamap, parse_limits(doc, origin=str(default_file)))
 
     def for_project(self, name: str) -> Policy:
         return self.projects.get(name, self.default)
+
+
+def shipped_default() -> Path:
+    """Lethe's own policies/default.toml, whose data map a policy file without one uses: beside
+    app/ in a checkout, under <prefix>/share/lethe/policies when installed from the wheel."""
+    for directory in (Path(__file__).resolve().parents[2] / "policies",
+                      Path(sys.prefix) / "share" / "lethe" / "policies"):
+        if (directory / "default.toml").is_file():
+            return directory / "default.toml"
+    raise PolicyError("the policy file has no [datamap] and Lethe's own policies/default.toml was not found")
 
 
 def _read(path: Path) -> dict[str, object]:

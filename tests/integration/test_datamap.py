@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from app.domain.events import SEALED_COLUMNS
-from app.domain.policy import PolicyError, parse_datamap
+from app.domain.policy import PolicyError, datamap_problems, parse_datamap
 from app.models import Base
 from app.stores.clickhouse.client import ClickHouse
 
@@ -57,42 +57,47 @@ def test_invalid_datamap_entries_are_named(doc: dict[str, object], message: str)
 
 
 def handlers() -> dict[str, frozenset[tuple[str, str, str]]]:
-    """Every piece of code that declares what it does to personal data, by name: the erasure's
-    registered SQL steps, and the stores and services that keep or expire the rest."""
-    from app.services.accounts import AccountService
-    from app.services.callbacks import CallbackService
-    from app.services.deletion import DeletionService
-    from app.services.holds import HoldService
-    from app.services.outbox import OutboxService
-    from app.services.retention import RetentionService
-    from app.stores.clickhouse.events import ClickHouseEventStore
-    from app.stores.sql.audit_log import AuditLog
+    from app.bootstrap import personal_data_handlers
     from app.stores.sql.erasure_steps import sql_steps
-    from app.stores.sql.subjects import Subjects
 
-    steps = sql_steps(None, None, None)  # type: ignore[arg-type]  # what erasure runs; no store needed here
-    found = {f"{type(step).__name__}:{step.name}": step.handles for step in steps}  # type: ignore[attr-defined]
-    found.update({cls.__name__: cls.handles for cls in (ClickHouseEventStore, Subjects, AuditLog, AccountService,
-                                                          DeletionService, HoldService, RetentionService,
-                                                          CallbackService, OutboxService)})
-    return found
+    return personal_data_handlers(sql_steps(None, None, None))  # type: ignore[arg-type]  # no store needed
 
 
 def test_every_personal_column_has_a_handler_that_does_what_the_map_says(datamap) -> None:  # type: ignore[no-untyped-def]
     """The data map and the code agree both ways: a personal column that no handler erases (or
     one the map says is erased some other way) fails here, as does a handler declaring a column
-    the map does not know."""
-    declared = {h for handles in handlers().values() for h in handles}
-    mapped = {(f"{store}.{table}", column, entry.erasure) for (store, table, column), entry in datamap.items()
-              if entry.personal and store != "event"}  # event properties: see test_event_properties below
-    assert mapped - declared == set(), "personal data no handler takes care of (as the data map says)"
-    assert declared - mapped == set(), "handlers declaring data the map does not list (or lists otherwise)"
+    the map does not know. `lethe` refuses to start on such a map (test_a_map_the_code_does_not_match...)."""
+    assert datamap_problems(datamap, handlers()) == []
 
 
 def test_every_handling_the_map_names_has_a_handler(datamap) -> None:  # type: ignore[no-untyped-def]
     implemented = {erasure for handles in handlers().values() for _, _, erasure in handles}
     used = {entry.erasure for entry in datamap.values() if entry.personal and entry.store != "event"}
     assert used <= implemented
+
+
+def test_a_map_the_code_does_not_match_stops_lethe_with_one_sentence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """An operator's map that says a profile's display name is kept until retention (no part of
+    Lethe does that; the purge deletes it) is refused at start, naming both sides."""
+    from app.cli import main
+    from app.config import get_settings
+
+    text = (ROOT / "policies" / "default.toml").read_text()
+    changed = text.replace('display_name = { category = "name", erasure = "delete_on_purge" }',
+                           'display_name = { category = "name", erasure = "retention" }')
+    assert changed != text
+    (tmp_path / "default.toml").write_text(changed)
+    monkeypatch.setenv("LETHE_POLICY_DIR", str(tmp_path))
+    monkeypatch.setenv("LETHE_DATABASE_URL", f"sqlite:///{tmp_path / 'lethe.db'}")
+    get_settings.cache_clear()
+    try:
+        assert main(["policy", "check"]) == 2
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert "sql.profiles.display_name: the data map says 'retention'" in err
+    assert "sql.profiles.display_name: Lethe treats it as 'delete_on_purge'" in err
 
 
 # --- the platform's event properties ---------------------------------------------------------
@@ -165,3 +170,15 @@ def test_without_an_entry_a_property_is_sealed_never_plaintext() -> None:
                                                                   "user_name": "cnry-name"}},
                            PROJECT, datetime(2026, 2, 1, tzinfo=UTC), PropertyMap())
     assert "cnry-name" in event.personal[EXTRA] and event.user_refs == {}
+
+
+def test_a_policy_file_without_a_data_map_uses_lethes_own(tmp_path: Path) -> None:
+    """Operators who only tune numbers keep the register that matches the code."""
+    from app.services.policies import PolicyBook
+
+    (tmp_path / "default.toml").write_text("[lifecycle]\ngrace_days = 14\n")
+    book = PolicyBook.load(tmp_path)
+    assert book.default.grace_days == 14
+    assert book.datamap == parse_datamap(tomllib.loads((ROOT / "policies" / "default.toml").read_text()))
+    assert datamap_problems(book.datamap, handlers()) == []
+    assert book.properties.columns["user_agent"] == ("platformUserAgent",)
