@@ -7,15 +7,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, case, delete, func, select, tuple_, update
+from sqlalchemy import String, Table, case, delete, func, literal, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.domain.ids import new_id
-from app.models import Complaint, DeadLetter, EventReceipt, Login, Message, Subject, Suppression
+from app.models import Complaint, DeadLetter, EventReceipt, Login, Message, Subject, Suppression, UTCDateTime
 from app.ports import MessageRef
 from app.ports.repositories import Kept
-from app.stores.sql.queries import newest_first_page, per_subject, rowcount
+from app.stores.sql.queries import is_postgresql, newest_first_page, per_subject, rowcount, unnested
 
 
 def insert_ignoring_conflicts(session: Session, table: Table, rows: Sequence[Mapping[str, Any]],
@@ -55,7 +55,14 @@ class Receipts:
 
     def claim(self, project_id: str, keys: Sequence[str], now: datetime) -> set[str]:
         """Record the keys; returns those seen for the first time (a concurrent duplicate loses)."""
-        rows = [{"project_id": project_id, "dedup_key": k, "received_at": now} for k in dict.fromkeys(keys)]
+        unique = list(dict.fromkeys(keys))
+        if is_postgresql(self.session):  # one statement text for any batch size (see unnested)
+            given = unnested(dedup_key=(unique, String()))
+            chosen = select(literal(project_id, String()), given.c.dedup_key, literal(now, UTCDateTime()))
+            statement = (postgresql.insert(EventReceipt).from_select(["project_id", "dedup_key", "received_at"], chosen)
+                         .on_conflict_do_nothing().returning(EventReceipt.dedup_key))
+            return set(self.session.scalars(statement))
+        rows = [{"project_id": project_id, "dedup_key": k, "received_at": now} for k in unique]
         return set(insert_ignoring_conflicts(self.session, EventReceipt.__table__, rows,  # type: ignore[arg-type]
                                              returning=EventReceipt.dedup_key))
 

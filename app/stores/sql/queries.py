@@ -9,6 +9,8 @@ from typing import Any, TypeVar
 from sqlalchemy import ColumnElement, Select, String, any_, bindparam, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import Subquery
+from sqlalchemy.types import TypeEngine
 
 from app.paging import decode_time_cursor, encode_cursor
 
@@ -21,6 +23,19 @@ def member_of(session: Session, column: Any, values: Sequence[str]) -> ColumnEle
     if session.get_bind().dialect.name == "postgresql":
         return column == any_(bindparam(None, list(values), type_=ARRAY(String)))  # type: ignore[no-any-return]
     return column.in_(values)  # type: ignore[no-any-return]
+
+
+def is_postgresql(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def unnested(**columns: tuple[Sequence[Any], TypeEngine[Any]]) -> Subquery:
+    """PostgreSQL: rows of values sent as one array parameter per column, `name=(values, type)`
+    (`SELECT unnest(:a) AS a, unnest(:b) AS b`). A statement built on it has the same text for
+    any number of rows, so it is parsed once, where a VALUES list of 1,000 rows is rendered,
+    sent and parsed each time."""
+    return select(*(func.unnest(bindparam(name, list(values), type_=ARRAY(kind))).label(name)
+                    for name, (values, kind) in columns.items())).subquery()
 
 
 def after_cursor(query: Select[_Row], at: Any, row_id: Any, cursor: str | None) -> Select[_Row]:

@@ -9,14 +9,14 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import String, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from app.domain.policy import Handles
 from app.domain.statuses import SubjectStatus
-from app.models import Complaint, Login, Message, Profile, Subject
+from app.models import Complaint, Login, Message, Profile, Subject, UTCDateTime
 from app.stores.sql.operational import insert_ignoring_conflicts
-from app.stores.sql.queries import locked, member_of, newest_first_page, rowcount
+from app.stores.sql.queries import is_postgresql, locked, member_of, newest_first_page, rowcount, unnested
 
 
 class Subjects:
@@ -117,6 +117,16 @@ class Subjects:
         """Move each subject's last activity forward: one executemany, not an ORM update per
         subject (those re-check every loaded object: quadratic in the batch size)."""
         if not last_seen:
+            return
+        if is_postgresql(self.session):
+            # one statement with two array parameters; the rows are locked first, in id order,
+            # as the executemany below does: concurrent writers never wait on each other in a cycle
+            ids = sorted(last_seen)
+            self.session.execute(select(Subject.id).where(member_of(self.session, Subject.id, ids))
+                                 .order_by(Subject.id).with_for_update())
+            rows = unnested(sid=(ids, String()), seen=([last_seen[sid] for sid in ids], UTCDateTime()))
+            self.session.execute(update(Subject).where(Subject.id == rows.c.sid, Subject.last_seen_at < rows.c.seen)
+                                 .values(last_seen_at=rows.c.seen).execution_options(synchronize_session=False))
             return
         table = Subject.__table__
         statement = (table.update()  # type: ignore[attr-defined]
