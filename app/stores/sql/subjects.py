@@ -119,14 +119,15 @@ class Subjects:
         if not last_seen:
             return
         if is_postgresql(self.session):
-            # one statement with two array parameters; the rows are locked first, in id order,
+            # one statement with two array parameters; its subquery locks the rows in id order,
             # as the executemany below does: concurrent writers never wait on each other in a cycle
             ids = sorted(last_seen)
-            self.session.execute(select(Subject.id).where(member_of(self.session, Subject.id, ids))
-                                 .order_by(Subject.id).with_for_update())
-            rows = unnested(sid=(ids, String()), seen=([last_seen[sid] for sid in ids], UTCDateTime()))
-            self.session.execute(update(Subject).where(Subject.id == rows.c.sid, Subject.last_seen_at < rows.c.seen)
-                                 .values(last_seen_at=rows.c.seen).execution_options(synchronize_session=False))
+            given = unnested(sid=(ids, String()), seen=([last_seen[sid] for sid in ids], UTCDateTime()))
+            due = (select(Subject.id, given.c.seen).join(given, Subject.id == given.c.sid)
+                   .where(Subject.last_seen_at < given.c.seen).order_by(Subject.id)
+                   .with_for_update(of=Subject).subquery())
+            self.session.execute(update(Subject).where(Subject.id == due.c.id).values(last_seen_at=due.c.seen)
+                                 .execution_options(synchronize_session=False))
             return
         table = Subject.__table__
         statement = (table.update()  # type: ignore[attr-defined]
