@@ -71,6 +71,9 @@ def cmd_serve(container: Container, args: argparse.Namespace) -> int:
     print(f"lethe serve: listening on http://{host}:{port} (SQL: {_store(settings.database_url)}; "
           f"ClickHouse: {_store(settings.clickhouse_url)}; scheduler {'on' if settings.scheduler else 'off'}"
           f"{f'; {workers} API processes' if workers > 1 else ''})", file=sys.stderr, flush=True)
+    if workers > 1 and settings.rate_limit_url is None:
+        print(f"lethe serve: each of the {workers} API processes counts rate limits on its own (up to {workers}x "
+              "the policy's rates); set LETHE_RATE_LIMIT_URL=redis://... to share them", file=sys.stderr, flush=True)
     level = settings.log_level if settings.log_level != "info" else "warning"  # uvicorn's own lines
     try:
         if workers > 1:

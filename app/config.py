@@ -45,6 +45,8 @@ class Settings:
     outbox_max_events: int = 1_000_000
     log_level: str = "info"  # debug | info | warning | error
     clickhouse_cluster: str | None = None  # a ClickHouse cluster's name: replicated database and tables
+    # Redis for the rate limits' counters, shared by every API process (None: each process counts alone)
+    rate_limit_url: str | None = None
     # signed heads of the audit chain, kept outside the SQL store (CONTRACT: `lethe audit checkpoint`)
     audit_checkpoints: Path = Path("var/audit-checkpoints.jsonl")
 
@@ -76,6 +78,10 @@ def load_settings(environ: dict[str, str] | None = None, cwd: Path | None = None
     if cluster is not None and values["LETHE_CLICKHOUSE_URL"].startswith("chdb:"):
         raise ConfigError("LETHE_CLICKHOUSE_CLUSTER needs a ClickHouse server (LETHE_CLICKHOUSE_URL=http://...), "
                           "not the embedded engine")
+    rate_limit_url = values.get("LETHE_RATE_LIMIT_URL", "").strip() or None
+    if rate_limit_url is not None and not rate_limit_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("LETHE_RATE_LIMIT_URL must be a Redis URL (redis://host:6379/0, rediss://... or "
+                          "unix:///path), or empty to count in each process")
     return Settings(
         database_url=_resolve_sqlite(values["LETHE_DATABASE_URL"], cwd),
         clickhouse_url=_resolve_chdb(values["LETHE_CLICKHOUSE_URL"], cwd),
@@ -88,6 +94,7 @@ def load_settings(environ: dict[str, str] | None = None, cwd: Path | None = None
         outbox_max_events=int(outbox_max),
         log_level=log_level,
         clickhouse_cluster=cluster,
+        rate_limit_url=rate_limit_url,
         audit_checkpoints=cwd / "var" / "audit-checkpoints.jsonl",
     )
 

@@ -34,7 +34,7 @@ from app.http.errors import HANDLERS, QUIET_ERRORS
 from app.http.events import EventsController, HooksController
 from app.http.holds import HoldController
 from app.http.inputs import RefuseUnstorableInput
-from app.http.limits import rate_limits
+from app.http.limits import RedisWindows, rate_limits
 from app.http.messages import MessagesController, SubjectsController
 from app.http.metrics import MetricsController
 from app.http.officer import OfficerController
@@ -93,7 +93,10 @@ def create_app(container: Container) -> Litestar:
         ),
         enable_middleware_logging=False,  # request logs would print paths and queries naming users
     ))
+    # several API processes share their rate-limit counters in Redis (app.http.limits)
+    shared = RedisWindows(container.settings.rate_limit_url) if container.settings.rate_limit_url else None
     app = Litestar(
+        on_shutdown=[shared.close] if shared is not None else [],
         route_handlers=[healthz, readyz, Metrics, DeletionRequestController, CallbackController, AuditController,
                         EventsController, HooksController, MessagesController, SubjectsController, HoldController,
                         OfficerController, MetricsController, SuppressionsController, ConsoleController,
@@ -104,7 +107,8 @@ def create_app(container: Container) -> Litestar:
         template_config=TemplateConfig(directory=HTTP_DIR / "templates", engine=JinjaTemplateEngine),
         dependencies=dependencies(container),
         middleware=[prometheus.middleware, RefuseUnstorableInput,
-                    auth_middleware(container.accounts, container.webhooks), *rate_limits(container.policies.limits)],
+                    auth_middleware(container.accounts, container.webhooks),
+                    *rate_limits(container.policies.limits, shared)],
         exception_handlers=HANDLERS,
         plugins=[logging],
         openapi_config=OpenAPIConfig(
