@@ -23,6 +23,7 @@ from app.services.accounts import AccountService
 from app.services.audit import AuditService
 from app.services.batches import BatchService
 from app.services.callbacks import CallbackService
+from app.services.console_sessions import ConsoleSessionService
 from app.services.dead_letters import DeadLetterService
 from app.services.deletion import DeletionService
 from app.services.erasure import ErasureService
@@ -116,6 +117,10 @@ class Container:
                     self._clickhouse_schema_pending = False
                 self._clickhouse = client
             return self._clickhouse
+
+    @cached_property
+    def console_sessions(self) -> ConsoleSessionService:
+        return ConsoleSessionService(self.uow, self.now, self.accounts)
 
     @cached_property
     def accounts(self) -> AccountService:

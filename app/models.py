@@ -96,6 +96,20 @@ class Officer(Base):
     revoked_at: Mapped[datetime | None]  # `lethe officer revoke`: the token stops working (the record stays)
 
 
+class ConsoleSession(Base):
+    """A logged-in officer's console session, shared by every API process. The cookie holds a
+    random id; only its SHA-256 is stored here. The session names the officer's token by its
+    hash (as `officers.token_hash` does), so every page checks the token again: a revoked
+    officer is out at once."""
+
+    __tablename__ = "console_sessions"
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64))
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    seen_at: Mapped[datetime] = mapped_column(index=True)
+
+
 class OfficerProject(Base):
     __tablename__ = "officer_projects"
     officer_id: Mapped[str] = mapped_column(ForeignKey("officers.id"), primary_key=True)

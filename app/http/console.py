@@ -2,18 +2,16 @@
 forms over the same services as the officer API. Every asset is served by Lethe (no CDN).
 
 Sessions: logging in with an officer token starts a server-side session (random id in a cookie:
-HttpOnly, SameSite=Strict, Secure when the request came over https; 30 minutes idle). The token
-stays in this process's memory and is checked again on every page, so a revoked officer is out
-at once (within the 5 s authentication cache). Every form that changes something carries the
-session's CSRF token; a post without it is refused (403). Officers see only their projects.
+HttpOnly, SameSite=Strict, Secure when the request came over https; 30 minutes idle), kept in
+SQL so every API process knows it (app.services.console_sessions). The token is checked again on
+every page, so a revoked officer is out at once (within the 5 s authentication cache). Every form
+that changes something carries the session's CSRF token; a post without it is refused (403).
+Officers see only their projects.
 """
 
 from __future__ import annotations
 
 import secrets
-import threading
-import time
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
@@ -24,83 +22,35 @@ from litestar.params import Body, FromPath
 from litestar.response import Redirect, Stream, Template
 
 from app.domain.holds import Scope
-from app.http.deps import AccountsDep, AuditDep, ClockDep, DeletionsDep, HoldsDep, MetricsDep
+from app.http.deps import AuditDep, ClockDep, ConsoleSessionsDep, DeletionsDep, HoldsDep, MetricsDep
 from app.http.errors import status_of
-from app.services.accounts import AccountService, Principal, Role
+from app.services.accounts import Principal
+from app.services.console_sessions import IDLE, ConsoleSessionService, Session
 from app.services.errors import ServiceError
 from app.services.views import OfficerRequestPage
 
 COOKIE = "lethe_console"
-IDLE_SECONDS = 30 * 60
 PAGE = 50
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 
 
-@dataclass
-class _Session:
-    token: str = field(repr=False)
-    csrf: str = field(repr=False)
-    seen: float
-
-
-class Sessions:
-    """Console sessions of this process (in memory: a restart logs everyone out)."""
-
-    def __init__(self) -> None:
-        self._by_id: dict[str, _Session] = {}
-        self._lock = threading.Lock()
-
-    def start(self, token: str) -> str:
-        sid = secrets.token_urlsafe(32)
-        with self._lock:
-            now = time.monotonic()
-            self._by_id = {k: v for k, v in self._by_id.items() if now - v.seen < IDLE_SECONDS}
-            self._by_id[sid] = _Session(token, secrets.token_urlsafe(32), now)
-        return sid
-
-    def get(self, sid: str | None) -> _Session | None:
-        if not sid:
-            return None
-        with self._lock:
-            session = self._by_id.get(sid)
-            if session is None or time.monotonic() - session.seen >= IDLE_SECONDS:
-                self._by_id.pop(sid, None)
-                return None
-            session.seen = time.monotonic()
-            return session
-
-    def end(self, sid: str | None) -> None:
-        with self._lock:
-            self._by_id.pop(sid or "", None)
-
-
-SESSIONS = Sessions()
-
-
-def _who(request: Request[Any, Any, Any], accounts: AccountService) -> tuple[Principal, _Session] | None:
-    session = SESSIONS.get(request.cookies.get(COOKIE))
-    if session is None:
-        return None
-    principal = accounts.authenticate(session.token)
-    if principal is None or principal.role is not Role.OFFICER:
-        SESSIONS.end(request.cookies.get(COOKIE))
-        return None
-    return principal, session
+def _who(request: Request[Any, Any, Any], sessions: ConsoleSessionService) -> Session | None:
+    return sessions.get(request.cookies.get(COOKIE))
 
 
 class _LoginRequired(Exception):
     """No live console session: the page sends the browser to the login form."""
 
 
-def _officer(request: Request[Any, Any, Any], accounts: AccountService) -> tuple[Principal, _Session]:
+def _officer(request: Request[Any, Any, Any], sessions: ConsoleSessionService) -> tuple[Principal, Session]:
     """The logged-in officer and their session, or _LoginRequired (a redirect to the login form)."""
-    who = _who(request, accounts)
-    if who is None:
+    session = _who(request, sessions)
+    if session is None:
         raise _LoginRequired
-    return who
+    return session.principal, session
 
 
-def _checked(form: dict[str, str], session: _Session) -> None:
+def _checked(form: dict[str, str], session: Session) -> None:
     if not secrets.compare_digest(form.get("csrf", ""), session.csrf):
         raise PermissionDeniedException("this form is not from this console session (CSRF token missing or wrong)")
 
@@ -109,7 +59,7 @@ def _login() -> Redirect:
     return Redirect("/console/login", status_code=303)
 
 
-def _page(name: str, principal: Principal, session: _Session, **context: Any) -> Template:
+def _page(name: str, principal: Principal, session: Session, **context: Any) -> Template:
     return Template(template_name=f"console/{name}.html",
                     context={"officer": principal.actor.removeprefix("officer:"), "csrf": session.csrf,
                              "projects": sorted(principal.projects.values()), **context})
@@ -158,8 +108,8 @@ class ConsoleController(Controller):
                           _LoginRequired: lambda _request, _exc: _login()}
 
     @get("/", sync_to_thread=True)
-    def home(self, request: Request[Any, Any, Any], accounts: AccountsDep) -> Redirect:
-        return Redirect("/console/queue" if _who(request, accounts) else "/console/login", status_code=303)
+    def home(self, request: Request[Any, Any, Any], console_sessions: ConsoleSessionsDep) -> Redirect:
+        return Redirect("/console/queue" if _who(request, console_sessions) else "/console/login", status_code=303)
 
     @get("/login", sync_to_thread=False)
     def login_form(self) -> Template:
@@ -167,32 +117,32 @@ class ConsoleController(Controller):
 
     @post("/login", sync_to_thread=True, status_code=303)
     def login(self, request: Request[Any, Any, Any], data: Form,
-              accounts: AccountsDep) -> Response[Any]:
+              console_sessions: ConsoleSessionsDep) -> Response[Any]:
         token = data.get("token", "").strip()
-        principal = accounts.authenticate(token) if token else None
-        if principal is None or principal.role is not Role.OFFICER:
+        sid = console_sessions.start(token) if token else None
+        if sid is None:
             return Template(template_name="console/login.html", status_code=401,
                             context={"error": "That is not a valid officer token (or it was revoked)."})
         response: Response[Any] = Redirect("/console/queue", status_code=303)
-        response.set_cookie(COOKIE, SESSIONS.start(token), path="/console", httponly=True, samesite="strict",
-                            secure=request.url.scheme == "https", max_age=IDLE_SECONDS)
+        response.set_cookie(COOKIE, sid, path="/console", httponly=True, samesite="strict",
+                            secure=request.url.scheme == "https", max_age=int(IDLE.total_seconds()))
         return response
 
     @post("/logout", sync_to_thread=True, status_code=303)
     def logout(self, request: Request[Any, Any, Any], data: Form,
-               accounts: AccountsDep) -> Response[Any]:
-        who = _who(request, accounts)
-        if who is not None:
-            _checked(data, who[1])
-            SESSIONS.end(request.cookies.get(COOKIE))
+               console_sessions: ConsoleSessionsDep) -> Response[Any]:
+        session = _who(request, console_sessions)
+        if session is not None:
+            _checked(data, session)
+            console_sessions.end(request.cookies.get(COOKIE, ""), session.principal)
         response: Response[Any] = _login()
         response.delete_cookie(COOKIE, path="/console")
         return response
 
     @get("/queue", sync_to_thread=True)
-    def queue(self, request: Request[Any, Any, Any], accounts: AccountsDep,
+    def queue(self, request: Request[Any, Any, Any], console_sessions: ConsoleSessionsDep,
               deletions: DeletionsDep) -> Template | Redirect:
-        principal, session = _officer(request, accounts)
+        principal, session = _officer(request, console_sessions)
         q = request.query_params
         project = q.get("project") or None
         projects = {pid: n for pid, n in principal.projects.items() if project in (None, n)}
@@ -211,9 +161,9 @@ class ConsoleController(Controller):
 
     @get("/requests/{request_id:str}", sync_to_thread=True)
     def request_detail(self, request: Request[Any, Any, Any], request_id: FromPath[str],
-                       accounts: AccountsDep, deletions: DeletionsDep,
+                       console_sessions: ConsoleSessionsDep, deletions: DeletionsDep,
                        hold_service: HoldsDep) -> Template | Redirect:
-        principal, session = _officer(request, accounts)
+        principal, session = _officer(request, console_sessions)
         try:
             item = deletions.officer_get(principal.projects, request_id)
         except ServiceError as exc:
@@ -225,9 +175,9 @@ class ConsoleController(Controller):
 
     @post("/requests/{request_id:str}/extend", sync_to_thread=True, status_code=303)
     def extend(self, request: Request[Any, Any, Any], request_id: FromPath[str], data: Form,
-               accounts: AccountsDep,
+               console_sessions: ConsoleSessionsDep,
                deletions: DeletionsDep) -> Template | Redirect:
-        principal, session = _officer(request, accounts)
+        principal, session = _officer(request, console_sessions)
         _checked(data, session)
         try:
             deletions.extend_deadline(principal.projects, request_id, int(data.get("months") or 0),
@@ -238,18 +188,18 @@ class ConsoleController(Controller):
         return Redirect(f"/console/requests/{request_id}", status_code=303)
 
     @get("/holds", sync_to_thread=True)
-    def holds(self, request: Request[Any, Any, Any], accounts: AccountsDep,
+    def holds(self, request: Request[Any, Any, Any], console_sessions: ConsoleSessionsDep,
               hold_service: HoldsDep) -> Template | Redirect:
-        principal, session = _officer(request, accounts)
+        principal, session = _officer(request, console_sessions)
         page = hold_service.page(principal.projects, active=None, limit=PAGE,
                                  cursor=request.query_params.get("cursor") or None)
         return _page("holds", principal, session, items=page.items, next_cursor=page.next_cursor,
                      scopes=[s.value for s in Scope], error=request.query_params.get("error"))
 
     @post("/holds", sync_to_thread=True, status_code=303)
-    def place(self, request: Request[Any, Any, Any], data: Form, accounts: AccountsDep,
+    def place(self, request: Request[Any, Any, Any], data: Form, console_sessions: ConsoleSessionsDep,
               hold_service: HoldsDep) -> Template | Redirect:
-        principal, session = _officer(request, accounts)
+        principal, session = _officer(request, console_sessions)
         _checked(data, session)
         try:
             if not data.get("project"):
@@ -270,9 +220,9 @@ class ConsoleController(Controller):
 
     @post("/holds/{hold_id:str}/release", sync_to_thread=True, status_code=303)
     def release(self, request: Request[Any, Any, Any], hold_id: FromPath[str], data: Form,
-                accounts: AccountsDep,
+                console_sessions: ConsoleSessionsDep,
                 hold_service: HoldsDep) -> Template | Redirect:
-        principal, session = _officer(request, accounts)
+        principal, session = _officer(request, console_sessions)
         _checked(data, session)
         try:
             hold_service.release(principal.projects, hold_id, actor=principal.actor)
@@ -281,9 +231,9 @@ class ConsoleController(Controller):
         return Redirect("/console/holds", status_code=303)
 
     @get("/audit", sync_to_thread=True)
-    def audit(self, request: Request[Any, Any, Any], accounts: AccountsDep,
+    def audit(self, request: Request[Any, Any, Any], console_sessions: ConsoleSessionsDep,
               audit_service: AuditDep) -> Template | Redirect:
-        principal, session = _officer(request, accounts)
+        principal, session = _officer(request, console_sessions)
         q = request.query_params
         page = audit_service.page(sorted(principal.projects.values()), action=q.get("action") or None,
                                   limit=PAGE, cursor=q.get("cursor") or None)
@@ -291,9 +241,9 @@ class ConsoleController(Controller):
                      action=q.get("action") or "", verification=None)
 
     @post("/audit/verify", sync_to_thread=True)
-    def verify(self, request: Request[Any, Any, Any], data: Form, accounts: AccountsDep,
+    def verify(self, request: Request[Any, Any, Any], data: Form, console_sessions: ConsoleSessionsDep,
                audit_service: AuditDep) -> Template | Redirect:
-        principal, session = _officer(request, accounts)
+        principal, session = _officer(request, console_sessions)
         _checked(data, session)
         result = audit_service.verify()
         page = audit_service.page(sorted(principal.projects.values()), limit=PAGE)
@@ -301,9 +251,9 @@ class ConsoleController(Controller):
                      action="", verification=result)
 
     @get("/audit/export/{fmt:str}", sync_to_thread=True)
-    def export(self, request: Request[Any, Any, Any], fmt: FromPath[str], accounts: AccountsDep,
+    def export(self, request: Request[Any, Any, Any], fmt: FromPath[str], console_sessions: ConsoleSessionsDep,
                audit_service: AuditDep) -> Stream | Redirect:
-        principal, _session = _officer(request, accounts)
+        principal, _session = _officer(request, console_sessions)
         if fmt not in ("csv", "jsonl"):
             fmt = "csv"
         lines = audit_service.export(sorted(principal.projects.values()), fmt)
@@ -311,10 +261,10 @@ class ConsoleController(Controller):
                       headers={"Content-Disposition": f'attachment; filename="lethe-audit.{fmt}"'})
 
     @get("/metrics", sync_to_thread=True)
-    def metrics(self, request: Request[Any, Any, Any], accounts: AccountsDep,
+    def metrics(self, request: Request[Any, Any, Any], console_sessions: ConsoleSessionsDep,
                 clock: ClockDep,
                 metrics_service: MetricsDep) -> Template | Redirect:
-        principal, session = _officer(request, accounts)
+        principal, session = _officer(request, console_sessions)
         names = sorted(principal.projects.values())
         project = request.query_params.get("project") or (names[0] if names else "")
         days = 180 if request.query_params.get("days") == "180" else 90

@@ -14,6 +14,7 @@ from app.services.accounts import AccountService
 from app.services.audit import AuditService
 from app.services.batches import BatchService
 from app.services.callbacks import CallbackService
+from app.services.console_sessions import ConsoleSessionService
 from app.services.dead_letters import DeadLetterService
 from app.services.deletion import DeletionService
 from app.services.health import HealthService
@@ -32,7 +33,7 @@ SERVICES = {
     "dead_letters": "dead_letters", "deletions": "deletions", "held": "held", "hold_service": "holds",
     "ingest": "ingest", "message_feed": "message_feed", "message_service": "messages",
     "metrics_service": "metrics", "subjects": "subjects", "suppressions": "suppressions", "webhooks": "webhooks",
-    "health": "health", "clock": "now",
+    "health": "health", "console_sessions": "console_sessions", "clock": "now",
 }
 
 
@@ -42,6 +43,7 @@ AuditDep = NamedDependency[AuditService]
 BatchesDep = NamedDependency[BatchService]
 CallbacksDep = NamedDependency[CallbackService]
 ClockDep = NamedDependency[Clock]
+ConsoleSessionsDep = NamedDependency[ConsoleSessionService]
 DeadLettersDep = NamedDependency[DeadLetterService]
 DeletionsDep = NamedDependency[DeletionService]
 HealthDep = NamedDependency[HealthService]

@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # the repositories a unit of work hands out
         AuditLogRepository,
         CallbacksRepository,
         ComplaintsRepository,
+        ConsoleSessionsRepository,
         DataKeysRepository,
         DeadLettersRepository,
         DeletionBatchesRepository,
@@ -65,6 +66,9 @@ class UnitOfWork(Protocol):
 
     @property
     def job_runs(self) -> JobRunsRepository: ...
+
+    @property
+    def console_sessions(self) -> ConsoleSessionsRepository: ...
 
     @property
     def receipts(self) -> ReceiptsRepository: ...

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from app.models import (
         AuditEntry,
         CallbackDelivery,
+        ConsoleSession,
         DeadLetter,
         DeletionBatch,
         DeletionRequest,
@@ -164,6 +165,15 @@ class AuditLogRepository(Protocol):
     ) -> list[AuditEntry]: ...
     def of_requests(self, projects: Sequence[str], request_ids: Sequence[str]) -> dict[str, list[AuditEntry]]: ...
     def walk(self, batch: int = 5000) -> Iterator[ChainedEntry]: ...
+
+
+class ConsoleSessionsRepository(Protocol):
+    """app.stores.sql.repositories.ConsoleSessions"""
+
+    def add(self, row: ConsoleSession) -> None: ...
+    def get(self, id_hash: str) -> ConsoleSession | None: ...
+    def delete(self, id_hash: str) -> int: ...
+    def delete_idle(self, seen_before: datetime) -> int: ...
 
 
 class JobRunsRepository(Protocol):

@@ -158,7 +158,10 @@ class AccountService:
     def authenticate(self, token: str) -> Principal | None:
         """The token's principal, remembered for a few seconds: every API call authenticates,
         and a database round trip per call would dominate the cost of the small ones."""
-        digest = hash_token(token)
+        return self.by_token_hash(hash_token(token))
+
+    def by_token_hash(self, digest: str) -> Principal | None:
+        """`authenticate` for a token known by its hash (a console session names it so)."""
         now = time.monotonic()
         cached = self._cache.get(digest)
         if cached is not None and cached[0] > now:

@@ -122,3 +122,40 @@ def test_a_revoked_officer_is_logged_out_and_metrics_render_as_svg(client: TestC
     container.accounts.revoke_officer("olga")
     container.accounts.forget()
     assert client.get("/console/queue", follow_redirects=False).headers["location"] == "/console/login"
+
+
+def test_a_session_is_known_to_every_api_process_and_ends_in_all_of_them(container: Container,
+                                                                         keys: dict[str, str]) -> None:
+    """Two apps stand for two API processes (`lethe serve --workers 2`): a browser logged in on
+    one is logged in on the other; a logout on either ends it everywhere. The store holds a
+    hash of the session id, never the id the cookie carries."""
+    from sqlalchemy import select
+
+    from app.http.app import create_app
+    from app.models import AuditEntry, ConsoleSession
+
+    with TestClient(create_app(container)) as one, TestClient(create_app(container)) as two:
+        csrf = log_in(one, keys["officer"])
+        sid = one.cookies["lethe_console"]
+        two.cookies.set("lethe_console", sid)
+        assert two.get("/console/queue", follow_redirects=False).status_code == 200
+        with container.uow() as uow:
+            (stored,) = uow.session.scalars(select(ConsoleSession))
+        assert stored.id_hash != sid and sid not in stored.id_hash and keys["officer"] not in stored.token_hash
+        two.post("/console/logout", data={"csrf": csrf})
+        assert one.get("/console/queue", follow_redirects=False).headers["location"] == "/console/login"
+    with container.uow() as uow:
+        actions = list(uow.session.scalars(select(AuditEntry.action).where(AuditEntry.action.like("console.%"))
+                                           .order_by(AuditEntry.seq)))
+    assert actions == ["console.login", "console.logout"]
+
+
+def test_a_session_ends_after_thirty_idle_minutes(client: TestClient[Any], keys: dict[str, str],
+                                                  clock: FakeClock) -> None:
+    log_in(client, keys["officer"])
+    clock.advance(minutes=29)
+    assert client.get("/console/queue", follow_redirects=False).status_code == 200  # and seen again now
+    clock.advance(minutes=29)
+    assert client.get("/console/queue", follow_redirects=False).status_code == 200
+    clock.advance(minutes=31)
+    assert client.get("/console/queue", follow_redirects=False).headers["location"] == "/console/login"

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from app.domain.holds import Scope
 from app.domain.statuses import ProjectStatus
 from app.models import (
+    ConsoleSession,
     HoldRecord,
     IdempotencyKey,
     JobRun,
@@ -202,6 +203,23 @@ class IdempotencyKeys:
         if before is not None:
             query = query.where(IdempotencyKey.created_at < before)
         return rowcount(self.session.execute(query))
+
+
+class ConsoleSessions:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, row: ConsoleSession) -> None:
+        self.session.add(row)
+
+    def get(self, id_hash: str) -> ConsoleSession | None:
+        return self.session.get(ConsoleSession, id_hash)
+
+    def delete(self, id_hash: str) -> int:
+        return rowcount(self.session.execute(delete(ConsoleSession).where(ConsoleSession.id_hash == id_hash)))
+
+    def delete_idle(self, seen_before: datetime) -> int:
+        return rowcount(self.session.execute(delete(ConsoleSession).where(ConsoleSession.seen_at < seen_before)))
 
 
 class JobRuns:

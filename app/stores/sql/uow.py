@@ -22,7 +22,7 @@ from app.stores.sql.operational import (
     Suppressions,
 )
 from app.stores.sql.outbox import EventOutbox
-from app.stores.sql.repositories import Holds, IdempotencyKeys, JobRuns, Profiles, Projects
+from app.stores.sql.repositories import ConsoleSessions, Holds, IdempotencyKeys, JobRuns, Profiles, Projects
 from app.stores.sql.requests import DeletionRequests
 from app.stores.sql.subjects import Subjects
 
@@ -54,6 +54,7 @@ class SqlUnitOfWork:
         self.idempotency = IdempotencyKeys(self.session)
         self.audit_log = AuditLog(self.session)
         self.job_runs = JobRuns(self.session)
+        self.console_sessions = ConsoleSessions(self.session)
         self.receipts = Receipts(self.session)
         self.messages = Messages(self.session)
         self.complaints = Complaints(self.session)
