@@ -14,11 +14,12 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from app.domain.audit import AuditRecord
 from app.models import ConsoleSession
 from app.ports import Clock, UnitOfWorkFactory
+from app.retry import retry_transient
 from app.services.accounts import AccountService, Principal, Role, hash_token
 
 IDLE = timedelta(minutes=30)
@@ -61,19 +62,25 @@ class ConsoleSessionService:
         long, or the officer's token no longer works)."""
         if not sid:
             return None
-        now = self._clock()
+        found = retry_transient(lambda: self._seen(_id_hash(sid), self._clock()))
+        if found is None:
+            return None
+        token_hash, csrf = found
+        principal = self._accounts.by_token_hash(token_hash)
+        if principal is None or principal.role is not Role.OFFICER:
+            return None
+        return Session(principal, csrf)
+
+    def _seen(self, id_hash: str, now: datetime) -> tuple[str, str] | None:
+        """(token hash, CSRF token) of a live session, its last-seen time moved on; or None."""
         with self._uow() as uow:
-            row = uow.console_sessions.get(_id_hash(sid))
+            row = uow.console_sessions.get(id_hash)
             if row is None or row.seen_at <= now - IDLE:
                 return None
             if now - row.seen_at >= TOUCH_EVERY:
                 row.seen_at = now
                 uow.commit()
-            token_hash, csrf = row.token_hash, row.csrf
-        principal = self._accounts.by_token_hash(token_hash)
-        if principal is None or principal.role is not Role.OFFICER:
-            return None
-        return Session(principal, csrf)
+            return row.token_hash, row.csrf
 
     def end(self, sid: str, principal: Principal) -> None:
         """Log out: the session is gone in every process."""
