@@ -34,6 +34,7 @@ from app.services.accounts import Principal, Role
 
 log = structlog.get_logger(__name__)
 WARN_EVERY_SECONDS = 10.0  # a Redis outage is logged once per this many seconds, not per request
+RETRY_AFTER_FAILURE_SECONDS = 2.0  # after a failure, requests go through without asking Redis for this long
 
 
 class _Admitted(list[int]):
@@ -60,8 +61,11 @@ class RedisWindows:
     def __init__(self, url: str) -> None:
         self._redis = aioredis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
         self._warned = -WARN_EVERY_SECONDS
+        self._down_until = 0.0  # a Redis that timed out is not asked again at once: no request waits on it
 
     async def hit(self, key: str, seconds: int) -> tuple[int, int] | None:
+        if clock.monotonic() < self._down_until:
+            return None
         now = int(time())
         reset = now - now % seconds + seconds
         name = f"lethe:rate:{key}:{reset}"
@@ -71,6 +75,7 @@ class RedisWindows:
                 pipe.expire(name, seconds + 1)
                 count, _ = await pipe.execute()
         except (RedisError, OSError) as exc:
+            self._down_until = clock.monotonic() + RETRY_AFTER_FAILURE_SECONDS
             if clock.monotonic() - self._warned >= WARN_EVERY_SECONDS:
                 self._warned = clock.monotonic()
                 log.warning("rate_limit.store_unavailable", error=type(exc).__name__,
