@@ -217,8 +217,6 @@ def _text(value: Mapping[str, Any], keys: tuple[str, ...]) -> str:
     return ""
 
 
-
-
 def _user_ids(key: str, raw: Any) -> tuple[str, ...]:
     """One id or a list of ids (ids inside lists are pseudonymised too; empty ones are skipped).
     Any other shape is refused: a value that names users is never stored as it is."""

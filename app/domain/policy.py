@@ -149,8 +149,8 @@ def parse_datamap(doc: Mapping[str, Any], *, origin: str = "policy") -> dict[tup
     columns: dict[tuple[str, str, str], Column] = {}
     for qualified, table in section.items():
         store, _, name = qualified.partition(".")
-        if (store not in {"sql", "clickhouse"} or not name or not isinstance(table, Mapping)) \
-                and qualified != EVENT_PROPERTIES:
+        known = qualified == EVENT_PROPERTIES or (store in {"sql", "clickhouse"} and bool(name))
+        if not known or not isinstance(table, Mapping):
             raise PolicyError(f'{origin}: datamap."{qualified}" must be a table named "sql.<t>" or "clickhouse.<t>" '
                               f'(or "{EVENT_PROPERTIES}")')
         for column, spec in table.items():

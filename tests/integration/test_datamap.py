@@ -182,3 +182,8 @@ def test_a_policy_file_without_a_data_map_uses_lethes_own(tmp_path: Path) -> Non
     assert book.datamap == parse_datamap(tomllib.loads((ROOT / "policies" / "default.toml").read_text()))
     assert datamap_problems(book.datamap, handlers()) == []
     assert book.properties.columns["user_agent"] == ("platformUserAgent",)
+
+
+def test_an_event_property_section_that_is_not_a_table_is_named() -> None:
+    with pytest.raises(PolicyError, match=r'datamap\."event\.value" must be a table'):
+        parse_datamap({"datamap": {"event.value": "not_personal"}}, origin="default.toml")
