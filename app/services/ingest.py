@@ -290,8 +290,9 @@ class IngestService:
             if subject is not None:
                 last_seen[subject.id] = max(event.at, last_seen.get(subject.id, event.at))
             opened |= self._effects.apply(uow, project, event, subject, messages, at)
-            cipher = held(event) or ciphers.get(_key_owner(project, event, subjects))
-            rows.append(self._row(project, event, subject, subjects, at, cipher, store_ip))
+            kept = held(event)
+            cipher = kept or ciphers.get(_key_owner(project, event, subjects))
+            rows.append(self._row(project, event, subject, subjects, at, cipher, store_ip, kept=kept is not None))
         messages.flush(uow)
         uow.subjects.seen(last_seen)
         return opened
@@ -316,16 +317,17 @@ class IngestService:
         return held
 
     def _row(self, project: Project, event: Event, subject: Subject | None, subjects: dict[str, Subject],
-             received: datetime, cipher: Cipher | None, store_ip: bool) -> EventRow:
-        hidden = subject is not None and subject.status != SubjectStatus.ACTIVE
+             received: datetime, cipher: Cipher | None, store_ip: bool, *, kept: bool = False) -> EventRow:
+        # a subject being erased gets no new personal values (dropped at the door), except what
+        # a hold keeps: `cipher` is then the hold's key
+        dropped = subject is not None and subject.status != SubjectStatus.ACTIVE and not kept
         others = {k: _subject_ids(refs, subjects, event.raw_value.get(k)) for k, refs in event.user_refs.items()}
         return EventRow(
             project=project.name, event=event.event, at=event.at, received_at=received,
             subject_id=subject.id if subject else None, actor_kind=event.actor.kind if event.actor else "",
             dedup_key=event.dedup_key, room_id=event.room_id, message_id=event.message_id,
             platform=event.platform,
-            # a subject being erased gets no new personal values: they are dropped at the door
-            personal={} if hidden else _sealed(event.personal, cipher, store_ip), properties=others,
+            personal={} if dropped else _sealed(event.personal, cipher, store_ip), properties=others,
         )
 
 

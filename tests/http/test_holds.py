@@ -341,3 +341,21 @@ def test_a_user_or_project_hold_shows_the_users_it_keeps(client: TestClient[Any]
     assert "John Doe" in {e["personal"].get("user_name") for e in user["events"]}  # opened, not ciphertext
     read = officer_get(client, keys, "/v1/audit", action="hold.data_read")["items"]
     assert read and read[-1]["details"]["hold_id"] == placed["id"] and "evidence" not in str(read)
+
+
+def test_a_held_room_keeps_what_a_user_being_erased_says_in_it(client: TestClient[Any], keys: dict[str, str],
+                                                               container: Container, clock: FakeClock) -> None:
+    """During grace the user is hidden and their new events lose their personal values at the
+    door; in a held room the hold keeps them instead, under its own key."""
+    placed = hold(client, keys, scope="room", target="r-7")
+    container.held.take()
+    created = request(client, keys, "grace")
+    container.erasure.anonymise(clock.now)
+    assert status(client, keys, created["id"])["status"] == "in_grace"
+    post(client, keys, [frontend("message_sent", text="said while held", message_id="m-8", room="r-7"),
+                        frontend("message_sent", text="said elsewhere", message_id="m-9", room="r-8")])
+    container.outbox.drain()
+    data = officer_get(client, keys, f"/v1/holds/{placed['id']}/data")
+    assert [e["personal"].get("text") for e in data["events"]] == ["said while held"]
+    elsewhere = [r for r in ch_rows(container) if r["message_id"] == "m-9"]
+    assert [r["text"] for r in elsewhere] == [""]  # dropped at the door: nothing stored, sealed or not
