@@ -298,6 +298,7 @@ class ErasureService:
             names = uow.projects.names({row.project_id for row in due})
             processed = [self._advance(uow, row, names[row.project_id], step, now, counts, batch, purge_now)
                          for row in due]
+            uow.requests.save(rows)  # one statement per kind of change, not one UPDATE per request
             self._notify(uow, due, lambda _ids: batch.user_of)  # read before the links went
             uow.commit()
         summary.held += len(held)

@@ -7,8 +7,10 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, insert, select, update
+from sqlalchemy import ColumnElement, Select, Table, bindparam, func, insert, inspect, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.exc import StaleDataError
 
 from app.domain.requests import OPEN_STATUSES, Mode, Status, Step
 from app.models import DeletionRequest
@@ -26,6 +28,37 @@ class DeletionRequests:
         """Many new requests in one executemany (a partner's batch): no ORM object per row."""
         for i in range(0, len(rows), 5_000):
             self.session.execute(insert(DeletionRequest), [{"version": 1, **row} for row in rows[i:i + 5_000]])
+
+    def save(self, rows: Sequence[DeletionRequest]) -> None:
+        """Write what changed in these (locked) rows now, one executemany per set of changed
+        columns, where the ORM's flush would send one UPDATE per row (it does for versioned rows:
+        10,000 round trips for a batch of 5,000 on PostgreSQL). Each row is guarded by its
+        version and gets the next one, as the ORM's optimistic lock does; a row changed elsewhere
+        meanwhile raises StaleDataError (retried as a transient failure). Afterwards the rows are
+        clean in the session: its flush has nothing left of them to write."""
+        table: Table = DeletionRequest.__table__  # type: ignore[assignment]
+        groups: dict[tuple[str, ...], list[tuple[DeletionRequest, dict[str, Any], int]]] = {}
+        for row in rows:
+            state = inspect(row)
+            changed = {key: state.dict[key] for key in state.committed_state if key != "version"}
+            if changed:
+                version = state.committed_state.get("version", row.version)
+                groups.setdefault(tuple(sorted(changed)), []).append((row, changed, version))
+        for keys, members in groups.items():
+            statement = (table.update()
+                         .where(table.c.id == bindparam("_id"), table.c.version == bindparam("_version"))
+                         .values({**{key: bindparam(f"_{key}") for key in keys}, "version": bindparam("_next")}))
+            params = [{**{f"_{key}": value for key, value in changed.items()}, "_id": row.id, "_version": version,
+                       "_next": version + 1} for row, changed, version in members]
+            for start in range(0, len(params), 5_000):
+                chunk = params[start:start + 5_000]
+                # on the connection: the session's autoflush would first write the rows one by one
+                if rowcount(self.session.connection().execute(statement, chunk)) != len(chunk):
+                    raise StaleDataError("a deletion request changed while this transaction held it")
+            for row, changed, version in members:
+                for key, value in changed.items():
+                    set_committed_value(row, key, value)
+                set_committed_value(row, "version", version + 1)
 
     def get(self, project_id: str, request_id: str, *, lock: bool = False) -> DeletionRequest | None:
         """`lock`: for a transition; the row stays locked until the transaction ends."""
@@ -87,6 +120,7 @@ class DeletionRequests:
         rows = list(self.session.scalars(query.with_for_update(skip_locked=True)))
         for row in rows:
             row.lease_until, row.leased_by = wall + lease, runner
+        self.save(rows)
         return rows
 
     def _due(self, step: Step, now: datetime) -> Select[DeletionRequest]:
