@@ -23,7 +23,7 @@ def ch_rows(container: Container, where: str = "1", **params: Any) -> list[dict[
     rows = ch.rows(f"SELECT * FROM events WHERE {where} ORDER BY at, event", parameters=params,
                    settings={"apply_patch_parts": 0})
     names = [r[0] for r in ch.rows("SELECT name FROM system.columns WHERE database = currentDatabase() "
-                                   "AND table = 'events' ORDER BY position")]
+                                   "AND table = 'events' AND default_kind != 'MATERIALIZED' ORDER BY position")]
     return [dict(zip(names, r, strict=True)) for r in rows]
 
 

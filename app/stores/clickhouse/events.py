@@ -80,16 +80,24 @@ class ClickHouseEventStore:
         return self._rows(batch.subject_ids, _PLAINTEXT, masks=False)
 
     def _personal_rows_and_plaintext_days(self, subject_ids: Sequence[str]) -> tuple[dict[str, int], list[str]]:
-        """One scan: rows holding any personal value per subject, and the partitions holding
-        plaintext ones."""
+        """Rows holding any personal value per subject, and the partitions holding plaintext
+        ones. The scan reads the rows' two flags (schema version 4), not their sealed columns;
+        the days the flags name are checked against the values themselves (a flag worked out
+        before a blanking may still say plaintext), so only real plaintext is blanked."""
         if not subject_ids:
             return {}, []
+        ids = [uuid.UUID(s) for s in subject_ids]
         rows = self.ch.rows(
-            f"SELECT toString(subject_id), count(), groupUniqArrayIf(_partition_id, {_PLAINTEXT}) FROM events "
-            f"WHERE subject_id IN {{ids:Array(UUID)}} AND ({_ANY_PERSONAL}) GROUP BY subject_id",
-            parameters={"ids": [uuid.UUID(s) for s in subject_ids]},
+            "SELECT toString(subject_id), count(), groupUniqArrayIf(_partition_id, has_plaintext) FROM events "
+            "WHERE subject_id IN {ids:Array(UUID)} AND has_personal GROUP BY subject_id",
+            parameters={"ids": ids},
         )
-        return {str(s): int(n) for s, n, _ in rows}, sorted({str(p) for _, _, days in rows for p in days})
+        flagged = sorted({str(p) for _, _, days in rows for p in days})
+        if flagged:
+            flagged = sorted(str(p) for (p,) in self.ch.rows(
+                f"SELECT DISTINCT _partition_id FROM events WHERE _partition_id IN {{days:Array(String)}} "
+                f"AND subject_id IN {{ids:Array(UUID)}} AND ({_PLAINTEXT})", parameters={"ids": ids, "days": flagged}))
+        return {str(s): int(n) for s, n, _ in rows}, flagged
 
     def _blank_plaintext(self, subject_ids: Sequence[str], partitions: Sequence[str]) -> None:
         ids = [uuid.UUID(s) for s in subject_ids]

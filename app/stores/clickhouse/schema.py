@@ -76,6 +76,23 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         # names). Old rows keep their `properties`: the 13-month cap removes them.
         "ALTER TABLE events ADD COLUMN IF NOT EXISTS extra String DEFAULT '' AFTER url",
     ]),
+    (4, "events.flags", [
+        # Whether a row holds any personal value, and any that is not ciphertext (left by
+        # versions before encryption at the door), worked out once per row as it is written.
+        # An erasure's evidence counts a batch's rows from these two bytes instead of reading
+        # every sealed column of every granule its subjects touch (about 2.4 s at 10M rows).
+        # Rows written before this version get them computed when read.
+        "ALTER TABLE events ADD COLUMN IF NOT EXISTS has_personal UInt8 MATERIALIZED "
+        "(user_name != '' OR nickname != '' OR decrypted_user_id != '' OR text != '' OR source_url != '' "
+        "OR user_agent != '' OR ip != '' OR url != '' OR extra != '')",
+        "ALTER TABLE events ADD COLUMN IF NOT EXISTS has_plaintext UInt8 MATERIALIZED "
+        "((user_name != '' AND NOT startsWith(user_name, 'v1.')) "
+        "OR (nickname != '' AND NOT startsWith(nickname, 'v1.')) "
+        "OR (decrypted_user_id != '' AND NOT startsWith(decrypted_user_id, 'v1.')) "
+        "OR (text != '' AND NOT startsWith(text, 'v1.')) OR (source_url != '' AND NOT startsWith(source_url, 'v1.')) "
+        "OR (user_agent != '' AND NOT startsWith(user_agent, 'v1.')) OR (ip != '' AND NOT startsWith(ip, 'v1.')) "
+        "OR (url != '' AND NOT startsWith(url, 'v1.')) OR (extra != '' AND NOT startsWith(extra, 'v1.')))",
+    ]),
 ]
 
 
