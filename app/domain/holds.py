@@ -28,6 +28,11 @@ class Scope(StrEnum):
     PROJECT = "project"  # target: the project's name: everything in it
 
 
+# Room and message holds take what they cover under their own key; user and project holds
+# cover whole users and stop their requests instead.
+KEYED_SCOPES = frozenset({Scope.ROOM, Scope.MESSAGE})
+
+
 @dataclass(frozen=True, slots=True)
 class Hold:
     id: str
@@ -83,7 +88,7 @@ def covers(hold: Hold, data: Data) -> bool:
 
 def stops(hold: Hold) -> bool:
     """Whether a covering hold stops a user's erasure as a whole (else it keeps its part)."""
-    return hold.scope in (Scope.USER, Scope.PROJECT) or not hold.sealed
+    return hold.scope not in KEYED_SCOPES or not hold.sealed
 
 
 def covering(holds: Iterable[Hold], data: Data, now: datetime, release_delay: timedelta = timedelta(0)) -> list[Hold]:
@@ -95,8 +100,7 @@ def keeper(holds: Iterable[Hold], data: Data, now: datetime,
            release_delay: timedelta = timedelta(0)) -> Hold | None:
     """The room or message hold whose key takes new `data` at the door: the first standing one
     that covers it, in the order holds take their data (placement), or None."""
-    return next((h for h in covering(holds, data, now, release_delay) if h.scope in (Scope.ROOM, Scope.MESSAGE)),
-                None)
+    return next((h for h in covering(holds, data, now, release_delay) if h.scope in KEYED_SCOPES), None)
 
 
 def split(pieces: Iterable[tuple[T, Data]], holds: Sequence[Hold], now: datetime,

@@ -27,7 +27,7 @@ import structlog
 from app.domain.audit import AuditRecord
 from app.domain.crypto import Cipher, Undecryptable
 from app.domain.events import SEALED_COLUMNS
-from app.domain.holds import Hold, Scope
+from app.domain.holds import KEYED_SCOPES, Hold, Scope
 from app.domain.statuses import SubjectStatus
 from app.models import Message
 from app.ports import NO_SUBJECT, Clock, EventStore, MessageRef, UnitOfWork, UnitOfWorkFactory
@@ -63,7 +63,7 @@ class HeldDataService:
             projects = uow.projects.all_names()
             ids = {name: pid for pid, name in projects.items()}
             holds = [h for h in self._holds.standing(uow, list(projects), now)
-                     if h.scope in (Scope.ROOM, Scope.MESSAGE) and (hold_ids is None or h.id in hold_ids)]
+                     if h.scope in KEYED_SCOPES and (hold_ids is None or h.id in hold_ids)]
         for hold in holds:
             counts = self._take_one(ids[hold.project], hold)
             for store, n in counts.items():
@@ -109,7 +109,7 @@ class HeldDataService:
         ids = {name: pid for pid, name in uow.projects.all_names().items()}
         moved = 0
         for hold in holds:
-            if hold.scope not in (Scope.ROOM, Scope.MESSAGE) or hold.project not in ids:
+            if hold.scope not in KEYED_SCOPES or hold.project not in ids:
                 continue
             key = self._keys.ciphers(uow, [hold.id], HOLD, create=False).get(hold.id)
             if key is None:

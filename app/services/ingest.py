@@ -307,11 +307,12 @@ class IngestService:
         keys = self._keys.ciphers(uow, [h.id for h in holds], HOLD, create=False) if holds else {}
         if not keys:
             return lambda _event: None
+        keyed = [h for h in holds if h.id in keys]
 
         def held(event: Event) -> Cipher | None:
             data = Data(project.name, rooms=frozenset({event.room_id} if event.room_id else ()),
                         messages=frozenset({event.message_id} if event.message_id else ()))
-            hold = self._holds.keeper([h for h in holds if h.id in keys], data, now)
+            hold = self._holds.keeper(keyed, data, now)
             return keys[hold.id] if hold is not None else None
 
         return held

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from app.domain.holds import Scope
+from app.domain.holds import KEYED_SCOPES
 from app.domain.statuses import ProjectStatus
 from app.models import (
     ConsoleSession,
@@ -159,7 +159,7 @@ class Holds:
         those that may take new data under their key."""
         return list(self.session.scalars(
             select(HoldRecord).where(HoldRecord.project_id == project_id, HoldRecord.returned_at.is_(None),
-                                     HoldRecord.scope.in_((Scope.ROOM.value, Scope.MESSAGE.value)))
+                                     HoldRecord.scope.in_([s.value for s in KEYED_SCOPES]))
             .order_by(HoldRecord.placed_at, HoldRecord.id)))
 
     def not_returned(self) -> list[HoldRecord]:
