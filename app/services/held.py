@@ -146,7 +146,7 @@ class HeldDataService:
                 raise NotFound(f"hold {hold_id} not found")
             project = projects[record.project_id]
             hold = Hold(record.id, project, Scope(record.scope), record.target, record.placed_at)
-            if hold.scope in (Scope.USER, Scope.PROJECT):
+            if hold.scope not in KEYED_SCOPES:  # user and project holds cover whole users
                 return self._users_data(uow, record.project_id, hold, actor, limit, cursor)
             key = self._keys.ciphers(uow, [hold_id], HOLD, create=False).get(hold_id)
             rooms, message_ids = _targets(hold)

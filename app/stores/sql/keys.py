@@ -20,7 +20,7 @@ from app.models import DataKey, KeyEncryptionKey
 from app.ports import CompactionBlocked, KekVersion, StoredKey
 from app.stores.sql.engine import checkpoint
 from app.stores.sql.operational import insert_ignoring_conflicts
-from app.stores.sql.queries import member_of, rowcount
+from app.stores.sql.queries import is_postgresql, member_of, rowcount
 
 CHUNK = 500  # owners per IN (...): far below SQLite's bound-parameter limit
 _KEYS: Table = DataKey.__table__  # type: ignore[assignment]
@@ -46,7 +46,7 @@ class DataKeys:
         """owner -> its key of this purpose, for the owners that have one."""
         found: dict[str, StoredKey] = {}
         wanted = sorted(set(owners))
-        if wanted and self.session.get_bind().dialect.name == "postgresql":  # one array parameter, any number
+        if wanted and is_postgresql(self.session):  # one array parameter, any number
             rows = self.session.execute(select(_KEYS).where(_KEYS.c.purpose == purpose,
                                                             member_of(self.session, _KEYS.c.owner, wanted)))
             return {row.owner: _stored(row) for row in rows}

@@ -23,8 +23,7 @@ def insert_ignoring_conflicts(session: Session, table: Table, rows: Sequence[Map
     """INSERT ... ON CONFLICT DO NOTHING on both dialects; returns `returning` of inserted rows."""
     if not rows:
         return []
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = postgresql.insert if is_postgresql(session) else sqlite.insert
     statement = insert(table).on_conflict_do_nothing()
     if returning is None:
         session.execute(statement, list(rows))  # executemany: one cached statement for any count
@@ -39,8 +38,7 @@ def upsert_filling(session: Session, table: Table, rows: Sequence[Mapping[str, A
     per fill column, a condition under which the existing row keeps its own value."""
     if not rows:
         return
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = postgresql.insert if is_postgresql(session) else sqlite.insert
     statement = insert(table)
     keep = keep or {}
     values = {c: case((keep[c], table.c[c]), else_=statement.excluded[c]) if c in keep else statement.excluded[c]

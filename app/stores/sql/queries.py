@@ -20,7 +20,7 @@ _Row = TypeVar("_Row")
 def member_of(session: Session, column: Any, values: Sequence[str]) -> ColumnElement[bool]:
     """`column IN values` for many values: on PostgreSQL one array parameter (`= ANY(:values)`),
     since sending and parsing 10,000 bind values costs more than the lookup itself."""
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgresql(session):
         return column == any_(bindparam(None, list(values), type_=ARRAY(String)))  # type: ignore[no-any-return]
     return column.in_(values)  # type: ignore[no-any-return]
 
