@@ -170,8 +170,8 @@ def cmd_project_offboard(container: Container, args: argparse.Namespace) -> int:
 
 def cmd_policy_check(container: Container, args: argparse.Namespace) -> int:
     book = container.policies  # loading already validated every file
-    columns = [c for c in book.datamap.values() if c.store != "event"]
-    properties = [c for c in book.datamap.values() if c.store == "event"]
+    columns = [c for c in book.datamap.values() if not c.event_property]
+    properties = [c for c in book.datamap.values() if c.event_property]
     _print({"ok": True, "directory": str(container.settings.policy_dir), "projects": sorted(book.projects),
             "datamap_columns": len(columns), "personal_columns": sum(1 for c in columns if c.personal),
             "event_properties": len(properties), "personal_event_properties": sum(1 for c in properties if c.personal)})

@@ -96,6 +96,11 @@ class Column:
     def personal(self) -> bool:
         return self.category is not None
 
+    @property
+    def event_property(self) -> bool:
+        """A property of the platform's events (`[datamap."event.value"]`), not a stored column."""
+        return f"{self.store}.{self.table}" == EVENT_PROPERTIES
+
 
 # The platform's event properties (keys of an envelope's `value`): where each goes, and so how
 # it is erased. `{ category, into }`, into: a sealed column of clickhouse.events (erased with
@@ -128,7 +133,7 @@ def datamap_problems(datamap: Mapping[tuple[str, str, str], Column], handlers: M
     decides their handling.)"""
     declared = {entry for handles in handlers.values() for entry in handles}
     mapped = {(f"{c.store}.{c.table}", c.column, c.erasure or "") for c in datamap.values()
-              if c.personal and f"{c.store}.{c.table}" != EVENT_PROPERTIES}
+              if c.personal and not c.event_property}
     return ([f"{table}.{column}: the data map says {erasure!r}, and no part of Lethe does that"
              for table, column, erasure in sorted(mapped - declared)]
             + [f"{table}.{column}: Lethe treats it as {erasure!r}, and the data map does not say so"
@@ -138,7 +143,7 @@ def datamap_problems(datamap: Mapping[tuple[str, str, str], Column], handlers: M
 def property_map(datamap: Mapping[tuple[str, str, str], Column]) -> PropertyMap:
     """The event properties' part of the data map, as the ingest reads it."""
     return PropertyMap.of({c.column: c.into for c in datamap.values()
-                           if f"{c.store}.{c.table}" == EVENT_PROPERTIES and c.into})
+                           if c.event_property and c.into})
 
 
 def parse_datamap(doc: Mapping[str, Any], *, origin: str = "policy") -> dict[tuple[str, str, str], Column]:

@@ -72,7 +72,7 @@ def test_every_personal_column_has_a_handler_that_does_what_the_map_says(datamap
 
 def test_every_handling_the_map_names_has_a_handler(datamap) -> None:  # type: ignore[no-untyped-def]
     implemented = {erasure for handles in handlers().values() for _, _, erasure in handles}
-    used = {entry.erasure for entry in datamap.values() if entry.personal and entry.store != "event"}
+    used = {entry.erasure for entry in datamap.values() if entry.personal and not entry.event_property}
     assert used <= implemented
 
 
@@ -120,7 +120,7 @@ def reference_properties() -> dict[str, str]:
 def test_every_property_of_the_platforms_events_is_in_the_data_map(datamap) -> None:  # type: ignore[no-untyped-def]
     known = reference_properties()
     assert len(known) > 100, "the event reference was not read"
-    mapped = {column for store, _, column in datamap if store == "event"}
+    mapped = {entry.column for entry in datamap.values() if entry.event_property}
     assert set(known) - mapped == set(), 'event properties missing from [datamap."event.value"]'
 
 
@@ -137,8 +137,9 @@ def test_each_event_property_goes_where_the_data_map_says(datamap) -> None:  # t
     known = reference_properties()
     structural = {"project", "created_at", "event_name"}
     checked = 0
-    for (store, _, key), entry in datamap.items():
-        if store != "event" or key in structural:
+    for entry in datamap.values():
+        key = entry.column
+        if not entry.event_property or key in structural:
             continue
         canary = f"cnry-{key}"
         actor = {} if key in ("user_id", "external_user_id") else {"user_id": "someone"}
