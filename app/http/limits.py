@@ -131,5 +131,6 @@ def _limiter(role: Role, per_second: int, shared: SharedWindows | None) -> Defin
         return user.actor if isinstance(user, Principal) else "anonymous"
 
     config = RateLimitConfig(rate_limit=("second", per_second), check_throttle_handler=applies,
-                             identifier_for_request=caller, middleware_class=CountingRateLimitMiddleware)
+                             identifier_for_request=caller)
+    # built here rather than by `config.middleware`, which could not pass `shared`
     return DefineMiddleware(CountingRateLimitMiddleware, config=config, shared=shared)
