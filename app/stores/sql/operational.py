@@ -7,12 +7,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, Table, case, delete, func, literal, select, tuple_, update
+from sqlalchemy import Table, case, delete, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.domain.ids import new_id
-from app.models import Complaint, DeadLetter, EventReceipt, Login, Message, Subject, Suppression, UTCDateTime
+from app.models import Complaint, DeadLetter, EventReceipt, Login, Message, Subject, Suppression
 from app.ports import MessageRef
 from app.ports.repositories import Kept
 from app.stores.sql.queries import is_postgresql, newest_first_page, per_subject, rowcount, unnested
@@ -20,15 +20,37 @@ from app.stores.sql.queries import is_postgresql, newest_first_page, per_subject
 
 def insert_ignoring_conflicts(session: Session, table: Table, rows: Sequence[Mapping[str, Any]],
                               returning: Any = None) -> list[Any]:
-    """INSERT ... ON CONFLICT DO NOTHING on both dialects; returns `returning` of inserted rows."""
+    """INSERT ... ON CONFLICT DO NOTHING on both dialects; returns `returning` of inserted rows.
+
+    On PostgreSQL the rows go as one array parameter per column (`queries.unnested`): the same
+    statement text for any number of rows, where a RETURNING insert would render, send and
+    parse a VALUES list of every row on each call, and an executemany one statement per row.
+    That needs every row to name the same columns, including each column with a client-side
+    default (an INSERT ... SELECT evaluates a default once, not per row); other calls take the
+    executemany path."""
     if not rows:
         return []
+    if is_postgresql(session) and _same_columns_with_defaults(table, rows):
+        names = list(rows[0])
+        given = unnested(**{name: ([row[name] for row in rows], table.c[name].type) for name in names})
+        from_rows = postgresql.insert(table).from_select(
+            names, select(*(given.c[name] for name in names)), include_defaults=False).on_conflict_do_nothing()
+        if returning is None:
+            session.execute(from_rows)
+            return []
+        return list(session.scalars(from_rows.returning(returning)))
     insert = postgresql.insert if is_postgresql(session) else sqlite.insert
     statement = insert(table).on_conflict_do_nothing()
     if returning is None:
         session.execute(statement, list(rows))  # executemany: one cached statement for any count
         return []
     return list(session.scalars(statement.returning(returning), list(rows)))
+
+
+def _same_columns_with_defaults(table: Table, rows: Sequence[Mapping[str, Any]]) -> bool:
+    names = set(rows[0])
+    return all(set(row) == names for row in rows) and all(
+        column.name in names for column in table.c if column.default is not None)
 
 
 def upsert_filling(session: Session, table: Table, rows: Sequence[Mapping[str, Any]], keys: Sequence[str],
@@ -53,14 +75,7 @@ class Receipts:
 
     def claim(self, project_id: str, keys: Sequence[str], now: datetime) -> set[str]:
         """Record the keys; returns those seen for the first time (a concurrent duplicate loses)."""
-        unique = list(dict.fromkeys(keys))
-        if is_postgresql(self.session):  # one statement text for any batch size (see unnested)
-            given = unnested(dedup_key=(unique, String()))
-            chosen = select(literal(project_id, String()), given.c.dedup_key, literal(now, UTCDateTime()))
-            statement = (postgresql.insert(EventReceipt).from_select(["project_id", "dedup_key", "received_at"], chosen)
-                         .on_conflict_do_nothing().returning(EventReceipt.dedup_key))
-            return set(self.session.scalars(statement))
-        rows = [{"project_id": project_id, "dedup_key": k, "received_at": now} for k in unique]
+        rows = [{"project_id": project_id, "dedup_key": k, "received_at": now} for k in dict.fromkeys(keys)]
         return set(insert_ignoring_conflicts(self.session, EventReceipt.__table__, rows,  # type: ignore[arg-type]
                                              returning=EventReceipt.dedup_key))
 
