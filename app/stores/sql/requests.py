@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Table, bindparam, func, insert, inspect, select, update
-from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy import ColumnElement, Select, Table, bindparam, func, insert, select, update
+from sqlalchemy.orm import InstanceState, Session
+from sqlalchemy.orm.attributes import instance_state, set_committed_value
 from sqlalchemy.orm.exc import StaleDataError
 
 from app.domain.requests import OPEN_STATUSES, Mode, Status, Step
@@ -39,7 +39,7 @@ class DeletionRequests:
         table: Table = DeletionRequest.__table__  # type: ignore[assignment]
         groups: dict[tuple[str, ...], list[tuple[DeletionRequest, dict[str, Any], int]]] = {}
         for row in rows:
-            state = inspect(row)
+            state = instance_state(row)
             changed = {key: state.dict[key] for key in state.committed_state if key != "version"}
             if changed:
                 version = state.committed_state.get("version", row.version)
@@ -55,10 +55,14 @@ class DeletionRequests:
                 # on the connection: the session's autoflush would first write the rows one by one
                 if rowcount(self.session.connection().execute(statement, chunk)) != len(chunk):
                     raise StaleDataError("a deletion request changed while this transaction held it")
-            for row, changed, version in members:
-                for key, value in changed.items():
-                    set_committed_value(row, key, value)
+            for row, _changed, version in members:
                 set_committed_value(row, "version", version + 1)
+        # The rows are written: mark them clean, as the ORM does after its own flush (the values
+        # stay, their history goes). set_committed_value alone would leave them flagged modified,
+        # and every later flush (autoflush before each query) would walk all of them, 44 columns
+        # each, to find nothing to write: 1.2 s of a 10,000-request anonymise run.
+        InstanceState._commit_all_states([(state, state.dict) for state in map(instance_state, rows)],
+                                         self.session.identity_map)
 
     def get(self, project_id: str, request_id: str, *, lock: bool = False) -> DeletionRequest | None:
         """`lock`: for a transition; the row stays locked until the transaction ends."""
@@ -116,12 +120,16 @@ class DeletionRequests:
             (DeletionRequest.lease_until.is_(None)) | (DeletionRequest.lease_until < wall))
         if exclude:
             query = query.where(DeletionRequest.id.not_in(exclude))
-        query = query.order_by(DeletionRequest.requested_at).limit(limit)
-        rows = list(self.session.scalars(query.with_for_update(skip_locked=True)))
-        for row in rows:
-            row.lease_until, row.leased_by = wall + lease, runner
-        self.save(rows)
-        return rows
+        candidates = (query.with_only_columns(DeletionRequest.id).order_by(DeletionRequest.requested_at)
+                      .limit(limit).with_for_update(skip_locked=True))
+        # One UPDATE ... RETURNING takes the leases and reads the rows (the version moves on, as
+        # the ORM's optimistic lock expects): not a SELECT then an UPDATE per row.
+        leased = (update(DeletionRequest).where(DeletionRequest.id.in_(candidates.scalar_subquery()))
+                  .values(lease_until=wall + lease, leased_by=runner, version=DeletionRequest.version + 1)
+                  .returning(DeletionRequest))
+        rows = self.session.scalars(leased, execution_options={"synchronize_session": False,
+                                                                "populate_existing": True})
+        return sorted(rows, key=lambda row: (row.requested_at, row.id))
 
     def _due(self, step: Step, now: datetime) -> Select[DeletionRequest]:
         """The SQL form of domain.requests.step_due, to find candidates with an index; the
