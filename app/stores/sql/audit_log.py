@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
 from app.domain.audit import GENESIS, AuditRecord, ChainedEntry, chain
@@ -30,10 +30,12 @@ class AuditLog:
         rows = [{"seq": e.seq, "at": e.at, "actor": e.actor, "action": e.action, "project": e.project,
                  "subject": e.subject, "details": dict(e.details), "prev_hash": e.prev_hash, "hash": e.hash}
                 for e in entries]
-        # one Core executemany per 5,000 (psycopg pipelines it): a job or a batch may audit 10,000
-        # requests at once, and an ORM object per entry cost more than the rest of the commit
+        # one Core executemany per 5,000 on the table (psycopg pipelines it): a job or a batch
+        # may audit 10,000 requests at once. Not insert(AuditEntry): the ORM's bulk insert
+        # first walks every row in Python, a fifth of the time of such a commit.
+        table: Table = AuditEntry.__table__  # type: ignore[assignment]
         for i in range(0, len(rows), 5_000):
-            self.session.execute(insert(AuditEntry), rows[i:i + 5_000])
+            self.session.execute(table.insert(), rows[i:i + 5_000])
         head.seq, head.hash = entries[-1].seq, entries[-1].hash
 
     def head(self) -> tuple[int, str]:
