@@ -357,7 +357,7 @@ class DeletionService:
             rows, next_cursor = uow.requests.across(list(projects), now=now, status=status, source=source,
                                                     overdue=overdue, due_before=due_before, limit=limit,
                                                     cursor=cursor)
-            users = self._ids.user_ids(uow, uow.subjects.by_ids([r.subject_id for r in rows]))
+            users = self._ids.user_ids_of(uow, [r.subject_id for r in rows])
             timelines = uow.audit_log.of_requests(sorted(projects.values()), [r.id for r in rows])
             items = [_officer_view(r, projects[r.project_id], users.get(r.subject_id), now, timelines.get(r.id, []))
                      for r in rows]

@@ -229,7 +229,7 @@ class ErasureService:
         """subject -> platform user id, opened (purged subjects have none)."""
         if not subject_ids:
             return {}
-        return self._ids.user_ids(uow, uow.subjects.by_ids(subject_ids))
+        return self._ids.user_ids_of(uow, subject_ids)
 
     def _batch(self, uow: UnitOfWork, rows: Sequence[DeletionRequest], keeping: Sequence[Hold]) -> ErasureBatch:
         """What the stores need to find the requests' rows (read before any link goes), and

@@ -113,8 +113,7 @@ class HoldService:
     def split_messages(self, uow: UnitOfWork, project: str, project_id: str, messages: Sequence[MessageRef],
                        holds: Sequence[Hold], now: datetime) -> tuple[list[MessageRef], list[MessageRef]]:
         """(free, held) messages: holds name a message by its author's user id, room and id."""
-        authors = self._ids.user_ids(uow, uow.subjects.by_ids(sorted({m.subject_id for m in messages
-                                                                      if m.subject_id})))
+        authors = self._ids.user_ids_of(uow, sorted({m.subject_id for m in messages if m.subject_id}))
         return self.split(project, ((m, Data.message(project, authors.get(m.subject_id or ""), m.room_id,
                                                      m.message_id)) for m in messages), holds, now)
 

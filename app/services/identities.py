@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
 from app.domain.audit import AuditRecord
@@ -72,11 +72,18 @@ class Identities:
     def user_ids(self, uow: UnitOfWork, subjects: Iterable[Subject]) -> dict[str, str]:
         """subject id -> the platform user key (admins keep their "admin:" prefix), opened with
         each subject's grace key. Purged subjects (no link, no key) are absent."""
-        linked = [s for s in subjects if s.user_id is not None]
+        return self._opened(uow, [(s.id, s.user_id) for s in subjects])
+
+    def user_ids_of(self, uow: UnitOfWork, subject_ids: Sequence[str]) -> dict[str, str]:
+        """The same for subjects known by id (read as two columns, not as ORM objects)."""
+        return self._opened(uow, uow.subjects.sealed_user_ids(subject_ids))
+
+    def _opened(self, uow: UnitOfWork, sealed: Sequence[tuple[str, str | None]]) -> dict[str, str]:
+        linked = [(sid, user_id) for sid, user_id in sealed if user_id is not None]
         if not linked:
             return {}
-        ciphers = self._keys.ciphers(uow, [s.id for s in linked], GRACE, create=False)
-        opened = {s.id: unsealed(ciphers.get(s.id), s.user_id, USER_ID_AAD) for s in linked}
+        ciphers = self._keys.ciphers(uow, [sid for sid, _ in linked], GRACE, create=False)
+        opened = {sid: unsealed(ciphers.get(sid), user_id, USER_ID_AAD) for sid, user_id in linked}
         return {sid: user for sid, user in opened.items() if user is not None}
 
     def user_id(self, uow: UnitOfWork, subject: Subject | None) -> str | None:

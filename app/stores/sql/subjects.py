@@ -46,6 +46,15 @@ class Subjects:
             return []
         return list(self.session.scalars(select(Subject).where(Subject.id.in_(subject_ids))))
 
+    def sealed_user_ids(self, subject_ids: Sequence[str]) -> list[tuple[str, str | None]]:
+        """(subject id, its sealed user id or None once purged): two columns, no ORM object,
+        for the jobs that open the user ids of 10,000 subjects at a time."""
+        if not subject_ids:
+            return []
+        rows = self.session.execute(select(Subject.id, Subject.user_id).where(
+            member_of(self.session, Subject.id, subject_ids)))
+        return [(subject_id, user_id) for subject_id, user_id in rows]
+
     def add(self, subject: Subject) -> None:
         self.session.add(subject)
 
