@@ -434,13 +434,20 @@ class KeyEncryptionKey(Base):
 
 class DataKey(Base):
     """A data key, wrapped under a KEK version: one per (owner, purpose). Personal values are
-    stored only as ciphertext under such keys, so deleting this row erases them everywhere."""
+    stored only as ciphertext under such keys, so deleting this row erases them everywhere.
+
+    One B-tree: the rows are the primary key's index (SQLite: WITHOUT ROWID), with no other
+    index. An erasure deletes 10,000 keys scattered over the table, and each B-tree a row sits
+    in is one more page rewritten per key: with a rowid, an id index and an (owner, purpose)
+    index, the commit wrote twice the pages. `id` is not looked up; it is bound into the
+    wrapping (app.domain.crypto.key_aad), so a wrapped key moved to another row does not open."""
 
     __tablename__ = "data_keys"
-    __table_args__ = (Index("uq_data_keys_owner_purpose", "owner", "purpose", unique=True),)
-    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    owner: Mapped[str] = mapped_column(String(64))  # subject id, hold id, "deadletters:<project>:<day>"
-    purpose: Mapped[str] = mapped_column(String(20))  # analytics | grace | content | hold | dead_letters
+    __table_args__ = {"sqlite_with_rowid": False}
+    # owner: a subject id, a hold id, "deadletters:<project>:<day>"...
+    owner: Mapped[str] = mapped_column(String(64), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(20), primary_key=True)  # analytics | grace | content | hold | ...
+    id: Mapped[str] = mapped_column(String(36), default=new_id)
     kek_version: Mapped[int] = mapped_column(ForeignKey("kek_versions.version"))
     wrapped: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime]

@@ -283,10 +283,9 @@ class KeyService:
                 batch = uow.keys.under_older_versions(version, after, REWRAP_BATCH)
                 if not batch:
                     return done
-                rows = [(k.id, k.kek_version, version, self._rewrapped(uow, k, kek)) for k in batch]
-                done += uow.keys.rewrap(rows)
+                done += uow.keys.rewrap([(k, version, self._rewrapped(uow, k, kek)) for k in batch])
                 uow.commit()
-            after = batch[-1].id
+            after = batch[-1]
             if progress is not None:
                 progress(before + done, max(total, before + done))
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Table, bindparam, delete, func, select, text, update
+from sqlalchemy import Engine, Table, bindparam, delete, func, literal, select, text, tuple_, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -93,22 +93,26 @@ class DataKeys:
             deleted.extend(self.session.scalars(statement.returning(_KEYS.c.owner)))
         return deleted
 
-    def under_older_versions(self, version: int, after_id: str | None, limit: int) -> list[StoredKey]:
-        """The next keys (by id, after `after_id`) still wrapped under a version below
-        `version`: rotation walks the table in keyset-paginated batches."""
-        query = select(_KEYS).where(_KEYS.c.kek_version < version).order_by(_KEYS.c.id).limit(limit)
-        if after_id is not None:
-            query = query.where(_KEYS.c.id > after_id)
+    def under_older_versions(self, version: int, after: StoredKey | None, limit: int) -> list[StoredKey]:
+        """The next keys (in primary key order, after the key `after`) still wrapped under a
+        version below `version`: rotation walks the table in keyset-paginated batches."""
+        primary_key = tuple_(_KEYS.c.owner, _KEYS.c.purpose)
+        query = select(_KEYS).where(_KEYS.c.kek_version < version).order_by(*primary_key.clauses).limit(limit)
+        if after is not None:
+            query = query.where(primary_key > tuple_(literal(after.owner), literal(after.purpose)))
         return [_stored(row) for row in self.session.execute(query)]
 
-    def rewrap(self, rows: Sequence[tuple[str, int, int, bytes]]) -> int:
-        """(id, old version, new version, wrapped) per key; a key deleted or already re-wrapped
-        meanwhile is left alone (the old version in the WHERE clause). Rows changed."""
+    def rewrap(self, rows: Sequence[tuple[StoredKey, int, bytes]]) -> int:
+        """(key as read, new version, wrapped) per key; a key deleted, replaced or already
+        re-wrapped meanwhile is left alone (its id and old version in the WHERE clause). Rows
+        changed."""
         if not rows:
             return 0
-        statement = (update(_KEYS).where(_KEYS.c.id == bindparam("kid"), _KEYS.c.kek_version == bindparam("old"))
+        statement = (update(_KEYS).where(_KEYS.c.owner == bindparam("o"), _KEYS.c.purpose == bindparam("p"),
+                                         _KEYS.c.id == bindparam("kid"), _KEYS.c.kek_version == bindparam("old"))
                      .values(kek_version=bindparam("new"), wrapped=bindparam("w")))
-        params = [{"kid": i, "old": o, "new": n, "w": w} for i, o, n, w in rows]
+        params = [{"o": k.owner, "p": k.purpose, "kid": k.id, "old": k.kek_version, "new": new, "w": wrapped}
+                  for k, new, wrapped in rows]
         result = self.session.connection().execute(statement, params)
         return rowcount(result)
 
