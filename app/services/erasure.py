@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 
 import structlog
 
+from app import collector
 from app.domain import requests as lifecycle
 from app.domain.audit import AuditRecord, subject_hash
 from app.domain.holds import Data, Hold, Scope, stops
@@ -89,22 +90,23 @@ class ErasureService:
         tried: list[str] = []
         settled = self._settle_holds()
         while True:
-            claimed, free, held, batch = retry_transient(lambda: self._claim(step, now, tried, settled))
-            if not claimed:
-                if not tried:
-                    self._report_leased_elsewhere(step, now, summary)
-                break
-            tried.extend(claimed)
-            summary.held += held
-            if free:
-                try:
-                    with self._heartbeat(free):
-                        self._process(step, now, free, batch, summary, settled)
-                except StepFailed as exc:
-                    log.warning("erasure.step_failed", step=exc.step, requests=len(free))
-                    detail = str(exc)
-                    retry_transient(lambda: self._fail(free, detail))  # noqa: B023 - called at once
-                    summary.failed += len(free)
+            with collector.paused():  # a batch's objects live until it ends: see app.collector
+                claimed, free, held, batch = retry_transient(lambda: self._claim(step, now, tried, settled))
+                if not claimed:
+                    if not tried:
+                        self._report_leased_elsewhere(step, now, summary)
+                    break
+                tried.extend(claimed)
+                summary.held += held
+                if free:
+                    try:
+                        with self._heartbeat(free):
+                            self._process(step, now, free, batch, summary, settled)
+                    except StepFailed as exc:
+                        log.warning("erasure.step_failed", step=exc.step, requests=len(free))
+                        detail = str(exc)
+                        retry_transient(lambda: self._fail(free, detail))  # noqa: B023 - called at once
+                        summary.failed += len(free)
             # progress on long runs (one line per batch of up to batch_size requests)
             log.info("erasure.progress", job=step.value, processed=summary.processed, held=summary.held,
                      failed=summary.failed)
