@@ -27,9 +27,16 @@ _KEYS: Table = DataKey.__table__  # type: ignore[assignment]
 _KEKS: Table = KeyEncryptionKey.__table__  # type: ignore[assignment]
 
 
-def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
-    for start in range(0, len(items), CHUNK):
-        yield items[start:start + CHUNK]
+def _owner_sets(session: Session, owners: Sequence[str]) -> Iterator[Sequence[str]]:
+    """The distinct owners, in the sets one statement takes: on PostgreSQL all of them (one
+    array parameter, `member_of`), on SQLite CHUNK at a time."""
+    wanted = sorted(set(owners))
+    if is_postgresql(session):
+        if wanted:
+            yield wanted
+        return
+    for start in range(0, len(wanted), CHUNK):
+        yield wanted[start:start + CHUNK]
 
 
 def _stored(row: Any) -> StoredKey:
@@ -45,22 +52,18 @@ class DataKeys:
     def get(self, owners: Sequence[str], purpose: str) -> dict[str, StoredKey]:
         """owner -> its key of this purpose, for the owners that have one."""
         found: dict[str, StoredKey] = {}
-        wanted = sorted(set(owners))
-        if wanted and is_postgresql(self.session):  # one array parameter, any number
+        for chunk in _owner_sets(self.session, owners):
             rows = self.session.execute(select(_KEYS).where(_KEYS.c.purpose == purpose,
-                                                            member_of(self.session, _KEYS.c.owner, wanted)))
-            return {row.owner: _stored(row) for row in rows}
-        for chunk in _chunks(wanted):
-            rows = self.session.execute(select(_KEYS).where(_KEYS.c.purpose == purpose, _KEYS.c.owner.in_(chunk)))
+                                                            member_of(self.session, _KEYS.c.owner, chunk)))
             found.update((row.owner, _stored(row)) for row in rows)
         return found
 
     def having(self, owners: Sequence[str], purpose: str) -> set[str]:
         """The owners that have a key of this purpose (no key material read: erasure counts)."""
         found: set[str] = set()
-        for chunk in _chunks(sorted(set(owners))):
-            found.update(self.session.scalars(select(_KEYS.c.owner).where(_KEYS.c.purpose == purpose,
-                                                                          _KEYS.c.owner.in_(chunk))))
+        for chunk in _owner_sets(self.session, owners):
+            found.update(self.session.scalars(select(_KEYS.c.owner).where(
+                _KEYS.c.purpose == purpose, member_of(self.session, _KEYS.c.owner, chunk))))
         return found
 
     def create_missing(self, rows: Sequence[Mapping[str, Any]]) -> list[StoredKey]:
@@ -86,8 +89,8 @@ class DataKeys:
         """Physically DELETE the owners' keys (of one purpose, or all); the owners of the keys
         deleted, one entry per key (DELETE ... RETURNING: no separate count query)."""
         deleted: list[str] = []
-        for chunk in _chunks(sorted(set(owners))):
-            statement = delete(_KEYS).where(_KEYS.c.owner.in_(chunk))
+        for chunk in _owner_sets(self.session, owners):
+            statement = delete(_KEYS).where(member_of(self.session, _KEYS.c.owner, chunk))
             if purpose is not None:
                 statement = statement.where(_KEYS.c.purpose == purpose)
             deleted.extend(self.session.scalars(statement.returning(_KEYS.c.owner)))
