@@ -15,7 +15,7 @@ from app.domain.ids import new_id
 from app.models import Complaint, DeadLetter, EventReceipt, Login, Message, Subject, Suppression
 from app.ports import MessageRef
 from app.ports.repositories import Kept
-from app.stores.sql.queries import is_postgresql, newest_first_page, per_subject, rowcount, unnested
+from app.stores.sql.queries import is_postgresql, member_of, newest_first_page, per_subject, rowcount, unnested
 
 
 def insert_ignoring_conflicts(session: Session, table: Table, rows: Sequence[Mapping[str, Any]],
@@ -165,7 +165,8 @@ class Messages:
                                                    Message.message_id == message_id).values(deleted_at=None))
 
     def per_subject(self, subject_ids: Sequence[str]) -> dict[str, int]:
-        rows = self.session.execute(select(Message.subject_id, func.count()).where(Message.subject_id.in_(subject_ids))
+        rows = self.session.execute(select(Message.subject_id, func.count())
+                                    .where(member_of(self.session, Message.subject_id, subject_ids))
                                     .group_by(Message.subject_id))
         return {str(s): int(n) for s, n in rows}
 
@@ -175,7 +176,7 @@ class Messages:
         if not subject_ids:
             return found
         rows = self.session.execute(select(Message.subject_id, Message.room_id, Message.message_id)
-                                    .where(Message.subject_id.in_(subject_ids)))
+                                    .where(member_of(self.session, Message.subject_id, subject_ids)))
         for subject_id, room_id, message_id in rows:
             rooms, messages = found.setdefault(str(subject_id), (set(), set()))
             if room_id:
@@ -214,13 +215,14 @@ class Messages:
     def per_subject_except(self, subject_ids: Sequence[str], kept: Kept) -> dict[str, int]:
         """The subjects' messages that no hold keeps, counted per subject."""
         rows = self.session.execute(select(Message.subject_id, func.count())
-                                    .where(Message.subject_id.in_(subject_ids), *_not_kept(kept))
+                                    .where(member_of(self.session, Message.subject_id, subject_ids), *_not_kept(kept))
                                     .group_by(Message.subject_id))
         return {str(s): int(n) for s, n in rows}
 
     def delete_for(self, subject_ids: Sequence[str], kept: Kept = ((), ())) -> None:
         """The subjects' messages, except those that holds keep."""
-        self.session.execute(delete(Message).where(Message.subject_id.in_(subject_ids), *_not_kept(kept)))
+        self.session.execute(delete(Message).where(member_of(self.session, Message.subject_id, subject_ids),
+                                                   *_not_kept(kept)))
 
 
 
@@ -270,12 +272,14 @@ class Logins:
         self.session = session
 
     def per_subject(self, subject_ids: Sequence[str]) -> dict[str, int]:
-        return per_subject(self.session, Login.subject_id, Login.subject_id.in_(subject_ids), subject_ids)
+        return per_subject(self.session, Login.subject_id, member_of(self.session, Login.subject_id, subject_ids),
+                           subject_ids)
 
     def delete_of(self, subject_ids: Sequence[str]) -> int:
         if not subject_ids:
             return 0
-        return rowcount(self.session.execute(delete(Login).where(Login.subject_id.in_(subject_ids))))
+        statement = delete(Login).where(member_of(self.session, Login.subject_id, subject_ids))
+        return rowcount(self.session.execute(statement))
 
     def delete_older(self, project_id: str, before: datetime, keep_user_keys: Iterable[str]) -> int:
         """The project's logins before `before`, except those of the users named (held)."""

@@ -23,7 +23,7 @@ from app.models import (
     Profile,
     Project,
 )
-from app.stores.sql.queries import locked, newest_first_page, per_subject, rowcount
+from app.stores.sql.queries import locked, member_of, newest_first_page, per_subject, rowcount
 
 
 class Projects:
@@ -113,12 +113,13 @@ class Profiles:
         self.session.add(profile)
 
     def per_subject(self, subject_ids: Sequence[str]) -> dict[str, int]:
-        return per_subject(self.session, Profile.subject_id, Profile.subject_id.in_(subject_ids), subject_ids)
+        return per_subject(self.session, Profile.subject_id, member_of(self.session, Profile.subject_id, subject_ids),
+                           subject_ids)
 
     def delete(self, subject_ids: Sequence[str]) -> int:
         if not subject_ids:
             return 0
-        result = self.session.execute(delete(Profile).where(Profile.subject_id.in_(subject_ids)))
+        result = self.session.execute(delete(Profile).where(member_of(self.session, Profile.subject_id, subject_ids)))
         return rowcount(result)
 
 

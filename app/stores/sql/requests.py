@@ -84,7 +84,8 @@ class DeletionRequests:
         IMMEDIATE, so it already holds the only write lock."""
         if not request_ids:
             return []
-        query = select(DeletionRequest).where(DeletionRequest.id.in_(request_ids)).order_by(DeletionRequest.id)
+        query = (select(DeletionRequest).where(member_of(self.session, DeletionRequest.id, request_ids))
+                 .order_by(DeletionRequest.id))
         return list(self.session.scalars(locked(query)))
 
     def open_for_many(self, subject_ids: Sequence[str]) -> dict[str, DeletionRequest]:
@@ -119,7 +120,7 @@ class DeletionRequests:
         query = self._due(step, now).where(
             (DeletionRequest.lease_until.is_(None)) | (DeletionRequest.lease_until < wall))
         if exclude:
-            query = query.where(DeletionRequest.id.not_in(exclude))
+            query = query.where(~member_of(self.session, DeletionRequest.id, exclude))
         candidates = (query.with_only_columns(DeletionRequest.id).order_by(DeletionRequest.requested_at)
                       .limit(limit).with_for_update(skip_locked=True))
         # One UPDATE ... RETURNING takes the leases and reads the rows (the version moves on, as
@@ -180,7 +181,7 @@ class DeletionRequests:
         if not request_ids:
             return 0
         result = self.session.execute(update(DeletionRequest).where(
-            DeletionRequest.id.in_(request_ids), DeletionRequest.leased_by == runner,
+            member_of(self.session, DeletionRequest.id, request_ids), DeletionRequest.leased_by == runner,
             DeletionRequest.lease_until.is_not(None),
         ).values(lease_until=until).execution_options(synchronize_session=False))
         return rowcount(result)
@@ -200,19 +201,22 @@ class DeletionRequests:
     def reasons_per_subject(self, subject_ids: Sequence[str]) -> dict[str, int]:
         """subject id -> how many of its requests still carry a free-text reason."""
         return per_subject(self.session, DeletionRequest.subject_id,
-                           DeletionRequest.subject_id.in_(subject_ids) & DeletionRequest.reason.is_not(None),
+                           member_of(self.session, DeletionRequest.subject_id, subject_ids)
+                           & DeletionRequest.reason.is_not(None),
                            subject_ids)
 
     def forget_reasons(self, subject_ids: Sequence[str]) -> None:
         """Drop the free-text reasons of the subjects' requests (offboarding)."""
         if subject_ids:
-            self.session.execute(update(DeletionRequest).where(DeletionRequest.subject_id.in_(subject_ids))
+            self.session.execute(update(DeletionRequest)
+                                 .where(member_of(self.session, DeletionRequest.subject_id, subject_ids))
                                  .values(reason=None))
 
     def by_ids(self, request_ids: Sequence[str]) -> list[DeletionRequest]:
         if not request_ids:
             return []
-        return list(self.session.scalars(select(DeletionRequest).where(DeletionRequest.id.in_(request_ids))))
+        query = select(DeletionRequest).where(member_of(self.session, DeletionRequest.id, request_ids))
+        return list(self.session.scalars(query))
 
 
 def _overdue(now: datetime) -> ColumnElement[bool]:

@@ -44,7 +44,7 @@ class Subjects:
     def by_ids(self, subject_ids: Sequence[str]) -> list[Subject]:
         if not subject_ids:
             return []
-        return list(self.session.scalars(select(Subject).where(Subject.id.in_(subject_ids))))
+        return list(self.session.scalars(select(Subject).where(member_of(self.session, Subject.id, subject_ids))))
 
     def sealed_user_ids(self, subject_ids: Sequence[str]) -> list[tuple[str, str | None]]:
         """(subject id, its sealed user id or None once purged): two columns, no ORM object,
@@ -60,14 +60,15 @@ class Subjects:
 
     def set_status(self, subject_ids: Sequence[str], status: SubjectStatus) -> None:
         if subject_ids:
-            self.session.execute(update(Subject).where(Subject.id.in_(subject_ids)).values(status=status.value))
+            self.session.execute(update(Subject).where(member_of(self.session, Subject.id, subject_ids))
+                                 .values(status=status.value))
 
     def destroy_links(self, subject_ids: Sequence[str], now: datetime) -> int:
         """Forget which user each subject was: the step that makes the rest anonymous."""
         if not subject_ids:
             return 0
         result = self.session.execute(
-            update(Subject).where(Subject.id.in_(subject_ids), Subject.user_key.is_not(None))
+            update(Subject).where(member_of(self.session, Subject.id, subject_ids), Subject.user_key.is_not(None))
             .values(user_key=None, user_id=None, status=SubjectStatus.ERASED.value, erased_at=now)
         )
         return rowcount(result)
@@ -102,7 +103,7 @@ class Subjects:
     def linked(self, subject_ids: Sequence[str]) -> int:
         return self.session.scalar(
             select(func.count()).select_from(Subject)
-            .where(Subject.id.in_(subject_ids), Subject.user_key.is_not(None))
+            .where(member_of(self.session, Subject.id, subject_ids), Subject.user_key.is_not(None))
         ) or 0
 
     def find(self, project_id: str, user_keys: Sequence[str]) -> dict[str, Subject]:
