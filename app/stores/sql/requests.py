@@ -60,7 +60,7 @@ class DeletionRequests:
         # The rows are written: mark them clean, as the ORM does after its own flush (the values
         # stay, their history goes). set_committed_value alone would leave them flagged modified,
         # and every later flush (autoflush before each query) would walk all of them, 44 columns
-        # each, to find nothing to write: 1.2 s of a 10,000-request anonymise run.
+        # each, to find nothing to write: about 0.8 s of a 10,000-request anonymise run.
         InstanceState._commit_all_states([(state, state.dict) for state in map(instance_state, rows)],
                                          self.session.identity_map)
 
