@@ -272,8 +272,7 @@ class Logins:
         self.session = session
 
     def per_subject(self, subject_ids: Sequence[str]) -> dict[str, int]:
-        return per_subject(self.session, Login.subject_id, member_of(self.session, Login.subject_id, subject_ids),
-                           subject_ids)
+        return per_subject(self.session, Login.subject_id, subject_ids)
 
     def delete_of(self, subject_ids: Sequence[str]) -> int:
         if not subject_ids:

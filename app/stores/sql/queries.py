@@ -58,13 +58,15 @@ def newest_first_page(session: Session, query: Select[_Row], at: Any, row_id: An
     return rows[:limit], encode_cursor(getattr(last, at.key).isoformat(), getattr(last, row_id.key))
 
 
-def per_subject(session: Session, column: Any, where: ColumnElement[bool],
-                subject_ids: Sequence[str]) -> dict[str, int]:
-    """subject id -> how many rows `where` matches, grouped by `column` (0 for each subject
-    with none): what an erasure step reports and then checks is gone."""
+def per_subject(session: Session, column: Any, subject_ids: Sequence[str],
+                *where: ColumnElement[bool]) -> dict[str, int]:
+    """subject id -> how many rows whose `column` is that subject (and which match `where`,
+    if given) there are, 0 for each subject with none: what an erasure step reports and then
+    checks is gone."""
     counts = dict.fromkeys(subject_ids, 0)
     if subject_ids:
-        rows = session.execute(select(column, func.count()).where(where).group_by(column))
+        rows = session.execute(select(column, func.count()).where(member_of(session, column, subject_ids), *where)
+                               .group_by(column))
         counts.update({str(subject_id): int(n) for subject_id, n in rows})
     return counts
 

@@ -113,8 +113,7 @@ class Profiles:
         self.session.add(profile)
 
     def per_subject(self, subject_ids: Sequence[str]) -> dict[str, int]:
-        return per_subject(self.session, Profile.subject_id, member_of(self.session, Profile.subject_id, subject_ids),
-                           subject_ids)
+        return per_subject(self.session, Profile.subject_id, subject_ids)
 
     def delete(self, subject_ids: Sequence[str]) -> int:
         if not subject_ids:

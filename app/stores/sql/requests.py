@@ -200,10 +200,7 @@ class DeletionRequests:
 
     def reasons_per_subject(self, subject_ids: Sequence[str]) -> dict[str, int]:
         """subject id -> how many of its requests still carry a free-text reason."""
-        return per_subject(self.session, DeletionRequest.subject_id,
-                           member_of(self.session, DeletionRequest.subject_id, subject_ids)
-                           & DeletionRequest.reason.is_not(None),
-                           subject_ids)
+        return per_subject(self.session, DeletionRequest.subject_id, subject_ids, DeletionRequest.reason.is_not(None))
 
     def forget_reasons(self, subject_ids: Sequence[str]) -> None:
         """Drop the free-text reasons of the subjects' requests (offboarding)."""
