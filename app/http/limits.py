@@ -17,8 +17,7 @@ count per fixed window instead (same windows, same answers and headers), constan
 
 from __future__ import annotations
 
-import time as clock
-from time import time
+import time
 from typing import Any, Protocol
 
 import structlog
@@ -64,9 +63,9 @@ class RedisWindows:
         self._down_until = 0.0  # a Redis that timed out is not asked again at once: no request waits on it
 
     async def hit(self, key: str, seconds: int) -> tuple[int, int] | None:
-        if clock.monotonic() < self._down_until:
+        if time.monotonic() < self._down_until:
             return None
-        now = int(time())
+        now = int(time.time())
         reset = now - now % seconds + seconds
         name = f"lethe:rate:{key}:{reset}"
         try:
@@ -75,9 +74,9 @@ class RedisWindows:
                 pipe.expire(name, seconds + 1)
                 count, _ = await pipe.execute()
         except (RedisError, OSError) as exc:
-            self._down_until = clock.monotonic() + RETRY_AFTER_FAILURE_SECONDS
-            if clock.monotonic() - self._warned >= WARN_EVERY_SECONDS:
-                self._warned = clock.monotonic()
+            self._down_until = time.monotonic() + RETRY_AFTER_FAILURE_SECONDS
+            if time.monotonic() - self._warned >= WARN_EVERY_SECONDS:
+                self._warned = time.monotonic()
                 log.warning("rate_limit.store_unavailable", error=type(exc).__name__,
                             detail="requests are let through until the rate limit store answers")
             return None
@@ -96,9 +95,9 @@ class CountingRateLimitMiddleware(RateLimitMiddleware):
         if self._shared is not None:  # counted here, this request included; nothing left to write after
             counted = await self._shared.hit(key, DURATION_VALUES[self.unit])
             if counted is None:
-                return CacheObject(history=_Admitted(0), reset=int(time()) + DURATION_VALUES[self.unit])
+                return CacheObject(history=_Admitted(0), reset=int(time.time()) + DURATION_VALUES[self.unit])
             return CacheObject(history=_Admitted(counted[0] - 1), reset=counted[1])
-        now = int(time())
+        now = int(time.time())
         cached = await store.get(key)
         if cached:
             count, _, reset = cached.decode().partition(":")
@@ -111,7 +110,7 @@ class CountingRateLimitMiddleware(RateLimitMiddleware):
         if self._shared is not None:
             return
         await store.set(key, f"{len(cache_object.history)}:{cache_object.reset}",
-                        expires_in=max(1, cache_object.reset - int(time())))
+                        expires_in=max(1, cache_object.reset - int(time.time())))
 
 
 def rate_limits(limits: Limits, shared: SharedWindows | None = None) -> list[DefineMiddleware]:
