@@ -240,7 +240,7 @@ class KeyService:
                 for each in purposes:
                     self._cache.pop((owner, each), None)
                     mine.pop((owner, each), None)
-        return uow.keys.destroy(owners, purpose)
+        return uow.keys.destroy(owners, purposes)
 
     def rotate(self, progress: Progress | None = None, *, actor: str = "operator:cli") -> KeysRotated:
         """Add KEK version n+1 and re-wrap every data key under it, a batch per transaction.

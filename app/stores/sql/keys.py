@@ -85,24 +85,25 @@ class DataKeys:
         return list(self.session.scalars(select(_KEYS.c.owner).where(
             _KEYS.c.purpose == purpose, _KEYS.c.owner >= low, _KEYS.c.owner < high)))
 
-    def destroy(self, owners: Sequence[str], purpose: str | None) -> list[str]:
-        """Physically DELETE the owners' keys (of one purpose, or all); the owners of the keys
-        deleted, one entry per key (DELETE ... RETURNING: no separate count query)."""
+    def destroy(self, owners: Sequence[str], purposes: Sequence[str]) -> list[str]:
+        """Physically DELETE the owners' keys of these purposes; the owners of the keys
+        deleted, one entry per key (DELETE ... RETURNING: no separate count query). The
+        purposes are named, never left open: the primary key leads with the purpose, so
+        `owner IN (...)` alone would read the whole table."""
         deleted: list[str] = []
         for chunk in _owner_sets(self.session, owners):
-            statement = delete(_KEYS).where(member_of(self.session, _KEYS.c.owner, chunk))
-            if purpose is not None:
-                statement = statement.where(_KEYS.c.purpose == purpose)
+            statement = delete(_KEYS).where(_KEYS.c.purpose.in_(sorted(set(purposes))),
+                                            member_of(self.session, _KEYS.c.owner, chunk))
             deleted.extend(self.session.scalars(statement.returning(_KEYS.c.owner)))
         return deleted
 
     def under_older_versions(self, version: int, after: StoredKey | None, limit: int) -> list[StoredKey]:
         """The next keys (in primary key order, after the key `after`) still wrapped under a
         version below `version`: rotation walks the table in keyset-paginated batches."""
-        primary_key = tuple_(_KEYS.c.owner, _KEYS.c.purpose)
+        primary_key = tuple_(_KEYS.c.purpose, _KEYS.c.owner)
         query = select(_KEYS).where(_KEYS.c.kek_version < version).order_by(*primary_key.clauses).limit(limit)
         if after is not None:
-            query = query.where(primary_key > tuple_(literal(after.owner), literal(after.purpose)))
+            query = query.where(primary_key > tuple_(literal(after.purpose), literal(after.owner)))
         return [_stored(row) for row in self.session.execute(query)]
 
     def rewrap(self, rows: Sequence[tuple[StoredKey, int, bytes]]) -> int:
