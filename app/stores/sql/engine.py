@@ -2,16 +2,41 @@
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
+import msgspec
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+
+_ENCODER = msgspec.json.Encoder()
+_DECODER = msgspec.json.Decoder()
+
+
+def _json_text(value: Any) -> str:
+    try:
+        return _ENCODER.encode(value).decode()
+    except (TypeError, ValueError):  # what msgspec refuses (a lone surrogate): the json module's escaped form
+        return json.dumps(value)
+
+
+def _json_value(text: str | bytes) -> Any:
+    try:
+        return _DECODER.decode(text)
+    except msgspec.DecodeError:  # written by the json module (an escaped lone surrogate): read it so
+        return json.loads(text)
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     # hide_parameters: bound values (user ids, names) never appear in errors or logs.
     kwargs.setdefault("hide_parameters", True)
+    # JSON columns (request evidence, audit details...) through msgspec: the anonymise job
+    # writes and reads 10,000 evidence documents a batch, and the json module took 5-7 % of it.
+    # The audit chain's hashes do not depend on this: they are computed over their own
+    # canonical form (app.domain.audit.canonical), never over the column's text.
+    kwargs.setdefault("json_serializer", _json_text)
+    kwargs.setdefault("json_deserializer", _json_value)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(url, **kwargs)
