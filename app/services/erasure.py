@@ -341,14 +341,14 @@ class ErasureService:
             actions.append("deletion_request.completed")
         apply_state(row, state)
         row.lease_until, row.detail = None, None
-        mine = {store: {kind: counts.get(row.subject_id, 0) for kind, counts in per_kind.items()}
+        subject_id, before = row.subject_id, row.evidence  # read once: ORM attributes, 10,000 rows a batch
+        mine = {store: {kind: counts.get(subject_id, 0) for kind, counts in per_kind.items()}
                 for store, per_kind in evidence.items()}
         if is_purged:
             for counts in mine.values():
                 counts["residual"] = 0  # checked above: the whole batch had none
-        row.evidence = {**row.evidence,
-                        **{store: {**row.evidence.get(store, {}), **counts} for store, counts in mine.items()}}
-        user = batch.user_of.get(row.subject_id)
+        row.evidence = {**before, **{store: {**before.get(store, {}), **counts} for store, counts in mine.items()}}
+        user = batch.user_of.get(subject_id)
         subject = subject_hash(self._key, project, user) if user else None
         for action in actions:
             uow.audit(AuditRecord(f"job:{step.value}", action, project, subject,
