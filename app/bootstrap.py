@@ -158,7 +158,7 @@ class Container:
     @cached_property
     def erasure(self) -> ErasureService:
         return ErasureService(self.uow, self.now, self.settings.secret_key, self.identities, self.sql_steps,
-                              [self.events], after_run=self.keys.compact_when_due,
+                              [self.events], after_run=self.keys.compact_after_run,
                               holds=self.holds, before_run=self._settle_holds, callbacks=self.callbacks,
                               keep_in=self.held.take_in)
 

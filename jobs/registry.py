@@ -20,6 +20,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from app import observability
 from app.bootstrap import Container
+from app.services.keys import COMPACT_EVERY_SECONDS
 from app.services.summary import JobSummary
 
 log = structlog.get_logger(__name__)
@@ -64,6 +65,15 @@ def _outbox(container: Container, now: datetime) -> dict[str, Any]:
     return summary.as_dict()
 
 
+def _key_compaction(container: Container, now: datetime) -> dict[str, Any]:
+    """Destroyed (and re-wrapped) key rows leave the key table's files: SQLite's checkpoint,
+    PostgreSQL's VACUUM FULL when the table changed since the last one (app.services.keys)."""
+    summary = JobSummary("key_compaction", now)
+    summary.processed = int(container.keys.compact_if_changed())
+    log.info("job.finished", **summary.as_dict())
+    return summary.as_dict()
+
+
 def _audit_verify(container: Container, now: datetime) -> dict[str, Any]:
     """Walk the audit chain; a break is logged as an error. Over an intact chain, keep a signed
     head outside the database every 1,000 entries or hour."""
@@ -100,6 +110,9 @@ JOBS: dict[str, Job] = {job.name: job for job in (
     Job("callbacks", _service(lambda c, now: c.callbacks.deliver(now)), IntervalTrigger(seconds=10, timezone=UTC)),
     # webhook calls kick it sooner (`lethe serve`)
     Job("outbox", _outbox, IntervalTrigger(seconds=1, timezone=UTC), frequent=True),
+    # what any process destroyed leaves the key table's files (PostgreSQL: VACUUM FULL, off the
+    # erasure runs' path; SQLite also checkpoints after each erasure run)
+    Job("key_compaction", _key_compaction, IntervalTrigger(seconds=COMPACT_EVERY_SECONDS, timezone=UTC)),
 )}
 
 

@@ -179,10 +179,14 @@ class KeyTableCompactor(Protocol):
     """Makes deleted key rows leave the key table's files, not only its query results
     (app.stores.sql.keys.KeyTableCompaction)."""
 
-    cheap: bool  # cheap enough to run after every job (SQLite's checkpoint); else rate-limited
+    cheap: bool  # cheap enough to run after every erasure run (SQLite's checkpoint); else a job of its own
 
     def compact(self, wait_seconds: float) -> None:
         """Raises CompactionBlocked when it cannot run now."""
+        ...
+
+    def changes(self) -> int | None:
+        """A counter of key rows deleted or rewritten by any process (None: not tracked)."""
         ...
 
 

@@ -59,8 +59,8 @@ KEY_CACHE_SECONDS = 5.0  # a destroyed key is unusable in every process within t
 KEY_CACHE_SIZE = 100_000  # entries; the cache is emptied when full (each entry lives 5 s anyway)
 REWRAP_BATCH = 1_000  # keys per rotation transaction
 COMPACT_WAIT_SECONDS = 30.0  # for transactions that can still see deleted keys to end
-COMPACT_EVERY_SECONDS = 15 * 60.0  # PostgreSQL: VACUUM FULL at most this often (the anonymise job
-# runs every minute, so a destroyed key leaves the table's file within ~16 minutes, well within the hour)
+COMPACT_EVERY_SECONDS = 15 * 60.0  # the key_compaction job's interval: a key destroyed on PostgreSQL
+# leaves the table's file within ~15 minutes (or the next run after an open transaction ends), well within the hour
 # uow.info entries (this transaction only): keys opened, (owner, purpose) -> Cipher; keys created
 OPENED_IN_TRANSACTION = "lethe.keys_opened"
 _CREATED = "lethe.keys_created"
@@ -89,7 +89,7 @@ class KeyService:
         self._cache: dict[tuple[str, str], tuple[float, Cipher | None]] = {}
         self._lock = threading.Lock()
         self._dirty = False  # keys destroyed since the last compaction (in this process)
-        self._compacted_at: float | None = None
+        self._compacted_changes: int | None = None  # the table's change counter before the last compaction
 
     # --- reading and creating keys -------------------------------------------------------
 
@@ -323,27 +323,41 @@ class KeyService:
         owners = [o for o in uow.keys.owners_between(low, high, purpose) if o not in kept]
         return len(self.destroy(uow, owners, purpose)) if owners else 0
 
-    def compact_when_due(self) -> bool:
-        """After a job run: compact if keys were destroyed since the last compaction, on
-        SQLite at once (a checkpoint is cheap), on PostgreSQL at most every
-        COMPACT_EVERY_SECONDS (VACUUM FULL locks the key table while it runs). A compaction
-        that cannot run now (older transactions still open) is logged and retried next time."""
-        now = time.monotonic()
-        if not self._dirty:
-            return False
-        if self._compactor is None:
-            return False
-        if not self._compactor.cheap and self._compacted_at is not None \
-                and now - self._compacted_at < COMPACT_EVERY_SECONDS:
+    def compact_after_run(self) -> bool:
+        """After an erasure run: where compaction is cheap (SQLite's checkpoint), at once if this
+        process destroyed keys. PostgreSQL's VACUUM FULL is left to the key_compaction job: it
+        rewrites the whole table under an exclusive lock (~9 us per live key), which must not
+        lengthen the run that requests wait for."""
+        if not self._dirty or self._compactor is None or not self._compactor.cheap:
             return False
         self._dirty = False
+        return self._compacted("after_run")
+
+    def compact_if_changed(self) -> bool:
+        """The key_compaction job (every COMPACT_EVERY_SECONDS): what any process deleted or
+        re-wrapped since the last compaction leaves the key table's files. SQLite: a checkpoint,
+        every time (cheap, and it also covers other processes' deletions). PostgreSQL: VACUUM
+        FULL when the table's change counter moved since this process last compacted (or it has
+        not yet); the counter is read first, so a change made meanwhile is caught next time. A
+        compaction that cannot run now (older transactions still open) is logged and retried by
+        the next run. Returns whether it compacted."""
+        if self._compactor is None:
+            return False
+        changes = self._compactor.changes()
+        if changes is not None and changes == self._compacted_changes:
+            return False
+        if not self._compacted("job"):
+            return False
+        self._dirty, self._compacted_changes = False, changes
+        return True
+
+    def _compacted(self, when: str) -> bool:
         try:
             self.compact()
         except KeyringError as exc:
-            self._dirty, self._compacted_at = True, now  # try again next interval, not every run
-            log.warning("keys.compact_postponed", reason=str(exc).splitlines()[0])
+            log.warning("keys.compact_postponed", when=when, reason=str(exc).splitlines()[0])
+            self._dirty = True
             return False
-        self._compacted_at = now
         return True
 
     def stats(self) -> dict[str, Any]:

@@ -344,6 +344,34 @@ def test_compact_removes_destroyed_keys_from_the_table_files(uow: UowFactory, cl
         assert not wal.exists() or wal.stat().st_size == 0
 
 
+def test_the_compaction_job_compacts_what_any_process_changed_and_only_then(
+        uow: UowFactory, clock: FakeClock, engine: Engine) -> None:
+    """PostgreSQL: the job reads the key table's change counter (deletes and re-wraps by any
+    process, not a flag of its own) and runs VACUUM FULL only when it moved. SQLite: it
+    checkpoints every time (cheap)."""
+    job = service(uow, clock, engine=engine)  # the worker's keyring
+    elsewhere = service(uow, clock, engine=engine)  # another process: the job never hears of it
+    ciphers(elsewhere, uow, ["bystander", "victim"], create=True)
+    victim = key_rows(uow)[("victim", "analytics")][1]
+    assert job.compact_if_changed()  # its first run: nothing known yet
+    if engine.dialect.name == "sqlite":
+        assert job.compact_if_changed()
+        return
+
+    def until(compacts: bool) -> None:  # a backend reports its counts within seconds of its commit
+        deadline = time.monotonic() + 15
+        while job.compact_if_changed() != compacts:
+            assert time.monotonic() < deadline, f"the job never {'compacted' if compacts else 'settled'}"
+            time.sleep(0.2)
+
+    engine.dispose()  # the fixture emptied the tables with DELETEs: their counts arrive when its backends end
+    until(compacts=False)  # nothing changed since the last run
+    destroy(elsewhere, uow, ["victim"])
+    until(compacts=True)
+    assert victim not in _pg_bytes(engine, _pg_path(engine))
+    assert not job.compact_if_changed()
+
+
 def test_compact_waits_for_older_snapshots_that_would_keep_a_destroyed_key(
         uow: UowFactory, clock: FakeClock, engine: Engine) -> None:
     """Measured: VACUUM FULL copies a deleted row that an older open snapshot can still see."""

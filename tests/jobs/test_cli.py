@@ -16,7 +16,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 LETHE = str(Path(sys.executable).with_name("lethe"))
-ALL_JOBS = ["anonymise", "purge", "retention", "message_feed", "offboarding", "audit_verify", "callbacks", "outbox"]
+ALL_JOBS = ["anonymise", "purge", "retention", "message_feed", "offboarding", "audit_verify", "callbacks", "outbox",
+            "key_compaction"]
 
 
 @pytest.fixture

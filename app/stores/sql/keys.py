@@ -189,6 +189,23 @@ class KeyTableCompaction:
         self._engine = engine
         self.cheap = engine.dialect.name == "sqlite"  # a checkpoint: cheap enough after every job
 
+    def changes(self) -> int | None:
+        """PostgreSQL: how many key rows have been deleted or rewritten (re-wrapped) since the
+        server's statistics began, in any process; it moves with every such change, so a
+        compaction is due when it differs from the value read before the last one. Cumulative,
+        so the plain VACUUMs autovacuum runs (which reset the dead-row count but leave deleted
+        bytes in the pages) cannot hide a deletion. Reported by each backend within seconds of
+        its commit. None on SQLite (its checkpoint is always cheap) or when the server does not
+        count (track_counts off): compact every time then."""
+        if self.cheap:
+            return None
+        with self._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            if conn.execute(text("SELECT current_setting('track_counts')")).scalar() != "on":
+                return None
+            counted = conn.execute(text("SELECT n_tup_del + n_tup_upd FROM pg_stat_user_tables "
+                                        "WHERE relid = 'data_keys'::regclass")).scalar()
+        return None if counted is None else int(counted)
+
     def compact(self, wait_seconds: float) -> None:
         if self.cheap:
             checkpoint(self._engine)
