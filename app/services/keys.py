@@ -326,7 +326,7 @@ class KeyService:
     def compact_after_run(self) -> bool:
         """After an erasure run: where compaction is cheap (SQLite's checkpoint), at once if this
         process destroyed keys. PostgreSQL's VACUUM FULL is left to the key_compaction job: it
-        rewrites the whole table under an exclusive lock (~9 us per live key), which must not
+        rewrites the whole table under an exclusive lock (4-9 us per live key), which must not
         lengthen the run that requests wait for."""
         if not self._dirty or self._compactor is None or not self._compactor.cheap:
             return False
