@@ -69,9 +69,10 @@ def _key_compaction(container: Container, now: datetime) -> dict[str, Any]:
     """Destroyed (and re-wrapped) key rows leave the key table's files: SQLite's checkpoint,
     PostgreSQL's VACUUM FULL when the table changed since the last one (app.services.keys)."""
     summary = JobSummary("key_compaction", now)
-    summary.processed = int(container.keys.compact_if_changed())
-    log.info("job.finished", **summary.as_dict())
-    return summary.as_dict()
+    outcome = container.keys.compact_if_changed()
+    summary.processed, summary.failed = int(outcome == "compacted"), int(outcome == "postponed")
+    log.info("job.finished", outcome=outcome, **summary.as_dict())
+    return {**summary.as_dict(), "outcome": outcome}
 
 
 def _audit_verify(container: Container, now: datetime) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import date
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 
@@ -66,6 +66,7 @@ OPENED_IN_TRANSACTION = "lethe.keys_opened"
 _CREATED = "lethe.keys_created"
 
 Progress = Callable[[int, int], None]
+Compaction = Literal["compacted", "unchanged", "postponed"]  # what the key_compaction job did
 
 
 class KeyringError(Broken):
@@ -333,27 +334,27 @@ class KeyService:
         self._dirty = False
         return self._compacted("after_run")
 
-    def compact_if_changed(self) -> bool:
+    def compact_if_changed(self) -> Compaction:
         """The key_compaction job (every COMPACT_EVERY_SECONDS): what any process deleted or
         re-wrapped since the last compaction leaves the key table's files. SQLite: a checkpoint,
         every time (cheap, and it also covers other processes' deletions). PostgreSQL: VACUUM
         FULL when the table's change counter moved since this process last compacted (or it has
         not yet); the counter is read first, so a change made meanwhile is caught next time. A
-        compaction that cannot run now (older transactions still open) is logged and retried by
-        the next run. Returns whether it compacted."""
+        compaction that cannot run now (older transactions still open) is logged, reported as
+        "postponed" and retried by the next run."""
         if self._compactor is None:
-            return False
+            return "unchanged"
         changes = self._compactor.changes()
         if changes is not None and changes == self._compacted_changes:
-            return False
+            return "unchanged"
         if not self._compacted("job"):
-            return False
+            return "postponed"
         self._dirty, self._compacted_changes = False, changes
-        return True
+        return "compacted"
 
     def _compacted(self, when: str) -> bool:
         try:
-            self.compact()
+            self.compact(wait_seconds=COMPACT_WAIT_SECONDS)
         except KeyringError as exc:
             log.warning("keys.compact_postponed", when=when, reason=str(exc).splitlines()[0])
             self._dirty = True
