@@ -187,7 +187,7 @@ class ErasureService:
             return list(rows), [], []
         keeping = [h for h in holds if settled and not stops(h)]
         names = uow.projects.names({r.project_id for r in rows})
-        users = self._user_ids(uow, [r.subject_id for r in rows])
+        users = self._ids.user_ids_of(uow, [r.subject_id for r in rows])
         refs = uow.messages.refs([r.subject_id for r in rows])
         free: list[DeletionRequest] = []
         held: list[DeletionRequest] = []
@@ -227,19 +227,13 @@ class ErasureService:
         self._notify(uow, moved, lambda _ids: users)
         return free, held, keeping
 
-    def _user_ids(self, uow: UnitOfWork, subject_ids: Sequence[str]) -> dict[str, str]:
-        """subject -> platform user id, opened (purged subjects have none)."""
-        if not subject_ids:
-            return {}
-        return self._ids.user_ids_of(uow, subject_ids)
-
     def _batch(self, uow: UnitOfWork, rows: Sequence[DeletionRequest], keeping: Sequence[Hold]) -> ErasureBatch:
         """What the stores need to find the requests' rows (read before any link goes), and
         what the keeping holds leave in place."""
         rooms, messages = _kept(uow, keeping)
         return ErasureBatch(
             project_of={row.subject_id: row.project_id for row in rows},
-            user_of=self._user_ids(uow, [row.subject_id for row in rows]),
+            user_of=self._ids.user_ids_of(uow, [row.subject_id for row in rows]),
             immediate=frozenset(row.subject_id for row in rows if row.mode == Mode.IMMEDIATE.value),
             asked=frozenset(row.subject_id for row in rows
                             if row.source in (Source.PARTNER_API.value, Source.USER.value)),
@@ -374,7 +368,7 @@ class ErasureService:
                 row.detail, row.lease_until = detail, None
                 uow.audit(AuditRecord("job:erasure", "deletion_request.failed", names[row.project_id], None,
                                       {"request_id": row.id, "detail": detail, "attempts": row.attempts}))
-            self._notify(uow, newly_failed, lambda ids: self._user_ids(uow, ids))
+            self._notify(uow, newly_failed, lambda ids: self._ids.user_ids_of(uow, ids))
             uow.commit()
 
     def _notify(self, uow: UnitOfWork, rows: Sequence[DeletionRequest],

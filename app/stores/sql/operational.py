@@ -165,10 +165,7 @@ class Messages:
                                                    Message.message_id == message_id).values(deleted_at=None))
 
     def per_subject(self, subject_ids: Sequence[str]) -> dict[str, int]:
-        rows = self.session.execute(select(Message.subject_id, func.count())
-                                    .where(member_of(self.session, Message.subject_id, subject_ids))
-                                    .group_by(Message.subject_id))
-        return {str(s): int(n) for s, n in rows}
+        return per_subject(self.session, Message.subject_id, subject_ids)
 
     def refs(self, subject_ids: Sequence[str]) -> dict[str, tuple[set[str], set[str]]]:
         """subject -> (room ids, message ids) of its messages: what room/message holds can name."""
@@ -214,10 +211,7 @@ class Messages:
 
     def per_subject_except(self, subject_ids: Sequence[str], kept: Kept) -> dict[str, int]:
         """The subjects' messages that no hold keeps, counted per subject."""
-        rows = self.session.execute(select(Message.subject_id, func.count())
-                                    .where(member_of(self.session, Message.subject_id, subject_ids), *_not_kept(kept))
-                                    .group_by(Message.subject_id))
-        return {str(s): int(n) for s, n in rows}
+        return per_subject(self.session, Message.subject_id, subject_ids, *_not_kept(kept))
 
     def delete_for(self, subject_ids: Sequence[str], kept: Kept = ((), ())) -> None:
         """The subjects' messages, except those that holds keep."""
