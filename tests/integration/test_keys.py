@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -312,6 +313,15 @@ def _pg_bytes(engine: Engine, *paths: str) -> bytes:
                         or b"" for p in paths)
 
 
+@contextmanager
+def _older_snapshot(engine: Engine) -> Iterator[None]:
+    """A REPEATABLE READ transaction whose snapshot is taken now and held for the block."""
+    with engine.connect() as reader:
+        reader.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+        reader.execute(text("SELECT count(*) FROM audit_head")).scalar()
+        yield
+
+
 def _pg_path(engine: Engine) -> str:
     with engine.connect() as conn:
         return str(conn.execute(text("SELECT pg_relation_filepath('data_keys')")).scalar())
@@ -380,9 +390,7 @@ def test_compact_waits_for_older_snapshots_that_would_keep_a_destroyed_key(
     keys = service(uow, clock, engine=engine)
     ciphers(keys, uow, ["bystander", "victim"], create=True)
     victim = key_rows(uow)[("victim", "analytics")][1]
-    with engine.connect() as reader:  # e.g. a long report, or an autovacuum ANALYZE
-        reader.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
-        reader.execute(text("SELECT count(*) FROM audit_head")).scalar()
+    with _older_snapshot(engine):  # e.g. a long report, or an autovacuum ANALYZE
         destroy(keys, uow, ["victim"])
         with pytest.raises(KeyringError, match="transactions older than the key deletion"):
             keys.compact(wait_seconds=0.2)
@@ -395,14 +403,10 @@ def test_a_compaction_blocked_by_an_older_snapshot_is_reported_and_retried(
     """The job says `postponed` (its summary counts a failure) and compacts on its next run."""
     if engine.dialect.name != "postgresql":
         pytest.skip("snapshots holding deleted rows are PostgreSQL's MVCC")
-    import app.services.keys as keyring
-
-    monkeypatch.setattr(keyring, "COMPACT_WAIT_SECONDS", 0.2)
+    monkeypatch.setattr(keys_module, "COMPACT_WAIT_SECONDS", 0.2)
     keys = service(uow, clock, engine=engine)
     ciphers(keys, uow, ["bystander", "victim"], create=True)
-    with engine.connect() as reader:
-        reader.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
-        reader.execute(text("SELECT count(*) FROM audit_head")).scalar()
+    with _older_snapshot(engine):
         destroy(keys, uow, ["victim"])
         assert keys.compact_if_changed() == "postponed"
     assert keys.compact_if_changed() == "compacted"
