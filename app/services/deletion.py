@@ -16,12 +16,11 @@ from app.domain import requests as lifecycle
 from app.domain.audit import AuditRecord, subject_hash
 from app.domain.ids import new_id
 from app.domain.policy import Handles
-from app.domain.requests import Mode, RequestState, Source, Status, Step, TransitionRefused
+from app.domain.requests import Mode, Source, Status, Step, TransitionRefused
 from app.domain.statuses import SubjectStatus
-from app.models import AuditEntry, DeletionRequest, Project, Subject
+from app.models import DeletionRequest, Project, Subject
 from app.ports import Clock, UnitOfWork, UnitOfWorkFactory
 from app.retry import retry_transient
-from app.services.audit import entry_view
 from app.services.batching import GroupCommitter
 from app.services.callbacks import CallbackService
 from app.services.errors import Conflict, NotFound
@@ -29,13 +28,13 @@ from app.services.idempotency import Idempotency
 from app.services.identities import Identities
 from app.services.keys import GRACE, KeyService
 from app.services.policies import PolicyBook
+from app.services.request_rows import apply_state, officer_view, state_of, to_view
 from app.services.suppressions import SuppressionService
 from app.services.views import (
     DeletionRequestOut,
     DeletionRequestPage,
     OfficerRequestOut,
     OfficerRequestPage,
-    iso,
     without_user,
 )
 
@@ -58,32 +57,6 @@ class Outcome:
 
     created: bool
     body: DeletionRequestOut
-
-
-def state_of(row: DeletionRequest) -> RequestState:
-    return RequestState(Status(row.status), Mode(row.mode), row.grace_until, Step(row.next_step))
-
-
-def apply_state(row: DeletionRequest, state: RequestState) -> None:
-    row.status, row.next_step = state.status.value, state.next_step.value
-
-
-def to_view(row: DeletionRequest, project_name: str, user_id: str | None, now: datetime) -> DeletionRequestOut:
-    """The request as the API shows it (`user_id` None where the caller must not see it)."""
-    return DeletionRequestOut(
-        id=row.id, project=project_name, user_id=user_id, mode=row.mode, source=row.source, status=row.status,
-        requested_at=row.requested_at.isoformat(), grace_until=row.grace_until.isoformat(),
-        due_by=row.due_by.isoformat(), overdue=lifecycle.overdue(Status(row.status), row.due_by, now),
-        due_extended_months=row.due_extended_months, anonymised_at=iso(row.anonymised_at),
-        completed_at=iso(row.completed_at), restored_at=iso(row.restored_at),
-        holds=list(row.evidence.get("_holds", [])), kept=list(row.evidence.get("_kept", [])),
-        evidence={k: v for k, v in row.evidence.items() if not k.startswith("_")}, detail=row.detail)
-
-
-def _officer_view(row: DeletionRequest, project_name: str, user_id: str | None, now: datetime,
-                  timeline: Sequence[AuditEntry]) -> OfficerRequestOut:
-    return OfficerRequestOut(**msgspec.structs.asdict(to_view(row, project_name, user_id, now)),
-                             timeline=[entry_view(e) for e in timeline])
 
 
 class DeletionService:
@@ -359,7 +332,7 @@ class DeletionService:
                                                     cursor=cursor)
             users = self._ids.user_ids_of(uow, [r.subject_id for r in rows])
             timelines = uow.audit_log.of_requests(sorted(projects.values()), [r.id for r in rows])
-            items = [_officer_view(r, projects[r.project_id], users.get(r.subject_id), now, timelines.get(r.id, []))
+            items = [officer_view(r, projects[r.project_id], users.get(r.subject_id), now, timelines.get(r.id, []))
                      for r in rows]
         return OfficerRequestPage(items, next_cursor)
 
@@ -371,7 +344,7 @@ class DeletionService:
                 raise NotFound(f"deletion request {request_id} not found")
             user = self._ids.user_id(uow, uow.subjects.get(row.subject_id))
             timeline = uow.audit_log.of_requests(sorted(projects.values()), [row.id]).get(row.id, [])
-            return _officer_view(row, projects[row.project_id], user, uow.now(), timeline)
+            return officer_view(row, projects[row.project_id], user, uow.now(), timeline)
 
     def extend_deadline(self, projects: Mapping[str, str], request_id: str, months: int, reason: str, *,
                         actor: str) -> DeletionRequestOut:

@@ -36,9 +36,9 @@ from app.models import DeletionRequest
 from app.ports import Clock, ErasureBatch, ExternalErasureStep, SqlErasureStep, UnitOfWork, UnitOfWorkFactory
 from app.retry import retry_transient
 from app.services.callbacks import CallbackService
-from app.services.deletion import apply_state, state_of, to_view
 from app.services.holds import HoldService
 from app.services.identities import Identities
+from app.services.request_rows import apply_state, state_of, to_view
 from app.services.summary import JobSummary
 
 log = structlog.get_logger(__name__)

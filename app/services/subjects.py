@@ -13,11 +13,11 @@ from app.domain.holds import Data, covers
 from app.models import Subject
 from app.ports import EventStore, UnitOfWork, UnitOfWorkFactory
 from app.services.dead_letters import DeadLetterService
-from app.services.deletion import to_view
 from app.services.errors import NotFound
 from app.services.holds import to_domain
 from app.services.identities import Identities
 from app.services.keys import ANALYTICS, CONTENT, GRACE, HOLD, MESSAGE_TEXT_AAD, KeyService, unsealed
+from app.services.request_rows import to_view
 from app.services.views import (
     ExportedEventOut,
     ExportedMessageOut,
