@@ -18,18 +18,20 @@ def decode_time_cursor(cursor: str) -> tuple[datetime, str]:
     """A keyset cursor of (timestamp, id), as the list routes issue it."""
     at, last_id = decode_cursor(cursor, 2)
     try:
-        return datetime.fromisoformat(str(at)), str(last_id)
+        when = datetime.fromisoformat(at) if isinstance(at, str) else None
     except ValueError:
-        raise InvalidCursor("cursor is not one this API issued") from None
+        when = None
+    if when is None or when.tzinfo is None or not isinstance(last_id, str):  # issued ones are UTC-aware
+        raise InvalidCursor("cursor is not one this API issued")
+    return when, last_id
 
 
 def decode_seq_cursor(cursor: str) -> int:
     """A keyset cursor of one sequence number (the audit log's)."""
     (seq,) = decode_cursor(cursor, 1)
-    try:
-        return int(seq)
-    except (ValueError, TypeError):  # e.g. a forged [null] or [[1]]
-        raise InvalidCursor("cursor is not one this API issued") from None
+    if type(seq) is not int or not 0 <= seq < 2**63:  # e.g. a forged [null], [[1]] or [1e30]
+        raise InvalidCursor("cursor is not one this API issued")
+    return seq
 
 
 def decode_cursor(cursor: str, arity: int) -> list[str | int]:

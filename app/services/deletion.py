@@ -19,6 +19,7 @@ from app.domain.policy import Handles
 from app.domain.requests import Mode, Source, Status, Step, TransitionRefused
 from app.domain.statuses import SubjectStatus
 from app.models import DeletionRequest, Project, Subject
+from app.paging import decode_time_cursor
 from app.ports import Clock, UnitOfWork, UnitOfWorkFactory
 from app.retry import retry_transient
 from app.services.batching import GroupCommitter
@@ -313,6 +314,8 @@ class DeletionService:
             if user_id is not None:
                 subject = self._ids.find(uow, project_id, user_id)
                 if subject is None:
+                    if cursor:
+                        decode_time_cursor(cursor)  # a cursor this API did not issue is a 400 whatever the filter
                     return DeletionRequestPage([], None)
                 subject_id = subject.id
             rows, next_cursor = uow.requests.page(project_id, subject_id=subject_id, status=status,

@@ -151,6 +151,7 @@ def test_deletion_request_bodies_that_cannot_be_stored_are_400(
     ("api_key", "/v1/deletion-requests/%00", "the path contains a NUL character"),
     ("api_key", "/v1/messages/%00", "the path contains a NUL character"),
     ("api_key", "/v1/deletion-requests?cursor=%2A%2A", "cursor"),
+    ("api_key", "/v1/deletion-requests?user_id=never-seen&cursor=%2A%2A", "cursor"),
     # well-formed cursors holding the wrong kind of value (not a time, not a number)
     ("api_key", "/v1/deletion-requests?cursor=WyJub3QgYSB0aW1lIiwgIngiXQ", "cursor"),
     ("api_key", "/v1/events/rejected?cursor=WyJub3QgYSB0aW1lIiwgIngiXQ", "cursor"),
@@ -160,6 +161,15 @@ def test_deletion_request_bodies_that_cannot_be_stored_are_400(
     # a number cursor holding null or a list (int() of those is a TypeError, not a ValueError)
     ("officer", "/v1/audit?cursor=W251bGxd", "cursor"),
     ("officer", "/v1/audit/checkpoints?cursor=W1sxXV0", "cursor"),
+    # a time without a zone (Lethe compares UTC-aware times only), an id that is not a string,
+    # and sequence numbers out of the database's range or not whole
+    ("api_key", "/v1/deletion-requests?cursor=WyIyMDI2LTEyLTA3VDEzOjQ5OjIyIiwgIngiXQ", "cursor"),
+    ("api_key", "/v1/events/rejected?cursor=WyIyMDI2LTEyLTA3VDEzOjQ5OjIyIiwgIngiXQ", "cursor"),
+    ("officer", "/v1/officer/deletion-requests?cursor=WyIyMDI2LTEyLTA3VDEzOjQ5OjIyIiwgIngiXQ", "cursor"),
+    ("officer", "/v1/holds?cursor=WyIyMDI2LTEyLTA3VDEzOjQ5OjIyKzAwOjAwIiwgNV0", "cursor"),
+    ("officer", "/v1/audit?cursor=WzEwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDBd", "cursor"),
+    ("officer", "/v1/audit?cursor=WzEuNV0", "cursor"),
+    ("officer", "/v1/audit/checkpoints?cursor=Wy0xXQ", "cursor"),
 ])
 def test_query_and_path_values_that_cannot_be_used_are_400(
     client: TestClient[Any], keys: dict[str, str], who: str, path: str, detail: str
