@@ -30,7 +30,7 @@ from app.http.callbacks import CallbackController
 from app.http.console import ConsoleController
 from app.http.deletion_requests import DeletionRequestController
 from app.http.deps import dependencies
-from app.http.errors import HANDLERS, QUIET_ERRORS
+from app.http.errors import HANDLERS, log_fault
 from app.http.events import EventsController, HooksController
 from app.http.holds import HoldController
 from app.http.inputs import RefuseUnstorableInput
@@ -47,10 +47,6 @@ SCHEMA_ASSETS = "/schema-assets"  # the API docs' scripts and styles, served her
 HTTP_DIR = Path(__file__).resolve().parent  # templates/ and static/ (the console's; no CDN)
 MAX_BODY = 10 * 1024 * 1024  # 1,000 events of ~10 KB each
 
-
-# Answers that are not faults: no traceback. (Every 429 was an error line with a traceback: the
-# overload bench spent most of a refusal writing it.) A 500 still logs its traceback.
-QUIET: set[int | type[Exception]] = {*range(400, 500), 503, *QUIET_ERRORS}
 
 
 def operation_id(handler: HTTPRouteHandler, method: Method, path: list[str | PathParameterDefinition]) -> str:
@@ -86,7 +82,7 @@ def create_app(container: Container) -> Litestar:
         structlog_logging_config=StructLoggingConfig(
             processors=processors(), log_exceptions="always",
             wrapper_class=bound_logger(container.settings.log_level),
-            disable_stack_trace=QUIET,
+            exception_logging_handler=log_fault,  # faults only: a 4xx or 503 is not an error line
             # made on each use, on the stderr of that moment: a logger or factory kept from an
             # earlier app (in tests, an earlier test's captured stderr) may hold a closed stream
             logger_factory=stderr_logger, cache_logger_on_first_use=False,

@@ -7,6 +7,7 @@ with the same body shape and no internals.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
@@ -120,7 +121,21 @@ HANDLERS: MutableMapping[int | type[Exception], Callable[[Request[Any, Any, Any]
     Exception: internal_error,
 }
 
-# answered by a handler above with a 4xx or 503: expected, so logged without a traceback
-QUIET_ERRORS: tuple[type[Exception], ...] = (UnicodeDecodeError, RecursionError, InvalidCursor, ServiceError,
-                                             sql_errors.OperationalError, sql_errors.InterfaceError,
-                                             ch_errors.OperationalError, EmbeddedStoreBusy)
+# answered by a handler above with a 4xx or 503: refusals, not faults
+REFUSALS: tuple[type[Exception], ...] = (UnicodeDecodeError, RecursionError, InvalidCursor, ServiceError,
+                                         sql_errors.OperationalError, sql_errors.InterfaceError,
+                                         ch_errors.OperationalError, EmbeddedStoreBusy)
+
+
+def log_fault(logger: Any, scope: Any, _traceback: list[str]) -> None:
+    """Litestar's exception log: only faults (a 500) are an error line with their traceback. A
+    refusal (any 4xx, a 503) is the caller's or a store's state, answered and counted in
+    /metrics; logging each with a traceback let any caller flood the error log (a 404, a 401
+    or a 429 per request). Matched with isinstance: Litestar's own `disable_stack_trace` matches
+    exact classes only, so NotFound or Conflict slipped past ServiceError."""
+    exc = sys.exc_info()[1]
+    status = getattr(exc, "status_code", None)
+    refusal = (isinstance(exc, REFUSALS) and not isinstance(exc, Broken)) or (
+        isinstance(status, int) and (400 <= status < 500 or status == 503))
+    if exc is not None and not refusal:
+        logger.exception("http.unhandled", error=type(exc).__name__, path_template=scope.get("path_template"))

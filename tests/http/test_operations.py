@@ -1,6 +1,10 @@
 from typing import Any
 
+import pytest
+import structlog
 from litestar.testing import TestClient
+
+from tests.http.conftest import bearer
 
 
 def test_health_ready_metrics(client: TestClient[Any]) -> None:
@@ -70,3 +74,24 @@ def test_the_api_docs_ui_loads_nothing_from_elsewhere(client: TestClient[Any]) -
     for asset in assets:
         if asset.startswith("/schema-assets/"):
             assert client.get(asset).status_code == 200, asset
+
+
+def test_refusals_are_not_error_lines(client: TestClient[Any], keys: dict[str, str],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 4xx is the caller's mistake, answered and counted: logging each as an error with a
+    traceback let anyone flood the error log (NotFound and Conflict slipped past Litestar's
+    exact-class filter)."""
+    lines: list[str] = []
+    for method in ("msg", "error", "exception", "critical", "err", "failure", "log"):
+        monkeypatch.setattr(structlog.PrintLogger, method, lambda self, message: lines.append(message), raising=False)
+    partner = bearer(keys["api_key"])
+    made = client.post("/v1/deletion-requests", json={"user_id": "u-quiet", "mode": "immediate"}, headers=partner)
+    answers = [
+        client.get("/v1/deletion-requests/no-such-request", headers=partner),  # NotFound (a service error)
+        client.post(f"/v1/deletion-requests/{made.json()['id']}/restore", headers=partner),  # Conflict
+        client.get("/v1/deletion-requests?limit=9999", headers=partner),  # validation
+        client.get("/v1/deletion-requests"),  # no credential
+        client.get("/v1/holds", headers=partner),  # wrong role
+    ]
+    assert [a.status_code for a in answers] == [404, 409, 400, 401, 403]
+    assert not [line for line in lines if '"level": "error"' in line or "Traceback" in line], lines
