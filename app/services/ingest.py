@@ -118,7 +118,9 @@ class IngestService:
         events), the wait for the commit holds no thread."""
         self._outbox.check_room()
         batch = await to_thread.run_sync(self.prepare, project_id, project, body)
-        batch.delivery_id = delivery_id
+        # a delivery is remembered (a repeat is a duplicate) only once it stores something: one
+        # refused whole may be corrected and sent again under the same webhook-id
+        batch.delivery_id = delivery_id if batch.events else None
         return self._finish(await asyncio.wrap_future(self._batcher.enqueue(batch)))
 
     def prepare(self, project_id: str, project: str, body: bytes) -> _Batch:
@@ -206,8 +208,9 @@ class IngestService:
             batch.opened |= single.opened
         batch.result.rejected.sort(key=lambda r: int(r["index"]))
         try:
-            retry_transient(lambda: self._write([_Batch(batch.project_id, batch.received, dead=dead,
-                                                        delivery_id=batch.delivery_id)]))
+            retry_transient(lambda: self._write([_Batch(
+                batch.project_id, batch.received, dead=dead,
+                delivery_id=batch.delivery_id if batch.result.accepted else None)]))  # as in ingest_async
         except Exception as exc:
             log.warning("events.dead_letter_failed", error=type(exc).__name__)
             return Unavailable(UNAVAILABLE)
@@ -303,7 +306,7 @@ class IngestService:
         runs before the outbox reaches ClickHouse (and before the hold takes it there) destroys
         their analytics key, and the hold must still keep the event readable. A hold whose
         taking has not begun has no key yet: its first `take` seals what arrived until then."""
-        holds = self._holds.keeping(uow, project.id, project.name, now)
+        holds = self._holds.keeping(uow, project.id, project.name)
         keys = self._keys.ciphers(uow, [h.id for h in holds], HOLD, create=False) if holds else {}
         if not keys:
             return lambda _event: None
@@ -312,7 +315,7 @@ class IngestService:
         def held(event: Event) -> Cipher | None:
             data = Data(project.name, rooms=frozenset({event.room_id} if event.room_id else ()),
                         messages=frozenset({event.message_id} if event.message_id else ()))
-            hold = self._holds.keeper(keyed, data, now)
+            hold = self._holds.keeper(keyed, data)
             return keys[hold.id] if hold is not None else None
 
         return held

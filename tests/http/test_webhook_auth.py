@@ -152,6 +152,22 @@ def test_a_failed_ingest_does_not_burn_the_webhook_id(client: TestClient[Any], c
     assert [r["status"] for r in requests_of(client, keys)] == ["pending"]
 
 
+def test_a_refused_delivery_does_not_burn_the_webhook_id(client: TestClient[Any], keys: dict[str, str],
+                                                        clock: FakeClock) -> None:
+    """A delivery whose every envelope was refused (400) stored nothing: the platform may correct
+    it and send it again under the same webhook-id, and that must be stored, not dropped as a
+    duplicate."""
+    bad = frontend("delete_profile_confirmed", created_at="not a time")
+    refused = signed_post(client, keys["webhook_secret"], bad, clock, msg_id="msg_fixed")
+    assert refused.status_code == 400 and refused.json()["accepted"] == 0
+    fixed = frontend("delete_profile_confirmed", created_at="2026-03-01T11:59:00Z")
+    retried = signed_post(client, keys["webhook_secret"], fixed, clock, msg_id="msg_fixed")
+    assert retried.json() == {"accepted": 1, "duplicates": 0, "rejected": [], "suppressed": 0}
+    assert [r["status"] for r in requests_of(client, keys)] == ["pending"]
+    # stored now, so the same id again is a duplicate
+    assert signed_post(client, keys["webhook_secret"], fixed, clock, msg_id="msg_fixed").json()["duplicates"] == 1
+
+
 def test_the_secret_url_accepts_events_and_a_wrong_one_is_401(client: TestClient[Any], keys: dict[str, str]) -> None:
     body = [frontend("message_sent", text="hi", message_id="m-2", room="r")]
     response = client.post(keys["webhook_url_path"], json=body)
