@@ -182,7 +182,7 @@ class ErasureService:
         around them and lists them in `kept`. Returns (free, held) rows and the keeping holds."""
         if self._holds is None or not rows:
             return list(rows), [], []
-        holds = self._holds.standing(uow, sorted({r.project_id for r in rows}), now)
+        holds = self._holds.standing(uow, sorted({r.project_id for r in rows}))
         if not holds and not any(r.status == Status.ON_HOLD.value or r.evidence.get("_kept") for r in rows):
             return list(rows), [], []
         keeping = [h for h in holds if settled and not stops(h)]
@@ -198,7 +198,7 @@ class ErasureService:
             user = users.get(row.subject_id)
             data = Data(names[row.project_id], frozenset({user} if user else ()), frozenset(rooms),
                         frozenset(messages))
-            covered = self._holds.blocking(holds, data, now)
+            covered = self._holds.blocking(holds, data)
             blocking = [h for h in covered if h not in keeping]
             subject = subject_hash(self._key, data.project, user) if user else None
             if blocking:

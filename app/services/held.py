@@ -57,12 +57,11 @@ class HeldDataService:
     def take(self, hold_ids: Sequence[str] | None = None) -> dict[str, int]:
         """Seal what standing room and message holds (or these) cover under their own keys.
         Returns how many values were taken, per store."""
-        now = self._clock()
         taken = {"sql.messages": 0, "clickhouse.events": 0}
         with self._uow() as uow:
             projects = uow.projects.all_names()
             ids = {name: pid for pid, name in projects.items()}
-            holds = [h for h in self._holds.standing(uow, list(projects), now)
+            holds = [h for h in self._holds.standing(uow, list(projects))
                      if h.scope in KEYED_SCOPES and (hold_ids is None or h.id in hold_ids)]
         for hold in holds:
             counts = self._take_one(ids[hold.project], hold)
@@ -189,7 +188,7 @@ class HeldDataService:
         settled = 0
         with self._uow() as uow:
             projects = uow.projects.all_names()
-            standing = {h.id for h in self._holds.standing(uow, list(projects), now)}
+            standing = {h.id for h in self._holds.standing(uow, list(projects))}
             ended = [r for r in uow.holds.not_returned() if r.id not in standing]
             # a sealing that never finished (a crash between the key and `sealed_at`) may have
             # sealed values under the key already: settled the same way
@@ -243,9 +242,8 @@ class HeldDataService:
         erased = {s.id for s in uow.subjects.by_ids(sorted({m.subject_id for m in orphaned if m.subject_id}))
                   if s.status != SubjectStatus.ACTIVE}
         refs = [MessageRef(m.id, m.message_id, m.room_id, m.subject_id) for m in orphaned if m.subject_id in erased]
-        now = self._clock()
         free, _held = self._holds.split_messages(uow, project, project_id, refs,
-                                                 self._holds.standing(uow, [project_id], now), now)
+                                                 self._holds.standing(uow, [project_id]))
         return uow.messages.delete_ids([m.row_id for m in free])
 
 

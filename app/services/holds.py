@@ -81,41 +81,44 @@ class HoldService:
         return HoldPage([hold_view(row, projects[row.project_id], now) for row in rows], next_cursor)
 
     # --- every destructive step --------------------------------------------------------
-    def standing(self, uow: UnitOfWork, project_ids: Sequence[str], now: datetime) -> list[Hold]:
+    # Whether a hold stands is a fact of the real world, so these ask the service's clock, never
+    # a job's `now`: a run `--now` in the future must not see a hold as expired (or released
+    # long enough) before it is, and one `--now` in the past sees every hold committed since.
+    def standing(self, uow: UnitOfWork, project_ids: Sequence[str]) -> list[Hold]:
         """Holds that may still block work in these projects (release delay included)."""
         if not project_ids:
             return []
+        now = self._clock()
         names = uow.projects.names(project_ids)
         rows = uow.holds.in_projects(project_ids)
         holds = [to_domain(r, names[r.project_id]) for r in rows]
         return [h for h in holds if h.stands(now, self.delay(h.project))]
 
-    def keeping(self, uow: UnitOfWork, project_id: str, project: str, now: datetime) -> list[Hold]:
+    def keeping(self, uow: UnitOfWork, project_id: str, project: str) -> list[Hold]:
         """A project's standing room and message holds: new data they cover goes under their keys."""
-        delay = self.delay(project)
+        now, delay = self._clock(), self.delay(project)
         return [h for h in (to_domain(r, project) for r in uow.holds.keeping(project_id)) if h.stands(now, delay)]
 
-    def keeper(self, holds: Sequence[Hold], data: Data, now: datetime) -> Hold | None:
+    def keeper(self, holds: Sequence[Hold], data: Data) -> Hold | None:
         """Which of `keeping`'s holds takes `data` (domain.holds.keeper)."""
-        return keeper(holds, data, now, self.delay(data.project))
+        return keeper(holds, data, self._clock(), self.delay(data.project))
 
     def delay(self, project: str) -> timedelta:
         return timedelta(hours=self._policies.for_project(project).hold_release_delay_hours)
 
-    def blocking(self, holds: Sequence[Hold], data: Data, now: datetime) -> list[Hold]:
-        return covering(holds, data, now, self.delay(data.project))
+    def blocking(self, holds: Sequence[Hold], data: Data) -> list[Hold]:
+        return covering(holds, data, self._clock(), self.delay(data.project))
 
-    def split(self, project: str, pieces: Iterable[tuple[T, Data]], holds: Sequence[Hold],
-              now: datetime) -> tuple[list[T], list[T]]:
+    def split(self, project: str, pieces: Iterable[tuple[T, Data]], holds: Sequence[Hold]) -> tuple[list[T], list[T]]:
         """(free, held) pieces of one project's data, with the project's release delay."""
-        return split(pieces, holds, now, self.delay(project))
+        return split(pieces, holds, self._clock(), self.delay(project))
 
     def split_messages(self, uow: UnitOfWork, project: str, project_id: str, messages: Sequence[MessageRef],
-                       holds: Sequence[Hold], now: datetime) -> tuple[list[MessageRef], list[MessageRef]]:
+                       holds: Sequence[Hold]) -> tuple[list[MessageRef], list[MessageRef]]:
         """(free, held) messages: holds name a message by its author's user id, room and id."""
         authors = self._ids.user_ids_of(uow, sorted({m.subject_id for m in messages if m.subject_id}))
         return self.split(project, ((m, Data.message(project, authors.get(m.subject_id or ""), m.room_id,
-                                                     m.message_id)) for m in messages), holds, now)
+                                                     m.message_id)) for m in messages), holds)
 
     def in_events(self, uow: UnitOfWork, holds: Sequence[Hold]) -> Held:
         """The standing holds in the terms of the events table (users become subject ids)."""

@@ -51,14 +51,14 @@ class MessageFeedService:
         summary = JobSummary("message_feed", now)
         with self._uow() as uow:
             projects = uow.projects.all_names()
-            holds = self._holds.standing(uow, list(projects), now)
+            holds = self._holds.standing(uow, list(projects))
             for project_id, name in sorted(projects.items(), key=lambda p: p[1]):
                 cutoff = now - timedelta(days=self._policies.for_project(name).message_feed_days)
                 leaving = uow.messages.leaving_feed(project_id, cutoff)
                 authors = self._ids.user_ids(uow, [author for _, author in leaving if author is not None])
                 free, held = self._holds.split(name, ((message, Data.message(
                     name, authors.get(author.id) if author else None, message.room_id, message.message_id))
-                    for message, author in leaving), holds, now)
+                    for message, author in leaving), holds)
                 summary.held += len(held)
                 removable = [message.id for message in free]
                 uow.messages.remove(removable, now)

@@ -53,7 +53,7 @@ class OffboardingService:
             projects = [(p.id, p.name) for p in uow.projects.with_status(ProjectStatus.OFFBOARDING)]
         for project_id, name in projects:
             with self._uow() as uow:
-                holds = self._holds.standing(uow, [project_id], now)
+                holds = self._holds.standing(uow, [project_id])
                 held = self._holds.in_events(uow, holds)
             if any(h.scope is Scope.PROJECT for h in holds):
                 summary.held += 1  # the whole project is frozen: nothing is touched
@@ -78,7 +78,7 @@ class OffboardingService:
              now: datetime) -> dict[str, int]:
         held_users = {self._ids.lookup(project_id, h.target) for h in holds if h.scope is Scope.USER}
         doomed, kept = self._holds.split_messages(uow, name, project_id, uow.messages.in_project(project_id),
-                                                  holds, now)
+                                                  holds)
         authors_of_kept = {m.subject_id for m in kept}  # a held message keeps its attribution too
         free_subjects = [sid for sid, user in uow.subjects.in_project(project_id)
                          if user not in held_users and sid not in authors_of_kept]

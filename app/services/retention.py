@@ -50,7 +50,7 @@ class RetentionService:
             summary.add({"clickhouse.daily_metrics": 1})
         with self._uow() as uow:
             projects = uow.projects.all_names()
-            holds = self._holds.standing(uow, list(projects), now)
+            holds = self._holds.standing(uow, list(projects))
             held = self._holds.in_events(uow, holds)
             due = {pid: cutoffs(self._policies.for_project(name), now) for pid, name in projects.items()}
         # 2. raw events: whole partitions up to the earliest cap; shorter per-project caps by rows
@@ -96,7 +96,7 @@ class RetentionService:
         project_holds = [h for h in holds if h.project == name]
         doomed, kept = self._holds.split_messages(uow, name, project_id,
                                                   uow.messages.in_project(project_id, sent_before=due.personal),
-                                                  project_holds, now)
+                                                  project_holds)
         summary.held += len(kept)
         messages = uow.messages.delete_ids([m.row_id for m in doomed])
         complaints = uow.complaints.delete_in(project_id, before=due.personal,

@@ -7,6 +7,7 @@ import pytest
 from litestar.testing import TestClient
 
 from app.bootstrap import Container
+from jobs.registry import run_job
 from tests.conftest import FakeClock
 from tests.fixtures.platform import PROJECT, frontend
 from tests.http.conftest import bearer
@@ -283,6 +284,25 @@ def test_expired_hold_no_longer_blocks(client: TestClient[Any], keys: dict[str, 
     assert status(client, keys, created["id"])["status"] == "in_grace"
 
 
+def test_a_job_run_ahead_of_the_clock_does_not_see_a_hold_as_expired(
+        client: TestClient[Any], keys: dict[str, str], container: Container, clock: FakeClock) -> None:
+    """`lethe jobs run all --now <next year>` while a hold stands until next month: the hold
+    stands (it is a fact of the real world, not of the job's clock), so nothing it covers is
+    touched, whatever the run's `now` says; it ends when the clock reaches its expiry."""
+    post(client, keys, frontend("message_sent", text="evidence", message_id="m-1", room="r-7"))
+    hold(client, keys, scope="user", target=USER, expires_at=(clock.now + timedelta(days=10)).isoformat())
+    created = request(client, keys, "immediate")
+    ahead = clock.now + timedelta(days=400)
+    for job in ("anonymise", "purge", "retention", "message_feed", "offboarding"):
+        assert run_job(container, job, ahead)["processed"] == 0, job
+    assert status(client, keys, created["id"])["status"] == "on_hold"
+    assert [r["user_name"] for r in readable(container, ch_rows(container))] == ["John Doe"]
+    assert client.get("/v1/messages/m-1", headers=bearer(keys["api_key"])).json()["state"] == "visible"
+    clock.advance(days=11)  # the hold's expiry, by the clock
+    assert container.erasure.anonymise(clock.now).processed == 1
+    assert status(client, keys, created["id"])["status"] == "completed"
+
+
 def test_holds_api_lists_filters_and_audits(client: TestClient[Any], keys: dict[str, str],
                                             container: Container) -> None:
     first = hold(client, keys, scope="user", target=USER, reference="case-1")
@@ -359,3 +379,16 @@ def test_a_held_room_keeps_what_a_user_being_erased_says_in_it(client: TestClien
     assert [e["personal"].get("text") for e in data["events"]] == ["said while held"]
     elsewhere = [r for r in ch_rows(container) if r["message_id"] == "m-9"]
     assert [r["text"] for r in elsewhere] == [""]  # dropped at the door: nothing stored, sealed or not
+
+
+def test_placing_or_releasing_a_hold_kicks_both_erasure_jobs(client: TestClient[Any], keys: dict[str, str],
+                                                             container: Container,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request held past its grace resumes in purge: a release must not wait for purge's next
+    periodic run (15 minutes) to show it."""
+    kicked: list[str] = []
+    monkeypatch.setattr(container, "kick", kicked.append)
+    placed = hold(client, keys, scope="user", target=USER)
+    assert kicked == ["anonymise", "purge"]
+    client.delete(f"/v1/holds/{placed['id']}", headers=bearer(keys["officer"]))
+    assert kicked == ["anonymise", "purge"] * 2
