@@ -24,8 +24,12 @@ JOB_RUNS = Counter("lethe_job_runs", "Job runs by job and result (ok, failed)", 
 JOB_PROCESSED = Counter("lethe_job_processed", "Items a job moved on (requests, rows...)", ["job"])
 JOB_HELD = Counter("lethe_job_held", "Items a job left alone because a hold covers them", ["job"])
 JOB_LAST_RUN = Gauge("lethe_job_last_run_timestamp_seconds", "When each job last finished (Unix time)", ["job"])
-AUDIT_CHAIN_OK = Gauge("lethe_audit_chain_ok", "1 if the last audit verification found the chain intact, else 0")
+AUDIT_CHAIN_OK = Gauge("lethe_audit_chain_ok", "1 if the last audit verification found the chain intact, 0 if "
+                       "broken, NaN while no verification is known (an alert on == 0 does not fire on NaN)")
 AUDIT_CHAIN_ENTRIES = Gauge("lethe_audit_chain_entries", "Entries in the audit chain at the last verification")
+# not 0 ("broken") before the first verification: the scheduler starts from the last recorded one
+AUDIT_CHAIN_OK.set(float("nan"))
+AUDIT_CHAIN_ENTRIES.set(float("nan"))
 
 
 def job_finished(job: str, summary: dict[str, Any], finished_unix: float) -> None:

@@ -131,6 +131,15 @@ def run_job(container: Container, name: str, now: datetime) -> dict[str, Any]:
     return summary
 
 
+def report_last_audit_verification(container: Container) -> None:
+    """/metrics' chain state from the last recorded `audit_verify` run (any process), so that a
+    restarted worker does not report nothing, or a broken chain, until the nightly run."""
+    with container.uow() as uow:
+        run = uow.job_runs.last("audit_verify")
+    if run is not None and isinstance(run.summary.get("ok"), bool):
+        observability.audit_verified(run.summary["ok"], int(run.summary.get("processed") or 0))
+
+
 def last_runs(container: Container) -> dict[str, dict[str, Any] | None]:
     with container.uow() as uow:
         runs = {name: uow.job_runs.last(name) for name in JOBS}

@@ -19,7 +19,7 @@ import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from app.bootstrap import Container
-from jobs.registry import JOBS, last_runs, run_job
+from jobs.registry import JOBS, last_runs, report_last_audit_verification, run_job
 
 log = structlog.get_logger(__name__)
 
@@ -62,6 +62,10 @@ class Scheduler:
         for name, runner in self._runners.items():
             self._scheduler.add_job(runner, JOBS[name].trigger, id=name, name=name, replace_existing=True,
                                     coalesce=True, max_instances=1, misfire_grace_time=300)
+        try:
+            report_last_audit_verification(container)
+        except Exception as exc:  # SQL down at start: /metrics says NaN until the next verification
+            log.warning("scheduler.audit_state_unknown", error=type(exc).__name__)
 
     def start(self) -> None:
         self._scheduler.start()

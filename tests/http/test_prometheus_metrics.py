@@ -3,13 +3,16 @@ the audit chain's state; nothing about a user."""
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
 from litestar.testing import TestClient
 
+from app import observability
 from app.bootstrap import Container
 from jobs.registry import run_job
+from jobs.scheduler import Scheduler
 from tests.conftest import FakeClock
 from tests.fixtures.platform import PROJECT, frontend
 from tests.http.conftest import bearer
@@ -48,3 +51,20 @@ def test_metrics_report_events_jobs_requests_and_the_audit_chain(
     assert value(text, "lethe_job_runs_total", job="audit_verify", result="ok") >= 1
     assert value(text, "lethe_job_last_run_timestamp_seconds", job="audit_verify") == clock.now.timestamp()
     assert "u-secret-77" not in text and "u-9" not in text
+
+
+def test_a_restarted_worker_reports_the_last_recorded_verification_not_a_broken_chain(
+    client: TestClient[Any], keys: dict[str, str], container: Container, clock: FakeClock
+) -> None:
+    """The chain gauge is NaN (no alert on `== 0`) until a verification is known, and a new
+    scheduler starts from the last one recorded in SQL rather than waiting for the nightly run."""
+    client.post("/v1/deletion-requests", json={"user_id": "u-9"}, headers=bearer(keys["api_key"]))
+    observability.AUDIT_CHAIN_OK.set(float("nan"))  # as in a process that has verified nothing
+    observability.AUDIT_CHAIN_ENTRIES.set(float("nan"))
+    assert math.isnan(value(client.get("/metrics").text, "lethe_audit_chain_ok"))
+    run_job(container, "audit_verify", clock.now)
+    entries = value(client.get("/metrics").text, "lethe_audit_chain_entries")
+    observability.AUDIT_CHAIN_OK.set(float("nan"))  # the worker restarts...
+    Scheduler(container)  # ...and its scheduler is built (not started: no job runs)
+    text = client.get("/metrics").text
+    assert value(text, "lethe_audit_chain_ok") == 1 and value(text, "lethe_audit_chain_entries") == entries >= 1
