@@ -188,8 +188,8 @@ class Container:
 
     @cached_property
     def offboarding(self) -> OffboardingService:
-        return OffboardingService(self.uow, self.now, self.holds, self.event_lifecycle, self.accounts, self.keys,
-                                  self.dead_letters, self.identities)
+        return OffboardingService(self.uow, self.holds, self.event_lifecycle, self.keys, self.dead_letters,
+                                  self.identities)
 
     @cached_property
     def dead_letters(self) -> DeadLetterService:

@@ -138,7 +138,7 @@ def cmd_project_callback(container: Container, args: argparse.Namespace) -> int:
 
 def cmd_project_offboard(container: Container, args: argparse.Namespace) -> int:
     container.migrate(clickhouse=False)
-    _print(container.offboarding.offboard(args.name))
+    _print(container.accounts.offboard_project(args.name))
     print("keys revoked; the offboarding job deletes the project's data (except held data)", file=sys.stderr)
     return 0
 

@@ -18,8 +18,16 @@ from app.domain.policy import Handles
 from app.domain.statuses import ProjectStatus
 from app.models import Officer, Project
 from app.ports import Clock, UnitOfWorkFactory
-from app.services.errors import AlreadyExists, InvalidInput, NotFound
-from app.services.views import OfficerCreated, OfficerOut, OfficerRevoked, ProjectCreated, ProjectOut, iso
+from app.services.errors import AlreadyExists, Conflict, InvalidInput, NotFound
+from app.services.views import (
+    OfficerCreated,
+    OfficerOut,
+    OfficerRevoked,
+    ProjectCreated,
+    ProjectOut,
+    ProjectStatusOut,
+    iso,
+)
 
 
 class Role(StrEnum):
@@ -154,6 +162,21 @@ class AccountService:
             uow.commit()
         self.forget()
         return OfficerRevoked(officer=name, revoked_at=revoked_at.isoformat())
+
+    def offboard_project(self, name: str, *, actor: str = "operator:cli") -> ProjectStatusOut:
+        """End the partnership: its keys stop working (here at once, elsewhere within
+        AUTH_CACHE_SECONDS) and job `offboarding` deletes its data. SQL only."""
+        with self._uow() as uow:
+            project = uow.projects.by_name(name)
+            if project is None:
+                raise NotFound(f"no such project: {name}")
+            if project.status != ProjectStatus.ACTIVE:
+                raise Conflict(f"project {name} is already {project.status}")
+            project.status, project.ended_at = ProjectStatus.OFFBOARDING.value, self._clock()
+            uow.audit(AuditRecord(actor, "project.offboarded", name, None, {}))
+            uow.commit()
+        self.forget()
+        return ProjectStatusOut(project=name, status=ProjectStatus.OFFBOARDING.value)
 
     def authenticate(self, token: str) -> Principal | None:
         """The token's principal, remembered for a few seconds: every API call authenticates,

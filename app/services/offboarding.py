@@ -1,4 +1,5 @@
-"""Partner offboarding: `lethe project offboard` ends the partnership and revokes the keys;
+"""Partner offboarding: `lethe project offboard` ends the partnership and revokes the keys
+(AccountService.offboard_project: SQL only, so it works while the worker owns ClickHouse);
 job `offboarding` then deletes all the project's data in both stores, except held data."""
 
 from __future__ import annotations
@@ -9,43 +10,23 @@ from datetime import datetime
 from app.domain.audit import AuditRecord
 from app.domain.holds import Hold, Scope
 from app.domain.statuses import ProjectStatus
-from app.ports import Clock, EventLifecycle, UnitOfWork, UnitOfWorkFactory
-from app.services.accounts import AccountService
+from app.ports import EventLifecycle, UnitOfWork, UnitOfWorkFactory
 from app.services.dead_letters import DeadLetterService
-from app.services.errors import Conflict, NotFound
 from app.services.holds import HoldService
 from app.services.identities import Identities
 from app.services.keys import ANALYTICS, KeyService
 from app.services.summary import JobSummary
-from app.services.views import ProjectStatusOut
 
 
 class OffboardingService:
-    def __init__(self, uow: UnitOfWorkFactory, clock: Clock, holds: HoldService, events: EventLifecycle,
-                 accounts: AccountService, keys: KeyService, dead_letters: DeadLetterService,
-                 identities: Identities) -> None:
+    def __init__(self, uow: UnitOfWorkFactory, holds: HoldService, events: EventLifecycle, keys: KeyService,
+                 dead_letters: DeadLetterService, identities: Identities) -> None:
         self._ids = identities
         self._keys = keys
         self._dead_letters = dead_letters
         self._uow = uow
-        self._clock = clock
         self._holds = holds
         self._events = events
-        self._accounts = accounts
-
-    def offboard(self, name: str, *, actor: str = "operator:cli") -> ProjectStatusOut:
-        """End the partnership: keys stop working at once; the job deletes the data."""
-        with self._uow() as uow:
-            project = uow.projects.by_name(name)
-            if project is None:
-                raise NotFound(f"no such project: {name}")
-            if project.status != ProjectStatus.ACTIVE:
-                raise Conflict(f"project {name} is already {project.status}")
-            project.status, project.ended_at = ProjectStatus.OFFBOARDING.value, self._clock()
-            uow.audit(AuditRecord(actor, "project.offboarded", name, None, {}))
-            uow.commit()
-        self._accounts.forget()
-        return ProjectStatusOut(project=name, status=ProjectStatus.OFFBOARDING.value)
 
     def run(self, now: datetime) -> JobSummary:
         summary = JobSummary("offboarding", now)

@@ -185,7 +185,7 @@ def test_offboarding_revokes_keys_and_deletes_everything_but_held_data(client: T
                 headers=bearer(other.webhook_token))
     client.post("/v1/holds", json={"scope": "user", "target": "u-b", "reason": "regulator"},
                 headers=bearer(keys["officer"]))
-    container.offboarding.offboard(PROJECT)
+    container.accounts.offboard_project(PROJECT)
     assert client.get("/v1/deletion-requests", headers=bearer(keys["api_key"])).status_code == 401
     assert client.post("/v1/events", json=frontend("session_started"),
                        headers=bearer(keys["webhook_token"])).status_code == 401
@@ -210,7 +210,7 @@ def test_a_project_hold_freezes_offboarding(client: TestClient[Any], keys: dict[
     post(client, keys, frontend("message_sent", "u-a", text="a", message_id="m-a", room="r"))
     client.post("/v1/holds", json={"scope": "project", "target": PROJECT, "reason": "audit"},
                 headers=bearer(keys["officer"]))
-    container.offboarding.offboard(PROJECT)
+    container.accounts.offboard_project(PROJECT)
     summary = container.offboarding.run(clock.now)
     assert (summary.processed, summary.held) == (0, 1)
     assert len(ch_rows(container)) == 1
@@ -249,7 +249,7 @@ def test_offboarding_keeps_a_held_rooms_messages_with_their_authors(client: Test
                         frontend("message_sent", "u-b", text="gone", message_id="m-b", room="r-free")])
     client.post("/v1/holds", json={"scope": "room", "target": "r-held", "reason": "inquiry"},
                 headers=bearer(keys["officer"]))
-    container.offboarding.offboard(PROJECT)
+    container.accounts.offboard_project(PROJECT)
     container.offboarding.run(clock.now)
     with container.uow() as uow:
         users = linked_users(container, uow)

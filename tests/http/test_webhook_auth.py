@@ -227,7 +227,7 @@ def test_an_offboarded_project_refuses_signed_and_url_deliveries(client: TestCli
     body = frontend("session_started")
     assert signed_post(client, keys["webhook_secret"], body, clock).status_code == 202
     assert client.post(keys["webhook_url_path"], json=body).status_code == 202
-    container.offboarding.offboard(PROJECT)
+    container.accounts.offboard_project(PROJECT)
     # this process at once (another within 5 s), though the secrets were just used and cached
     assert_error(signed_post(client, keys["webhook_secret"], body, clock), 401)
     assert_error(client.post(keys["webhook_url_path"], json=body), 401)

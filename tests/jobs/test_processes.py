@@ -122,6 +122,10 @@ def test_many_api_processes_on_postgresql_and_sql_commands_beside_them(tmp_path:
         assert json.loads(lethe(tmp_path, "project", "create", "beta", **db).stdout)["project"] == "beta"
         assert json.loads(lethe(tmp_path, "officer", "create", "olga", "--project", PROJECT, **db).stdout)["token"]
         assert lethe(tmp_path, "audit", "verify", **db).returncode == 0
+        assert json.loads(lethe(tmp_path, "officer", "revoke", "olga", **db).stdout)["revoked_at"]
+        assert json.loads(lethe(tmp_path, "project", "offboard", "beta", **db).stdout)["status"] == "offboarding"
+        assert {p["project"] for p in json.loads(lethe(tmp_path, "project", "list", **db).stdout)} == {PROJECT, "beta"}
+        assert lethe(tmp_path, "keys", "rotate", **db).returncode == 0
         outbox_empty(base)  # the parent's scheduler drained what the API processes acknowledged
     finally:
         proc.terminate()
