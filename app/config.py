@@ -115,24 +115,45 @@ def _policy_dir(configured: str, cwd: Path, *, explicit: bool) -> Path:
 
 
 def _resolve_sqlite(url: str, cwd: Path) -> str:
-    """`sqlite:///rel/path` is relative to the working directory; its folder is created."""
+    """`sqlite:///rel/path` is relative to the working directory (its folder is created);
+    `sqlite:////abs/path` is absolute (its folder must exist). PostgreSQL URLs pass as they are."""
+    scheme = url.partition("://")[0].partition("+")[0]
+    if scheme not in ("sqlite", "postgresql") or "://" not in url:
+        raise ConfigError("LETHE_DATABASE_URL must be a SQLite or PostgreSQL URL (sqlite:///var/lethe.db, "
+                          f"postgresql+psycopg://user@host/db), got one starting {url.partition(':')[0][:20]!r}")
     prefix = "sqlite:///"
-    if not url.startswith(prefix) or url.startswith(prefix + "/") or ":memory:" in url:
+    if not url.startswith(prefix) or ":memory:" in url:
+        return url
+    if url.startswith(prefix + "/"):
+        folder = Path(url[len(prefix):].split("?", 1)[0]).parent
+        if not folder.is_dir():
+            raise ConfigError(f"LETHE_DATABASE_URL names a file in {folder}, which is not an existing folder")
         return url
     path = cwd / url[len(prefix):]
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _folder("LETHE_DATABASE_URL", path.parent)
     return prefix + str(path)
 
 
 def _resolve_chdb(url: str, cwd: Path) -> str:
-    """`chdb:///rel/path` is relative (as in SQLAlchemy's sqlite URLs); `chdb:////abs` is absolute."""
-    prefix = "chdb:///"
-    if not url.startswith(prefix) or url.startswith(prefix + "/"):
+    """`chdb:///rel/path` is relative (as in SQLAlchemy's sqlite URLs); `chdb:////abs` is absolute.
+    Its folder is created, readable by the owner only (it holds ciphertext and pseudonyms)."""
+    scheme, _, rest = url.partition("://")
+    if scheme in ("http", "https") and rest.strip("/"):
         return url
-    path = cwd / url[len(prefix):]
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path.chmod(0o700)  # ClickHouse's files hold ciphertext and pseudonyms: the owner's only
-    return "chdb://" + str(path)
+    if scheme != "chdb" or not rest.startswith("/"):
+        raise ConfigError("LETHE_CLICKHOUSE_URL must be chdb:///relative/folder, chdb:////absolute/folder or a "
+                          "ClickHouse server's http(s)://user:password@host:8123/database")
+    path = cwd / rest[1:].split("?", 1)[0]  # an absolute path stays absolute
+    _folder("LETHE_CLICKHOUSE_URL", path)
+    path.chmod(0o700)
+    return "chdb://" + str(path) + ("?" + url.split("?", 1)[1] if "?" in url else "")
+
+
+def _folder(setting: str, path: Path) -> None:
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{setting}: cannot create the folder {path} ({exc.strerror})") from None
 
 
 def _secret(configured: str | None, stored: Path) -> bytes:

@@ -72,3 +72,7 @@ def configure_logging(level: str = "info") -> None:
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+    # a ClickHouse server that does not answer: Lethe says so in one line of its own (the CLI,
+    # /readyz, the outbox's warnings); the HTTP client's retry notices only repeat it
+    for noisy in ("urllib3.connectionpool", "clickhouse_connect.driver._backend.http_sync"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
+from clickhouse_connect.driver import exceptions as ch_errors
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from app.bootstrap import build
@@ -181,6 +182,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OperationalError as exc:
         print(f"lethe: the SQL database does not answer ({type(exc.orig).__name__}): check LETHE_DATABASE_URL "
               "and that the server is up", file=sys.stderr)
+        return 1
+    except ch_errors.OperationalError:  # its message holds the URL (and so, perhaps, a password)
+        print("lethe: ClickHouse does not answer: check LETHE_CLICKHOUSE_URL and that the server is up",
+              file=sys.stderr)
         return 1
     finally:
         container.close()

@@ -199,7 +199,9 @@ def test_offboard_from_the_command_line(workdir: Path) -> None:
 def test_version_and_configuration_mistakes_are_one_sentence(workdir: Path) -> None:
     assert lethe(workdir, "--version").stdout.strip() == "lethe 0.1.0"
     for extra, said in (({"LETHE_POLICY_DIR": str(workdir / "nope")}, "policy directory"),
-                        ({"LETHE_DATABASE_URL": "nonsense://x"}, "LETHE_DATABASE_URL is not a database URL"),
+                        ({"LETHE_DATABASE_URL": "nonsense://x"}, "LETHE_DATABASE_URL must be a SQLite or PostgreSQL"),
+                        ({"LETHE_DATABASE_URL": "mysql://u@h/db"}, "LETHE_DATABASE_URL must be a SQLite or PostgreSQL"),
+                        ({"LETHE_CLICKHOUSE_URL": "notaurl"}, "LETHE_CLICKHOUSE_URL must be chdb:///"),
                         ({"LETHE_PORT": "eighty"}, "LETHE_PORT must be a TCP port number"),
                         ({"LETHE_SECRET_KEY": "short"}, "LETHE_SECRET_KEY must be at least 32 characters")):
         failed = lethe(workdir, "policy", "check", check=False, **extra)
@@ -207,6 +209,10 @@ def test_version_and_configuration_mistakes_are_one_sentence(workdir: Path) -> N
         assert "Traceback" not in failed.stderr
     down = lethe(workdir, "migrate", check=False, LETHE_DATABASE_URL="postgresql+psycopg://lethe:pw@127.0.0.1:9/x")
     assert down.returncode == 1 and "the SQL database does not answer" in down.stderr and "Traceback" not in down.stderr
+    unanswered = lethe(workdir, "jobs", "run", "outbox", check=False,
+                       LETHE_CLICKHOUSE_URL="http://lethe:pw-secret@127.0.0.1:9/lethe")
+    assert unanswered.returncode == 1 and unanswered.stderr.strip() == (
+        "lethe: ClickHouse does not answer: check LETHE_CLICKHOUSE_URL and that the server is up")
 
 
 def test_audit_export_takes_a_bare_date_with_its_zone(workdir: Path) -> None:

@@ -93,3 +93,27 @@ def test_on_a_cluster_the_ddl_uses_replicated_engines_in_a_replicated_database()
     assert replicated_database("lethe", "c1") == \
         " ENGINE = Replicated('/clickhouse/databases/c1/lethe', '{shard}', '{replica}')"
     assert replicated_database("lethe", None) == ""
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"LETHE_DATABASE_URL": "mysql://u@h/db"}, "LETHE_DATABASE_URL must be a SQLite or PostgreSQL URL"),
+    ({"LETHE_DATABASE_URL": "not a url"}, "LETHE_DATABASE_URL must be a SQLite or PostgreSQL URL"),
+    ({"LETHE_DATABASE_URL": "sqlite:////nonexistent/dir/x.db"}, "/nonexistent/dir, which is not an existing folder"),
+    ({"LETHE_CLICKHOUSE_URL": "bogus://x"}, "LETHE_CLICKHOUSE_URL must be chdb:///relative/folder"),
+    ({"LETHE_CLICKHOUSE_URL": "notaurl"}, "LETHE_CLICKHOUSE_URL must be chdb:///relative/folder"),
+    ({"LETHE_CLICKHOUSE_URL": "http://"}, "LETHE_CLICKHOUSE_URL must be chdb:///relative/folder"),
+    ({"LETHE_CLICKHOUSE_URL": "chdb:////proc/forbidden"},
+     "LETHE_CLICKHOUSE_URL: cannot create the folder /proc/forbidden"),
+])
+def test_a_store_url_lethe_cannot_use_stops_with_one_sentence(tmp_path: Path, env: dict[str, str],
+                                                              message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings({"LETHE_SECRET_KEY": "k" * 32, **env}, cwd=tmp_path)
+
+
+def test_an_absolute_chdb_folder_is_created_and_engine_options_stay_on_the_url(tmp_path: Path) -> None:
+    url = load_settings({"LETHE_SECRET_KEY": "k" * 32,
+                         "LETHE_CLICKHOUSE_URL": f"chdb:///{tmp_path}/ch/data?background_pool_size=8"},
+                        cwd=tmp_path).clickhouse_url
+    assert url == f"chdb://{tmp_path}/ch/data?background_pool_size=8"
+    assert (tmp_path / "ch" / "data").is_dir() and stat.S_IMODE((tmp_path / "ch" / "data").stat().st_mode) == 0o700
