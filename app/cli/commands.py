@@ -235,8 +235,11 @@ def cmd_audit_checkpoint(container: Container, args: argparse.Namespace) -> int:
 
 def cmd_audit_export(container: Container, args: argparse.Namespace) -> int:
     container.migrate(clickhouse=False)
+    if args.project and args.project not in {p.project for p in container.accounts.list_projects()}:
+        raise NotFound(f"no such project: {args.project}")
     projects = [args.project] if args.project else None
-    for line in container.audit.export(projects, args.format, since=args.since, until=args.until):
+    for line in container.audit.export(projects, args.format, user_id=args.user_id, action=args.action,
+                                       since=args.since, until=args.until):
         sys.stdout.write(line)
     return 0
 

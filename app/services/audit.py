@@ -25,7 +25,7 @@ from app.domain.audit import (
 )
 from app.models import AuditEntry
 from app.paging import decode_seq_cursor, encode_cursor
-from app.ports import CheckpointStore, UnitOfWorkFactory
+from app.ports import CheckpointStore, UnitOfWork, UnitOfWorkFactory
 from app.services.views import AuditEntryOut, AuditPage, CheckpointOut, CheckpointPage
 
 log = structlog.get_logger(__name__)
@@ -54,24 +54,32 @@ class AuditService:
              since: datetime | None = None, until: datetime | None = None, limit: int = 50,
              cursor: str | None = None) -> AuditPage:
         after = decode_seq_cursor(cursor) if cursor else 0
-        # The log holds keyed hashes only: a user id filter is hashed per project the same way.
-        subjects = [subject_hash(self._key, p, user_id) for p in projects] if user_id is not None else None
         with self._uow() as uow:
-            rows = uow.audit_log.page(projects, subjects=subjects, action=action, since=since, until=until,
-                                      limit=limit + 1, after_seq=after)
+            rows = uow.audit_log.page(projects, subjects=self._subjects(uow, projects, user_id), action=action,
+                                      since=since, until=until, limit=limit + 1, after_seq=after)
         items = [entry_view(r) for r in rows[:limit]]
         next_cursor = encode_cursor(rows[limit - 1].seq) if len(rows) > limit else None
         return AuditPage(items, next_cursor)
 
-    def export(self, projects: Sequence[str] | None, fmt: str, *, since: datetime | None = None,
-               until: datetime | None = None, batch: int = 2000) -> Iterator[str]:
-        """Stream entries as JSON lines or CSV (with a header), oldest first."""
+    def _subjects(self, uow: UnitOfWork, projects: Sequence[str] | None, user_id: str | None) -> list[str] | None:
+        """The log holds keyed hashes only: a user id filter is hashed per project the same way
+        (`projects=None`, an operator's export, means every project)."""
+        if user_id is None:
+            return None
+        names = projects if projects is not None else sorted(uow.projects.all_names().values())
+        return [subject_hash(self._key, p, user_id) for p in names]
+
+    def export(self, projects: Sequence[str] | None, fmt: str, *, user_id: str | None = None,
+               action: str | None = None, since: datetime | None = None, until: datetime | None = None,
+               batch: int = 2000) -> Iterator[str]:
+        """Stream entries as JSON lines or CSV (with a header), oldest first, filtered as `page`."""
         if fmt == "csv":
             yield _csv_row(EXPORT_FIELDS)
         after = 0
         while True:
             with self._uow() as uow:
-                rows = uow.audit_log.page(projects, since=since, until=until, limit=batch, after_seq=after)
+                rows = uow.audit_log.page(projects, subjects=self._subjects(uow, projects, user_id), action=action,
+                                          since=since, until=until, limit=batch, after_seq=after)
                 items = [msgspec.to_builtins(entry_view(r)) for r in rows]
             for item in items:
                 if fmt == "csv":

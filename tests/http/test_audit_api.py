@@ -49,6 +49,13 @@ def test_verify_and_export(client: TestClient[Any], container: Container, projec
     assert exported.headers["content-type"].startswith("text/csv")
     assert len(list(csv.DictReader(io.StringIO(exported.text)))) == 4
     assert client.get("/v1/audit/export", params={"format": "xml"}, headers=bearer(officer)).status_code == 400
+    # the list's filters hold for the download too
+    for params, actions in (({"user_id": "u-1"}, ["deletion_request.created"]),
+                            ({"action": "officer.created"}, ["officer.created"]),
+                            ({"user_id": "u-1", "action": "project.created"}, [])):
+        filtered = client.get("/v1/audit/export", params=params, headers=bearer(officer)).text.splitlines()
+        listed = client.get("/v1/audit", params=params, headers=bearer(officer)).json()["items"]
+        assert [json.loads(line)["action"] for line in filtered] == [e["action"] for e in listed] == actions
 
 
 def test_partner_cannot_read_the_audit_log(client: TestClient[Any], project: dict[str, str]) -> None:

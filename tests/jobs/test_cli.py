@@ -219,6 +219,10 @@ def test_audit_export_takes_a_bare_date_with_its_zone(workdir: Path) -> None:
     lethe(workdir, "project", "create", "acme")
     since = lethe(workdir, "audit", "export", "--since", "2026-01-01Z")
     assert [json.loads(line)["action"] for line in since.stdout.splitlines()] == ["project.created"]
+    assert lethe(workdir, "audit", "export", "--action", "project.created").stdout.count("\n") == 1
+    assert lethe(workdir, "audit", "export", "--user-id", "u-nobody").stdout == ""
+    unknown = lethe(workdir, "audit", "export", "--project", "nosuch", check=False)
+    assert unknown.returncode == 1 and "no such project: nosuch" in unknown.stderr
     naive = lethe(workdir, "audit", "export", "--since", "2026-01-01", check=False)
     assert naive.returncode == 2 and "give a time zone" in naive.stderr
 
