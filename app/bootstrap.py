@@ -197,7 +197,8 @@ class Container:
 
     @cached_property
     def holds(self) -> HoldService:
-        return HoldService(self.uow, self.now, self.policies, self.identities, on_change=self._holds_changed)
+        return HoldService(self.uow, self.now, self.policies, self.identities, self.settings.secret_key,
+                           on_change=self._holds_changed)
 
     def _holds_changed(self) -> None:
         """A hold placed or released: the erasure jobs settle what it covers, and requests it

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 
-from app.domain.audit import AuditRecord
+from app.domain.audit import AuditRecord, subject_hash
 from app.domain.holds import Data, Hold, Scope, T, covering, keeper, split
 from app.domain.policy import Handles
 from app.models import HoldRecord
@@ -33,8 +33,9 @@ class HoldService:
                                   ("sql.holds", "reason", "kept_as_legal_record")})
 
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock, policies: PolicyBook, identities: Identities,
-                 on_change: Callable[[], object] = lambda: None) -> None:
+                 secret_key: bytes, on_change: Callable[[], object] = lambda: None) -> None:
         self._on_change = on_change  # the erasure job seals what a new hold covers (services.held)
+        self._secret = secret_key  # a user hold's audit entries name its user by keyed hash
         self._ids = identities
         self._uow = uow
         self._clock = clock
@@ -52,8 +53,9 @@ class HoldService:
             row = HoldRecord(project_id=project_id, scope=scope.value, target=target, reason=reason,
                              reference=reference, placed_by=actor, placed_at=now, expires_at=expires_at)
             uow.holds.add(row)
-            # The audit entry names the hold, never its target (which may be a user id).
-            uow.audit(AuditRecord(actor, "hold.placed", project, None,
+            # The audit entry names the hold, never its target (which may be a user id); a user
+            # hold's entries carry the user's keyed hash, so the user's trail shows them.
+            uow.audit(AuditRecord(actor, "hold.placed", project, self._subject(scope, project, target),
                                   {"hold_id": row.id, "scope": scope.value, "reference": reference}))
             uow.commit()
         self._on_change()
@@ -68,10 +70,15 @@ class HoldService:
             if row.released_at is not None:
                 raise Conflict("the hold was already released")
             row.released_at, row.released_by = now, actor
-            uow.audit(AuditRecord(actor, "hold.released", projects[row.project_id], None, {"hold_id": row.id}))
+            project = projects[row.project_id]
+            uow.audit(AuditRecord(actor, "hold.released", project, self._subject(Scope(row.scope), project, row.target),
+                                  {"hold_id": row.id}))
             uow.commit()
         self._on_change()
         return hold_view(row, projects[row.project_id], now)
+
+    def _subject(self, scope: Scope, project: str, target: str) -> str | None:
+        return subject_hash(self._secret, project, target) if scope is Scope.USER else None
 
     def page(self, projects: dict[str, str], *, active: bool | None, limit: int, cursor: str | None) -> HoldPage:
         now = self._clock()

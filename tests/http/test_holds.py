@@ -320,6 +320,10 @@ def test_holds_api_lists_filters_and_audits(client: TestClient[Any], keys: dict[
     assert len(audit["items"]) == 2 and USER not in str(audit)
     assert client.get("/v1/audit", params={"action": "hold.released"},
                       headers=bearer(keys["officer"])).json()["items"][0]["details"]["hold_id"] == first["id"]
+    # the user's own trail shows the user hold placed and released (by keyed hash, as every entry)
+    trail = client.get("/v1/audit", params={"user_id": USER}, headers=bearer(keys["officer"])).json()["items"]
+    assert [(e["action"], e["details"]["hold_id"]) for e in trail] == [("hold.placed", first["id"]),
+                                                                       ("hold.released", first["id"])]
 
 
 def test_hold_validation_and_access(client: TestClient[Any], keys: dict[str, str], container: Container) -> None:
