@@ -78,9 +78,11 @@ class RetentionService:
                 uow.commit()
             summary.add(counts)
             summary.processed += sum(counts.values())
-        # 4. suppressions whose time is up (keyed hashes only; audited as a count)
+        # 4. suppressions whose time is up (keyed hashes only; audited as a count). By the clock
+        # the webhook checks them with, not the run's `now`: `jobs run all --now <next month>`
+        # must not lift the suppressions its own purge just added
         with self._uow() as uow:
-            expired_suppressions = uow.suppressions.expire(now)
+            expired_suppressions = uow.suppressions.expire(uow.now())
             if expired_suppressions:
                 uow.audit(AuditRecord("job:retention", "suppressions.expired", None, None,
                                       {"suppressions": expired_suppressions}))

@@ -4,6 +4,7 @@ are dropped and counted, for the policy's days, and a partner can end it."""
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -12,6 +13,7 @@ from sqlalchemy import func, select
 
 from app.bootstrap import Container
 from app.models import Subject, Suppression
+from jobs.registry import run_job
 from tests.conftest import FakeClock
 from tests.fixtures.platform import PROJECT, frontend
 from tests.http.conftest import bearer
@@ -77,3 +79,17 @@ def test_no_suppression_when_the_policy_says_zero(
         assert uow.session.scalar(select(func.count()).select_from(Suppression)) == 0
         assert uow.session.scalar(select(func.count()).select_from(Subject).where(
             Subject.user_key == container.identities.lookup(uow.projects.by_name(PROJECT).id, USER))) == 1
+
+
+def test_a_run_ahead_of_the_clock_keeps_the_suppressions_its_purge_added(
+        client: TestClient[Any], keys: dict[str, str], container: Container, clock: FakeClock) -> None:
+    """`lethe jobs run all --now <31 days ahead>`: its purge suppresses the user for 30 days from
+    now (the clock the webhook checks with), and its retention step, ahead by 31 days, must not
+    lift that suppression at once."""
+    created = client.post("/v1/deletion-requests", json={"user_id": USER}, headers=bearer(keys["api_key"]))
+    assert created.status_code == 202
+    summaries = [run_job(container, job, clock.now + timedelta(days=31)) for job in ("anonymise", "purge",
+                                                                                      "retention")]
+    assert summaries[1]["processed"] == 1  # purged
+    answer = client.post("/v1/events", json=late_event(), headers=bearer(keys["webhook_token"])).json()
+    assert answer["suppressed"] == 1
