@@ -19,10 +19,10 @@ def message_state(*, deleted_at: datetime | None, removed_at: datetime | None, a
                   open_complaints: int, author_erased: bool) -> MessageState:
     if deleted_at is None:
         return MessageState.ANONYMISED if author_erased else MessageState.VISIBLE
+    if open_complaints > 0:  # a complaint on an archived message reopens it, until processed again
+        return MessageState.REPORTED
     if archived_at is not None:
         return MessageState.ARCHIVED
-    if open_complaints > 0:
-        return MessageState.REPORTED
     if removed_at is not None:
         return MessageState.REMOVED
     return MessageState.DELETED

@@ -47,6 +47,14 @@ def test_deleted_message_leaves_the_feed_unless_reported(client: TestClient[Any]
     assert resolved.status_code == 200 and resolved.json()["state"] == "archived"
     assert resolved.json()["open_complaints"] == 0
     assert container.message_feed.run(t + timedelta(days=60)).processed == 0  # archived stays archived
+    # a new complaint on an archived message: reported again until it is processed in turn
+    clock.advance(days=61)
+    post(client, keys, frontend("report_sent", message_id="m-2", reportType="Spam", user_id="another-reporter",
+                                created_at=iso(clock.now)))
+    again = message(client, keys, "m-2").json()
+    assert (again["state"], again["open_complaints"]) == ("reported", 1)
+    assert client.post("/v1/messages/m-2/complaints/resolve", headers=bearer(keys["api_key"])).json()["state"] == \
+        "archived"
 
 
 def test_feed_days_come_from_the_policy(client: TestClient[Any], keys: dict[str, str], container: Container,
