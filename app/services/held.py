@@ -36,7 +36,7 @@ from app.services.holds import HoldService
 from app.services.identities import Identities
 from app.services.keys import ANALYTICS, CONTENT, HOLD, MESSAGE_TEXT_AAD, KeyService, day_key_owner
 from app.services.subjects import SubjectService
-from app.services.views import HeldDataOut, HeldEventOut, HeldMessageOut, iso
+from app.services.views import HeldDataOut, HeldEventOut, HeldMessageOut, iso, utc_text
 
 log = structlog.get_logger(__name__)
 _TEXT_AAD = MESSAGE_TEXT_AAD.decode()
@@ -153,7 +153,7 @@ class HeldDataService:
                                        deleted_at=iso(m.deleted_at),
                                        text=_open(key, m.text, _TEXT_AAD) if m.text else None)
                         for m in uow.messages.covered(record.project_id, rooms, message_ids)]
-            events = [HeldEventOut(event=r["event"], at=r["at"].isoformat(), room_id=r["room_id"] or None,
+            events = [HeldEventOut(event=r["event"], at=utc_text(r["at"]), room_id=r["room_id"] or None,
                                    message_id=r["message_id"] or None,
                                    personal={c: v for c in SEALED_COLUMNS
                                              if r[c] and (v := _open(key, r[c], c)) is not None})

@@ -29,6 +29,7 @@ from app.services.views import (
     SubjectReport,
     UserDataOut,
     iso,
+    utc_text,
 )
 
 
@@ -127,7 +128,7 @@ def _opened(row: Mapping[str, Any], cipher: Sequence[Cipher]) -> ExportedEventOu
     """One event for the export: its personal values opened where the key still exists."""
     opened = {column: unsealed(cipher, row[column], column) for column in PERSONAL_SEALED}
     extra = unsealed(cipher, row[EXTRA], EXTRA)
-    return ExportedEventOut(event=row["event"], at=row["at"].isoformat(), room_id=row["room_id"] or None,
+    return ExportedEventOut(event=row["event"], at=utc_text(row["at"]), room_id=row["room_id"] or None,
                             message_id=row["message_id"] or None, platform=row["platform"] or None,
                             personal={column: value for column, value in opened.items() if value},
                             properties={**json.loads(row["properties"] or "{}"), **json.loads(extra or "{}")})

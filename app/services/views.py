@@ -7,14 +7,20 @@ contract shows them (Python's `isoformat()`, `+00:00`), made by `iso()`.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
 
 def iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
+    return utc_text(value) if value is not None else None
+
+
+def utc_text(value: datetime) -> str:
+    """ISO 8601 with its zone. ClickHouse hands back UTC times without one (clickhouse-connect's
+    naive_utc default): they are UTC, and say so."""
+    return (value if value.tzinfo is not None else value.replace(tzinfo=UTC)).isoformat()
 
 
 def without_user(view: msgspec.Struct) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Holds win over deletion requests; released holds let the work resume."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -96,6 +96,7 @@ def test_a_room_or_message_hold_keeps_exactly_what_it_covers(client: TestClient[
     data = officer_get(client, keys, f"/v1/holds/{placed['id']}/data")
     assert [m["text"] for m in data["messages"]] == ["evidence"]
     assert [(e["message_id"], e["personal"]["text"]) for e in data["events"]] == [("m-1", "evidence")]
+    assert datetime.fromisoformat(data["events"][0]["at"]).utcoffset() == timedelta(0)
     assert officer_get(client, keys, "/v1/audit", action="hold.data_read")["items"][0]["details"] == {
         "hold_id": placed["id"], "messages": 1, "events": 1}
 

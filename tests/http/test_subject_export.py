@@ -1,6 +1,7 @@
 """Access and portability (GDPR Art. 15/20): everything held about a user, decrypted, for user
 ids of any characters (percent-encoded in the path)."""
 
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -38,6 +39,8 @@ def test_export_returns_everything_decrypted_for_partner_and_officer(client: Tes
         assert [m["text"] for m in project["messages"]] == ["my words"]
         assert {e["event"] for e in project["events"]} == {"message_sent", "name_set"}
         assert {e["personal"]["user_name"] for e in project["events"]} == {"Jo Export", "John Doe"}
+        # every timestamp says its zone (ClickHouse's come back without one)
+        assert all(datetime.fromisoformat(e["at"]).utcoffset() == timedelta(0) for e in project["events"])
         assert [r["status"] for r in project["requests"]] == ["pending"]
     report = client.get(f"/v1/subjects/{quote(user, safe='')}", headers=bearer(keys["officer"]))
     assert report.status_code == 200 and report.json()["user_id"] == user
