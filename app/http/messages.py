@@ -17,24 +17,42 @@ from app.services.views import MessageOut, SubjectExport, SubjectReport
 
 
 class MessagesController(Controller):
+    """`/v1/messages/{message_id}` and `/v1/messages/{message_id}/complaints/resolve`. The
+    platform's message ids may hold any character, `/` included, percent-encoded: read from the
+    raw path as the subject routes do."""
+
     security = BEARER_SECURITY
     path = "/v1/messages"
     guards = [partner_only]
     tags = ["messages"]
 
-    @get("/{message_id:str}", sync_to_thread=True)
-    def read(self, request: Request[Principal, Any, Any], message_id: FromPath[str],
+    @get("/{rest:path}", sync_to_thread=True)
+    def read(self, request: Request[Principal, Any, Any], rest: FromPath[str],
              message_service: MessagesDep) -> MessageOut:
-        return message_service.get(request.user.project_id, message_id)
+        """`GET /v1/messages/{message_id}`: the message's state (its text never leaves Lethe)."""
+        return message_service.get(request.user.project_id, _message_path(request, ""))
 
-    @post("/{message_id:str}/complaints/resolve", sync_to_thread=True, status_code=200)
-    def resolve(self, request: Request[Principal, Any, Any], message_id: FromPath[str],
+    @post("/{rest:path}", sync_to_thread=True, status_code=200)
+    def resolve(self, request: Request[Principal, Any, Any], rest: FromPath[str],
                 clock: ClockDep, message_feed: MessageFeedDep,
                 message_service: MessagesDep) -> MessageOut:
-        """Process every open complaint; a deleted, reported message moves to the archive."""
+        """`POST /v1/messages/{message_id}/complaints/resolve`: process every open complaint; a
+        deleted, reported message moves to the archive."""
+        message_id = _message_path(request, "complaints/resolve")
         message_feed.resolve(request.user.project_id, message_id, actor=request.user.actor,
                              now=clock())
         return message_service.get(request.user.project_id, message_id)
+
+
+def _message_path(request: Request[Principal, Any, Any], action: str) -> str:
+    """The message id from the raw path (each segment percent-decoded on its own), followed by
+    `action`'s segments."""
+    segments = raw_segments(request.scope, "/v1/messages/")
+    tail = action.split("/") if action else []
+    if len(segments) == 1 + len(tail) and segments[0] and segments[1:] == tail:
+        return segments[0]
+    raise NotFound("no such route: use /v1/messages/{message_id} or /v1/messages/{message_id}/complaints/resolve, "
+                   "with the message id percent-encoded")
 
 
 class SubjectsController(Controller):

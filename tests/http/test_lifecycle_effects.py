@@ -2,6 +2,7 @@
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from litestar.testing import TestClient
@@ -39,6 +40,21 @@ def test_message_lifecycle_from_events(client: TestClient[Any], keys: dict[str, 
                                                                   "action": "restore"}})
     assert message(client, keys, "m-2")["state"] == "visible"
     assert client.get("/v1/messages/nope", headers=bearer(keys["api_key"])).status_code == 404
+
+
+def test_message_ids_of_any_characters_work_percent_encoded(client: TestClient[Any], keys: dict[str, str]) -> None:
+    odd = "chat/42+x=y ü%"
+    post(client, keys, [frontend("message_sent", text="hi", message_id=odd, room="r-1"),
+                        frontend("message_deleted", message_id=odd),
+                        frontend("report_sent", message_id=odd, reportType="Spam", user_id="reporter-1")])
+    path = f"/v1/messages/{quote(odd, safe='')}"
+    assert message(client, keys, quote(odd, safe=""))["state"] == "reported"
+    resolved = client.post(f"{path}/complaints/resolve", headers=bearer(keys["api_key"]))
+    assert resolved.status_code == 200 and resolved.json()["message_id"] == odd
+    assert resolved.json()["state"] == "archived"
+    for wrong in (f"{path}/complaints", f"{path}/other/resolve", "/v1/messages/a/b"):
+        assert client.post(wrong, headers=bearer(keys["api_key"])).status_code == 404
+    assert client.get("/v1/messages/a/b", headers=bearer(keys["api_key"])).status_code == 404
 
 
 def test_admin_message_and_admin_delete(client: TestClient[Any], keys: dict[str, str]) -> None:
