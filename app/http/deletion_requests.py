@@ -18,6 +18,9 @@ from app.services.views import BatchOut, BatchProgress, DeletionRequestOut, Dele
 StatusFilter = Annotated[Status | None, QueryParameter(description="only requests in this status")]
 
 
+# a client's key for retrying safely; an empty one would be one key shared by every such call
+IdempotencyKey = Annotated[str | None, HeaderParameter(name="Idempotency-Key", min_length=1, max_length=200)]
+
 class DeletionRequestController(Controller):
     security = BEARER_SECURITY
     path = "/v1/deletion-requests"
@@ -29,7 +32,7 @@ class DeletionRequestController(Controller):
     })
     async def create(
         self, request: Request[Principal, Any, Any], data: JSONBody[DeletionRequestIn], deletions: DeletionsDep,
-        idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key", max_length=200)] = None,
+        idempotency_key: IdempotencyKey = None,
     ) -> Response[DeletionRequestOut]:
         """Erase a user: `grace` (30 days, restorable) or `immediate`. 200 with the open request
         when the user already has one. Same Idempotency-Key and body give the same response."""
@@ -43,7 +46,7 @@ class DeletionRequestController(Controller):
     @post("/batch", status_code=202, sync_to_thread=True)
     def create_batch(
         self, request: Request[Principal, Any, Any], data: JSONBody[BatchIn], batches: BatchesDep,
-        idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key", max_length=200)] = None,
+        idempotency_key: IdempotencyKey = None,
     ) -> BatchOut:
         """Erase up to 10,000 users in one call, in one transaction. Each listed user id gets an
         outcome: `created`, `open` (already had an open request) or `invalid` with the reason.

@@ -62,9 +62,24 @@ def invalid_cursor(_: Request[Any, Any, Any], exc: InvalidCursor) -> Response[di
 def validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
     """Name the offending fields in `detail`, not only in `extra`."""
     extra = exc.extra if isinstance(exc.extra, list) else []
-    parts = [f"{e.get('key')}: {e.get('message')}" for e in extra if isinstance(e, dict) and e.get("key")]
+    parts = [f"{_field(e)}: {_message(e)}" for e in extra if isinstance(e, dict) and e.get("key")]
     detail = "; ".join(parts) if parts else str(exc.detail)
     return _body(400, f"invalid request: {detail}", extra)
+
+
+def _field(error: dict[str, Any]) -> str:
+    """The name the caller used: a header by its header name (`idempotency_key` is the
+    handler's parameter for the `Idempotency-Key` header), the body as `body` (`data` is the
+    handler's parameter)."""
+    key, source = str(error.get("key")), error.get("source")
+    if source == "header":
+        return key.replace("_", "-").title()
+    return "body" if source == "body" and key == "data" else key
+
+
+def _message(error: dict[str, Any]) -> str:
+    # an empty body reaches Litestar's decoder as a missing `data` and says only "'data'"
+    return "a JSON object is required" if error.get("message") == "'data'" else str(error.get("message"))
 
 
 def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:

@@ -18,6 +18,13 @@ from app.services.errors import Conflict, Unprocessable
 IN_FLIGHT_TIMEOUT = timedelta(minutes=2)  # an in-flight key older than this was abandoned by a crash
 
 
+class StillInFlight(Conflict):
+    """The first call with this key has not finished: 409 with Retry-After, as for any refusal
+    a client should simply repeat."""
+
+    retry_after = 1  # seconds
+
+
 class Idempotency:
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock, secret_key: bytes) -> None:
         self._uow = uow
@@ -51,7 +58,8 @@ class Idempotency:
             answer = uow.idempotency.answer(record)
             if answer is None:
                 if now - record.created_at < IN_FLIGHT_TIMEOUT:
-                    raise Conflict("a request with this Idempotency-Key is still in flight; retry later")
+                    raise StillInFlight("a request with this Idempotency-Key is still in flight; retry it in a "
+                                        "second for the first one's answer")
                 record.created_at = now  # abandoned by a crash: this call takes it over
                 uow.commit()
                 return None

@@ -50,6 +50,9 @@ def test_idempotency_key_semantics(client: TestClient[Any], project: dict[str, s
     assert (again.status_code, again.json()) == (first.status_code, first.json()) == (202, first.json())
     other = post(client, key, {"user_id": "u-2"}, **{"Idempotency-Key": "abc"})
     assert other.status_code == 422 and "Idempotency-Key" in other.json()["detail"]
+    # an empty key would be one key shared by every such call: refused, naming the header
+    empty = post(client, key, {"user_id": "u-3"}, **{"Idempotency-Key": ""})
+    assert empty.status_code == 400 and "Idempotency-Key" in empty.json()["detail"]
 
 
 @pytest.mark.parametrize(("body", "field"), [
@@ -70,6 +73,18 @@ def test_body_that_is_not_json_is_400(client: TestClient[Any], project: dict[str
     response = client.post(URL, content=b"{nope", headers={**bearer(project["api_key"]),
                                                            "Content-Type": "application/json"})
     assert response.status_code == 400
+
+
+@pytest.mark.parametrize(("content", "detail"), [
+    (b"", "invalid request: body: a JSON object is required"),
+    (b"[]", "invalid request: body: Expected `object`, got `array`"),
+])
+def test_an_empty_or_wrong_body_is_named_as_the_body(client: TestClient[Any], project: dict[str, str],
+                                                     content: bytes, detail: str) -> None:
+    for path, method in ((URL, client.post), ("/v1/callback", client.put)):
+        response = method(path, content=content, headers={**bearer(project["api_key"]),
+                                                           "Content-Type": "application/json"})
+        assert (response.status_code, response.json()["detail"]) == (400, detail)
 
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic abc"}])

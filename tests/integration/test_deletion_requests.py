@@ -70,8 +70,9 @@ def test_idempotency_key_in_flight_is_409_and_abandoned_after_timeout(
         uow.idempotency.start(pid(container), "k-1", container.deletions._body_hash("u-1", Mode.GRACE, None),
                               clock.now)
         uow.commit()
-    with pytest.raises(Conflict, match="in flight"):
+    with pytest.raises(Conflict, match="in flight") as caught:
         request(container, key="k-1")
+    assert getattr(caught.value, "retry_after", None) == 1  # a 409 with Retry-After: 1
     clock.advance(minutes=5)
     assert request(container, key="k-1").created
 
