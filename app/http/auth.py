@@ -114,11 +114,15 @@ def _allow(connection: ASGIConnection[Any, Any, Any, Any], *roles: Role) -> None
     """No or unknown credentials: 401; a known token of another role: 403 (CONTRACT §3)."""
     if connection.scope.get("method") == "OPTIONS":
         return  # CORS preflight and OPTIONS carry no credentials: the auth middleware skips them
-    wanted = " or ".join(r.value for r in roles)
+    wanted = _a(" or ".join(r.value for r in roles))
     if not isinstance(connection.user, Principal):
-        raise NotAuthorizedException(f"this endpoint needs a {wanted} token")
+        raise NotAuthorizedException(f"this endpoint needs {wanted} token")
     if connection.user.role not in roles:
-        raise PermissionDeniedException(f"this endpoint needs a {wanted} token, not a {connection.user.role} token")
+        raise PermissionDeniedException(f"this endpoint needs {wanted} token, not {_a(connection.user.role)} token")
+
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[:1] in ('a', 'e', 'i', 'o', 'u') else 'a'} {noun}"
 
 
 async def partner_or_officer(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:

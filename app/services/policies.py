@@ -33,8 +33,12 @@ class PolicyBook:
     @classmethod
     def load(cls, directory: Path) -> PolicyBook:
         if not directory.is_dir():
-            raise PolicyError(f"policy directory {directory} does not exist (set LETHE_POLICY_DIR)")
+            problem = "is not a directory" if directory.exists() else "does not exist"
+            raise PolicyError(f"policy directory {directory} {problem} (set LETHE_POLICY_DIR)")
         default_file = directory / "default.toml"
+        if not default_file.exists() and not any((directory / "projects").glob("*.toml")):
+            # an empty folder is a mistake (a wrong path, a volume not mounted), not a policy
+            raise PolicyError(f"policy directory {directory} holds no policy (default.toml or projects/*.toml)")
         doc = _read(default_file) if default_file.exists() else {}
         default = parse_policy(doc, origin=str(default_file))
         projects: dict[str, Policy] = {}

@@ -59,7 +59,9 @@ def test_verify_and_export(client: TestClient[Any], container: Container, projec
 
 
 def test_partner_cannot_read_the_audit_log(client: TestClient[Any], project: dict[str, str]) -> None:
-    assert client.get("/v1/audit", headers=bearer(project["api_key"])).status_code == 403
+    refused = client.get("/v1/audit", headers=bearer(project["api_key"]))
+    assert (refused.status_code, refused.json()["detail"]) == (
+        403, "this endpoint needs an officer token, not a partner token")
 
 
 def test_officers_read_the_signed_checkpoints_newest_first(client: TestClient[Any], container: Container,

@@ -198,7 +198,9 @@ def test_offboard_from_the_command_line(workdir: Path) -> None:
 
 def test_version_and_configuration_mistakes_are_one_sentence(workdir: Path) -> None:
     assert lethe(workdir, "--version").stdout.strip() == "lethe 0.1.0"
+    (workdir / "empty").mkdir()
     for extra, said in (({"LETHE_POLICY_DIR": str(workdir / "nope")}, "policy directory"),
+                        ({"LETHE_POLICY_DIR": str(workdir / "empty")}, "holds no policy (default.toml"),
                         ({"LETHE_DATABASE_URL": "nonsense://x"}, "LETHE_DATABASE_URL must be a SQLite or PostgreSQL"),
                         ({"LETHE_DATABASE_URL": "mysql://u@h/db"}, "LETHE_DATABASE_URL must be a SQLite or PostgreSQL"),
                         ({"LETHE_CLICKHOUSE_URL": "notaurl"}, "LETHE_CLICKHOUSE_URL must be chdb:///"),
