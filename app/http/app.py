@@ -33,7 +33,7 @@ from app.http.deps import dependencies
 from app.http.errors import HANDLERS, log_fault
 from app.http.events import EventsController, HooksController
 from app.http.holds import HoldController
-from app.http.inputs import RefuseUnstorableInput
+from app.http.inputs import MAX_BODY, RefuseUnstorableInput
 from app.http.limits import RedisWindows, rate_limits
 from app.http.messages import MessagesController, SubjectsController
 from app.http.metrics import MetricsController
@@ -45,7 +45,6 @@ from app.observability import REQUEST_CENSUS
 
 SCHEMA_ASSETS = "/schema-assets"  # the API docs' scripts and styles, served here (public, like /schema)
 HTTP_DIR = Path(__file__).resolve().parent  # templates/ and static/ (the console's; no CDN)
-MAX_BODY = 10 * 1024 * 1024  # 1,000 events of ~10 KB each
 
 
 

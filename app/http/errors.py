@@ -17,6 +17,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from sqlalchemy import exc as sql_errors
 
+from app.http.inputs import MAX_BODY
 from app.ports import EmbeddedStoreBusy, InvalidCursor
 from app.services.errors import (
     AlreadyExists,
@@ -91,6 +92,9 @@ def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[s
         # msgspec >= 0.19 reports bad UTF-8 itself (older ones raised UnicodeDecodeError: `undecodable`)
         detail = ("invalid request: the body is not valid UTF-8" if "utf-8" in detail.lower()
                   else f"invalid request: the body is not valid JSON ({detail})")
+    if exc.status_code == 413:
+        detail = (f"the body is larger than {MAX_BODY // 2**20} MiB, the most one call may send: "
+                  "split it into smaller calls")
     if exc.status_code == 429:  # the rate limiter sends RateLimit-Reset; clients expect Retry-After
         headers.setdefault("Retry-After", str(max(1, int(headers.get("RateLimit-Reset", "1")))))
         detail = "too many requests for this credential: slow down and retry after the Retry-After seconds"

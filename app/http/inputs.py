@@ -12,6 +12,8 @@ from litestar.exceptions import ClientException
 from litestar.middleware import MiddlewareProtocol
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+MAX_BODY = 10 * 1024 * 1024  # a request body: 1,000 events of ~10 KB each
+
 
 class RefuseUnstorableInput(MiddlewareProtocol):
     def __init__(self, app: ASGIApp) -> None:
