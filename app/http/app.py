@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
-import msgspec
 import swagger_ui_bundle  # type: ignore[import-untyped]
 from litestar import Litestar
 from litestar.handlers import HTTPRouteHandler
@@ -39,6 +37,7 @@ from app.http.messages import MessagesController, SubjectsController
 from app.http.metrics import MetricsController
 from app.http.officer import OfficerController
 from app.http.ops import healthz, readyz
+from app.http.schemas import ErrorBody
 from app.http.suppressions import SuppressionsController
 from app.logging import bound_logger, processors, stderr_logger
 from app.observability import REQUEST_CENSUS
@@ -121,14 +120,6 @@ def create_app(container: Container) -> Litestar:
     )
     document_errors(app)
     return app
-
-
-class ErrorBody(msgspec.Struct):
-    """Every error answer (CONTRACT §3): `detail` says what is wrong; `extra` names fields."""
-
-    status_code: int
-    detail: str
-    extra: Any = None
 
 
 ERRORS = {

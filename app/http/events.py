@@ -7,12 +7,13 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example, OpenAPIFormat, OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 
 from app.domain.webhooks import URL
 from app.http.auth import BEARER_SECURITY, partner_only, webhook_sender
 from app.http.deps import DeadLettersDep, IngestDep, WebhooksDep
-from app.http.schemas import Cursor, Limit
+from app.http.schemas import Cursor, ErrorBody, Limit
 from app.services.accounts import Principal
 from app.services.ingest import IngestResult
 from app.services.views import IngestOut, RejectedPage
@@ -49,6 +50,18 @@ class _EventsOperation(Operation):
                                             schema=schema, examples={"message_sent": Example(value=_EXAMPLE)})})
 
 
+def _answers(*codes: int) -> dict[int, ResponseSpec]:
+    """What the webhook routes answer besides 202: a 400 in the webhook's own shape (nothing was
+    accepted; every envelope was kept as a dead letter), and errors in the common shape."""
+    errors = {401: "no or unknown credentials (token, signature or secret URL)",
+              403: "a credential this project does not accept, or the wrong role",
+              413: "the body is larger than 10 MiB", 429: "too many requests; see Retry-After",
+              503: "the ingest outbox is full or the SQL store does not answer: nothing was stored; see Retry-After"}
+    return {400: ResponseSpec(data_container=IngestOut, description="nothing was accepted: every envelope was "
+                              "rejected (each kept as a dead letter, reported by index)"),
+            **{code: ResponseSpec(data_container=ErrorBody, description=errors[code]) for code in codes}}
+
+
 def _answer(result: IngestResult) -> Response[IngestOut]:
     """202 once stored; 400 when every envelope was rejected (all kept as dead letters)."""
     return Response(msgspec.convert(result.as_dict(), IngestOut), status_code=400 if result.nothing_accepted else 202)
@@ -59,7 +72,7 @@ class EventsController(Controller):
     path = "/v1/events"
     tags = ["events"]
 
-    @post("/", status_code=202, operation_class=_EventsOperation)
+    @post("/", status_code=202, operation_class=_EventsOperation, responses=_answers(503))
     async def ingest(self, request: Request[Principal, Any, Any], ingest: IngestDep,
                      webhooks: WebhooksDep) -> Response[IngestOut]:
         """One envelope or a JSON array of up to 1,000. 202 `{"accepted", "duplicates", "rejected"}` once
@@ -83,7 +96,8 @@ class HooksController(Controller):
     path = "/v1/hooks"
     tags = ["events"]
 
-    @post("/{secret:str}", status_code=202)
+    @post("/{secret:str}", status_code=202, operation_class=_EventsOperation,
+          responses=_answers(401, 403, 413, 429, 503))
     async def ingest_by_secret_url(self, request: Request[Principal, HookProject, Any],
                                    ingest: IngestDep) -> Response[IngestOut]:
         """The project's secret URL (`webhook_url_path`): the same bodies and answers as `POST /v1/events`,

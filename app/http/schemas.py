@@ -4,7 +4,7 @@ answers are the services' own Structs (app/services/views.py)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 from litestar.params import QueryParameter
@@ -20,6 +20,14 @@ Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=2000, pattern=NO_N
 
 Limit = Annotated[int, QueryParameter(ge=1, le=500, description="page size (at most 500)")]
 Cursor = Annotated[str | None, QueryParameter(description="next_cursor of the previous page")]
+
+
+class ErrorBody(msgspec.Struct):
+    """Every error answer (CONTRACT §3): `detail` says what is wrong; `extra` names fields."""
+
+    status_code: int
+    detail: str
+    extra: Any = None
 
 
 def aware(value: datetime | None, name: str) -> datetime | None:

@@ -61,6 +61,13 @@ def test_openapi_declares_the_bearer_scheme_where_a_token_is_needed(client: Test
     assert set(doc["paths"]["/healthz"]["get"]["responses"]) == {"200"}
     body = doc["paths"]["/v1/events"]["post"]["requestBody"]["content"]["application/json"]
     assert len(body["schema"]["oneOf"]) == 2 and body["examples"]["message_sent"]["value"]["event"] == "message_sent"
+    # the webhook's 400 is its own answer shape (every envelope rejected), its other errors the common one
+    for path in ("/v1/events", "/v1/hooks/{secret}"):
+        answers = doc["paths"][path]["post"]["responses"]
+        assert answers["400"]["content"]["application/json"]["schema"]["$ref"].endswith("IngestOut"), path
+        assert {"401", "403", "413", "429", "503"} <= set(answers), path
+        assert answers["503"]["content"]["application/json"]["schema"]["$ref"].endswith("ErrorBody"), path
+    assert set(doc["paths"]["/readyz"]["get"]["responses"]) == {"200", "503"}
 
 
 def test_the_api_docs_ui_loads_nothing_from_elsewhere(client: TestClient[Any]) -> None:
