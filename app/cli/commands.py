@@ -8,6 +8,7 @@ import argparse
 import contextlib
 import json
 import os
+import socket
 import sys
 from datetime import timedelta
 from typing import Any
@@ -16,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import msgspec
 
 from app.bootstrap import Container, read_checkpoint_file
-from app.services.errors import NotFound
+from app.services.errors import NotFound, Unavailable
 
 
 def _print(obj: Any) -> None:
@@ -36,13 +37,14 @@ def cmd_serve(container: Container, args: argparse.Namespace) -> int:
     # which owns ClickHouse: webhook calls go to the outbox (SQL), ClickHouse is never opened here.
     container.clickhouse_in_worker = not settings.scheduler and settings.embedded_clickhouse
     container.migrate(clickhouse=not container.clickhouse_in_worker, outage_tolerated=True)
+    host, port = args.host or settings.host, args.port or settings.port
+    _can_listen(host, port)  # before the startup line says it listens, and before any job runs
     scheduler = None
     if settings.scheduler:
         scheduler = Scheduler(container)
         if workers == 1:
             container.kick = scheduler.kick  # webhook calls and requests start their job at once
         scheduler.start()
-    host, port = args.host or settings.host, args.port or settings.port
     print(f"lethe serve: listening on http://{host}:{port} (SQL: {_store(settings.database_url)}; "
           f"ClickHouse: {_store(settings.clickhouse_url)}; scheduler {'on' if settings.scheduler else 'off'}"
           f"{f'; {workers} API processes' if workers > 1 else ''})", file=sys.stderr, flush=True)
@@ -62,6 +64,18 @@ def cmd_serve(container: Container, args: argparse.Namespace) -> int:
         if scheduler is not None:
             scheduler.shutdown()
     return 0
+
+
+def _can_listen(host: str, port: int) -> None:
+    """Refuse with one sentence when the address is taken or not this machine's (uvicorn would
+    print its own error after our startup line, and exit 3)."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind((host, port))
+    except OSError as exc:
+        raise Unavailable(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def _store(url: str) -> str:

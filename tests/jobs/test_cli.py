@@ -242,6 +242,16 @@ def test_serve_listens_where_lethe_host_and_port_say_and_says_so(workdir: Path) 
     assert "ClickHouse: chdb://" in output and "scheduler off" in output
 
 
+def test_serve_on_a_taken_port_says_so_in_one_sentence(workdir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        refused = lethe(workdir, "serve", check=False, LETHE_PORT=str(port), LETHE_HOST="127.0.0.1")
+    assert refused.returncode == 1 and "listening on" not in refused.stderr and "Traceback" not in refused.stderr
+    assert f"lethe: cannot listen on 127.0.0.1:{port}: Address already in use" in refused.stderr
+
+
 def test_a_job_run_as_of_a_future_instant_warns_that_it_erases_for_real(workdir: Path) -> None:
     lethe(workdir, "project", "create", "acme")
     future = lethe(workdir, "jobs", "run", "purge", "--now", "2099-01-01T00:00:00Z")
