@@ -46,7 +46,6 @@ SCHEMA_ASSETS = "/schema-assets"  # the API docs' scripts and styles, served her
 HTTP_DIR = Path(__file__).resolve().parent  # templates/ and static/ (the console's; no CDN)
 
 
-
 def operation_id(handler: HTTPRouteHandler, method: Method, path: list[str | PathParameterDefinition]) -> str:
     """Readable operation ids: the route's tag and the handler's name, e.g. `deletionRequestsCreate`,
     `holdsPlace`, `auditVerify` (Litestar refuses duplicates when it builds the document)."""

@@ -16,10 +16,9 @@ from app.services.accounts import Principal
 from app.services.views import BatchOut, BatchProgress, DeletionRequestOut, DeletionRequestPage
 
 StatusFilter = Annotated[Status | None, QueryParameter(description="only requests in this status")]
-
-
 # a client's key for retrying safely; an empty one would be one key shared by every such call
 IdempotencyKey = Annotated[str | None, HeaderParameter(name="Idempotency-Key", min_length=1, max_length=200)]
+
 
 class DeletionRequestController(Controller):
     security = BEARER_SECURITY

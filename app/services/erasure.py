@@ -134,7 +134,7 @@ class ErasureService:
         held, and what the stores need to find the free ones' rows."""
         with self._uow() as uow:
             rows = uow.requests.claim(step, now, self._clock(), LEASE, self.batch_size, tried, RUNNER)
-            free, held, kept = self._sort_by_holds(uow, rows, now, settled)
+            free, held, kept = self._sort_by_holds(uow, rows, settled)
             batch = self._batch(uow, free, kept)
             uow.commit()
         return [row.id for row in rows], [row.id for row in free], len(held), batch
@@ -173,7 +173,7 @@ class ErasureService:
         for entry in summary.leased_elsewhere:
             log.info("erasure.leased_elsewhere", job=step.value, **entry)
 
-    def _sort_by_holds(self, uow: UnitOfWork, rows: Sequence[DeletionRequest], now: datetime,
+    def _sort_by_holds(self, uow: UnitOfWork, rows: Sequence[DeletionRequest],
                        settled: bool) -> tuple[list[DeletionRequest], list[DeletionRequest], list[Hold]]:
         """Holds win. A request whose user a standing user or project hold covers (or any hold
         whose data is not under its own key yet, or any at all when `settled` is false) goes (or
@@ -264,7 +264,7 @@ class ErasureService:
         allows `step` (nothing restored, purged or held meanwhile), and only for those run the
         destructive SQL steps and the transitions, in one transaction."""
         with self._uow() as uow:
-            rows, held, keeping = self._sort_by_holds(uow, uow.requests.lock(ids), now, settled)
+            rows, held, keeping = self._sort_by_holds(uow, uow.requests.lock(ids), settled)
             rooms, messages = _kept(uow, keeping)  # a hold sealed since the claim keeps its part too
             batch = replace(batch, kept_rooms=batch.kept_rooms | rooms, kept_messages=batch.kept_messages | messages)
             due = [row for row in rows if lifecycle.step_due(state_of(row), now) is step]

@@ -283,7 +283,7 @@ class IngestService:
         subjects = self._identities.ensure(uow, project.id, keys, received, earliest)
         ciphers = self._keys.ciphers(uow, sorted({_key_owner(project, e, subjects) for e in events
                                                   if any(e.personal.values())} - {""}), ANALYTICS, create=True)
-        held = self._held_ciphers(uow, project, received)
+        held = self._held_ciphers(uow, project)
         store_ip = self._policies.for_project(project.name).store_ip
         last_seen: dict[str, datetime] = {}
         opened = False
@@ -300,7 +300,7 @@ class IngestService:
         uow.subjects.seen(last_seen)
         return opened
 
-    def _held_ciphers(self, uow: UnitOfWork, project: Project, now: datetime) -> Callable[[Event], Cipher | None]:
+    def _held_ciphers(self, uow: UnitOfWork, project: Project) -> Callable[[Event], Cipher | None]:
         """The key of the room or message hold that covers an event, if any (else None). New
         data a hold covers goes under its key at the door: an erasure of the event's user that
         runs before the outbox reaches ClickHouse (and before the hold takes it there) destroys
