@@ -79,7 +79,10 @@ def _can_listen(host: str, port: int) -> None:
 
 
 def _store(url: str) -> str:
-    """A store URL fit to print: no user or password."""
+    """A store URL fit to print, in the form LETHE_*_URL takes (an absolute chDB folder is
+    `chdb:////srv/...`): no user or password."""
+    if url.startswith("chdb://"):
+        return "chdb:///" + url.removeprefix("chdb://")
     parts = urlsplit(url)
     if "@" not in parts.netloc:
         return url

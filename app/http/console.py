@@ -41,6 +41,8 @@ def _who(request: Request[Any, Any, Any], sessions: ConsoleSessionService) -> Se
 class _LoginRequired(Exception):
     """No live console session: the page sends the browser to the login form."""
 
+    status_code = 303  # answered by a redirect: not a fault (app.http.errors.log_fault)
+
 
 def _officer(request: Request[Any, Any, Any], sessions: ConsoleSessionService) -> tuple[Principal, Session]:
     """The logged-in officer and their session, or _LoginRequired (a redirect to the login form)."""

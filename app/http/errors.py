@@ -155,6 +155,6 @@ def log_fault(logger: Any, scope: Any, _traceback: list[str]) -> None:
     exc = sys.exc_info()[1]
     status = getattr(exc, "status_code", None)
     refusal = (isinstance(exc, REFUSALS) and not isinstance(exc, Broken)) or (
-        isinstance(status, int) and (400 <= status < 500 or status == 503))
+        isinstance(status, int) and (status < 500 or status == 503))  # a redirect, a 4xx, a 503
     if exc is not None and not refusal:
         logger.exception("http.unhandled", error=type(exc).__name__, path_template=scope.get("path_template"))

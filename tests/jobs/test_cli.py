@@ -239,7 +239,8 @@ def test_serve_listens_where_lethe_host_and_port_say_and_says_so(workdir: Path) 
         proc.terminate()
         output = proc.communicate(timeout=20)[0]
     assert f"listening on http://127.0.0.1:{port} (SQL: sqlite:///" in output
-    assert "ClickHouse: chdb://" in output and "scheduler off" in output
+    # the absolute folder in the form LETHE_CLICKHOUSE_URL takes it (chdb:/// then the absolute path)
+    assert f"ClickHouse: chdb:///{workdir.resolve()}/var/clickhouse;" in output and "scheduler off" in output
 
 
 def test_serve_on_a_taken_port_says_so_in_one_sentence(workdir: Path) -> None:
