@@ -103,12 +103,13 @@ def deadlines(requested_at: datetime, mode: Mode, grace_days: int,
     same). The restore window runs from `requested_at`, but never ends sooner than the policy's
     `grace_days` after `received_at`: a confirmation delivered late still gets its whole window.
     Immediate mode has no window. `due_by` is the GDPR Art. 12(3) one-month answer deadline,
-    counted from when the user asked and never earlier than the end of grace.
+    counted as CONTRACT §3 says from when Lethe received the request, and never earlier than the
+    end of grace (one month from late January is shorter than 30 days).
     """
     received = received_at or requested_at
     grace = timedelta(days=grace_days)
     grace_until = received if mode is Mode.IMMEDIATE else max(requested_at + grace, received + grace)
-    return grace_until, max(add_months(requested_at, 1), grace_until)
+    return grace_until, max(add_months(received, 1), grace_until)
 
 
 def asked_at(event_at: datetime, received_at: datetime) -> datetime:
@@ -206,13 +207,12 @@ def overdue(status: Status, due_by: datetime, now: datetime) -> bool:
     return status in OPEN_STATUSES and now > due_by
 
 
-def extended_due_by(requested_at: datetime, due_by: datetime, extended_months: int,
-                    months: int) -> tuple[datetime, int]:
+def extended_due_by(due_by: datetime, extended_months: int, months: int) -> tuple[datetime, int]:
     """The deadline extended by `months` more: (new due_by, total months extended). The total
-    stays within MAX_EXTENSION_MONTHS beyond the first month from receipt."""
+    stays within MAX_EXTENSION_MONTHS beyond the first month from receipt (Art. 12(3): "by two
+    further months"), counted from the deadline as it stands."""
     if months < 1 or extended_months + months > MAX_EXTENSION_MONTHS:
         left = MAX_EXTENSION_MONTHS - extended_months
         raise TransitionRefused(f"the deadline may be extended by {MAX_EXTENSION_MONTHS} months in all; "
                                 f"{left} left for this request")
-    total = extended_months + months
-    return max(due_by, add_months(requested_at, 1 + total)), total
+    return add_months(due_by, months), extended_months + months

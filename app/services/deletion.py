@@ -362,16 +362,17 @@ class DeletionService:
                     raise Conflict(f"the request is {row.status}: only an open request has a deadline to extend")
                 try:
                     row.due_by, row.due_extended_months = lifecycle.extended_due_by(
-                        row.requested_at, row.due_by, row.due_extended_months, months)
+                        row.due_by, row.due_extended_months, months)
                 except TransitionRefused as exc:
                     raise Conflict(str(exc)) from None
                 row.due_extension_reason = reason
                 name = projects[row.project_id]
-                uow.audit(AuditRecord(actor, "deletion_request.deadline_extended", name, None,
+                user_id = self._ids.user_id(uow, uow.subjects.get(row.subject_id))  # None once purged
+                uow.audit(AuditRecord(actor, "deletion_request.deadline_extended", name,
+                                      subject_hash(self._key, name, user_id) if user_id else None,
                                       {"request_id": row.id, "months": months, "due_by": row.due_by.isoformat()}))
-                subject = uow.subjects.get(row.subject_id)
                 uow.commit()
-                return to_view(row, name, self._ids.user_id(uow, subject), uow.now())
+                return to_view(row, name, user_id, uow.now())
 
         return retry_transient(extend)
 

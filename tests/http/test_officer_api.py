@@ -86,6 +86,7 @@ def test_overdue_requests_are_flagged_filtered_and_extended_by_at_most_two_month
     audit = client.get("/v1/audit", params={"action": "deletion_request.deadline_extended"},
                        headers=bearer(officer)).json()["items"]
     assert len(audit) == 1 and audit[0]["details"]["months"] == 2 and "complex" not in str(audit[0])
+    assert audit[0]["subject"]  # the user's keyed hash: the user's audit trail shows the extension
 
 
 def test_a_revoked_officer_token_stops_working(client: TestClient[Any], container: Container) -> None:

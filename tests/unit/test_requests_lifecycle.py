@@ -117,9 +117,13 @@ def test_grace_from_a_confirmation_delivered_late_still_lasts_the_policy_from_re
     asked, received = T0, T0 + timedelta(days=3)
     grace_until, due_by = rq.deadlines(asked, Mode.GRACE, 30, received)
     assert grace_until == received + timedelta(days=30)  # never shorter than 30 days from receipt
-    assert due_by == grace_until  # the one-month deadline counts from when the user asked
+    assert due_by == max(rq.add_months(received, 1), grace_until)  # received + 1 month (CONTRACT §3)
     on_time_until, _ = rq.deadlines(received, Mode.GRACE, 30, received)
     assert on_time_until == grace_until
+    # delivered two months late: the deadline is a month from receipt, not from the event
+    late = datetime(2026, 12, 7, 14, 0, tzinfo=UTC)
+    _, due_by = rq.deadlines(datetime(2026, 10, 1, 10, 0, tzinfo=UTC), Mode.GRACE, 30, late)
+    assert due_by == datetime(2027, 1, 7, 14, 0, tzinfo=UTC)
 
 
 def test_a_request_is_dated_by_its_event_but_never_in_the_future() -> None:
@@ -135,3 +139,12 @@ def test_the_later_of_confirmation_and_restore_wins_and_a_tie_keeps_the_user() -
     assert not rq.confirmation_stands(t1, t1)
     assert rq.restore_applies(t2, t1) and rq.restore_applies(t1, t1)
     assert not rq.restore_applies(t1, t2)  # a restore older than the request does not undo it
+
+
+def test_an_extension_adds_its_months_to_the_deadline_as_it_stands() -> None:
+    due = datetime(2027, 1, 7, 14, 0, tzinfo=UTC)  # a late confirmation: a month from receipt
+    assert rq.extended_due_by(due, 0, 2) == (datetime(2027, 3, 7, 14, 0, tzinfo=UTC), 2)
+    once, total = rq.extended_due_by(due, 0, 1)
+    assert rq.extended_due_by(once, total, 1) == (datetime(2027, 3, 7, 14, 0, tzinfo=UTC), 2)
+    with pytest.raises(TransitionRefused, match="2 months in all; 0 left"):
+        rq.extended_due_by(due, 2, 1)
