@@ -174,6 +174,10 @@ class EventLifecycle(Protocol):
 
     def delete_project(self, project: str, held: Held, before: datetime | None = None) -> int: ...
 
+    def delete_project_metrics(self, project: str) -> int:
+        """Offboarding: the project's daily aggregates (rows removed)."""
+        ...
+
 
 class KeyTableCompactor(Protocol):
     """Makes deleted key rows leave the key table's files, not only its query results

@@ -40,8 +40,10 @@ class OffboardingService:
                 summary.held += 1  # the whole project is frozen: nothing is touched
                 continue
             events = self._events.delete_project(name, held)
+            metrics = self._events.delete_project_metrics(name)
             with self._uow() as uow:
-                counts = {"clickhouse.events": events, **self._sql(uow, project_id, name, holds, now)}
+                counts = {"clickhouse.events": events, "clickhouse.daily_metrics": metrics,
+                          **self._sql(uow, project_id, name, holds, now)}
                 remaining = len(holds)
                 project = uow.projects.by_id(project_id)
                 assert project is not None

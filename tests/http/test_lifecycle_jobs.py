@@ -193,6 +193,9 @@ def test_offboarding_revokes_keys_and_deletes_everything_but_held_data(client: T
                 headers=bearer(other.webhook_token))
     client.post("/v1/holds", json={"scope": "user", "target": "u-b", "reason": "regulator"},
                 headers=bearer(keys["officer"]))
+    days = sorted({r["at"].date() for r in ch_rows(container)})
+    for day in days:  # both partners' daily metrics
+        container.event_lifecycle.aggregate(day, clock.now)
     container.accounts.offboard_project(PROJECT)
     assert client.get("/v1/deletion-requests", headers=bearer(keys["api_key"])).status_code == 401
     assert client.post("/v1/events", json=frontend("session_started"),
@@ -211,6 +214,11 @@ def test_offboarding_revokes_keys_and_deletes_everything_but_held_data(client: T
     officer = client.get("/v1/audit", params={"action": "project.data_deleted"}, headers=bearer(keys["officer"]))
     evidence = officer.json()["items"][0]["details"]["evidence"]
     assert evidence["sql.messages"] == 1 and evidence["sql.data_keys"] == 3  # u-a: analytics, grace, content
+    # "all its data goes": the anonymous aggregates kept for the partner too, not another partner's
+    assert evidence["clickhouse.daily_metrics"] >= 1
+    span = (days[0], days[-1] + timedelta(days=1))
+    assert container.event_lifecycle.metrics(PROJECT, *span) == []
+    assert [m["dau"] for m in container.event_lifecycle.metrics("other-partner", *span)] == [1]
 
 
 def test_a_project_hold_freezes_offboarding(client: TestClient[Any], keys: dict[str, str], container: Container,

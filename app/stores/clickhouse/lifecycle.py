@@ -123,6 +123,16 @@ class ClickHouseEventLifecycle:
             self._delete(where, params)
         return count
 
+    def delete_project_metrics(self, project: str) -> int:
+        """Offboarding: "all the project's data goes", its anonymous aggregates too (the partner
+        they were kept for is gone)."""
+        params = {"project": project}
+        count = int(self.ch.rows("SELECT count() FROM daily_metrics WHERE project = {project:String}",
+                                 parameters=params)[0][0])
+        if count:
+            self.ch.command("DELETE FROM daily_metrics WHERE project = {project:String}", parameters=params)
+        return count
+
     def _delete(self, where: str, params: dict[str, Any]) -> None:
         self.ch.command(f"DELETE FROM events WHERE {where}", parameters=params)
         self.ch.command("ALTER TABLE events APPLY DELETED MASK", settings=SYNC)
