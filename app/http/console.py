@@ -11,10 +11,12 @@ Officers see only their projects.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
+import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import PermissionDeniedException
@@ -24,9 +26,11 @@ from litestar.response import Redirect, Stream, Template
 from app.domain.holds import Scope
 from app.http.deps import AuditDep, ClockDep, ConsoleSessionsDep, DeletionsDep, HoldsDep, MetricsDep
 from app.http.errors import status_of
+from app.http.holds import HoldIn
+from app.http.schemas import aware
 from app.services.accounts import Principal
 from app.services.console_sessions import IDLE, ConsoleSessionService, Session
-from app.services.errors import ServiceError
+from app.services.errors import InvalidInput, ServiceError
 from app.services.views import OfficerRequestPage
 
 COOKIE = "lethe_console"
@@ -61,20 +65,27 @@ def _login() -> Redirect:
     return Redirect("/console/login", status_code=303)
 
 
-def _page(name: str, principal: Principal, session: Session, **context: Any) -> Template:
-    return Template(template_name=f"console/{name}.html",
+def _page(name: str, principal: Principal, session: Session, status: int = 200, **context: Any) -> Template:
+    return Template(template_name=f"console/{name}.html", status_code=status,
                     context={"officer": principal.actor.removeprefix("officer:"), "csrf": session.csrf,
                              "projects": sorted(principal.projects.values()), **context})
 
 
-def _aware(text: str | None) -> datetime | None:
-    if not text:
-        return None
+def _hold_form(form: dict[str, str], project: str) -> HoldIn:
+    """The holds form as the API's body, checked by the same rules (a 201-character target or an
+    expiry that is not a time is refused, not dropped). The form's datetime-local field has no
+    zone: it is UTC, as the page says."""
+    fields = {k: v.strip() for k in ("scope", "target", "reason", "reference", "expires_at")
+              if (v := form.get(k, "")).strip()}
+    if fields.get("scope") == Scope.PROJECT.value:
+        fields["target"] = project
+    with contextlib.suppress(ValueError):  # what does not parse is refused below, naming the field
+        if "expires_at" in fields and (moment := datetime.fromisoformat(fields["expires_at"])).tzinfo is None:
+            fields["expires_at"] = moment.replace(tzinfo=UTC).isoformat()
     try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+        return msgspec.convert(fields, HoldIn, strict=False)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(str(exc).replace("$.", "")) from None
 
 
 def chart(points: list[tuple[date, int]], title: str, width: int = 640, height: int = 160) -> str:
@@ -169,7 +180,7 @@ class ConsoleController(Controller):
         try:
             item = deletions.officer_get(principal.projects, request_id)
         except ServiceError as exc:
-            return _page("request", principal, session, item=None, error=str(exc), holds=[])
+            return _page("request", principal, session, status_of(exc), item=None, error=str(exc), holds=[])
         holds = hold_service.page(principal.projects, active=True, limit=500, cursor=None).items
         blocking = {h["id"] for h in item.holds} | {h["id"] for h in item.kept}
         return _page("request", principal, session, item=item, error=None,
@@ -185,8 +196,10 @@ class ConsoleController(Controller):
             deletions.extend_deadline(principal.projects, request_id, int(data.get("months") or 0),
                                       data.get("reason", "").strip() or "(no reason given)",
                                       actor=principal.actor)
-        except (ServiceError, ValueError) as exc:
-            return _page("request", principal, session, item=None, error=str(exc), holds=[])
+        except ValueError as exc:
+            return _page("request", principal, session, 400, item=None, error=str(exc), holds=[])
+        except ServiceError as exc:
+            return _page("request", principal, session, status_of(exc), item=None, error=str(exc), holds=[])
         return Redirect(f"/console/requests/{request_id}", status_code=303)
 
     @get("/holds", sync_to_thread=True)
@@ -205,19 +218,15 @@ class ConsoleController(Controller):
         _checked(data, session)
         try:
             if not data.get("project"):
-                raise ValueError("choose one of your projects")
+                raise InvalidInput("project: choose one of your projects")
             project_id, name = principal.one(data["project"])
-            scope = Scope(data.get("scope", ""))
-            target = name if scope is Scope.PROJECT else data.get("target", "").strip()
-            if not target or not data.get("reason", "").strip():
-                raise ValueError("a hold needs a target and a reason")
-            hold_service.place(project_id, name, scope, target, data["reason"].strip(),
-                               reference=data.get("reference") or None,
-                               expires_at=_aware(data.get("expires_at")), actor=principal.actor)
-        except (ServiceError, ValueError) as exc:
+            hold = _hold_form(data, name)
+            hold_service.place(project_id, name, hold.scope, hold.target, hold.reason, reference=hold.reference,
+                               expires_at=aware(hold.expires_at, "expires_at"), actor=principal.actor)
+        except ServiceError as exc:
             page = hold_service.page(principal.projects, active=None, limit=PAGE, cursor=None)
-            return _page("holds", principal, session, items=page.items, next_cursor=page.next_cursor,
-                         scopes=[s.value for s in Scope], error=str(exc))
+            return _page("holds", principal, session, status_of(exc), items=page.items,
+                         next_cursor=page.next_cursor, scopes=[s.value for s in Scope], error=str(exc))
         return Redirect("/console/holds", status_code=303)
 
     @post("/holds/{hold_id:str}/release", sync_to_thread=True, status_code=303)

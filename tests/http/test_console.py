@@ -74,9 +74,15 @@ def test_holds_are_placed_and_released_from_the_forms(client: TestClient[Any], k
     clock.advance(minutes=1)
     container.erasure.anonymise(clock.now)
     assert "in_grace" in client.get(f"/console/requests/{created['id']}").text
-    bad = client.post("/console/holds", data={"csrf": csrf, "project": PROJECT, "scope": "room", "target": "",
-                                              "reason": "x"})
-    assert "a hold needs a target and a reason" in bad.text  # a sentence, not a stack trace
+    # the API's rules, said in a sentence naming the field (not a stack trace, not a silent drop)
+    for field, value, said in (("target", "", "missing required field `target`"),
+                               ("target", "t" * 201, "at `target`"),
+                               ("expires_at", "31/12/2027", "at `expires_at`"),
+                               ("expires_at", "2020-01-01T00:00", "expires_at: must be in the future")):
+        bad = client.post("/console/holds", data={"csrf": csrf, "project": PROJECT, "scope": "room", "target": "r-1",
+                                                  "reason": "x", field: value})
+        assert bad.status_code == 400 and said in bad.text, (field, value)
+    assert client.get("/console/holds").text.count("/release") == 0  # none of them was placed
 
 
 def test_a_forged_post_without_the_csrf_token_is_refused(client: TestClient[Any], keys: dict[str, str]) -> None:
@@ -109,7 +115,7 @@ def test_an_officer_sees_only_their_projects(client: TestClient[Any], keys: dict
     log_in(client, second)
     assert theirs["id"][:8] not in client.get("/console/queue").text
     detail = client.get(f"/console/requests/{theirs['id']}")
-    assert detail.status_code == 200 and "not found" in detail.text and "u-1" not in detail.text
+    assert detail.status_code == 404 and "not found" in detail.text and "u-1" not in detail.text
     assert PROJECT not in client.get("/console/holds").text
     assert PROJECT not in client.get("/console/metrics").text
 
