@@ -13,6 +13,7 @@ from datetime import date, datetime
 
 from app.domain.crypto import Cipher
 from app.domain.events import names, searchable
+from app.domain.holds import Hold, Scope
 from app.ports import UnitOfWork, UnitOfWorkFactory
 from app.services.keys import DEAD_LETTERS, KeyService, day_key_owner, unsealed
 from app.services.views import RejectedOut, RejectedPage
@@ -49,20 +50,33 @@ class DeadLetterService:
 
     def mentioning(self, uow: UnitOfWork, project_id: str, needles: Sequence[str]) -> dict[str, list[str]]:
         """Ids of the entries whose opened body names each needle (a user id), by needle."""
-        rows = uow.dead_letters.bodies(project_id)
-        ciphers = self._ciphers(uow, project_id, [received for _, received, _ in rows])
         found: dict[str, list[str]] = {}
-        for entry_id, received, sealed in rows:
-            texts = searchable(unsealed(ciphers.get(received.date()), sealed, BODY) or "")  # once per body
-            for needle in needles:
-                if names(texts, needle):
-                    found.setdefault(needle, []).append(entry_id)
+        for entry_id, _day, needle in self._mentions(uow, project_id, needles):
+            found.setdefault(needle, []).append(entry_id)
         return found
 
-    def expire(self, uow: UnitOfWork, project_id: str, before: datetime | None = None) -> int:
-        """Entries received before `before` (or all) go, and the keys of the days wholly before it."""
-        deleted = uow.dead_letters.delete_before(project_id, before)
-        self._keys.destroy_day_keys(uow, DEAD_LETTERS, project_id, before.date() if before else None)
+    def _mentions(self, uow: UnitOfWork, project_id: str, needles: Sequence[str]) -> list[tuple[str, date, str]]:
+        """(entry id, day received, needle) for each entry whose opened body names a needle."""
+        rows = uow.dead_letters.bodies(project_id) if needles else []
+        ciphers = self._ciphers(uow, project_id, [received for _, received, _ in rows])
+        found: list[tuple[str, date, str]] = []
+        for entry_id, received, sealed in rows:
+            texts = searchable(unsealed(ciphers.get(received.date()), sealed, BODY) or "")  # once per body
+            found.extend((entry_id, received.date(), needle) for needle in needles if names(texts, needle))
+        return found
+
+    def expire(self, uow: UnitOfWork, project_id: str, before: datetime | None = None,
+               holds: Sequence[Hold] = ()) -> int:
+        """Entries received before `before` (or all) go, and the keys of the days wholly before it,
+        except what the project's standing holds cover: everything under a project hold, and the
+        entries naming a user under a user hold (found as erasure finds them, in any escaping),
+        with their days' keys."""
+        if any(h.scope is Scope.PROJECT for h in holds):
+            return 0
+        kept = self._mentions(uow, project_id, [h.target for h in holds if h.scope is Scope.USER])
+        deleted = uow.dead_letters.delete_before(project_id, before, keep={entry_id for entry_id, _, _ in kept})
+        self._keys.destroy_day_keys(uow, DEAD_LETTERS, project_id, before.date() if before else None,
+                                    keep={day for _, day, _ in kept})
         return deleted
 
     def _ciphers(self, uow: UnitOfWork, project_id: str, received: Sequence[datetime]) -> dict[date, Cipher]:

@@ -70,7 +70,7 @@ class OffboardingService:
             "sql.complaints": uow.complaints.delete_in(project_id, keep_messages={m.message_id for m in kept}),
             "sql.profiles": uow.profiles.delete(free_subjects),
             "sql.logins": uow.logins.delete_of(free_subjects),
-            "sql.dead_letters": self._dead_letters.expire(uow, project_id),
+            "sql.dead_letters": self._dead_letters.expire(uow, project_id, holds=holds),
             "sql.event_receipts": uow.receipts.delete_in(project_id),
             "sql.idempotency_keys": uow.idempotency.delete_in(project_id),
             "sql.suppressions": uow.suppressions.delete_in(project_id),

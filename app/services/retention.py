@@ -107,7 +107,7 @@ class RetentionService:
         logins = 0
         if not any(h.scope is Scope.PROJECT for h in project_holds):
             logins = uow.logins.delete_older(project_id, due.personal, keep_user_keys=held_users)
-        dead = self._dead_letters.expire(uow, project_id, due.dead_letters)
+        dead = self._dead_letters.expire(uow, project_id, due.dead_letters, project_holds)
         uow.receipts.delete_in(project_id, before=due.personal)
         uow.idempotency.delete_in(project_id, before=due.idempotency_keys)
         opened = self._inactive_users(uow, project_id, due.personal)

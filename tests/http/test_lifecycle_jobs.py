@@ -5,6 +5,7 @@ from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import pytest
 from litestar.testing import TestClient
 from sqlalchemy import func, select
 
@@ -180,6 +181,26 @@ def test_retention_deletes_old_dead_letters(client: TestClient[Any], keys: dict[
         assert uow.keys.owners_between("deadletters:", "deadletters:\uffff", "dead_letters") == []
     assert summary.stores["sql.dead_letters"] == 1
 
+
+@pytest.mark.parametrize("job", ["retention", "offboarding"])
+def test_dead_letters_naming_a_held_user_stay_readable(client: TestClient[Any], keys: dict[str, str],
+                                                      container: Container, clock: FakeClock, job: str) -> None:
+    """A user hold keeps what erasure would count as the user's: the rejected deliveries that
+    name them (here in an escaped form), through retention and offboarding alike."""
+    client.post("/v1/holds", json={"scope": "user", "target": "u/held", "reason": "regulator"},
+                headers=bearer(keys["officer"]))
+    for body in (b'{"event": "x", "value": {"user_id": "u\\/held"', b"garbage naming someone-else"):
+        client.post("/v1/events", content=body, headers=bearer(keys["webhook_token"]))
+    if job == "offboarding":
+        container.accounts.offboard_project(PROJECT)
+        summary = container.offboarding.run(clock.now)
+    else:
+        summary = container.retention.run(clock.now + timedelta(days=31))
+    assert summary.stores["sql.dead_letters"] == 1  # someone-else's
+    with container.uow() as uow:
+        (kept,) = uow.session.scalars(select(DeadLetter))
+        opened = container.dead_letters.mentioning(uow, kept.project_id, ["u/held"])
+    assert opened == {"u/held": [kept.id]}  # still there, and its day key still opens it
 
 def test_offboarding_revokes_keys_and_deletes_everything_but_held_data(client: TestClient[Any],
                                                                        keys: dict[str, str], container: Container,

@@ -3,7 +3,7 @@ complaints, logins, dead letters. Bulk statements: a webhook batch holds up to 1
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -302,11 +302,13 @@ class DeadLetters:
                                     .where(DeadLetter.project_id == project_id))
         return [(entry_id, received, body) for entry_id, received, body in rows]
 
-    def delete_before(self, project_id: str, before: datetime | None) -> int:
-        """The project's entries received before `before`, or all of them."""
+    def delete_before(self, project_id: str, before: datetime | None, keep: Collection[str] = ()) -> int:
+        """The project's entries received before `before`, or all of them, except those in `keep`."""
         statement = delete(DeadLetter).where(DeadLetter.project_id == project_id)
         if before is not None:
             statement = statement.where(DeadLetter.received_at < before)
+        if keep:
+            statement = statement.where(DeadLetter.id.not_in(sorted(keep)))
         result = self.session.execute(statement)
         return rowcount(result)
 
