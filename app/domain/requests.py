@@ -155,6 +155,13 @@ def after_purged(state: RequestState) -> RequestState:
     return RequestState(Status.COMPLETED, state.mode, state.grace_until, Step.PURGE)
 
 
+def after_offboarded(state: RequestState) -> RequestState:
+    """The partnership ended and the offboarding job deleted the user's data with the rest of
+    the project's: nothing is left to restore or purge, whatever step the request waited for."""
+    _require_open(state)
+    return RequestState(Status.COMPLETED, state.mode, state.grace_until, Step.PURGE)
+
+
 def after_failure(state: RequestState) -> RequestState:
     """A step failed after its retries; the next job run tries the same step again."""
     _require_open(state)

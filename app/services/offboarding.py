@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from app.domain import requests as lifecycle
 from app.domain.audit import AuditRecord
 from app.domain.holds import Hold, Scope
 from app.domain.statuses import ProjectStatus
@@ -15,6 +16,7 @@ from app.services.dead_letters import DeadLetterService
 from app.services.holds import HoldService
 from app.services.identities import Identities
 from app.services.keys import ANALYTICS, KeyService
+from app.services.request_rows import apply_state, state_of
 from app.services.summary import JobSummary
 
 
@@ -57,6 +59,20 @@ class OffboardingService:
             summary.add(counts)
         return summary
 
+    @staticmethod
+    def _complete_open_requests(uow: UnitOfWork, project: str, subject_ids: Sequence[str], now: datetime) -> int:
+        """Open requests of users whose data this run deletes are done: `completed` (a grace one
+        could no longer be restored), each audited. A held user's request stays as it is."""
+        rows = uow.requests.open_for_many(subject_ids)
+        for row in rows.values():
+            apply_state(row, lifecycle.after_offboarded(state_of(row)))
+            row.anonymised_at = row.anonymised_at or now
+            row.completed_at, row.lease_until, row.detail = now, None, None
+            row.evidence = {**row.evidence, "offboarding": {"completed": 1}}
+            uow.audit(AuditRecord("job:offboarding", "deletion_request.completed", project, None,
+                                  {"request_id": row.id, "by": "offboarding"}))
+        return len(rows)
+
     def _sql(self, uow: UnitOfWork, project_id: str, name: str, holds: Sequence[Hold],
              now: datetime) -> dict[str, int]:
         held_users = {self._ids.lookup(project_id, h.target) for h in holds if h.scope is Scope.USER}
@@ -75,6 +91,7 @@ class OffboardingService:
             "sql.idempotency_keys": uow.idempotency.delete_in(project_id),
             "sql.suppressions": uow.suppressions.delete_in(project_id),
         }
+        counts["sql.deletion_requests"] = self._complete_open_requests(uow, name, free_subjects, now)
         uow.requests.forget_reasons(free_subjects)
         # the keys to their events' personal values; the project's day keys once no hold remains
         counts["sql.data_keys"] = len(self._keys.destroy(uow, free_subjects))  # every purpose

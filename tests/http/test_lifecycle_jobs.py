@@ -217,6 +217,9 @@ def test_offboarding_revokes_keys_and_deletes_everything_but_held_data(client: T
     days = sorted({r["at"].date() for r in ch_rows(container)})
     for day in days:  # both partners' daily metrics
         container.event_lifecycle.aggregate(day, clock.now)
+    asked = {user: client.post("/v1/deletion-requests", json={"user_id": user},
+                               headers=bearer(keys["api_key"])).json()["id"] for user in ("u-a", "u-b")}
+    container.erasure.anonymise(clock.now)  # u-a in grace; u-b on hold (the user hold)
     container.accounts.offboard_project(PROJECT)
     assert client.get("/v1/deletion-requests", headers=bearer(keys["api_key"])).status_code == 401
     assert client.post("/v1/events", json=frontend("session_started"),
@@ -234,9 +237,15 @@ def test_offboarding_revokes_keys_and_deletes_everything_but_held_data(client: T
     assert [r["user_name"] for r in opened] == ["John Doe"]  # the held user's key stays
     officer = client.get("/v1/audit", params={"action": "project.data_deleted"}, headers=bearer(keys["officer"]))
     evidence = officer.json()["items"][0]["details"]["evidence"]
-    assert evidence["sql.messages"] == 1 and evidence["sql.data_keys"] == 3  # u-a: analytics, grace, content
+    # u-a's grace and content keys (its analytics key went at its request's anonymisation)
+    assert evidence["sql.messages"] == 1 and evidence["sql.data_keys"] == 2
     # "all its data goes": the anonymous aggregates kept for the partner too, not another partner's
     assert evidence["clickhouse.daily_metrics"] >= 1
+    # u-a's data went with the project's: its request is done (nothing is left to restore);
+    # the held user's request is left as it was
+    queue = client.get("/v1/officer/deletion-requests", headers=bearer(keys["officer"])).json()["items"]
+    assert {r["id"]: r["status"] for r in queue} == {asked["u-a"]: "completed", asked["u-b"]: "on_hold"}
+    assert evidence["sql.deletion_requests"] == 1
     span = (days[0], days[-1] + timedelta(days=1))
     assert container.event_lifecycle.metrics(PROJECT, *span) == []
     assert [m["dau"] for m in container.event_lifecycle.metrics("other-partner", *span)] == [1]

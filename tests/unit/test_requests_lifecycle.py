@@ -148,3 +148,10 @@ def test_an_extension_adds_its_months_to_the_deadline_as_it_stands() -> None:
     assert rq.extended_due_by(once, total, 1) == (datetime(2027, 3, 7, 14, 0, tzinfo=UTC), 2)
     with pytest.raises(TransitionRefused, match="2 months in all; 0 left"):
         rq.extended_due_by(due, 2, 1)
+
+
+@pytest.mark.parametrize("status", [Status.PENDING, Status.IN_GRACE, Status.FAILED])
+def test_offboarding_completes_an_open_request_and_refuses_a_closed_one(status: Status) -> None:
+    assert rq.after_offboarded(state(status)).status is Status.COMPLETED
+    with pytest.raises(TransitionRefused):
+        rq.after_offboarded(state(Status.RESTORED))
