@@ -24,6 +24,10 @@ from jobs.registry import JOBS, last_runs, report_last_audit_verification, run_j
 log = structlog.get_logger(__name__)
 
 KICK_DELAY = 0.2  # seconds: a burst of requests is anonymised in one batch, still within a second
+# How often the scheduler looks for requests waiting for their anonymisation. In `lethe serve`
+# a request kicks the job itself; API processes beside `lethe worker` (or `serve --workers N`)
+# cannot reach the worker's scheduler, and `pending` must last seconds, not the job's minute.
+PENDING_WATCH_SECONDS = 2.0
 
 
 @dataclass
@@ -66,12 +70,33 @@ class Scheduler:
             report_last_audit_verification(container)
         except Exception as exc:  # SQL down at start: /metrics says NaN until the next verification
             log.warning("scheduler.audit_state_unknown", error=type(exc).__name__)
+        self._container = container
+        self._stopping = threading.Event()
+        self._watcher = threading.Thread(target=self._watch_pending, name="pending-requests-watch", daemon=True)
+        self.watch_seconds = PENDING_WATCH_SECONDS
 
     def start(self) -> None:
         self._scheduler.start()
+        self._watcher.start()
 
     def shutdown(self) -> None:
+        self._stopping.set()
+        if self._watcher.is_alive():
+            self._watcher.join()
         self._scheduler.shutdown(wait=True)
+
+    def _watch_pending(self) -> None:
+        """Kick anonymise whenever a request waits for it (one indexed query every few seconds),
+        whichever process took the request."""
+        while not self._stopping.wait(self.watch_seconds):
+            try:
+                with self._container.uow() as uow:
+                    waiting = uow.requests.oldest_pending() is not None
+            except Exception as exc:  # the database is down: /readyz says so; try again next time
+                log.warning("scheduler.pending_watch_failed", error=type(exc).__name__)
+                continue
+            if waiting:
+                self.kick("anonymise")
 
     def kick(self, job: str) -> None:
         """Run `job` as soon as possible (thread-safe; cheap enough to call per request)."""
