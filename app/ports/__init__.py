@@ -316,6 +316,9 @@ class ExternalErasureStep(Protocol):
     that records it, so it must be idempotent; one batched statement for the whole batch."""
 
     name: str
+    # the evidence's word for what `purge` did to the rows it counts: "deleted", or
+    # "anonymised" where the rows stay, unreadable (their keys destroyed)
+    purged_as: str
 
     def anonymise(self, batch: ErasureBatch) -> Mapping[str, int]: ...
 

@@ -308,7 +308,7 @@ class ErasureService:
         for store in self._external:
             try:
                 counts = store.anonymise(batch) if phase == "anonymise" else store.purge(batch)
-                evidence.setdefault(store.name, {})["anonymised" if phase == "anonymise" else "deleted"] = counts
+                evidence.setdefault(store.name, {})["anonymised" if phase == "anonymise" else store.purged_as] = counts
             except Exception as exc:
                 raise StepFailed(f"{phase} ({store.name})", exc) from exc
 

@@ -46,6 +46,7 @@ class ClickHouseEventStore:
     """The events table (app.ports.EventStore)."""
 
     name = "clickhouse.events"
+    purged_as = "anonymised"  # the rows stay, ciphertext whose key is gone, until the 13-month cap
     # personal values are sealed under the subject's analytics key (destroyed at anonymise, see
     # KeysStep); plaintext ones left by older versions are blanked here
     handles: Handles = frozenset({*(("clickhouse.events", c, "blank_on_anonymise") for c in SEALED_COLUMNS),
