@@ -72,7 +72,7 @@ class ClickHouse:
             self._lock_file.close()
             raise EmbeddedStoreBusy(
                 f"the embedded ClickHouse data directory {path} is in use by another process "
-                "(is `lethe serve` running?). Stop it first, or let the running service do the work "
+                "(is `lethe serve` or `lethe worker` running?). Stop it first, or let the running service do the work "
                 "(its scheduler runs every job), or point LETHE_CLICKHOUSE_URL at a ClickHouse server."
             ) from None
 
