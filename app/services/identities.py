@@ -48,7 +48,8 @@ class Identities:
                first_seen: Mapping[str, datetime] | None = None) -> dict[str, Subject]:
         """The subject of every user key, created on first sight (concurrency-safe), with the
         user id sealed under the new subject's grace key. `first_seen`: when a new user was
-        last active, if not `now` (an event's own time)."""
+        first and last active, if not `now` (its earliest event's own time): the subject's
+        `created_at` (the report's `first_seen`) and `last_seen_at` both start there."""
         first_seen = first_seen or {}
         hashes = {key: self.lookup(project_id, key) for key in sorted(set(user_keys))}
         if not hashes:
@@ -61,8 +62,9 @@ class Identities:
             uow.subjects.insert_missing([
                 {"id": ids[key], "project_id": project_id, "user_key": hashes[key],
                  "user_id": ciphers[ids[key]].encrypt(key, USER_ID_AAD.encode()),
-                 "admin": is_admin_key(key), "status": SubjectStatus.ACTIVE.value, "created_at": now,
-                 "last_seen_at": first_seen.get(key, now)} for key in missing])
+                 "admin": is_admin_key(key), "status": SubjectStatus.ACTIVE.value,
+                 "created_at": first_seen.get(key, now), "last_seen_at": first_seen.get(key, now)}
+                for key in missing])
             found.update(uow.subjects.find(project_id, [hashes[key] for key in missing]))
             lost = [ids[key] for key in missing if found[hashes[key]].id != ids[key]]
             if lost:  # a concurrent transaction created these users first: our keys seal nothing

@@ -147,11 +147,14 @@ def test_immediate_request_deletes_messages_and_verifies_events(client: TestClie
 def test_subject_report_for_an_officer(client: TestClient[Any], keys: dict[str, str],
                                        container: Container) -> None:
     officer = keys["officer"]
-    post(client, keys, [frontend("message_sent", text="x", message_id="m-1", room="r"),
-                        frontend("name_set", user_name="Jo")])
+    post(client, keys, [frontend("message_sent", text="x", message_id="m-1", room="r",
+                                 created_at="2026-01-10T08:00:00Z"),
+                        frontend("name_set", user_name="Jo", created_at="2026-01-12T08:00:00Z")])
     client.post("/v1/deletion-requests", json={"user_id": USER}, headers=bearer(keys["api_key"]))
     report = client.get(f"/v1/subjects/{USER}", headers=bearer(officer)).json()
     (entry,) = report["projects"]
+    # first seen at the user's earliest event, not when Lethe received it (never after last_seen)
+    assert (entry["first_seen"], entry["last_seen"]) == ("2026-01-10T08:00:00+00:00", "2026-01-12T08:00:00+00:00")
     assert entry["stores"]["sql.messages"] == 1 and entry["stores"]["sql.profiles"] == 1
     assert entry["stores"]["clickhouse.events"] == {"rows": 2, "with_personal_values": 2}
     assert [r["status"] for r in entry["requests"]] == ["pending"]
