@@ -233,3 +233,29 @@ def test_a_real_deadlock_is_transient_and_retried(engine: Engine) -> None:
     assert counts == [2, 2]  # both transactions committed in the end
     assert failures and all(is_transient(exc) for exc in failures)
     assert any(getattr(getattr(exc, "orig", None), "sqlstate", None) == "40P01" for exc in failures)
+
+
+def test_a_batch_that_loses_the_race_for_a_users_open_request_reads_again(
+        container: Container, project: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another writer opens a request for a listed user after the batch read the open requests
+    and before it inserts its own (on PostgreSQL both run at once): the one-open-request index
+    refuses the batch's insert. The batch is read again and reports that user `open`, not a 500.
+    The window is made here by the batch's first read missing the rival's request."""
+    from app.stores.sql.requests import DeletionRequests
+
+    rival = request(container, "u-raced").body
+    real_read = DeletionRequests.open_for_many
+    reads: list[int] = []
+
+    def stale_first_read(self: DeletionRequests, subject_ids: list[str]) -> dict[str, DeletionRequest]:
+        reads.append(len(subject_ids))
+        return {} if len(reads) == 1 else real_read(self, subject_ids)
+
+    monkeypatch.setattr(DeletionRequests, "open_for_many", stale_first_read)
+    answer = container.batches.submit(pid(container), ["u-raced", "u-fresh"], Mode.GRACE, None, actor="partner:acme")
+    outcomes = {o.user_id: (o.outcome, o.request) for o in answer.outcomes}
+    assert len(reads) == 2  # read again after the refused insert
+    assert outcomes["u-raced"] == ("open", rival.id) and outcomes["u-fresh"][0] == "created"
+    with container.uow() as uow:
+        open_ones = uow.session.scalars(select(DeletionRequest.id).where(DeletionRequest.status == "pending"))
+        assert sorted(open_ones) == sorted([rival.id, outcomes["u-fresh"][1]])
