@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
 T = TypeVar("T")
@@ -44,3 +44,15 @@ def retry_transient(work: Callable[[], T], attempts: int = 6) -> T:
                 raise
             time.sleep(random.uniform(0, 0.005 * 2**attempt))  # noqa: S311 - jitter, not crypto
     raise AssertionError("unreachable")
+
+
+def retry_lost_race(work: Callable[[], T], conflict: Exception, attempts: int = 3) -> T:
+    """Run `work` (one whole transaction, read then write) again when a concurrent writer won a
+    uniqueness race between its read and its write (IntegrityError): the next read sees the
+    winner's row. After `attempts` lost races, `conflict` is raised (a 409, never a 500)."""
+    for _attempt in range(attempts):
+        try:
+            return work()
+        except IntegrityError:
+            continue
+    raise conflict

@@ -12,21 +12,19 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
-from sqlalchemy.exc import IntegrityError
 
 from app.domain.audit import AuditRecord
 from app.domain.ids import new_id
 from app.domain.requests import Mode, user_id_problem
 from app.models import DeletionBatch
 from app.ports import Clock, UnitOfWorkFactory
-from app.retry import retry_transient
+from app.retry import retry_lost_race, retry_transient
 from app.services.deletion import DeletionService
 from app.services.errors import Conflict, InvalidInput, NotFound
 from app.services.idempotency import Idempotency
 from app.services.views import BatchOut, BatchOutcome, BatchProgress, without_user
 
 MAX_BATCH = 10_000  # user ids per call
-CONCURRENT_ATTEMPTS = 3  # a batch read again after a concurrent writer opened a request first
 
 
 class BatchService:
@@ -64,15 +62,9 @@ class BatchService:
         """`_submit` until it commits. Another writer may open a request for one of these users
         between the batch's read and its insert (PostgreSQL; the one-open-request index refuses
         the second): the batch is then read again, and that user's outcome is `open`."""
-        for attempt in range(CONCURRENT_ATTEMPTS):
-            try:
-                return retry_transient(lambda: self._submit(project_id, user_ids, mode, reason, actor,
-                                                            idempotency_key))
-            except IntegrityError:
-                if attempt == CONCURRENT_ATTEMPTS - 1:
-                    raise Conflict("other requests for these users were being opened at the same moment; "
-                                   "send the batch again") from None
-        raise AssertionError("unreachable")
+        return retry_lost_race(
+            lambda: retry_transient(lambda: self._submit(project_id, user_ids, mode, reason, actor, idempotency_key)),
+            Conflict("other requests for these users were being opened at the same moment; send the batch again"))
 
     def _submit(self, project_id: str, user_ids: Sequence[str], mode: Mode, reason: str | None, actor: str,
                 idempotency_key: str | None) -> BatchOut:

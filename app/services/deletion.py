@@ -21,7 +21,7 @@ from app.domain.statuses import SubjectStatus
 from app.models import DeletionRequest, Project, Subject
 from app.paging import decode_time_cursor
 from app.ports import Clock, UnitOfWork, UnitOfWorkFactory
-from app.retry import retry_transient
+from app.retry import retry_lost_race, retry_transient
 from app.services.batching import GroupCommitter
 from app.services.callbacks import CallbackService
 from app.services.errors import Conflict, NotFound
@@ -191,12 +191,9 @@ class DeletionService:
                 actor: str, idempotency_key: str | None) -> Outcome:
         # A concurrent request for the same user may win the race for the subject row or the
         # one open request (both unique in the database): then we answer with theirs.
-        for _attempt in range(3):
-            try:
-                return self._create_once(project_id, user_id, mode, reason, source, actor, idempotency_key)
-            except IntegrityError:
-                continue
-        raise Conflict("concurrent requests for this user; retry")
+        return retry_lost_race(
+            lambda: self._create_once(project_id, user_id, mode, reason, source, actor, idempotency_key),
+            Conflict("concurrent requests for this user; retry"))
 
     def _create_once(self, project_id: str, user_id: str, mode: Mode, reason: str | None, source: Source,
                      actor: str, idempotency_key: str | None) -> Outcome:
