@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from app.domain.audit import GENESIS, AuditRecord, ChainedEntry, chain
 from app.domain.policy import Handles
 from app.models import AuditEntry, AuditHead
+from app.stores.sql.queries import is_postgresql, json_rows
 
 
 class AuditLog:
@@ -30,12 +31,19 @@ class AuditLog:
         rows = [{"seq": e.seq, "at": e.at, "actor": e.actor, "action": e.action, "project": e.project,
                  "subject": e.subject, "details": dict(e.details), "prev_hash": e.prev_hash, "hash": e.hash}
                 for e in entries]
-        # one Core executemany per 5,000 on the table (psycopg pipelines it): a job or a batch
-        # may audit 10,000 requests at once. Not insert(AuditEntry): the ORM's bulk insert
-        # first walks every row in Python, a fifth of the time of such a commit.
+        # A job or a batch may audit 10,000 requests at once. On PostgreSQL one INSERT ... SELECT
+        # of the rows sent as one JSON document (`queries.json_rows`): an executemany, even
+        # pipelined, runs a statement per row (0.3 s for 10,000). On SQLite one executemany
+        # per 5,000 on the table. Not insert(AuditEntry): the ORM's bulk insert first walks
+        # every row in Python, a fifth of the time of such a commit.
         table: Table = AuditEntry.__table__  # type: ignore[assignment]
         for i in range(0, len(rows), 5_000):
-            self.session.execute(table.insert(), rows[i:i + 5_000])
+            chunk = rows[i:i + 5_000]
+            if is_postgresql(self.session):
+                given = json_rows({name: table.c[name].type for name in chunk[0]}, chunk)
+                self.session.execute(table.insert().from_select(list(chunk[0]), select(*given.c)))
+            else:
+                self.session.execute(table.insert(), chunk)
         head.seq, head.hash = entries[-1].seq, entries[-1].hash
 
     def head(self) -> tuple[int, str]:

@@ -3,13 +3,15 @@ counts per subject, row locks and changed-row counts."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, String, any_, bindparam, func, select
+from sqlalchemy import JSON, ColumnElement, Select, String, Text, any_, bindparam, cast, column, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.expression import Subquery
+from sqlalchemy.sql.expression import Subquery, TableValuedAlias
 from sqlalchemy.types import TypeEngine
 
 from app.paging import decode_time_cursor, encode_cursor
@@ -36,6 +38,26 @@ def unnested(**columns: tuple[Sequence[Any], TypeEngine[Any]]) -> Subquery:
     sent and parsed each time."""
     return select(*(func.unnest(bindparam(name, list(values), type_=ARRAY(kind))).label(name)
                     for name, (values, kind) in columns.items())).subquery()
+
+
+def json_rows(columns: Mapping[str, TypeEngine[Any]], rows: Sequence[Mapping[str, Any]]) -> TableValuedAlias:
+    """PostgreSQL: rows sent as one JSON document (`json_to_recordset(:rows) AS v(name type, ...)`),
+    for an UPDATE ... FROM or an INSERT ... SELECT of many rows in one statement. Unlike
+    `unnested`, fit for text with quotes, JSON and times: psycopg escapes each element of a
+    text array in Python (0.5 s for 10,000 rows of JSON), where one json.dumps does this in C.
+    Times go as naive UTC (ISO 8601), as UTCDateTime stores them; JSON values stay JSON."""
+    document = json.dumps([{name: _plain(value) for name, value in row.items()} for row in rows])
+    return (func.json_to_recordset(cast(bindparam(None, document, type_=Text), JSON))
+            .table_valued(*(column(name, kind) for name, kind in columns.items()))
+            .render_derived(with_types=True))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; Lethe stores UTC-aware datetimes only")
+        return value.astimezone(UTC).replace(tzinfo=None).isoformat()
+    return value
 
 
 def after_cursor(query: Select[_Row], at: Any, row_id: Any, cursor: str | None) -> Select[_Row]:

@@ -14,7 +14,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from app.domain.requests import OPEN_STATUSES, Mode, Status, Step
 from app.models import DeletionRequest
-from app.stores.sql.queries import locked, member_of, newest_first_page, per_subject, rowcount
+from app.stores.sql.queries import is_postgresql, json_rows, locked, member_of, newest_first_page, per_subject, rowcount
 
 
 class DeletionRequests:
@@ -45,15 +45,9 @@ class DeletionRequests:
                 version = state.committed_state.get("version", row.version)
                 groups.setdefault(tuple(sorted(changed)), []).append((row, changed, version))
         for keys, members in groups.items():
-            statement = (table.update()
-                         .where(table.c.id == bindparam("_id"), table.c.version == bindparam("_version"))
-                         .values({**{key: bindparam(f"_{key}") for key in keys}, "version": bindparam("_next")}))
-            params = [{**{f"_{key}": value for key, value in changed.items()}, "_id": row.id, "_version": version,
-                       "_next": version + 1} for row, changed, version in members]
-            for start in range(0, len(params), 5_000):
-                chunk = params[start:start + 5_000]
-                # on the connection: the session's autoflush would first write the rows one by one
-                if rowcount(self.session.connection().execute(statement, chunk)) != len(chunk):
+            for start in range(0, len(members), 5_000):
+                written = self._write(table, keys, members[start:start + 5_000])
+                if written != len(members[start:start + 5_000]):
                     raise StaleDataError("a deletion request changed while this transaction held it")
             for row, _changed, version in members:
                 set_committed_value(row, "version", version + 1)
@@ -63,6 +57,29 @@ class DeletionRequests:
         # each, to find nothing to write: about 0.8 s of a 10,000-request anonymise run.
         InstanceState._commit_all_states([(state, state.dict) for state in map(instance_state, rows)],
                                          self.session.identity_map)
+
+    def _write(self, table: Table, keys: tuple[str, ...],
+               members: Sequence[tuple[DeletionRequest, dict[str, Any], int]]) -> int:
+        """One UPDATE of these rows' changed `keys`, each guarded by its version; rows written.
+        PostgreSQL: one statement joining the rows sent as one JSON document (`queries.json_rows`),
+        where an executemany runs a statement per row (0.45 s of a 10,000-request anonymise run).
+        Executed on the connection: the session's autoflush would write the rows one by one."""
+        connection = self.session.connection()
+        if is_postgresql(self.session):
+            given = json_rows({"_id": table.c.id.type, "_version": table.c.version.type,
+                               **{f"_{key}": table.c[key].type for key in keys}},
+                              [{"_id": row.id, "_version": version, **{f"_{key}": changed[key] for key in keys}}
+                               for row, changed, version in members])
+            statement = (table.update()
+                         .where(table.c.id == given.c._id, table.c.version == given.c._version)
+                         .values({**{key: given.c[f"_{key}"] for key in keys}, "version": given.c._version + 1}))
+            return rowcount(connection.execute(statement))
+        statement = (table.update()
+                     .where(table.c.id == bindparam("_id"), table.c.version == bindparam("_version"))
+                     .values({**{key: bindparam(f"_{key}") for key in keys}, "version": bindparam("_next")}))
+        return rowcount(connection.execute(statement, [
+            {**{f"_{key}": value for key, value in changed.items()}, "_id": row.id, "_version": version,
+             "_next": version + 1} for row, changed, version in members]))
 
     def get(self, project_id: str, request_id: str, *, lock: bool = False) -> DeletionRequest | None:
         """`lock`: for a transition; the row stays locked until the transaction ends."""
