@@ -140,7 +140,8 @@ class Container:
 
     @cached_property
     def callbacks(self) -> CallbackService:
-        return CallbackService(self.uow, self.now, self.keys, self.settings.secret_key)
+        return CallbackService(self.uow, self.now, self.keys, self.settings.secret_key,
+                               private_networks=self.settings.callback_private_networks)
 
     @cached_property
     def batches(self) -> BatchService:

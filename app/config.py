@@ -49,6 +49,9 @@ class Settings:
     rate_limit_url: str | None = None
     # signed heads of the audit chain, kept outside the SQL store (CONTRACT: `lethe audit checkpoint`)
     audit_checkpoints: Path = Path("var/audit-checkpoints.jsonl")
+    # callbacks may go to loopback, private and link-local addresses (a partner's receiver on
+    # this deployment's own network); off, such URLs are refused (SSRF)
+    callback_private_networks: bool = False
 
     @property
     def embedded_clickhouse(self) -> bool:
@@ -82,6 +85,9 @@ def load_settings(environ: dict[str, str] | None = None, cwd: Path | None = None
     if rate_limit_url is not None and not rate_limit_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("LETHE_RATE_LIMIT_URL must be a Redis URL (redis://host:6379/0, rediss://... or "
                           "unix:///path), or empty to count in each process")
+    private_networks = values.get("LETHE_CALLBACK_PRIVATE_NETWORKS", "deny").strip().lower() or "deny"
+    if private_networks not in {"allow", "deny"}:
+        raise ConfigError(f"LETHE_CALLBACK_PRIVATE_NETWORKS must be 'allow' or 'deny', got {private_networks!r}")
     return Settings(
         database_url=_resolve_sqlite(values["LETHE_DATABASE_URL"], cwd),
         clickhouse_url=_resolve_chdb(values["LETHE_CLICKHOUSE_URL"], cwd),
@@ -96,6 +102,7 @@ def load_settings(environ: dict[str, str] | None = None, cwd: Path | None = None
         clickhouse_cluster=cluster,
         rate_limit_url=rate_limit_url,
         audit_checkpoints=cwd / "var" / "audit-checkpoints.jsonl",
+        callback_private_networks=private_networks == "allow",
     )
 
 

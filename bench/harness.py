@@ -148,7 +148,8 @@ def in_process(prefix: str, db_kind: str, secret_key: bytes) -> Iterator[Any]:
         engine = make_engine(db_url)
         ch = ClickHouse(f"chdb://{tmp}/clickhouse")
         settings = Settings(database_url=db_url, clickhouse_url="chdb://unused", policy_dir=repo / "policies",
-                            secret_key=secret_key, scheduler=False)
+                            secret_key=secret_key, scheduler=False,
+                            callback_private_networks=True)  # bench/callbacks' receiver is on 127.0.0.1
         container = Container(settings=settings, engine=engine, policies=PolicyBook.load(repo / "policies"),
                               clickhouse=ch)
         try:

@@ -15,8 +15,10 @@ is POSTed to its project's callback URL, signed with the Standard Webhooks schem
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import random
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -55,25 +57,67 @@ def backoff(attempts: int, rng: random.Random | None = None) -> timedelta:
     return timedelta(seconds=base.total_seconds() * (0.5 + 0.5 * draw))
 
 
-def check_url(url: str) -> str:
+def check_url(url: str, *, allow_private: bool = False) -> str:
+    """A callback URL as partners may register it: absolute http(s), ASCII, and (unless this
+    deployment allows private networks) not naming a loopback, private, link-local or other
+    non-public address, nor `localhost`: the service must not be made to POST into its own
+    network (SSRF). A name that resolves to such an address is refused at delivery."""
     try:
         parts = urlsplit(url)
         host = parts.hostname
         url.encode("ascii")
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
     except (ValueError, UnicodeEncodeError):
         raise InvalidInput("url: not a valid URL (non-ASCII characters must be percent-encoded)") from None
     if parts.scheme not in ("https", "http") or not host:
         raise InvalidInput("url: an absolute http(s) URL is needed, e.g. https://partner.example/lethe")
     if len(url) > 2000:
         raise InvalidInput("url: at most 2000 characters")
+    if not allow_private and (host == "localhost" or host.endswith(".localhost") or _non_public(host)):
+        raise InvalidInput("url: a loopback, private or link-local address is not accepted: callbacks go to the "
+                           "partner over the internet (an operator may allow private networks with "
+                           "LETHE_CALLBACK_PRIVATE_NETWORKS=allow)")
     return url
+
+
+def _non_public(address: str) -> bool:
+    """Whether `address` is an IP literal outside the public internet (False for a name)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+    return not ip.is_global or ip.is_multicast
+
+
+def pinned(url: str) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """Resolve the URL's host once and check every address it has; returns the URL with the
+    host replaced by the first address, the Host header and the TLS server name to send, so
+    the connection goes to the address that was checked (a DNS answer that changes between
+    the check and the connection cannot redirect it). Raises ValueError naming what is wrong."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    if _non_public(host):
+        raise ValueError("the callback URL names a non-public address")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        raise ValueError("the callback host does not resolve") from None
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    if not addresses or any(_non_public(a) for a in addresses):
+        raise ValueError("the callback host resolves to a non-public address")
+    target = httpx.URL(url).copy_with(host=addresses[0])
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    return str(target), {"host": netloc}, {"sni_hostname": host} if parts.scheme == "https" else {}
 
 
 class CallbackService:
     handles: Handles = frozenset({("sql.callback_deliveries", "user_id", "key_destroyed_when_delivered")})
 
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock, keys: KeyService, secret_key: bytes,
-                 client: httpx.Client | None = None) -> None:
+                 client: httpx.Client | None = None, *, private_networks: bool = False) -> None:
+        self._private_networks = private_networks  # LETHE_CALLBACK_PRIVATE_NETWORKS=allow
         self._uow = uow
         self._clock = clock
         self._keys = keys
@@ -84,7 +128,7 @@ class CallbackService:
     def register(self, project_id: str | None, url: str, *, actor: str, name: str | None = None) -> CallbackOut:
         """Set the project's callback URL (by id, or by `name`) and a new signing secret,
         shown this once. Registering again replaces both."""
-        check_url(url)
+        check_url(url, allow_private=self._private_networks)
         secret = hooks.new_signing_secret()
         with self._uow() as uow:
             project = uow.projects.by_id(project_id) if project_id else uow.projects.by_name(name or "")
@@ -180,8 +224,15 @@ class CallbackService:
         headers = {"content-type": "application/json", "webhook-id": delivery_id,
                    "webhook-timestamp": str(stamp), "webhook-signature": hooks.sign(key, delivery_id, stamp, body),
                    "user-agent": "Lethe-Callbacks/1"}
+        extensions: dict[str, Any] = {}
+        if not self._private_networks:
+            try:
+                url, host, extensions = pinned(url)
+            except ValueError as exc:
+                return str(exc)
+            headers.update(host)
         try:
-            response = client.post(url, content=body, headers=headers)
+            response = client.post(url, content=body, headers=headers, extensions=extensions)
         except httpx.TimeoutException:
             return "timeout"
         except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import socket
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -17,9 +19,13 @@ from litestar.testing import TestClient
 from sqlalchemy import func, select
 
 from app.bootstrap import Container
+from app.config import Settings
 from app.domain import webhooks as hooks
 from app.models import CallbackDelivery
+from app.services.callbacks import CallbackService, pinned
+from app.services.errors import InvalidInput
 from tests.conftest import FakeClock
+from tests.fixtures.platform import PROJECT
 from tests.http.conftest import bearer
 
 USER = "cb/user+1=="
@@ -49,6 +55,13 @@ class Receiver:
 
     def events(self) -> list[dict[str, Any]]:
         return [json.loads(body) for _, body in self.received]
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The receiver listens on 127.0.0.1: this deployment lets callbacks reach private networks
+    (LETHE_CALLBACK_PRIVATE_NETWORKS=allow). The default, deny, is tested at the end."""
+    return replace(settings, callback_private_networks=True)
 
 
 @pytest.fixture
@@ -169,3 +182,81 @@ def test_without_a_callback_url_nothing_is_queued_and_bad_urls_are_refused(
         assert answer.status_code == 400 and "url" in answer.text
     assert client.put("/v1/callback", json={"url": "https://x.example"},
                       headers=bearer(keys["officer"])).status_code == 403
+
+
+# --- the default deployment: callbacks never reach the service's own network (SSRF) ---------
+PRIVATE = ["http://127.0.0.1:8000/x", "http://localhost/x", "https://api.localhost/x", "http://10.1.2.3/x",
+           "http://192.168.0.10/x", "http://172.16.5.5/x", "http://169.254.169.254/latest/meta-data/",
+           "http://[::1]:8080/x", "http://[::ffff:127.0.0.1]/x", "http://[fe80::1]/x", "http://[fd00::1]/x",
+           "http://0.0.0.0/x", "http://100.64.0.1/x", "http://224.0.0.1/x"]
+
+
+def strict(container: Container) -> CallbackService:
+    """The container's callbacks as the default configuration builds them (private networks denied)."""
+    return CallbackService(container.uow, container.now, container.keys, container.settings.secret_key)
+
+
+def test_by_default_a_callback_url_on_a_private_network_is_refused(container: Container,
+                                                                   keys: dict[str, str]) -> None:
+    for url in PRIVATE:
+        with pytest.raises(InvalidInput, match="loopback, private or link-local"):
+            strict(container).register(None, url, actor="partner:acme", name=PROJECT)
+    assert strict(container).register(None, "https://93.184.216.34/hook", actor="partner:acme", name=PROJECT).url
+
+
+def test_by_default_a_host_that_resolves_to_a_private_address_gets_nothing(
+        client: TestClient[Any], keys: dict[str, str], container: Container, clock: FakeClock,
+        receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A public-looking name whose DNS answer is the service's own network (or changes to it
+    after registration: DNS rebinding) is checked at each delivery, not only when registered:
+    nothing is posted, the delivery stays pending with the reason, and is retried."""
+    port = receiver.server.server_address[1]
+    register(client, keys, f"http://partner.example:{port}/lethe/callbacks")
+    client.post("/v1/deletion-requests", json={"user_id": USER}, headers=bearer(keys["api_key"]))
+    container.erasure.anonymise(clock.now)
+    real = socket.getaddrinfo
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: real("127.0.0.1" if host == "partner.example"
+                                                                           else host, *a, **k))
+    summary = strict(container).deliver(clock.now)
+    assert summary.processed == 0 and receiver.received == []
+    pending = client.get("/v1/callback/deliveries", params={"state": "pending"},
+                         headers=bearer(keys["api_key"])).json()["items"]
+    assert [d["last_error"] for d in pending] == ["the callback host resolves to a non-public address"] * len(pending)
+    assert pending  # the transitions are still owed to the partner
+
+
+def test_a_delivery_connects_to_the_address_it_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The host is resolved once; the connection goes to that address, with the partner's
+    host name in the Host header and as the TLS server name (its certificate is checked
+    against the name)."""
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, port, **k: [
+        (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port)),
+        (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("2606:2800:220:1::1", port, 0, 0))])
+    url, headers, extensions = pinned("https://hooks.partner.example:8443/lethe?x=1")
+    assert url == "https://93.184.216.34:8443/lethe?x=1"
+    assert (headers, extensions) == ({"host": "hooks.partner.example:8443"}, {"sni_hostname": "hooks.partner.example"})
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, port, **k: [
+        (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port)),
+        (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.7", port))])
+    with pytest.raises(ValueError, match="non-public"):
+        pinned("http://hooks.partner.example/lethe")  # one private answer among public ones is enough
+
+
+def test_a_pinned_delivery_reaches_the_receiver_under_the_partners_host_name(
+        client: TestClient[Any], keys: dict[str, str], container: Container, clock: FakeClock,
+        receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    """End to end through httpx: the POST goes to the checked address and carries the host name
+    (here 127.0.0.1 stands in for a public address)."""
+    import app.services.callbacks as callbacks
+
+    port = receiver.server.server_address[1]
+    register(client, keys, f"http://partner.example:{port}/lethe/callbacks")
+    client.post("/v1/deletion-requests", json={"user_id": USER}, headers=bearer(keys["api_key"]))
+    container.erasure.anonymise(clock.now)
+    real = socket.getaddrinfo
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: real("127.0.0.1" if host == "partner.example"
+                                                                           else host, *a, **k))
+    monkeypatch.setattr(callbacks, "_non_public", lambda address: False)
+    assert strict(container).deliver(clock.now).processed == 1
+    assert [h["host"] for h, _ in receiver.received] == [f"partner.example:{port}"]
+    assert receiver.events()[0]["request"]["user_id"] == USER

@@ -39,6 +39,14 @@ def test_bad_scheduler_value_is_named(tmp_path: Path) -> None:
         load_settings({"LETHE_SCHEDULER": "maybe"}, cwd=tmp_path)
 
 
+def test_callbacks_reach_private_networks_only_when_allowed(tmp_path: Path) -> None:
+    assert not load_settings({}, cwd=tmp_path).callback_private_networks  # SSRF: denied by default
+    assert load_settings({"LETHE_CALLBACK_PRIVATE_NETWORKS": "allow"}, cwd=tmp_path).callback_private_networks
+    assert not load_settings({"LETHE_CALLBACK_PRIVATE_NETWORKS": "Deny"}, cwd=tmp_path).callback_private_networks
+    with pytest.raises(ConfigError, match="LETHE_CALLBACK_PRIVATE_NETWORKS must be 'allow' or 'deny'"):
+        load_settings({"LETHE_CALLBACK_PRIVATE_NETWORKS": "yes"}, cwd=tmp_path)
+
+
 @pytest.mark.parametrize("key", ["", "   ", "short-key"])
 def test_an_empty_or_short_secret_key_stops_with_one_sentence(tmp_path: Path, key: str) -> None:
     with pytest.raises(ConfigError, match="LETHE_SECRET_KEY must be at least 32 characters") as caught:
