@@ -2,7 +2,8 @@
 
 For each batch:
 1. a short transaction leases the due requests and lets holds decide which may proceed;
-2. the external stores (ClickHouse) run one batched, idempotent statement for those subjects;
+2. the external stores (ClickHouse) run one batched, idempotent statement for those subjects,
+   in a thread, while the users' ids are read (and decrypted) beside it;
 3. one transaction locks the requests again and asks the state machine, on the rows as they
    are now, whether the step is still due for each: a request restored (or held) since step 1
    is left exactly as it is. Only then do the SQL steps run, for the requests that are still
@@ -20,6 +21,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -228,12 +230,12 @@ class ErasureService:
         return free, held, keeping
 
     def _batch(self, uow: UnitOfWork, rows: Sequence[DeletionRequest], keeping: Sequence[Hold]) -> ErasureBatch:
-        """What the stores need to find the requests' rows (read before any link goes), and
-        what the keeping holds leave in place."""
+        """What the stores need to find the requests' rows, and what the keeping holds leave in
+        place. The user ids (`user_of`) are read next, beside the external stores (`_process`)."""
         rooms, messages = _kept(uow, keeping)
         return ErasureBatch(
             project_of={row.subject_id: row.project_id for row in rows},
-            user_of=self._ids.user_ids_of(uow, [row.subject_id for row in rows]),
+            user_of={},
             immediate=frozenset(row.subject_id for row in rows if row.mode == Mode.IMMEDIATE.value),
             asked=frozenset(row.subject_id for row in rows
                             if row.source in (Source.PARTNER_API.value, Source.USER.value)),
@@ -242,14 +244,16 @@ class ErasureService:
 
     def _process(self, step: Step, now: datetime, ids: list[str], batch: ErasureBatch,
                  summary: JobSummary, settled: bool) -> None:
-        evidence: Evidence = {}
         # 1. External stores: one batched statement per store for the whole batch (idempotent;
-        #    what they did for a request restored meanwhile is what its anonymisation did anyway).
-        if step is Step.ANONYMISE:
-            self._external_step("anonymise", batch, evidence)
-        purge_now = batch if step is Step.PURGE else _only(batch, batch.immediate)
-        if purge_now.project_of:
-            self._external_step("purge", purge_now, evidence)
+        #    what they did for a request restored meanwhile is what its anonymisation did anyway),
+        #    in a thread: meanwhile this one reads the users' ids (one key opened per subject;
+        #    ClickHouse works outside the GIL). They are read before any link goes: the steps,
+        #    the audit entries' subject hashes and the callbacks need them.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="erasure-external") as pool:
+            external = pool.submit(self._external_steps, step, batch)
+            users = retry_transient(lambda: self._user_ids(batch))
+            evidence = external.result()
+        batch = replace(batch, user_of=users)
         # 2. SQL: re-check, then the steps, transitions, evidence and audit in one transaction.
         try:
             retry_transient(lambda: self._commit_step(step, now, ids, batch, evidence, summary, settled))
@@ -302,6 +306,19 @@ class ErasureService:
             summary.processed += 1
             summary.count(mine)
         summary.purged += sum(1 for row in due if row.subject_id in purge_now.project_of)
+
+    def _user_ids(self, batch: ErasureBatch) -> dict[str, str]:
+        with self._uow() as uow:
+            return self._ids.user_ids_of(uow, list(batch.project_of))
+
+    def _external_steps(self, step: Step, batch: ErasureBatch) -> Evidence:
+        evidence: Evidence = {}
+        if step is Step.ANONYMISE:
+            self._external_step("anonymise", batch, evidence)
+        purge_now = batch if step is Step.PURGE else _only(batch, batch.immediate)
+        if purge_now.project_of:
+            self._external_step("purge", purge_now, evidence)
+        return evidence
 
     def _external_step(self, phase: str, batch: ErasureBatch,
                        evidence: dict[str, dict[str, Mapping[str, int]]]) -> None:
