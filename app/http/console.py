@@ -6,6 +6,7 @@ HttpOnly, SameSite=Strict, Secure when the request came over https; 30 minutes i
 SQL so every API process knows it (app.services.console_sessions). The token is checked again on
 every page, so a revoked officer is out at once (within the 5 s authentication cache). Every form
 that changes something carries the session's CSRF token; a post without it is refused (403).
+The login form, before any session, refuses posts a browser marks as cross-site (login CSRF).
 Officers see only their projects.
 """
 
@@ -15,6 +16,7 @@ import contextlib
 import secrets
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
@@ -59,6 +61,21 @@ def _officer(request: Request[Any, Any, Any], sessions: ConsoleSessionService) -
 def _checked(form: dict[str, str], session: Session) -> None:
     if not secrets.compare_digest(form.get("csrf", ""), session.csrf):
         raise PermissionDeniedException("this form is not from this console session (CSRF token missing or wrong)")
+
+
+def _cross_site(request: Request[Any, Any, Any]) -> bool:
+    """A browser's post from another site (login CSRF: another page logging the officer into
+    someone else's session). Before a session there is no CSRF token to check, so the login
+    form relies on what browsers say of a request's origin: `Sec-Fetch-Site`, else `Origin`
+    (compared by host, as a proxy may end TLS). A client that sends neither (curl) is not a
+    browser another site can drive."""
+    fetch_site = request.headers.get("sec-fetch-site")
+    if fetch_site is not None:
+        return fetch_site not in ("same-origin", "none")
+    origin = request.headers.get("origin")
+    if origin is None:
+        return False
+    return origin == "null" or urlsplit(origin).netloc != request.headers.get("host", "")
 
 
 def _login() -> Redirect:
@@ -131,6 +148,8 @@ class ConsoleController(Controller):
     @post("/login", sync_to_thread=True, status_code=303)
     def login(self, request: Request[Any, Any, Any], data: Form,
               console_sessions: ConsoleSessionsDep) -> Response[Any]:
+        if _cross_site(request):
+            raise PermissionDeniedException("this login form was not sent from this console (cross-site request)")
         token = data.get("token", "").strip()
         sid = console_sessions.start(token) if token else None
         if sid is None:

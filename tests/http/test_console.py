@@ -44,6 +44,22 @@ def test_login_sets_a_strict_http_only_session_cookie_and_logout_ends_it(client:
     assert client.get("/console/queue", follow_redirects=False).status_code == 303
 
 
+def test_a_login_posted_from_another_site_is_refused(client: TestClient[Any], keys: dict[str, str]) -> None:
+    """Login CSRF: a page elsewhere must not log the officer's browser into a session of its
+    choosing (there is no session, so no CSRF token yet: the browser's origin headers decide)."""
+    for headers in ({"sec-fetch-site": "cross-site"}, {"sec-fetch-site": "same-site"},
+                    {"origin": "https://evil.example"}, {"origin": "null"}):
+        answer = client.post("/console/login", data={"token": keys["officer"]}, headers=headers,
+                             follow_redirects=False)
+        assert answer.status_code == 403 and "cross-site" in answer.text, headers
+        assert "set-cookie" not in answer.headers
+    for headers in ({"sec-fetch-site": "same-origin"}, {"sec-fetch-site": "none"},
+                    {"origin": "http://testserver.local"}, {}):
+        answer = client.post("/console/login", data={"token": keys["officer"]}, headers=headers,
+                             follow_redirects=False)
+        assert answer.status_code == 303 and answer.headers["location"] == "/console/queue", headers
+
+
 def test_the_queue_shows_overdue_requests_first(client: TestClient[Any], keys: dict[str, str],
                                                 clock: FakeClock) -> None:
     old = client.post("/v1/deletion-requests", json={"user_id": "late"}, headers=bearer(keys["api_key"])).json()
