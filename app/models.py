@@ -460,6 +460,17 @@ class DataKey(Base):
     created_at: Mapped[datetime]
 
 
+class KeyGeneration(Base):
+    """A counter per key purpose, moved on by every transaction that destroys keys of that
+    purpose (in that transaction). A process keeps the keys it opened while the counter of
+    their purpose has not moved: each transaction reads the counters once, so a key destroyed
+    anywhere is unusable in every process from its next transaction on (app.services.keys)."""
+
+    __tablename__ = "key_generations"
+    purpose: Mapped[str] = mapped_column(String(20), primary_key=True)
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class Suppression(Base):
     """A user erased for good stays suppressed for a while: their late events (an open widget,
     a platform retry) are dropped, so nothing starts to accumulate again. Only a keyed hash of

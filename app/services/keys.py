@@ -3,8 +3,11 @@
 Erasure is key destruction: personal values are stored only as ciphertext under their owner's
 data key, so deleting the key row makes them unreadable in every store, backups and replicas
 included once the key's own copies are gone. Hence three rules here:
-- a process caches unwrapped keys for at most KEY_CACHE_SECONDS, so a key destroyed anywhere
-  is unusable everywhere within that time (the same rule as for API keys);
+- a destroyed key is unusable in every process from that process's next transaction: every
+  transaction that destroys keys moves their purpose's generation on (`key_generations`, in
+  the same transaction), and a process uses a cached key only while the generation it was
+  opened under is still the one its current transaction reads (once per transaction). Cached
+  keys are also dropped after KEY_CACHE_SECONDS, and a key's absence after ABSENCE_CACHE_SECONDS;
 - a key created in a transaction is cached only once another transaction has read it back
   (committed): a rolled-back key must never encrypt anything;
 - `compact()` makes deleted key rows leave the table's files, not only its query results.
@@ -55,8 +58,9 @@ MESSAGE_TEXT_AAD = b"messages.text"  # what a sealed message text is bound to
 HOLD = "hold"  # what a room or message hold keeps (owner: the hold): destroyed once the hold ends
 CALLBACK = "callback"  # the user id in one callback delivery (owner: the delivery): goes with it
 PURPOSES = frozenset({ANALYTICS, GRACE, CONTENT, HOLD, DEAD_LETTERS, CALLBACK})
-KEY_CACHE_SECONDS = 5.0  # a destroyed key is unusable in every process within this long
-KEY_CACHE_SIZE = 100_000  # entries; the cache is emptied when full (each entry lives 5 s anyway)
+KEY_CACHE_SECONDS = 60.0  # an opened key is opened again after this long, even if its generation stands
+ABSENCE_CACHE_SECONDS = 5.0  # "no key" is believed this long (a key created elsewhere is seen within it)
+KEY_CACHE_SIZE = 100_000  # entries; the cache is emptied when full
 REWRAP_BATCH = 1_000  # keys per rotation transaction
 COMPACT_WAIT_SECONDS = 30.0  # for transactions that can still see deleted keys to end
 COMPACT_EVERY_SECONDS = 15 * 60.0  # the key_compaction job's interval: a key destroyed on PostgreSQL
@@ -64,6 +68,7 @@ COMPACT_EVERY_SECONDS = 15 * 60.0  # the key_compaction job's interval: a key de
 # uow.info entries (this transaction only): keys opened, (owner, purpose) -> Cipher; keys created
 OPENED_IN_TRANSACTION = "lethe.keys_opened"
 _CREATED = "lethe.keys_created"
+_GENERATIONS = "lethe.key_generations"  # purpose -> generation, as this transaction read them
 
 Progress = Callable[[int, int], None]
 Compaction = Literal["compacted", "unchanged", "postponed"]  # what the key_compaction job did
@@ -87,7 +92,8 @@ class KeyService:
         self._clock = clock
         self._secret = secret_key
         self._keks: dict[int, bytes] = {}  # version -> KEK, once checked against its row
-        self._cache: dict[tuple[str, str], tuple[float, Cipher | None]] = {}
+        # (owner, purpose) -> (until, the Cipher or None for "no key", the purpose's generation then)
+        self._cache: dict[tuple[str, str], tuple[float, Cipher | None, int]] = {}
         self._lock = threading.Lock()
         self._dirty = False  # keys destroyed since the last compaction (in this process)
         self._compacted_changes: int | None = None  # the table's change counter before the last compaction
@@ -101,16 +107,26 @@ class KeyService:
         are absent from the result: their data is unreadable, which is the point of erasure."""
         _check_purpose(purpose)
         wanted = list(dict.fromkeys(owners))
-        found, unknown = self._from_cache(wanted, purpose, trust_absence=not create)
+        generation = self._generation(uow, purpose)
+        found, unknown = self._from_cache(wanted, purpose, generation, trust_absence=not create)
         if unknown:  # keys this transaction created or read already (not shared: it may roll back)
             mine: dict[tuple[str, str], Cipher] = uow.info.setdefault(OPENED_IN_TRANSACTION, {})
             found.update({o: c for o in unknown if (c := mine.get((o, purpose))) is not None})
             unknown = [o for o in unknown if o not in found]
         if unknown:
-            loaded = self._load(uow, unknown, purpose, create=create)
+            loaded = self._load(uow, unknown, purpose, generation, create=create)
             mine.update({(o, purpose): c for o, c in loaded.items()})
             found.update(loaded)
         return found
+
+    def _generation(self, uow: UnitOfWork, purpose: str) -> int:
+        """The purpose's generation as this transaction sees it: read once per transaction, and
+        before any key is read in it, so a key loaded after a destruction committed is never
+        remembered under the generation before it."""
+        generations: dict[str, int] | None = uow.info.get(_GENERATIONS)
+        if generations is None:
+            generations = uow.info[_GENERATIONS] = uow.keys.generations()
+        return generations.get(purpose, 0)
 
     def new_ciphers(self, uow: UnitOfWork, owners: Sequence[str], purpose: str) -> dict[str, Cipher]:
         """Keys for owners that cannot have one yet (ids this transaction has just made up): as
@@ -125,24 +141,26 @@ class KeyService:
         """One owner's Cipher, its key created if it has none (inside the caller's transaction)."""
         return self.ciphers(uow, [owner], purpose, create=True)[owner]
 
-    def _from_cache(self, owners: Sequence[str], purpose: str, *,
+    def _from_cache(self, owners: Sequence[str], purpose: str, generation: int, *,
                     trust_absence: bool) -> tuple[dict[str, Cipher], list[str]]:
         now = time.monotonic()
         found: dict[str, Cipher] = {}
         unknown: list[str] = []
         for owner in owners:
             entry = self._cache.get((owner, purpose))
-            if entry is None or entry[0] <= now or (entry[1] is None and not trust_absence):
+            if (entry is None or entry[0] <= now or entry[2] != generation
+                    or (entry[1] is None and not trust_absence)):
                 unknown.append(owner)
             elif entry[1] is not None:
                 found[owner] = entry[1]
         return found, unknown
 
-    def _load(self, uow: UnitOfWork, owners: Sequence[str], purpose: str, *, create: bool) -> dict[str, Cipher]:
+    def _load(self, uow: UnitOfWork, owners: Sequence[str], purpose: str, generation: int, *,
+              create: bool) -> dict[str, Cipher]:
         stored = uow.keys.get(owners, purpose)
         created: set[tuple[str, str]] = uow.info.setdefault(_CREATED, set())
         ciphers = {owner: self._open(uow, key) for owner, key in stored.items()}
-        self._remember(purpose, {o: c for o, c in ciphers.items() if (o, purpose) not in created},
+        self._remember(purpose, generation, {o: c for o, c in ciphers.items() if (o, purpose) not in created},
                        absent=[] if create else [o for o in owners if o not in stored])
         missing = [o for o in owners if o not in stored]
         if create and missing:
@@ -179,14 +197,15 @@ class KeyService:
             raise KeyringError(f"data key {key.id} does not unwrap under key-encryption key version "
                                f"{key.kek_version}: the key row was altered") from None
 
-    def _remember(self, purpose: str, ciphers: Mapping[str, Cipher], absent: Sequence[str]) -> None:
-        until = time.monotonic() + KEY_CACHE_SECONDS
-        entries = [*ciphers.items(), *((owner, None) for owner in absent)][:KEY_CACHE_SIZE]
+    def _remember(self, purpose: str, generation: int, ciphers: Mapping[str, Cipher], absent: Sequence[str]) -> None:
+        now = time.monotonic()
+        entries = [*((owner, (now + KEY_CACHE_SECONDS, cipher, generation)) for owner, cipher in ciphers.items()),
+                   *((owner, (now + ABSENCE_CACHE_SECONDS, None, generation)) for owner in absent)][:KEY_CACHE_SIZE]
         with self._lock:
             if len(self._cache) + len(entries) > KEY_CACHE_SIZE:
-                self._cache.clear()  # simpler than LRU, and every entry would expire within seconds
-            for owner, cipher in entries:
-                self._cache[(owner, purpose)] = (until, cipher)
+                self._cache.clear()  # simpler than LRU, and every entry would expire within a minute
+            for owner, entry in entries:
+                self._cache[(owner, purpose)] = entry
 
     def forget(self) -> None:
         """Drop every cached key (tests; an operator's emergency)."""
@@ -229,7 +248,8 @@ class KeyService:
 
     def destroy(self, uow: UnitOfWork, owners: Sequence[str], purpose: str | None = None) -> list[str]:
         """Delete the owners' keys (one purpose, or all) in the caller's transaction, which
-        audits and commits. This process forgets them at once; others within the cache TTL.
+        audits and commits. This process forgets them at once; every other one from its next
+        transaction (their purpose's generation moves at commit: app.stores.sql.keys.DataKeys.bump).
         Returns the owners of the keys deleted (one entry per key)."""
         if purpose is not None:
             _check_purpose(purpose)

@@ -166,21 +166,53 @@ def test_a_key_from_a_rolled_back_transaction_never_encrypts_anything(uow: UowFa
 # --- the per-process cache -------------------------------------------------------------------
 
 
-def test_a_key_destroyed_elsewhere_is_unusable_here_once_the_cache_expires(
+def test_a_key_destroyed_elsewhere_is_unusable_here_from_the_next_transaction(
         uow: UowFactory, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(keys_module, "KEY_CACHE_SECONDS", 1.0)  # long enough that a busy machine still checks within it
+    """Another process's destruction moves the purpose's generation in its own transaction:
+    this process's next transaction sees it and opens no cached copy, however long the cache."""
+    monkeypatch.setattr(keys_module, "KEY_CACHE_SECONDS", 3600.0)
     here, there = service(uow, clock), service(uow, clock)
     encrypt_for(there, uow, "s-1", "x")
-    assert "s-1" in ciphers(here, uow, ["s-1"])  # now cached here
+    encrypt_for(there, uow, "s-2", "y")
+    assert {"s-1", "s-2"} <= set(ciphers(here, uow, ["s-1", "s-2"]))  # now cached here
+    with uow() as u:  # the cache is real: a transaction reads no key row for what it holds
+        u.session.execute(text("DELETE FROM data_keys WHERE owner = 's-2'"))  # behind the service's back
+        assert set(here.ciphers(u, ["s-2"], "analytics", create=False)) == {"s-2"}
+        u.rollback()
     destroy(there, uow, ["s-1"])
-    assert "s-1" in ciphers(here, uow, ["s-1"])  # the cache is real: still there within the TTL
-    time.sleep(1.1)
     assert "s-1" not in ciphers(here, uow, ["s-1"])
+    assert "s-2" in ciphers(here, uow, ["s-2"])  # a bystander's key is opened again, from its row
+    with uow() as u:
+        assert u.keys.generations()["analytics"] == 1
+
+
+def test_a_destruction_that_rolls_back_moves_no_generation(uow: UowFactory, clock: FakeClock) -> None:
+    keys = service(uow, clock)
+    encrypt_for(keys, uow, "s-1", "x")
+    with uow() as u:
+        keys.destroy(u, ["s-1"], "analytics")
+        u.rollback()
+    with uow() as u:
+        assert u.keys.generations() == {}
+    assert "s-1" in ciphers(service(uow, clock), uow, ["s-1"])
+
+
+def test_an_opened_key_is_opened_again_after_the_cache_lifetime(
+        uow: UowFactory, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(keys_module, "KEY_CACHE_SECONDS", 1.0)
+    keys = service(uow, clock)
+    encrypt_for(keys, uow, "s-1", "x")
+    assert "s-1" in ciphers(keys, uow, ["s-1"])
+    with uow() as u:
+        u.session.execute(text("DELETE FROM data_keys WHERE owner = 's-1'"))  # no generation moves
+        u.commit()
+    time.sleep(1.1)
+    assert "s-1" not in ciphers(keys, uow, ["s-1"])
 
 
 def test_absence_is_cached_for_readers_but_never_stops_a_writer(
         uow: UowFactory, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(keys_module, "KEY_CACHE_SECONDS", 1.0)
+    monkeypatch.setattr(keys_module, "ABSENCE_CACHE_SECONDS", 1.0)
     here, there = service(uow, clock), service(uow, clock)
     assert ciphers(here, uow, ["s-1"]) == {}  # "no such key" is now cached here
     token = encrypt_for(there, uow, "s-1", "x")

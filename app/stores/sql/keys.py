@@ -8,15 +8,16 @@ hold stale copies of key material for longer.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, Table, bindparam, delete, func, literal, select, text, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from app.models import DataKey, KeyEncryptionKey
+from app.models import DataKey, KeyEncryptionKey, KeyGeneration
 from app.ports import CompactionBlocked, KekVersion, StoredKey
 from app.stores.sql.engine import checkpoint
 from app.stores.sql.operational import insert_ignoring_conflicts
@@ -25,6 +26,8 @@ from app.stores.sql.queries import is_postgresql, member_of, rowcount
 CHUNK = 500  # owners per IN (...): far below SQLite's bound-parameter limit
 _KEYS: Table = DataKey.__table__  # type: ignore[assignment]
 _KEKS: Table = KeyEncryptionKey.__table__  # type: ignore[assignment]
+_GENERATIONS: Table = KeyGeneration.__table__  # type: ignore[assignment]
+DESTROYED_PURPOSES = "lethe.keys_destroyed"  # session.info: purposes whose keys this transaction destroyed
 
 
 def _owner_sets(session: Session, owners: Sequence[str]) -> Iterator[Sequence[str]]:
@@ -99,7 +102,23 @@ class DataKeys:
             statement = delete(_KEYS).where(_KEYS.c.purpose.in_(sorted(set(purposes))),
                                             member_of(self.session, _KEYS.c.owner, chunk))
             deleted.extend(self.session.scalars(statement.returning(_KEYS.c.owner)))
+        if deleted:  # their purposes' generations move on at commit (`bump`, by SqlUnitOfWork)
+            self.session.info.setdefault(DESTROYED_PURPOSES, set()).update(purposes)
         return deleted
+
+    def generations(self) -> dict[str, int]:
+        """purpose -> how many transactions have destroyed keys of it (0 if none ever has)."""
+        return {str(p): int(g) for p, g in self.session.execute(select(_GENERATIONS.c.purpose,
+                                                                       _GENERATIONS.c.generation))}
+
+    def bump(self, purposes: Collection[str]) -> None:
+        """Move these purposes' generations on: the last statement of a transaction that
+        destroyed keys of them, so their rows stay locked (PostgreSQL) only while it commits.
+        In purpose order, the one lock order every such transaction uses."""
+        insert = postgresql.insert if is_postgresql(self.session) else sqlite.insert
+        statement = insert(_GENERATIONS).values([{"purpose": p, "generation": 1} for p in sorted(purposes)])
+        self.session.execute(statement.on_conflict_do_update(
+            index_elements=[_GENERATIONS.c.purpose], set_={"generation": _GENERATIONS.c.generation + 1}))
 
     def under_older_versions(self, version: int, after: StoredKey | None, limit: int) -> list[StoredKey]:
         """The next keys (in primary key order, after the key `after`) still wrapped under a

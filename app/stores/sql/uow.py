@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.domain.audit import AuditRecord
 from app.stores.sql.audit_log import AuditLog
 from app.stores.sql.integration import Callbacks, DeletionBatches
-from app.stores.sql.keys import DataKeys
+from app.stores.sql.keys import DESTROYED_PURPOSES, DataKeys
 from app.stores.sql.operational import (
     Complaints,
     DeadLetters,
@@ -90,6 +90,9 @@ class SqlUnitOfWork:
         if self._pending:
             self.audit_log.append(self._clock(), self._pending, self._chain_key)
             self._pending = []
+        destroyed = self.session.info.get(DESTROYED_PURPOSES)
+        if destroyed:  # every process drops its cached keys of these purposes (app.services.keys)
+            self.keys.bump(destroyed)
         self.session.commit()
         self.session.info.clear()  # transaction-scoped state (see `info`)
 
