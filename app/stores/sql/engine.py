@@ -14,7 +14,8 @@ _ENCODER = msgspec.json.Encoder()
 _DECODER = msgspec.json.Decoder()
 
 
-def _json_text(value: Any) -> str:
+def json_text(value: Any) -> str:
+    """JSON as Lethe writes it to SQL (msgspec; the json module for what msgspec refuses)."""
     try:
         return _ENCODER.encode(value).decode()
     except (TypeError, ValueError):  # what msgspec refuses (a lone surrogate): the json module's escaped form
@@ -35,7 +36,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     # writes and reads 10,000 evidence documents a batch, and the json module took 5-7 % of it.
     # The audit chain's hashes do not depend on this: they are computed over their own
     # canonical form (app.domain.audit.canonical), never over the column's text.
-    kwargs.setdefault("json_serializer", _json_text)
+    kwargs.setdefault("json_serializer", json_text)
     kwargs.setdefault("json_deserializer", _json_value)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":

@@ -3,7 +3,6 @@ counts per subject, row locks and changed-row counts."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -15,6 +14,7 @@ from sqlalchemy.sql.expression import Subquery, TableValuedAlias
 from sqlalchemy.types import TypeEngine
 
 from app.paging import decode_time_cursor, encode_cursor
+from app.stores.sql.engine import json_text
 
 _Row = TypeVar("_Row")
 
@@ -44,9 +44,9 @@ def json_rows(columns: Mapping[str, TypeEngine[Any]], rows: Sequence[Mapping[str
     """PostgreSQL: rows sent as one JSON document (`json_to_recordset(:rows) AS v(name type, ...)`),
     for an UPDATE ... FROM or an INSERT ... SELECT of many rows in one statement. Unlike
     `unnested`, fit for text with quotes, JSON and times: psycopg escapes each element of a
-    text array in Python (0.5 s for 10,000 rows of JSON), where one json.dumps does this in C.
+    text array in Python (0.5 s for 10,000 rows of JSON), where one msgspec encoding does this in C.
     Times go as naive UTC (ISO 8601), as UTCDateTime stores them; JSON values stay JSON."""
-    document = json.dumps([{name: _plain(value) for name, value in row.items()} for row in rows])
+    document = json_text([{name: _plain(value) for name, value in row.items()} for row in rows])
     return (func.json_to_recordset(cast(bindparam(None, document, type_=Text), JSON))
             .table_valued(*(column(name, kind) for name, kind in columns.items()))
             .render_derived(with_types=True))
