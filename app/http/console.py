@@ -75,7 +75,10 @@ def _cross_site(request: Request[Any, Any, Any]) -> bool:
     origin = request.headers.get("origin")
     if origin is None:
         return False
-    return origin == "null" or urlsplit(origin).netloc != request.headers.get("host", "")
+    # the host the browser addressed: a proxy may rewrite Host and say so in X-Forwarded-Host (a
+    # cross-site form cannot set that header, so trusting it here lets no other site through)
+    hosts = {request.headers.get("host", ""), *request.headers.get("x-forwarded-host", "").split(",")}
+    return origin == "null" or urlsplit(origin).netloc not in {h.strip() for h in hosts if h.strip()}
 
 
 def _login() -> Redirect:

@@ -54,7 +54,8 @@ def test_a_login_posted_from_another_site_is_refused(client: TestClient[Any], ke
         assert answer.status_code == 403 and "cross-site" in answer.text, headers
         assert "set-cookie" not in answer.headers
     for headers in ({"sec-fetch-site": "same-origin"}, {"sec-fetch-site": "none"},
-                    {"origin": "http://testserver.local"}, {}):
+                    {"origin": "http://testserver.local"}, {},
+                    {"origin": "https://lethe.example", "x-forwarded-host": "lethe.example"}):  # behind a proxy
         answer = client.post("/console/login", data={"token": keys["officer"]}, headers=headers,
                              follow_redirects=False)
         assert answer.status_code == 303 and answer.headers["location"] == "/console/queue", headers
