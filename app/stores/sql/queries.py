@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import JSON, ColumnElement, Select, String, Text, any_, bindparam, cast, column, func, select
+from sqlalchemy import JSON, ColumnElement, Select, Text, any_, bindparam, cast, column, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import Subquery, TableValuedAlias
@@ -20,10 +20,15 @@ _Row = TypeVar("_Row")
 
 
 def member_of(session: Session, column: Any, values: Sequence[str]) -> ColumnElement[bool]:
-    """`column IN values` for many values: on PostgreSQL one array parameter (`= ANY(:values)`),
-    since sending and parsing 10,000 bind values costs more than the lookup itself."""
+    """`column IN values` for many values: on PostgreSQL one parameter, since sending and
+    parsing 10,000 bind values costs more than the lookup itself. The values go as one JSON
+    array (`= ANY(ARRAY(SELECT json_array_elements_text(:values)))`, an index lookup like
+    `= ANY(:array)`): psycopg writes a text[] parameter element by element in Python, 6 % of
+    an anonymise run, where one msgspec encoding is C."""
     if is_postgresql(session):
-        return column == any_(bindparam(None, list(values), type_=ARRAY(String)))  # type: ignore[no-any-return]
+        document = cast(bindparam(None, json_text(list(values)), type_=Text), JSON)
+        listed = func.array(select(func.json_array_elements_text(document)).scalar_subquery())
+        return column == any_(listed)  # type: ignore[no-any-return]
     return column.in_(values)  # type: ignore[no-any-return]
 
 
