@@ -204,19 +204,27 @@ def test_by_default_a_callback_url_on_a_private_network_is_refused(container: Co
     assert strict(container).register(None, "https://93.184.216.34/hook", actor="partner:acme", name=PROJECT).url
 
 
-def test_by_default_a_host_that_resolves_to_a_private_address_gets_nothing(
-        client: TestClient[Any], keys: dict[str, str], container: Container, clock: FakeClock,
-        receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A public-looking name whose DNS answer is the service's own network (or changes to it
-    after registration: DNS rebinding) is checked at each delivery, not only when registered:
-    nothing is posted, the delivery stays pending with the reason, and is retried."""
-    port = receiver.server.server_address[1]
+def owed_to_partner_example(client: TestClient[Any], keys: dict[str, str], container: Container, clock: FakeClock,
+                            receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> int:
+    """A transition owed to http://partner.example:<port>/..., a name this test's DNS answers
+    with 127.0.0.1 (the receiver's address); returns the port."""
+    port = int(receiver.server.server_address[1])
     register(client, keys, f"http://partner.example:{port}/lethe/callbacks")
     client.post("/v1/deletion-requests", json={"user_id": USER}, headers=bearer(keys["api_key"]))
     container.erasure.anonymise(clock.now)
     real = socket.getaddrinfo
     monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: real("127.0.0.1" if host == "partner.example"
                                                                            else host, *a, **k))
+    return port
+
+
+def test_by_default_a_host_that_resolves_to_a_private_address_gets_nothing(
+        client: TestClient[Any], keys: dict[str, str], container: Container, clock: FakeClock,
+        receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A public-looking name whose DNS answer is the service's own network (or changes to it
+    after registration: DNS rebinding) is checked at each delivery, not only when registered:
+    nothing is posted, the delivery stays pending with the reason, and is retried."""
+    owed_to_partner_example(client, keys, container, clock, receiver, monkeypatch)
     summary = strict(container).deliver(clock.now)
     assert summary.processed == 0 and receiver.received == []
     pending = client.get("/v1/callback/deliveries", params={"state": "pending"},
@@ -249,13 +257,7 @@ def test_a_pinned_delivery_reaches_the_receiver_under_the_partners_host_name(
     (here 127.0.0.1 stands in for a public address)."""
     import app.services.callbacks as callbacks
 
-    port = receiver.server.server_address[1]
-    register(client, keys, f"http://partner.example:{port}/lethe/callbacks")
-    client.post("/v1/deletion-requests", json={"user_id": USER}, headers=bearer(keys["api_key"]))
-    container.erasure.anonymise(clock.now)
-    real = socket.getaddrinfo
-    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: real("127.0.0.1" if host == "partner.example"
-                                                                           else host, *a, **k))
+    port = owed_to_partner_example(client, keys, container, clock, receiver, monkeypatch)
     monkeypatch.setattr(callbacks, "_non_public", lambda address: False)
     assert strict(container).deliver(clock.now).processed == 1
     assert [h["host"] for h, _ in receiver.received] == [f"partner.example:{port}"]
