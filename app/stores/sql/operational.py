@@ -15,16 +15,16 @@ from app.domain.ids import new_id
 from app.models import Complaint, DeadLetter, EventReceipt, Login, Message, Subject, Suppression
 from app.ports import MessageRef
 from app.ports.repositories import Kept
-from app.stores.sql.queries import is_postgresql, member_of, newest_first_page, per_subject, rowcount, unnested
+from app.stores.sql.queries import is_postgresql, json_rows, member_of, newest_first_page, per_subject, rowcount
 
 
 def insert_ignoring_conflicts(session: Session, table: Table, rows: Sequence[Mapping[str, Any]],
                               returning: Any = None) -> list[Any]:
     """INSERT ... ON CONFLICT DO NOTHING on both dialects; returns `returning` of inserted rows.
 
-    On PostgreSQL the rows go as one array parameter per column (`queries.unnested`): the same
-    statement text for any number of rows, where a RETURNING insert would render, send and
-    parse a VALUES list of every row on each call, and an executemany one statement per row.
+    On PostgreSQL the rows go as one JSON document (`queries.json_rows`): the same statement
+    text for any number of rows, where a RETURNING insert would render, send and parse a VALUES
+    list of every row on each call, and an executemany one statement per row.
     That needs every row to name the same columns, including each column with a client-side
     default (an INSERT ... SELECT evaluates a default once, not per row); other calls take the
     executemany path."""
@@ -32,7 +32,7 @@ def insert_ignoring_conflicts(session: Session, table: Table, rows: Sequence[Map
         return []
     if is_postgresql(session) and _same_columns_with_defaults(table, rows):
         names = list(rows[0])
-        given = unnested(**{name: ([row[name] for row in rows], table.c[name].type) for name in names})
+        given = json_rows({name: table.c[name].type for name in names}, rows)
         from_rows = postgresql.insert(table).from_select(
             names, select(*(given.c[name] for name in names)), include_defaults=False).on_conflict_do_nothing()
         if returning is None:

@@ -8,9 +8,8 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import JSON, ColumnElement, Select, Text, any_, bindparam, cast, column, func, select
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.expression import Subquery, TableValuedAlias
+from sqlalchemy.sql.expression import TableValuedAlias
 from sqlalchemy.types import TypeEngine
 
 from app.paging import decode_time_cursor, encode_cursor
@@ -36,21 +35,15 @@ def is_postgresql(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-def unnested(**columns: tuple[Sequence[Any], TypeEngine[Any]]) -> Subquery:
-    """PostgreSQL: rows of values sent as one array parameter per column, `name=(values, type)`
-    (`SELECT unnest(:a) AS a, unnest(:b) AS b`). A statement built on it has the same text for
-    any number of rows, so it is parsed once, where a VALUES list of 1,000 rows is rendered,
-    sent and parsed each time."""
-    return select(*(func.unnest(bindparam(name, list(values), type_=ARRAY(kind))).label(name)
-                    for name, (values, kind) in columns.items())).subquery()
-
-
 def json_rows(columns: Mapping[str, TypeEngine[Any]], rows: Sequence[Mapping[str, Any]]) -> TableValuedAlias:
     """PostgreSQL: rows sent as one JSON document (`json_to_recordset(:rows) AS v(name type, ...)`),
-    for an UPDATE ... FROM or an INSERT ... SELECT of many rows in one statement. Unlike
-    `unnested`, fit for text with quotes, JSON and times: psycopg escapes each element of a
-    text array in Python (0.5 s for 10,000 rows of JSON), where one msgspec encoding does this in C.
-    Times go as naive UTC (ISO 8601), as UTCDateTime stores them; JSON values stay JSON."""
+    for an UPDATE ... FROM or an INSERT ... SELECT of many rows in one statement. A statement
+    built on it has the same text for any number of rows, so it is parsed once, where a VALUES
+    list of 1,000 rows is rendered, sent and parsed each time, and an executemany runs one
+    statement per row. One JSON document rather than one array parameter per column: psycopg
+    writes a text[] element by element in Python, escaping quotes and the spaces of times (0.5 s
+    for 10,000 rows of JSON), where one msgspec encoding does this in C. Times go as naive UTC
+    (ISO 8601), as UTCDateTime stores them; bytes in bytea's hex form; JSON values stay JSON."""
     document = json_text([{name: _plain(value) for name, value in row.items()} for row in rows])
     return (func.json_to_recordset(cast(bindparam(None, document, type_=Text), JSON))
             .table_valued(*(column(name, kind) for name, kind in columns.items()))
@@ -62,6 +55,8 @@ def _plain(value: Any) -> Any:
         if value.tzinfo is None:
             raise ValueError("naive datetime given; Lethe stores UTC-aware datetimes only")
         return value.astimezone(UTC).replace(tzinfo=None).isoformat()
+    if isinstance(value, bytes):
+        return "\\x" + value.hex()
     return value
 
 

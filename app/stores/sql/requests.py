@@ -46,8 +46,8 @@ class DeletionRequests:
                 groups.setdefault(tuple(sorted(changed)), []).append((row, changed, version))
         for keys, members in groups.items():
             for start in range(0, len(members), 5_000):
-                written = self._write(table, keys, members[start:start + 5_000])
-                if written != len(members[start:start + 5_000]):
+                chunk = members[start:start + 5_000]
+                if self._write(table, keys, chunk) != len(chunk):
                     raise StaleDataError("a deletion request changed while this transaction held it")
             for row, _changed, version in members:
                 set_committed_value(row, "version", version + 1)

@@ -16,7 +16,7 @@ from app.domain.policy import Handles
 from app.domain.statuses import SubjectStatus
 from app.models import Complaint, Login, Message, Profile, Subject, UTCDateTime
 from app.stores.sql.operational import insert_ignoring_conflicts
-from app.stores.sql.queries import is_postgresql, locked, member_of, newest_first_page, rowcount, unnested
+from app.stores.sql.queries import is_postgresql, json_rows, locked, member_of, newest_first_page, rowcount
 
 
 class Subjects:
@@ -129,10 +129,10 @@ class Subjects:
         if not last_seen:
             return
         if is_postgresql(self.session):
-            # one statement with two array parameters; its subquery locks the rows in id order,
+            # one statement, the pairs as one JSON document; its subquery locks the rows in id order,
             # as the executemany below does: concurrent writers never wait on each other in a cycle
-            ids = sorted(last_seen)
-            given = unnested(sid=(ids, String()), seen=([last_seen[sid] for sid in ids], UTCDateTime()))
+            given = json_rows({"sid": String(), "seen": UTCDateTime()},
+                              [{"sid": sid, "seen": last_seen[sid]} for sid in sorted(last_seen)])
             due = (select(Subject.id, given.c.seen).join(given, Subject.id == given.c.sid)
                    .where(Subject.last_seen_at < given.c.seen).order_by(Subject.id)
                    .with_for_update(of=Subject).subquery())
