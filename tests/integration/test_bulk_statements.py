@@ -1,6 +1,6 @@
 """The webhook's bulk statements (receipts claimed, activity moved forward) give the same
-answers on both dialects: PostgreSQL sends them as array parameters (stores.sql.queries.unnested),
-SQLite as executemany."""
+answers on both dialects: PostgreSQL sends their rows as one JSON document
+(stores.sql.queries.json_rows), SQLite as executemany."""
 
 from datetime import timedelta
 
