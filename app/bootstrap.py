@@ -32,6 +32,7 @@ from app.services.held import HeldDataService
 from app.services.holds import HoldService
 from app.services.identities import Identities
 from app.services.ingest import IngestService
+from app.services.key_compaction import KeyCompaction
 from app.services.keys import KeyService
 from app.services.messages import MessageFeedService, MessageService
 from app.services.metrics import MetricsService
@@ -159,7 +160,7 @@ class Container:
     @cached_property
     def erasure(self) -> ErasureService:
         return ErasureService(self.uow, self.now, self.settings.secret_key, self.identities, self.sql_steps,
-                              [self.events], after_run=self.keys.compact_after_run,
+                              [self.events], after_run=self.keys.compaction.after_run,
                               holds=self.holds, before_run=self._settle_holds, callbacks=self.callbacks,
                               keep_in=self.held.take_in)
 
@@ -247,7 +248,8 @@ class Container:
 
     @cached_property
     def keys(self) -> KeyService:
-        return KeyService(self.uow, self.now, self.settings.secret_key, KeyTableCompaction(self.engine))
+        return KeyService(self.uow, self.now, self.settings.secret_key,
+                          KeyCompaction(KeyTableCompaction(self.engine)))
 
     @cached_property
     def audit(self) -> AuditService:

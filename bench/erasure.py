@@ -432,7 +432,7 @@ def main() -> int:
                 print(f"     ClickHouse {seconds:7.3f} s  {statement[:160]}")
             print(f"     the rest (SQL: lease, holds, steps incl. the keys, transitions, evidence, audit; Python): "
                   f"{job_meter.seconds - ch_seconds:.3f} s", flush=True)
-            compacted, _ = _timed(lambda: container.keys.compact())
+            compacted, _ = _timed(lambda: container.keys.compaction.compact())
             print(f"  KeyService.compact after the job (information): {compacted:.3f} s", flush=True)
 
             # --- checks by reading -----------------------------------------------------

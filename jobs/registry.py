@@ -20,7 +20,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from app import observability
 from app.bootstrap import Container
-from app.services.keys import COMPACT_EVERY_SECONDS
+from app.services.key_compaction import COMPACT_EVERY_SECONDS
 from app.services.summary import JobSummary
 
 log = structlog.get_logger(__name__)
@@ -67,9 +67,9 @@ def _outbox(container: Container, now: datetime) -> dict[str, Any]:
 
 def _key_compaction(container: Container, now: datetime) -> dict[str, Any]:
     """Destroyed (and re-wrapped) key rows leave the key table's files: SQLite's checkpoint,
-    PostgreSQL's VACUUM FULL when the table changed since the last one (app.services.keys)."""
+    PostgreSQL's VACUUM FULL when the table changed since the last one (app.services.key_compaction)."""
     summary = JobSummary("key_compaction", now)
-    outcome = container.keys.compact_if_changed()
+    outcome = container.keys.compaction.if_changed()
     summary.processed, summary.failed = int(outcome == "compacted"), int(outcome == "postponed")
     log.info("job.finished", outcome=outcome, **summary.as_dict())
     return {**summary.as_dict(), "outcome": outcome}

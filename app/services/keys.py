@@ -10,7 +10,7 @@ included once the key's own copies are gone. Hence three rules here:
   keys are also dropped after KEY_CACHE_SECONDS, and a key's absence after ABSENCE_CACHE_SECONDS;
 - a key created in a transaction is cached only once another transaction has read it back
   (committed): a rolled-back key must never encrypt anything;
-- `compact()` makes deleted key rows leave the table's files, not only its query results.
+- deleted key rows must also leave the table's files: app.services.key_compaction.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import date
-from typing import Any, Literal
+from typing import Any
 
 import structlog
 
@@ -38,14 +38,13 @@ from app.domain.crypto import (
 from app.domain.ids import new_id
 from app.ports import (
     Clock,
-    CompactionBlocked,
     KekVersion,
-    KeyTableCompactor,
     StoredKey,
     UnitOfWork,
     UnitOfWorkFactory,
 )
 from app.services.errors import Broken
+from app.services.key_compaction import KeyCompaction
 from app.services.views import KeysRotated
 
 log = structlog.get_logger(__name__)
@@ -62,16 +61,12 @@ KEY_CACHE_SECONDS = 60.0  # an opened key is opened again after this long, even 
 ABSENCE_CACHE_SECONDS = 5.0  # "no key" is believed this long (a key created elsewhere is seen within it)
 KEY_CACHE_SIZE = 100_000  # entries; the cache is emptied when full
 REWRAP_BATCH = 1_000  # keys per rotation transaction
-COMPACT_WAIT_SECONDS = 30.0  # for transactions that can still see deleted keys to end
-COMPACT_EVERY_SECONDS = 15 * 60.0  # the key_compaction job's interval: a key destroyed on PostgreSQL
-# leaves the table's file within ~15 minutes (or the next run after an open transaction ends), well within the hour
 # uow.info entries (this transaction only): keys opened, (owner, purpose) -> Cipher; keys created
 OPENED_IN_TRANSACTION = "lethe.keys_opened"
 _CREATED = "lethe.keys_created"
 _GENERATIONS = "lethe.key_generations"  # purpose -> generation, as this transaction read them
 
 Progress = Callable[[int, int], None]
-Compaction = Literal["compacted", "unchanged", "postponed"]  # what the key_compaction job did
 
 
 class KeyringError(Broken):
@@ -86,17 +81,15 @@ def key_aad(key_id: str, owner: str, purpose: str) -> bytes:
 
 class KeyService:
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock, secret_key: bytes,
-                 compactor: KeyTableCompactor | None = None) -> None:
+                 compaction: KeyCompaction | None = None) -> None:
         self._uow = uow
-        self._compactor = compactor
+        self.compaction = compaction or KeyCompaction(None)  # told of every destruction here
         self._clock = clock
         self._secret = secret_key
         self._keks: dict[int, bytes] = {}  # version -> KEK, once checked against its row
         # (owner, purpose) -> (until, the Cipher or None for "no key", the purpose's generation then)
         self._cache: dict[tuple[str, str], tuple[float, Cipher | None, int]] = {}
         self._lock = threading.Lock()
-        self._dirty = False  # keys destroyed since the last compaction (in this process)
-        self._compacted_changes: int | None = None  # the table's change counter before the last compaction
 
     # --- reading and creating keys -------------------------------------------------------
 
@@ -244,7 +237,7 @@ class KeyService:
             self._verified(record)
         return record.version
 
-    # --- destruction, rotation, compaction -----------------------------------------------
+    # --- destruction, rotation -------------------------------------------------------------
 
     def destroy(self, uow: UnitOfWork, owners: Sequence[str], purpose: str | None = None) -> list[str]:
         """Delete the owners' keys (one purpose, or all) in the caller's transaction, which
@@ -254,7 +247,7 @@ class KeyService:
         if purpose is not None:
             _check_purpose(purpose)
         purposes = [purpose] if purpose is not None else sorted(PURPOSES)
-        self._dirty = True
+        self.compaction.destroyed()
         mine = uow.info.get(OPENED_IN_TRANSACTION, {})
         with self._lock:
             for owner in owners:
@@ -323,16 +316,6 @@ class KeyService:
                                f"{key.kek_version}: the key row was altered") from None
         return wrap(kek, data_key, aad)
 
-    def compact(self, *, wait_seconds: float = COMPACT_WAIT_SECONDS) -> None:
-        """Make destroyed key rows leave the key table's files (see KeyTableCompaction for what
-        each database needs). Call it after the destroying transactions have committed."""
-        if self._compactor is None:
-            raise KeyringError("no key table compactor configured")
-        try:
-            self._compactor.compact(wait_seconds)
-        except CompactionBlocked as exc:
-            raise KeyringError(f"key table not compacted: {exc}") from None
-
     def destroy_day_keys(self, uow: UnitOfWork, purpose: str, project_id: str, before: date | None = None,
                          keep: Collection[date] = ()) -> int:
         """A project's per-day keys of `purpose` (see `day_key_owner`: actor-less events,
@@ -343,43 +326,6 @@ class KeyService:
         kept = {day_key_owner(purpose, project_id, day) for day in keep}
         owners = [o for o in uow.keys.owners_between(low, high, purpose) if o not in kept]
         return len(self.destroy(uow, owners, purpose)) if owners else 0
-
-    def compact_after_run(self) -> bool:
-        """After an erasure run: where compaction is cheap (SQLite's checkpoint), at once if this
-        process destroyed keys. PostgreSQL's VACUUM FULL is left to the key_compaction job: it
-        rewrites the whole table under an exclusive lock (4-9 us per live key), which must not
-        lengthen the run that requests wait for."""
-        if not self._dirty or self._compactor is None or not self._compactor.cheap:
-            return False
-        self._dirty = False
-        return self._compacted("after_run")
-
-    def compact_if_changed(self) -> Compaction:
-        """The key_compaction job (every COMPACT_EVERY_SECONDS): what any process deleted or
-        re-wrapped since the last compaction leaves the key table's files. SQLite: a checkpoint,
-        every time (cheap, and it also covers other processes' deletions). PostgreSQL: VACUUM
-        FULL when the table's change counter moved since this process last compacted (or it has
-        not yet); the counter is read first, so a change made meanwhile is caught next time. A
-        compaction that cannot run now (older transactions still open) is logged, reported as
-        "postponed" and retried by the next run."""
-        if self._compactor is None:
-            return "unchanged"
-        changes = self._compactor.changes()
-        if changes is not None and changes == self._compacted_changes:
-            return "unchanged"
-        if not self._compacted("job"):
-            return "postponed"
-        self._dirty, self._compacted_changes = False, changes
-        return "compacted"
-
-    def _compacted(self, when: str) -> bool:
-        try:
-            self.compact(wait_seconds=COMPACT_WAIT_SECONDS)
-        except KeyringError as exc:
-            log.warning("keys.compact_postponed", when=when, reason=str(exc).splitlines()[0])
-            self._dirty = True
-            return False
-        return True
 
     def stats(self) -> dict[str, Any]:
         """Keys per KEK version (no key material): what an operator checks after a rotation."""

@@ -101,7 +101,7 @@ def test_the_old_text_of_an_edited_message_leaves_the_sqlite_file(
         old = uow.session.scalar(select(Message.text).where(Message.message_id == "m-1"))
     assert old is not None and old.startswith("v1.")
     post(client, keys, edit("new text", "2026-01-14T10:05:00Z"))
-    container.keys.compact()  # the WAL is checkpointed into the main file, as the jobs do
+    container.keys.compaction.compact()  # the WAL is checkpointed into the main file, as the jobs do
     database = Path(str(container.engine.url.database))
     for path in (database, database.with_name(database.name + "-wal")):
         if path.exists():

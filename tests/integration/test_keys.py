@@ -15,7 +15,9 @@ from sqlalchemy.orm import sessionmaker
 from app.domain.audit import CHAIN_LABEL
 from app.domain.crypto import Cipher, Undecryptable, derive_key
 from app.models import AuditEntry, KeyEncryptionKey
+from app.services import key_compaction
 from app.services import keys as keys_module
+from app.services.key_compaction import CompactionFailed, KeyCompaction
 from app.services.keys import KeyringError, KeyService
 from app.services.views import KeysRotated
 from app.stores.sql.keys import KeyTableCompaction
@@ -34,7 +36,7 @@ def uow(engine: Engine, clock: FakeClock) -> UowFactory:
 
 def service(uow: UowFactory, clock: FakeClock, secret: bytes = SECRET, engine: Engine | None = None) -> KeyService:
     """A new KeyService stands for another process: its own cache, same database."""
-    return KeyService(uow, clock, secret, KeyTableCompaction(engine) if engine is not None else None)
+    return KeyService(uow, clock, secret, KeyCompaction(KeyTableCompaction(engine)) if engine is not None else None)
 
 
 def ciphers(keys: KeyService, uow: UowFactory, owners: list[str], purpose: str = "analytics", *,
@@ -377,7 +379,7 @@ def test_compact_removes_destroyed_keys_from_the_table_files(uow: UowFactory, cl
     assert (victim in before, bystander in before) == (True, True)  # the check sees a key that is there
 
     destroy(keys, uow, ["victim"])
-    keys.compact()
+    keys.compaction.compact()
 
     after = stored()
     assert (victim in after, bystander in after) == (False, True)  # (no file dump in the failure)
@@ -395,14 +397,14 @@ def test_the_compaction_job_compacts_what_any_process_changed_and_only_then(
     elsewhere = service(uow, clock, engine=engine)  # another process: the job never hears of it
     ciphers(elsewhere, uow, ["bystander", "victim"], create=True)
     victim = key_rows(uow)[("victim", "analytics")][1]
-    assert job.compact_if_changed() == "compacted"  # its first run: nothing known yet
+    assert job.compaction.if_changed() == "compacted"  # its first run: nothing known yet
     if engine.dialect.name == "sqlite":
-        assert job.compact_if_changed() == "compacted"
+        assert job.compaction.if_changed() == "compacted"
         return
 
     def until(compacts: bool) -> None:  # a backend reports its counts within seconds of its commit
         deadline = time.monotonic() + 15
-        while (job.compact_if_changed() == "compacted") != compacts:
+        while (job.compaction.if_changed() == "compacted") != compacts:
             assert time.monotonic() < deadline, f"the job never {'compacted' if compacts else 'settled'}"
             time.sleep(0.2)
 
@@ -411,7 +413,7 @@ def test_the_compaction_job_compacts_what_any_process_changed_and_only_then(
     destroy(elsewhere, uow, ["victim"])
     until(compacts=True)
     assert victim not in _pg_bytes(engine, _pg_path(engine))
-    assert job.compact_if_changed() == "unchanged"
+    assert job.compaction.if_changed() == "unchanged"
 
 
 def test_compact_waits_for_older_snapshots_that_would_keep_a_destroyed_key(
@@ -424,9 +426,9 @@ def test_compact_waits_for_older_snapshots_that_would_keep_a_destroyed_key(
     victim = key_rows(uow)[("victim", "analytics")][1]
     with _older_snapshot(engine):  # e.g. a long report, or an autovacuum ANALYZE
         destroy(keys, uow, ["victim"])
-        with pytest.raises(KeyringError, match="transactions older than the key deletion"):
-            keys.compact(wait_seconds=0.2)
-    keys.compact(wait_seconds=5)
+        with pytest.raises(CompactionFailed, match="transactions older than the key deletion"):
+            keys.compaction.compact(wait_seconds=0.2)
+    keys.compaction.compact(wait_seconds=5)
     assert victim not in _pg_bytes(engine, _pg_path(engine))
 
 
@@ -435,10 +437,10 @@ def test_a_compaction_blocked_by_an_older_snapshot_is_reported_and_retried(
     """The job says `postponed` (its summary counts a failure) and compacts on its next run."""
     if engine.dialect.name != "postgresql":
         pytest.skip("snapshots holding deleted rows are PostgreSQL's MVCC")
-    monkeypatch.setattr(keys_module, "COMPACT_WAIT_SECONDS", 0.2)
+    monkeypatch.setattr(key_compaction, "COMPACT_WAIT_SECONDS", 0.2)
     keys = service(uow, clock, engine=engine)
     ciphers(keys, uow, ["bystander", "victim"], create=True)
     with _older_snapshot(engine):
         destroy(keys, uow, ["victim"])
-        assert keys.compact_if_changed() == "postponed"
-    assert keys.compact_if_changed() == "compacted"
+        assert keys.compaction.if_changed() == "postponed"
+    assert keys.compaction.if_changed() == "compacted"
