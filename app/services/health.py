@@ -8,6 +8,11 @@ from typing import Any
 
 from app.services.outbox import OutboxDepth, OutboxService
 
+# Where ClickHouse is the worker's (the embedded engine), this process cannot ask it; the outbox
+# tells instead: the worker drains it every second, so events waiting longer than this mean the
+# worker is not running (or stuck), and ClickHouse is not receiving anything.
+STALE_OUTBOX_SECONDS = 120.0
+
 
 @dataclass(frozen=True, slots=True)
 class Readiness:
@@ -41,11 +46,19 @@ class HealthService:
             checks["sql"] = "ok"
         except Exception as exc:
             checks["sql"] = f"unavailable: {type(exc).__name__}"
+        outbox = self._outbox.depth() if checks["sql"] == "ok" else None
         if self._clickhouse_in_worker():  # not this process's to open: the worker drains the outbox into it
-            checks["clickhouse"] = "ok (owned by lethe worker)"
+            checks["clickhouse"] = _worker_side(outbox)
         else:
             try:
                 checks["clickhouse"] = "ok" if self._clickhouse_ping() else "unavailable"
             except Exception as exc:
                 checks["clickhouse"] = f"unavailable: {type(exc).__name__}"
-        return Readiness(checks, self._outbox.depth() if checks["sql"] == "ok" else None)
+        return Readiness(checks, outbox)
+
+
+def _worker_side(outbox: OutboxDepth | None) -> str:
+    if outbox is not None and outbox.oldest_age_seconds > STALE_OUTBOX_SECONDS:
+        return (f"unavailable: owned by lethe worker, which has not drained the outbox for "
+                f"{outbox.oldest_age_seconds:.0f} s (is it running?)")
+    return "ok (owned by lethe worker)"

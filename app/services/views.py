@@ -248,7 +248,7 @@ class OutboxDepthOut(msgspec.Struct):
 class ReadinessOut(msgspec.Struct, omit_defaults=True):
     status: str  # ok | unavailable
     sql: str  # "ok" or "unavailable: <error type>"
-    clickhouse: str  # "ok", "ok (owned by lethe worker)" or "unavailable…"
+    clickhouse: str  # "ok", "ok (owned by lethe worker)" or "unavailable…" (also: the worker drains nothing)
     outbox: OutboxDepthOut | None = None  # absent when SQL does not answer
 
 

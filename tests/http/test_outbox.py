@@ -15,6 +15,7 @@ from litestar.testing import TestClient
 from app.bootstrap import Container
 from app.http.app import create_app
 from app.ports import EventRow
+from app.services.health import STALE_OUTBOX_SECONDS
 from app.services.outbox import OutboxService
 from app.stores.clickhouse.events import ClickHouseEventStore
 from jobs.registry import run_job
@@ -74,6 +75,24 @@ def test_a_call_is_acknowledged_from_sql_and_drained_later(quiet: Container, cli
     assert events_in_clickhouse(quiet) == (3, 3)
     assert quiet.outbox.depth().events == 0
     assert run_job(quiet, "outbox", clock())["processed"] == 0
+
+
+def test_readiness_names_a_worker_that_drains_nothing(quiet: Container, client: TestClient[Any],
+                                                      keys: dict[str, str], clock: FakeClock) -> None:
+    """An API process whose embedded ClickHouse is the worker's cannot ask it; events waiting
+    past STALE_OUTBOX_SECONDS say the worker is not draining (dead or stuck): 503, and why."""
+    quiet.clickhouse_in_worker = True
+    post(client, keys, batch(2))
+    clock.advance(seconds=STALE_OUTBOX_SECONDS)
+    assert client.get("/readyz").json()["clickhouse"] == "ok (owned by lethe worker)"
+    clock.advance(seconds=1)
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["status"] == "unavailable"
+    assert ready.json()["clickhouse"] == ("unavailable: owned by lethe worker, which has not drained the "
+                                          "outbox for 121 s (is it running?)")
+    run_job(quiet, "outbox", clock())  # the worker is back
+    assert client.get("/readyz").json() == {"status": "ok", "sql": "ok", "clickhouse": "ok (owned by lethe worker)",
+                                            "outbox": {"events": 0, "oldest_age_seconds": 0.0}}
 
 
 @pytest.mark.parametrize("after_insert", [False, True], ids=["before-insert", "after-insert"])
