@@ -37,6 +37,7 @@ from app.services.keys import KeyService
 from app.services.messages import MessageFeedService, MessageService
 from app.services.metrics import MetricsService
 from app.services.offboarding import OffboardingService
+from app.services.officer_requests import OfficerRequests
 from app.services.outbox import OutboxService
 from app.services.policies import PolicyBook
 from app.services.retention import RetentionService
@@ -152,6 +153,10 @@ class Container:
     def sql_steps(self) -> list[SqlErasureStep]:
         """Every SQL table's part of an erasure, in order (the erasure jobs' and tests')."""
         return sql_steps(self.keys, self.dead_letters, self.suppressions)
+
+    @cached_property
+    def officer_requests(self) -> OfficerRequests:
+        return OfficerRequests(self.uow, self.identities, self.settings.secret_key)
 
     @cached_property
     def suppressions(self) -> SuppressionService:
@@ -296,8 +301,8 @@ def personal_data_handlers(steps: Sequence[SqlErasureStep]) -> dict[str, Handles
     expire the rest. `build` and the suite hold the data map to it."""
     found = {f"{type(step).__name__}:{step.name}": step.handles for step in steps}
     found.update({cls.__name__: cls.handles for cls in (
-        ClickHouseEventStore, Subjects, AuditLog, AccountService, DeletionService, HoldService, RetentionService,
-        CallbackService, OutboxService)})
+        ClickHouseEventStore, Subjects, AuditLog, AccountService, OfficerRequests, HoldService,
+        RetentionService, CallbackService, OutboxService)})
     return found
 
 

@@ -26,7 +26,7 @@ from litestar.params import Body, FromPath
 from litestar.response import Redirect, Stream, Template
 
 from app.domain.holds import Scope
-from app.http.deps import AuditDep, ClockDep, ConsoleSessionsDep, DeletionsDep, HoldsDep, MetricsDep
+from app.http.deps import AuditDep, ClockDep, ConsoleSessionsDep, HoldsDep, MetricsDep, OfficerRequestsDep
 from app.http.errors import status_of
 from app.http.holds import HoldIn
 from app.http.schemas import aware
@@ -176,16 +176,16 @@ class ConsoleController(Controller):
 
     @get("/queue", sync_to_thread=True)
     def queue(self, request: Request[Any, Any, Any], console_sessions: ConsoleSessionsDep,
-              deletions: DeletionsDep) -> Template | Redirect:
+              officer_requests: OfficerRequestsDep) -> Template | Redirect:
         principal, session = _officer(request, console_sessions)
         q = request.query_params
         project = q.get("project") or None
         projects = {pid: n for pid, n in principal.projects.items() if project in (None, n)}
         overdue = {"yes": True, "no": False}.get(q.get("overdue") or "")
         try:
-            page = deletions.officer_page(projects, status=q.get("status") or None,
-                                          source=q.get("source") or None, overdue=overdue,
-                                          due_before=None, limit=PAGE, cursor=q.get("cursor") or None)
+            page = officer_requests.page(projects, status=q.get("status") or None,
+                                         source=q.get("source") or None, overdue=overdue,
+                                         due_before=None, limit=PAGE, cursor=q.get("cursor") or None)
             error = None
         except ServiceError as exc:
             page, error = OfficerRequestPage([], None), str(exc)
@@ -196,11 +196,11 @@ class ConsoleController(Controller):
 
     @get("/requests/{request_id:str}", sync_to_thread=True)
     def request_detail(self, request: Request[Any, Any, Any], request_id: FromPath[str],
-                       console_sessions: ConsoleSessionsDep, deletions: DeletionsDep,
+                       console_sessions: ConsoleSessionsDep, officer_requests: OfficerRequestsDep,
                        hold_service: HoldsDep) -> Template | Redirect:
         principal, session = _officer(request, console_sessions)
         try:
-            item = deletions.officer_get(principal.projects, request_id)
+            item = officer_requests.get(principal.projects, request_id)
         except ServiceError as exc:
             return _page("request", principal, session, status_of(exc), item=None, error=str(exc), holds=[])
         holds = hold_service.page(principal.projects, active=True, limit=500, cursor=None).items
@@ -211,13 +211,13 @@ class ConsoleController(Controller):
     @post("/requests/{request_id:str}/extend", sync_to_thread=True, status_code=303)
     def extend(self, request: Request[Any, Any, Any], request_id: FromPath[str], data: Form,
                console_sessions: ConsoleSessionsDep,
-               deletions: DeletionsDep) -> Template | Redirect:
+               officer_requests: OfficerRequestsDep) -> Template | Redirect:
         principal, session = _officer(request, console_sessions)
         _checked(data, session)
         try:
-            deletions.extend_deadline(principal.projects, request_id, int(data.get("months") or 0),
-                                      data.get("reason", "").strip() or "(no reason given)",
-                                      actor=principal.actor)
+            officer_requests.extend(principal.projects, request_id, int(data.get("months") or 0),
+                                    data.get("reason", "").strip() or "(no reason given)",
+                                    actor=principal.actor)
         except ValueError as exc:
             return _page("request", principal, session, 400, item=None, error=str(exc), holds=[])
         except ServiceError as exc:

@@ -23,6 +23,7 @@ from app.services.holds import HoldService
 from app.services.ingest import IngestService
 from app.services.messages import MessageFeedService, MessageService
 from app.services.metrics import MetricsService
+from app.services.officer_requests import OfficerRequests
 from app.services.subjects import SubjectService
 from app.services.suppressions import SuppressionService
 from app.services.webhooks import WebhookAuthService
@@ -32,8 +33,9 @@ SERVICES = {
     "accounts": "accounts", "audit_service": "audit", "batches": "batches", "callback_service": "callbacks",
     "dead_letters": "dead_letters", "deletions": "deletions", "held": "held", "hold_service": "holds",
     "ingest": "ingest", "message_feed": "message_feed", "message_service": "messages",
-    "metrics_service": "metrics", "subjects": "subjects", "suppressions": "suppressions", "webhooks": "webhooks",
-    "health": "health", "console_sessions": "console_sessions", "clock": "now",
+    "metrics_service": "metrics", "officer_requests": "officer_requests", "subjects": "subjects",
+    "suppressions": "suppressions", "webhooks": "webhooks", "health": "health",
+    "console_sessions": "console_sessions", "clock": "now",
 }
 
 
@@ -53,6 +55,7 @@ IngestDep = NamedDependency[IngestService]
 MessageFeedDep = NamedDependency[MessageFeedService]
 MessagesDep = NamedDependency[MessageService]
 MetricsDep = NamedDependency[MetricsService]
+OfficerRequestsDep = NamedDependency[OfficerRequests]
 SubjectsDep = NamedDependency[SubjectService]
 SuppressionsDep = NamedDependency[SuppressionService]
 WebhooksDep = NamedDependency[WebhookAuthService]

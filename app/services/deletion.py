@@ -1,4 +1,5 @@
-"""Deletion requests: create (idempotently), read, list, restore."""
+"""Deletion requests: create (idempotently), read, list, restore. The officers' side (their
+queue, deadlines) is app.services.officer_requests."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from sqlalchemy.exc import IntegrityError
 from app.domain import requests as lifecycle
 from app.domain.audit import AuditRecord, subject_hash
 from app.domain.ids import new_id
-from app.domain.policy import Handles
 from app.domain.requests import Mode, Source, Status, Step, TransitionRefused
 from app.domain.statuses import SubjectStatus
 from app.models import DeletionRequest, Project, Subject
@@ -29,15 +29,9 @@ from app.services.idempotency import Idempotency
 from app.services.identities import Identities
 from app.services.keys import GRACE, KeyService
 from app.services.policies import PolicyBook
-from app.services.request_rows import apply_state, officer_view, state_of, to_view
+from app.services.request_rows import apply_state, state_of, to_view
 from app.services.suppressions import SuppressionService
-from app.services.views import (
-    DeletionRequestOut,
-    DeletionRequestPage,
-    OfficerRequestOut,
-    OfficerRequestPage,
-    without_user,
-)
+from app.services.views import DeletionRequestOut, DeletionRequestPage, without_user
 
 
 class NewRequest(NamedTuple):
@@ -61,7 +55,6 @@ class Outcome:
 
 
 class DeletionService:
-    handles: Handles = frozenset({("sql.deletion_requests", "due_extension_reason", "kept_as_legal_record")})
 
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock, policies: PolicyBook, secret_key: bytes,
                  erasure_due: Callable[[], None], keys: KeyService, identities: Identities,
@@ -318,60 +311,6 @@ class DeletionService:
             rows, next_cursor = uow.requests.page(project_id, subject_id=subject_id, status=status,
                                                   limit=limit, cursor=cursor)
             return DeletionRequestPage([self._render(uow, row) for row in rows], next_cursor)
-
-    # --- officers -----------------------------------------------------------------------
-    def officer_page(self, projects: Mapping[str, str], *, status: str | None, source: str | None,
-                     overdue: bool | None, due_before: datetime | None, limit: int,
-                     cursor: str | None) -> OfficerRequestPage:
-        """Requests across an officer's projects, each with its deadline and its timeline (the
-        audit entries that name it). User ids as the partner sent them, like the access report."""
-        with self._uow() as uow:
-            now = uow.now()
-            rows, next_cursor = uow.requests.across(list(projects), now=now, status=status, source=source,
-                                                    overdue=overdue, due_before=due_before, limit=limit,
-                                                    cursor=cursor)
-            users = self._ids.user_ids_of(uow, [r.subject_id for r in rows])
-            timelines = uow.audit_log.of_requests(sorted(projects.values()), [r.id for r in rows])
-            items = [officer_view(r, projects[r.project_id], users.get(r.subject_id), now, timelines.get(r.id, []))
-                     for r in rows]
-        return OfficerRequestPage(items, next_cursor)
-
-    def officer_get(self, projects: Mapping[str, str], request_id: str) -> OfficerRequestOut:
-        """One request of the officer's projects, with its deadline, its timeline and the user id."""
-        with self._uow() as uow:
-            row = next((r for pid in projects if (r := uow.requests.get(pid, request_id))), None)
-            if row is None:
-                raise NotFound(f"deletion request {request_id} not found")
-            user = self._ids.user_id(uow, uow.subjects.get(row.subject_id))
-            timeline = uow.audit_log.of_requests(sorted(projects.values()), [row.id]).get(row.id, [])
-            return officer_view(row, projects[row.project_id], user, uow.now(), timeline)
-
-    def extend_deadline(self, projects: Mapping[str, str], request_id: str, months: int, reason: str, *,
-                        actor: str) -> DeletionRequestOut:
-        """Art. 12(3): an officer extends a request's deadline by 1 or 2 more months (2 in all),
-        with a reason; audited (the reason stays on the request, not in the log)."""
-        def extend() -> DeletionRequestOut:
-            with self._uow() as uow:
-                row = next((r for pid in projects if (r := uow.requests.get(pid, request_id, lock=True))), None)
-                if row is None:
-                    raise NotFound(f"deletion request {request_id} not found")
-                if Status(row.status) not in lifecycle.OPEN_STATUSES:
-                    raise Conflict(f"the request is {row.status}: only an open request has a deadline to extend")
-                try:
-                    row.due_by, row.due_extended_months = lifecycle.extended_due_by(
-                        row.due_by, row.due_extended_months, months)
-                except TransitionRefused as exc:
-                    raise Conflict(str(exc)) from None
-                row.due_extension_reason = reason
-                name = projects[row.project_id]
-                user_id = self._ids.user_id(uow, uow.subjects.get(row.subject_id))  # None once purged
-                uow.audit(AuditRecord(actor, "deletion_request.deadline_extended", name,
-                                      subject_hash(self._key, name, user_id) if user_id else None,
-                                      {"request_id": row.id, "months": months, "due_by": row.due_by.isoformat()}))
-                uow.commit()
-                return to_view(row, name, user_id, uow.now())
-
-        return retry_transient(extend)
 
     # --- restore ------------------------------------------------------------------------
     def restore(self, project_id: str, request_id: str | None, *, actor: str,
