@@ -301,7 +301,7 @@ def personal_data_handlers(steps: Sequence[SqlErasureStep]) -> dict[str, Handles
     expire the rest. `build` and the suite hold the data map to it."""
     found = {f"{type(step).__name__}:{step.name}": step.handles for step in steps}
     found.update({cls.__name__: cls.handles for cls in (
-        ClickHouseEventStore, Subjects, AuditLog, AccountService, OfficerRequests, HoldService,
+        ClickHouseEventStore, Subjects, AuditLog, AccountService, DeletionService, OfficerRequests, HoldService,
         RetentionService, CallbackService, OutboxService)})
     return found
 

@@ -179,10 +179,15 @@ class DeletionRequest(Base):
         ),
         Index("ix_deletion_requests_project_requested", "project_id", "requested_at", "id"),
         Index("ix_deletion_requests_work", "status", "next_step", "grace_until"),
+        Index("ix_deletion_requests_project_audit_subject", "project_id", "audit_subject"),
     )
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
     subject_id: Mapped[str] = mapped_column(ForeignKey("subjects.id"))
+    # The audit log's keyed hash of the user id (domain.audit.subject_hash), kept like the log's
+    # own: a partner still finds a purged user's request by user id, and nobody can read the id
+    # from it. None on requests made before it existed (found through the subject until purged).
+    audit_subject: Mapped[str | None] = mapped_column(String(64))
     mode: Mapped[str] = mapped_column(String(20))
     source: Mapped[str] = mapped_column(String(20))
     status: Mapped[str] = mapped_column(String(20))

@@ -11,11 +11,20 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from app.domain.audit import AuditRecord, ChainedEntry
 from app.domain.requests import Step
 from app.domain.statuses import ProjectStatus, SubjectStatus
+
+
+class UserFilter(NamedTuple):
+    """One user's requests: those of its subject (None once purged, or never seen) and those
+    that keep its audit subject (the keyed hash that outlives the purge)."""
+
+    subject_id: str | None
+    audit_subject: str
+
 
 if TYPE_CHECKING:
     from app.models import (
@@ -102,7 +111,7 @@ class DeletionRequestsRepository(Protocol):
     def lock(self, request_ids: Sequence[str]) -> list[DeletionRequest]: ...
     def open_for_many(self, subject_ids: Sequence[str]) -> dict[str, DeletionRequest]: ...
     def page(
-        self, project_id: str, *, subject_id: str | None, status: str | None, limit: int, cursor: str | None
+        self, project_id: str, *, user: UserFilter | None, status: str | None, limit: int, cursor: str | None
     ) -> tuple[list[DeletionRequest], str | None]: ...
     def claim(
         self,

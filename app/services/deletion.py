@@ -16,11 +16,12 @@ from sqlalchemy.exc import IntegrityError
 from app.domain import requests as lifecycle
 from app.domain.audit import AuditRecord, subject_hash
 from app.domain.ids import new_id
+from app.domain.policy import Handles
 from app.domain.requests import Mode, Source, Status, Step, TransitionRefused
 from app.domain.statuses import SubjectStatus
 from app.models import DeletionRequest, Project, Subject
-from app.paging import decode_time_cursor
 from app.ports import Clock, UnitOfWork, UnitOfWorkFactory
+from app.ports.repositories import UserFilter
 from app.retry import retry_lost_race, retry_transient
 from app.services.batching import GroupCommitter
 from app.services.callbacks import CallbackService
@@ -55,6 +56,8 @@ class Outcome:
 
 
 class DeletionService:
+    # the audit log's keyed hash of the user id, written with each request, kept as the log keeps it
+    handles: Handles = frozenset({("sql.deletion_requests", "audit_subject", "kept_as_legal_record")})
 
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock, policies: PolicyBook, secret_key: bytes,
                  erasure_due: Callable[[], None], keys: KeyService, identities: Identities,
@@ -243,10 +246,11 @@ class DeletionService:
         its audit entry written in the caller's transaction: one request or a batch's."""
         requested_at, grace_until, due_by = times
         request_id = new_id()
-        uow.audit(AuditRecord(asked.actor, "deletion_request.created", project.name,
-                              subject_hash(self._key, project.name, asked.user_id),
+        audit_subject = subject_hash(self._key, project.name, asked.user_id)
+        uow.audit(AuditRecord(asked.actor, "deletion_request.created", project.name, audit_subject,
                               {"request_id": request_id, "mode": asked.mode.value, "source": asked.source.value}))
-        return {"id": request_id, "project_id": project.id, "subject_id": subject_id, "mode": asked.mode.value,
+        return {"id": request_id, "project_id": project.id, "subject_id": subject_id,
+                "audit_subject": audit_subject, "mode": asked.mode.value,
                 "source": asked.source.value, "status": Status.PENDING.value, "next_step": Step.ANONYMISE.value,
                 "reason": sealed_reason, "requested_at": requested_at, "grace_until": grace_until,
                 "due_by": due_by, "attempts": 0, "evidence": {}, "due_extended_months": 0}
@@ -299,17 +303,18 @@ class DeletionService:
 
     def page(self, project_id: str, *, user_id: str | None, status: str | None, limit: int,
              cursor: str | None) -> DeletionRequestPage:
+        """The project's requests, newest first; `user_id` finds a user's requests also after their
+        purge destroyed the link (through the audit subject each request keeps); such a request
+        shows `user_id` null, as when read by its id."""
         with self._uow() as uow:
-            subject_id = None
+            user = None
             if user_id is not None:
+                project = uow.projects.by_id(project_id)
+                assert project is not None
                 subject = self._ids.find(uow, project_id, user_id)
-                if subject is None:
-                    if cursor:
-                        decode_time_cursor(cursor)  # a cursor this API did not issue is a 400 whatever the filter
-                    return DeletionRequestPage([], None)
-                subject_id = subject.id
-            rows, next_cursor = uow.requests.page(project_id, subject_id=subject_id, status=status,
-                                                  limit=limit, cursor=cursor)
+                user = UserFilter(subject.id if subject is not None else None,
+                                  subject_hash(self._key, project.name, user_id))
+            rows, next_cursor = uow.requests.page(project_id, user=user, status=status, limit=limit, cursor=cursor)
             return DeletionRequestPage([self._render(uow, row) for row in rows], next_cursor)
 
     # --- restore ------------------------------------------------------------------------

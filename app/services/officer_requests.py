@@ -74,7 +74,7 @@ class OfficerRequests:
                 name = projects[row.project_id]
                 user_id = self._ids.user_id(uow, uow.subjects.get(row.subject_id))  # None once purged
                 uow.audit(AuditRecord(actor, "deletion_request.deadline_extended", name,
-                                      subject_hash(self._key, name, user_id) if user_id else None,
+                                      subject_hash(self._key, name, user_id) if user_id else row.audit_subject,
                                       {"request_id": row.id, "months": months, "due_by": row.due_by.isoformat()}))
                 uow.commit()
                 return to_view(row, name, user_id, uow.now())

@@ -35,6 +35,27 @@ def test_create_read_list_restore(client: TestClient[Any], project: dict[str, st
     assert refused.status_code == 409 and "already restored" in refused.json()["detail"]
 
 
+def test_a_users_requests_are_found_by_user_id_after_the_purge_unlinked_them(
+        client: TestClient[Any], project: dict[str, str], container: Container, clock: FakeClock) -> None:
+    """The purge destroys the link from the user id to its subject, but the partner still
+    finds the completed request by the user id (the request keeps the audit log's keyed hash
+    of it); the request itself no longer names the user. Other users' requests stay out."""
+    key = project["api_key"]
+    done = post(client, key, {"user_id": "u-1", "mode": "immediate"}).json()
+    other = post(client, key, {"user_id": "u-2", "mode": "immediate"}).json()
+    container.erasure.anonymise(clock.now)
+    for user, request in (("u-1", done), ("u-2", other)):
+        listed = client.get(URL, params={"user_id": user}, headers=bearer(key)).json()["items"]
+        assert [(i["id"], i["status"], i["user_id"]) for i in listed] == [(request["id"], "completed", None)]
+        only = client.get(URL, params={"user_id": user, "status": "completed"}, headers=bearer(key)).json()
+        assert [i["id"] for i in only["items"]] == [request["id"]]
+    clock.advance(seconds=1)
+    again = post(client, key, {"user_id": "u-1"}).json()  # the user came back and asked again
+    listed = client.get(URL, params={"user_id": "u-1"}, headers=bearer(key)).json()["items"]
+    assert [(i["id"], i["user_id"]) for i in listed] == [(again["id"], "u-1"), (done["id"], None)]
+    assert client.get(URL, params={"user_id": "u-3"}, headers=bearer(key)).json()["items"] == []
+
+
 def test_immediate_restore_is_409_with_reason(client: TestClient[Any], project: dict[str, str]) -> None:
     body = post(client, project["api_key"], {"user_id": "u-1", "mode": "immediate"}).json()
     refused = client.post(f"{URL}/{body['id']}/restore", headers=bearer(project["api_key"]))

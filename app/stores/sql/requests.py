@@ -14,6 +14,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from app.domain.requests import OPEN_STATUSES, Mode, Status, Step
 from app.models import DeletionRequest
+from app.ports.repositories import UserFilter
 from app.stores.sql.queries import is_postgresql, json_rows, locked, member_of, newest_first_page, per_subject, rowcount
 
 
@@ -115,12 +116,15 @@ class DeletionRequests:
         return {row.subject_id: row for row in rows}
 
     def page(
-        self, project_id: str, *, subject_id: str | None, status: str | None, limit: int, cursor: str | None
+        self, project_id: str, *, user: UserFilter | None, status: str | None, limit: int, cursor: str | None
     ) -> tuple[list[DeletionRequest], str | None]:
         """Newest first, keyset-paginated on (requested_at, id)."""
         query = select(DeletionRequest).where(DeletionRequest.project_id == project_id)
-        if subject_id is not None:
-            query = query.where(DeletionRequest.subject_id == subject_id)
+        if user is not None:
+            mine = DeletionRequest.audit_subject == user.audit_subject
+            if user.subject_id is not None:  # requests older than audit_subject have none
+                mine = mine | (DeletionRequest.subject_id == user.subject_id)
+            query = query.where(mine)
         if status is not None:
             query = query.where(DeletionRequest.status == status)
         return self._keyset(query, limit, cursor)
