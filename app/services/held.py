@@ -149,15 +149,21 @@ class HeldDataService:
                 return self._users_data(uow, record.project_id, hold, actor, limit, cursor)
             key = self._keys.ciphers(uow, [hold_id], HOLD, create=False).get(hold_id)
             rooms, message_ids = _targets(hold)
+            found = uow.messages.covered(record.project_id, rooms, message_ids)
+            rows = self._events.covered(project, rooms, message_ids) if key else []
+            users = self._ids.user_ids_of(uow, sorted({m.subject_id for m in found if m.subject_id}
+                                                      | {r["subject_id"] for r in rows}))
             messages = [HeldMessageOut(message_id=m.message_id, room_id=m.room_id, sent_at=m.sent_at.isoformat(),
                                        deleted_at=iso(m.deleted_at),
-                                       text=_open(key, m.text, _TEXT_AAD) if m.text else None)
-                        for m in uow.messages.covered(record.project_id, rooms, message_ids)]
+                                       text=_open(key, m.text, _TEXT_AAD) if m.text else None,
+                                       user_id=users.get(m.subject_id or ""))
+                        for m in found]
             events = [HeldEventOut(event=r["event"], at=utc_text(r["at"]), room_id=r["room_id"] or None,
                                    message_id=r["message_id"] or None,
                                    personal={c: v for c in SEALED_COLUMNS
-                                             if r[c] and (v := _open(key, r[c], c)) is not None})
-                      for r in (self._events.covered(project, rooms, message_ids) if key else [])]
+                                             if r[c] and (v := _open(key, r[c], c)) is not None},
+                                   user_id=users.get(r["subject_id"]))
+                      for r in rows]
             uow.audit(AuditRecord(actor, "hold.data_read", project, None,
                                   {"hold_id": hold_id, "messages": len(messages), "events": len(events)}))
             uow.commit()

@@ -81,6 +81,9 @@ def test_a_room_or_message_hold_keeps_exactly_what_it_covers(client: TestClient[
                         frontend("message_sent", text="chatter", message_id="m-2", room="r-8")])
     placed = hold(client, keys, scope=scope, target=target)
     assert container.held.take() == {"sql.messages": 1, "clickhouse.events": 1}  # the job does it first
+    data = officer_get(client, keys, f"/v1/holds/{placed['id']}/data")  # whose they are, while linked
+    assert [(m["message_id"], m["user_id"]) for m in data["messages"]] == [("m-1", USER)]
+    assert [(e["message_id"], e["user_id"]) for e in data["events"]] == [("m-1", USER)]
     before = held_tokens(container)
     created = request(client, keys, "immediate")
     summary = container.erasure.anonymise(clock.now)
@@ -94,7 +97,7 @@ def test_a_room_or_message_hold_keeps_exactly_what_it_covers(client: TestClient[
     opened = {r["message_id"]: r["text"] for r in readable(container, ch_rows(container))}
     assert opened == {"m-1": UNREADABLE, "m-2": UNREADABLE}  # the user's own keys are gone
     data = officer_get(client, keys, f"/v1/holds/{placed['id']}/data")
-    assert [m["text"] for m in data["messages"]] == ["evidence"]
+    assert [(m["text"], m["user_id"]) for m in data["messages"]] == [("evidence", None)]  # the author is purged
     assert [(e["message_id"], e["personal"]["text"]) for e in data["events"]] == [("m-1", "evidence")]
     assert datetime.fromisoformat(data["events"][0]["at"]).utcoffset() == timedelta(0)
     assert officer_get(client, keys, "/v1/audit", action="hold.data_read")["items"][0]["details"] == {
