@@ -302,7 +302,7 @@ def personal_data_handlers(steps: Sequence[SqlErasureStep]) -> dict[str, Handles
     found = {f"{type(step).__name__}:{step.name}": step.handles for step in steps}
     found.update({cls.__name__: cls.handles for cls in (
         ClickHouseEventStore, Subjects, AuditLog, AccountService, DeletionService, OfficerRequests, HoldService,
-        RetentionService, CallbackService, OutboxService)})
+        HeldDataService, RetentionService, CallbackService, OutboxService)})
     return found
 
 

@@ -426,6 +426,18 @@ class HoldRecord(Base):
     returned_at: Mapped[datetime | None]
 
 
+class HeldAuthor(Base):
+    """Whose data a room or message hold keeps: the platform user id of each subject whose
+    covered messages or events the hold took, sealed under the hold's own key. A purge destroys
+    the user's own link (`subjects.user_id`), not this one, so the regulator still reads who
+    wrote what the hold keeps. The rows go, with the hold's key, once the hold has ended."""
+
+    __tablename__ = "held_authors"
+    hold_id: Mapped[str] = mapped_column(ForeignKey("holds.id"), primary_key=True)
+    subject_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(Text)  # sealed under the hold's key
+
+
 class KeyEncryptionKey(Base):
     """One version of the key-encryption key. The KEK itself is derived from LETHE_SECRET_KEY
     and never stored; `check` (an HMAC of a fixed label under it) tells a wrong secret apart

@@ -76,7 +76,7 @@ CATEGORIES = frozenset({
 ERASURES = frozenset({
     "unlinked_on_purge", "null_on_purge", "delete_on_purge", "delete_on_anonymise", "blank_on_anonymise",
     "kept_anonymous", "kept_anonymous_deleted_if_immediate", "kept_as_legal_record", "retention", "manual",
-    "key_destroyed_when_delivered", "drained_before_erasure",
+    "key_destroyed_when_delivered", "drained_before_erasure", "kept_while_held",
 })
 # A handler declares what it does to which personal data: ("<store>.<table>", column, erasure).
 # tests/integration/test_datamap.py checks the data map and the handlers against each other.

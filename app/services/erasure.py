@@ -283,10 +283,11 @@ class ErasureService:
                 for sql_step in self._sql_steps:
                     counts.setdefault(sql_step.name, {})["anonymised"] = sql_step.anonymise(uow, proceed)
                 uow.subjects.set_status(proceed.subject_ids, SubjectStatus.HIDDEN)
-            if purge_now.immediate and keeping and self._keep_in is not None:
+            if purge_now.project_of and keeping and self._keep_in is not None:
                 # what arrived since the run took held data (before_run) goes under the holds'
-                # keys too, in this transaction, before the steps destroy the content keys
-                self._keep_in(uow, keeping, purge_now.immediate)
+                # keys too, authors included, in this transaction, before the steps destroy the
+                # links and (immediate) the content keys
+                self._keep_in(uow, keeping, purge_now.subject_ids)
             if purge_now.project_of:
                 for sql_step in self._sql_steps:
                     counts.setdefault(sql_step.name, {})["deleted"] = sql_step.purge(uow, purge_now)

@@ -8,7 +8,9 @@ held values readable, unchanged, under the hold key (domain.holds.stops).
 
 - `take` seals what standing room and message holds cover and is not under their key yet: at
   placement, and again at the start of every erasure run (data that arrived since). Rows whose
-  subject key is already gone are left as they are: there is nothing readable to keep.
+  subject key is already gone are left as they are: there is nothing readable to keep. Whose
+  the covered messages and events are (their user ids) is kept under the hold's key too
+  (`held_authors`), so a purge that unlinks the user does not hide it from the regulator.
 - `data` is what an officer reads of a hold (audited).
 - `give_back` runs once a hold no longer stands: its data returns to its subjects' keys where
   those still exist, and the hold key is destroyed (so what belonged to a user erased meanwhile
@@ -28,6 +30,7 @@ from app.domain.audit import AuditRecord
 from app.domain.crypto import Cipher, Undecryptable
 from app.domain.events import SEALED_COLUMNS
 from app.domain.holds import KEYED_SCOPES, Hold, Scope
+from app.domain.policy import Handles
 from app.domain.statuses import SubjectStatus
 from app.models import Message
 from app.ports import NO_SUBJECT, Clock, EventStore, MessageRef, UnitOfWork, UnitOfWorkFactory
@@ -40,9 +43,13 @@ from app.services.views import HeldDataOut, HeldEventOut, HeldMessageOut, iso, u
 
 log = structlog.get_logger(__name__)
 _TEXT_AAD = MESSAGE_TEXT_AAD.decode()
+_AUTHOR_AAD = "held_authors.user_id"
 
 
 class HeldDataService:
+    handles: Handles = frozenset({("sql.held_authors", "subject_id", "kept_while_held"),
+                                  ("sql.held_authors", "user_id", "kept_while_held")})
+
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock, keys: KeyService, holds: HoldService,
                  events: EventStore, subjects: SubjectService, identities: Identities) -> None:
         self._subjects = subjects
@@ -78,6 +85,7 @@ class HeldDataService:
             key = self._keys.cipher(uow, hold.id, HOLD)
             owners = self._keys.ciphers(uow, sorted({_owner(project_id, r) for r in rows}), ANALYTICS, create=False)
             uow.commit()  # the hold key exists before anything is sealed under it
+        actors = {subject for row in rows if (subject := str(row["subject_id"])) != str(NO_SUBJECT)}
         resealed: dict[str, dict[str, str]] = {}
         for row in rows:
             values = _resealed(row, key, owners.get(_owner(project_id, row)))
@@ -90,7 +98,8 @@ class HeldDataService:
                 return {}
             texts = 0
             if record.released_at is None:  # released meanwhile: give_back deals with it
-                texts = self._take_messages(uow, project_id, rooms, messages, key)
+                texts = self._take_messages(uow, project_id, rooms, messages, key, hold.id)
+                self._keep_authors(uow, hold.id, key, actors)
                 first = record.sealed_at is None
                 record.sealed_at = record.sealed_at or self._clock()
                 if first or texts or resealed:
@@ -101,10 +110,11 @@ class HeldDataService:
         return {"sql.messages": texts, "clickhouse.events": len(resealed)}
 
     def take_in(self, uow: UnitOfWork, holds: Sequence[Hold], subject_ids: Collection[str]) -> int:
-        """Inside an erasure's transaction, just before its subjects' content keys are destroyed:
-        their messages that these (room and message) holds cover but that arrived after the
-        holds took their data are taken under the holds' keys now, so the erasure cannot make
-        them unreadable. Returns how many texts moved."""
+        """Inside a purge's transaction, just before its subjects' links (and, in immediate
+        mode, content keys) are destroyed: their messages that these (room and message) holds
+        cover but that arrived after the holds took their data are taken under the holds' keys
+        now, authors included, so the purge cannot make them unreadable or anonymous. Returns
+        how many texts moved."""
         ids = {name: pid for pid, name in uow.projects.all_names().items()}
         moved = 0
         for hold in holds:
@@ -114,16 +124,25 @@ class HeldDataService:
             if key is None:
                 continue
             rooms, messages = _targets(hold)
-            moved += self._take_messages(uow, ids[hold.project], rooms, messages, key, only=subject_ids)
+            moved += self._take_messages(uow, ids[hold.project], rooms, messages, key, hold.id, only=subject_ids)
         return moved
 
     def _take_messages(self, uow: UnitOfWork, project_id: str, rooms: Sequence[str], messages: Sequence[str],
-                       key: Cipher, only: Collection[str] | None = None) -> int:
-        """The covered messages' texts (of `only` these authors, or all) moved under `key`."""
+                       key: Cipher, hold_id: str, only: Collection[str] | None = None) -> int:
+        """The covered messages' texts (of `only` these authors, or all) moved under `key`, and
+        their authors kept under it."""
         found, authors = self._covered_texts(uow, project_id, rooms, messages)
         if only is not None:
             found = [m for m in found if m.subject_id in only]
+        self._keep_authors(uow, hold_id, key, {m.subject_id for m in found if m.subject_id})
         return _move_texts(found, to=lambda _m: key, source=lambda m: authors.get(m.subject_id or ""))
+
+    def _keep_authors(self, uow: UnitOfWork, hold_id: str, key: Cipher, subject_ids: Collection[str]) -> None:
+        """The user ids of these subjects, sealed under the hold's key, where the hold has none
+        yet and the subject is still linked (a user already purged has none to keep)."""
+        missing = sorted(set(subject_ids) - set(uow.holds.authors(hold_id)))
+        users = self._ids.user_ids_of(uow, missing) if missing else {}
+        uow.holds.add_authors(hold_id, {sid: key.encrypt(user, _AUTHOR_AAD.encode()) for sid, user in users.items()})
 
     def _covered_texts(self, uow: UnitOfWork, project_id: str, rooms: Sequence[str],
                        messages: Sequence[str]) -> tuple[list[Message], dict[str, Cipher]]:
@@ -153,6 +172,8 @@ class HeldDataService:
             rows = self._events.covered(project, rooms, message_ids) if key else []
             users = self._ids.user_ids_of(uow, sorted({m.subject_id for m in found if m.subject_id}
                                                       | {r["subject_id"] for r in rows}))
+            users.update({sid: user for sid, token in uow.holds.authors(hold_id).items()
+                          if (user := _open(key, token, _AUTHOR_AAD)) is not None})
             messages = [HeldMessageOut(message_id=m.message_id, room_id=m.room_id, sent_at=m.sent_at.isoformat(),
                                        deleted_at=iso(m.deleted_at),
                                        text=_open(key, m.text, _TEXT_AAD) if m.text else None,
@@ -230,6 +251,7 @@ class HeldDataService:
                 texts = _move_texts(found, to=lambda m: authors.get(m.subject_id or ""), source=lambda _m: key)
             deleted = self._delete_if_author_erased(uow, hold.project, project_id, found, authors)
             destroyed = len(self._keys.destroy(uow, [hold.id], HOLD))
+            uow.holds.forget_authors(hold.id)
             record.returned_at = self._clock()
             uow.audit(AuditRecord("job:holds", "hold.data_returned", hold.project, None,
                                   {"hold_id": hold.id, "sql.messages": texts, "clickhouse.events": len(returned),

@@ -185,7 +185,7 @@ class HeldMessageOut(msgspec.Struct):
     sent_at: str
     deleted_at: str | None
     text: str | None  # opened with the hold's key (None: not readable)
-    user_id: str | None = None  # the author, while linked (None once the author's erasure was purged)
+    user_id: str | None = None  # the author (kept by the hold; None if purged before the hold took it)
 
 
 class HeldEventOut(msgspec.Struct):
@@ -194,7 +194,7 @@ class HeldEventOut(msgspec.Struct):
     room_id: str | None
     message_id: str | None
     personal: dict[str, str]
-    user_id: str | None = None  # whose event, while linked (None once purged, or for actor-less events)
+    user_id: str | None = None  # whose event (kept by the hold; None for actor-less events)
 
 
 class HeldDataOut(msgspec.Struct):

@@ -12,6 +12,7 @@ from tests.conftest import FakeClock
 from tests.fixtures.platform import PROJECT, frontend
 from tests.http.conftest import bearer
 from tests.http.test_events_api import UNREADABLE, ch_rows, opened_text, post, readable
+from tests.integration.test_deletion_requests import pid
 
 USER = "BUmXxFyNMNE6FUVhL+ECSQ=="
 
@@ -81,7 +82,7 @@ def test_a_room_or_message_hold_keeps_exactly_what_it_covers(client: TestClient[
                         frontend("message_sent", text="chatter", message_id="m-2", room="r-8")])
     placed = hold(client, keys, scope=scope, target=target)
     assert container.held.take() == {"sql.messages": 1, "clickhouse.events": 1}  # the job does it first
-    data = officer_get(client, keys, f"/v1/holds/{placed['id']}/data")  # whose they are, while linked
+    data = officer_get(client, keys, f"/v1/holds/{placed['id']}/data")  # whose they are
     assert [(m["message_id"], m["user_id"]) for m in data["messages"]] == [("m-1", USER)]
     assert [(e["message_id"], e["user_id"]) for e in data["events"]] == [("m-1", USER)]
     before = held_tokens(container)
@@ -97,8 +98,12 @@ def test_a_room_or_message_hold_keeps_exactly_what_it_covers(client: TestClient[
     opened = {r["message_id"]: r["text"] for r in readable(container, ch_rows(container))}
     assert opened == {"m-1": UNREADABLE, "m-2": UNREADABLE}  # the user's own keys are gone
     data = officer_get(client, keys, f"/v1/holds/{placed['id']}/data")
-    assert [(m["text"], m["user_id"]) for m in data["messages"]] == [("evidence", None)]  # the author is purged
-    assert [(e["message_id"], e["personal"]["text"]) for e in data["events"]] == [("m-1", "evidence")]
+    # the user is purged and unlinked, but the hold still says who wrote what it keeps
+    assert [(m["text"], m["user_id"]) for m in data["messages"]] == [("evidence", USER)]
+    assert [(e["message_id"], e["personal"]["text"], e["user_id"]) for e in data["events"]] == [
+        ("m-1", "evidence", USER)]
+    with container.uow() as uow:
+        assert container.identities.find(uow, pid(container, PROJECT), USER) is None
     assert datetime.fromisoformat(data["events"][0]["at"]).utcoffset() == timedelta(0)
     assert officer_get(client, keys, "/v1/audit", action="hold.data_read")["items"][0]["details"] == {
         "hold_id": placed["id"], "messages": 1, "events": 1}
@@ -109,10 +114,29 @@ def test_a_room_or_message_hold_keeps_exactly_what_it_covers(client: TestClient[
     assert container.held.give_back() == 1
     after = officer_get(client, keys, f"/v1/holds/{placed['id']}/data")
     assert after["messages"] == [] and after["events"] == []
+    with container.uow() as uow:
+        assert uow.holds.authors(placed["id"]) == {}  # gone with the hold's key
     assert client.get("/v1/messages/m-1", headers=bearer(keys["api_key"])).status_code == 404
     assert {r["message_id"] for r in ch_rows(container)} == {"m-1", "m-2"}
     details = officer_get(client, keys, "/v1/audit", action="hold.data_returned")["items"][0]["details"]
     assert (details["keys_destroyed"], details["sql.messages_deleted"]) == (1, 1)
+
+
+def test_a_hold_still_names_the_author_after_a_grace_erasure_is_purged(client: TestClient[Any],
+                                                                        keys: dict[str, str],
+                                                                        container: Container,
+                                                                        clock: FakeClock) -> None:
+    """The purge destroys the user's link (and the request forgets the user id), but not the
+    hold's own record of whose messages it keeps: that is part of what it keeps."""
+    post(client, keys, frontend("message_sent", text="evidence", message_id="m-1", room="r-7"))
+    placed = hold(client, keys, scope="room", target="r-7")
+    container.held.take()
+    created = request(client, keys)
+    container.erasure.anonymise(clock.now)
+    assert container.erasure.purge(clock.now + timedelta(days=31)).processed == 1
+    assert status(client, keys, created["id"])["user_id"] is None
+    data = officer_get(client, keys, f"/v1/holds/{placed['id']}/data")
+    assert [(m["text"], m["user_id"]) for m in data["messages"]] == [("evidence", USER)]
 
 
 def test_a_message_another_standing_hold_covers_stays_when_one_hold_ends(client: TestClient[Any],

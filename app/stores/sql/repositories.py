@@ -4,7 +4,7 @@ tables have modules of their own.)"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +15,7 @@ from app.domain.holds import KEYED_SCOPES
 from app.domain.statuses import ProjectStatus
 from app.models import (
     ConsoleSession,
+    HeldAuthor,
     HoldRecord,
     IdempotencyKey,
     JobRun,
@@ -23,6 +24,7 @@ from app.models import (
     Profile,
     Project,
 )
+from app.stores.sql.operational import insert_ignoring_conflicts
 from app.stores.sql.queries import locked, member_of, newest_first_page, per_subject, rowcount
 
 
@@ -161,6 +163,21 @@ class Holds:
             select(HoldRecord).where(HoldRecord.project_id == project_id, HoldRecord.returned_at.is_(None),
                                      HoldRecord.scope.in_([s.value for s in KEYED_SCOPES]))
             .order_by(HoldRecord.placed_at, HoldRecord.id)))
+
+    def authors(self, hold_id: str) -> dict[str, str]:
+        """subject id -> its user id sealed under the hold's key (HeldAuthor)."""
+        return {sid: sealed for sid, sealed in self.session.execute(
+            select(HeldAuthor.subject_id, HeldAuthor.user_id).where(HeldAuthor.hold_id == hold_id))}
+
+    def add_authors(self, hold_id: str, sealed: Mapping[str, str]) -> None:
+        """Record these authors (subject id -> sealed user id); those already recorded stay."""
+        insert_ignoring_conflicts(self.session, HeldAuthor.__table__,  # type: ignore[arg-type]
+                                  [{"hold_id": hold_id, "subject_id": sid, "user_id": token}
+                                   for sid, token in sorted(sealed.items())])
+
+    def forget_authors(self, hold_id: str) -> int:
+        """The hold has ended: its authors go with its key."""
+        return rowcount(self.session.execute(delete(HeldAuthor).where(HeldAuthor.hold_id == hold_id)))
 
     def not_returned(self) -> list[HoldRecord]:
         """Holds whose data may sit under their own key (not given back yet): what `give_back`
