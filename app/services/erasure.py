@@ -1,7 +1,8 @@
 """The anonymise and purge jobs' use case: claim due requests, erase in batches, record evidence.
 
 For each batch:
-1. a short transaction leases the due requests and lets holds decide which may proceed;
+1. a short transaction leases the due requests and lets holds decide which may proceed
+   (app.services.hold_precedence);
 2. the external stores (ClickHouse) run one batched, idempotent statement for those subjects,
    in a thread, while the users' ids are read (and decrypted) beside it;
 3. one transaction locks the requests again and asks the state machine, on the rows as they
@@ -31,13 +32,14 @@ import structlog
 from app import collector
 from app.domain import requests as lifecycle
 from app.domain.audit import AuditRecord, subject_hash
-from app.domain.holds import Data, Hold, Scope, stops
-from app.domain.requests import Mode, Source, Status, Step, TransitionRefused
+from app.domain.holds import Hold
+from app.domain.requests import Mode, Source, Step, TransitionRefused
 from app.domain.statuses import SubjectStatus
 from app.models import DeletionRequest
 from app.ports import Clock, ErasureBatch, ExternalErasureStep, SqlErasureStep, UnitOfWork, UnitOfWorkFactory
 from app.retry import retry_transient
 from app.services.callbacks import CallbackService
+from app.services.hold_precedence import HoldPrecedence, kept_places
 from app.services.holds import HoldService
 from app.services.identities import Identities
 from app.services.request_rows import apply_state, state_of, to_view
@@ -48,7 +50,8 @@ LEASE = timedelta(seconds=60)  # a killed run's requests are taken over within a
 HEARTBEAT = timedelta(seconds=15)  # ...while a live run renews its leases this often
 RUNNER = f"{socket.gethostname()}:{os.getpid()}"
 Evidence = dict[str, dict[str, Mapping[str, int]]]  # store -> kind ("anonymised"...) -> subject -> rows
-# (transaction, keeping holds, subject ids): take those subjects' held messages under the holds' keys
+# (transaction, keeping holds, subject ids): take those subjects' held messages (and who wrote
+# them) under the holds' keys
 KeepIn = Callable[[UnitOfWork, Sequence[Hold], Collection[str]], object]
 
 
@@ -75,7 +78,7 @@ class ErasureService:
         self._external = list(external_steps)
         self._after_run = after_run
         self.batch_size = batch_size
-        self._holds = holds
+        self._precedence = HoldPrecedence(holds, identities, secret_key, self._notify) if holds else None
         self.heartbeat = HEARTBEAT
 
     def anonymise(self, now: datetime) -> JobSummary:
@@ -115,7 +118,7 @@ class ErasureService:
             if len(claimed) < self.batch_size:
                 break
         # destroyed keys and purged rows leave the stores' files (SQLite WAL, PostgreSQL's
-        # key table): at once on SQLite, within minutes on PostgreSQL (see KeyService)
+        # key table): at once on SQLite, within minutes on PostgreSQL (app.services.key_compaction)
         self._after_run()
         return summary
 
@@ -177,62 +180,15 @@ class ErasureService:
 
     def _sort_by_holds(self, uow: UnitOfWork, rows: Sequence[DeletionRequest],
                        settled: bool) -> tuple[list[DeletionRequest], list[DeletionRequest], list[Hold]]:
-        """Holds win. A request whose user a standing user or project hold covers (or any hold
-        whose data is not under its own key yet, or any at all when `settled` is false) goes (or
-        stays) on hold and is left untouched; one whose holds are gone resumes. Room and message
-        holds whose data is sealed under their keys keep exactly that: the request goes ahead
-        around them and lists them in `kept`. Returns (free, held) rows and the keeping holds."""
-        if self._holds is None or not rows:
+        """(free, held) rows and the keeping holds: app.services.hold_precedence."""
+        if self._precedence is None:
             return list(rows), [], []
-        holds = self._holds.standing(uow, sorted({r.project_id for r in rows}))
-        if not holds and not any(r.status == Status.ON_HOLD.value or r.evidence.get("_kept") for r in rows):
-            return list(rows), [], []
-        keeping = [h for h in holds if settled and not stops(h)]
-        names = uow.projects.names({r.project_id for r in rows})
-        users = self._ids.user_ids_of(uow, [r.subject_id for r in rows])
-        refs = uow.messages.refs([r.subject_id for r in rows])
-        free: list[DeletionRequest] = []
-        held: list[DeletionRequest] = []
-        moved: list[DeletionRequest] = []  # on hold now, or resumed: transitions partners hear of
-        for row in rows:
-            was = row.status
-            rooms, messages = refs.get(row.subject_id, (set(), set()))
-            user = users.get(row.subject_id)
-            data = Data(names[row.project_id], frozenset({user} if user else ()), frozenset(rooms),
-                        frozenset(messages))
-            covered = self._holds.blocking(holds, data)
-            blocking = [h for h in covered if h not in keeping]
-            subject = subject_hash(self._key, data.project, user) if user else None
-            if blocking:
-                held.append(row)
-                row.lease_until = None
-                listed = [{"id": h.id, "scope": h.scope.value} for h in blocking]
-                if row.status != Status.ON_HOLD.value or row.evidence.get("_holds") != listed:
-                    apply_state(row, lifecycle.after_held(state_of(row)))
-                    row.evidence = {**row.evidence, "_holds": listed}
-                    uow.audit(AuditRecord("job:erasure", "deletion_request.held", data.project, subject,
-                                          {"request_id": row.id, "holds": [h["id"] for h in listed]}))
-                if row.status != was:
-                    moved.append(row)
-                continue
-            if row.status == Status.ON_HOLD.value:
-                apply_state(row, lifecycle.after_released(state_of(row)))
-                row.evidence = {k: v for k, v in row.evidence.items() if k != "_holds"}
-                uow.audit(AuditRecord("job:erasure", "deletion_request.resumed", data.project, subject,
-                                      {"request_id": row.id}))
-                moved.append(row)
-            kept = [{"id": h.id, "scope": h.scope.value} for h in covered]  # none of them blocks
-            if row.evidence.get("_kept", []) != kept:
-                row.evidence = {**{k: v for k, v in row.evidence.items() if k != "_kept"},
-                                **({"_kept": kept} if kept else {})}
-            free.append(row)
-        self._notify(uow, moved, lambda _ids: users)
-        return free, held, keeping
+        return self._precedence.sort(uow, rows, settled)
 
     def _batch(self, uow: UnitOfWork, rows: Sequence[DeletionRequest], keeping: Sequence[Hold]) -> ErasureBatch:
         """What the stores need to find the requests' rows, and what the keeping holds leave in
         place. The user ids (`user_of`) are read next, beside the external stores (`_process`)."""
-        rooms, messages = _kept(uow, keeping)
+        rooms, messages = kept_places(uow, keeping)
         return ErasureBatch(
             project_of={row.subject_id: row.project_id for row in rows},
             user_of={},
@@ -269,7 +225,7 @@ class ErasureService:
         destructive SQL steps and the transitions, in one transaction."""
         with self._uow() as uow:
             rows, held, keeping = self._sort_by_holds(uow, uow.requests.lock(ids), settled)
-            rooms, messages = _kept(uow, keeping)  # a hold sealed since the claim keeps its part too
+            rooms, messages = kept_places(uow, keeping)  # a hold sealed since the claim keeps its part too
             batch = replace(batch, kept_rooms=batch.kept_rooms | rooms, kept_messages=batch.kept_messages | messages)
             due = [row for row in rows if lifecycle.step_due(state_of(row), now) is step]
             due_ids = {row.id for row in due}  # a set: `row in due` made this loop quadratic (0.4 s at 10,000)
@@ -395,14 +351,6 @@ class ErasureService:
         if self._callbacks is not None and rows:
             now = self._clock()
             self._callbacks.record(uow, rows, users_of, lambda row, name: to_view(row, name, None, now))
-
-
-def _kept(uow: UnitOfWork, keeping: Sequence[Hold]) -> tuple[frozenset[tuple[str, str]], frozenset[tuple[str, str]]]:
-    """((project id, room), (project id, message id)) that keeping holds leave in place."""
-    ids = {name: pid for pid, name in uow.projects.all_names().items()} if keeping else {}
-    kept = [(ids[h.project], h.scope, h.target) for h in keeping if h.project in ids]
-    return (frozenset((pid, target) for pid, scope, target in kept if scope is Scope.ROOM),
-            frozenset((pid, target) for pid, scope, target in kept if scope is Scope.MESSAGE))
 
 
 def _only(batch: ErasureBatch, subject_ids: frozenset[str]) -> ErasureBatch:
