@@ -268,6 +268,8 @@ class Container:
         sealed = self.identities.seal_legacy(self.uow)  # needs LETHE_SECRET_KEY, so not in Alembic
         if sealed:
             log.info("subjects.sealed", subjects=sealed)
+        if kept := self.deletions.keep_audit_subjects():
+            log.info("deletion_requests.audit_subjects_kept", requests=kept)
         if not clickhouse:
             return
         try:

@@ -255,6 +255,28 @@ class DeletionService:
                 "reason": sealed_reason, "requested_at": requested_at, "grace_until": grace_until,
                 "due_by": due_by, "attempts": 0, "evidence": {}, "due_extended_months": 0}
 
+    def keep_audit_subjects(self, batch: int = 1_000) -> int:
+        """Open requests made before `audit_subject` existed get it, from their subject's user
+        id while that is still linked (run by `lethe migrate` after the schema, as
+        Identities.seal_legacy does): once purged, the partner still finds them by user id. A
+        batch per transaction, each audited; safe to run again. Returns how many were set."""
+        total, after = 0, ""
+        while True:
+            with self._uow() as uow:
+                rows = uow.requests.open_without_audit_subject(after, batch)
+                if not rows:
+                    return total
+                users = self._ids.user_ids_of(uow, [subject_id for _id, _project, subject_id in rows])
+                names = uow.projects.names({project_id for _id, project_id, _subject in rows})
+                subjects = {request_id: subject_hash(self._key, names[project_id], users[subject_id])
+                            for request_id, project_id, subject_id in rows if subject_id in users}
+                uow.requests.set_audit_subjects(subjects)
+                if subjects:
+                    uow.audit(AuditRecord("operator:migrate", "deletion_requests.audit_subjects_kept", None, None,
+                                          {"requests": len(subjects)}))
+                uow.commit()
+            total, after = total + len(subjects), rows[-1][0]
+
     def _sealed_reason(self, uow: UnitOfWork, subject: Subject, reason: str | None) -> str | None:
         """The partner's free text may name the person: kept sealed under the subject's grace key."""
         if not reason:

@@ -1,11 +1,14 @@
 """Partner API over HTTP (Litestar's test client, real stores)."""
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from litestar.testing import TestClient
+from sqlalchemy import update
 
 from app.bootstrap import Container
+from app.models import DeletionRequest
 from tests.conftest import FakeClock
 from tests.http.conftest import bearer
 
@@ -54,6 +57,24 @@ def test_a_users_requests_are_found_by_user_id_after_the_purge_unlinked_them(
     listed = client.get(URL, params={"user_id": "u-1"}, headers=bearer(key)).json()["items"]
     assert [(i["id"], i["user_id"]) for i in listed] == [(again["id"], "u-1"), (done["id"], None)]
     assert client.get(URL, params={"user_id": "u-3"}, headers=bearer(key)).json()["items"] == []
+
+
+def test_open_requests_made_before_the_audit_subject_get_it_at_migrate(
+        client: TestClient[Any], project: dict[str, str], container: Container, clock: FakeClock) -> None:
+    """A request made by an older version has no audit subject: `lethe migrate` gives it one
+    from the user id while that is linked, so its purge does not hide it from the filter."""
+    key = project["api_key"]
+    old = post(client, key, {"user_id": "u-1"}).json()
+    post(client, key, {"user_id": "u-2"})
+    with container.uow() as uow:
+        uow.session.execute(update(DeletionRequest).where(DeletionRequest.id == old["id"]).values(audit_subject=None))
+        uow.commit()
+    assert container.deletions.keep_audit_subjects(batch=1) == 1
+    assert container.deletions.keep_audit_subjects() == 0  # safe to run again
+    container.erasure.anonymise(clock.now)
+    container.erasure.purge(clock.now + timedelta(days=31))
+    listed = client.get(URL, params={"user_id": "u-1"}, headers=bearer(key)).json()["items"]
+    assert [(i["id"], i["status"]) for i in listed] == [(old["id"], "completed")]
 
 
 def test_immediate_restore_is_409_with_reason(client: TestClient[Any], project: dict[str, str]) -> None:

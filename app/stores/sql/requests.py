@@ -3,7 +3,7 @@ and the queues partners and officers page through."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -114,6 +114,26 @@ class DeletionRequests:
             DeletionRequest.status.in_([s.value for s in OPEN_STATUSES]),
         ))
         return {row.subject_id: row for row in rows}
+
+    def open_without_audit_subject(self, after: str, limit: int) -> list[tuple[str, str, str]]:
+        """(id, project id, subject id) of open requests made before `audit_subject` existed,
+        by id, after `after`."""
+        rows = self.session.execute(
+            select(DeletionRequest.id, DeletionRequest.project_id, DeletionRequest.subject_id)
+            .where(DeletionRequest.status.in_([s.value for s in OPEN_STATUSES]),
+                   DeletionRequest.audit_subject.is_(None), DeletionRequest.id > after)
+            .order_by(DeletionRequest.id).limit(limit))
+        return [(request_id, project_id, subject_id) for request_id, project_id, subject_id in rows]
+
+    def set_audit_subjects(self, subjects: Mapping[str, str]) -> None:
+        """request id -> audit subject, where the request has none yet (one executemany). The
+        version stays: no transition, and nothing a transition writes, changes."""
+        if subjects:
+            table: Table = DeletionRequest.__table__  # type: ignore[assignment]
+            self.session.execute(
+                table.update().where(table.c.id == bindparam("_id"), table.c.audit_subject.is_(None))
+                .values(audit_subject=bindparam("_subject")),
+                [{"_id": request_id, "_subject": subject} for request_id, subject in subjects.items()])
 
     def page(
         self, project_id: str, *, user: UserFilter | None, status: str | None, limit: int, cursor: str | None
