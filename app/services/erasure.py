@@ -317,7 +317,8 @@ class ErasureService:
                 counts["residual"] = 0  # checked above: the whole batch had none
         row.evidence = {**before, **{store: {**before.get(store, {}), **counts} for store, counts in mine.items()}}
         user = batch.user_of.get(subject_id)
-        subject = subject_hash(self._key, project, user) if user else None
+        # the request's own keyed hash (every request since 4cd90c21ecc8 has one), else the user's
+        subject = row.audit_subject or (subject_hash(self._key, project, user) if user else None)
         for action in actions:
             uow.audit(AuditRecord(f"job:{step.value}", action, project, subject,
                                   {"request_id": row.id, "evidence": mine}))
@@ -340,7 +341,8 @@ class ErasureService:
                 apply_state(row, state)
                 row.attempts += 1
                 row.detail, row.lease_until = detail, None
-                uow.audit(AuditRecord("job:erasure", "deletion_request.failed", names[row.project_id], None,
+                uow.audit(AuditRecord("job:erasure", "deletion_request.failed", names[row.project_id],
+                                      row.audit_subject,
                                       {"request_id": row.id, "detail": detail, "attempts": row.attempts}))
             self._notify(uow, newly_failed, lambda ids: self._ids.user_ids_of(uow, ids))
             uow.commit()

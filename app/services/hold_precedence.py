@@ -55,7 +55,7 @@ class HoldPrecedence:
                         frozenset(messages))
             covered = self._holds.blocking(holds, data)
             blocking = [h for h in covered if h not in keeping]
-            subject = subject_hash(self._key, data.project, user) if user else None
+            subject = row.audit_subject or (subject_hash(self._key, data.project, user) if user else None)
             if blocking:
                 held.append(row)
                 row.lease_until = None

@@ -118,6 +118,9 @@ def test_failed_store_marks_requests_failed_and_next_run_retries(container: Cont
     body = container.deletions.get(pid(container), created.id)
     assert body.status == "failed" and "clickhouse.events" in body.detail
     assert "u-1" not in body.detail
+    with container.uow() as uow:  # the failure is in the user's audit trail, under the request's keyed hash
+        trail = {e.action: e.subject for e in uow.session.scalars(select(AuditEntry))}
+    assert trail["deletion_request.failed"] == trail["deletion_request.created"] is not None
     store.broken = False
     assert erasure.anonymise(clock.now).processed == 1
     body = container.deletions.get(pid(container), created.id)
