@@ -31,7 +31,7 @@ import structlog
 
 from app import collector
 from app.domain import requests as lifecycle
-from app.domain.audit import AuditRecord, subject_hash
+from app.domain.audit import AuditRecord
 from app.domain.holds import Hold
 from app.domain.requests import Mode, Source, Step, TransitionRefused
 from app.domain.statuses import SubjectStatus
@@ -42,7 +42,7 @@ from app.services.callbacks import CallbackService
 from app.services.hold_precedence import HoldPrecedence, kept_places
 from app.services.holds import HoldService
 from app.services.identities import Identities
-from app.services.request_rows import apply_state, state_of, to_view
+from app.services.request_rows import apply_state, audit_subject, state_of, to_view
 from app.services.summary import JobSummary
 
 log = structlog.get_logger(__name__)
@@ -317,8 +317,7 @@ class ErasureService:
                 counts["residual"] = 0  # checked above: the whole batch had none
         row.evidence = {**before, **{store: {**before.get(store, {}), **counts} for store, counts in mine.items()}}
         user = batch.user_of.get(subject_id)
-        # the request's own keyed hash (every request since 4cd90c21ecc8 has one), else the user's
-        subject = row.audit_subject or (subject_hash(self._key, project, user) if user else None)
+        subject = audit_subject(row, self._key, project, user)
         for action in actions:
             uow.audit(AuditRecord(f"job:{step.value}", action, project, subject,
                                   {"request_id": row.id, "evidence": mine}))
@@ -342,7 +341,7 @@ class ErasureService:
                 row.attempts += 1
                 row.detail, row.lease_until = detail, None
                 uow.audit(AuditRecord("job:erasure", "deletion_request.failed", names[row.project_id],
-                                      row.audit_subject,
+                                      audit_subject(row, self._key, names[row.project_id], None),
                                       {"request_id": row.id, "detail": detail, "attempts": row.attempts}))
             self._notify(uow, newly_failed, lambda ids: self._ids.user_ids_of(uow, ids))
             uow.commit()

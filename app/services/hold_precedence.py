@@ -8,14 +8,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 from app.domain import requests as lifecycle
-from app.domain.audit import AuditRecord, subject_hash
+from app.domain.audit import AuditRecord
 from app.domain.holds import Data, Hold, Scope, stops
 from app.domain.requests import Status
 from app.models import DeletionRequest
 from app.ports import UnitOfWork
 from app.services.holds import HoldService
 from app.services.identities import Identities
-from app.services.request_rows import apply_state, state_of
+from app.services.request_rows import apply_state, audit_subject, state_of
 
 UsersOf = Callable[[Sequence[str]], Mapping[str, str]]  # subject ids -> user ids
 Notify = Callable[[UnitOfWork, Sequence[DeletionRequest], UsersOf], None]  # transitions to callbacks
@@ -55,7 +55,7 @@ class HoldPrecedence:
                         frozenset(messages))
             covered = self._holds.blocking(holds, data)
             blocking = [h for h in covered if h not in keeping]
-            subject = row.audit_subject or (subject_hash(self._key, data.project, user) if user else None)
+            subject = audit_subject(row, self._key, data.project, user)
             if blocking:
                 held.append(row)
                 row.lease_until = None

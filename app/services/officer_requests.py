@@ -8,14 +8,14 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from app.domain import requests as lifecycle
-from app.domain.audit import AuditRecord, subject_hash
+from app.domain.audit import AuditRecord
 from app.domain.policy import Handles
 from app.domain.requests import Status, TransitionRefused
 from app.ports import UnitOfWorkFactory
 from app.retry import retry_transient
 from app.services.errors import Conflict, NotFound
 from app.services.identities import Identities
-from app.services.request_rows import officer_view, to_view
+from app.services.request_rows import audit_subject, officer_view, to_view
 from app.services.views import DeletionRequestOut, OfficerRequestOut, OfficerRequestPage
 
 
@@ -74,7 +74,7 @@ class OfficerRequests:
                 name = projects[row.project_id]
                 user_id = self._ids.user_id(uow, uow.subjects.get(row.subject_id))  # None once purged
                 uow.audit(AuditRecord(actor, "deletion_request.deadline_extended", name,
-                                      subject_hash(self._key, name, user_id) if user_id else row.audit_subject,
+                                      audit_subject(row, self._key, name, user_id),
                                       {"request_id": row.id, "months": months, "due_by": row.due_by.isoformat()}))
                 uow.commit()
                 return to_view(row, name, user_id, uow.now())

@@ -10,10 +10,17 @@ from datetime import datetime
 import msgspec
 
 from app.domain import requests as lifecycle
+from app.domain.audit import subject_hash
 from app.domain.requests import Mode, RequestState, Status, Step
 from app.models import AuditEntry, DeletionRequest
 from app.services.audit import entry_view
 from app.services.views import DeletionRequestOut, OfficerRequestOut, iso
+
+
+def audit_subject(row: DeletionRequest, key: bytes, project: str, user_id: str | None) -> str | None:
+    """The keyed hash a request's audit entries carry: the one it keeps (every request since
+    migration 4cd90c21ecc8), else its user's while linked (older requests), else none."""
+    return row.audit_subject or (subject_hash(key, project, user_id) if user_id else None)
 
 
 def state_of(row: DeletionRequest) -> RequestState:
