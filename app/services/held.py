@@ -98,8 +98,7 @@ class HeldDataService:
                 return {}
             texts = 0
             if record.released_at is None:  # released meanwhile: give_back deals with it
-                texts = self._take_messages(uow, project_id, rooms, messages, key, hold.id)
-                self._keep_authors(uow, hold.id, key, actors)
+                texts = self._take_messages(uow, project_id, rooms, messages, key, hold.id, actors=actors)
                 first = record.sealed_at is None
                 record.sealed_at = record.sealed_at or self._clock()
                 if first or texts or resealed:
@@ -128,13 +127,14 @@ class HeldDataService:
         return moved
 
     def _take_messages(self, uow: UnitOfWork, project_id: str, rooms: Sequence[str], messages: Sequence[str],
-                       key: Cipher, hold_id: str, only: Collection[str] | None = None) -> int:
+                       key: Cipher, hold_id: str, only: Collection[str] | None = None,
+                       actors: Collection[str] = ()) -> int:
         """The covered messages' texts (of `only` these authors, or all) moved under `key`, and
-        their authors kept under it."""
+        their authors (with `actors`: those of the covered events) kept under it."""
         found, authors = self._covered_texts(uow, project_id, rooms, messages)
         if only is not None:
             found = [m for m in found if m.subject_id in only]
-        self._keep_authors(uow, hold_id, key, {m.subject_id for m in found if m.subject_id})
+        self._keep_authors(uow, hold_id, key, {m.subject_id for m in found if m.subject_id} | set(actors))
         return _move_texts(found, to=lambda _m: key, source=lambda m: authors.get(m.subject_id or ""))
 
     def _keep_authors(self, uow: UnitOfWork, hold_id: str, key: Cipher, subject_ids: Collection[str]) -> None:
@@ -170,10 +170,10 @@ class HeldDataService:
             rooms, message_ids = _targets(hold)
             found = uow.messages.covered(record.project_id, rooms, message_ids)
             rows = self._events.covered(project, rooms, message_ids) if key else []
-            users = self._ids.user_ids_of(uow, sorted({m.subject_id for m in found if m.subject_id}
-                                                      | {r["subject_id"] for r in rows}))
-            users.update({sid: user for sid, token in uow.holds.authors(hold_id).items()
-                          if (user := _open(key, token, _AUTHOR_AAD)) is not None})
+            kept = {sid: user for sid, token in uow.holds.authors(hold_id).items()
+                    if (user := _open(key, token, _AUTHOR_AAD)) is not None}
+            others = {m.subject_id for m in found if m.subject_id} | {r["subject_id"] for r in rows}
+            users = {**self._ids.user_ids_of(uow, sorted(others - kept.keys())), **kept}
             messages = [HeldMessageOut(message_id=m.message_id, room_id=m.room_id, sent_at=m.sent_at.isoformat(),
                                        deleted_at=iso(m.deleted_at),
                                        text=_open(key, m.text, _TEXT_AAD) if m.text else None,

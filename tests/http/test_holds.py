@@ -180,7 +180,7 @@ def test_a_sealing_that_never_finished_is_settled_when_the_hold_ends(client: Tes
     post(client, keys, frontend("message_sent", text="evidence", message_id="m-1", room="r-7"))
     placed = hold(client, keys, scope="room", target="r-7")
 
-    def crash(*_args: Any) -> int:
+    def crash(*_args: Any, **_kwargs: Any) -> int:
         raise RuntimeError("killed mid-sealing")
 
     with monkeypatch.context() as patched:
