@@ -68,8 +68,14 @@ class IngestResult:
         return bool(self.rejected) and not self.accepted
 
     def as_dict(self) -> dict[str, Any]:
-        return {"accepted": self.accepted, "duplicates": self.duplicates, "rejected": self.rejected,
-                "suppressed": self.suppressed}
+        """The webhook's answer; when nothing was accepted, with the common error fields too."""
+        answer = {"accepted": self.accepted, "duplicates": self.duplicates, "rejected": self.rejected,
+                  "suppressed": self.suppressed}
+        if self.nothing_accepted:
+            first = self.rejected[0]["detail"]
+            more = f" (and {len(self.rejected) - 1} more, see `rejected`)" if len(self.rejected) > 1 else ""
+            answer |= {"status_code": 400, "detail": f"nothing was accepted: {first}{more}"}
+        return answer
 
 
 @dataclass
@@ -127,7 +133,7 @@ class IngestService:
         """Parse and validate a body (no I/O): what to store, what to dead-letter and why."""
         batch = _Batch(project_id, self._clock(), project=project)
         try:
-            envelopes = split_body(json.loads(body))
+            envelopes = split_body(json.loads(body, parse_constant=_not_json))
         except (ValueError, EnvelopeError, RecursionError) as exc:
             detail = {EnvelopeError: str(exc), RecursionError: "the body nests too deeply to be read"}.get(
                 type(exc), "the body is not valid JSON (UTF-8)")
@@ -359,6 +365,11 @@ def _sealed(personal: Mapping[str, str], cipher: Cipher | None, store_ip: bool) 
     if not values or cipher is None:
         return {}
     return {column: cipher.encrypt(value, column.encode()) for column, value in values.items()}
+
+
+def _not_json(constant: str) -> Any:
+    """NaN, Infinity and -Infinity: Python reads them, JSON (RFC 8259) does not have them."""
+    raise ValueError(f"{constant} is not JSON")
 
 
 def _dump(envelope: Any) -> str:

@@ -157,6 +157,9 @@ class IngestOut(msgspec.Struct):
     duplicates: int
     rejected: list[dict[str, Any]]  # {"index": int, "detail": str}
     suppressed: int  # events of users erased moments ago: dropped, never stored
+    # a 400 (nothing accepted) also carries the common error fields (CONTRACT §3), beside the above
+    status_code: int | msgspec.UnsetType = msgspec.UNSET
+    detail: str | msgspec.UnsetType = msgspec.UNSET
 
 
 class HoldOut(msgspec.Struct):
