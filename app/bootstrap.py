@@ -43,6 +43,7 @@ from app.services.policies import PolicyBook
 from app.services.retention import RetentionService
 from app.services.subjects import SubjectService
 from app.services.suppressions import SuppressionService
+from app.services.upgrades import Upgrade, Upgrades
 from app.services.webhooks import WebhookAuthService
 from app.stores.checkpoints import CheckpointFile, read_checkpoints
 from app.stores.clickhouse.client import ClickHouse
@@ -265,11 +266,11 @@ class Container:
         """Both stores' schemas. `outage_tolerated` (serve, worker): a ClickHouse server that
         does not answer is reported and migrated once it does; SQL and the API start anyway."""
         migrations.upgrade(self.engine)
-        sealed = self.identities.seal_legacy(self.uow)  # needs LETHE_SECRET_KEY, so not in Alembic
-        if sealed:
-            log.info("subjects.sealed", subjects=sealed)
-        if kept := self.deletions.keep_audit_subjects():
-            log.info("deletion_requests.audit_subjects_kept", requests=kept)
+        Upgrades(self.uow, [  # data steps that need LETHE_SECRET_KEY, so not in Alembic; each runs once
+            Upgrade("seal_user_ids", lambda: self.identities.seal_legacy(self.uow)),
+            Upgrade("request_audit_subjects", self.deletions.keep_audit_subjects),
+            Upgrade("admin_namespace", lambda: self.identities.rekey_admins(self.uow)),
+        ]).run()
         if not clickhouse:
             return
         try:

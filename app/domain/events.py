@@ -77,7 +77,12 @@ class EnvelopeError(ValueError):
     """The envelope cannot be stored; the message says what is wrong (it names no values)."""
 
 
-ADMIN_PREFIX = "admin:"  # admins have their own namespace of subjects: "admin:<user_id>"
+# Admins have their own namespace of subjects. A chat user's key is the platform's user id as
+# it is; an admin's starts with a NUL, which no id can hold (events and API calls that carry
+# one are refused at the door), so no chat user id can ever name an admin: a chat user called
+# "admin:42" is not admin 42.
+ADMIN_PREFIX = "\x00admin:"
+LEGACY_ADMIN_PREFIX = "admin:"  # the prefix before that, which a chat user id could imitate
 
 
 def is_admin_key(key: str) -> bool:
@@ -88,6 +93,11 @@ def is_admin_key(key: str) -> bool:
 def platform_user_id(key: str) -> str:
     """The id the platform itself uses for the person behind a user key (the prefix removed)."""
     return key.removeprefix(ADMIN_PREFIX)
+
+
+def shown_user_id(key: str) -> str:
+    """A user key as responses show it: a chat user's id as it is, an admin as `admin:<id>`."""
+    return f"admin:{platform_user_id(key)}" if is_admin_key(key) else key
 
 
 @dataclass(frozen=True, slots=True)

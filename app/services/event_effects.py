@@ -67,8 +67,9 @@ class EventEffects:
             messages.new.append({"project_id": project.id, "message_id": event.message_id,
                                  "room_id": event.room_id or None, "subject_id": subject.id,
                                  "text": messages.sealed(subject.id, event.personal.get("text")), "sent_at": at})
-        elif name in MESSAGE_DELETED and event.message_id:
-            uow.messages.mark_deleted(project.id, event.message_id, at)
+        elif name in MESSAGE_DELETED and event.message_id:  # a user deletes only their own messages
+            uow.messages.mark_deleted(project.id, event.message_id, at,
+                                      by=subject.id if name == "message_deleted" else None)
         elif name == "message_changed" and event.message_id and event.personal.get("text"):
             self._edited(uow, project, subject, event, messages)
         elif name == "report_sent" and event.message_id:

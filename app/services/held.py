@@ -28,7 +28,7 @@ import structlog
 
 from app.domain.audit import AuditRecord
 from app.domain.crypto import Cipher, Undecryptable
-from app.domain.events import SEALED_COLUMNS
+from app.domain.events import SEALED_COLUMNS, shown_user_id
 from app.domain.holds import KEYED_SCOPES, Hold, Scope
 from app.domain.policy import Handles
 from app.domain.statuses import SubjectStatus
@@ -173,7 +173,8 @@ class HeldDataService:
             kept = {sid: user for sid, token in uow.holds.authors(hold_id).items()
                     if (user := _open(key, token, _AUTHOR_AAD)) is not None}
             others = {m.subject_id for m in found if m.subject_id} | {r["subject_id"] for r in rows}
-            users = {**self._ids.user_ids_of(uow, sorted(others - kept.keys())), **kept}
+            users = {sid: shown_user_id(user) for sid, user in
+                     {**self._ids.user_ids_of(uow, sorted(others - kept.keys())), **kept}.items()}
             messages = [HeldMessageOut(message_id=m.message_id, room_id=m.room_id, sent_at=m.sent_at.isoformat(),
                                        deleted_at=iso(m.deleted_at),
                                        text=_open(key, m.text, _TEXT_AAD) if m.text else None,

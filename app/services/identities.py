@@ -19,7 +19,7 @@ from datetime import datetime
 
 from app.domain.audit import AuditRecord
 from app.domain.crypto import derive_key
-from app.domain.events import is_admin_key
+from app.domain.events import ADMIN_PREFIX, LEGACY_ADMIN_PREFIX, is_admin_key
 from app.domain.ids import new_id
 from app.domain.statuses import SubjectStatus
 from app.models import Subject
@@ -72,7 +72,7 @@ class Identities:
         return {key: found[digest] for key, digest in hashes.items()}
 
     def user_ids(self, uow: UnitOfWork, subjects: Iterable[Subject]) -> dict[str, str]:
-        """subject id -> the platform user key (admins keep their "admin:" prefix), opened with
+        """subject id -> the platform user key (an admin's with its ADMIN_PREFIX), opened with
         each subject's grace key. Purged subjects (no link, no key) are absent."""
         return self._opened(uow, [(s.id, s.user_id) for s in subjects])
 
@@ -90,6 +90,31 @@ class Identities:
 
     def user_id(self, uow: UnitOfWork, subject: Subject | None) -> str | None:
         return None if subject is None else self.user_ids(uow, [subject]).get(subject.id)
+
+    def rekey_admins(self, uow_factory: UnitOfWorkFactory) -> int:
+        """Admins that older versions keyed as "admin:<id>" (which a chat user id could
+        imitate) move to ADMIN_PREFIX: new keyed hash, key sealed again. Run once by
+        `lethe migrate`; one audited transaction (admins are few); safe to run again."""
+        with uow_factory() as uow:
+            admins = uow.subjects.admins()
+            keys = self.user_ids(uow, admins)
+            grace = self._keys.ciphers(uow, [s.id for s in admins], GRACE, create=False)
+            moved = 0
+            for subject in admins:
+                old = keys.get(subject.id, "")
+                if subject.id not in grace or is_admin_key(old) or not old.startswith(LEGACY_ADMIN_PREFIX):
+                    continue
+                key = ADMIN_PREFIX + old.removeprefix(LEGACY_ADMIN_PREFIX)
+                digest = self.lookup(subject.project_id, key)
+                if uow.subjects.find(subject.project_id, [digest]):
+                    continue  # already there under the new key (cannot happen before this step ran)
+                subject.user_key = digest
+                subject.user_id = grace[subject.id].encrypt(key, USER_ID_AAD.encode())
+                moved += 1
+            if moved:
+                uow.audit(AuditRecord("operator:migrate", "subjects.admins_rekeyed", None, None, {"subjects": moved}))
+            uow.commit()
+        return moved
 
     def seal_legacy(self, uow_factory: UnitOfWorkFactory, batch: int = SEAL_BATCH) -> int:
         """Seal the user ids that older versions stored in plaintext (run by `lethe migrate`

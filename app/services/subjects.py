@@ -8,7 +8,7 @@ from typing import Any
 
 from app.domain.audit import AuditRecord, subject_hash
 from app.domain.crypto import Cipher
-from app.domain.events import EXTRA, PERSONAL_SEALED
+from app.domain.events import EXTRA, PERSONAL_SEALED, shown_user_id
 from app.domain.holds import Data, covers
 from app.models import Subject
 from app.ports import EventStore, UnitOfWork, UnitOfWorkFactory
@@ -102,7 +102,7 @@ class SubjectService:
             texts = [*([content[own]] if own in content else []), *held]
             profile = uow.profiles.get(own)
             opened.append(UserDataOut(
-                user_id=users.get(own),
+                user_id=shown_user_id(users[own]) if own in users else None,
                 profile=None if profile is None else ProfileOut(
                     display_name=unsealed(grace.get(own), profile.display_name, "display_name"),
                     avatar_url=unsealed(grace.get(own), profile.avatar_url, "avatar_url"),

@@ -9,6 +9,7 @@ from litestar.testing import TestClient
 from sqlalchemy import select
 
 from app.bootstrap import Container
+from app.domain.events import Actor
 from tests.conftest import FakeClock
 from tests.fixtures.platform import ADMIN, BACKEND, PROJECT, SESSION_STARTED, frontend
 from tests.http.conftest import bearer
@@ -151,7 +152,8 @@ def test_backend_and_admin_actors_and_referenced_users_are_pseudonymised(client:
     rows = {r["event"]: r for r in ch_rows(container)}
     assert str(rows["user_join"]["subject_id"]) == subject_id(container, "user_12345")
     banned = rows["admin_user_banned"]
-    assert banned["actor_kind"] == "admin" and str(banned["subject_id"]) == subject_id(container, "admin:admin_001")
+    assert banned["actor_kind"] == "admin" and str(banned["subject_id"]) == subject_id(
+        container, Actor("admin", "admin_001").key)
     props = json.loads(banned["properties"])
     assert props["banned_user_id"] == subject_id(container, "user_456")  # the other user, by subject id
     assert "user_456" not in banned["properties"]
@@ -162,6 +164,26 @@ def test_event_without_created_at_takes_the_receipt_time(client: TestClient[Any]
     post(client, keys, BACKEND[2])
     (row,) = ch_rows(container)
     assert row["at"].replace(tzinfo=None) == clock.now.replace(tzinfo=None)
+
+
+def test_a_chat_user_named_like_an_admin_is_not_that_admin(client: TestClient[Any], keys: dict[str, str],
+                                                           container: Container, clock: FakeClock) -> None:
+    """User ids may hold any character: a chat user who calls themselves "admin:admin_001"
+    neither renames admin_001 nor erases the admin's messages by deleting their own account."""
+    post(client, keys, ADMIN[0])  # admin_001 sends msg_123
+    impostor = "admin:admin_001"
+    post(client, keys, [frontend("name_set", user_id=impostor, user_name="Impostor"),
+                        frontend("delete_profile_confirmed", user_id=impostor)])
+    admin = subject_id(container, Actor("admin", "admin_001").key)
+    assert subject_id(container, impostor) != admin
+    container.erasure.anonymise(clock.now)
+    (request,) = client.get("/v1/deletion-requests", params={"user_id": impostor},
+                            headers=bearer(keys["api_key"])).json()["items"]
+    assert (request["status"], request["evidence"]["sql.messages"]) == ("in_grace", {"anonymised": 0})
+    assert client.get("/v1/messages/msg_123", headers=bearer(keys["api_key"])).json()["state"] == "visible"
+    with container.uow() as uow:
+        profile = uow.profiles.get(admin)
+        assert profile is None or profile.display_name is None or "Impostor" not in profile.display_name
 
 
 def test_event_with_no_user_has_no_subject(client: TestClient[Any], keys: dict[str, str],
@@ -184,8 +206,13 @@ def test_repeated_delivery_has_one_effect(client: TestClient[Any], keys: dict[st
 def test_bodies_that_are_not_json_are_dead_lettered(client: TestClient[Any], keys: dict[str, str]) -> None:
     response = client.post("/v1/events", content=b"{not json", headers=bearer(keys["webhook_token"]))
     assert response.status_code == 400 and "not valid JSON" in response.json()["rejected"][0]["detail"]
+    assert response.json()["status_code"] == 400 and "nothing was accepted" in response.json()["detail"]
     rejected = client.get("/v1/events/rejected", headers=bearer(keys["api_key"])).json()
     assert rejected["items"][0]["body"] == "{not json" and rejected["items"][0]["reason"]
+    for constant in ("NaN", "Infinity", "-Infinity"):  # Python reads them; JSON has no such values
+        body = b'{"event": "session_time", "value": {"project": "partner-prod", "duration": %s}}' % constant.encode()
+        refused = client.post("/v1/events", content=body, headers=bearer(keys["webhook_token"]))
+        assert refused.status_code == 400 and "not valid JSON" in refused.json()["detail"]
 
 
 def test_batch_limits(client: TestClient[Any], keys: dict[str, str]) -> None:

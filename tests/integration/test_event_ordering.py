@@ -78,6 +78,29 @@ def test_message_deleted_before_it_was_sent_stays_deleted(container: Container) 
     assert container.messages.get(project[0], "m-1").state == "deleted"
 
 
+def test_a_user_deletes_only_their_own_messages(container: Container) -> None:
+    """Another user's `message_deleted` changes nothing, sent before or after the message
+    (an admin deletes with `admin_message_deleted`); the author's own deletion stands."""
+    project = new_project(container)
+    deliver(container, project, event(project[1], "message_deleted", "u-2", 2, message_id="m-1"),
+            event(project[1], "message_sent", "u-1", 1, message_id="m-1", room="r-1", text="mine"),
+            event(project[1], "message_deleted", "u-2", 3, message_id="m-1"))
+    assert end_state(container, project[0])["messages"]["m-1"] == ("u-1", "mine", T0 + timedelta(minutes=1),
+                                                                  None, False)
+    assert container.messages.get(project[0], "m-1").state == "visible"
+    deliver(container, project, event(project[1], "message_deleted", "u-1", 4, message_id="m-1"))
+    assert end_state(container, project[0])["messages"]["m-1"][3] == T0 + timedelta(minutes=4)
+
+
+def test_another_users_edit_that_arrives_first_does_not_become_the_text(container: Container) -> None:
+    project = new_project(container)
+    deliver(container, project,
+            event(project[1], "message_changed", "u-2", 2, message_id="m-1", text="not yours"),
+            event(project[1], "message_sent", "u-1", 1, message_id="m-1", room="r-1", text="mine"))
+    assert end_state(container, project[0])["messages"]["m-1"] == ("u-1", "mine", T0 + timedelta(minutes=1),
+                                                                  None, False)
+
+
 def test_an_older_avatar_is_kept_beside_a_newer_name(container: Container) -> None:
     project = new_project(container)
     deliver(container, project, event(project[1], "name_changed", "u-1", 5, user_name="New"),

@@ -3,11 +3,12 @@ subject's grace key, gone for good with the purge (issue 7), on SQLite and Postg
 
 from datetime import timedelta
 
-from sqlalchemy import insert, select
+from sqlalchemy import delete, func, insert, select
 
 from app.bootstrap import Container
+from app.domain.events import Actor
 from app.domain.ids import new_id
-from app.models import AuditEntry, Subject
+from app.models import AuditEntry, JobRun, Subject
 from tests.conftest import FakeClock
 from tests.integration.test_deletion_requests import pid, request
 
@@ -54,6 +55,7 @@ def test_migrate_seals_the_ids_older_versions_stored_in_plaintext(container: Con
         uow.session.execute(insert(Subject).values(id=new_id(), project_id=project_id, user_id="legacy-user",
                                                    status="active", created_at=clock.now, last_seen_at=clock.now))
         uow.commit()
+    forget_upgrades(container)  # a database from before: its upgrades have not run yet
     container.migrate(clickhouse=False)
     (subject,) = stored(container)
     assert subject.user_id is not None and subject.user_id.startswith("v1.")
@@ -66,3 +68,37 @@ def test_migrate_seals_the_ids_older_versions_stored_in_plaintext(container: Con
     assert len(stored(container)) == 1
     container.migrate(clickhouse=False)  # nothing left to seal: a second run changes nothing
     assert [s.user_id for s in stored(container)] == [subject.user_id]
+
+
+def forget_upgrades(container: Container) -> None:
+    with container.uow() as uow:
+        uow.session.execute(delete(JobRun).where(JobRun.job.startswith("upgrade:")))
+        uow.commit()
+
+
+def test_migrate_moves_admins_out_of_the_namespace_chat_users_can_reach(container: Container,
+                                                                         project: dict[str, str],
+                                                                         clock: FakeClock) -> None:
+    """Older versions keyed admin 7 as "admin:7", the id a chat user could choose: migrate keys
+    the admin's subject anew, so "admin:7" is a chat user's id again and the admin keeps its
+    subject (and with it its events and messages)."""
+    project_id = pid(container)
+    with container.uow() as uow:
+        (legacy,) = container.identities.ensure(uow, project_id, ["admin:7"], clock.now).values()
+        legacy.admin = True
+        uow.commit()
+    forget_upgrades(container)
+    container.migrate(clickhouse=False)
+    admin_key = Actor("admin", "7").key
+    with container.uow() as uow:
+        moved = container.identities.find(uow, project_id, admin_key)
+        assert moved is not None and moved.id == legacy.id
+        assert container.identities.user_ids(uow, [moved]) == {legacy.id: admin_key}
+        assert container.identities.find(uow, project_id, "admin:7") is None
+        assert uow.session.scalar(select(AuditEntry.details).where(
+            AuditEntry.action == "subjects.admins_rekeyed")) == {"subjects": 1}
+        assert uow.job_runs.last("upgrade:admin_namespace") is not None
+    container.migrate(clickhouse=False)  # recorded: not run again
+    with container.uow() as uow:
+        assert uow.session.scalar(select(func.count()).select_from(AuditEntry).where(
+            AuditEntry.action == "upgrade.done", AuditEntry.details["upgrade"].as_string() == "admin_namespace")) == 1

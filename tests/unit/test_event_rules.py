@@ -2,7 +2,7 @@
 
 from datetime import UTC, datetime, timedelta
 
-from app.domain.events import Actor, is_admin_key, platform_user_id, supersedes
+from app.domain.events import Actor, is_admin_key, platform_user_id, shown_user_id, supersedes
 
 T1 = datetime(2026, 1, 1, tzinfo=UTC)
 T2 = T1 + timedelta(seconds=1)
@@ -44,7 +44,16 @@ def test_a_dead_letter_names_a_user_only_as_a_whole_token() -> None:
 
 def test_admins_have_their_own_namespace_of_user_keys() -> None:
     admin, user = Actor("admin", "42"), Actor("user", "42")
-    assert (admin.key, user.key) == ("admin:42", "42")  # the same platform id, two different people
+    assert admin.key != user.key  # the same platform id, two different people
     assert is_admin_key(admin.key) and not is_admin_key(user.key)
     assert platform_user_id(admin.key) == platform_user_id(user.key) == "42"
     assert platform_user_id("admin-not-a-prefix") == "admin-not-a-prefix"
+    assert (shown_user_id(admin.key), shown_user_id(user.key)) == ("admin:42", "42")
+
+
+def test_no_chat_user_id_can_name_an_admin() -> None:
+    """A chat user may call themselves "admin:42" (ids may hold any character): they are still
+    a chat user, never admin 42, and never any admin."""
+    for chat_id in ("admin:42", "\\x00admin:42", "admin%3A42", " admin:42"):
+        assert not is_admin_key(Actor("user", chat_id).key)
+        assert Actor("user", chat_id).key != Actor("admin", "42").key

@@ -3,11 +3,11 @@ complaints, logins, dead letters. Bulk statements: a webhook batch holds up to 1
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, case, delete, func, select, tuple_, update
+from sqlalchemy import Table, case, delete, func, select, true, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -54,16 +54,18 @@ def _same_columns_with_defaults(table: Table, rows: Sequence[Mapping[str, Any]])
 
 
 def upsert_filling(session: Session, table: Table, rows: Sequence[Mapping[str, Any]], keys: Sequence[str],
-                   fill: Sequence[str], where: Any, keep: Mapping[str, Any] | None = None) -> None:
+                   fill: Sequence[str], where: Any,
+                   keep: Callable[[Any], Mapping[str, Any]] | None = None) -> None:
     """INSERT, or on a conflict on `keys` overwrite the `fill` columns of the existing row
     where `where` holds (both dialects); otherwise the existing row is left alone. `keep`:
-    per fill column, a condition under which the existing row keeps its own value."""
+    given the row that was to be inserted (`excluded`), per fill column a condition under
+    which the existing row keeps its own value."""
     if not rows:
         return
     insert = postgresql.insert if is_postgresql(session) else sqlite.insert
     statement = insert(table)
-    keep = keep or {}
-    values = {c: case((keep[c], table.c[c]), else_=statement.excluded[c]) if c in keep else statement.excluded[c]
+    kept = keep(statement.excluded) if keep else {}
+    values = {c: case((kept[c], table.c[c]), else_=statement.excluded[c]) if c in kept else statement.excluded[c]
               for c in fill}
     statement = statement.on_conflict_do_update(index_elements=list(keys), set_=values, where=where)
     session.execute(statement, list(rows))
@@ -93,14 +95,20 @@ class Messages:
 
     def add(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """New messages; one whose deletion or edit arrived first (a placeholder) is filled in,
-        stays deleted and keeps its edited text. A message already stored is not changed by a
-        repeated `message_sent`."""
+        stays deleted and keeps its edited text, if its author made them (or, for a deletion,
+        an admin or a moderator: a placeholder of nobody). A message already stored is not
+        changed by a repeated `message_sent`."""
         table = Message.__table__
+
+        def kept(sent: Any) -> dict[str, Any]:
+            by_author = table.c.subject_id.is_(None) | (table.c.subject_id == sent.subject_id)
+            return {"text": table.c.edited_at.is_not(None) & (table.c.subject_id == sent.subject_id),
+                    "edited_at": table.c.subject_id == sent.subject_id, "deleted_at": by_author}
+
         upsert_filling(self.session, table, [{"id": new_id(), "placeholder": False, **r} for r in rows],  # type: ignore[arg-type]
                        keys=["project_id", "message_id"],
-                       fill=["room_id", "subject_id", "text", "sent_at", "placeholder"],
-                       where=table.c.placeholder.is_(True),
-                       keep={"text": table.c.edited_at.is_not(None)})
+                       fill=["room_id", "subject_id", "text", "sent_at", "placeholder", "edited_at", "deleted_at"],
+                       where=table.c.placeholder.is_(True), keep=kept)
 
     def edit(self, project_id: str, message_id: str, subject_id: str, text: str, at: datetime) -> bool:
         """The author changed the message's text at `at`: the latest edit by event time wins,
@@ -143,20 +151,23 @@ class Messages:
         return self.session.scalar(select(Message).where(Message.project_id == project_id,
                                                          Message.message_id == message_id))
 
-    def mark_deleted(self, project_id: str, message_id: str, at: datetime) -> None:
+    def mark_deleted(self, project_id: str, message_id: str, at: datetime, by: str | None = None) -> None:
         """The message was deleted at `at` (the earliest deletion wins, whatever the delivery
-        order). Not stored yet: a tombstone waits for its `message_sent`."""
+        order). `by`: the chat user (subject) who deleted it, which only its author may; None
+        for an admin or a moderator, who may delete any message. Not stored yet: a tombstone
+        (of `by`) waits for its `message_sent`, which keeps the deletion if the author made it."""
+        allowed = true() if by is None else Message.subject_id == by
         self.session.execute(update(Message).where(
-            Message.project_id == project_id, Message.message_id == message_id,
+            Message.project_id == project_id, Message.message_id == message_id, allowed,
             Message.deleted_at.is_(None) | (Message.deleted_at > at),
         ).values(deleted_at=at))
         self.session.execute(update(Message).where(  # a tombstone is dated by its earliest deletion
             Message.project_id == project_id, Message.message_id == message_id, Message.placeholder.is_(True),
-            Message.sent_at > at,
+            allowed, Message.sent_at > at,
         ).values(sent_at=at))
         insert_ignoring_conflicts(self.session, Message.__table__, [{  # type: ignore[arg-type]
             "id": new_id(), "project_id": project_id, "message_id": message_id, "room_id": None,
-            "subject_id": None, "text": None, "sent_at": at, "deleted_at": at, "placeholder": True,
+            "subject_id": by, "text": None, "sent_at": at, "deleted_at": at, "placeholder": True,
         }])
 
     def undelete(self, project_id: str, message_id: str) -> None:

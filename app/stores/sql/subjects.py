@@ -114,6 +114,11 @@ class Subjects:
                                                           member_of(self.session, Subject.user_key, user_keys)))
         return {s.user_key: s for s in rows if s.user_key is not None}
 
+    def admins(self) -> list[Subject]:
+        """The linked subjects of platform admins, in every project (a few per partner)."""
+        return list(self.session.scalars(select(Subject).where(Subject.admin.is_(True), Subject.user_key.is_not(None))
+                                         .order_by(Subject.id)))
+
     def unsealed(self, limit: int) -> list[Subject]:
         """Linked subjects written before user ids were sealed (no keyed hash yet)."""
         return list(self.session.scalars(select(Subject).where(Subject.user_key.is_(None), Subject.user_id.is_not(None))

@@ -1,0 +1,54 @@
+"""One-time data steps of `lethe migrate`: what a schema or format change leaves to do to rows
+that already exist, where the step needs LETHE_SECRET_KEY (so it cannot live in Alembic).
+
+Each step is safe to run again and returns how many rows it changed. Once it has run to the
+end it is recorded in `job_runs` as job `upgrade:<name>` (audited), so later migrates (every
+`lethe` command that opens the SQL store) skip it instead of searching the tables for work."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from app.domain.audit import AuditRecord
+from app.ports import UnitOfWorkFactory
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Upgrade:
+    name: str
+    run: Callable[[], int]  # rows changed; safe to run again (a crash leaves it unrecorded)
+
+
+class Upgrades:
+    def __init__(self, uow: UnitOfWorkFactory, steps: Sequence[Upgrade]) -> None:
+        self._uow = uow
+        self._steps = steps
+
+    def run(self) -> dict[str, int]:
+        """Run the steps not recorded yet, in order; returns rows changed per step run."""
+        with self._uow() as uow:
+            pending = [step for step in self._steps if uow.job_runs.last(_job(step)) is None]
+        changed: dict[str, int] = {}
+        for step in pending:
+            with self._uow() as uow:
+                started = uow.now()
+            changed[step.name] = rows = step.run()
+            with self._uow() as uow:
+                finished = uow.now()
+                uow.job_runs.record(_job(step), as_of=finished, started_at=started, finished_at=finished,
+                                    summary={"job": _job(step), "processed": rows})
+                uow.audit(AuditRecord("operator:migrate", "upgrade.done", None, None,
+                                      {"upgrade": step.name, "rows": rows}))
+                uow.commit()
+            if rows:
+                log.info("upgrade.done", upgrade=step.name, rows=rows)
+        return changed
+
+
+def _job(step: Upgrade) -> str:
+    return f"upgrade:{step.name}"
