@@ -2,8 +2,9 @@
 that already exist, where the step needs LETHE_SECRET_KEY (so it cannot live in Alembic).
 
 Each step is safe to run again and returns how many rows it changed. Once it has run to the
-end it is recorded in `job_runs` as job `upgrade:<name>` (audited), so later migrates (every
-`lethe` command that opens the SQL store) skip it instead of searching the tables for work."""
+end it is recorded in `job_runs` as job `upgrade:<name>`, as the scheduled jobs' runs are, so
+later migrates (every `lethe` command that opens the SQL store) skip it instead of searching
+the tables for work. What a step changes it audits itself, in the transaction that changes it."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from dataclasses import dataclass
 
 import structlog
 
-from app.domain.audit import AuditRecord
 from app.ports import UnitOfWorkFactory
 
 log = structlog.get_logger(__name__)
@@ -42,8 +42,6 @@ class Upgrades:
                 finished = uow.now()
                 uow.job_runs.record(_job(step), as_of=finished, started_at=started, finished_at=finished,
                                     summary={"job": _job(step), "processed": rows})
-                uow.audit(AuditRecord("operator:migrate", "upgrade.done", None, None,
-                                      {"upgrade": step.name, "rows": rows}))
                 uow.commit()
             if rows:
                 log.info("upgrade.done", upgrade=step.name, rows=rows)
