@@ -37,7 +37,7 @@ from app.ports import NO_SUBJECT, Clock, EventStore, MessageRef, UnitOfWork, Uni
 from app.services.errors import NotFound
 from app.services.holds import HoldService
 from app.services.identities import Identities
-from app.services.keys import ANALYTICS, CONTENT, HOLD, MESSAGE_TEXT_AAD, KeyService, day_key_owner
+from app.services.keys import ANALYTICS, CONTENT, HOLD, MESSAGE_TEXT_AAD, KeyService, day_key_owner, unsealed
 from app.services.subjects import SubjectService
 from app.services.views import HeldDataOut, HeldEventOut, HeldMessageOut, iso, utc_text
 
@@ -166,26 +166,44 @@ class HeldDataService:
             hold = Hold(record.id, project, Scope(record.scope), record.target, record.placed_at)
             if hold.scope not in KEYED_SCOPES:  # user and project holds cover whole users
                 return self._users_data(uow, record.project_id, hold, actor, limit, cursor)
-            key = self._keys.ciphers(uow, [hold_id], HOLD, create=False).get(hold_id)
+            # The covered data is under this hold's key once taken; before that (the hold is
+            # taken at placement and at each erasure run) under its subjects' own keys; and where
+            # another hold covers it too, maybe under that hold's key: it opens with any of them.
+            # A hold whose data was given back (released) keeps nothing any more.
+            keeping = [r.id for r in uow.holds.not_returned() if r.project_id == record.project_id]
+            holds = self._keys.ciphers(uow, keeping, HOLD, create=False)
+            key = holds.get(hold_id)
+            held = [*([key] if key else []), *(cipher for owner, cipher in holds.items() if owner != hold_id)]
             rooms, message_ids = _targets(hold)
-            found = uow.messages.covered(record.project_id, rooms, message_ids)
-            rows = self._events.covered(project, rooms, message_ids) if key else []
+            keeps = hold_id in keeping
+            found = uow.messages.covered(record.project_id, rooms, message_ids) if keeps else []
+            rows = self._events.covered(project, rooms, message_ids) if keeps else []
+            contents = self._keys.ciphers(uow, sorted({m.subject_id for m in found if m.subject_id}), CONTENT,
+                                          create=False)
+            owners = self._keys.ciphers(uow, sorted({_owner(record.project_id, r) for r in rows}), ANALYTICS,
+                                        create=False)
             kept = {sid: user for sid, token in uow.holds.authors(hold_id).items()
                     if (user := _open(key, token, _AUTHOR_AAD)) is not None}
             others = {m.subject_id for m in found if m.subject_id} | {r["subject_id"] for r in rows}
             users = {sid: shown_user_id(user) for sid, user in
                      {**self._ids.user_ids_of(uow, sorted(others - kept.keys())), **kept}.items()}
+
+            def own(found_keys: Mapping[str, Cipher], owner: str | None) -> list[Cipher]:
+                return [*held, *([found_keys[owner]] if owner is not None and owner in found_keys else [])]
+
             messages = [HeldMessageOut(message_id=m.message_id, room_id=m.room_id, sent_at=m.sent_at.isoformat(),
                                        deleted_at=iso(m.deleted_at),
-                                       text=_open(key, m.text, _TEXT_AAD) if m.text else None,
+                                       text=unsealed(own(contents, m.subject_id), m.text, _TEXT_AAD),
                                        user_id=users.get(m.subject_id or ""))
                         for m in found]
-            events = [HeldEventOut(event=r["event"], at=utc_text(r["at"]), room_id=r["room_id"] or None,
-                                   message_id=r["message_id"] or None,
-                                   personal={c: v for c in SEALED_COLUMNS
-                                             if r[c] and (v := _open(key, r[c], c)) is not None},
-                                   user_id=users.get(r["subject_id"]))
-                      for r in rows]
+            events = []
+            for r in rows:
+                ciphers = own(owners, _owner(record.project_id, r))
+                events.append(HeldEventOut(event=r["event"], at=utc_text(r["at"]), room_id=r["room_id"] or None,
+                                           message_id=r["message_id"] or None,
+                                           personal={c: v for c in SEALED_COLUMNS
+                                                     if r[c] and (v := unsealed(ciphers, r[c], c)) is not None},
+                                           user_id=users.get(r["subject_id"])))
             uow.audit(AuditRecord(actor, "hold.data_read", project, None,
                                   {"hold_id": hold_id, "messages": len(messages), "events": len(events)}))
             uow.commit()

@@ -122,6 +122,25 @@ def test_a_room_or_message_hold_keeps_exactly_what_it_covers(client: TestClient[
     assert (details["keys_destroyed"], details["sql.messages_deleted"]) == (1, 1)
 
 
+def test_a_holds_data_is_readable_before_it_is_taken_and_where_another_hold_took_it(
+        client: TestClient[Any], keys: dict[str, str], container: Container) -> None:
+    """What a hold keeps opens whatever its sealing state: still under the author's keys (taken
+    at the next erasure run), or under the key of another hold that covered it first."""
+    post(client, keys, [frontend("message_sent", text="evidence", message_id="m-1", room="r-7"),
+                        frontend("message_sent", text="other", message_id="m-2", room="r-7")])
+    message = hold(client, keys, scope="message", target="m-1")
+    data = officer_get(client, keys, f"/v1/holds/{message['id']}/data")
+    assert [(m["message_id"], m["text"], m["user_id"]) for m in data["messages"]] == [("m-1", "evidence", USER)]
+    assert [(e["message_id"], e["personal"]["text"]) for e in data["events"]] == [("m-1", "evidence")]
+    room = hold(client, keys, scope="room", target="r-7")
+    container.held.take()
+    for placed, covered in ((message, ["m-1"]), (room, ["m-1", "m-2"])):
+        data = officer_get(client, keys, f"/v1/holds/{placed['id']}/data")
+        assert sorted((m["message_id"], m["text"]) for m in data["messages"]) == [
+            (m, {"m-1": "evidence", "m-2": "other"}[m]) for m in covered]
+        assert sorted(e["message_id"] for e in data["events"]) == covered
+
+
 def test_a_hold_still_names_the_author_after_a_grace_erasure_is_purged(client: TestClient[Any],
                                                                         keys: dict[str, str],
                                                                         container: Container,
