@@ -147,7 +147,7 @@ class AuditService:
             seq, _ = uow.audit_log.head()
         if not kept:
             return self.checkpoint(now) if seq else None
-        last = kept[-1]
+        _, last = kept[-1]
         grown = seq - last.seq
         if grown > 0 and (grown >= CHECKPOINT_EVERY_ENTRIES
                           or now - datetime.fromisoformat(last.at) >= CHECKPOINT_EVERY):
@@ -155,18 +155,20 @@ class AuditService:
         return None
 
     def checkpoints(self, limit: int, cursor: str | None) -> CheckpointPage:
-        """The signed heads kept, newest first; the cursor is the last seq seen."""
+        """The signed heads kept, newest first. The cursor is the place in the (append-only)
+        checkpoint file of the last one seen: two checkpoints may sign the same seq."""
         before = decode_seq_cursor(cursor) if cursor else None
-        kept = [c for c in reversed(self._kept()) if before is None or c.seq < before]
+        kept = [(place, c) for place, c in reversed(self._kept()) if before is None or place < before]
         items = kept[:limit]
-        return CheckpointPage([CheckpointOut(c.seq, c.hash, c.at, c.signature) for c in items],
-                              encode_cursor(items[-1].seq) if len(kept) > limit else None)
+        return CheckpointPage([CheckpointOut(c.seq, c.hash, c.at, c.signature) for _, c in items],
+                              encode_cursor(items[-1][0]) if len(kept) > limit else None)
 
-    def _kept(self) -> list[Checkpoint]:
+    def _kept(self) -> list[tuple[int, Checkpoint]]:
+        """(place in the file, checkpoint) of each readable one, oldest first."""
         kept = []
-        for raw in self._checkpoints.read():
+        for place, raw in enumerate(self._checkpoints.read()):
             try:
-                kept.append(parse_checkpoint(raw))
+                kept.append((place, parse_checkpoint(raw)))
             except ValueError:
                 log.warning("audit.checkpoint_unreadable")  # verify() reports it
         return kept

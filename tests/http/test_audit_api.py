@@ -75,6 +75,16 @@ def test_officers_read_the_signed_checkpoints_newest_first(client: TestClient[An
     rest = client.get("/v1/audit/checkpoints", params={"limit": 1, "cursor": page["next_cursor"]},
                       headers=bearer(officer)).json()
     assert rest == {"items": [first], "next_cursor": None}
+    again = container.audit.checkpoint(container.now())  # the same head signed twice: both listed
+    assert again["seq"] == second["seq"]
+    pages, cursor = [], None
+    while True:
+        page = client.get("/v1/audit/checkpoints", params={"limit": 1, **({"cursor": cursor} if cursor else {})},
+                          headers=bearer(officer)).json()
+        pages += page["items"]
+        if not (cursor := page["next_cursor"]):
+            break
+    assert pages == [again, second, first]
     assert client.get("/v1/audit/checkpoints").status_code == 401
     assert client.get("/v1/audit/checkpoints", headers=bearer(project["api_key"])).status_code == 403
     verified = client.get("/v1/audit/verify", headers=bearer(officer)).json()
