@@ -6,6 +6,7 @@ does is in app.cli.commands."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -177,6 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         code: int = args.fn(container, args)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
         return code
     except (ServiceError, EmbeddedStoreBusy) as exc:
         print(f"lethe: {exc}", file=sys.stderr)
@@ -188,6 +190,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ch_errors.OperationalError:  # its message holds the URL (and so, perhaps, a password)
         print("lethe: ClickHouse does not answer: check LETHE_CLICKHOUSE_URL and that the server is up",
               file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # the reader went away (`lethe audit export | head`): stop quietly
+        # what is still buffered would fail again at exit: send it nowhere (Python's signal docs)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     finally:
         container.close()

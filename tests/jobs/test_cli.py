@@ -229,6 +229,19 @@ def test_audit_export_takes_a_bare_date_with_its_zone(workdir: Path) -> None:
     assert naive.returncode == 2 and "give a time zone" in naive.stderr
 
 
+def test_a_reader_that_goes_away_ends_a_command_quietly(workdir: Path) -> None:
+    """`lethe audit export | head`: the pipe closes under the command, which stops without a traceback."""
+    lethe(workdir, "project", "create", "acme")
+    read, write = os.pipe()
+    os.close(read)  # nobody reads: the first write fails with EPIPE
+    try:
+        done = subprocess.run([LETHE, "audit", "export"], cwd=workdir, env=env(), stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=120, check=False)
+    finally:
+        os.close(write)
+    assert done.returncode == 1 and "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
+
+
 def test_serve_listens_where_lethe_host_and_port_say_and_says_so(workdir: Path) -> None:
     port = free_port()
     proc = subprocess.Popen([LETHE, "serve"], cwd=workdir, env=env(LETHE_PORT=str(port), LETHE_HOST="127.0.0.1"),
