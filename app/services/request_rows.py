@@ -46,4 +46,5 @@ def to_view(row: DeletionRequest, project_name: str, user_id: str | None, now: d
 def officer_view(row: DeletionRequest, project_name: str, user_id: str | None, now: datetime,
                   timeline: Sequence[AuditEntry]) -> OfficerRequestOut:
     return OfficerRequestOut(**msgspec.structs.asdict(to_view(row, project_name, user_id, now)),
-                             timeline=[entry_view(e) for e in timeline])
+                             timeline=[entry_view(e) for e in timeline],
+                             due_extension_reason=row.due_extension_reason)

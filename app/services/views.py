@@ -129,6 +129,7 @@ class RejectedPage(msgspec.Struct):
 
 class OfficerRequestOut(DeletionRequestOut):
     timeline: list[AuditEntryOut] = []
+    due_extension_reason: str | None = None  # the officer's reason for the last extension (officers only)
 
 
 class OfficerRequestPage(msgspec.Struct):

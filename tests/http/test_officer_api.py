@@ -78,6 +78,10 @@ def test_overdue_requests_are_flagged_filtered_and_extended_by_at_most_two_month
     assert extended.status_code == 200, extended.text
     assert extended.json()["due_by"] > late["due_by"] and extended.json()["overdue"] is False
     assert extended.json()["due_extended_months"] == 2
+    listed = client.get(QUEUE, params={"overdue": "false"}, headers=bearer(officer)).json()["items"]
+    assert {r["id"]: r["due_extension_reason"] for r in listed}[late["id"]] == "complex request"
+    assert "due_extension_reason" not in client.get(f"/v1/deletion-requests/{late['id']}",
+                                                    headers=bearer(acme.api_key)).json()  # officers only
     refused = client.post(extend, json={"months": 1, "reason": "again"}, headers=bearer(officer))
     assert refused.status_code == 409 and "2 months in all" in refused.json()["detail"]
     assert client.post(extend, json={"months": 3, "reason": "x"}, headers=bearer(officer)).status_code == 400
