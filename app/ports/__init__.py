@@ -155,6 +155,10 @@ class EventStore(Protocol):
 
     def of_subject(self, subject_id: str) -> list[dict[str, Any]]: ...
 
+    def naming(self, project: str, subject_id: str) -> list[dict[str, Any]]:
+        """Other actors' events of a project whose properties name this subject."""
+        ...
+
     def count_for(self, subject_id: str) -> dict[str, int]: ...
 
 

@@ -22,6 +22,7 @@ from app.services.views import (
     ExportedEventOut,
     ExportedMessageOut,
     ExportProjectOut,
+    NamingEventOut,
     ProfileOut,
     ReportProjectOut,
     SubjectExport,
@@ -68,14 +69,17 @@ class SubjectService:
 
     def export(self, projects: Mapping[str, str], user_id: str, *, actor: str) -> SubjectExport:
         """Everything Lethe holds about the user, decrypted (GDPR Art. 15/20): profile, messages,
-        events with their personal values, requests and holds, per project. Values whose key is
+        events with their personal values, others' events that name the user (`named_in`: what
+        happened and where, not the other person's values), requests and holds, per project. Values whose key is
         destroyed are gone for everyone, this export included. The export itself is audited."""
         found: list[ExportProjectOut] = []
         with self._uow() as uow:
             for project_id, name, subject in self._subjects(uow, projects, user_id):
                 (data,) = self.opened(uow, project_id, [subject])
                 found.append(ExportProjectOut(**_about(uow, project_id, name, subject, user_id),
-                                              profile=data.profile, messages=data.messages, events=data.events))
+                                              profile=data.profile, messages=data.messages, events=data.events,
+                                              named_in=[_naming(row, subject.id)
+                                                        for row in self._events.naming(name, subject.id)]))
                 uow.audit(AuditRecord(actor, "subject.exported", name, subject_hash(self._secret, name, user_id),
                                       {"events": len(found[-1].events)}))
             if not found:
@@ -132,6 +136,15 @@ def _opened(row: Mapping[str, Any], cipher: Sequence[Cipher]) -> ExportedEventOu
                             message_id=row["message_id"] or None, platform=row["platform"] or None,
                             personal={column: value for column, value in opened.items() if value},
                             properties={**json.loads(row["properties"] or "{}"), **json.loads(extra or "{}")})
+
+
+def _naming(row: Mapping[str, Any], subject_id: str) -> NamingEventOut:
+    """An event of someone else that names the subject: which of its properties do."""
+    properties = json.loads(row["properties"] or "{}")
+    named = sorted(key for key, value in properties.items()
+                   if value == subject_id or (isinstance(value, list) and subject_id in value))
+    return NamingEventOut(event=row["event"], at=utc_text(row["at"]), room_id=row["room_id"] or None,
+                          message_id=row["message_id"] or None, named_as=named)
 
 
 def _holds_on(uow: UnitOfWork, project_id: str, project: str, user_id: str,

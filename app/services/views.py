@@ -331,10 +331,21 @@ class UserDataOut(msgspec.Struct):
     events: list[ExportedEventOut]
 
 
+class NamingEventOut(msgspec.Struct):
+    """Another user's (or an admin's) event that names this user: a ban, a reply, a block..."""
+
+    event: str
+    at: str
+    room_id: str | None
+    message_id: str | None
+    named_as: list[str]  # the event's properties that name the user (e.g. banned_user_id)
+
+
 class ExportProjectOut(SubjectProjectOut):
     profile: ProfileOut | None
     messages: list[ExportedMessageOut]
     events: list[ExportedEventOut]
+    named_in: list[NamingEventOut] = []  # the user's own events are in `events`
 
 
 class SubjectExport(msgspec.Struct):

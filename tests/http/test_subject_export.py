@@ -12,7 +12,7 @@ from sqlalchemy import select
 from app.bootstrap import Container
 from app.models import AuditEntry
 from tests.conftest import FakeClock
-from tests.fixtures.platform import frontend
+from tests.fixtures.platform import ADMIN, frontend
 from tests.http.conftest import bearer
 from tests.http.test_events_api import post
 
@@ -47,6 +47,22 @@ def test_export_returns_everything_decrypted_for_partner_and_officer(client: Tes
     with container.uow() as uow:
         entries = list(uow.session.scalars(select(AuditEntry).where(AuditEntry.action == "subject.exported")))
     assert len(entries) == 2 and all(user not in repr((e.actor, e.subject, e.details)) for e in entries)
+
+
+def test_the_export_lists_others_events_that_name_the_user(client: TestClient[Any], keys: dict[str, str]) -> None:
+    """Being banned, or named in someone's profile visit, is data about the user too (Art. 15):
+    what happened and where, not the other person's values."""
+    post(client, keys, [frontend("session_started", "user_456"),
+                        frontend("profile_opened", "u-other", profile_user_id="user_456"),
+                        ADMIN[5], ADMIN[6],  # admin_001 bans, then unbans, user_456
+                        frontend("profile_opened", "u-other", profile_user_id="user_4567")])  # not them
+    (project,) = export(client, keys["api_key"], "user_456").json()["projects"]
+    assert sorted((e["event"], e["named_as"], e["room_id"]) for e in project["named_in"]) == [
+        ("admin_user_banned", ["banned_user_id"], "16888417"), ("admin_user_unbanned", ["unbanned_user_id"], None),
+        ("profile_opened", ["profile_user_id"], "16888417")]
+    assert [e["event"] for e in project["events"]] == ["session_started"]  # their own
+    (other,) = export(client, keys["api_key"], "u-other").json()["projects"]
+    assert other["named_in"] == []
 
 
 def test_after_anonymisation_the_events_personal_values_are_gone_from_the_export_too(

@@ -175,6 +175,17 @@ class ClickHouseEventStore:
                             parameters={"id": uuid.UUID(subject_id)})
         return [dict(zip(columns, row, strict=True)) for row in rows]
 
+    def naming(self, project: str, subject_id: str) -> list[dict[str, Any]]:
+        """Events of others in the project whose properties name this subject (a ban, a profile
+        opened, a reply...: ids of other users are stored there as subject ids), oldest first.
+        Reads the project's `properties`, so only for the rare access request and export."""
+        columns = ["event", "at", "room_id", "message_id", "properties"]
+        rows = self.ch.rows(
+            f"SELECT {', '.join(columns)} FROM events WHERE project = {{p:String}} AND subject_id != {{id:UUID}} "
+            "AND position(properties, {sid:String}) > 0 ORDER BY at",
+            parameters={"p": project, "id": uuid.UUID(subject_id), "sid": subject_id})
+        return [dict(zip(columns, row, strict=True)) for row in rows]
+
     def count_for(self, subject_id: str) -> dict[str, int]:
         rows = self.ch.rows(
             f"SELECT count(), countIf({_ANY_PERSONAL}) FROM events WHERE subject_id = {{id:UUID}}",
