@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from litestar.logging.config import StructLoggingConfig
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.plugins import SwaggerRenderPlugin
-from litestar.openapi.spec import Components, SecurityScheme
+from litestar.openapi.spec import Components, Parameter, PathItem, SecurityScheme
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.plugins.structlog import StructlogConfig, StructlogPlugin
@@ -118,7 +119,47 @@ def create_app(container: Container) -> Litestar:
         request_max_body_size=MAX_BODY,
     )
     document_errors(app)
+    document_raw_paths(app)
     return app
+
+
+# Routes whose ids may hold any character, `/` included, are one `{rest:path}` handler each
+# that reads the id from the raw path (app.http.inputs.raw_segments). The OpenAPI document
+# shows the routes they serve instead: raw path -> (path, method, id parameter, operation id,
+# summary, which of the handler's 200 schemas (oneOf) this route answers, or None for its only one).
+RAW_ROUTES: dict[str, list[tuple[str, str, str, str, str, int | None]]] = {
+    "/v1/subjects/{rest}": [
+        ("/v1/subjects/{user_id}", "get", "user_id", "subjectsReport",
+         "The access report (officer): what Lethe holds about the user, per store, in counts", 0),
+        ("/v1/subjects/{user_id}/export", "get", "user_id", "subjectsExport",
+         "Everything held about the user, decrypted (partner or officer; GDPR Art. 15/20)", 1)],
+    "/v1/messages/{rest}": [
+        ("/v1/messages/{message_id}", "get", "message_id", "messagesRead", "A message's state", None),
+        ("/v1/messages/{message_id}/complaints/resolve", "post", "message_id", "messagesResolveComplaints",
+         "Process the message's open complaints", None)],
+    "/v1/suppressions/{rest}": [
+        ("/v1/suppressions/{user_id}", "delete", "user_id", "suppressionsLift", "End a user's suppression", None)],
+}
+
+
+def document_raw_paths(app: Litestar) -> None:
+    """Rewrite the OpenAPI document's `{rest}` paths as the routes they serve (RAW_ROUTES)."""
+    paths = app.openapi_schema.paths
+    if paths is None:
+        return
+    for raw, routes in RAW_ROUTES.items():
+        item = paths.pop(raw)
+        for path, method, name, operation_id, summary, answer in routes:
+            operation = copy.deepcopy(getattr(item, method))
+            operation.operation_id, operation.summary = operation_id, summary
+            for parameter in operation.parameters or []:
+                if isinstance(parameter, Parameter) and parameter.name == "rest":
+                    parameter.name = name
+                    parameter.description = "percent-encoded: any character, `/` included"
+            if answer is not None:
+                media = operation.responses["200"].content["application/json"]
+                media.schema = media.schema.one_of[answer]
+            setattr(paths.setdefault(path, PathItem()), method, operation)
 
 
 ERRORS = {

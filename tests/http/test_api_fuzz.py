@@ -25,7 +25,7 @@ EXAMPLES = int(os.environ.get("LETHE_FUZZ_EXAMPLES", "50"))  # per operation and
 def role_for(path: str, method: str) -> str:
     if path.startswith("/v1/events") and method == "POST":
         return "webhook"
-    if path.startswith(("/v1/audit", "/v1/holds")) or path == "/v1/subjects/{rest}":
+    if path.startswith(("/v1/audit", "/v1/holds")) or path == "/v1/subjects/{user_id}":
         return "officer"
     return "partner"
 

@@ -28,6 +28,17 @@ def test_openapi_documents_every_route(client: TestClient[Any]) -> None:
     for route in ["/v1/deletion-requests/batch", "/v1/deletion-requests/batch/{batch_id}", "/v1/callback",
                   "/v1/callback/deliveries", "/v1/holds/{hold_id}/data"]:
         assert route in paths, route
+    # routes whose ids may hold `/` are served from the raw path, and documented as routes
+    for route, method in [("/v1/subjects/{user_id}", "get"), ("/v1/subjects/{user_id}/export", "get"),
+                          ("/v1/messages/{message_id}", "get"),
+                          ("/v1/messages/{message_id}/complaints/resolve", "post"),
+                          ("/v1/suppressions/{user_id}", "delete")]:
+        parameters = [p["name"] for p in paths[route][method]["parameters"] if p["in"] == "path"]
+        assert parameters == [route.split("{")[1].split("}")[0]], route
+    assert not [route for route in paths if "{rest}" in route]
+    answers = {route: paths[route]["get"]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+               for route in ("/v1/subjects/{user_id}", "/v1/subjects/{user_id}/export")}
+    assert [ref.rsplit("/", 1)[1] for ref in answers.values()] == ["SubjectReport", "SubjectExport"]
     assert not any(route.startswith("/console") for route in paths)  # HTML pages, not API
 
 
