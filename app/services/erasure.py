@@ -282,7 +282,11 @@ class ErasureService:
         for store in self._external:
             try:
                 counts = store.anonymise(batch) if phase == "anonymise" else store.purge(batch)
-                evidence.setdefault(store.name, {})["anonymised" if phase == "anonymise" else store.purged_as] = counts
+                kinds = evidence.setdefault(store.name, {})
+                kind = "anonymised" if phase == "anonymise" else store.purged_as
+                # merged per subject: a store may count its purge as "anonymised" too, and a run
+                # that anonymises a batch purges only its immediate requests
+                kinds[kind] = {**kinds.get(kind, {}), **counts}
             except Exception as exc:
                 raise StepFailed(f"{phase} ({store.name})", exc) from exc
 

@@ -144,6 +144,23 @@ def test_immediate_request_deletes_messages_and_verifies_events(client: TestClie
     assert len(ch_rows(container)) == 3  # events stay (anonymous): counts do not change
 
 
+def test_a_run_with_grace_and_immediate_requests_counts_each_ones_events(
+        client: TestClient[Any], keys: dict[str, str], container: Container, clock: FakeClock) -> None:
+    """The run purges the immediate request's user beside anonymising both: the grace
+    request's evidence still counts the events its own step made unreadable."""
+    post(client, keys, [frontend("session_started", created_at="2026-01-20T00:00:00Z"),
+                        frontend("message_sent", text="a", message_id="m-1", room="r"),
+                        frontend("session_started", user_id="u-now", created_at="2026-01-20T00:00:00Z")])
+    grace = client.post("/v1/deletion-requests", json={"user_id": USER}, headers=bearer(keys["api_key"])).json()
+    now = client.post("/v1/deletion-requests", json={"user_id": "u-now", "mode": "immediate"},
+                      headers=bearer(keys["api_key"])).json()
+    assert container.erasure.anonymise(clock.now).processed == 2
+    evidence = {r: client.get(f"/v1/deletion-requests/{r}", headers=bearer(keys["api_key"])).json()["evidence"]
+                for r in (grace["id"], now["id"])}
+    assert evidence[grace["id"]]["clickhouse.events"] == {"anonymised": 2}
+    assert evidence[now["id"]]["clickhouse.events"] == {"anonymised": 1, "residual": 0}
+
+
 def test_subject_report_for_an_officer(client: TestClient[Any], keys: dict[str, str],
                                        container: Container) -> None:
     officer = keys["officer"]
