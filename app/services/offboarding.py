@@ -69,7 +69,7 @@ class OffboardingService:
             row.anonymised_at = row.anonymised_at or now
             row.completed_at, row.lease_until, row.detail = now, None, None
             row.evidence = {**row.evidence, "offboarding": {"completed": 1}}
-            uow.audit(AuditRecord("job:offboarding", "deletion_request.completed", project, None,
+            uow.audit(AuditRecord("job:offboarding", "deletion_request.completed", project, row.audit_subject,
                                   {"request_id": row.id, "by": "offboarding"}))
         return len(rows)
 

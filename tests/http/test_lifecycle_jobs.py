@@ -246,6 +246,8 @@ def test_offboarding_revokes_keys_and_deletes_everything_but_held_data(client: T
     queue = client.get("/v1/officer/deletion-requests", headers=bearer(keys["officer"])).json()["items"]
     assert {r["id"]: r["status"] for r in queue} == {asked["u-a"]: "completed", asked["u-b"]: "on_hold"}
     assert evidence["sql.deletion_requests"] == 1
+    trail = client.get("/v1/audit", params={"user_id": "u-a"}, headers=bearer(keys["officer"])).json()["items"]
+    assert ("job:offboarding", "deletion_request.completed") in {(e["actor"], e["action"]) for e in trail}
     span = (days[0], days[-1] + timedelta(days=1))
     assert container.event_lifecycle.metrics(PROJECT, *span) == []
     assert [m["dau"] for m in container.event_lifecycle.metrics("other-partner", *span)] == [1]
