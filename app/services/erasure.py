@@ -140,6 +140,13 @@ class ErasureService:
         with self._uow() as uow:
             rows = uow.requests.claim(step, now, self._clock(), LEASE, self.batch_size, tried, RUNNER)
             free, held, kept = self._sort_by_holds(uow, rows, settled)
+            # a request on hold is claimed before its step is due, to follow its holds: once
+            # they are gone it resumes (above) and waits for its step like any other
+            waiting = {row.id for row in free if lifecycle.step_due(state_of(row), now) is not step}
+            for row in free:
+                if row.id in waiting:
+                    row.lease_until = None
+            free = [row for row in free if row.id not in waiting]
             batch = self._batch(uow, free, kept)
             uow.commit()
         return [row.id for row in rows], [row.id for row in free], len(held), batch

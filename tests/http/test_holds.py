@@ -303,6 +303,29 @@ def test_a_hold_placed_during_grace_blocks_the_purge(client: TestClient[Any], ke
     assert status(client, keys, created["id"])["status"] == "completed"
 
 
+def test_a_request_on_hold_follows_releases_before_its_purge_is_due(client: TestClient[Any], keys: dict[str, str],
+                                                                    container: Container, clock: FakeClock) -> None:
+    """`holds` lists the holds that stop the request now: each release shows at the next run,
+    and once none is left the request is back in grace, long before its purge is due."""
+    created = request(client, keys)
+    container.erasure.anonymise(clock.now)
+    user, project = hold(client, keys, scope="user", target=USER), hold(client, keys, scope="project", target=PROJECT)
+    container.erasure.purge(clock.now + timedelta(days=31))  # a run ahead of the clock: both stop it
+    assert {h["id"] for h in status(client, keys, created["id"])["holds"]} == {user["id"], project["id"]}
+    client.delete(f"/v1/holds/{project['id']}", headers=bearer(keys["officer"]))
+    clock.advance(minutes=1)
+    assert container.erasure.purge(clock.now).held == 1
+    held = status(client, keys, created["id"])
+    assert held["status"] == "on_hold" and held["holds"] == [{"id": user["id"], "scope": "user"}]
+    client.delete(f"/v1/holds/{user['id']}", headers=bearer(keys["officer"]))
+    clock.advance(minutes=1)
+    assert container.erasure.purge(clock.now).processed == 0  # resumed, and not due yet
+    resumed = status(client, keys, created["id"])
+    assert (resumed["status"], resumed["holds"]) == ("in_grace", [])
+    container.erasure.purge(clock.now + timedelta(days=31))
+    assert status(client, keys, created["id"])["status"] == "completed"
+
+
 def test_release_delay_from_the_policy_postpones_the_work(client: TestClient[Any], keys: dict[str, str],
                                                           container: Container, clock: FakeClock) -> None:
     from dataclasses import replace

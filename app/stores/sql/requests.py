@@ -181,7 +181,10 @@ class DeletionRequests:
             DeletionRequest.status.in_([s.value for s in OPEN_STATUSES]),
         )
         if step is Step.PURGE:
-            query = query.where((DeletionRequest.mode == Mode.IMMEDIATE.value) | (DeletionRequest.grace_until <= now))
+            # on hold: claimed by every run, before its purge is due, so that the holds it lists
+            # follow releases (it resumes, or lists the holds that still stop it)
+            query = query.where((DeletionRequest.mode == Mode.IMMEDIATE.value) | (DeletionRequest.grace_until <= now)
+                                | (DeletionRequest.status == Status.ON_HOLD.value))
         return query
 
     def across(self, project_ids: Sequence[str], *, now: datetime, status: str | None, source: str | None,
