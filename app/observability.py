@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-EVENTS = Counter("lethe_events", "Webhook envelopes by outcome (accepted, duplicate, rejected)",
+EVENTS = Counter("lethe_events", "Webhook envelopes by outcome (accepted, duplicate, suppressed, rejected)",
                  ["project", "outcome"])
 JOB_RUNS = Counter("lethe_job_runs", "Job runs by job and result (ok, failed)", ["job", "result"])
 JOB_PROCESSED = Counter("lethe_job_processed", "Items a job moved on (requests, rows...)", ["job"])

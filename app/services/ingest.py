@@ -156,7 +156,8 @@ class IngestService:
 
     def _finish(self, batch: _Batch) -> IngestResult:
         result = batch.result
-        for outcome, count in (("accepted", result.accepted - result.duplicates), ("duplicate", result.duplicates),
+        for outcome, count in (("accepted", result.accepted - result.duplicates - result.suppressed),
+                               ("duplicate", result.duplicates), ("suppressed", result.suppressed),
                                ("rejected", len(result.rejected))):
             if count:
                 observability.EVENTS.labels(batch.project, outcome).inc(count)
@@ -263,8 +264,12 @@ class IngestService:
                     new.append(event)
             batch.result.duplicates = len(batch.events) - len(new)
             firsts.append((batch, new))
-        kept, _ = self._suppressions.split(uow, project, [e for _, new in firsts for e in new])
+        fresh_events = [e for _, new in firsts for e in new]
+        kept, _ = self._suppressions.split(uow, project, fresh_events)
         stored = {id(e) for e in kept}
+        # a suppressed event had no effect and is not stored: not remembered either, so that the
+        # platform's retry is suppressed again, and taken once the suppression has ended
+        uow.receipts.forget(project.id, [e.dedup_key for e in fresh_events if id(e) not in stored])
         events: list[tuple[Event, datetime]] = []
         for batch, new in firsts:
             batch.result.suppressed = sum(1 for e in new if id(e) not in stored)

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import quote
 
 from litestar.testing import TestClient
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
 from app.bootstrap import Container
@@ -40,6 +41,7 @@ def test_a_purged_users_late_events_are_dropped_and_counted(client: TestClient[A
                                                            container: Container, clock: FakeClock) -> None:
     erase(client, keys, container, clock)
     before = len(ch_rows(container))
+    counted = REGISTRY.get_sample_value("lethe_events_total", {"project": PROJECT, "outcome": "suppressed"}) or 0
     answer = client.post("/v1/events", json=[late_event(), late_event("someone-else")],
                          headers=bearer(keys["webhook_token"])).json()
     assert answer == {"accepted": 2, "duplicates": 0, "rejected": [], "suppressed": 1}
@@ -49,9 +51,14 @@ def test_a_purged_users_late_events_are_dropped_and_counted(client: TestClient[A
         stored = list(uow.session.scalars(select(Suppression)))
     assert len(stored) == 1 and USER not in stored[0].key_hash and len(stored[0].key_hash) == 64
 
+    retried = client.post("/v1/events", json=late_event(), headers=bearer(keys["webhook_token"])).json()
+    assert (retried["suppressed"], retried["duplicates"]) == (1, 0)  # dropped again, not "seen before"
     clock.advance(days=31)  # the policy's 30 days are over
     again = client.post("/v1/events", json=late_event(), headers=bearer(keys["webhook_token"])).json()
-    assert again["suppressed"] == 0 and again["accepted"] == 1
+    assert again == {"accepted": 1, "duplicates": 0, "rejected": [], "suppressed": 0}  # the same event, stored now
+    assert len(ch_rows(container)) == before + 2
+    # counted apart in the metrics too (process-wide counters: the difference)
+    assert REGISTRY.get_sample_value("lethe_events_total", {"project": PROJECT, "outcome": "suppressed"}) == counted + 2
     assert container.retention.run(clock.now).stores.get("sql.suppressions") == 1
 
 

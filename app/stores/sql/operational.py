@@ -81,6 +81,13 @@ class Receipts:
         return set(insert_ignoring_conflicts(self.session, EventReceipt.__table__, rows,  # type: ignore[arg-type]
                                              returning=EventReceipt.dedup_key))
 
+    def forget(self, project_id: str, keys: Sequence[str]) -> int:
+        """Unclaim these keys: events dropped without an effect, to be taken when sent again."""
+        if not keys:
+            return 0
+        return rowcount(self.session.execute(delete(EventReceipt).where(
+            EventReceipt.project_id == project_id, member_of(self.session, EventReceipt.dedup_key, list(keys)))))
+
     def delete_in(self, project_id: str, before: datetime | None = None) -> int:
         """The project's dedup records (received before `before`, if given)."""
         query = delete(EventReceipt).where(EventReceipt.project_id == project_id)
