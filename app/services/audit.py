@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 import structlog
 
+from app import observability
 from app.domain.audit import (
     ChainedEntry,
     Checkpoint,
@@ -94,12 +95,18 @@ class AuditService:
     def verify(self, checkpoints: Sequence[Any] | None = None) -> Verification:
         """Walk the whole chain (keyed hashes), check that its last entry is the recorded head,
         then that it still holds every checkpoint: those kept in the checkpoint file, or the
-        ones given (`lethe audit verify --checkpoint FILE`).
+        ones given (`lethe audit verify --checkpoint FILE`). Every verification (the job, the
+        API, the console, the CLI) sets this process's /metrics chain state.
 
         The head check catches entries deleted from the end, which leave no gap to find; the
         checkpoints catch what a database writer can do to the chain and the head together
         (truncate, rewrite, wipe), since they are signed and kept elsewhere.
         """
+        result = self._verify(checkpoints)
+        observability.audit_verified(result.ok, result.entries)
+        return result
+
+    def _verify(self, checkpoints: Sequence[Any] | None) -> Verification:
         given = list(self._checkpoints.read() if checkpoints is None else checkpoints)
         wanted = {raw.get("seq") for raw in given if isinstance(raw, dict)}
         hashes: dict[int, str] = {}  # the chain's hash at each checkpoint's seq, noted during the one walk

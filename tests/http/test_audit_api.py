@@ -6,8 +6,10 @@ import json
 from typing import Any
 
 from litestar.testing import TestClient
+from prometheus_client import REGISTRY
 
 from app.bootstrap import Container
+from app.observability import audit_verified
 from tests.http.conftest import bearer
 
 
@@ -38,8 +40,12 @@ def test_officer_reads_filters_and_never_sees_user_ids(client: TestClient[Any], 
 
 def test_verify_and_export(client: TestClient[Any], container: Container, project: dict[str, str]) -> None:
     officer = setup(client, container, project)
+    audit_verified(False, 0)  # what an earlier test of this process left: not this verification
     verify = client.get("/v1/audit/verify", headers=bearer(officer)).json()
     assert verify["ok"] is True and verify["first_bad_seq"] is None and verify["entries"] >= 4
+    # /metrics says so at once, not only after the nightly audit_verify job
+    assert REGISTRY.get_sample_value("lethe_audit_chain_ok") == 1
+    assert REGISTRY.get_sample_value("lethe_audit_chain_entries") == verify["entries"]
     jsonl = client.get("/v1/audit/export", params={"format": "jsonl"}, headers=bearer(officer))
     assert jsonl.status_code == 200 and "attachment" in jsonl.headers["content-disposition"]
     lines = [json.loads(line) for line in jsonl.text.splitlines()]
