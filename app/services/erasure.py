@@ -33,7 +33,7 @@ from app import collector
 from app.domain import requests as lifecycle
 from app.domain.audit import AuditRecord
 from app.domain.holds import Hold
-from app.domain.requests import Mode, Source, Step, TransitionRefused
+from app.domain.requests import Mode, Source, Status, Step, TransitionRefused
 from app.domain.statuses import SubjectStatus
 from app.models import DeletionRequest
 from app.ports import Clock, ErasureBatch, ExternalErasureStep, SqlErasureStep, UnitOfWork, UnitOfWorkFactory
@@ -94,6 +94,8 @@ class ErasureService:
         summary = JobSummary(step.value, now)
         tried: list[str] = []
         settled = self._settle_holds()
+        if step is Step.PURGE:  # counted as held below, where this run claims them again
+            retry_transient(self._hold_covered_in_grace)
         while True:
             with collector.paused():  # a batch's objects live until it ends: see app.collector
                 claimed, free, held, batch = retry_transient(lambda: self._claim(step, now, tried, settled))
@@ -121,6 +123,22 @@ class ErasureService:
         # key table): at once on SQLite, within minutes on PostgreSQL (app.services.key_compaction)
         self._after_run()
         return summary
+
+    def _hold_covered_in_grace(self) -> None:
+        """Requests in grace that a standing user or project hold covers go `on_hold` now, with
+        the holds that stop them (audited, partners called back), not when their purge comes
+        due: a batch per run. Once on hold, every purge run follows their holds (`_claim`)."""
+        if self._precedence is None:
+            return
+        with self._uow() as uow:
+            ids = self._precedence.covered_in_grace(uow, self.batch_size)
+            if not ids:
+                return
+            wall = self._clock()
+            rows = [row for row in uow.requests.lock(ids) if row.status == Status.IN_GRACE.value
+                    and (row.lease_until is None or row.lease_until < wall)]
+            self._precedence.sort(uow, rows, True)
+            uow.commit()
 
     def _settle_holds(self) -> bool:
         """Before a run: what room and message holds cover goes under their keys (services.held),

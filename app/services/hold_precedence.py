@@ -83,6 +83,19 @@ class HoldPrecedence:
         return free, held, keeping
 
 
+    def covered_in_grace(self, uow: UnitOfWork, limit: int) -> list[str]:
+        """Ids of requests in grace that a standing user or project hold covers: no run claims
+        them before their purge is due, yet such a hold puts them `on_hold` (CONTRACT)."""
+        projects = uow.projects.all_names()
+        holds = [h for h in self._holds.standing(uow, list(projects)) if h.scope in (Scope.USER, Scope.PROJECT)]
+        if not holds:
+            return []
+        ids = {name: project_id for project_id, name in projects.items()}
+        subjects = [s.id for h in holds if h.scope is Scope.USER
+                    and (s := self._ids.find(uow, ids[h.project], h.target)) is not None]
+        return uow.requests.in_grace_of(subjects, [ids[h.project] for h in holds if h.scope is Scope.PROJECT], limit)
+
+
 Places = frozenset[tuple[str, str]]  # (project id, room) or (project id, message id)
 
 

@@ -326,6 +326,25 @@ def test_a_request_on_hold_follows_releases_before_its_purge_is_due(client: Test
     assert status(client, keys, created["id"])["status"] == "completed"
 
 
+@pytest.mark.parametrize("scope", ["user", "project"])
+def test_a_whole_user_hold_placed_during_grace_puts_the_request_on_hold_at_once(
+        client: TestClient[Any], keys: dict[str, str], container: Container, clock: FakeClock, scope: str) -> None:
+    """Not only when its purge comes due: partners and officers see `on_hold` and the hold."""
+    created = request(client, keys)
+    container.erasure.anonymise(clock.now)
+    placed = hold(client, keys, scope=scope, target=USER if scope == "user" else PROJECT)
+    assert container.erasure.purge(clock.now).held == 1  # the run the placement kicks; purge not due
+    held = status(client, keys, created["id"])
+    assert (held["status"], held["holds"]) == ("on_hold", [{"id": placed["id"], "scope": scope}])
+    assert officer_get(client, keys, "/v1/audit", action="deletion_request.held")["items"]
+    client.delete(f"/v1/holds/{placed['id']}", headers=bearer(keys["officer"]))
+    clock.advance(minutes=1)
+    container.erasure.purge(clock.now)
+    assert status(client, keys, created["id"])["status"] == "in_grace"  # back in grace, restorable
+    assert client.post(f"/v1/deletion-requests/{created['id']}/restore",
+                       headers=bearer(keys["api_key"])).json()["status"] == "restored"
+
+
 def test_release_delay_from_the_policy_postpones_the_work(client: TestClient[Any], keys: dict[str, str],
                                                           container: Container, clock: FakeClock) -> None:
     from dataclasses import replace

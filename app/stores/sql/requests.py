@@ -115,6 +115,18 @@ class DeletionRequests:
         ))
         return {row.subject_id: row for row in rows}
 
+    def in_grace_of(self, subject_ids: Sequence[str], project_ids: Sequence[str], limit: int) -> list[str]:
+        """Ids of the requests in grace, oldest first, of these subjects or of every user of these
+        projects (what standing user and project holds cover)."""
+        if not subject_ids and not project_ids:
+            return []
+        return list(self.session.scalars(
+            select(DeletionRequest.id).where(
+                DeletionRequest.status == Status.IN_GRACE.value,
+                member_of(self.session, DeletionRequest.subject_id, subject_ids)
+                | DeletionRequest.project_id.in_(project_ids))
+            .order_by(DeletionRequest.requested_at).limit(limit)))
+
     def open_without_audit_subject(self, after: str, limit: int) -> list[tuple[str, str, str]]:
         """(id, project id, subject id) of open requests made before `audit_subject` existed,
         by id, after `after`."""
