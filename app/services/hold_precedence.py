@@ -82,7 +82,6 @@ class HoldPrecedence:
         self._notify(uow, moved, lambda _ids: users)
         return free, held, keeping
 
-
     def covered_in_grace(self, uow: UnitOfWork, limit: int) -> list[str]:
         """Ids of requests in grace that a standing user or project hold covers: no run claims
         them before their purge is due, yet such a hold puts them `on_hold` (CONTRACT)."""
