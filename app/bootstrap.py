@@ -266,7 +266,7 @@ class Container:
         """Both stores' schemas. `outage_tolerated` (serve, worker): a ClickHouse server that
         does not answer is reported and migrated once it does; SQL and the API start anyway."""
         migrations.upgrade(self.engine)
-        Upgrades(self.uow, [  # data steps that need LETHE_SECRET_KEY, so not in Alembic; each runs once
+        Upgrades(self.uow, self.now, [  # data steps that need LETHE_SECRET_KEY, so not in Alembic; each runs once
             Upgrade("seal_user_ids", lambda: self.identities.seal_legacy(self.uow)),
             Upgrade("request_audit_subjects", self.deletions.keep_audit_subjects),
             Upgrade("admin_namespace", lambda: self.identities.rekey_admins(self.uow)),

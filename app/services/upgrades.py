@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from app.ports import UnitOfWorkFactory
+from app.ports import Clock, UnitOfWorkFactory
 
 log = structlog.get_logger(__name__)
 
@@ -25,8 +25,9 @@ class Upgrade:
 
 
 class Upgrades:
-    def __init__(self, uow: UnitOfWorkFactory, steps: Sequence[Upgrade]) -> None:
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock, steps: Sequence[Upgrade]) -> None:
         self._uow = uow
+        self._clock = clock
         self._steps = steps
 
     def run(self) -> dict[str, int]:
@@ -35,11 +36,10 @@ class Upgrades:
             pending = [step for step in self._steps if uow.job_runs.last(_job(step)) is None]
         changed: dict[str, int] = {}
         for step in pending:
-            with self._uow() as uow:
-                started = uow.now()
+            started = self._clock()
             changed[step.name] = rows = step.run()
             with self._uow() as uow:
-                finished = uow.now()
+                finished = self._clock()
                 uow.job_runs.record(_job(step), as_of=finished, started_at=started, finished_at=finished,
                                     summary={"job": _job(step), "processed": rows})
                 uow.commit()
