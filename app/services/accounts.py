@@ -19,15 +19,15 @@ from app.domain.statuses import ProjectStatus
 from app.models import Officer, Project
 from app.ports import Clock, UnitOfWorkFactory
 from app.services.errors import AlreadyExists, Conflict, InvalidInput, NotFound
-from app.services.views import (
+from app.services.operator_views import (
     OfficerCreated,
     OfficerOut,
     OfficerRevoked,
     ProjectCreated,
     ProjectOut,
     ProjectStatusOut,
-    iso,
 )
+from app.services.views import iso
 
 
 class Role(StrEnum):

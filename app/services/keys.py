@@ -45,7 +45,7 @@ from app.ports import (
 )
 from app.services.errors import Broken
 from app.services.key_compaction import KeyCompaction
-from app.services.views import KeysRotated
+from app.services.operator_views import KeysRotated
 
 log = structlog.get_logger(__name__)
 ANALYTICS = "analytics"  # a subject's events' personal values: destroyed when it is anonymised

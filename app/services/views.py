@@ -2,7 +2,8 @@
 
 HTTP declares them as its response types, so they are also the OpenAPI document's schemas; the
 CLI prints them as JSON (`msgspec.to_builtins`). Timestamps are ISO 8601 strings as the
-contract shows them (Python's `isoformat()`, `+00:00`), made by `iso()`.
+contract shows them (Python's `isoformat()`, `+00:00`), made by `iso()`. What only the operator
+commands print is in app.services.operator_views.
 """
 
 from __future__ import annotations
@@ -353,66 +354,3 @@ class SubjectExport(msgspec.Struct):
 
     user_id: str
     projects: list[ExportProjectOut]
-
-
-# --- operator commands (`lethe ...`: printed as JSON) --------------------------------------
-
-class ProjectCreated(msgspec.Struct):
-    """A new project's credentials, shown this once."""
-
-    project: str
-    api_key: str
-    webhook_token: str
-    webhook_secret: str
-    webhook_url_path: str
-
-
-class ProjectOut(msgspec.Struct):
-    project: str
-    region: str
-    status: str  # active | offboarding | offboarded
-    created_at: str
-
-
-class OfficerCreated(msgspec.Struct):
-    officer: str
-    token: str  # shown this once
-
-
-class OfficerOut(msgspec.Struct):
-    officer: str
-    projects: list[str]
-    created_at: str
-    revoked_at: str | None
-
-
-class OfficerRevoked(msgspec.Struct):
-    officer: str
-    revoked_at: str
-
-
-class ProjectStatusOut(msgspec.Struct):
-    project: str
-    status: str
-
-
-class SigningSecretRotated(msgspec.Struct):
-    project: str
-    webhook_secret: str  # shown this once
-    previous_valid_until: str | None  # the replaced secret still verifies until then
-
-
-class WebhookUrlRotated(msgspec.Struct):
-    project: str
-    webhook_url_path: str  # shown this once
-    previous_valid_until: str | None
-
-
-class WebhookAuthOut(msgspec.Struct):
-    project: str
-    webhook_auth: list[str]  # signed | bearer | url
-
-
-class KeysRotated(msgspec.Struct):
-    kek_version: int
-    rewrapped: int

@@ -25,7 +25,8 @@ from app.domain.statuses import ProjectStatus
 from app.models import Project
 from app.ports import Clock, UnitOfWorkFactory
 from app.services.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
-from app.services.views import SigningSecretRotated, WebhookAuthOut, WebhookUrlRotated, iso
+from app.services.operator_views import SigningSecretRotated, WebhookAuthOut, WebhookUrlRotated
+from app.services.views import iso
 
 log = structlog.get_logger(__name__)
 

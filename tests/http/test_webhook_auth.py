@@ -13,7 +13,7 @@ from litestar.testing import TestClient
 
 from app.bootstrap import Container
 from app.domain import webhooks as hooks
-from app.services.views import WebhookAuthOut
+from app.services.operator_views import WebhookAuthOut
 from tests.conftest import FakeClock
 from tests.fixtures.platform import BACKEND, PROJECT, frontend
 from tests.http.conftest import bearer

@@ -19,7 +19,7 @@ from app.services import key_compaction
 from app.services import keys as keys_module
 from app.services.key_compaction import CompactionFailed, KeyCompaction
 from app.services.keys import KeyringError, KeyService
-from app.services.views import KeysRotated
+from app.services.operator_views import KeysRotated
 from app.stores.sql.keys import KeyTableCompaction
 from app.stores.sql.uow import SqlUnitOfWork
 from tests.conftest import SECRET, FakeClock
