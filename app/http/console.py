@@ -286,10 +286,13 @@ class ConsoleController(Controller):
     @get("/audit/export/{fmt:str}", sync_to_thread=True)
     def export(self, request: Request[Any, Any, Any], fmt: FromPath[str], console_sessions: ConsoleSessionsDep,
                audit_service: AuditDep) -> Stream | Redirect:
+        """The audit entries the page shows (the officer's projects, the page's `action` filter),
+        all of them, as CSV or JSON lines."""
         principal, _session = _officer(request, console_sessions)
         if fmt not in ("csv", "jsonl"):
-            fmt = "csv"
-        lines = audit_service.export(sorted(principal.projects.values()), fmt)
+            raise InvalidInput(f"no export format {fmt!r}: csv or jsonl")
+        lines = audit_service.export(sorted(principal.projects.values()), fmt,
+                                     action=request.query_params.get("action") or None)
         return Stream(lines, media_type="text/csv" if fmt == "csv" else "application/x-ndjson",
                       headers={"Content-Disposition": f'attachment; filename="lethe-audit.{fmt}"'})
 

@@ -81,11 +81,16 @@ def check_url(url: str, *, allow_private: bool = False) -> str:
 
 
 def _non_public(address: str) -> bool:
-    """Whether `address` is an IP literal outside the public internet (False for a name)."""
+    """Whether `address` is an IP literal outside the public internet (False for a name).
+    The legacy IPv4 forms that resolvers and HTTP clients still accept count as literals:
+    `127.1`, `0x7f000001`, `2130706433`, `0177.0.0.1` all name 127.0.0.1 (`inet_aton`)."""
     try:
-        ip = ipaddress.ip_address(address)
+        ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(address)
     except ValueError:
-        return False
+        try:
+            ip = ipaddress.IPv4Address(socket.inet_aton(address))
+        except (OSError, ValueError):
+            return False  # a name: checked where it resolves (`pinned`)
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
     return not ip.is_global or ip.is_multicast

@@ -188,7 +188,10 @@ def test_without_a_callback_url_nothing_is_queued_and_bad_urls_are_refused(
 PRIVATE = ["http://127.0.0.1:8000/x", "http://localhost/x", "https://api.localhost/x", "http://10.1.2.3/x",
            "http://192.168.0.10/x", "http://172.16.5.5/x", "http://169.254.169.254/latest/meta-data/",
            "http://[::1]:8080/x", "http://[::ffff:127.0.0.1]/x", "http://[fe80::1]/x", "http://[fd00::1]/x",
-           "http://0.0.0.0/x", "http://100.64.0.1/x", "http://224.0.0.1/x"]
+           "http://0.0.0.0/x", "http://100.64.0.1/x", "http://224.0.0.1/x",
+           # the legacy IPv4 forms HTTP clients still resolve: all of them 127.0.0.1 or 10.0.0.1
+           "http://127.1/x", "http://0x7f000001/x", "http://2130706433/x", "http://0177.0.0.1/x", "http://10.1/x",
+           "http://0x7f.0.0.1/x"]
 
 
 def strict(container: Container) -> CallbackService:

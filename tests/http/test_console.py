@@ -5,6 +5,8 @@ forged posts refused."""
 
 from __future__ import annotations
 
+import json
+
 import re
 from typing import Any
 
@@ -122,6 +124,20 @@ def test_the_audit_page_verifies_the_chain_and_exports_the_officers_projects_onl
     assert export.status_code == 200 and export.headers["content-type"].startswith("text/csv")
     assert PROJECT in export.text and "other-partner" not in export.text
     assert "project.created" in client.get("/console/audit").text
+
+
+def test_the_audit_export_takes_the_pages_filter_and_names_a_wrong_format(
+        client: TestClient[Any], keys: dict[str, str]) -> None:
+    client.post("/v1/deletion-requests", json={"user_id": "u-1"}, headers=bearer(keys["api_key"]))
+    log_in(client, keys["officer"])
+    page = client.get("/console/audit", params={"action": "deletion_request.created"}).text
+    assert "/console/audit/export/jsonl?action=deletion_request.created" in page
+    lines = client.get("/console/audit/export/jsonl", params={"action": "deletion_request.created"}).text.splitlines()
+    assert lines and {json.loads(line)["action"] for line in lines} == {"deletion_request.created"}
+    everything = client.get("/console/audit/export/jsonl").text.splitlines()
+    assert len(everything) > len(lines)
+    wrong = client.get("/console/audit/export/xml")
+    assert wrong.status_code == 400 and "no export format &#39;xml&#39;" in wrong.text and "<html" in wrong.text
 
 
 def test_an_officer_sees_only_their_projects(client: TestClient[Any], keys: dict[str, str],
