@@ -125,7 +125,7 @@ class KeyService:
         """Keys for owners that cannot have one yet (ids this transaction has just made up): as
         `ciphers(create=True)` without looking for existing keys first."""
         _check_purpose(purpose)
-        made = self._made(uow, list(dict.fromkeys(owners)), purpose)
+        made = self._made(uow, list(dict.fromkeys(owners)), purpose, fresh=True)
         mine: dict[tuple[str, str], Cipher] = uow.info.setdefault(OPENED_IN_TRANSACTION, {})
         mine.update({(o, purpose): c for o, c in made.items()})
         return made
@@ -160,20 +160,25 @@ class KeyService:
             ciphers.update(self._made(uow, missing, purpose))
         return ciphers
 
-    def _made(self, uow: UnitOfWork, owners: Sequence[str], purpose: str) -> dict[str, Cipher]:
+    def _made(self, uow: UnitOfWork, owners: Sequence[str], purpose: str, *, fresh: bool = False) -> dict[str, Cipher]:
         """New keys for `owners` (where a concurrent transaction won, its key), as Ciphers:
-        ours from the data key we have just made, not by unwrapping it again."""
+        ours from the data key we have just made, not by unwrapping it again. `fresh`: the
+        owners are ids this transaction made up, so no other can have won: a plain insert."""
         created: set[tuple[str, str]] = uow.info.setdefault(_CREATED, set())
         version = self._current_version(uow)
         kek = self._keks[version]
         now = self._clock()
-        rows, plain = [], {}
+        rows, plain, ids = [], {}, {}
         for owner in sorted(owners):  # one lock order for every writer: no deadlock between batches
             key_id, data_key = new_id(), new_data_key()
-            plain[key_id] = data_key
+            plain[key_id], ids[owner] = data_key, key_id
             rows.append({"id": key_id, "owner": owner, "purpose": purpose, "kek_version": version,
                          "wrapped": wrap(kek, data_key, key_aad(key_id, owner, purpose)), "created_at": now})
         ciphers = {}
+        if fresh:
+            uow.keys.insert_new(rows)
+            created.update((owner, purpose) for owner in owners)
+            return {owner: Cipher(plain[key_id]) for owner, key_id in ids.items()}
         for key in uow.keys.create_missing(rows):
             ciphers[key.owner] = Cipher(plain[key.id]) if key.id in plain else self._open(uow, key)
             created.add((key.owner, purpose))

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from app.models import DataKey, KeyEncryptionKey, KeyGeneration
 from app.ports import CompactionBlocked, KekVersion, StoredKey
 from app.stores.sql.engine import checkpoint
-from app.stores.sql.operational import insert_ignoring_conflicts
+from app.stores.sql.operational import insert_ignoring_conflicts, insert_rows
 from app.stores.sql.queries import is_postgresql, member_of, rowcount
 
 CHUNK = 500  # owners per IN (...): far below SQLite's bound-parameter limit
@@ -85,6 +85,11 @@ class DataKeys:
         for purpose, owners in by_purpose.items():
             stored.extend(self.get(owners, purpose).values())
         return stored
+
+    def insert_new(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Insert keys for owners that cannot have one yet (ids just made up in this
+        transaction): no conflict to settle and nothing to read back."""
+        insert_rows(self.session, _KEYS, rows)
 
     def owners_between(self, low: str, high: str, purpose: str) -> list[str]:
         """Owners in [low, high) with a key of this purpose: e.g. a project's day keys

@@ -20,9 +20,19 @@ from app.stores.sql.queries import is_postgresql, json_rows, member_of, newest_f
 
 def insert_ignoring_conflicts(session: Session, table: Table, rows: Sequence[Mapping[str, Any]],
                               returning: Any = None) -> list[Any]:
-    """INSERT ... ON CONFLICT DO NOTHING on both dialects; returns `returning` of inserted rows.
+    """INSERT ... ON CONFLICT DO NOTHING on both dialects; returns `returning` of inserted rows."""
+    return _insert(session, table, rows, ignore_conflicts=True, returning=returning)
 
-    On PostgreSQL the rows go as one JSON document (`queries.json_rows`): the same statement
+
+def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """A plain INSERT of many rows (Core, no ORM objects): for rows that cannot exist yet (ids
+    just made up), where a conflict is a fault to raise, not a race to settle."""
+    _insert(session, table, rows, ignore_conflicts=False, returning=None)
+
+
+def _insert(session: Session, table: Table, rows: Sequence[Mapping[str, Any]], *, ignore_conflicts: bool,
+            returning: Any) -> list[Any]:
+    """On PostgreSQL the rows go as one JSON document (`queries.json_rows`): the same statement
     text for any number of rows, where a RETURNING insert would render, send and parse a VALUES
     list of every row on each call, and an executemany one statement per row.
     That needs every row to name the same columns, including each column with a client-side
@@ -34,13 +44,16 @@ def insert_ignoring_conflicts(session: Session, table: Table, rows: Sequence[Map
         names = list(rows[0])
         given = json_rows({name: table.c[name].type for name in names}, rows)
         from_rows = postgresql.insert(table).from_select(
-            names, select(*(given.c[name] for name in names)), include_defaults=False).on_conflict_do_nothing()
+            names, select(*(given.c[name] for name in names)), include_defaults=False)
+        if ignore_conflicts:
+            from_rows = from_rows.on_conflict_do_nothing()
         if returning is None:
             session.execute(from_rows)
             return []
         return list(session.scalars(from_rows.returning(returning)))
-    insert = postgresql.insert if is_postgresql(session) else sqlite.insert
-    statement = insert(table).on_conflict_do_nothing()
+    statement = (postgresql.insert if is_postgresql(session) else sqlite.insert)(table)
+    if ignore_conflicts:
+        statement = statement.on_conflict_do_nothing()
     if returning is None:
         session.execute(statement, list(rows))  # executemany: one cached statement for any count
         return []

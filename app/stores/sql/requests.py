@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Table, bindparam, func, insert, select, update
+from sqlalchemy import ColumnElement, Select, Table, bindparam, func, select, update
 from sqlalchemy.orm import InstanceState, Session
 from sqlalchemy.orm.attributes import instance_state, set_committed_value
 from sqlalchemy.orm.exc import StaleDataError
@@ -15,6 +15,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from app.domain.requests import OPEN_STATUSES, Mode, Status, Step
 from app.models import DeletionRequest
 from app.ports.repositories import UserFilter
+from app.stores.sql.operational import insert_rows
 from app.stores.sql.queries import is_postgresql, json_rows, locked, member_of, newest_first_page, per_subject, rowcount
 
 
@@ -26,9 +27,10 @@ class DeletionRequests:
         self.session.add(request)  # written at commit; ids are assigned by the caller
 
     def insert_many(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Many new requests in one executemany (a partner's batch): no ORM object per row."""
+        """Many new requests (a partner's batch, a group commit's): Core, no ORM object per row."""
+        table: Table = DeletionRequest.__table__  # type: ignore[assignment]
         for i in range(0, len(rows), 5_000):
-            self.session.execute(insert(DeletionRequest), [{"version": 1, **row} for row in rows[i:i + 5_000]])
+            insert_rows(self.session, table, [{"version": 1, **row} for row in rows[i:i + 5_000]])
 
     def save(self, rows: Sequence[DeletionRequest]) -> None:
         """Write what changed in these (locked) rows now, one executemany per set of changed
