@@ -13,6 +13,7 @@ from app.http.deps import ClockDep, MessageFeedDep, MessagesDep, SubjectsDep
 from app.http.inputs import raw_segments
 from app.services.accounts import Principal, Role
 from app.services.errors import NotFound
+from app.services.subjects import SubjectService
 from app.services.views import MessageOut, SubjectExport, SubjectReport
 
 
@@ -30,6 +31,11 @@ class MessagesController(Controller):
     def read(self, request: Request[Principal, Any, Any], rest: FromPath[str],
              message_service: MessagesDep) -> MessageOut:
         """`GET /v1/messages/{message_id}`: the message's state (its text never leaves Lethe)."""
+        return message_service.get(request.user.project_id, _message_path(request, ""))
+
+    @get("/", sync_to_thread=True, include_in_schema=False)
+    def read_slashes(self, request: Request[Principal, Any, Any], message_service: MessagesDep) -> MessageOut:
+        """An id made only of `/` (`%2F`): the router trims the decoded path to the bare prefix."""
         return message_service.get(request.user.project_id, _message_path(request, ""))
 
     @post("/{rest:path}", sync_to_thread=True, status_code=200)
@@ -70,13 +76,24 @@ class SubjectsController(Controller):
     def read(self, request: Request[Principal, Any, Any], rest: FromPath[str],
              subjects: SubjectsDep,
              project: FromQuery[str | None] = None) -> SubjectReport | SubjectExport:
-        user_id, action = _subject_path(raw_segments(request.scope, "/v1/subjects/"))
-        projects = request.user.scoped(project)
-        if action == "export":
-            return subjects.export(projects, user_id, actor=request.user.actor)
-        if request.user.role is not Role.OFFICER:
-            raise PermissionDeniedException("the access report needs an officer token")
-        return subjects.report(projects, user_id)
+        return _subject(request, subjects, project)
+
+    @get("/", sync_to_thread=True, include_in_schema=False)
+    def read_slashes(self, request: Request[Principal, Any, Any], subjects: SubjectsDep,
+                     project: FromQuery[str | None] = None) -> SubjectReport | SubjectExport:
+        """A user id made only of `/` (`%2F`): the router trims the decoded path to the bare prefix."""
+        return _subject(request, subjects, project)
+
+
+def _subject(request: Request[Principal, Any, Any], subjects: SubjectService,
+             project: str | None) -> SubjectReport | SubjectExport:
+    user_id, action = _subject_path(raw_segments(request.scope, "/v1/subjects/"))
+    projects = request.user.scoped(project)
+    if action == "export":
+        return subjects.export(projects, user_id, actor=request.user.actor)
+    if request.user.role is not Role.OFFICER:
+        raise PermissionDeniedException("the access report needs an officer token")
+    return subjects.report(projects, user_id)
 
 
 def _subject_path(segments: list[str]) -> tuple[str, str]:

@@ -84,3 +84,26 @@ def test_export_access_rules(client: TestClient[Any], keys: dict[str, str]) -> N
     assert client.get(f"/v1/subjects/{quote(ODD, safe='')}", headers=bearer(keys["api_key"])).status_code == 403
     other = client.get(f"/v1/subjects/{quote(ODD, safe='')}/export/more", headers=bearer(keys["api_key"]))
     assert other.status_code == 404 and "percent-encoded" in other.json()["detail"]
+
+
+@pytest.mark.parametrize("user", ["/", "//"])
+def test_ids_made_only_of_slashes_reach_every_route_that_takes_one(client: TestClient[Any], keys: dict[str, str],
+                                                                    user: str) -> None:
+    """The router trims a decoded path of slashes only (`/v1/subjects//`) to the bare prefix:
+    those ids must still reach their routes, not a routing 404."""
+    path = quote(user, safe="")
+    post(client, keys, [frontend("message_sent", user, text="hi", message_id=user, room="r-1"),
+                        frontend("name_set", user, user_name="Slash")])
+    exported = export(client, keys["api_key"], user)
+    assert exported.status_code == 200 and exported.json()["user_id"] == user
+    report = client.get(f"/v1/subjects/{path}", headers=bearer(keys["officer"]))
+    assert report.status_code == 200, report.text
+    assert report.json()["user_id"] == user
+    message = client.get(f"/v1/messages/{path}", headers=bearer(keys["api_key"]))
+    assert message.status_code == 200 and message.json()["state"] == "visible", message.text
+    lifted = client.delete(f"/v1/suppressions/{path}", headers=bearer(keys["api_key"]))  # the route's own answer
+    assert lifted.status_code == 404 and lifted.json()["detail"] == "this user is not suppressed", lifted.text
+    # the bare prefixes themselves name nothing, and say how to name something
+    bare = client.get("/v1/subjects/", headers=bearer(keys["officer"]))
+    assert bare.status_code == 404 and "percent-encoded" in bare.json()["detail"]
+    assert client.delete("/v1/suppressions", headers=bearer(keys["api_key"])).status_code == 404
