@@ -22,6 +22,7 @@ User and project holds cover whole users: they stop the request (`on_hold`) and 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -33,7 +34,8 @@ from app.domain.holds import KEYED_SCOPES, Hold, Scope
 from app.domain.policy import Handles
 from app.domain.statuses import SubjectStatus
 from app.models import Message
-from app.ports import NO_SUBJECT, Clock, EventStore, MessageRef, UnitOfWork, UnitOfWorkFactory
+from app.paging import decode_cursor, encode_cursor
+from app.ports import NO_SUBJECT, Clock, EventStore, InvalidCursor, MessageRef, UnitOfWork, UnitOfWorkFactory
 from app.services.errors import NotFound
 from app.services.holds import HoldService
 from app.services.identities import Identities
@@ -191,24 +193,27 @@ class HeldDataService:
             def own(found_keys: Mapping[str, Cipher], owner: str | None) -> list[Cipher]:
                 return [*held, *([found_keys[owner]] if owner is not None and owner in found_keys else [])]
 
-            messages = [HeldMessageOut(message_id=m.message_id, room_id=m.room_id, sent_at=m.sent_at.isoformat(),
-                                       deleted_at=iso(m.deleted_at),
-                                       text=unsealed(own(contents, m.subject_id), m.text, _TEXT_AAD),
-                                       user_id=users.get(m.subject_id or ""))
+            messages = [(_sort_key(m.sent_at, str(m.id)),
+                         HeldMessageOut(message_id=m.message_id, room_id=m.room_id, sent_at=m.sent_at.isoformat(),
+                                        deleted_at=iso(m.deleted_at),
+                                        text=unsealed(own(contents, m.subject_id), m.text, _TEXT_AAD),
+                                        user_id=users.get(m.subject_id or "")))
                         for m in found]
             events = []
             for r in rows:
                 ciphers = own(owners, _owner(record.project_id, r))
-                events.append(HeldEventOut(event=r["event"], at=utc_text(r["at"]), room_id=r["room_id"] or None,
-                                           message_id=r["message_id"] or None,
-                                           personal={c: v for c in SEALED_COLUMNS
-                                                     if r[c] and (v := unsealed(ciphers, r[c], c)) is not None},
-                                           user_id=users.get(r["subject_id"])))
+                personal = {c: v for c in SEALED_COLUMNS if r[c] and (v := unsealed(ciphers, r[c], c)) is not None}
+                if personal:  # an event whose values no key opens any more keeps nothing to show
+                    events.append((_sort_key(r["at"], r["dedup_key"]),
+                                   HeldEventOut(event=r["event"], at=utc_text(r["at"]), room_id=r["room_id"] or None,
+                                                message_id=r["message_id"] or None, personal=personal,
+                                                user_id=users.get(r["subject_id"]))))
+            page_messages, page_events, next_cursor = _held_page(messages, events, limit, cursor)
             uow.audit(AuditRecord(actor, "hold.data_read", project, None,
-                                  {"hold_id": hold_id, "messages": len(messages), "events": len(events)}))
+                                  {"hold_id": hold_id, "messages": len(page_messages), "events": len(page_events)}))
             uow.commit()
         return HeldDataOut(hold=hold_id, scope=record.scope, sealed=record.sealed_at is not None,
-                           messages=messages, events=[e for e in events if e.personal])
+                           messages=page_messages, events=page_events, next_cursor=next_cursor)
 
     def _users_data(self, uow: UnitOfWork, project_id: str, hold: Hold, actor: str, limit: int,
                     cursor: str | None) -> HeldDataOut:
@@ -292,6 +297,33 @@ class HeldDataService:
         free, _held = self._holds.split_messages(uow, project, project_id, refs,
                                                  self._holds.standing(uow, [project_id]))
         return uow.messages.delete_ids([m.row_id for m in free])
+
+
+def _sort_key(at: datetime, unique: str) -> str:
+    """A held item's place in its list: its time (UTC, fixed width, so text order is time
+    order), then an id unique in the list."""
+    moment = at.astimezone(UTC) if at.tzinfo is not None else at  # naive times are UTC already
+    return f"{moment:%Y-%m-%dT%H:%M:%S.%f}|{unique}"
+
+
+def _held_page(messages: Sequence[tuple[str, HeldMessageOut]], events: Sequence[tuple[str, HeldEventOut]],
+               limit: int, cursor: str | None) -> tuple[list[HeldMessageOut], list[HeldEventOut], str | None]:
+    """A page of what a room or message hold keeps: its messages in time order, then its events,
+    `limit` items in all, after `cursor` (the last item's list, 0 or 1, and place in it)."""
+    items: list[tuple[int, str, HeldMessageOut | HeldEventOut]] = [
+        *((0, key, out) for key, out in sorted(messages, key=lambda m: m[0])),
+        *((1, key, out) for key, out in sorted(events, key=lambda e: e[0]))]
+    start = 0
+    if cursor is not None:
+        part, key = decode_cursor(cursor, 2)
+        if part not in (0, 1) or type(part) is not int or not isinstance(key, str):
+            raise InvalidCursor("cursor is not one this API issued")
+        start = next((i for i, (p, k, _) in enumerate(items) if (p, k) > (part, key)), len(items))
+    page = items[start:start + limit]
+    more = start + limit < len(items)
+    next_cursor = encode_cursor(page[-1][0], page[-1][1]) if page and more else None
+    return ([out for _, _, out in page if isinstance(out, HeldMessageOut)],
+            [out for _, _, out in page if isinstance(out, HeldEventOut)], next_cursor)
 
 
 def _targets(hold: Hold) -> tuple[list[str], list[str]]:

@@ -63,6 +63,32 @@ def officer_get(client: TestClient[Any], keys: dict[str, str], path: str, **para
     return response.json()
 
 
+def test_what_a_room_hold_keeps_is_read_a_page_at_a_time(client: TestClient[Any], keys: dict[str, str],
+                                                         container: Container) -> None:
+    post(client, keys, [frontend("message_sent", text=f"line {n}", message_id=f"m-{n}", room="r-7")
+                        for n in range(7)])
+    placed = hold(client, keys, scope="room", target="r-7")
+    path = f"/v1/holds/{placed['id']}/data"
+    everything = officer_get(client, keys, path)
+    assert len(everything["messages"]) == 7 and len(everything["events"]) == 7
+    assert everything["next_cursor"] is None
+    seen_messages, seen_events, cursor, pages = [], [], None, 0
+    while True:
+        page = officer_get(client, keys, path, limit=3, **({"cursor": cursor} if cursor else {}))
+        assert len(page["messages"]) + len(page["events"]) <= 3
+        seen_messages += [m["message_id"] for m in page["messages"]]
+        seen_events += [e["message_id"] for e in page["events"]]
+        pages += 1
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert pages == 5  # 14 items, 3 a page
+    assert seen_messages == [m["message_id"] for m in everything["messages"]]  # each once, in order
+    assert seen_events == [e["message_id"] for e in everything["events"]]
+    bad = client.get(path, params={"cursor": "zz"}, headers=bearer(keys["officer"]))
+    assert bad.status_code == 400 and "cursor" in bad.json()["detail"]
+
+
 def held_tokens(container: Container) -> tuple[list[tuple[str, str]], str | None]:
     """What is stored of message m-1 and the events of room r-7 (sealed), as bytes on record."""
     from sqlalchemy import select
