@@ -74,7 +74,7 @@ class IngestResult:
         if self.nothing_accepted:
             first = self.rejected[0]["detail"]
             more = f" (and {len(self.rejected) - 1} more, see `rejected`)" if len(self.rejected) > 1 else ""
-            answer |= {"status_code": 400, "detail": f"nothing was accepted: {first}{more}"}
+            answer |= {"status_code": 400, "detail": f"nothing was accepted: {first}{more}", "extra": None}
         return answer
 
 

@@ -75,8 +75,9 @@ class OutboxService:
             self._depth = self.depth().events  # read again: a drain (here or elsewhere) may have made room
             self._depth_checked = now
         if self._depth >= self._max_events:
-            raise OutboxFull(f"{self._max_events} events are waiting for ClickHouse (LETHE_OUTBOX_MAX_EVENTS): "
-                             "nothing was stored; send them again after Retry-After seconds")
+            raise OutboxFull(f"{self._depth} events are waiting for ClickHouse, at least the limit of "
+                             f"{self._max_events} (LETHE_OUTBOX_MAX_EVENTS): nothing was stored; send them again "
+                             "after Retry-After seconds")
 
     def depth(self) -> OutboxDepth:
         with self._uow() as uow:

@@ -162,6 +162,7 @@ class IngestOut(msgspec.Struct):
     # a 400 (nothing accepted) also carries the common error fields (CONTRACT §3), beside the above
     status_code: int | msgspec.UnsetType = msgspec.UNSET
     detail: str | msgspec.UnsetType = msgspec.UNSET
+    extra: Any = msgspec.UNSET
 
 
 class HoldOut(msgspec.Struct):

@@ -207,6 +207,7 @@ def test_bodies_that_are_not_json_are_dead_lettered(client: TestClient[Any], key
     response = client.post("/v1/events", content=b"{not json", headers=bearer(keys["webhook_token"]))
     assert response.status_code == 400 and "not valid JSON" in response.json()["rejected"][0]["detail"]
     assert response.json()["status_code"] == 400 and "nothing was accepted" in response.json()["detail"]
+    assert {"status_code", "detail", "extra"} <= set(response.json())  # the common error body, and the counts
     rejected = client.get("/v1/events/rejected", headers=bearer(keys["api_key"])).json()
     assert rejected["items"][0]["body"] == "{not json" and rejected["items"][0]["reason"]
     for constant in ("NaN", "Infinity", "-Infinity"):  # Python reads them; JSON has no such values

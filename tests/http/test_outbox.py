@@ -134,6 +134,7 @@ def test_a_full_outbox_answers_503_with_retry_after_and_drops_nothing(quiet: Con
         full = post(client, keys, batch(1, start=4))
         assert full.status_code == 503, full.text
         assert int(full.headers["retry-after"]) >= 1 and "LETHE_OUTBOX_MAX_EVENTS" in full.json()["detail"]
+        assert full.json()["detail"].startswith("4 events are waiting for ClickHouse, at least the limit of 4")
         assert quiet.outbox.depth().events == 4  # the refused call stored nothing
         run_job(quiet, "outbox", clock())
         again = post(client, keys, batch(1, start=4))
