@@ -15,7 +15,7 @@ from app.http.deletion_requests import StatusFilter
 from app.http.deps import OfficerRequestsDep
 from app.http.schemas import Cursor, ExtensionIn, Limit, aware
 from app.services.accounts import Principal
-from app.services.views import DeletionRequestOut, OfficerRequestPage
+from app.services.views import OfficerRequestOut, OfficerRequestPage
 
 
 class OfficerController(Controller):
@@ -40,7 +40,7 @@ class OfficerController(Controller):
 
     @post("/{request_id:str}/extend", sync_to_thread=True, status_code=200)
     def extend(self, request: Request[Principal, Any, Any], request_id: FromPath[str], data: JSONBody[ExtensionIn],
-               officer_requests: OfficerRequestsDep) -> DeletionRequestOut:
+               officer_requests: OfficerRequestsDep) -> OfficerRequestOut:
         """Extend the Art. 12(3) deadline by 1 or 2 months (2 in all), with a reason; audited."""
         body = officer_requests.extend(request.user.projects, request_id, data.months, data.reason,
                                        actor=request.user.actor)

@@ -15,8 +15,8 @@ from app.ports import UnitOfWorkFactory
 from app.retry import retry_transient
 from app.services.errors import Conflict, NotFound
 from app.services.identities import Identities
-from app.services.request_rows import audit_subject, officer_view, to_view
-from app.services.views import DeletionRequestOut, OfficerRequestOut, OfficerRequestPage
+from app.services.request_rows import audit_subject, officer_view
+from app.services.views import OfficerRequestOut, OfficerRequestPage
 
 
 class OfficerRequests:
@@ -55,10 +55,11 @@ class OfficerRequests:
             return officer_view(row, projects[row.project_id], user, uow.now(), timeline)
 
     def extend(self, projects: Mapping[str, str], request_id: str, months: int, reason: str, *,
-               actor: str) -> DeletionRequestOut:
+               actor: str) -> OfficerRequestOut:
         """Art. 12(3): an officer extends a request's deadline by 1 or 2 more months (2 in all),
-        with a reason; audited (the reason stays on the request, not in the log)."""
-        def extend() -> DeletionRequestOut:
+        with a reason; audited (the reason stays on the request, not in the log). Answers with
+        the request as officers see it: the reason and the timeline with this extension."""
+        def extend() -> None:
             with self._uow() as uow:
                 row = next((r for pid in projects if (r := uow.requests.get(pid, request_id, lock=True))), None)
                 if row is None:
@@ -77,6 +78,6 @@ class OfficerRequests:
                                       audit_subject(row, self._key, name, user_id),
                                       {"request_id": row.id, "months": months, "due_by": row.due_by.isoformat()}))
                 uow.commit()
-                return to_view(row, name, user_id, uow.now())
 
-        return retry_transient(extend)
+        retry_transient(extend)
+        return self.get(projects, request_id)

@@ -78,6 +78,8 @@ def test_overdue_requests_are_flagged_filtered_and_extended_by_at_most_two_month
     assert extended.status_code == 200, extended.text
     assert extended.json()["due_by"] > late["due_by"] and extended.json()["overdue"] is False
     assert extended.json()["due_extended_months"] == 2
+    assert extended.json()["due_extension_reason"] == "complex request"  # the officer's view, at once
+    assert "deletion_request.deadline_extended" in [e["action"] for e in extended.json()["timeline"]]
     listed = client.get(QUEUE, params={"overdue": "false"}, headers=bearer(officer)).json()["items"]
     assert {r["id"]: r["due_extension_reason"] for r in listed}[late["id"]] == "complex request"
     assert "due_extension_reason" not in client.get(f"/v1/deletion-requests/{late['id']}",
