@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import swagger_ui_bundle  # type: ignore[import-untyped]
-from litestar import Litestar
+from litestar import Litestar, Response, get
 from litestar.handlers import HTTPRouteHandler
 from litestar.logging.config import StructLoggingConfig
 from litestar.openapi.config import OpenAPIConfig
@@ -21,6 +21,7 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 from litestar.types import Method
 from litestar.types.internal_types import PathParameterDefinition
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from app.bootstrap import Container
 from app.http.audit import AuditController
@@ -56,9 +57,16 @@ def operation_id(handler: HTTPRouteHandler, method: Method, path: list[str | Pat
 
 
 class Metrics(PrometheusController):
-    """Prometheus text, not JSON: left out of the OpenAPI document."""
+    """`GET /metrics`: Prometheus text exposition (not JSON), documented as such."""
 
-    include_in_schema = False
+    tags = ["operations"]
+
+    @get(media_type=CONTENT_TYPE_LATEST, operation_id="metrics", summary="Prometheus metrics",
+         description="Counters and gauges in Prometheus' text format (no user data in any label): requests by "
+                     "status, events, erasure runs, the outbox's depth and age, the audit chain's state.",
+         response_description="Prometheus text exposition format")
+    async def get(self) -> Response[bytes]:
+        return Response(generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def serve_app() -> Litestar:

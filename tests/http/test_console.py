@@ -6,7 +6,6 @@ forged posts refused."""
 from __future__ import annotations
 
 import json
-
 import re
 from typing import Any
 

@@ -3,6 +3,7 @@ from typing import Any
 import pytest
 import structlog
 from litestar.testing import TestClient
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from tests.http.conftest import bearer
 
@@ -15,14 +16,19 @@ def test_health_ready_metrics(client: TestClient[Any]) -> None:
     client.get("/v1/deletion-requests")
     metrics = client.get("/metrics")
     assert metrics.status_code == 200 and "lethe_requests_total" in metrics.text
+    assert metrics.headers["content-type"] == CONTENT_TYPE_LATEST
 
 
 def test_openapi_documents_every_route(client: TestClient[Any]) -> None:
     paths = client.get("/schema/openapi.json").json()["paths"]
     for route in ["/v1/deletion-requests", "/v1/deletion-requests/{request_id}",
                   "/v1/deletion-requests/{request_id}/restore", "/v1/audit", "/v1/audit/verify",
-                  "/v1/audit/export", "/healthz", "/readyz"]:
+                  "/v1/audit/export", "/healthz", "/readyz", "/metrics"]:
         assert route in paths, route
+    assert list(paths["/metrics"]["get"]["responses"]["200"]["content"]) == [
+        CONTENT_TYPE_LATEST]  # Prometheus text, not JSON
+    for bare in ("/v1/subjects", "/v1/messages", "/v1/suppressions"):  # the slash-only ids' routes
+        assert bare not in paths
     create = paths["/v1/deletion-requests"]["post"]
     assert "202" in create["responses"]
     for route in ["/v1/deletion-requests/batch", "/v1/deletion-requests/batch/{batch_id}", "/v1/callback",
