@@ -34,6 +34,8 @@ from app.services.errors import (
 
 log = structlog.get_logger(__name__)
 
+TRUNCATED = "Input data was truncated"  # what msgspec says of a body cut short
+
 
 def _body(status: int, detail: str, extra: Any = None, headers: dict[str, str] | None = None
           ) -> Response[dict[str, Any]]:
@@ -90,6 +92,9 @@ def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[s
     headers = dict(exc.headers or {})
     if isinstance(exc.__cause__, SerializationException):
         # msgspec >= 0.19 reports bad UTF-8 itself (older ones raised UnicodeDecodeError: `undecodable`)
+        if detail == TRUNCATED:  # msgspec's word for a lone high surrogate too (`"\ud800"`)
+            detail = ("it ends too soon, or a \\u escape of a high surrogate (\\ud800-\\udbff) is not followed "
+                      "by its low surrogate")
         detail = ("invalid request: the body is not valid UTF-8" if "utf-8" in detail.lower()
                   else f"invalid request: the body is not valid JSON ({detail})")
     if exc.status_code == 413:

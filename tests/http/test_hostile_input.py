@@ -90,6 +90,15 @@ def test_a_lone_surrogate_is_refused_alone_and_kept_as_a_dead_letter(
     assert len(rejected) == 1 and "\\ud800" in rejected[0]["body"]
 
 
+def test_a_lone_high_surrogate_in_an_api_body_is_named_not_called_truncated(
+    client: TestClient[Any], keys: dict[str, str]
+) -> None:
+    answer = client.post("/v1/deletion-requests", content=b'{"user_id": "\\ud800"}',
+                         headers={**bearer(keys["api_key"]), "Content-Type": "application/json"})
+    assert answer.status_code == 400 and set(answer.json()) == ERROR_KEYS
+    assert "high surrogate" in answer.json()["detail"] and "not valid JSON" in answer.json()["detail"]
+
+
 @pytest.mark.parametrize(("body", "detail"), [
     ("[" * 5000 + "]" * 5000, "the body nests too deeply to be read"),
     (b'{"event": "x", "value": {"project": "partner-prod", "user_id": "\xff\xfe"}}',
