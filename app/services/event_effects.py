@@ -16,12 +16,14 @@ from app.domain import requests as lifecycle
 from app.domain.audit import AuditRecord, subject_hash
 from app.domain.crypto import Cipher
 from app.domain.events import Event, report_type, supersedes
+from app.domain.holds import Data
 from app.domain.requests import Mode, Source
 from app.domain.statuses import SubjectStatus
 from app.models import Profile, Project, Subject
 from app.ports import UnitOfWork
 from app.services.deletion import DeletionService, NewRequest
 from app.services.errors import Conflict
+from app.services.holds import HoldService
 from app.services.keys import CONTENT, GRACE, MESSAGE_TEXT_AAD, KeyService, unsealed
 from app.services.policies import PolicyBook
 
@@ -35,7 +37,9 @@ PROFILE_AVATAR = {"avatar_set", "avatar_changed"}
 
 
 class EventEffects:
-    def __init__(self, policies: PolicyBook, keys: KeyService, deletions: DeletionService, secret_key: bytes) -> None:
+    def __init__(self, policies: PolicyBook, keys: KeyService, deletions: DeletionService, secret_key: bytes,
+                 holds: HoldService) -> None:
+        self._holds = holds
         self._policies = policies
         self._keys = keys
         self._deletions = deletions
@@ -123,8 +127,19 @@ class EventEffects:
     def _edited(self, uow: UnitOfWork, project: Project, subject: Subject, event: Event,
                 messages: MessageBuffer) -> None:
         """The author edited a message: the stored text becomes the new one (latest edit by
-        event time wins). Audited without the text. A hidden author's edits change nothing."""
+        event time wins). Audited without the text. A hidden author's edits change nothing, and
+        neither does an edit of a message a standing hold covers: the held text stays as it was
+        (the edit itself is kept with the events, as every event is)."""
         if subject.status != SubjectStatus.ACTIVE or event.actor is None:
+            return
+        stored = uow.messages.get(project.id, event.message_id)
+        room = stored.room_id if stored is not None and stored.room_id else event.room_id
+        holding = self._holds.blocking(self._holds.standing(uow, [project.id]),
+                                       Data.message(project.name, event.actor.user_id, room, event.message_id))
+        if holding:
+            uow.audit(AuditRecord("user:webhook", "message.edit_held", project.name,
+                                  subject_hash(self._secret, project.name, event.actor.user_id),
+                                  {"message_id": event.message_id, "holds": sorted(h.id for h in holding)}))
             return
         text = messages.sealed(subject.id, event.personal["text"]) or ""
         if uow.messages.edit(project.id, event.message_id, subject.id, text, event.at):

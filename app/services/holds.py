@@ -50,6 +50,9 @@ class HoldService:
         if scope is Scope.PROJECT and target != project:
             raise InvalidInput("target: a project hold names its project")
         with self._uow() as uow:
+            # no destructive transaction that has read the standing holds may still commit after
+            # this one: they finish first, later ones see this hold (HoldsRepository.lock_projects)
+            uow.holds.lock_projects([project_id], exclusive=True)
             row = HoldRecord(project_id=project_id, scope=scope.value, target=target, reason=reason,
                              reference=reference, placed_by=actor, placed_at=now, expires_at=expires_at)
             uow.holds.add(row)
@@ -92,9 +95,12 @@ class HoldService:
     # a job's `now`: a run `--now` in the future must not see a hold as expired (or released
     # long enough) before it is, and one `--now` in the past sees every hold committed since.
     def standing(self, uow: UnitOfWork, project_ids: Sequence[str]) -> list[Hold]:
-        """Holds that may still block work in these projects (release delay included)."""
+        """Holds that may still block work in these projects (release delay included). Until
+        the caller's transaction ends, no hold can be placed in them: what it deletes on the
+        strength of this answer, it deletes before any new hold stands."""
         if not project_ids:
             return []
+        uow.holds.lock_projects(project_ids, exclusive=False)
         now = self._clock()
         names = uow.projects.names(project_ids)
         rows = uow.holds.in_projects(project_ids)

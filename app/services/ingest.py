@@ -109,7 +109,7 @@ class IngestService:
         self._outbox = outbox
         self._events_waiting = events_waiting  # asks for the outbox to be drained into ClickHouse now
         self._deletions = deletions
-        self._effects = EventEffects(policies, keys, deletions, secret_key)
+        self._effects = EventEffects(policies, keys, deletions, secret_key, holds)
         self._batcher: GroupCommitter[_Batch, _Batch] = GroupCommitter(self._write_many, max_batch=64,
                                                                       name="events")
 

@@ -100,6 +100,31 @@ def held_tokens(container: Container) -> tuple[list[tuple[str, str]], str | None
         return events, uow.session.scalar(select(Message.text).where(Message.message_id == "m-1"))
 
 
+@pytest.mark.parametrize(("scope", "target"), [("room", "r-7"), ("message", "m-1"), ("user", USER)])
+def test_an_edit_of_a_held_message_leaves_the_held_text(client: TestClient[Any], keys: dict[str, str],
+                                                        container: Container, clock: FakeClock,
+                                                        scope: str, target: str) -> None:
+    post(client, keys, [frontend("message_sent", text="original", message_id="m-1", room="r-7"),
+                        frontend("message_sent", text="other", message_id="m-2", room="r-8")])
+    placed = hold(client, keys, scope=scope, target=target)
+    clock.advance(seconds=5)
+    edits = [frontend("message_changed", text="EDITED", message_id=m, room=room, created_at=clock.now.isoformat())
+             for m, room in (("m-1", "r-7"), ("m-2", "r-8"))]
+    assert post(client, keys, edits).json()["accepted"] == 2
+    assert opened_text(container, "m-1") == "original"  # held: the text the hold found stays
+    data = officer_get(client, keys, f"/v1/holds/{placed['id']}/data")
+    assert "EDITED" not in [m["text"] for m in data["messages"]]
+    assert opened_text(container, "m-2") == ("other" if scope == "user" else "EDITED")  # not held: edited
+    held_edit = officer_get(client, keys, "/v1/audit", action="message.edit_held")["items"]
+    assert [e["details"] for e in held_edit] == [{"message_id": "m-1", "holds": [placed["id"]]}] + (
+        [{"message_id": "m-2", "holds": [placed["id"]]}] if scope == "user" else [])
+    client.delete(f"/v1/holds/{placed['id']}", headers=bearer(keys["officer"]))
+    clock.advance(seconds=5)
+    again = frontend("message_changed", text="LATER", message_id="m-1", room="r-7", created_at=clock.now.isoformat())
+    post(client, keys, [again])
+    assert opened_text(container, "m-1") == "LATER"  # released: edits apply again
+
+
 @pytest.mark.parametrize(("scope", "target"), [("room", "r-7"), ("message", "m-1")])
 def test_a_room_or_message_hold_keeps_exactly_what_it_covers(client: TestClient[Any], keys: dict[str, str],
                                                              container: Container, clock: FakeClock,

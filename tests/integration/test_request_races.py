@@ -123,6 +123,45 @@ def test_hold_placed_between_claim_and_commit_stops_the_step(container: Containe
     assert assert_consistent(container, created.id) == "on_hold"
 
 
+def test_a_hold_placed_after_the_commit_step_read_the_holds_waits_for_that_step(
+        container: Container, project: dict[str, str], clock: FakeClock) -> None:
+    """The window the interleaving point above does not reach: the committing transaction has
+    read the standing holds (none) and is deleting. A hold placed then must not get its answer
+    before that transaction commits, or its 201 would come before its data is deleted
+    (PostgreSQL, read committed; SQLite's writers are serial anyway)."""
+    add_profile(container, "u-1", clock)
+    created = request(container, "u-1", Mode.IMMEDIATE).body
+    real_standing = container.holds.standing
+    armed, outcome = threading.Event(), {}
+
+    def place() -> None:
+        container.holds.place(pid(container), "acme", Scope.USER, "u-1", "inquiry", reference=None,
+                              expires_at=None, actor="officer:olga")
+        outcome["placed_while_step_open"] = not outcome.get("step_done", False)
+
+    def standing_then_a_hold(uow: object, project_ids: object) -> object:
+        found = real_standing(uow, project_ids)  # type: ignore[arg-type]
+        if armed.is_set() and "thread" not in outcome:  # the commit step's read
+            outcome["thread"] = thread = threading.Thread(target=place)
+            thread.start()
+            thread.join(timeout=1.0)  # time enough to commit, were it not kept waiting
+        return found
+
+    container.holds.standing = standing_then_a_hold  # type: ignore[method-assign]
+    try:
+        summary = erasure_with(container, armed.set).anonymise(clock.now)
+        outcome["step_done"] = True
+        thread = outcome["thread"]
+        assert isinstance(thread, threading.Thread)
+        thread.join(timeout=30)
+    finally:
+        container.holds.standing = real_standing  # type: ignore[method-assign]
+    assert summary.processed == 1  # the step read no hold, so it went on...
+    assert outcome["placed_while_step_open"] is False  # ...and the hold stood only after it committed
+    assert assert_consistent(container, created.id) == "completed"
+    assert len(container.holds.page({pid(container): "acme"}, active=True, limit=10, cursor=None).items) == 1
+
+
 def test_confirmation_then_restore_webhooks_racing_anonymise(container: Container, project: dict[str, str],
                                                               clock: FakeClock) -> None:
     """`delete_profile_confirmed`, then `account_restored` arriving while anonymise runs."""

@@ -4,11 +4,12 @@ tables have modules of their own.)"""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from app.domain.holds import KEYED_SCOPES
@@ -25,7 +26,7 @@ from app.models import (
     Project,
 )
 from app.stores.sql.operational import insert_ignoring_conflicts
-from app.stores.sql.queries import locked, member_of, newest_first_page, per_subject, rowcount
+from app.stores.sql.queries import is_postgresql, locked, member_of, newest_first_page, per_subject, rowcount
 
 
 class Projects:
@@ -131,6 +132,22 @@ class Holds:
     def add(self, hold: HoldRecord) -> None:
         self.session.add(hold)
         self.session.flush()  # assigns its id, which the audit entry names
+
+    def lock_projects(self, project_ids: Sequence[str], *, exclusive: bool) -> None:
+        """Serialise placing holds with reading them, per project, until this transaction ends.
+
+        A destructive transaction reads the standing holds, then deletes what they do not
+        cover; on PostgreSQL (read committed) a hold committed after that read but before its
+        commit would be missed, and its data deleted after the hold's 201. So placing a hold
+        takes its project's lock exclusively, and every read of the standing holds takes it
+        shared (a transaction-scoped advisory lock): the read waits for a placement under way to
+        commit, and a placement waits for the transactions that read before it. SQLite needs
+        nothing: its writers run one at a time, each seeing every commit before it."""
+        if not project_ids or not is_postgresql(self.session):
+            return
+        take = func.pg_advisory_xact_lock if exclusive else func.pg_advisory_xact_lock_shared
+        for key in sorted({_hold_lock_key(p) for p in project_ids}):  # one order: no deadlock between readers
+            self.session.execute(select(take(key)))
 
     def get(self, hold_id: str) -> HoldRecord | None:
         return self.session.get(HoldRecord, hold_id)
@@ -253,3 +270,9 @@ class JobRuns:
         return self.session.scalar(
             select(JobRun).where(JobRun.job == job).order_by(JobRun.finished_at.desc()).limit(1)
         )
+
+
+def _hold_lock_key(project_id: str) -> int:
+    """A project's advisory lock key for holds: 64 bits of a hash of a fixed label and its id."""
+    digest = hashlib.sha256(f"lethe.holds\x00{project_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
