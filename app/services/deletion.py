@@ -305,6 +305,8 @@ class DeletionService:
             raise Conflict(str(exc)) from exc
         apply_state(row, state)
         row.restored_at, row.lease_until = now, None
+        # a restored request is closed: no hold stops it any more (`holds` lists what stops one)
+        row.evidence = {k: v for k, v in row.evidence.items() if k != "_holds"}
         subject.status = SubjectStatus.ACTIVE.value
         subject.restored_event_at = lifecycle.latest(subject.restored_event_at, event_at or now)
         uow.audit(AuditRecord(actor, "deletion_request.restored", project.name,

@@ -396,6 +396,24 @@ def test_a_whole_user_hold_placed_during_grace_puts_the_request_on_hold_at_once(
                        headers=bearer(keys["api_key"])).json()["status"] == "restored"
 
 
+def test_a_request_restored_while_on_hold_lists_no_hold(client: TestClient[Any], keys: dict[str, str],
+                                                        container: Container, clock: FakeClock) -> None:
+    """The user may come back during grace, held or not (a restore deletes nothing); once
+    restored the request is closed and no hold stops it, before or after the hold's release."""
+    created = request(client, keys)
+    container.erasure.anonymise(clock.now)
+    placed = hold(client, keys, scope="user", target=USER)
+    container.erasure.purge(clock.now)
+    assert status(client, keys, created["id"])["status"] == "on_hold"
+    restored = client.post(f"/v1/deletion-requests/{created['id']}/restore", headers=bearer(keys["api_key"]))
+    assert restored.status_code == 200 and (restored.json()["status"], restored.json()["holds"]) == ("restored", [])
+    client.delete(f"/v1/holds/{placed['id']}", headers=bearer(keys["officer"]))
+    clock.advance(minutes=1)
+    container.erasure.purge(clock.now + timedelta(days=31))
+    after = status(client, keys, created["id"])
+    assert (after["status"], after["holds"]) == ("restored", [])
+
+
 def test_release_delay_from_the_policy_postpones_the_work(client: TestClient[Any], keys: dict[str, str],
                                                           container: Container, clock: FakeClock) -> None:
     from dataclasses import replace
