@@ -183,7 +183,7 @@ def _rows_for(envelopes: list[dict[str, Any]], subjects: dict[str, str], receive
     properties = PolicyBook.load(REPO / "policies").properties  # the data map, as ingest reads it
     rows = []
     for envelope in envelopes:
-        event = parse_envelope(envelope, PROJECT, received, properties)
+        event = parse_envelope(envelope, PROJECT, received, properties, b"bench-dedup-" * 3)
         for key in [event.actor.key] if event.actor else []:
             subjects.setdefault(key, str(uuid.uuid4()))
         refs: dict[str, str | list[str]] = {}  # as IngestService stores them: one id, or a list for a list

@@ -9,6 +9,7 @@ JSON column (`extra`): only the other users it names stay readable, as subject i
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -20,6 +21,7 @@ from urllib.parse import unquote
 from app.domain.requests import add_months
 
 MAX_BATCH = 1000
+DEDUP_LABEL = b"lethe/event-dedup"  # the key of envelopes' dedup keys, derived from LETHE_SECRET_KEY
 MAX_DEPTH = 32  # nesting of objects and arrays inside one envelope
 MAX_ENVELOPE_CHARS = 64 * 1024  # one envelope's canonical JSON
 MAX_ID = 200  # user, message and room ids: the width of their SQL columns
@@ -120,14 +122,18 @@ class Event:
     actor: Actor | None
     personal: Mapping[str, str]  # column -> value, for the columns in SEALED_COLUMNS (extra: JSON)
     user_refs: Mapping[str, tuple[str, ...]]  # value key -> user ids of other users (one, or a list)
-    dedup_key: str  # SHA-256 of the canonical envelope: a repeated delivery has one effect
+    dedup_key: str  # keyed hash (HMAC-SHA256) of the canonical envelope: a repeated delivery has one effect
     room_id: str = ""
     message_id: str = ""
     platform: str = ""
     raw_value: Mapping[str, Any] = field(default_factory=dict)
 
 
-def parse_envelope(envelope: Any, project: str, received_at: datetime, properties: PropertyMap) -> Event:
+def parse_envelope(envelope: Any, project: str, received_at: datetime, properties: PropertyMap,
+                   dedup_secret: bytes) -> Event:
+    """One envelope as an Event. `dedup_secret` keys the envelope's dedup key (DEDUP_LABEL): a
+    plain hash of the envelope, stored for 13 months, would give back what it hashes to anyone
+    who guesses it (a login's IP among 2^32, an erased user's id)."""
     if not isinstance(envelope, Mapping):
         raise EnvelopeError("an envelope must be a JSON object with `event` and `value`")
     check_storable(envelope)
@@ -156,7 +162,7 @@ def parse_envelope(envelope: Any, project: str, received_at: datetime, propertie
                             f"this one has {len(canonical)}")
     return Event(
         event=name, at=at, actor=actor, personal=personal, user_refs=user_refs,
-        dedup_key=hashlib.sha256(canonical.encode()).hexdigest()[:32],
+        dedup_key=hmac.new(dedup_secret, canonical.encode(), hashlib.sha256).hexdigest()[:32],
         room_id=_ref(value, ("room_id", "room", "event_id")), message_id=_ref(value, ("message_id",)),
         platform=_scalar(value.get("platform")),
         raw_value=value,

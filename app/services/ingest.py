@@ -20,8 +20,9 @@ from anyio import to_thread
 from sqlalchemy import exc as sql_errors
 
 from app import observability
-from app.domain.crypto import Cipher
+from app.domain.crypto import Cipher, derive_key
 from app.domain.events import (
+    DEDUP_LABEL,
     Actor,
     EnvelopeError,
     Event,
@@ -99,6 +100,7 @@ class IngestService:
                  secret_key: bytes, suppressions: SuppressionService, identities: Identities, holds: HoldService,
                  events_waiting: Callable[[], None]) -> None:
         self._holds = holds
+        self._dedup = derive_key(secret_key, DEDUP_LABEL)
         self._identities = identities
         self._suppressions = suppressions
         self._keys = keys
@@ -143,7 +145,7 @@ class IngestService:
         cap = self._policies.for_project(project).retention_months
         for index, envelope in enumerate(envelopes):
             try:
-                event = parse_envelope(envelope, project, batch.received, self._policies.properties)
+                event = parse_envelope(envelope, project, batch.received, self._policies.properties, self._dedup)
                 if problem := time_problem(event.at, batch.received, cap):
                     raise EnvelopeError(problem)
                 batch.events.append(event)

@@ -145,7 +145,7 @@ def test_each_event_property_goes_where_the_data_map_says(datamap) -> None:  # t
         actor = {} if key in ("user_id", "external_user_id") else {"user_id": "someone"}
         value = {"project": PROJECT, **actor, key: canary}
         event = parse_envelope({"event": known.get(key, "custom_event"), "value": value}, PROJECT,
-                               datetime(2026, 2, 1, tzinfo=UTC), properties)
+                               datetime(2026, 2, 1, tzinfo=UTC), properties, b"d" * 32)
         where = entry.into
         if where == SUBJECT:
             assert event.actor is not None and event.actor.user_id == canary, key
@@ -169,7 +169,7 @@ def test_without_an_entry_a_property_is_sealed_never_plaintext() -> None:
 
     event = parse_envelope({"event": "session_started", "value": {"project": PROJECT, "user_id": "u-1",
                                                                   "user_name": "cnry-name"}},
-                           PROJECT, datetime(2026, 2, 1, tzinfo=UTC), PropertyMap())
+                           PROJECT, datetime(2026, 2, 1, tzinfo=UTC), PropertyMap(), b"d" * 32)
     assert "cnry-name" in event.personal[EXTRA] and event.user_refs == {}
 
 

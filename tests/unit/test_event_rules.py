@@ -57,3 +57,21 @@ def test_no_chat_user_id_can_name_an_admin() -> None:
     for chat_id in ("admin:42", "\\x00admin:42", "admin%3A42", " admin:42"):
         assert not is_admin_key(Actor("user", chat_id).key)
         assert Actor("user", chat_id).key != Actor("admin", "42").key
+
+
+def test_the_dedup_key_is_keyed_so_a_guess_cannot_be_checked_against_it() -> None:
+    """A plain hash of an envelope, kept 13 months, would confirm guesses of what it holds: a
+    login's IP among 2^32, an erased user's id. Keyed, only the service can compute it."""
+    import hashlib
+    import json
+
+    from app.domain.events import PropertyMap, parse_envelope
+
+    envelope = {"event": "user_login", "value": {"project": "p", "external_user_id": "u-1", "ip": "198.51.100.77"}}
+    key = parse_envelope(envelope, "p", T1, PropertyMap(), b"a" * 32).dedup_key
+    assert key == parse_envelope(envelope, "p", T2, PropertyMap(), b"a" * 32).dedup_key  # a repeat: one key
+    assert key != parse_envelope(envelope, "p", T1, PropertyMap(), b"b" * 32).dedup_key
+    canonical = json.dumps({"event": "user_login", "value": envelope["value"], "key": None}, sort_keys=True,
+                           separators=(",", ":"), ensure_ascii=False)
+    assert key != hashlib.sha256(canonical.encode()).hexdigest()[:32]
+    assert len(key) == 32 and int(key, 16) >= 0
