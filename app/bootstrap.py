@@ -201,7 +201,7 @@ class Container:
 
     @cached_property
     def dead_letters(self) -> DeadLetterService:
-        return DeadLetterService(self.uow, self.keys)
+        return DeadLetterService(self.uow, self.keys, self.holds)
 
     @cached_property
     def holds(self) -> HoldService:

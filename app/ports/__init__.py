@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from types import TracebackType
@@ -338,9 +338,11 @@ class KeyDestroyer(Protocol):
 
 
 class DeadLetterFinder(Protocol):
-    """Finds dead letters naming users, opening their sealed bodies (app.services.dead_letters)."""
+    """Finds dead letters naming users, opening their sealed bodies, and erases them
+    (app.services.dead_letters)."""
 
     def mentioning(self, uow: UnitOfWork, project_id: str, needles: Sequence[str]) -> dict[str, list[str]]: ...
+    def forget(self, uow: UnitOfWork, project_id: str, entry_ids: Collection[str]) -> None: ...
 
 
 class Suppressor(Protocol):

@@ -3,18 +3,20 @@
 A rejected body has no known subject, so it is sealed under its project's key of the day it
 arrived (owner `deadletters:<project>:<YYYY-MM-DD>`, purpose `dead_letters`). Retention deletes
 the entries past `dead_letter_retention_days` and destroys their days' keys; an erasure deletes
-the entries that name the user, matched on the opened body in any escaping.
+the entries that name the user, matched on the opened body in any escaping, and seals the rest
+of those days under new keys (`forget`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import date, datetime
 
 from app.domain.crypto import Cipher
 from app.domain.events import names, searchable
 from app.domain.holds import Hold, Scope
 from app.ports import UnitOfWork, UnitOfWorkFactory
+from app.services.holds import HoldService
 from app.services.keys import DEAD_LETTERS, KeyService, day_key_owner, unsealed
 from app.services.views import RejectedOut, RejectedPage
 
@@ -26,9 +28,10 @@ def day_owner(project_id: str, day: date) -> str:
 
 
 class DeadLetterService:
-    def __init__(self, uow: UnitOfWorkFactory, keys: KeyService) -> None:
+    def __init__(self, uow: UnitOfWorkFactory, keys: KeyService, holds: HoldService | None = None) -> None:
         self._uow = uow
         self._keys = keys
+        self._holds = holds
 
     def add(self, uow: UnitOfWork, project_id: str, received: datetime, reason: str, body: str,
             index: int | None) -> None:
@@ -64,6 +67,46 @@ class DeadLetterService:
             texts = searchable(unsealed(ciphers.get(received.date()), sealed, BODY) or "")  # once per body
             found.extend((entry_id, received.date(), needle) for needle in needles if names(texts, needle))
         return found
+
+    def forget(self, uow: UnitOfWork, project_id: str, entry_ids: Collection[str]) -> None:
+        """An erasure's part (erasure_steps.DeadLettersStep): delete these entries, then seal the
+        rest of their days under new day keys and destroy the old ones. A deleted row's bytes
+        may outlive the DELETE in the database's files (PostgreSQL keeps dead tuples until a
+        vacuum, which does not zero them either), and the day's key opened them: without it,
+        they are unreadable, as erasure by key destruction makes everything else.
+
+        A day with an entry that a standing user or project hold covers keeps its key: re-sealing
+        would change held bytes (holds keep what they cover bit for bit). Its deleted entries'
+        old bytes stay readable until the day's key goes with retention, or the hold's release."""
+        rows = uow.dead_letters.bodies(project_id)
+        gone = set(entry_ids)
+        days = {received.date() for entry_id, received, _ in rows if entry_id in gone}
+        uow.dead_letters.delete(sorted(gone))
+        rest = [(entry_id, received, sealed) for entry_id, received, sealed in rows
+                if entry_id not in gone and received.date() in days]
+        held = self._held_days(uow, project_id, days)
+        days -= held
+        if not days:
+            return
+        old = self._ciphers(uow, project_id, [received for _, received, _ in rest])
+        bodies = {entry_id: (received.date(), unsealed(old.get(received.date()), sealed, BODY))
+                  for entry_id, received, sealed in rest if sealed and received.date() in days}
+        owners = [day_owner(project_id, day) for day in sorted(days)]
+        self._keys.destroy(uow, owners, DEAD_LETTERS)
+        new = self._keys.ciphers(uow, [day_owner(project_id, day) for day, body in bodies.values()
+                                       if body is not None], DEAD_LETTERS, create=True)
+        uow.dead_letters.reseal({entry_id: new[day_owner(project_id, day)].encrypt(body, BODY.encode())
+                                 for entry_id, (day, body) in bodies.items() if body is not None})
+
+    def _held_days(self, uow: UnitOfWork, project_id: str, days: Collection[date]) -> set[date]:
+        """Of these days, those with an entry that a standing user or project hold covers."""
+        if self._holds is None or not days:
+            return set()
+        holds = self._holds.standing(uow, [project_id])
+        if any(h.scope is Scope.PROJECT for h in holds):
+            return set(days)
+        users = [h.target for h in holds if h.scope is Scope.USER]
+        return {day for _, day, _ in self._mentions(uow, project_id, users)} & set(days)
 
     def expire(self, uow: UnitOfWork, project_id: str, before: datetime | None = None,
                holds: Sequence[Hold] = ()) -> int:

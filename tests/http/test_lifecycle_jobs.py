@@ -182,6 +182,66 @@ def test_retention_deletes_old_dead_letters(client: TestClient[Any], keys: dict[
     assert summary.stores["sql.dead_letters"] == 1
 
 
+def _dead_letter_tokens(container: Container) -> dict[str, str]:
+    with container.uow() as uow:
+        return {row.id: row.body for row in uow.session.scalars(select(DeadLetter))}
+
+
+def _opens(container: Container, token: str) -> bool:
+    """Whether any live dead-letter key of the project opens `token` (what a reader of the
+    database's files could do with a deleted row's bytes, on PostgreSQL)."""
+    from app.domain.crypto import Undecryptable
+    from app.services.dead_letters import BODY
+    from app.services.keys import DEAD_LETTERS
+
+    with container.uow() as uow:
+        owners = uow.keys.owners_between("deadletters:", "deadletters:\uffff", DEAD_LETTERS)
+        ciphers = container.keys.ciphers(uow, owners, DEAD_LETTERS, create=False)
+    for cipher in ciphers.values():
+        try:
+            cipher.decrypt(token, BODY.encode())
+            return True
+        except Undecryptable:
+            continue
+    return False
+
+
+@pytest.mark.parametrize("held", [False, True])
+def test_an_erased_users_dead_letters_leave_no_readable_bytes(client: TestClient[Any], keys: dict[str, str],
+                                                              container: Container, clock: FakeClock,
+                                                              held: bool) -> None:
+    """The DELETE leaves the row's bytes in PostgreSQL's files; its day's key, which the
+    bystanders' entries of that day share, would still open them: the rest of the day goes
+    under a new key and the old one is destroyed. Unless a hold covers an entry of that day:
+    held bytes do not change, so the day keeps its key."""
+    if held:
+        client.post("/v1/holds", json={"scope": "user", "target": "bystander", "reason": "regulator"},
+                    headers=bearer(keys["officer"]))
+    for body in (b"garbage naming erased-one", b"garbage naming bystander"):
+        client.post("/v1/events", content=body, headers=bearer(keys["webhook_token"]))
+    before = _dead_letter_tokens(container)
+    erased_token = next(t for i, t in before.items() if _body_of(client, keys, i) == "garbage naming erased-one")
+    client.post("/v1/deletion-requests", json={"user_id": "erased-one", "mode": "immediate"},
+                headers=bearer(keys["api_key"]))
+    container.erasure.anonymise(clock.now)
+    after = _dead_letter_tokens(container)
+    assert len(after) == 1 and set(after) < set(before)  # the bystander's entry only
+    ((kept_id, kept_token),) = after.items()
+    (entry,) = client.get("/v1/events/rejected", headers=bearer(keys["api_key"])).json()["items"]
+    assert entry["body"] == "garbage naming bystander"  # still readable to the partner
+    if held:
+        assert kept_token == before[kept_id]  # held bytes unchanged
+        assert _opens(container, erased_token)  # the price: readable until the day's key goes
+    else:
+        assert kept_token != before[kept_id]  # sealed again, under a new day key
+        assert not _opens(container, erased_token)  # the erased user's old bytes open with no key
+
+
+def _body_of(client: TestClient[Any], keys: dict[str, str], entry_id: str) -> str:
+    items = client.get("/v1/events/rejected", headers=bearer(keys["api_key"])).json()["items"]
+    return str(next(e["body"] for e in items if e["id"] == entry_id))
+
+
 @pytest.mark.parametrize("job", ["retention", "offboarding"])
 def test_dead_letters_naming_a_held_user_stay_readable(client: TestClient[Any], keys: dict[str, str],
                                                       container: Container, clock: FakeClock, job: str) -> None:

@@ -104,7 +104,10 @@ class DeadLettersStep:
 
     def anonymise(self, uow: UnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
         found = self._mentioning(uow, batch)
-        uow.dead_letters.delete(sorted({i for ids in found.values() for i in ids}))
+        for project_id in sorted(set(batch.project_of.values())):
+            entries = {i for subject, ids in found.items() if batch.project_of[subject] == project_id for i in ids}
+            if entries:
+                self._finder.forget(uow, project_id, entries)
         return {subject: len(ids) for subject, ids in found.items()}
 
     purge = anonymise

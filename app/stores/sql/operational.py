@@ -7,7 +7,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, case, delete, func, select, true, tuple_, update
+from sqlalchemy import Table, bindparam, case, delete, func, select, true, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -346,6 +346,14 @@ class DeadLetters:
     def delete(self, ids: Sequence[str]) -> None:
         if ids:
             self.session.execute(delete(DeadLetter).where(DeadLetter.id.in_(ids)))
+
+    def reseal(self, bodies: Mapping[str, str]) -> None:
+        """Replace the sealed bodies of these entries (id -> token): one executemany."""
+        if bodies:
+            table = DeadLetter.__table__
+            self.session.execute(table.update().where(table.c.id == bindparam("entry"))  # type: ignore[attr-defined]
+                                 .values(body=bindparam("sealed")),
+                                 [{"entry": entry, "sealed": sealed} for entry, sealed in bodies.items()])
 
 
 class Suppressions:
