@@ -100,13 +100,19 @@ def held_tokens(container: Container) -> tuple[list[tuple[str, str]], str | None
         return events, uow.session.scalar(select(Message.text).where(Message.message_id == "m-1"))
 
 
+def two_rooms_then_a_hold(client: TestClient[Any], keys: dict[str, str], texts: tuple[str, str], scope: str,
+                          target: str) -> dict[str, Any]:
+    """m-1 in room r-7 and m-2 in room r-8 (both by USER), then the hold."""
+    post(client, keys, [frontend("message_sent", text=texts[0], message_id="m-1", room="r-7"),
+                        frontend("message_sent", text=texts[1], message_id="m-2", room="r-8")])
+    return hold(client, keys, scope=scope, target=target)
+
+
 @pytest.mark.parametrize(("scope", "target"), [("room", "r-7"), ("message", "m-1"), ("user", USER)])
 def test_an_edit_of_a_held_message_leaves_the_held_text(client: TestClient[Any], keys: dict[str, str],
                                                         container: Container, clock: FakeClock,
                                                         scope: str, target: str) -> None:
-    post(client, keys, [frontend("message_sent", text="original", message_id="m-1", room="r-7"),
-                        frontend("message_sent", text="other", message_id="m-2", room="r-8")])
-    placed = hold(client, keys, scope=scope, target=target)
+    placed = two_rooms_then_a_hold(client, keys, ("original", "other"), scope, target)
     clock.advance(seconds=5)
     edits = [frontend("message_changed", text="EDITED", message_id=m, room=room, created_at=clock.now.isoformat())
              for m, room in (("m-1", "r-7"), ("m-2", "r-8"))]
@@ -129,9 +135,7 @@ def test_an_edit_of_a_held_message_leaves_the_held_text(client: TestClient[Any],
 def test_a_room_or_message_hold_keeps_exactly_what_it_covers(client: TestClient[Any], keys: dict[str, str],
                                                              container: Container, clock: FakeClock,
                                                              scope: str, target: str) -> None:
-    post(client, keys, [frontend("message_sent", text="evidence", message_id="m-1", room="r-7"),
-                        frontend("message_sent", text="chatter", message_id="m-2", room="r-8")])
-    placed = hold(client, keys, scope=scope, target=target)
+    placed = two_rooms_then_a_hold(client, keys, ("evidence", "chatter"), scope, target)
     assert container.held.take() == {"sql.messages": 1, "clickhouse.events": 1}  # the job does it first
     data = officer_get(client, keys, f"/v1/holds/{placed['id']}/data")  # whose they are
     assert [(m["message_id"], m["user_id"]) for m in data["messages"]] == [("m-1", USER)]
