@@ -45,6 +45,7 @@ from app.domain.policy import PolicyError
 from app.logging import configure_logging
 from app.ports import EmbeddedStoreBusy
 from app.services.errors import ServiceError
+from app.services.keys import KeyringError
 
 
 def _positive(value: str) -> int:
@@ -176,6 +177,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("lethe: configuration error: LETHE_DATABASE_URL is not a database URL this installation can use "
               "(e.g. sqlite:///var/lethe.db or postgresql+psycopg://user@host/db)", file=sys.stderr)
         return 2
+    try:
+        if args.fn is not cmd_policy_check:  # the one command that does not open the database
+            container.keys.check_secret()
+    except KeyringError as exc:
+        container.close()
+        print(f"lethe: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except OperationalError as exc:
+        container.close()
+        print(f"lethe: the SQL database does not answer ({type(exc.orig).__name__}): check LETHE_DATABASE_URL "
+              "and that the server is up", file=sys.stderr)
+        return 1
     try:
         code: int = args.fn(container, args)
         sys.stdout.flush()  # here, where a closed pipe is caught, not at exit

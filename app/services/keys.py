@@ -222,6 +222,18 @@ class KeyService:
             kek = self._verified(record)
         return kek
 
+    def check_secret(self) -> None:
+        """Refuse (KeyringError) a LETHE_SECRET_KEY other than the one the stored keys were
+        made with, before anything is written: the audit chain, the subjects' keyed hashes and
+        the keys all derive from it, so one command run under another secret (a shell without
+        the variable makes a new var/secret.key) would write what the real one cannot verify.
+        A migrated database with no key-encryption key on record yet gets version 1 from this
+        secret (`_current_version`), so the first command pins it; one not migrated passes."""
+        with self._uow() as uow:
+            if uow.keys.has_keyring():
+                self._current_version(uow)
+                uow.commit()
+
     def _verified(self, record: KekVersion) -> bytes:
         kek = derive_kek(self._secret, record.version)
         if not kek_matches(kek, record.check):

@@ -43,6 +43,25 @@ def test_keys_rotate_rewraps_every_key_and_names_a_wrong_secret(tmp_path: Path) 
     engine.dispose()
 
     wrong = lethe(tmp_path, "keys", "rotate", check=False, LETHE_SECRET_KEY="another-secret-yyyyyyyyyyyyyyyyyyyy")
-    assert wrong.returncode == 1
+    assert wrong.returncode == 2  # a configuration error, refused before anything runs
     assert "LETHE_SECRET_KEY does not match" in wrong.stderr and "another-secret" not in wrong.stderr
     assert wrong.stdout == ""
+
+
+def test_no_command_writes_under_another_secret_than_the_one_on_record(tmp_path: Path) -> None:
+    """A shell without LETHE_SECRET_KEY (a new var/secret.key) or with another one: the audit
+    chain, keyed hashes and keys would be written under a secret the service cannot verify.
+    Every command that opens the database refuses first, and writes nothing."""
+    lethe(tmp_path, "migrate", LETHE_SECRET_KEY=SECRET)
+    lethe(tmp_path, "project", "create", "acme", LETHE_SECRET_KEY=SECRET)  # pins the secret
+    for argv in (["project", "create", "oops"], ["officer", "create", "olga", "--project", "acme"],
+                 ["audit", "verify"], ["jobs", "run", "anonymise"]):
+        wrong = lethe(tmp_path, *argv, check=False, LETHE_SECRET_KEY="another-secret-yyyyyyyyyyyyyyyyyyyy")
+        assert wrong.returncode == 2, (argv, wrong.stderr)
+        assert "configuration error: LETHE_SECRET_KEY does not match" in wrong.stderr
+        assert "Traceback" not in wrong.stderr and "another-secret" not in wrong.stderr
+    projects = json.loads(lethe(tmp_path, "project", "list", LETHE_SECRET_KEY=SECRET).stdout)
+    assert [p["project"] for p in projects] == ["acme"]
+    verified = json.loads(lethe(tmp_path, "audit", "verify", LETHE_SECRET_KEY=SECRET).stdout)
+    assert verified["ok"] is True
+    assert lethe(tmp_path, "policy", "check", LETHE_SECRET_KEY="another-secret-yyyyyyyyyyyyyyyyyyyy").returncode == 0

@@ -12,7 +12,7 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Table, bindparam, delete, func, literal, select, text, tuple_, update
+from sqlalchemy import Engine, Table, bindparam, delete, func, inspect, literal, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -85,6 +85,10 @@ class DataKeys:
         for purpose, owners in by_purpose.items():
             stored.extend(self.get(owners, purpose).values())
         return stored
+
+    def has_keyring(self) -> bool:
+        """Whether the key-encryption key table exists yet (a database not migrated has none)."""
+        return inspect(self.session.connection()).has_table(_KEKS.name)
 
     def insert_new(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Insert keys for owners that cannot have one yet (ids just made up in this
