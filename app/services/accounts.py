@@ -84,6 +84,8 @@ def _new_token(prefix: str) -> str:
 
 AUTH_CACHE_SECONDS = 5.0  # a revoked key stops working within this long in every process
 AUTH_CACHE_SIZE = 10_000
+MAX_REGION = 20  # the widths of their columns (app.models.accounts)
+MAX_OFFICER_NAME = 100
 
 
 class AccountService:
@@ -99,6 +101,8 @@ class AccountService:
     def create_project(self, name: str, region: str = "eu", *, actor: str = "operator:cli") -> ProjectCreated:
         if not name or len(name) > 100:
             raise InvalidInput("project name must be 1-100 characters")
+        if not region or len(region) > MAX_REGION:
+            raise InvalidInput(f"region must be 1-{MAX_REGION} characters")
         api_key, webhook_token = _new_token("lth_key"), _new_token("lth_hook")
         webhook_secret, url_secret, project_id = webhooks.new_signing_secret(), webhooks.new_url_secret(), new_id()
         with self._uow() as uow:
@@ -118,6 +122,8 @@ class AccountService:
                               webhook_secret=webhook_secret, webhook_url_path=webhooks.url_path(url_secret))
 
     def create_officer(self, name: str, project_names: list[str], *, actor: str = "operator:cli") -> OfficerCreated:
+        if not name or len(name) > MAX_OFFICER_NAME:
+            raise InvalidInput(f"officer name must be 1-{MAX_OFFICER_NAME} characters")
         if not project_names:
             raise InvalidInput("an officer needs at least one --project")
         token = _new_token("lth_off")
@@ -132,7 +138,10 @@ class AccountService:
                                      projects)
             for project in projects:
                 uow.audit(AuditRecord(actor, "officer.created", project.name, None, {"officer": name}))
-            uow.commit()
+            try:
+                uow.commit()
+            except IntegrityError as exc:  # created meanwhile by a concurrent command
+                raise AlreadyExists(f"officer {name!r} already exists") from exc
         return OfficerCreated(officer=name, token=token)
 
     def list_projects(self) -> list[ProjectOut]:
