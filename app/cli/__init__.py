@@ -54,6 +54,12 @@ def _positive(value: str) -> int:
     return int(value)
 
 
+def _port(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise argparse.ArgumentTypeError(f"a TCP port, 1 to 65535, got {value!r}")
+    return int(value)
+
+
 def _instant(value: str) -> datetime:
     """An ISO 8601 instant with its zone; a bare date with Z (2026-01-01Z) is its midnight UTC."""
     if len(value) == 11 and value.endswith(("Z", "z")):
@@ -76,13 +82,13 @@ def parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="migrate, serve the API, run the scheduler")
     serve.add_argument("--host", help="default LETHE_HOST (127.0.0.1)")
-    serve.add_argument("--port", type=int, help="default LETHE_PORT (8000)")
+    serve.add_argument("--port", type=_port, help="default LETHE_PORT (8000)")
     serve.add_argument("--workers", type=_positive, default=1, metavar="N",
                        help="API processes (default 1). With more than one, this process keeps the scheduler "
                             "and ClickHouse, and the API processes need PostgreSQL to scale")
     serve.set_defaults(fn=cmd_serve)
     worker = sub.add_parser("worker", help="the scheduler alone, with its own /metrics")
-    worker.add_argument("--metrics-port", type=int, default=9464, help="where the worker serves /metrics (9464)")
+    worker.add_argument("--metrics-port", type=_port, default=9464, help="where the worker serves /metrics (9464)")
     worker.set_defaults(fn=cmd_worker)
     sub.add_parser("migrate", help="upgrade both stores' schemas").set_defaults(fn=cmd_migrate)
 

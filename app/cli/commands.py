@@ -98,12 +98,17 @@ def cmd_worker(container: Container, args: argparse.Namespace) -> int:
     from app.observability import REQUEST_CENSUS
     from jobs.scheduler import Scheduler
 
+    host = container.settings.host
+    try:  # first: a port taken (a second worker on this host) stops it before any job runs
+        start_http_server(args.metrics_port, addr=host)  # the worker's own /metrics (jobs, audit chain)
+    except OSError as exc:
+        print(f"lethe worker: cannot serve /metrics on {host}:{args.metrics_port} ({exc.strerror}): "
+              "choose another --metrics-port", file=sys.stderr)
+        return 1
     container.migrate(outage_tolerated=True)
     scheduler = Scheduler(container)
     scheduler.start()
     REQUEST_CENSUS.watch(container.uow, container.now)
-    host = container.settings.host
-    start_http_server(args.metrics_port, addr=host)  # the worker's own /metrics (jobs, audit chain)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print(f"lethe worker: scheduler running, metrics on http://{host}:{args.metrics_port}/metrics; "

@@ -315,3 +315,18 @@ def test_webhook_secrets_are_rotated_and_auth_methods_chosen(workdir: Path) -> N
     actions = [json.loads(line)["action"] for line in lethe(workdir, "audit", "export").stdout.splitlines()]
     assert actions == ["project.created", "project.webhook_secret_rotated", "project.webhook_url_rotated",
                        "project.webhook_auth_set"]
+
+
+def test_ports_are_checked_and_a_taken_metrics_port_is_one_sentence(workdir: Path) -> None:
+    import socket
+
+    for argv in (["serve", "--port", "70000"], ["serve", "--port", "0"], ["worker", "--metrics-port", "-1"]):
+        refused = lethe(workdir, *argv, check=False)
+        assert refused.returncode == 2 and "a TCP port, 1 to 65535" in refused.stderr, argv
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        busy = lethe(workdir, "worker", "--metrics-port", port, check=False)
+    assert busy.returncode == 1 and f"cannot serve /metrics on 127.0.0.1:{port}" in busy.stderr
+    assert "Traceback" not in busy.stderr
