@@ -9,6 +9,7 @@ import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
@@ -130,6 +131,8 @@ def _resolve_sqlite(url: str, cwd: Path) -> str:
                           f"postgresql+psycopg://user@host/db), got one starting {url.partition(':')[0][:20]!r}")
     prefix = "sqlite:///"
     if not url.startswith(prefix) or ":memory:" in url:
+        _check_netloc("LETHE_DATABASE_URL", url, "postgresql+psycopg://user:password@db.example:5432/lethe",
+                      needs_host=False)
         return url
     if url.startswith(prefix + "/"):
         folder = Path(url[len(prefix):].split("?", 1)[0]).parent
@@ -146,6 +149,8 @@ def _resolve_chdb(url: str, cwd: Path) -> str:
     Its folder is created, readable by the owner only (it holds ciphertext and pseudonyms)."""
     scheme, _, rest = url.partition("://")
     if scheme in ("http", "https") and rest.strip("/"):
+        _check_netloc("LETHE_CLICKHOUSE_URL", url, "https://user:password@clickhouse.example:8443/lethe",
+                      needs_host=True)
         return url
     if scheme != "chdb" or not rest.startswith("/"):
         raise ConfigError("LETHE_CLICKHOUSE_URL must be chdb:///relative/folder, chdb:////absolute/folder or a "
@@ -154,6 +159,19 @@ def _resolve_chdb(url: str, cwd: Path) -> str:
     _folder("LETHE_CLICKHOUSE_URL", path)
     path.chmod(0o700)
     return "chdb://" + str(path) + ("?" + url.split("?", 1)[1] if "?" in url else "")
+
+
+def _check_netloc(setting: str, url: str, example: str, *, needs_host: bool) -> None:
+    """A server URL's host and port must parse (`host:notaport`, `[::1` do not); PostgreSQL may
+    leave the host out (the local socket). The message never repeats the URL: it may hold a
+    password."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+        if needs_host and not parts.hostname:
+            raise ValueError("no host")
+    except ValueError:
+        raise ConfigError(f"{setting}: the server's host or port cannot be read (e.g. {example})") from None
 
 
 def _folder(setting: str, path: Path) -> None:

@@ -30,6 +30,9 @@ def test_environment_wins_over_dotenv(tmp_path: Path) -> None:
 
 
 def test_postgres_url_passes_through(tmp_path: Path) -> None:
+    socket = load_settings({"LETHE_SECRET_KEY": "k" * 32,
+                            "LETHE_DATABASE_URL": "postgresql+psycopg:///lethe?host=/var/run/postgresql"}, cwd=tmp_path)
+    assert socket.database_url.endswith("?host=/var/run/postgresql")  # no host: the local socket
     url = "postgresql+psycopg://lethe@db/lethe"
     assert load_settings({"LETHE_DATABASE_URL": url, "LETHE_SECRET_KEY": "k" * 32}, cwd=tmp_path).database_url == url
 
@@ -112,11 +115,17 @@ def test_on_a_cluster_the_ddl_uses_replicated_engines_in_a_replicated_database()
     ({"LETHE_CLICKHOUSE_URL": "http://"}, "LETHE_CLICKHOUSE_URL must be chdb:///relative/folder"),
     ({"LETHE_CLICKHOUSE_URL": "chdb:////proc/forbidden"},
      "LETHE_CLICKHOUSE_URL: cannot create the folder /proc/forbidden"),
+    ({"LETHE_DATABASE_URL": "postgresql+psycopg://u:Sup3rSecret@host:notaport/db"},
+     "LETHE_DATABASE_URL: the server's host or port cannot be read"),
+    ({"LETHE_DATABASE_URL": "postgresql+psycopg://u@[::1/db"}, "LETHE_DATABASE_URL: the server's host or port"),
+    ({"LETHE_CLICKHOUSE_URL": "https://u:Sup3rSecret@[::1/db"}, "LETHE_CLICKHOUSE_URL: the server's host or port"),
+    ({"LETHE_CLICKHOUSE_URL": "http://u:pw@localhost:99999/db"}, "LETHE_CLICKHOUSE_URL: the server's host or port"),
 ])
 def test_a_store_url_lethe_cannot_use_stops_with_one_sentence(tmp_path: Path, env: dict[str, str],
                                                               message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=message) as refused:
         load_settings({"LETHE_SECRET_KEY": "k" * 32, **env}, cwd=tmp_path)
+    assert "Sup3rSecret" not in str(refused.value)  # a URL's password is never repeated
 
 
 def test_an_absolute_chdb_folder_is_created_and_engine_options_stay_on_the_url(tmp_path: Path) -> None:
