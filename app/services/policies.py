@@ -39,17 +39,21 @@ class PolicyBook:
         if not default_file.exists() and not any((directory / "projects").glob("*.toml")):
             # an empty folder is a mistake (a wrong path, a volume not mounted), not a policy
             raise PolicyError(f"policy directory {directory} holds no policy (default.toml or projects/*.toml)")
-        doc = _read(default_file) if default_file.exists() else {}
+        doc = _read(default_file, DEFAULT_SECTIONS) if default_file.exists() else {}
         default = parse_policy(doc, origin=str(default_file))
         projects: dict[str, Policy] = {}
         for path in sorted((directory / "projects").glob("*.toml")):
-            projects[path.stem] = parse_policy(_read(path), default, origin=str(path))
+            projects[path.stem] = parse_policy(_read(path, PROJECT_SECTIONS), default, origin=str(path))
         map_file = default_file if "datamap" in doc else shipped_default()
         datamap = parse_datamap(_read(map_file) if map_file != default_file else doc, origin=str(map_file))
         return cls(default, projects, datamap, parse_limits(doc, origin=str(default_file)))
 
     def for_project(self, name: str) -> Policy:
         return self.projects.get(name, self.default)
+
+
+DEFAULT_SECTIONS = frozenset({"lifecycle", "limits", "datamap"})  # policies/default.toml
+PROJECT_SECTIONS = frozenset({"lifecycle"})  # projects/<name>.toml: limits and the data map are the default's
 
 
 def shipped_default() -> Path:
@@ -62,8 +66,15 @@ def shipped_default() -> Path:
     raise PolicyError("the policy file has no [datamap] and Lethe's own policies/default.toml was not found")
 
 
-def _read(path: Path) -> dict[str, object]:
+def _read(path: Path, sections: frozenset[str] = frozenset()) -> dict[str, object]:
+    """A policy file, holding only `sections` (if given): a misspelled `[lifecyle]`, a key
+    outside any section or a `[limits]` in a project's file would otherwise be ignored
+    without a word, and the service would run on other rules than the operator wrote."""
     try:
-        return tomllib.loads(path.read_text())
+        doc = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"{path}: {exc}") from exc
+    if sections and (unknown := sorted(set(doc) - sections)):
+        raise PolicyError(f"{path}: {', '.join(repr(k) for k in unknown)} is not a section this file may hold "
+                          f"(it may hold {', '.join(f'[{s}]' for s in sorted(sections))})")
+    return doc

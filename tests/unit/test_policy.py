@@ -40,3 +40,21 @@ def test_unreadable_toml_names_the_file(tmp_path: Path) -> None:
     (tmp_path / "default.toml").write_text("[lifecycle\n")
     with pytest.raises(PolicyError, match=r"default\.toml"):
         PolicyBook.load(tmp_path)
+
+
+@pytest.mark.parametrize(("default", "project", "message"), [
+    ("[lifecycle]\ngrace_days = 30\n[lifecyle]\nx = 1\n", None, r"default\.toml: 'lifecyle' is not a section"),
+    ("[lifecycle]\ngrace_days = 30\n", "[lifecyle]\ngrace_days = 7\n", r"acme\.toml: 'lifecyle' is not a section"),
+    ("[lifecycle]\ngrace_days = 30\n", "grace_days = 7\n", r"acme\.toml: 'grace_days' is not a section"),
+    ("[lifecycle]\ngrace_days = 30\n", "[limits]\npartner_requests_per_second = 5\n",
+     r"acme\.toml: 'limits' is not a section this file may hold \(it may hold \[lifecycle\]\)"),
+    ("[lifecycle]\ngrace_days = 30\n", '[datamap."sql.x"]\ny = "not_personal"\n', r"acme\.toml: 'datamap'"),
+])
+def test_a_section_that_would_be_ignored_is_refused_naming_the_file(tmp_path: Path, default: str,
+                                                                    project: str | None, message: str) -> None:
+    (tmp_path / "default.toml").write_text(default)
+    if project is not None:
+        (tmp_path / "projects").mkdir()
+        (tmp_path / "projects" / "acme.toml").write_text(project)
+    with pytest.raises(PolicyError, match=message):
+        PolicyBook.load(tmp_path)
