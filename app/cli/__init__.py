@@ -73,6 +73,14 @@ def _instant(value: str) -> datetime:
     return moment.astimezone(UTC)
 
 
+def _run_instant(value: str) -> datetime:
+    """A job's --now: an instant the lifecycle's arithmetic can reach (13 months back, a year on)."""
+    moment = _instant(value)
+    if not 1970 <= moment.year <= 9000:
+        raise argparse.ArgumentTypeError(f"an instant between 1970 and 9000, got {value!r}")
+    return moment
+
+
 def parser() -> argparse.ArgumentParser:
     from jobs.registry import JOBS
 
@@ -140,7 +148,7 @@ def parser() -> argparse.ArgumentParser:
     jobs.add_parser("list", help="jobs, triggers and last runs").set_defaults(fn=cmd_jobs_list)
     run = jobs.add_parser("run", help="run one job once and print its JSON summary")
     run.add_argument("name", choices=[*JOBS, "all"], help="the job, or all of them in order")
-    run.add_argument("--now", type=_instant, help="run as of this ISO 8601 instant (default: now)")
+    run.add_argument("--now", type=_run_instant, help="run as of this ISO 8601 instant (default: now)")
     run.set_defaults(fn=cmd_jobs_run)
 
     audit = sub.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)

@@ -278,7 +278,10 @@ class ErasureService:
                     bad = ", ".join(sorted(k for k, v in residual.items() if v))
                     raise StepFailed(f"purge residual check ({bad})", RuntimeError())
             names = uow.projects.names({row.project_id for row in due})
-            processed = [self._advance(uow, row, names[row.project_id], step, now, counts, batch, purge_now)
+            # due-ness is decided as of `now` (a run --now ahead); what happened is stamped with the
+            # time it happened: `--now` never changes stored timestamps of new records (CONTRACT §2)
+            stamped = self._clock()
+            processed = [self._advance(uow, row, names[row.project_id], step, stamped, counts, batch, purge_now)
                          for row in due]
             uow.requests.save(rows)  # one statement per kind of change, not one UPDATE per request
             self._notify(uow, due, lambda _ids: batch.user_of)  # read before the links went
@@ -321,20 +324,20 @@ class ErasureService:
         residual["sql.subjects"] = uow.subjects.linked(batch.subject_ids)
         return residual
 
-    def _advance(self, uow: UnitOfWork, row: DeletionRequest, project: str, step: Step, now: datetime,
+    def _advance(self, uow: UnitOfWork, row: DeletionRequest, project: str, step: Step, stamped: datetime,
                  evidence: Evidence, batch: ErasureBatch, purged: ErasureBatch) -> dict[str, dict[str, int]]:
         """Move a locked, due request on, with its evidence and one audit entry per step that
-        ran. Returns its own evidence counts."""
+        ran, stamped with the service's clock. Returns its own evidence counts."""
         state = state_of(row)
         is_purged = row.subject_id in purged.project_of
         actions = []
         if step is Step.ANONYMISE:
             state = lifecycle.after_anonymised(state)
-            row.anonymised_at = now
+            row.anonymised_at = stamped
             actions.append("deletion_request.anonymised")
         if is_purged:
             state = lifecycle.after_purged(state)
-            row.completed_at = now
+            row.completed_at = stamped
             actions.append("deletion_request.completed")
         apply_state(row, state)
         row.lease_until, row.detail = None, None

@@ -91,11 +91,12 @@ class OffboardingService:
             "sql.idempotency_keys": uow.idempotency.delete_in(project_id),
             "sql.suppressions": uow.suppressions.delete_in(project_id),
         }
-        counts["sql.deletion_requests"] = self._complete_open_requests(uow, name, free_subjects, now)
+        # stamped with the service's clock: `--now` never changes stored timestamps (CONTRACT §2)
+        counts["sql.deletion_requests"] = self._complete_open_requests(uow, name, free_subjects, uow.now())
         uow.requests.forget_reasons(free_subjects)
         # the keys to their events' personal values; the project's day keys once no hold remains
         counts["sql.data_keys"] = len(self._keys.destroy(uow, free_subjects))  # every purpose
         if not holds:
             counts["sql.data_keys"] += self._keys.destroy_day_keys(uow, ANALYTICS, project_id)
-        counts["sql.subjects"] = uow.subjects.destroy_links(free_subjects, now)
+        counts["sql.subjects"] = uow.subjects.destroy_links(free_subjects, uow.now())
         return counts

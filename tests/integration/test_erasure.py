@@ -65,6 +65,20 @@ def test_purge_waits_for_grace_then_deletes_and_unlinks(container: Container, pr
         assert container.identities.find(uow, project_id, "u-2") is not None
 
 
+def test_a_run_as_of_another_instant_stamps_what_it_did_with_the_real_time(
+        container: Container, project: dict[str, str], clock: FakeClock) -> None:
+    """`--now` decides what is due; it never changes stored timestamps (CONTRACT §2): a run
+    ahead of the clock does not date an anonymisation in the future, nor one behind it before
+    the request existed."""
+    add_profile(container, "u-1", clock)
+    created = request(container, "u-1").body
+    assert container.erasure.anonymise(clock.now - timedelta(days=400)).processed == 1  # as of a year ago
+    body = container.deletions.get(pid(container), created.id)
+    assert body.anonymised_at == clock.now.isoformat() >= body.requested_at
+    assert container.erasure.purge(clock.now + timedelta(days=31)).processed == 1  # as of next month
+    assert container.deletions.get(pid(container), created.id).completed_at == clock.now.isoformat()
+
+
 def test_immediate_request_completes_in_one_anonymise_run(container: Container, project: dict[str, str],
                                                           clock: FakeClock) -> None:
     sid = add_profile(container, "u-1", clock)

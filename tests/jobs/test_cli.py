@@ -323,6 +323,8 @@ def test_ports_are_checked_and_a_taken_metrics_port_is_one_sentence(workdir: Pat
     for argv in (["serve", "--port", "70000"], ["serve", "--port", "0"], ["worker", "--metrics-port", "-1"]):
         refused = lethe(workdir, *argv, check=False)
         assert refused.returncode == 2 and "a TCP port, 1 to 65535" in refused.stderr, argv
+    early = lethe(workdir, "jobs", "run", "retention", "--now", "0001-01-01T00:00:00Z", check=False)
+    assert early.returncode == 2 and "an instant between 1970 and 9000" in early.stderr
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
