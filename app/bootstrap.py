@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
-from app.domain.audit import CHAIN_LABEL, CHECKPOINT_LABEL
+from app.domain.audit import CHAIN_LABEL, CHECKPOINT_LABEL, parse_checkpoint
 from app.domain.crypto import derive_key
 from app.domain.policy import Handles, PolicyError, datamap_problems
 from app.ports import EmbeddedStoreBusy, JobKicker, SqlErasureStep
@@ -311,5 +311,14 @@ def personal_data_handlers(steps: Sequence[SqlErasureStep]) -> dict[str, Handles
 
 def read_checkpoint_file(path: Path) -> list[Any]:
     """Checkpoints an operator kept in a file of their own (`lethe audit verify --checkpoint`).
-    Raises OSError when it cannot be read, ValueError naming a line that is not JSON."""
-    return read_checkpoints(path)
+    Raises OSError when it cannot be read, ValueError naming a line that is not a checkpoint:
+    a file of the wrong shape is the operator's mistake, not a sign the chain was tampered with."""
+    items = read_checkpoints(path)
+    if not items:
+        raise ValueError(f"{path} holds no checkpoint")
+    for number, item in enumerate(items, start=1):
+        try:
+            parse_checkpoint(item)
+        except ValueError as exc:
+            raise ValueError(f"{path}: checkpoint {number}: {exc}") from None
+    return items

@@ -111,6 +111,11 @@ def test_a_checkpoint_kept_outside_catches_a_truncated_log(workdir: Path) -> Non
     assert caught.returncode == 1 and "truncated" in caught.stderr  # ...but not with the checkpoint
     missing = lethe(workdir, "audit", "verify", "--checkpoint", str(workdir / "nope.json"), check=False)
     assert missing.returncode == 2 and "cannot read the checkpoint file" in missing.stderr
+    for shape, said in (("[]", "checkpoint 1: a checkpoint is a JSON object"), ('{"seq": 5}', "a JSON object"),
+                        ("", "holds no checkpoint")):
+        (workdir / "shape.json").write_text(shape)  # the operator's mistake, not tampering
+        wrong = lethe(workdir, "audit", "verify", "--checkpoint", str(workdir / "shape.json"), check=False)
+        assert wrong.returncode == 2 and "cannot read the checkpoint file" in wrong.stderr and said in wrong.stderr
 
 
 def free_port() -> int:
