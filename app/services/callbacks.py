@@ -31,9 +31,10 @@ from app.domain import webhooks as hooks
 from app.domain.audit import AuditRecord
 from app.domain.ids import new_id
 from app.domain.policy import Handles
+from app.domain.statuses import ProjectStatus
 from app.models import CallbackDelivery, DeletionRequest
 from app.ports import Clock, UnitOfWork, UnitOfWorkFactory
-from app.services.errors import InvalidInput, NotFound
+from app.services.errors import Conflict, InvalidInput, NotFound
 from app.services.keys import CALLBACK, KeyService, unsealed
 from app.services.summary import JobSummary
 from app.services.views import CallbackOut, DeletionRequestOut, DeliveryOut, DeliveryPage, iso, without_user
@@ -139,6 +140,8 @@ class CallbackService:
             project = uow.projects.by_id(project_id) if project_id else uow.projects.by_name(name or "")
             if project is None:
                 raise NotFound(f"project {name or project_id} not found")
+            if project.status != ProjectStatus.ACTIVE:  # its partner is gone: nothing to call back
+                raise Conflict(f"project {project.name!r} is {project.status}: it takes no callback URL")
             project.callback_url = url
             project.callback_secret = hooks.seal_secret(self._secret, project.id, secret)
             uow.audit(AuditRecord(actor, "project.callback_registered", project.name, None,

@@ -265,3 +265,11 @@ def test_a_pinned_delivery_reaches_the_receiver_under_the_partners_host_name(
     assert strict(container).deliver(clock.now).processed == 1
     assert [h["host"] for h, _ in receiver.received] == [f"partner.example:{port}"]
     assert receiver.events()[0]["request"]["user_id"] == USER
+
+
+def test_an_offboarded_project_takes_no_callback_url(container: Container, keys: dict[str, str]) -> None:
+    from app.services.errors import Conflict
+
+    container.accounts.offboard_project(PROJECT)
+    with pytest.raises(Conflict, match="is offboarding: it takes no callback URL"):
+        strict(container).register(None, "https://93.184.216.34/hook", actor="operator:cli", name=PROJECT)
