@@ -10,6 +10,7 @@ from app.domain.holds import Data, Hold, Scope, T, covering, keeper, split
 from app.domain.policy import Handles
 from app.models import HoldRecord
 from app.ports import Clock, Held, MessageRef, UnitOfWork, UnitOfWorkFactory
+from app.retry import retry_transient
 from app.services.errors import Conflict, InvalidInput, NotFound
 from app.services.identities import Identities
 from app.services.policies import PolicyBook
@@ -49,18 +50,24 @@ class HoldService:
             raise InvalidInput("expires_at: must be in the future")
         if scope is Scope.PROJECT and target != project:
             raise InvalidInput("target: a project hold names its project")
-        with self._uow() as uow:
-            # no destructive transaction that has read the standing holds may still commit after
-            # this one: they finish first, later ones see this hold (HoldsRepository.lock_projects)
-            uow.holds.lock_projects([project_id], exclusive=True)
-            row = HoldRecord(project_id=project_id, scope=scope.value, target=target, reason=reason,
-                             reference=reference, placed_by=actor, placed_at=now, expires_at=expires_at)
-            uow.holds.add(row)
-            # The audit entry names the hold, never its target (which may be a user id); a user
-            # hold's entries carry the user's keyed hash, so the user's trail shows them.
-            uow.audit(AuditRecord(actor, "hold.placed", project, self._subject(scope, project, target),
-                                  {"hold_id": row.id, "scope": scope.value, "reference": reference}))
-            uow.commit()
+        def placed() -> HoldRecord:
+            with self._uow() as uow:
+                # no destructive transaction that has read the standing holds may still commit after
+                # this one: they finish first, later ones see this hold (HoldsRepository.lock_projects)
+                uow.holds.lock_projects([project_id], exclusive=True)
+                row = HoldRecord(project_id=project_id, scope=scope.value, target=target, reason=reason,
+                                 reference=reference, placed_by=actor, placed_at=now, expires_at=expires_at)
+                uow.holds.add(row)
+                # The audit entry names the hold, never its target (which may be a user id); a user
+                # hold's entries carry the user's keyed hash, so the user's trail shows them.
+                uow.audit(AuditRecord(actor, "hold.placed", project, self._subject(scope, project, target),
+                                      {"hold_id": row.id, "scope": scope.value, "reference": reference}))
+                uow.commit()
+                return row
+
+        # waiting for the lock behind readers that wait on each other's rows may end in a
+        # deadlock PostgreSQL breaks by aborting one: then this placement is tried again
+        row = retry_transient(placed)
         self._on_change()
         return hold_view(row, project, now)
 
