@@ -341,7 +341,8 @@ class DeadLetterFinder(Protocol):
     """Finds dead letters naming users, opening their sealed bodies, and erases them
     (app.services.dead_letters)."""
 
-    def mentioning(self, uow: UnitOfWork, project_id: str, needles: Sequence[str]) -> dict[str, list[str]]: ...
+    def mentioning(self, uow: UnitOfWork, project_id: str, needles: Sequence[str], *,
+                   except_held: bool = False) -> dict[str, list[str]]: ...
     def forget(self, uow: UnitOfWork, project_id: str, entry_ids: Collection[str]) -> None: ...
 
 

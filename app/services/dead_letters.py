@@ -51,12 +51,27 @@ class DeadLetterService:
                      for r in rows]
         return RejectedPage(items, next_cursor)
 
-    def mentioning(self, uow: UnitOfWork, project_id: str, needles: Sequence[str]) -> dict[str, list[str]]:
-        """Ids of the entries whose opened body names each needle (a user id), by needle."""
+    def mentioning(self, uow: UnitOfWork, project_id: str, needles: Sequence[str], *,
+                   except_held: bool = False) -> dict[str, list[str]]:
+        """Ids of the entries whose opened body names each needle (a user id), by needle.
+        `except_held` (what an erasure may delete): without the entries a standing hold keeps,
+        those naming a user under a user hold too, and all of them under a project hold."""
+        held_users, whole_project = self._held(uow, project_id) if except_held else ([], False)
+        if whole_project:
+            return {}
+        hits = self._mentions(uow, project_id, [*needles, *held_users])
+        kept = {entry_id for entry_id, _day, needle in hits if needle in held_users}
+        wanted = set(needles)
         found: dict[str, list[str]] = {}
-        for entry_id, _day, needle in self._mentions(uow, project_id, needles):
-            found.setdefault(needle, []).append(entry_id)
+        for entry_id, _day, needle in hits:
+            if needle in wanted and entry_id not in kept:
+                found.setdefault(needle, []).append(entry_id)
         return found
+
+    def _held(self, uow: UnitOfWork, project_id: str) -> tuple[list[str], bool]:
+        """(the users standing user holds name, whether a project hold stands) in the project."""
+        holds = self._holds.standing(uow, [project_id]) if self._holds is not None else []
+        return [h.target for h in holds if h.scope is Scope.USER], any(h.scope is Scope.PROJECT for h in holds)
 
     def _mentions(self, uow: UnitOfWork, project_id: str, needles: Sequence[str]) -> list[tuple[str, date, str]]:
         """(entry id, day received, needle) for each entry whose opened body names a needle."""
@@ -100,12 +115,11 @@ class DeadLetterService:
 
     def _held_days(self, uow: UnitOfWork, project_id: str, days: Collection[date]) -> set[date]:
         """Of these days, those with an entry that a standing user or project hold covers."""
-        if self._holds is None or not days:
+        if not days:
             return set()
-        holds = self._holds.standing(uow, [project_id])
-        if any(h.scope is Scope.PROJECT for h in holds):
+        users, whole_project = self._held(uow, project_id)
+        if whole_project:
             return set(days)
-        users = [h.target for h in holds if h.scope is Scope.USER]
         return {day for _, day, _ in self._mentions(uow, project_id, users)} & set(days)
 
     def expire(self, uow: UnitOfWork, project_id: str, before: datetime | None = None,

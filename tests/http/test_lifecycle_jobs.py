@@ -237,6 +237,24 @@ def test_an_erased_users_dead_letters_leave_no_readable_bytes(client: TestClient
         assert not _opens(container, erased_token)  # the erased user's old bytes open with no key
 
 
+def test_a_dead_letter_that_also_names_a_held_user_survives_the_erasure(
+        client: TestClient[Any], keys: dict[str, str], container: Container, clock: FakeClock) -> None:
+    """The erasure deletes the rejected deliveries that name its user, except one a standing
+    hold keeps because it names the held user too; the request still completes (the kept entry
+    is the hold's, not a residue)."""
+    client.post("/v1/holds", json={"scope": "user", "target": "held-one", "reason": "regulator"},
+                headers=bearer(keys["officer"]))
+    for body in (b"garbage naming erased-one and held-one", b"garbage naming erased-one alone"):
+        client.post("/v1/events", content=body, headers=bearer(keys["webhook_token"]))
+    created = client.post("/v1/deletion-requests", json={"user_id": "erased-one", "mode": "immediate"},
+                          headers=bearer(keys["api_key"])).json()
+    container.erasure.anonymise(clock.now)
+    done = client.get(f"/v1/deletion-requests/{created['id']}", headers=bearer(keys["api_key"])).json()
+    assert done["status"] == "completed" and done["evidence"]["sql.dead_letters"]["residual"] == 0
+    items = client.get("/v1/events/rejected", headers=bearer(keys["api_key"])).json()["items"]
+    assert [e["body"] for e in items] == ["garbage naming erased-one and held-one"]
+
+
 def _body_of(client: TestClient[Any], keys: dict[str, str], entry_id: str) -> str:
     items = client.get("/v1/events/rejected", headers=bearer(keys["api_key"])).json()["items"]
     return str(next(e["body"] for e in items if e["id"] == entry_id))

@@ -120,7 +120,8 @@ class DeadLettersStep:
         for project_id in sorted(set(batch.project_of.values())):
             users = {subject: platform_user_id(user) for subject, user in batch.user_of.items()
                      if batch.project_of.get(subject) == project_id}
-            by_user = self._finder.mentioning(uow, project_id, sorted(set(users.values())))
+            # an entry a standing hold keeps (it names a held user too) is not the erasure's to delete
+            by_user = self._finder.mentioning(uow, project_id, sorted(set(users.values())), except_held=True)
             for subject, user in users.items():
                 if by_user.get(user):
                     found[subject] = by_user[user]
