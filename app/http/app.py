@@ -39,7 +39,7 @@ from app.http.messages import MessagesController, SubjectsController
 from app.http.metrics import MetricsController
 from app.http.officer import OfficerController
 from app.http.ops import healthz, readyz
-from app.http.schemas import ErrorBody
+from app.http.schemas import TYPE_DECODERS, ErrorBody, StrictTypesSchema
 from app.http.suppressions import SuppressionsController
 from app.logging import bound_logger, processors, stderr_logger
 from app.observability import REQUEST_CENSUS
@@ -112,7 +112,8 @@ def create_app(container: Container) -> Litestar:
                     auth_middleware(container.accounts, container.webhooks),
                     *rate_limits(container.policies.limits, shared)],
         exception_handlers=HANDLERS,
-        plugins=[logging],
+        plugins=[logging, StrictTypesSchema()],
+        type_decoders=TYPE_DECODERS,
         openapi_config=OpenAPIConfig(
             title="Lethe", version="0.1.0", description="GDPR data-lifecycle and deletion service",
             operation_id_creator=operation_id,

@@ -4,13 +4,19 @@ answers are the services' own Structs (app/services/views.py)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
+from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.params import QueryParameter
+from litestar.plugins import OpenAPISchemaPlugin
+from litestar.typing import FieldDefinition
 
 from app.domain.requests import Mode
 from app.services.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from litestar._openapi.schema_generation import SchemaCreator
 
 NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL; no id or free text needs one
 UserId = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NO_NUL)]
@@ -57,8 +63,34 @@ class BatchIn(msgspec.Struct, forbid_unknown_fields=True):
     reason: FreeText | None = None
 
 
+class Months(int):
+    """1 or 2 more months, as a JSON integer. Litestar converts bodies in msgspec's lax mode
+    (`"1"` and `1.0` would pass as 1); this type is decoded by `strict_months`, which takes a
+    JSON integer only, and documented by `StrictTypesSchema`."""
+
+
+def strict_months(_kind: type, value: Any) -> Months:
+    if type(value) is not int or value not in (1, 2):
+        raise TypeError("months: 1 or 2, as a JSON number (not a string)")
+    return Months(value)
+
+
+class StrictTypesSchema(OpenAPISchemaPlugin):
+    """The OpenAPI schema of the strict body types above (Litestar knows nothing of them)."""
+
+    @staticmethod
+    def is_plugin_supported_type(value: Any) -> bool:
+        return value is Months
+
+    def to_openapi_schema(self, field_definition: FieldDefinition, schema_creator: SchemaCreator) -> Schema:
+        return Schema(type=OpenAPIType.INTEGER, enum=[1, 2], description="1 or 2 more months (2 in all)")
+
+
+TYPE_DECODERS = [(lambda kind: kind is Months, strict_months)]  # Litestar's type_decoders
+
+
 class ExtensionIn(msgspec.Struct, forbid_unknown_fields=True):
-    months: Annotated[int, msgspec.Meta(ge=1, le=2)]
+    months: Months
     reason: Reason
 
 

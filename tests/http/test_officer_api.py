@@ -87,6 +87,9 @@ def test_overdue_requests_are_flagged_filtered_and_extended_by_at_most_two_month
     refused = client.post(extend, json={"months": 1, "reason": "again"}, headers=bearer(officer))
     assert refused.status_code == 409 and "2 months in all" in refused.json()["detail"]
     assert client.post(extend, json={"months": 3, "reason": "x"}, headers=bearer(officer)).status_code == 400
+    for loose in ("1", 1.0, True, None):  # a JSON integer only: no lax conversion of strings or floats
+        refused_type = client.post(extend, json={"months": loose, "reason": "x"}, headers=bearer(officer))
+        assert refused_type.status_code == 400 and "months" in refused_type.text, loose
     assert client.post(f"{QUEUE}/nope/extend", json={"months": 1, "reason": "x"},
                        headers=bearer(officer)).status_code == 404
     audit = client.get("/v1/audit", params={"action": "deletion_request.deadline_extended"},

@@ -29,6 +29,9 @@ def test_openapi_documents_every_route(client: TestClient[Any]) -> None:
         CONTENT_TYPE_LATEST]  # Prometheus text, not JSON
     for bare in ("/v1/subjects", "/v1/messages", "/v1/suppressions"):  # the slash-only ids' routes
         assert bare not in paths
+    extension = client.get("/schema/openapi.json").json()["components"]["schemas"]["ExtensionIn"]
+    assert extension["properties"]["months"] == {"type": "integer", "enum": [1, 2],
+                                                 "description": "1 or 2 more months (2 in all)"}
     create = paths["/v1/deletion-requests"]["post"]
     assert "202" in create["responses"]
     for route in ["/v1/deletion-requests/batch", "/v1/deletion-requests/batch/{batch_id}", "/v1/callback",
