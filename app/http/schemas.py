@@ -71,7 +71,7 @@ class Months(int):
 
 def strict_months(_kind: type, value: Any) -> Months:
     if type(value) is not int or value not in (1, 2):
-        raise TypeError("months: 1 or 2, as a JSON number (not a string)")
+        raise TypeError("months: 1 or 2, as a JSON integer (not a string or a fraction)")
     return Months(value)
 
 
