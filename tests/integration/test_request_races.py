@@ -135,8 +135,12 @@ def test_a_hold_placed_after_the_commit_step_read_the_holds_waits_for_that_step(
     armed, outcome = threading.Event(), {}
 
     def place() -> None:
-        container.holds.place(pid(container), "acme", Scope.USER, "u-1", "inquiry", reference=None,
-                              expires_at=None, actor="officer:olga")
+        try:
+            container.holds.place(pid(container), "acme", Scope.USER, "u-1", "inquiry", reference=None,
+                                  expires_at=None, actor="officer:olga")
+        except Exception as exc:  # said by the assertion below, not lost in the thread
+            outcome["error"] = repr(exc)
+            return
         outcome["placed_while_step_open"] = not outcome.get("step_done", False)
 
     def standing_then_a_hold(uow: object, project_ids: object) -> object:
@@ -156,6 +160,7 @@ def test_a_hold_placed_after_the_commit_step_read_the_holds_waits_for_that_step(
         thread.join(timeout=30)
     finally:
         container.holds.standing = real_standing  # type: ignore[method-assign]
+    assert "error" not in outcome, outcome["error"]
     assert summary.processed == 1  # the step read no hold, so it went on...
     assert outcome["placed_while_step_open"] is False  # ...and the hold stood only after it committed
     assert assert_consistent(container, created.id) == "completed"
