@@ -84,8 +84,13 @@ def _new_token(prefix: str) -> str:
 
 AUTH_CACHE_SECONDS = 5.0  # a revoked key stops working within this long in every process
 AUTH_CACHE_SIZE = 10_000
-MAX_REGION = 20  # the widths of their columns (app.models.accounts)
-MAX_OFFICER_NAME = 100
+MAX_NAME = 100  # a project's or an officer's: the widths of their columns (app.models.accounts)
+MAX_REGION = 20
+
+
+def _fits(what: str, value: str, most: int) -> None:
+    if not value or len(value) > most:
+        raise InvalidInput(f"{what} must be 1-{most} characters")
 
 
 class AccountService:
@@ -99,10 +104,8 @@ class AccountService:
         self._cache: dict[str, tuple[float, Principal | None]] = {}
 
     def create_project(self, name: str, region: str = "eu", *, actor: str = "operator:cli") -> ProjectCreated:
-        if not name or len(name) > 100:
-            raise InvalidInput("project name must be 1-100 characters")
-        if not region or len(region) > MAX_REGION:
-            raise InvalidInput(f"region must be 1-{MAX_REGION} characters")
+        _fits("project name", name, MAX_NAME)
+        _fits("region", region, MAX_REGION)
         api_key, webhook_token = _new_token("lth_key"), _new_token("lth_hook")
         webhook_secret, url_secret, project_id = webhooks.new_signing_secret(), webhooks.new_url_secret(), new_id()
         with self._uow() as uow:
@@ -122,8 +125,7 @@ class AccountService:
                               webhook_secret=webhook_secret, webhook_url_path=webhooks.url_path(url_secret))
 
     def create_officer(self, name: str, project_names: list[str], *, actor: str = "operator:cli") -> OfficerCreated:
-        if not name or len(name) > MAX_OFFICER_NAME:
-            raise InvalidInput(f"officer name must be 1-{MAX_OFFICER_NAME} characters")
+        _fits("officer name", name, MAX_NAME)
         if not project_names:
             raise InvalidInput("an officer needs at least one --project")
         token = _new_token("lth_off")
