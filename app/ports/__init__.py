@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from types import TracebackType
@@ -343,7 +343,7 @@ class DeadLetterFinder(Protocol):
 
     def mentioning(self, uow: UnitOfWork, project_id: str, needles: Sequence[str], *,
                    except_held: bool = False) -> dict[str, list[str]]: ...
-    def forget(self, uow: UnitOfWork, project_id: str, entry_ids: Collection[str]) -> None: ...
+    def erase(self, uow: UnitOfWork, project_id: str, needles: Sequence[str]) -> dict[str, list[str]]: ...
 
 
 class Suppressor(Protocol):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from app.domain.events import platform_user_id
 from app.domain.policy import Handles
@@ -103,28 +103,25 @@ class DeadLettersStep:
         self._finder = finder
 
     def anonymise(self, uow: UnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
-        found = self._mentioning(uow, batch)
-        for project_id in sorted(set(batch.project_of.values())):
-            entries = {i for subject, ids in found.items() if batch.project_of[subject] == project_id for i in ids}
-            if entries:
-                self._finder.forget(uow, project_id, entries)
-        return {subject: len(ids) for subject, ids in found.items()}
+        return self._per_subject(uow, batch, self._finder.erase)
 
     purge = anonymise
 
     def residual(self, uow: UnitOfWork, batch: ErasureBatch) -> Mapping[str, int]:
-        return {subject: len(ids) for subject, ids in self._mentioning(uow, batch).items()}
+        return self._per_subject(uow, batch, lambda u, project_id, needles: self._finder.mentioning(
+            u, project_id, needles, except_held=True))
 
-    def _mentioning(self, uow: UnitOfWork, batch: ErasureBatch) -> dict[str, list[str]]:
-        found: dict[str, list[str]] = {}
+    @staticmethod
+    def _per_subject(uow: UnitOfWork, batch: ErasureBatch,
+                     find: Callable[[UnitOfWork, str, Sequence[str]], dict[str, list[str]]]) -> dict[str, int]:
+        """`find` (entry ids by user id, per project) counted per subject of the batch. Entries a
+        standing hold keeps (they name a held user too) are neither the erasure's to delete nor residue."""
+        found: dict[str, int] = {}
         for project_id in sorted(set(batch.project_of.values())):
             users = {subject: platform_user_id(user) for subject, user in batch.user_of.items()
                      if batch.project_of.get(subject) == project_id}
-            # an entry a standing hold keeps (it names a held user too) is not the erasure's to delete
-            by_user = self._finder.mentioning(uow, project_id, sorted(set(users.values())), except_held=True)
-            for subject, user in users.items():
-                if by_user.get(user):
-                    found[subject] = by_user[user]
+            by_user = find(uow, project_id, sorted(set(users.values())))
+            found.update({subject: len(by_user[user]) for subject, user in users.items() if by_user.get(user)})
         return found
 
 
