@@ -29,6 +29,9 @@ def to_domain(row: HoldRecord, project: str) -> Hold:
                 sealed=row.sealed_at is not None)
 
 
+STANDING_IN_TRANSACTION = "holds.standing"  # uow.info key: the standing holds this transaction read
+
+
 class HoldService:
     handles: Handles = frozenset({("sql.holds", "target", "kept_as_legal_record"),
                                   ("sql.holds", "reason", "kept_as_legal_record")})
@@ -104,15 +107,22 @@ class HoldService:
     def standing(self, uow: UnitOfWork, project_ids: Sequence[str]) -> list[Hold]:
         """Holds that may still block work in these projects (release delay included). Until
         the caller's transaction ends, no hold can be placed in them: what it deletes on the
-        strength of this answer, it deletes before any new hold stands."""
+        strength of this answer, it deletes before any new hold stands. So the answer is read
+        once per transaction (a webhook batch asks for every edit it applies): a release seen
+        later in it would only keep data a little longer."""
         if not project_ids:
             return []
+        read: dict[tuple[str, ...], list[Hold]] = uow.info.setdefault(STANDING_IN_TRANSACTION, {})
+        asked = tuple(sorted(set(project_ids)))
+        if asked in read:
+            return read[asked]
         uow.holds.lock_projects(project_ids, exclusive=False)
         now = self._clock()
         names = uow.projects.names(project_ids)
         rows = uow.holds.in_projects(project_ids)
         holds = [to_domain(r, names[r.project_id]) for r in rows]
-        return [h for h in holds if h.stands(now, self.delay(h.project))]
+        read[asked] = standing = [h for h in holds if h.stands(now, self.delay(h.project))]
+        return standing
 
     def keeping(self, uow: UnitOfWork, project_id: str, project: str) -> list[Hold]:
         """A project's standing room and message holds: new data they cover goes under their keys."""
