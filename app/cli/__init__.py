@@ -193,20 +193,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         if args.fn is not cmd_policy_check:  # the one command that does not open the database
-            container.keys.check_secret()
-    except KeyringError as exc:
-        container.close()
-        print(f"lethe: configuration error: {exc}", file=sys.stderr)
-        return 2
-    except OperationalError as exc:
-        container.close()
-        print(f"lethe: the SQL database does not answer ({type(exc.orig).__name__}): check LETHE_DATABASE_URL "
-              "and that the server is up", file=sys.stderr)
-        return 1
-    try:
+            container.keys.check_secret()  # before anything is written under another secret
         code: int = args.fn(container, args)
         sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
         return code
+    except KeyringError as exc:  # LETHE_SECRET_KEY is not the one the keys were made with
+        print(f"lethe: configuration error: {exc}", file=sys.stderr)
+        return 2
     except (ServiceError, EmbeddedStoreBusy) as exc:
         print(f"lethe: {exc}", file=sys.stderr)
         return 1
